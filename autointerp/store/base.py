@@ -1,0 +1,175 @@
+"""The store's connection, schema, transactions and helpers shared by its domain mixins.
+
+Only autointerp/store/ writes SQL. Stages get a Store and call its named methods.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import sqlite3
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import sqlite_utils
+
+from ..errors import StoreError
+
+SCHEMA_VERSION = 1
+APP_ID = "autointerp"
+DEFAULT_STORE = Path("store") / "autointerp.db"
+
+# migrations[v] upgrades a store of schema version v to v+1 (SQL script).
+MIGRATIONS: dict[int, str] = {}
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def content_hash(*parts: Any) -> str:
+    """A stable short hash of JSON-serialisable parts (dict keys sorted)."""
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+def pack_f16(values) -> bytes:
+    return np.asarray(values, dtype="<f2").tobytes()
+
+
+def unpack_f16(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<f2").astype(np.float32)
+
+
+def pack_i32(values) -> bytes:
+    return np.asarray(values, dtype="<i4").tobytes()
+
+
+def unpack_i32(blob: bytes) -> np.ndarray:
+    return np.frombuffer(blob, dtype="<i4")
+
+
+def schema_sql() -> str:
+    return resources.files("autointerp.store").joinpath("schema.sql").read_text()
+
+
+class StoreBase:
+    """Opens (creating idempotently) an autointerp SQLite store."""
+
+    def __init__(self, path: str | Path = DEFAULT_STORE, *, create: bool = True, readonly: bool = False):
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create or readonly:
+                raise StoreError(f"no store at {self.path} (run a command that writes, e.g. `autointerp mine`, first)")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if readonly:
+                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+            else:
+                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+            conn.isolation_level = None
+            self.db = sqlite_utils.Database(conn)
+            self.db.execute("PRAGMA foreign_keys = ON")
+            self.db.execute("PRAGMA busy_timeout = 30000")
+            self._check_and_migrate(readonly)
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path} is not an autointerp store ({e})") from None
+
+    # ---- schema -------------------------------------------------------------------
+    def _check_and_migrate(self, readonly: bool) -> None:
+        tables = set(self.db.table_names())
+        if tables and "meta" not in tables:
+            raise StoreError(f"{self.path} is not an autointerp store (it has other tables: {', '.join(sorted(tables)[:5])})")
+        if "meta" in tables:
+            meta = {r["key"]: r["value"] for r in self.db.query("select key, value from meta")}
+            if meta.get("app") != APP_ID:
+                raise StoreError(f"{self.path} is not an autointerp store")
+            version = int(meta.get("schema_version", 0))
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this autointerp ({SCHEMA_VERSION}); upgrade autointerp"
+                )
+            if readonly:
+                return
+            while version < SCHEMA_VERSION:
+                with self.tx():
+                    self.db.conn.executescript(MIGRATIONS[version]) if version in MIGRATIONS else None
+                    version += 1
+                    self._set_meta("schema_version", str(version))
+        if readonly:
+            return
+        if self.db.journal_mode != "wal":
+            self.db.enable_wal()
+        # one transaction: a killed first open leaves no half-made store behind
+        self.db.conn.executescript(
+            "BEGIN;\n" + schema_sql() + "\n"
+            f"INSERT OR IGNORE INTO meta(key, value) VALUES ('app', '{APP_ID}');\n"
+            f"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;"
+        )
+        self._ensure_fts()
+
+    def _ensure_fts(self) -> None:
+        if "explanations_fts" not in self.db.table_names():
+            self.db["explanations"].enable_fts(["text", "unit", "explainer"], create_triggers=True, tokenize="porter")
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.db.execute("insert into meta(key, value) values (?, ?) on conflict(key) do update set value = excluded.value", [key, value])
+
+    @property
+    def schema_version(self) -> int:
+        row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    # ---- transactions -------------------------------------------------------------
+    @contextlib.contextmanager
+    def tx(self, immediate: bool = False) -> Iterator[sqlite_utils.Database]:
+        """One transaction: everything inside commits together or not at all.
+
+        immediate=True takes the write lock at the start (for read-then-write claims)."""
+        conn = self.db.conn
+        if conn.in_transaction:
+            with self.db.atomic():
+                yield self.db
+            return
+        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        try:
+            yield self.db
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        else:
+            conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Any = None) -> list[dict]:
+        return list(self.db.query(sql, params or []))
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- models -------------------------------------------------------------------
+    def put_model(self, model_id: str, info: dict) -> None:
+        """Record a subject model's sizes (idempotent). info: family, n_layers, d_model, n_heads,
+        n_kv_heads, d_head, d_mlp, vocab_size."""
+        cols = ["family", "n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "vocab_size"]
+        row = {"id": model_id, **{c: info[c] for c in cols}, "created_at": now()}
+        with self.tx():
+            self.db["models"].insert(row, ignore=True)
+
+    def get_model(self, model_id: str) -> dict | None:
+        rows = self.query("select * from models where id = ?", [model_id])
+        return rows[0] if rows else None
+
+    def counts(self) -> dict[str, int]:
+        return {t: self.db[t].count for t in self.db.table_names() if not t.startswith("explanations_fts")}
+

@@ -1,0 +1,211 @@
+-- autointerp store schema. The one place where the tables are written down.
+-- Bump SCHEMA_VERSION in store/store.py and add a migration there when this changes.
+-- Conventions: model_id is the model spec as given (e.g. 'smollm2-135m'); unit is a unit id
+-- ('L5/N131', 'L9/H9'); hook names follow blocks.{L}.mlp.post etc.; blobs are little-endian
+-- packed arrays (float16 activations, int32 token ids); *_json columns hold JSON text;
+-- `key` columns are content hashes of everything that determines a row, so a re-run with
+-- identical inputs finds its row instead of writing a second one.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT
+);
+
+-- subject models (and the sizes that unit ids are checked against)
+CREATE TABLE IF NOT EXISTS models (
+    id          TEXT PRIMARY KEY,
+    family      TEXT NOT NULL,
+    n_layers    INTEGER NOT NULL,
+    d_model     INTEGER NOT NULL,
+    n_heads     INTEGER NOT NULL,
+    n_kv_heads  INTEGER NOT NULL,
+    d_head      INTEGER NOT NULL,
+    d_mlp       INTEGER NOT NULL,
+    vocab_size  INTEGER NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- a text source, tokenised into fixed-length contexts by one model's tokenizer
+CREATE TABLE IF NOT EXISTS corpora (
+    id          TEXT PRIMARY KEY,          -- hash of (source, model tokenizer, context_len, n_contexts)
+    name        TEXT NOT NULL,             -- e.g. 'gensim-wiki', a file path, an HF dataset name
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    context_len INTEGER NOT NULL,
+    n_contexts  INTEGER NOT NULL,
+    settings_json TEXT,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS contexts (
+    corpus_id   TEXT NOT NULL REFERENCES corpora(id),
+    idx         INTEGER NOT NULL,
+    token_ids   BLOB NOT NULL,             -- int32 packed
+    PRIMARY KEY (corpus_id, idx)
+);
+
+-- one mining pass of a model over a corpus (resumable: n_done contexts are mined)
+CREATE TABLE IF NOT EXISTS mining_runs (
+    id          TEXT PRIMARY KEY,          -- hash of (model, corpus, layers, settings)
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    corpus_id   TEXT NOT NULL REFERENCES corpora(id),
+    settings_json TEXT NOT NULL,
+    n_done      INTEGER NOT NULL DEFAULT 0,
+    status      TEXT NOT NULL DEFAULT 'running',   -- running | done
+    state_path  TEXT,                      -- checkpoint of the running top-k state
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+-- per-unit statistics of a mining run, and per-unit facts of the model (direct logit effect)
+CREATE TABLE IF NOT EXISTS unit_stats (
+    run_id      TEXT NOT NULL REFERENCES mining_runs(id),
+    unit        TEXT NOT NULL,
+    layer       INTEGER NOT NULL,
+    max_act     REAL, mean_act REAL, std_act REAL, frac_active REAL,
+    hist_json   TEXT,
+    PRIMARY KEY (run_id, unit)
+);
+
+CREATE TABLE IF NOT EXISTS unit_logits (
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    unit        TEXT NOT NULL,
+    promoted_json   TEXT NOT NULL,         -- [[token, weight], ...] most promoted first
+    suppressed_json TEXT NOT NULL,
+    PRIMARY KEY (model_id, unit)
+);
+
+-- an activation record: one context with one unit's per-token activations
+CREATE TABLE IF NOT EXISTS records (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES mining_runs(id),
+    unit        TEXT NOT NULL,
+    kind        TEXT NOT NULL,             -- top | quantile | random | top_attn | probe
+    bin         INTEGER NOT NULL DEFAULT 0,-- quantile bin; rank for top
+    ctx_idx     INTEGER NOT NULL,
+    max_act     REAL NOT NULL,
+    acts        BLOB NOT NULL,             -- float16 packed, one per token
+    extra       BLOB,                      -- e.g. attention pattern row (float16)
+    UNIQUE (run_id, unit, kind, bin, ctx_idx)
+);
+CREATE INDEX IF NOT EXISTS records_unit ON records(run_id, unit, kind);
+
+-- explanations of units (LLM-written, or the non-LLM baseline: explainer='baseline')
+CREATE TABLE IF NOT EXISTS explanations (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    unit        TEXT NOT NULL,
+    layer       INTEGER NOT NULL,
+    run_id      TEXT REFERENCES mining_runs(id),
+    explainer   TEXT NOT NULL,             -- LLM model name, or 'baseline'
+    method      TEXT NOT NULL,             -- e.g. 'completion-bestof3', 'chat', 'baseline'
+    text        TEXT NOT NULL,
+    template    TEXT, template_hash TEXT, records_hash TEXT,
+    settings_json TEXT,
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
+
+CREATE TABLE IF NOT EXISTS scores (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    explanation_id INTEGER NOT NULL REFERENCES explanations(id),
+    kind        TEXT NOT NULL,             -- simulation | simulation_top | simulation_random | detection | fuzzing | probe_auc | intervention ...
+    value       REAL,
+    ci_low      REAL, ci_high REAL,
+    n           INTEGER,
+    scorer      TEXT,                      -- simulator / judge model
+    template_hash TEXT,
+    details_json TEXT,                     -- per-record values, simulated activations, probes
+    created_at  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS scores_expl ON scores(explanation_id, kind);
+
+-- LLM calls and the response cache
+CREATE TABLE IF NOT EXISTS llm_calls (
+    id          INTEGER PRIMARY KEY,
+    backend     TEXT NOT NULL, model TEXT NOT NULL,
+    kind        TEXT NOT NULL,             -- chat | complete | logprobs | structured
+    template    TEXT, template_hash TEXT,
+    prompt_tokens INTEGER, completion_tokens INTEGER,
+    latency_s   REAL, cost_usd REAL,
+    cache_hit   INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS llm_cache (
+    key         TEXT PRIMARY KEY,          -- hash of (backend, model, request, params, seed)
+    backend     TEXT NOT NULL, model TEXT NOT NULL,
+    response_json TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- counterfactual datasets for patching
+CREATE TABLE IF NOT EXISTS datasets (
+    name        TEXT PRIMARY KEY,
+    task        TEXT NOT NULL,
+    source      TEXT NOT NULL,             -- builtin | llm | import
+    model_id    TEXT,                      -- the model it was validated on
+    n_items     INTEGER NOT NULL,
+    stats_json  TEXT,                      -- acceptance counts per rejection reason
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS pairs (
+    dataset     TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    clean       TEXT NOT NULL, corrupt TEXT NOT NULL,
+    answer      TEXT NOT NULL, wrong TEXT NOT NULL,
+    clean_logit_diff REAL, corrupt_logit_diff REAL,
+    meta_json   TEXT,
+    PRIMARY KEY (dataset, idx)
+);
+
+-- patching runs and their per-component results
+CREATE TABLE IF NOT EXISTS patch_runs (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    dataset     TEXT NOT NULL REFERENCES datasets(name),
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    what        TEXT NOT NULL,             -- resid | heads | heads_pos | mlp | attn | neurons | path | dla
+    method      TEXT NOT NULL,             -- activation | attribution | path | dla
+    direction   TEXT,                      -- denoising | noising
+    clean_logit_diff REAL, corrupt_logit_diff REAL,
+    settings_json TEXT,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS patch_results (
+    run_id      INTEGER NOT NULL REFERENCES patch_runs(id) ON DELETE CASCADE,
+    component   TEXT NOT NULL,             -- unit id ('L9/H9', 'L3/N42') or hook name ('blocks.3.mlp.out')
+    layer       INTEGER,
+    position    INTEGER,                   -- NULL: all positions
+    effect      REAL NOT NULL,
+    PRIMARY KEY (run_id, component, position)
+);
+
+-- the head wiki: detector scores per head
+CREATE TABLE IF NOT EXISTS head_scores (
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    unit        TEXT NOT NULL,
+    detector    TEXT NOT NULL,             -- induction | previous_token | duplicate_token | first_token
+    score       REAL NOT NULL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (model_id, unit, detector)
+);
+
+-- batch jobs: one row per (unit, stage) keyed by a hash of what determines its result
+CREATE TABLE IF NOT EXISTS jobs (
+    key         TEXT PRIMARY KEY,
+    model_id    TEXT NOT NULL,
+    unit        TEXT NOT NULL,
+    stage       TEXT NOT NULL,             -- explain | validate
+    status      TEXT NOT NULL DEFAULT 'pending',   -- pending | running | done | failed
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    claimed_by  TEXT, claimed_at TEXT,
+    result_id   INTEGER,
+    created_at  TEXT NOT NULL, updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(model_id, stage, status);
