@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS contexts (
     corpus_id   TEXT NOT NULL REFERENCES corpora(id),
     idx         INTEGER NOT NULL,
     token_ids   BLOB NOT NULL,             -- int32 packed
+    tokens_json TEXT NOT NULL,             -- the decoded tokens, so later stages need no tokenizer
     PRIMARY KEY (corpus_id, idx)
 );
 

@@ -1,0 +1,63 @@
+"""`autointerp models` and `autointerp trace`."""
+
+from __future__ import annotations
+
+import click
+
+from . import cli
+from .common import emit, json_option, model_options, settings
+
+
+def load_subject(model_spec, device, dtype):
+    """The subject model named by flags/env/config (one place, for every command)."""
+    from ..models.hooked import HookedModel
+
+    s = settings(model=model_spec, device=device, dtype=dtype)
+    return HookedModel.load(s.model, device=s.device, dtype=s.dtype)
+
+
+@cli.command("models")
+@json_option
+def models_cmd(as_json: bool) -> None:
+    """The packaged model aliases: installed or not, family and sizes."""
+    from ..models.loader import packaged_models
+
+    rows = packaged_models()
+
+    def human() -> None:
+        click.echo(f"{'alias':<14} {'installed':<9} {'family':<8} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6}  install")
+        for r in rows:
+            click.echo(f"{r['alias']:<14} {'yes' if r['installed'] else 'no':<9} {r['family']:<8} {r.get('n_layers') or '?':>6} "
+                       f"{r.get('d_model') or '?':>7} {r.get('n_heads') or '?':>5} {r.get('d_mlp') or '?':>6}  {r['install']}")
+
+    emit(as_json, rows, human)
+
+
+@cli.command("trace")
+@click.argument("text")
+@click.option("--layer", "layers", type=int, multiple=True, help="Layer(s) to look at [default: all]. Repeatable.")
+@click.option("--top", type=int, default=5, show_default=True, help="Neurons and heads shown per token.")
+@model_options
+@json_option
+def trace_cmd(text, layers, top, model_spec, device, dtype, as_json) -> None:
+    """Run the subject model on TEXT: per token, the most active neurons and where heads attend.
+    Stores nothing."""
+    from ..mine.trace import trace
+
+    hm = load_subject(model_spec, device, dtype)
+    t = trace(hm, text, list(layers) or None, top)
+
+    def human() -> None:
+        click.echo(f"model {t.model}, layers {_ranges(t.layers)}")
+        for tok in t.tokens:
+            neurons = "  ".join(f"{n.unit} {n.act:+.2f}" for n in tok.neurons)
+            heads = "  ".join(f"{h.unit}->{h.attends_to}{h.token!r} {h.weight:.2f}" for h in tok.heads[:3])
+            click.echo(f"{tok.pos:>4} {tok.token!r:<14} {neurons}")
+            if heads:
+                click.echo(f"{'':>4} {'':<14} attn: {heads}")
+
+    emit(as_json, t.model_dump(), human)
+
+
+def _ranges(xs: list[int]) -> str:
+    return f"{xs[0]}..{xs[-1]}" if len(xs) > 1 and xs == list(range(xs[0], xs[-1] + 1)) else ",".join(map(str, xs))
