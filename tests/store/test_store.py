@@ -1,0 +1,76 @@
+import sqlite3
+
+import pytest
+
+from autointerp.errors import StoreError
+from autointerp.store import SCHEMA_VERSION, Store, content_hash, pack_f16, unpack_f16
+
+INFO = dict(family="llama", n_layers=2, d_model=8, n_heads=2, n_kv_heads=1, d_head=4, d_mlp=16, vocab_size=100)
+
+
+def test_create_idempotent_wal_fk(tmp_path):
+    p = tmp_path / "s.db"
+    s = Store(p)
+    assert s.schema_version == SCHEMA_VERSION
+    assert s.db.journal_mode == "wal"
+    assert s.db.execute("pragma foreign_keys").fetchone()[0] == 1
+    s.put_model("m", INFO)
+    s.close()
+    s2 = Store(p)  # reopening creates nothing new and loses nothing
+    assert s2.get_model("m")["d_mlp"] == 16
+    assert "explanations_fts" in s2.db.table_names()
+
+
+def test_transaction_rolls_back_and_keeps_earlier_rows(tmp_path):
+    s = Store(tmp_path / "s.db")
+    s.put_model("m", INFO)
+    with pytest.raises(RuntimeError):
+        with s.tx():
+            s.db["models"].insert({**INFO, "id": "m2", "created_at": "x"})
+            raise RuntimeError("boom")
+    assert s.get_model("m2") is None
+    assert s.get_model("m") is not None
+
+
+def test_foreign_keys_enforced(tmp_path):
+    s = Store(tmp_path / "s.db")
+    with pytest.raises(sqlite3.IntegrityError):
+        with s.tx():
+            s.db.execute("insert into corpora(id, name, model_id, context_len, n_contexts, created_at) values ('c', 'x', 'nope', 64, 1, 'now')")
+
+
+def test_not_an_autointerp_store(tmp_path):
+    p = tmp_path / "other.db"
+    c = sqlite3.connect(p)
+    c.execute("create table t(a)")
+    c.commit()
+    c.close()
+    before = p.read_bytes()
+    with pytest.raises(StoreError, match="not an autointerp store"):
+        Store(p)
+    assert p.read_bytes() == before
+    junk = tmp_path / "junk.db"
+    junk.write_text("hello" * 200)
+    with pytest.raises(StoreError, match="not an autointerp store"):
+        Store(junk)
+
+
+def test_newer_schema_refused(tmp_path):
+    p = tmp_path / "s.db"
+    s = Store(p)
+    s.db.execute("update meta set value = ? where key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    s.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(p)
+
+
+def test_missing_store_readonly(tmp_path):
+    with pytest.raises(StoreError, match="no store"):
+        Store(tmp_path / "nothing.db", readonly=True)
+
+
+def test_helpers():
+    assert content_hash({"a": 1, "b": 2}) == content_hash({"b": 2, "a": 1})
+    assert content_hash("x") != content_hash("y")
+    x = [0.0, 1.5, -2.25, 3.0]
+    assert list(unpack_f16(pack_f16(x))) == x
