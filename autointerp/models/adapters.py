@@ -1,0 +1,223 @@
+"""Per-family maps from canonical hook points to the Hugging Face modules that carry them.
+
+Nothing outside autointerp.models knows architectures. An adapter answers: which module's
+input or output holds a given hook point, how to view it ([b,p,...] canonical shapes), and where
+the weights used for direct logit attribution live. It never re-implements a forward pass.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import ModelSpecError
+
+
+class Adapter:
+    family = "?"
+    qkv_fused = False
+    # post-sublayer norms (Gemma2/3): attn.out / mlp.out are the outputs of these norms
+    post_norms = False
+    norm_plus_one = False  # RMSNorm scales by (1 + weight)
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+
+    # --- structure
+    def base(self) -> nn.Module:
+        return self.model.base_model
+
+    def blocks(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def final_norm(self) -> nn.Module:
+        raise NotImplementedError
+
+    def lm_head(self) -> nn.Module:
+        return self.model.get_output_embeddings()
+
+    def embed(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
+    def attn(self, block) -> nn.Module:
+        raise NotImplementedError
+
+    def q_proj(self, block): raise NotImplementedError
+    def k_proj(self, block): raise NotImplementedError
+    def v_proj(self, block): raise NotImplementedError
+    def qkv_proj(self, block): raise NotImplementedError
+
+    def o_proj(self, block) -> nn.Module:
+        """Module whose input is attn.z (flattened heads)."""
+        raise NotImplementedError
+
+    def attn_out_module(self, block) -> nn.Module:
+        """Module whose output is attn.out."""
+        return self.o_proj(block)
+
+    def mlp(self, block) -> nn.Module:
+        return block.mlp
+
+    def down_proj(self, block) -> nn.Module:
+        """Module whose input is mlp.post."""
+        raise NotImplementedError
+
+    def mlp_out_module(self, block) -> nn.Module:
+        return self.mlp(block)
+
+    # --- sizes
+    def sizes(self) -> dict[str, int]:
+        c = self.config
+        n_heads = c.num_attention_heads
+        d_model = c.hidden_size
+        d_head = getattr(c, "head_dim", None) or d_model // n_heads
+        return dict(
+            n_layers=c.num_hidden_layers,
+            d_model=d_model,
+            n_heads=n_heads,
+            n_kv_heads=getattr(c, "num_key_value_heads", None) or n_heads,
+            d_head=d_head,
+            d_mlp=c.intermediate_size,
+            vocab_size=self.lm_head().weight.shape[0],
+        )
+
+    # --- weights (canonical orientation)
+    def W_out(self, block) -> torch.Tensor:  # [d_mlp, d_model]
+        return self.down_proj(block).weight.T
+
+    def b_out(self, block) -> torch.Tensor | None:
+        return getattr(self.down_proj(block), "bias", None)
+
+    def W_O(self, block, n_heads: int, d_head: int) -> torch.Tensor:  # [n_heads, d_head, d_model]
+        w = self.o_proj(block).weight.T  # [n_heads*d_head, d_model]
+        return w.reshape(n_heads, d_head, -1)
+
+    def b_O(self, block) -> torch.Tensor | None:
+        return getattr(self.o_proj(block), "bias", None)
+
+    def ln_final_scale(self) -> torch.Tensor:
+        w = self.final_norm().weight
+        return (1.0 + w) if self.norm_plus_one else w
+
+
+class GPT2Adapter(Adapter):
+    family = "gpt2"
+    qkv_fused = True
+
+    def blocks(self):
+        return list(self.model.transformer.h)
+
+    def base(self):
+        return self.model.transformer
+
+    def final_norm(self):
+        return self.model.transformer.ln_f
+
+    def attn(self, block):
+        return block.attn
+
+    def qkv_proj(self, block):
+        return block.attn.c_attn
+
+    def o_proj(self, block):
+        return block.attn.c_proj
+
+    def down_proj(self, block):
+        return block.mlp.c_proj
+
+    def sizes(self):
+        c = self.config
+        d_model = c.n_embd
+        return dict(
+            n_layers=c.n_layer, d_model=d_model, n_heads=c.n_head, n_kv_heads=c.n_head,
+            d_head=d_model // c.n_head, d_mlp=c.n_inner or 4 * d_model,
+            vocab_size=self.lm_head().weight.shape[0],
+        )
+
+    # Conv1D weights are [in, out]
+    def W_out(self, block):
+        return self.down_proj(block).weight
+
+    def W_O(self, block, n_heads, d_head):
+        return self.o_proj(block).weight.reshape(n_heads, d_head, -1)
+
+
+class LlamaAdapter(Adapter):
+    """Llama / SmolLM2 / Mistral / Qwen2 / Qwen3: model.layers[i].self_attn.{q,k,v,o}_proj, mlp.down_proj."""
+
+    family = "llama"
+
+    def blocks(self):
+        return list(self.base().layers)
+
+    def final_norm(self):
+        return self.base().norm
+
+    def attn(self, block):
+        return block.self_attn
+
+    def q_proj(self, block):
+        return block.self_attn.q_proj
+
+    def k_proj(self, block):
+        return block.self_attn.k_proj
+
+    def v_proj(self, block):
+        return block.self_attn.v_proj
+
+    def o_proj(self, block):
+        return block.self_attn.o_proj
+
+    def down_proj(self, block):
+        return block.mlp.down_proj
+
+
+class GemmaAdapter(LlamaAdapter):
+    family = "gemma"
+    norm_plus_one = True
+
+
+class Gemma3Adapter(GemmaAdapter):
+    """Gemma2/Gemma3: post-attention and post-feedforward norms sit before the residual add."""
+
+    family = "gemma3"
+    post_norms = True
+
+    def attn_out_module(self, block):
+        return block.post_attention_layernorm
+
+    def mlp_out_module(self, block):
+        return block.post_feedforward_layernorm
+
+
+_BY_TYPE = {
+    "gpt2": GPT2Adapter,
+    "llama": LlamaAdapter, "mistral": LlamaAdapter, "qwen2": LlamaAdapter, "qwen3": LlamaAdapter,
+    "smollm3": LlamaAdapter, "olmo": LlamaAdapter, "olmo2": LlamaAdapter,
+    "gemma": GemmaAdapter,
+    "gemma2": Gemma3Adapter, "gemma3": Gemma3Adapter, "gemma3_text": Gemma3Adapter,
+}
+
+
+def adapter_for(model: nn.Module) -> Adapter:
+    cfg = model.config
+    mtype = getattr(cfg, "model_type", "")
+    if mtype not in _BY_TYPE and hasattr(cfg, "get_text_config"):
+        mtype = getattr(cfg.get_text_config(), "model_type", mtype)
+    cls: Any = _BY_TYPE.get(mtype)
+    if cls is None:
+        # structural fallback: anything shaped like Llama
+        base = getattr(model, "base_model", None)
+        layers = getattr(base, "layers", None)
+        if layers is not None and len(layers) and all(
+            hasattr(getattr(layers[0], "self_attn", None), p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ) and hasattr(getattr(layers[0], "mlp", None), "down_proj"):
+            cls = LlamaAdapter
+    if cls is None:
+        raise ModelSpecError(
+            f"unsupported architecture {mtype!r} ({type(model).__name__}): supported families are GPT-2, "
+            "Llama-style (Llama, SmolLM2, Mistral, Qwen2) and Gemma3")
+    return cls(model)

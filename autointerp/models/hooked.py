@@ -1,0 +1,651 @@
+"""HookedModel: a Hugging Face causal LM with canonical, TransformerLens-like hook points.
+
+Hook names (L = layer):
+    blocks.L.resid_pre   [b,p,d_model]        input of block L
+    blocks.L.resid_post  [b,p,d_model]        output of block L
+    blocks.L.attn.q      [b,p,n_heads,d_head] projection outputs, before rotary
+    blocks.L.attn.k/v    [b,p,n_kv_heads,d_head]
+    blocks.L.attn.z      [b,p,n_heads,d_head] per-head output, input of the output projection
+    blocks.L.attn.pattern [b,n_heads,q_pos,k_pos] (switches to eager attention for that run)
+    blocks.L.attn.out    [b,p,d_model]        what attention adds to the residual
+    blocks.L.mlp.post    [b,p,d_mlp]          MLP neurons, input of the down projection
+    blocks.L.mlp.out     [b,p,d_model]        what the MLP adds to the residual
+    ln_final.out         [b,p,d_model]        input of the unembedding
+
+Everything is done with PyTorch forward hooks on the real modules; handles are always removed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import HookError, UnitError
+from ..units import Unit
+from .adapters import Adapter, adapter_for
+
+HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
+
+_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_post|attn\.(?:q|k|v|z|pattern|out)|mlp\.(?:post|out))$")
+LAYER_POINTS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn.out",
+                "mlp.post", "mlp.out", "resid_post")
+FINAL_POINTS = ("ln_final.out",)
+VALID_FORMS = "blocks.<L>.{" + ",".join(LAYER_POINTS) + "} or ln_final.out"
+
+_ATTN_IMPL = "autointerp_eager"
+_ACTIVE: contextvars.ContextVar["_RunState | None"] = contextvars.ContextVar("autointerp_run", default=None)
+
+
+class _Stop(Exception):
+    """Raised from a hook to end a forward pass early (stop_at_layer)."""
+
+
+@dataclass
+class Run:
+    logits: torch.Tensor | None
+    cache: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self.cache[name]
+
+
+# ----------------------------------------------------------------------------- eager attention with a pattern hook
+
+
+def _repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    if n_rep == 1:
+        return x
+    b, h, p, d = x.shape
+    return x[:, :, None].expand(b, h, n_rep, p, d).reshape(b, h * n_rep, p, d)
+
+
+def _pattern_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, softcap=None, **kwargs):
+    """Plain eager attention (the same maths as the models' eager paths) exposing the pattern."""
+    n_rep = query.shape[1] // key.shape[1]
+    key = _repeat_kv(key, n_rep)
+    value = _repeat_kv(value, n_rep)
+    if scaling is None:
+        scaling = query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    q_len, k_len = scores.shape[-2:]
+    if attention_mask is None:
+        causal = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).tril(k_len - q_len)
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    elif attention_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attention_mask[..., :k_len], torch.finfo(scores.dtype).min)
+    else:
+        scores = scores + attention_mask[..., :k_len]
+    pattern = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    state = _ACTIVE.get()
+    if state is not None:
+        layer = state.attn_layers.get(id(module))
+        if layer is not None:
+            pattern = state.pattern_point(layer, pattern)
+    pattern = nn.functional.dropout(pattern, p=dropout, training=module.training)
+    out = torch.matmul(pattern, value).transpose(1, 2).contiguous()
+    return out, pattern
+
+
+def _register_attention() -> None:
+    from transformers import AttentionInterface
+
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, eager_mask
+
+        ALL_MASK_ATTENTION_FUNCTIONS.register(_ATTN_IMPL, eager_mask)
+    except ImportError:  # older transformers build masks from the name inside each model
+        pass
+    AttentionInterface.register(_ATTN_IMPL, _pattern_attention)
+
+
+_register_attention()
+
+
+# ----------------------------------------------------------------------------- run state
+
+
+class _RunState:
+    def __init__(self, cache_names: set[str], hooks: dict[str, HookFn], grad: bool, attn_layers: dict[int, int]):
+        self.cache_names = cache_names
+        self.hooks = hooks
+        self.grad = grad
+        self.cache: dict[str, torch.Tensor] = {}
+        self.attn_layers = attn_layers
+
+    def point(self, name: str, x: torch.Tensor, get, put) -> torch.Tensor | None:
+        """Apply hook / cache for one point; return the new module tensor or None if unchanged."""
+        v = get(x)
+        new_x = None
+        fn = self.hooks.get(name)
+        if fn is not None:
+            r = fn(v)
+            if r is not None:
+                if not isinstance(r, torch.Tensor):
+                    raise HookError(f"hook on {name} returned {type(r).__name__}: return a Tensor or None")
+                if r.shape != v.shape:
+                    try:
+                        r = r.expand(v.shape)
+                    except RuntimeError:
+                        raise HookError(
+                            f"hook on {name} returned shape {tuple(r.shape)}, expected {tuple(v.shape)}") from None
+                v = r.to(device=v.device, dtype=v.dtype)
+                new_x = put(x, v)
+        if self.grad and name in self.cache_names and new_x is None and v.requires_grad:
+            new_x = put(x, v)  # route the forward pass through v so it receives gradients
+        if name in self.cache_names:
+            if self.grad and v.requires_grad:
+                v.retain_grad()
+                self.cache[name] = v
+            else:
+                self.cache[name] = v.detach()
+        return new_x
+
+    def pattern_point(self, layer: int, pattern: torch.Tensor) -> torch.Tensor:
+        name = f"blocks.{layer}.attn.pattern"
+        if name not in self.cache_names and name not in self.hooks:
+            return pattern
+        out = self.point(name, pattern, lambda x: x, lambda x, v: v)
+        return pattern if out is None else out
+
+
+def _heads_view(n: int, d_head: int):
+    def get(x):
+        return x.view(*x.shape[:-1], n, d_head)
+
+    def put(x, v):
+        return v.reshape(x.shape)
+
+    return get, put
+
+
+def _slice_view(start: int, stop: int, n: int, d_head: int):
+    def get(x):
+        return x[..., start:stop].view(*x.shape[:-1], n, d_head)
+
+    def put(x, v):
+        return torch.cat([x[..., :start], v.reshape(*x.shape[:-1], stop - start), x[..., stop:]], dim=-1)
+
+    return get, put
+
+
+def _ident():
+    return (lambda x: x), (lambda x, v: v)
+
+
+# ----------------------------------------------------------------------------- slice hooks (patching / ablation)
+
+
+def _axis_mask(sel, size: int, device) -> torch.Tensor | None:
+    if sel is None:
+        return None
+    if isinstance(sel, slice):
+        m = torch.zeros(size, dtype=torch.bool, device=device)
+        m[sel] = True
+        return m
+    if isinstance(sel, int):
+        sel = [sel]
+    t = torch.as_tensor(sel, device=device)
+    if t.dtype == torch.bool:
+        return t
+    m = torch.zeros(size, dtype=torch.bool, device=device)
+    m[t.long()] = True
+    return m
+
+
+class SliceHook:
+    """A hook function that replaces a slice (positions x heads x neurons) of a hook's value.
+
+    Bound to a hook name by HookedModel.forward (so it knows the pattern's axis order);
+    called directly it assumes [b, p, ...] (heads on axis 2 for 4-D values).
+    """
+
+    def __init__(self, make_new: Callable[[torch.Tensor, "SliceHook"], torch.Tensor], positions=None, heads=None,
+                 neurons=None, layout: str | None = None):
+        self.make_new = make_new
+        self.positions, self.heads, self.neurons = positions, heads, neurons
+        self.layout = layout
+
+    def bind(self, name: str) -> "SliceHook":
+        layout = "pattern" if name.endswith("attn.pattern") else (
+            "heads" if re.search(r"attn\.[qkvz]$", name) else "plain")
+        return SliceHook(self.make_new, self.positions, self.heads, self.neurons, layout)
+
+    def axes(self, value: torch.Tensor) -> tuple[int, int | None]:
+        layout = self.layout or ("heads" if value.ndim == 4 else "plain")
+        if layout == "pattern":
+            return 2, 1
+        return 1, (2 if layout == "heads" else None)
+
+    def mask(self, value: torch.Tensor) -> torch.Tensor | None:
+        pos_ax, head_ax = self.axes(value)
+        nd, dev = value.ndim, value.device
+        mask = None
+
+        def put(m, ax):
+            shape = [1] * nd
+            shape[ax] = -1
+            return m.view(shape)
+
+        if self.positions is not None:
+            pos = self.positions
+            if isinstance(pos, torch.Tensor) and pos.dtype == torch.bool and pos.ndim == 2:  # [b, p]
+                shape = [1] * nd
+                shape[0], shape[pos_ax] = pos.shape
+                mask = pos.to(dev).view(shape)
+            else:
+                mask = put(_axis_mask(pos, value.shape[pos_ax], dev), pos_ax)
+        if self.heads is not None:
+            if head_ax is None:
+                raise HookError("heads= applies to attn.q/k/v/z/pattern hooks only")
+            m = put(_axis_mask(self.heads, value.shape[head_ax], dev), head_ax)
+            mask = m if mask is None else mask & m
+        if self.neurons is not None:
+            m = put(_axis_mask(self.neurons, value.shape[-1], dev), nd - 1)
+            mask = m if mask is None else mask & m
+        return mask
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        new = self.make_new(value, self).to(device=value.device, dtype=value.dtype)
+        mask = self.mask(value)
+        if mask is None:
+            return new.expand(value.shape).clone()
+        return torch.where(mask, new, value)
+
+
+def patch_value(new: torch.Tensor, positions=None, heads=None, neurons=None) -> SliceHook:
+    """Hook fn replacing the chosen slice of a hook's value with the same slice of `new`.
+
+    `new` has the hook's full shape (or broadcasts to it), e.g. a cached value from another run.
+    positions: int | list | slice | bool[p] | bool[b,p]; heads / neurons: int | list | slice | bool.
+    """
+    return SliceHook(lambda v, h: new, positions, heads, neurons)
+
+
+def ablate(mode: str = "zero", reference: torch.Tensor | None = None, positions=None, heads=None, neurons=None,
+           seed: int = 0) -> SliceHook:
+    """Hook fn ablating the chosen slice.
+
+    zero: set to 0. mean: set to the mean of `reference` (a value of the same hook from other runs,
+    averaged over batch and positions; a tensor with fewer dims is used as the mean as is).
+    resample: set to the value of a random row of `reference` ([n, p', ...] with p' >= p).
+    """
+    if mode == "zero":
+        return SliceHook(lambda v, h: torch.zeros((), dtype=v.dtype, device=v.device), positions, heads, neurons)
+    if reference is None:
+        raise HookError(f"ablate(mode={mode!r}) needs a reference tensor")
+    if mode == "mean":
+        def make(v, h):
+            if reference.ndim < v.ndim:
+                return reference
+            pos_ax, _ = h.axes(v)
+            dims = (0,) if (h.layout == "pattern") else (0, pos_ax)
+            return reference.float().mean(dim=dims, keepdim=True)
+
+        return SliceHook(make, positions, heads, neurons)
+    if mode == "resample":
+        gen = torch.Generator().manual_seed(seed)
+
+        def make(v, h):
+            if reference.ndim != v.ndim:
+                raise HookError(f"resample ablation needs a reference of shape [n, p, ...] like the value {tuple(v.shape)}")
+            idx = torch.randint(reference.shape[0], (v.shape[0],), generator=gen)
+            ref = reference[idx.to(reference.device)]
+            pos_ax, _ = h.axes(v)
+            sl = [slice(None)] * v.ndim
+            for ax in ((2, 3) if h.layout == "pattern" else (pos_ax,)):
+                if ref.shape[ax] < v.shape[ax]:
+                    raise HookError(f"resample reference has {ref.shape[ax]} positions, the run has {v.shape[ax]}")
+                sl[ax] = slice(0, v.shape[ax])
+            return ref[tuple(sl)]
+
+        return SliceHook(make, positions, heads, neurons)
+    raise HookError(f"unknown ablation mode {mode!r}: use zero, mean or resample")
+
+
+# ----------------------------------------------------------------------------- HookedModel
+
+
+class HookedModel:
+    def __init__(self, hf_model: nn.Module, tokenizer: Any, spec: str = "custom"):
+        self.model = hf_model
+        self.tokenizer = tokenizer
+        self.spec = spec
+        self.adapter: Adapter = adapter_for(hf_model)
+        self.family = self.adapter.family
+        s = self.adapter.sizes()
+        self.n_layers = s["n_layers"]
+        self.d_model = s["d_model"]
+        self.n_heads = s["n_heads"]
+        self.n_kv_heads = s["n_kv_heads"]
+        self.d_head = s["d_head"]
+        self.d_mlp = s["d_mlp"]
+        self.vocab_size = s["vocab_size"]
+        self._blocks = self.adapter.blocks()
+        if tokenizer is not None:
+            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.padding_side = "right"
+        self.model.eval()
+
+    @classmethod
+    def load(cls, spec: str | None = None, device: str = "auto", dtype: str = "float32",
+             progress: bool = True) -> "HookedModel":
+        from .loader import DEFAULT_MODEL, load_model
+
+        spec = spec or DEFAULT_MODEL
+        model, tok = load_model(spec, device=device, dtype=dtype, progress=progress)
+        return cls(model, tok, spec=str(spec))
+
+    # --- properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def info(self) -> dict:
+        return dict(family=self.family, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
+                    n_kv_heads=self.n_kv_heads, d_head=self.d_head, d_mlp=self.d_mlp, vocab_size=self.vocab_size)
+
+    def __repr__(self) -> str:
+        return f"HookedModel({self.spec!r}, {self.info()})"
+
+    # --- names and units
+    def hook_names(self, layers: Iterable[int] | None = None) -> list[str]:
+        ls = range(self.n_layers) if layers is None else layers
+        names = [f"blocks.{L}.{p}" for L in ls for p in LAYER_POINTS]
+        if layers is None:
+            names += list(FINAL_POINTS)
+        return names
+
+    def check_hook(self, name: str) -> str:
+        if name in FINAL_POINTS:
+            return name
+        m = _HOOK_RE.match(name) if isinstance(name, str) else None
+        if not m:
+            raise HookError(f"unknown hook {name!r}: use {VALID_FORMS}")
+        L = int(m.group(1))
+        if not 0 <= L < self.n_layers:
+            raise HookError(f"hook {name!r}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
+        return name
+
+    def check_unit(self, unit: Unit | str) -> Unit:
+        u = Unit.parse(unit) if isinstance(unit, str) else unit
+        if not isinstance(u, Unit):
+            raise UnitError(f"not a unit: {unit!r}")
+        return u.check(self.n_layers, self.d_mlp, self.n_heads)
+
+    # --- tokens
+    def tokenize(self, texts: str | Sequence[str], max_length: int | None = None,
+                 prepend_bos: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        tok = self.tokenizer
+        if prepend_bos is None:
+            seqs = tok(list(texts), add_special_tokens=True)["input_ids"]
+        else:
+            seqs = tok(list(texts), add_special_tokens=False)["input_ids"]
+            bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            if prepend_bos and bos is not None:
+                seqs = [[bos] + s for s in seqs]
+        if max_length is not None:
+            seqs = [s[:max_length] for s in seqs]
+        width = max((len(s) for s in seqs), default=0)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            mask[i, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def to_str_tokens(self, ids) -> list[str]:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.reshape(-1).tolist()
+        return [self.tokenizer.decode([int(i)]) for i in ids]
+
+    def token_id(self, s: str) -> int | None:
+        ids = self.tokenizer.encode(s, add_special_tokens=False)
+        return int(ids[0]) if len(ids) == 1 else None
+
+    # --- weights
+    @property
+    def W_U(self) -> torch.Tensor:
+        return self.adapter.lm_head().weight.T
+
+    @property
+    def b_U(self) -> torch.Tensor | None:
+        return getattr(self.adapter.lm_head(), "bias", None)
+
+    def unembed(self, resid_final_normed: torch.Tensor) -> torch.Tensor:
+        logits = self.adapter.lm_head()(resid_final_normed)
+        cap = getattr(self.adapter.config, "final_logit_softcapping", None)
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def ln_final(self, resid: torch.Tensor) -> torch.Tensor:
+        return self.adapter.final_norm()(resid)
+
+    @property
+    def ln_final_scale(self) -> torch.Tensor:
+        return self.adapter.ln_final_scale()
+
+    def W_out(self, layer: int) -> torch.Tensor:
+        return self.adapter.W_out(self._blocks[layer])
+
+    def b_out(self, layer: int) -> torch.Tensor | None:
+        return self.adapter.b_out(self._blocks[layer])
+
+    def W_O(self, layer: int) -> torch.Tensor:
+        return self.adapter.W_O(self._blocks[layer], self.n_heads, self.d_head)
+
+    def b_O(self, layer: int) -> torch.Tensor | None:
+        return self.adapter.b_O(self._blocks[layer])
+
+    # --- hook point -> (module, "pre"|"post", get, put)
+    def _point(self, name: str):
+        if name == "ln_final.out":
+            return self.adapter.final_norm(), "post", *_ident()
+        m = _HOOK_RE.match(name)
+        L, what = int(m.group(1)), m.group(2)
+        a, blk = self.adapter, self._blocks[L]
+        H, KV, dh = self.n_heads, self.n_kv_heads, self.d_head
+        if what == "resid_pre":
+            return blk, "pre", *_ident()
+        if what == "resid_post":
+            return blk, "post", *_ident()
+        if what in ("attn.q", "attn.k", "attn.v"):
+            n = H if what == "attn.q" else KV
+            if a.qkv_fused:
+                start = {"attn.q": 0, "attn.k": H * dh, "attn.v": H * dh + KV * dh}[what]
+                return a.qkv_proj(blk), "post", *_slice_view(start, start + n * dh, n, dh)
+            mod = {"attn.q": a.q_proj, "attn.k": a.k_proj, "attn.v": a.v_proj}[what](blk)
+            return mod, "post", *_heads_view(n, dh)
+        if what == "attn.z":
+            return a.o_proj(blk), "pre", *_heads_view(H, dh)
+        if what == "attn.out":
+            return a.attn_out_module(blk), "post", *_ident()
+        if what == "mlp.post":
+            return a.down_proj(blk), "pre", *_ident()
+        if what == "mlp.out":
+            return a.mlp_out_module(blk), "post", *_ident()
+        raise HookError(f"unknown hook {name!r}: use {VALID_FORMS}")  # pragma: no cover
+
+    @staticmethod
+    def _layer_of(name: str) -> int | None:
+        m = _HOOK_RE.match(name)
+        return int(m.group(1)) if m else None
+
+    # --- forward
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                cache: Iterable[str] = (), hooks: dict[str, HookFn] | None = None, return_logits: bool = True,
+                stop_at_layer: int | None = None, grad: bool = False) -> Run:
+        if isinstance(cache, str):
+            cache = [cache]
+        cache_names = {self.check_hook(n) for n in cache}
+        hooks = {self.check_hook(n): (fn.bind(n) if isinstance(fn, SliceHook) else fn)
+                 for n, fn in (hooks or {}).items()}
+        if stop_at_layer is not None:
+            if not 0 <= stop_at_layer <= self.n_layers:
+                raise HookError(f"stop_at_layer={stop_at_layer} out of range 0..{self.n_layers}")
+            for n in cache_names | set(hooks):
+                L = self._layer_of(n)
+                if L is None or L >= stop_at_layer:
+                    raise HookError(f"hook {n!r} is not reached with stop_at_layer={stop_at_layer}")
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.ndim == 1:
+            input_ids = input_ids[None]
+        input_ids = input_ids.to(self.device)
+        if attention_mask is not None:
+            attention_mask = torch.as_tensor(attention_mask)
+            if attention_mask.ndim == 1:
+                attention_mask = attention_mask[None]
+            attention_mask = attention_mask.to(self.device)
+
+        wanted = cache_names | set(hooks)
+        need_pattern = any(n.endswith("attn.pattern") for n in wanted)
+        attn_layers = {id(self.adapter.attn(b)): i for i, b in enumerate(self._blocks)} if need_pattern else {}
+        state = _RunState(cache_names, hooks, grad, attn_layers)
+
+        # group hook points per (module, kind), in a fixed order (q before k before v etc.)
+        groups: dict[tuple[int, str], tuple[nn.Module, list]] = {}
+        for name in sorted(wanted, key=self._order_key):
+            if name.endswith("attn.pattern"):
+                continue
+            mod, kind, get, put = self._point(name)
+            groups.setdefault((id(mod), kind), (mod, []))[1].append((name, get, put))
+
+        handles = []
+        token = _ACTIVE.set(state)
+        restore_attn = self._set_attn_impl(_ATTN_IMPL) if need_pattern else None
+        try:
+            if grad:
+                def _leaf(mod, args, out):
+                    return out.detach().requires_grad_(True)
+
+                handles.append(self.adapter.embed().register_forward_hook(_leaf))
+            for (_, kind), (mod, items) in groups.items():
+                if kind == "pre":
+                    handles.append(mod.register_forward_pre_hook(self._pre_fn(state, items), with_kwargs=True))
+                else:
+                    handles.append(mod.register_forward_hook(self._post_fn(state, items)))
+            run_base = (not return_logits) or stop_at_layer is not None
+            if stop_at_layer is not None and stop_at_layer < self.n_layers:
+                def _stop(*_a, **_k):
+                    raise _Stop
+
+                if stop_at_layer == 0:
+                    handles.append(self._blocks[0].register_forward_pre_hook(_stop))
+                else:
+                    handles.append(self._blocks[stop_at_layer - 1].register_forward_hook(_stop))
+            ctx = torch.enable_grad() if grad else torch.no_grad()
+            logits = None
+            with ctx:
+                try:
+                    if run_base:
+                        self.adapter.base()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+                    else:
+                        logits = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+                except _Stop:
+                    pass
+        finally:
+            for h in handles:
+                h.remove()
+            if restore_attn is not None:
+                restore_attn()
+            _ACTIVE.reset(token)
+        return Run(logits=logits, cache=state.cache)
+
+    __call__ = forward
+
+    @staticmethod
+    def _order_key(name: str):
+        L = HookedModel._layer_of(name)
+        if L is None:
+            return (10**9, 0)
+        return (L, LAYER_POINTS.index(name.split(".", 2)[2]))
+
+    @staticmethod
+    def _pre_fn(state: _RunState, items):
+        def fn(mod, args, kwargs):
+            if args:
+                x, in_args = args[0], True
+            else:
+                x, in_args = kwargs["hidden_states"], False
+            changed = False
+            for name, get, put in items:
+                new = state.point(name, x, get, put)
+                if new is not None:
+                    x, changed = new, True
+            if not changed:
+                return None
+            if in_args:
+                return (x, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": x}
+
+        return fn
+
+    @staticmethod
+    def _post_fn(state: _RunState, items):
+        def fn(mod, args, out):
+            is_tuple = isinstance(out, tuple)
+            x = out[0] if is_tuple else out
+            changed = False
+            for name, get, put in items:
+                new = state.point(name, x, get, put)
+                if new is not None:
+                    x, changed = new, True
+            if not changed:
+                return None
+            return (x, *out[1:]) if is_tuple else x
+
+        return fn
+
+    def _set_attn_impl(self, impl: str) -> Callable[[], None]:
+        configs = {}
+        for m in self.model.modules():
+            c = getattr(m, "config", None)
+            if c is not None and hasattr(c, "_attn_implementation") and id(c) not in configs:
+                configs[id(c)] = (c, c._attn_implementation_internal if hasattr(c, "_attn_implementation_internal")
+                                  else c._attn_implementation)
+        for c, _ in configs.values():
+            c._attn_implementation = impl
+
+        def restore():
+            for c, old in configs.values():
+                if hasattr(c, "_attn_implementation_internal"):
+                    c._attn_implementation_internal = old
+                else:
+                    c._attn_implementation = old
+
+        return restore
+
+    def run_with_cache(self, texts_or_ids, names: Iterable[str] | None = None, **kw) -> tuple[torch.Tensor, dict]:
+        """(logits, cache) for a text, a list of texts (right-padded) or a tensor of ids."""
+        mask = kw.pop("attention_mask", None)
+        if isinstance(texts_or_ids, str) or (isinstance(texts_or_ids, (list, tuple)) and texts_or_ids
+                                              and isinstance(texts_or_ids[0], str)):
+            ids, mask = self.tokenize(texts_or_ids)
+        else:
+            ids = texts_or_ids
+        names = self.hook_names() if names is None else names
+        run = self.forward(ids, mask, cache=names, **kw)
+        return run.logits, run.cache
+
+    @torch.no_grad()
+    def generate(self, text: str, max_new_tokens: int = 20, **kw) -> str:
+        """Greedy continuation (a convenience for checks; the LLM package has its own)."""
+        ids, mask = self.tokenize([text])
+        out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                                  pad_token_id=self.tokenizer.pad_token_id, **kw)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
