@@ -1,7 +1,112 @@
-"""Store methods for the tables of one stage (see store/store.py)."""
+"""Store methods for explanations and their scores (explain/, score/, validate/).
+
+Rows are keyed by content hashes (`key`) of everything that determines them, so a re-run with
+identical inputs finds its row instead of recomputing: `get_explanation(key)` before calling an
+LLM, `put_explanation(row)` after (idempotent: returns the existing id on a key clash).
+"""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from .base import now
+
+_EXPL_COLS = ["key", "model_id", "unit", "layer", "run_id", "explainer", "method", "text",
+              "template", "template_hash", "records_hash", "settings_json"]
+_SCORE_COLS = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer",
+               "template_hash", "details_json"]
+
+
+def _dumps(v: Any) -> str | None:
+    if v is None or isinstance(v, str):
+        return v
+    return json.dumps(v, sort_keys=True, default=str)
+
+
+def _expl_row(r: dict) -> dict:
+    r = dict(r)
+    r["settings"] = json.loads(r.pop("settings_json") or "null")
+    return r
+
+
+def _score_row(r: dict) -> dict:
+    r = dict(r)
+    r["details"] = json.loads(r.pop("details_json") or "null")
+    return r
+
 
 class ExplanationsMixin:
-    pass
+    # ---- explanations ---------------------------------------------------------------
+    def put_explanation(self, *, key: str, model_id: str, unit: str, layer: int, explainer: str, method: str,
+                        text: str, run_id: str | None = None, template: str | None = None,
+                        template_hash: str | None = None, records_hash: str | None = None,
+                        settings: dict | None = None) -> int:
+        """Insert an explanation (idempotent on `key`); returns its id."""
+        row = {"key": key, "model_id": model_id, "unit": unit, "layer": int(layer), "run_id": run_id,
+               "explainer": explainer, "method": method, "text": text, "template": template,
+               "template_hash": template_hash, "records_hash": records_hash, "settings_json": _dumps(settings),
+               "created_at": now()}
+        with self.tx():
+            self.db.execute(
+                f"insert into explanations ({', '.join(row)}) values ({', '.join('?' * len(row))}) on conflict(key) do nothing",
+                list(row.values()))
+            return self.db.execute("select id from explanations where key = ?", [key]).fetchone()[0]
+
+    def get_explanation(self, key: str | None = None, *, id: int | None = None) -> dict | None:
+        """One explanation by key or id (settings_json decoded into 'settings'), or None."""
+        if (key is None) == (id is None):
+            raise ValueError("give exactly one of key, id")
+        rows = self.query("select * from explanations where " + ("key = ?" if key is not None else "id = ?"),
+                          [key if key is not None else id])
+        return _expl_row(rows[0]) if rows else None
+
+    def explanations_for(self, model_id: str, unit: str, *, explainer: str | None = None) -> list[dict]:
+        """A unit's explanations, newest first."""
+        sql = "select * from explanations where model_id = ? and unit = ?"
+        params: list = [model_id, unit]
+        if explainer is not None:
+            sql += " and explainer = ?"
+            params.append(explainer)
+        return [_expl_row(r) for r in self.query(sql + " order by id desc", params)]
+
+    def search_explanations(self, query: str, *, model_id: str | None = None, limit: int = 20) -> list[dict]:
+        """Full-text search over explanation text (porter stemming), best match first."""
+        sql = ("select e.* from explanations e join explanations_fts f on f.rowid = e.id "
+               "where explanations_fts match ?" + (" and e.model_id = ?" if model_id else "") + " order by rank limit ?")
+        params = [query] + ([model_id] if model_id else []) + [limit]
+        return [_expl_row(r) for r in self.query(sql, params)]
+
+    def explained_units(self, model_id: str) -> list[str]:
+        return [r["unit"] for r in self.query("select distinct unit from explanations where model_id = ? order by layer, unit", [model_id])]
+
+    # ---- scores ----------------------------------------------------------------------
+    def put_score(self, *, key: str, explanation_id: int, kind: str, value: float | None,
+                  ci_low: float | None = None, ci_high: float | None = None, n: int | None = None,
+                  scorer: str | None = None, template_hash: str | None = None, details: Any = None) -> int:
+        """Insert a score (idempotent on `key`); returns its id."""
+        row = {"key": key, "explanation_id": int(explanation_id), "kind": kind,
+               "value": None if value is None else float(value),
+               "ci_low": None if ci_low is None else float(ci_low), "ci_high": None if ci_high is None else float(ci_high),
+               "n": n, "scorer": scorer, "template_hash": template_hash, "details_json": _dumps(details),
+               "created_at": now()}
+        with self.tx():
+            self.db.execute(
+                f"insert into scores ({', '.join(row)}) values ({', '.join('?' * len(row))}) on conflict(key) do nothing",
+                list(row.values()))
+            return self.db.execute("select id from scores where key = ?", [key]).fetchone()[0]
+
+    def get_score(self, key: str) -> dict | None:
+        rows = self.query("select * from scores where key = ?", [key])
+        return _score_row(rows[0]) if rows else None
+
+    def scores_for(self, explanation_id: int, *, kind: str | None = None, details: bool = True) -> list[dict]:
+        """An explanation's scores, oldest first (details_json decoded into 'details' unless details=False)."""
+        cols = "*" if details else ", ".join(c for c in ["id", "created_at"] + _SCORE_COLS if c != "details_json")
+        sql = f"select {cols} from scores where explanation_id = ?"
+        params: list = [explanation_id]
+        if kind is not None:
+            sql += " and kind = ?"
+            params.append(kind)
+        rows = self.query(sql + " order by id", params)
+        return [_score_row(r) if details else dict(r) for r in rows]

@@ -1,0 +1,1 @@
+"""Simulate and score explanations: splits, simulators, correlation, detection and fuzzing."""

@@ -1,0 +1,133 @@
+"""Scoring math: correlation scores (neuron-explainer), bootstrap intervals, balanced accuracy.
+
+Pure numpy; no model, no store. Every score's definition is written next to its code.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Pearson's r of two equal-length sequences; None when undefined (fewer than two values, or
+    either side constant)."""
+    a = np.asarray(x, dtype=np.float64).ravel()
+    b = np.asarray(y, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise ValueError(f"length mismatch: {a.shape} vs {b.shape}")
+    if a.size < 2:
+        return None
+    a = a - a.mean()
+    b = b - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    if den <= 1e-12 * max(1.0, float(np.abs(a).max() * np.abs(b).max())) or not np.isfinite(den):
+        return None
+    return float(np.clip((a * b).sum() / den, -1.0, 1.0))
+
+
+def pooled_correlation(true: Sequence[Sequence[float]], sim: Sequence[Sequence[float]]) -> float:
+    """THE simulation score (Bills et al. 2023, neuron-explainer's `score_from_simulation` with
+    `correlation_score`): concatenate the true activations of every token of every scored record
+    into one vector, the simulated (expected-value) activations into another, and take Pearson's
+    correlation of the two. Records are pooled, not averaged, so a record with large true
+    activations weighs more than a quiet one, and the score rewards getting the *scale across
+    records* right (a random record should be predicted near 0, a top record high).
+
+    Correlation is invariant to affine maps of either side, so raw true activations and 0..10
+    simulated values can be compared directly. When either pooled vector is constant (e.g. the
+    simulator predicted the same value everywhere) the correlation is undefined and the score is
+    0.0: a constant prediction carries no information."""
+    if len(true) != len(sim):
+        raise ValueError("true and simulated lists differ in length")
+    for t, s in zip(true, sim):
+        if len(t) != len(s):
+            raise ValueError(f"a record has {len(t)} true and {len(s)} simulated activations")
+    if not true:
+        return 0.0
+    r = pearson(np.concatenate([np.asarray(t, float) for t in true]), np.concatenate([np.asarray(s, float) for s in sim]))
+    return 0.0 if r is None else r
+
+
+def per_record_correlations(true, sim) -> list[float | None]:
+    """Pearson's r within each record (None where undefined, e.g. a constant record)."""
+    return [pearson(t, s) for t, s in zip(true, sim)]
+
+
+def bootstrap_ci(true, sim, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """A percentile bootstrap (1 - alpha) interval of `pooled_correlation` over *records*: draw
+    len(records) records with replacement (numpy Generator seeded with `seed`), recompute the pooled
+    correlation, repeat n_boot times, take the alpha/2 and 1 - alpha/2 quantiles. Records, not
+    tokens, are resampled because tokens within a record are not independent."""
+    n = len(true)
+    if n == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    t = [np.asarray(x, float) for x in true]
+    s = [np.asarray(x, float) for x in sim]
+    vals = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        vals[b] = pooled_correlation([t[i] for i in idx], [s[i] for i in idx])
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def simulation_scores(true, sim, kinds: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """All correlation scores of one simulation of a test split.
+
+    true/sim: per-record lists of activations; kinds: per-record 'top' or 'random'.
+    Returns {'all': r, 'ci': (lo, hi), 'top': r_top, 'random': r_random, 'per_record': [...]},
+    'top'/'random' being the pooled correlation on that part alone (None if the part is empty)."""
+    kinds = list(kinds)
+    out: dict = {"all": pooled_correlation(true, sim), "ci": bootstrap_ci(true, sim, n_boot=n_boot, seed=seed)}
+    for part in ("top", "random"):
+        idx = [i for i, k in enumerate(kinds) if k == part]
+        out[part] = pooled_correlation([true[i] for i in idx], [sim[i] for i in idx]) if idx else None
+    out["per_record"] = per_record_correlations(true, sim)
+    return out
+
+
+def balanced_accuracy(labels: Sequence[bool], preds: Sequence[bool]) -> float:
+    """(true-positive rate + true-negative rate) / 2, delphi's detection/fuzzing score: 0.5 is
+    chance whatever the class balance, 1.0 perfect. With only one class present it is that
+    class's rate."""
+    y = np.asarray(labels, bool)
+    p = np.asarray(preds, bool)
+    if y.shape != p.shape:
+        raise ValueError("labels and predictions differ in length")
+    rates = []
+    if y.any():
+        rates.append(float((p & y).sum() / y.sum()))
+    if (~y).any():
+        rates.append(float((~p & ~y).sum() / (~y).sum()))
+    return float(np.mean(rates)) if rates else 0.0
+
+
+def bootstrap_balanced_accuracy(labels, preds, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap interval of `balanced_accuracy` over items (seeded)."""
+    y = np.asarray(labels, bool)
+    p = np.asarray(preds, bool)
+    n = len(y)
+    if n == 0:
+        return (0.0, 0.0)
+    rng = np.random.default_rng(seed)
+    vals = np.empty(n_boot)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, size=n)
+        vals[b] = balanced_accuracy(y[idx], p[idx])
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
+    """Area under the ROC curve (Mann-Whitney U, ties count half); None with one class only."""
+    y = np.asarray(labels, bool)
+    s = np.asarray(scores, float)
+    pos, neg = s[y], s[~y]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    gt = (pos[:, None] > neg[None, :]).sum()
+    eq = (pos[:, None] == neg[None, :]).sum()
+    return float((gt + 0.5 * eq) / (len(pos) * len(neg)))
