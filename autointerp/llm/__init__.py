@@ -1,0 +1,12 @@
+"""The LLM layer: one interface (llm/base.py) over an embedded in-process model and any
+OpenAI-compatible endpoint, with recording, a response cache, budgets, retries and prompts.
+
+    from autointerp.llm import get_llm, load_prompt, Budget
+"""
+
+from .base import LLM, LogprobsUnsupported, extract_json, get_llm, map_chat, parse_json_as, parse_spec
+from .budget import Budget
+from .prompts import Prompt, load_prompt
+
+__all__ = ["LLM", "LogprobsUnsupported", "Budget", "Prompt", "get_llm", "load_prompt", "map_chat", "extract_json",
+           "parse_json_as", "parse_spec"]

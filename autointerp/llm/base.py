@@ -1,0 +1,343 @@
+"""The LLM interface every stage uses, and the one wrapper that records, caches and budgets
+every call for every backend.
+
+    llm = get_llm("embedded:smollm2-135m", store=store, budget=Budget(max_tokens=100_000))
+    llm.chat([{"role": "user", "content": "hi"}], max_tokens=8)        -> ["Hello! ..."]
+    llm.complete(text, max_tokens=40, stop=["\\n"], template=prompt)    -> ["..."]
+    llm.structured(messages, MyModel)                                  -> MyModel(...)
+    llm.prompt_logprobs(prefix, segments, ["0", ..., "10"])             -> np.ndarray [slots, candidates]
+
+Backends implement `_chat`, `_complete`, `_prompt_logprobs_batch`; this module does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pydantic
+
+from ..errors import AutointerpError, BudgetExceeded, LLMError, UsageError
+from .budget import Budget
+from .pricing import cost_usd
+from .prompts import Prompt
+
+
+class LogprobsUnsupported(LLMError):
+    """The endpoint gives no prompt logprobs; fall back (e.g. to the JSON simulator)."""
+
+
+class Result:
+    """What a backend returns for one call: the value and its token counts."""
+
+    __slots__ = ("value", "prompt_tokens", "completion_tokens")
+
+    def __init__(self, value: Any, prompt_tokens: int = 0, completion_tokens: int = 0):
+        self.value, self.prompt_tokens, self.completion_tokens = value, int(prompt_tokens or 0), int(completion_tokens or 0)
+
+
+def _content_hash(*parts: Any) -> str:
+    from ..store.base import content_hash
+
+    return content_hash(*parts)
+
+
+def _cacheable(params: dict) -> bool:
+    return (params.get("temperature") or 0.0) == 0.0 or params.get("seed") is not None
+
+
+class LLM:
+    name: str
+    backend: str
+    model: str
+    supports_prompt_logprobs: bool = False
+
+    def __init__(self, *, store=None, budget: Budget | None = None):
+        self.store = store
+        self.budget = budget
+        self._secrets: list[str] = []  # strings scrubbed from every recorded/raised message
+
+    # ---- the public interface -------------------------------------------------------
+    def chat(self, messages: list[dict], *, temperature: float = 0.0, max_tokens: int = 256, n: int = 1,
+             seed: int | None = None, stop: Sequence[str] | None = None, template: Prompt | None = None) -> list[str]:
+        params = dict(temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, stop=list(stop) if stop else None)
+        return self._call("chat", messages, params, template, lambda: self._chat(messages, **params))
+
+    def complete(self, prompt: str, *, temperature: float = 0.0, max_tokens: int = 256, n: int = 1,
+                 seed: int | None = None, stop: Sequence[str] | None = None, template: Prompt | None = None) -> list[str]:
+        params = dict(temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, stop=list(stop) if stop else None)
+        return self._call("complete", prompt, params, template,
+                          lambda: self._complete(prompt, prefix=_template_prefix(template, prompt), **params))
+
+    def structured(self, messages: list[dict], schema: type[pydantic.BaseModel], *, retries: int = 2,
+                   template: Prompt | None = None, **kw) -> pydantic.BaseModel:
+        """Ask for JSON matching `schema`; tolerate code fences and prose around it; on a parse
+        or validation failure re-ask (up to `retries` times) with the error, then raise LLMError."""
+        kw.setdefault("max_tokens", 512)
+        msgs = list(messages)
+        last_err = ""
+        for attempt in range(retries + 1):
+            params = dict(temperature=kw.get("temperature", 0.0), max_tokens=kw["max_tokens"], n=1,
+                          seed=kw.get("seed"), stop=kw.get("stop"))
+            text = self._call("structured", msgs, params, template, lambda m=msgs: self._chat(m, **params))[0]
+            try:
+                return parse_json_as(text, schema)
+            except ValueError as e:
+                last_err = str(e)
+                msgs = msgs + [
+                    {"role": "assistant", "content": text},
+                    {"role": "user", "content": f"That reply could not be used: {last_err}. "
+                                                f"Answer again with only the JSON, no other text."},
+                ]
+        raise LLMError(f"{self.name} did not return valid {schema.__name__} JSON after {retries + 1} tries ({last_err[:200]})")
+
+    def prompt_logprobs(self, prefix: str, segments: list[str], candidates: list[str], *,
+                        template: Prompt | None = None) -> np.ndarray:
+        """Row i: probability that the text right after prefix + "".join(segments[:i+1]) starts
+        with candidates[j]. Shape [len(segments), len(candidates)]."""
+        return self.prompt_logprobs_batch(prefix, [segments], candidates, template=template)[0]
+
+    def prompt_logprobs_batch(self, prefix: str, list_of_segments: list[list[str]], candidates: list[str], *,
+                              template: Prompt | None = None) -> list[np.ndarray]:
+        request = {"prefix": prefix, "segments": list_of_segments, "candidates": list(candidates)}
+        out = self._call("logprobs", request, {}, template,
+                         lambda: self._prompt_logprobs_batch(prefix, list_of_segments, list(candidates)),
+                         encode=lambda v: [a.tolist() for a in v],
+                         decode=lambda v: [np.asarray(a, dtype=np.float64).reshape(-1, len(candidates)) for a in v])
+        return out
+
+    # ---- backends implement these ---------------------------------------------------
+    def _chat(self, messages, *, temperature, max_tokens, n, seed, stop) -> Result:  # pragma: no cover
+        raise NotImplementedError
+
+    def _complete(self, prompt, *, prefix, temperature, max_tokens, n, seed, stop) -> Result:  # pragma: no cover
+        raise NotImplementedError
+
+    def _prompt_logprobs_batch(self, prefix, list_of_segments, candidates) -> Result:  # pragma: no cover
+        raise LogprobsUnsupported(f"{self.name} gives no prompt logprobs")
+
+    # ---- recording, cache, budget: written once for every backend ----------------------
+    def scrub(self, text: str) -> str:
+        for s in self._secrets:
+            if s:
+                text = text.replace(s, "***")
+        return text
+
+    def _before(self, kind: str, request: Any, params: dict) -> tuple[str | None, Any]:
+        key = None
+        if self.store is not None and _cacheable(params):
+            key = _content_hash(self.backend, self.model, kind, request, params, params.get("seed"))
+            hit = self.store.llm_cache_get(key)
+            if hit is not None:
+                return key, hit
+        if self.budget is not None:
+            self.budget.check()
+        return key, None
+
+    def _record(self, kind, template, pt, ct, latency, cost, cache_hit, error=None) -> None:
+        if self.store is None:
+            return
+        self.store.record_llm_call(
+            backend=self.backend, model=self.model, kind=kind,
+            template=template.name if template is not None else None,
+            template_hash=template.hash if template is not None else None,
+            prompt_tokens=pt, completion_tokens=ct, latency_s=latency, cost_usd=cost,
+            cache_hit=cache_hit, error=self.scrub(error) if error else None)
+
+    def _hit(self, kind, template, hit, decode):
+        self._record(kind, template, hit.get("prompt_tokens"), hit.get("completion_tokens"), 0.0, 0.0, True)
+        return decode(hit["value"])
+
+    def _fail(self, kind, template, t0, e: BaseException) -> LLMError:
+        if isinstance(e, LLMError):
+            err = e
+        elif isinstance(e, AutointerpError):
+            self._record(kind, template, None, None, time.perf_counter() - t0, 0.0, False, f"{type(e).__name__}: {e}")
+            raise e
+        else:
+            err = LLMError(f"{self.name} {kind} call failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        msg = self.scrub(str(err))
+        if msg != str(err):
+            err = type(err)(msg)
+        self._record(kind, template, None, None, time.perf_counter() - t0, 0.0, False, f"{type(err).__name__}: {msg}")
+        return err
+
+    def _done(self, kind, template, t0, key, res: Result, encode) -> Any:
+        latency = time.perf_counter() - t0
+        cost = cost_usd(self.backend, self.model, res.prompt_tokens, res.completion_tokens)
+        if self.budget is not None:
+            self.budget.charge(res.prompt_tokens + res.completion_tokens, cost)
+        self._record(kind, template, res.prompt_tokens, res.completion_tokens, latency, cost, False)
+        if key is not None:
+            self.store.llm_cache_put(key, self.backend, self.model, {
+                "value": encode(res.value), "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens})
+        return res.value
+
+    def _call(self, kind: str, request: Any, params: dict, template: Prompt | None, fn: Callable[[], Result],
+              encode: Callable = lambda v: v, decode: Callable = lambda v: v) -> Any:
+        key, hit = self._before(kind, request, params)
+        if hit is not None:
+            return self._hit(kind, template, hit, decode)
+        t0 = time.perf_counter()
+        try:
+            res = fn()
+        except BudgetExceeded:
+            raise
+        except Exception as e:
+            raise self._fail(kind, template, t0, e) from None
+        return self._done(kind, template, t0, key, res, encode)
+
+    async def _acall(self, kind: str, request: Any, params: dict, template: Prompt | None, afn,
+                     encode: Callable = lambda v: v, decode: Callable = lambda v: v) -> Any:
+        key, hit = self._before(kind, request, params)
+        if hit is not None:
+            return self._hit(kind, template, hit, decode)
+        t0 = time.perf_counter()
+        try:
+            res = await afn()
+        except BudgetExceeded:
+            raise
+        except Exception as e:
+            raise self._fail(kind, template, t0, e) from None
+        return self._done(kind, template, t0, key, res, encode)
+
+    # ---- async (backends with real concurrency override _achat/_acomplete) ----------------
+    async def achat(self, messages, *, temperature=0.0, max_tokens=256, n=1, seed=None, stop=None, template=None) -> list[str]:
+        return await asyncio.to_thread(self.chat, messages, temperature=temperature, max_tokens=max_tokens, n=n,
+                                       seed=seed, stop=stop, template=template)
+
+    async def acomplete(self, prompt, *, temperature=0.0, max_tokens=256, n=1, seed=None, stop=None, template=None) -> list[str]:
+        return await asyncio.to_thread(self.complete, prompt, temperature=temperature, max_tokens=max_tokens, n=n,
+                                       seed=seed, stop=stop, template=template)
+
+    concurrent: bool = False  # True when requests may run in parallel (remote endpoints)
+
+    def info(self) -> dict:
+        return {"name": self.name, "backend": self.backend, "model": self.model}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
+
+
+def _template_prefix(template: Prompt | None, prompt: str) -> str | None:
+    if template is None or template.is_chat:
+        return None
+    p = template.prefix
+    return p if p and prompt.startswith(p) else None
+
+
+# ---- JSON parsing for structured output --------------------------------------------------
+_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON value in `text`: inside a ``` fence if there is one, else the first
+    object/array that parses. Raises ValueError with a short reason."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    dec = json.JSONDecoder()
+    for cand in candidates:
+        s = cand.strip()
+        for i, ch in enumerate(s):
+            if ch in "{[":
+                try:
+                    value, _ = dec.raw_decode(s[i:])
+                    return value
+                except json.JSONDecodeError:
+                    continue
+    raise ValueError("no JSON object or array found in the reply")
+
+
+def parse_json_as(text: str, schema: type[pydantic.BaseModel]) -> pydantic.BaseModel:
+    value = extract_json(text)
+    try:
+        return schema.model_validate(value)
+    except pydantic.ValidationError as e:
+        first = e.errors()[0] if e.errors() else {}
+        loc = ".".join(str(x) for x in first.get("loc", ()))
+        raise ValueError(f"JSON does not match {schema.__name__}: {loc} {first.get('msg', '')}".strip()) from None
+
+
+# ---- factory and batch helper -------------------------------------------------------------
+def parse_spec(spec: str) -> tuple[str, str]:
+    if ":" in spec:
+        backend, model = spec.split(":", 1)
+        if backend in ("embedded", "openai"):
+            if not model:
+                raise UsageError(f"LLM spec {spec!r} names no model (e.g. embedded:smollm2-135m, openai:gpt-4o-mini)")
+            return backend, model
+    raise UsageError(f"unknown LLM spec {spec!r}: use embedded:SPEC (e.g. embedded:smollm2-135m) or openai:MODEL")
+
+
+def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None, budget: Budget | None = None,
+            settings=None, **kw) -> LLM:
+    """spec: 'embedded:smollm2-135m' (in-process, loaded through the model loader) or
+    'openai:MODEL' (OPENAI_API_KEY from the environment; base_url or AUTOINTERP_LLM_BASE_URL for
+    any OpenAI-compatible server). Defaults come from settings (flags > env > config file)."""
+    if settings is None:
+        from ..config import Settings
+
+        settings = Settings.load()
+    spec = spec or settings.llm
+    backend, model = parse_spec(spec)
+    if budget is None and (settings.max_llm_tokens is not None or settings.max_cost_usd is not None):
+        budget = Budget(settings.max_llm_tokens, settings.max_cost_usd)
+    if backend == "embedded":
+        from .embedded import EmbeddedLLM
+
+        kw.setdefault("device", settings.device)
+        kw.setdefault("dtype", settings.dtype)
+        return EmbeddedLLM(model, store=store, budget=budget, **kw)
+    from .openai_backend import OpenAILLM
+
+    kw.setdefault("concurrency", settings.llm_concurrency)
+    return OpenAILLM(model, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)
+
+
+def map_chat(llm: LLM, list_of_messages: list[list[dict]], *, concurrency: int | None = None,
+             **kw) -> list[list[str] | LLMError]:
+    """Chat over many message lists. Remote backends run up to `concurrency` requests at once
+    (under the endpoint's rate limits); the embedded backend runs them one by one. A failed item
+    holds its LLMError (BudgetExceeded included: stop there) instead of failing the batch."""
+    if not getattr(llm, "concurrent", False) or len(list_of_messages) <= 1:
+        out: list = []
+        for msgs in list_of_messages:
+            try:
+                out.append(llm.chat(msgs, **kw))
+            except LLMError as e:
+                out.append(e)
+                if isinstance(e, BudgetExceeded):
+                    out.extend(e for _ in range(len(list_of_messages) - len(out)))
+                    break
+        return out
+
+    async def run() -> list:
+        sem = asyncio.Semaphore(concurrency or getattr(llm, "concurrency", 4))
+
+        async def one(msgs):
+            async with sem:
+                try:
+                    return await llm.achat(msgs, **kw)
+                except LLMError as e:
+                    return e
+
+        return await asyncio.gather(*(one(m) for m in list_of_messages))
+
+    return _run_async(run())
+
+
+def _run_async(coro):
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # called from inside a running loop (e.g. a notebook): run in a helper thread
+    box: dict = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+    t.start()
+    t.join()
+    return box["r"]

@@ -1,0 +1,122 @@
+"""Prompt templates: files under prompts/ (or a user's --prompts DIR), loaded by name.
+
+Format (see prompts/README.md): Python `string.Template` placeholders (`$var` / `${var}`,
+`$$` for a literal dollar). A file with `### system` / `### user` / `### assistant` header
+lines is a chat prompt and renders to a list of messages; any other file is a completion
+prompt and renders to one string. The content hash of the file is recorded with every call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UsageError
+
+_SECTION = re.compile(r"^### (system|user|assistant)[ \t]*$", re.MULTILINE)
+
+
+def default_prompts_dir() -> Path:
+    from ..config import REPO_ROOT, Settings
+
+    try:
+        return Path(Settings().prompts)
+    except Exception:  # a broken env should not stop the defaults from loading
+        return REPO_ROOT / "prompts"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    text: str
+    hash: str = ""
+    path: Path | None = None
+    sections: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    @classmethod
+    def from_text(cls, name: str, text: str, path: Path | None = None) -> "Prompt":
+        h = hashlib.sha256(text.encode()).hexdigest()[:16]
+        sections: list[tuple[str, str]] = []
+        matches = list(_SECTION.finditer(text))
+        for i, m in enumerate(matches):
+            end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+            body = text[m.end():end]
+            body = body[1:] if body.startswith("\n") else body
+            sections.append((m.group(1), body.rstrip("\n")))
+        return cls(name=name, text=text, hash=h, path=path, sections=tuple(sections))
+
+    @property
+    def is_chat(self) -> bool:
+        return bool(self.sections)
+
+    @property
+    def variables(self) -> list[str]:
+        out = []
+        for m in string.Template.pattern.finditer(self.text):
+            v = m.group("named") or m.group("braced")
+            if v and v not in out:
+                out.append(v)
+        return out
+
+    def _sub(self, text: str, vars: dict) -> str:
+        try:
+            return string.Template(text).substitute(vars)
+        except KeyError as e:
+            raise UsageError(f"prompt {self.name!r} needs variable ${e.args[0]} (it uses: {', '.join(self.variables)})") from None
+        except ValueError as e:
+            raise UsageError(f"prompt {self.name!r} is not a valid template ({e}); write a literal $ as $$") from None
+
+    def render(self, **vars) -> str | list[dict]:
+        """A chat prompt → list of {role, content} messages; a completion prompt → str."""
+        if self.is_chat:
+            return [{"role": role, "content": self._sub(body, vars)} for role, body in self.sections]
+        return self._sub(self.text, vars)
+
+    def render_text(self, **vars) -> str:
+        if self.is_chat:
+            raise UsageError(f"prompt {self.name!r} is a chat prompt; use render() for messages")
+        return self._sub(self.text, vars)
+
+    def render_messages(self, **vars) -> list[dict]:
+        if not self.is_chat:
+            return [{"role": "user", "content": self._sub(self.text, vars)}]
+        return self.render(**vars)  # type: ignore[return-value]
+
+    @property
+    def prefix(self) -> str:
+        """The static head of a completion prompt: the text before the first placeholder, cut
+        after its last newline (so it ends on a token boundary). Identical for every unit, so
+        the embedded backend caches its KV once per process."""
+        m = string.Template.pattern.search(self.text)
+        head = self.text if m is None else self.text[: m.start()]
+        head = head.replace("$$", "$")
+        cut = head.rfind("\n")
+        return head[: cut + 1] if cut >= 0 else ""
+
+    def split_prefix(self, **vars) -> tuple[str, str]:
+        """Render and split into (static prefix, per-unit rest): prefix + rest == render_text(**vars)."""
+        full = self.render_text(**vars)
+        p = self.prefix
+        if not full.startswith(p):  # cannot happen for a well-formed template; be safe
+            return "", full
+        return p, full[len(p):]
+
+
+def load_prompt(name: str, prompts_dir: str | Path | None = None) -> Prompt:
+    """Load prompts/<name>.txt (or <name> as given) from prompts_dir, else $AUTOINTERP_PROMPTS /
+    settings.prompts, falling back to the packaged prompts/ for names the user dir lacks."""
+    from ..config import REPO_ROOT
+
+    dirs = [Path(prompts_dir)] if prompts_dir is not None else [default_prompts_dir()]
+    if REPO_ROOT / "prompts" not in dirs:
+        dirs.append(REPO_ROOT / "prompts")
+    candidates = [name] if name.endswith((".txt", ".md")) else [f"{name}.txt", name]
+    for d in dirs:
+        for c in candidates:
+            p = d / c
+            if p.is_file():
+                return Prompt.from_text(Path(c).stem if c.endswith(".txt") else c, p.read_text(encoding="utf-8"), p)
+    raise UsageError(f"no prompt named {name!r} in {', '.join(str(d) for d in dirs)} (see prompts/README.md)")
