@@ -12,9 +12,10 @@ from .base import StoreBase
 from .explanations import ExplanationsMixin
 from .jobs import JobsMixin
 from .llm import LLMMixin
+from .query import QueryMixin
 from .records import RecordsMixin
 from .tasks import TasksMixin
 
 
-class Store(RecordsMixin, ExplanationsMixin, LLMMixin, TasksMixin, JobsMixin, StoreBase):
+class Store(RecordsMixin, ExplanationsMixin, LLMMixin, TasksMixin, JobsMixin, QueryMixin, StoreBase):
     pass

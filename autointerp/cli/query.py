@@ -1,0 +1,194 @@
+"""`autointerp query`, `stats`, `export` and `merge`: read the store, and combine shards."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import StoreError, UsageError
+from . import cli
+from .common import emit, json_option, settings, store_option
+
+
+def open_store(store_path: Path | None, readonly: bool = True):
+    """The store named by --store/$AUTOINTERP_STORE/config, opened read-only by default."""
+    from ..store import Store
+
+    return Store(settings(store=store_path).store, readonly=readonly, create=not readonly)
+
+
+def _fmt_score(r: dict) -> str:
+    if r.get("score") is None:
+        return "   -  "
+    ci = f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if r.get("ci_low") is not None and r.get("ci_high") is not None else ""
+    return f"{r['score']:+.2f}{ci}"
+
+
+@cli.command("query")
+@click.argument("text", required=False)
+@click.option("--min-score", type=float, default=None, help="Keep explanations whose best simulation score is at least this.")
+@click.option("--layer", type=int, default=None, help="Only units of this layer.")
+@click.option("--model", "model_id", default=None, help="Only units of this model (as stored, e.g. smollm2-135m).")
+@click.option("--explainer", default=None, help="Only explanations by this explainer ('baseline' for the non-LLM baseline).")
+@click.option("--kind", type=click.Choice(["neuron", "head"]), default=None, help="Only neurons or only heads.")
+@click.option("--any", "any_word", is_flag=True, help="Match any of the words (default: all of them).")
+@click.option("--dataset", default=None, help="Units that matter for this dataset (patching results), with their explanations.")
+@click.option("--min-effect", type=float, default=0.0, show_default=True, help="With --dataset: minimum |effect|.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@store_option
+@json_option
+def query_cmd(text, min_score, layer, model_id, explainer, kind, any_word, dataset, min_effect, limit, store_path, as_json):
+    """Full-text search over explanations (SQLite FTS5, ranked by bm25), filtered by score, layer,
+    model and explainer. Without TEXT: the best-scored explanations.
+
+    \b
+    With --dataset D --min-effect E: explained units with |patching effect| >= E on dataset D
+    (and best simulation score >= --min-score), most important first.
+    """
+    if not text and not dataset and min_score is None and layer is None and model_id is None and explainer is None and kind is None:
+        raise UsageError("give search words, or a filter (--min-score, --layer, --model, --explainer, --kind, --dataset)")
+    with open_store(store_path) as store:
+        if model_id is not None and store.get_model(model_id) is None:
+            raise UsageError(f"no model {model_id!r} in the store (models: {', '.join(store.model_ids()) or 'none'})")
+        if layer is not None:
+            sizes = [store.get_model(model_id)] if model_id else [store.get_model(m) for m in store.model_ids()]
+            n_layers = max((m["n_layers"] for m in sizes if m), default=None)
+            if n_layers is not None and not 0 <= layer < n_layers:
+                raise UsageError(f"layer {layer} out of range (layers 0..{n_layers - 1})")
+        if dataset:
+            rows = store.dataset_units(dataset, min_effect=min_effect, min_score=min_score, model=model_id, text=text, limit=limit)
+            if layer is not None:
+                rows = [r for r in rows if r["layer"] == layer]
+            if explainer is not None:
+                rows = [r for r in rows if r["explainer"] == explainer]
+        else:
+            rows = store.search(text, model=model_id, layer=layer, explainer=explainer, min_score=min_score, limit=limit,
+                                any_word=any_word, kind=kind)
+
+    def human() -> None:
+        if not rows:
+            click.echo("no matches", err=True)
+            return
+        if dataset:
+            click.echo(f"{'unit':<9} {'layer':>5} {'effect':>7}  {'score [ci]':<22} explanation")
+            for r in rows:
+                click.echo(f"{r['unit']:<9} {r['layer']:>5} {r['effect']:>+7.3f}  {_fmt_score(r):<22} {r['explanation']}")
+        else:
+            click.echo(f"{'unit':<9} {'layer':>5}  {'score [ci]':<22} {'explainer':<12} explanation")
+            for r in rows:
+                click.echo(f"{r['unit']:<9} {r['layer']:>5}  {_fmt_score(r):<22} {r['explainer'][:12]:<12} {r['text']}")
+
+    emit(as_json, rows, human)
+
+
+@cli.command("stats")
+@click.option("--model", "model_id", default=None, help="Only this model's units.")
+@store_option
+@json_option
+def stats_cmd(model_id, store_path, as_json):
+    """Coverage per layer (units explained / units mined), the score distribution, LLM tokens and
+    cost, and rows per table."""
+    with open_store(store_path) as store:
+        st = store.stats(model=model_id)
+
+    def human() -> None:
+        click.echo(f"store {st['store']}  models: {', '.join(st['models']) or 'none'}")
+        click.echo("\ncoverage (units with an LLM explanation / units mined)")
+        click.echo(f"  {'layer':>5} {'kind':<7} {'mined':>6} {'explained':>9} {'scored':>6} {'coverage':>8} {'mean score':>10}")
+        for c in st["coverage"]:
+            cov = f"{100 * c['coverage']:.0f}%" if c["coverage"] is not None else "-"
+            ms = f"{c['mean_score']:+.3f}" if c.get("mean_score") is not None else "-"
+            click.echo(f"  {c['layer'] if c['layer'] is not None else '?':>5} {c['kind']:<7} {c['mined']:>6} {c['explained']:>9} "
+                       f"{c['scored']:>6} {cov:>8} {ms:>10}")
+        for name, d in (("LLM explanations", st["scores"]), ("baseline", st["baseline_scores"])):
+            if not d["n"]:
+                click.echo(f"\nsimulation scores, {name}: none")
+                continue
+            click.echo(f"\nsimulation scores, {name}: n={d['n']} mean={d['mean']:+.3f} median={d['median']:+.3f} "
+                       f"min={d['min']:+.3f} max={d['max']:+.3f}")
+            hist = d["histogram"]
+            nz = [i for i, h in enumerate(hist) if h["count"]]
+            top = max(h["count"] for h in hist)
+            for h in hist[nz[0]:nz[-1] + 1]:
+                click.echo(f"  [{h['low']:+.1f}, {h['high']:+.1f}) {h['count']:>6} {'#' * max(1 if h['count'] else 0, round(40 * h['count'] / top))}")
+        llm = st["llm"]
+        click.echo(f"\nLLM: {llm['calls']} calls, {llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
+                   f"${llm['cost_usd']:.4f}")
+        for r in llm["by_model"]:
+            click.echo(f"  {r['backend']}:{r['model']:<30} {r['calls']:>7} calls {r['cache_hits'] or 0:>6} cached "
+                       f"{r['prompt_tokens']:>10} + {r['completion_tokens']:>8} tok  ${r['cost_usd']:.4f}")
+        click.echo("\nrows: " + ", ".join(f"{t} {n}" for t, n in st["counts"].items()))
+
+    emit(as_json, st, human)
+
+
+@cli.command("export")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching"]), default="explanations",
+              show_default=True, help="Which rows.")
+@click.option("--model", "model_id", default=None, help="Only this model's rows.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@store_option
+def export_cmd(fmt, what, model_id, out, store_path):
+    """Export explanations (with their best score), scores, records (activations and tokens as
+    lists) or patching results as JSON lines or CSV (lists as JSON text)."""
+    with open_store(store_path) as store:
+        rows = store.export_rows(what, model=model_id)
+        tmp = out.with_name(out.name + ".part") if out else None
+        f = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
+        n = 0
+        try:
+            writer = None
+            for r in rows:
+                if fmt == "jsonl":
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+                else:
+                    if writer is None:
+                        writer = csv.DictWriter(f, fieldnames=list(r))
+                        writer.writeheader()
+                    writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
+                n += 1
+        except BaseException:
+            if tmp:
+                f.close()
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp:
+            f.close()
+            tmp.replace(out)
+            click.echo(f"exported {n} {what} rows to {out}", err=True)
+
+
+@cli.command("merge")
+@click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--into", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The store to merge into (created if missing).")
+@json_option
+def merge_cmd(sources, target, as_json):
+    """Combine stores (e.g. the shards of `batch --shard i/n`) into one, without duplicates: rows
+    are matched by their keys and integer ids are remapped. One transaction: on any error the
+    target is left as it was."""
+    from ..store import Store
+    from ..store.query import _open_source
+
+    for p in sources:  # check every source before the target is created or touched
+        _open_source(p).close()
+        if target.exists() and p.resolve() == target.resolve():
+            raise UsageError(f"{p} is the merge target itself; name it once, with --into")
+    with Store(target) as store:
+        added = store.merge_from(sources)
+        counts = store.counts()
+    data = {"into": str(target), "sources": [str(p) for p in sources], "added": added, "counts": counts}
+
+    def human() -> None:
+        new = ", ".join(f"{t} +{n}" for t, n in added.items() if n) or "nothing new"
+        click.echo(f"merged {len(sources)} store(s) into {target}: {new}")
+
+    emit(as_json, data, human)
+
+
+__all__ = ["open_store", "StoreError"]

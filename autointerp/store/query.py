@@ -1,0 +1,560 @@
+"""Read methods over the whole store: search, stats, export, the viewer's pages, and merge.
+
+These are the store side of `autointerp query/stats/export/merge/serve`. Everything here reads,
+except merge_from, which writes only into this (the target) store in one transaction.
+
+Score used for ranking and filtering: an explanation's *best simulation score*, the highest
+`scores.value` with kind='simulation' (its ci_low/ci_high come with it). A unit's score is the
+best over its explanations.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from ..errors import StoreError, UsageError
+from ..units import Unit
+from .base import APP_ID, SCHEMA_VERSION, unpack_f16
+
+SIM_KIND = "simulation"
+UNIT_RE = re.compile(r"^L(\d+)/([NH])(\d+)$")
+
+# best simulation score per explanation (value with its interval)
+_BEST_SQL = f"""
+best as (
+  select explanation_id, value, ci_low, ci_high, n, scorer from (
+    select s.*, row_number() over (partition by explanation_id order by value desc, id) as rn
+    from scores s where kind = '{SIM_KIND}' and value is not null)
+  where rn = 1)
+"""
+
+
+def fts_query(text: str, any_word: bool = False) -> str:
+    """User words -> an FTS5 MATCH expression: each word quoted (no syntax errors from user
+    punctuation), all words required unless any_word."""
+    words = re.findall(r"\w+", text, flags=re.UNICODE)
+    quoted = ['"' + w.replace('"', '""') + '"' for w in words]
+    return (" OR " if any_word else " ").join(quoted)
+
+
+def _json(text: str | None, default: Any = None) -> Any:
+    if text is None or text == "":
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def unit_layer_sql(col: str = "unit") -> str:
+    """SQL expression: the layer of a unit id 'L5/N131' (NULL for hook names)."""
+    return (f"(case when {col} glob 'L[0-9]*/[NH][0-9]*' "
+            f"then cast(substr({col}, 2, instr({col}, '/') - 2) as integer) end)")
+
+
+class QueryMixin:
+    """Read methods for search, stats, export and the viewer; merge_from for shards."""
+
+    # ---- search -------------------------------------------------------------------
+    def has_fts(self) -> bool:
+        return "explanations_fts" in self.db.table_names()
+
+    def search(self, text: str | None = None, *, model: str | None = None, layer: int | None = None,
+               explainer: str | None = None, min_score: float | None = None, limit: int | None = 20,
+               any_word: bool = False, kind: str | None = None) -> list[dict]:
+        """Explanations matching `text` (FTS5, ranked by bm25; all words required unless any_word),
+        filtered by best simulation score, layer, model, explainer and unit kind (neuron|head).
+        Without text: ordered by score (best first). Rows: id, model_id, unit, layer, explainer,
+        method, text, score, ci_low, ci_high, n, rank."""
+        where, params = [], []
+        if model is not None:
+            where.append("e.model_id = ?"); params.append(model)
+        if layer is not None:
+            where.append("e.layer = ?"); params.append(int(layer))
+        if explainer is not None:
+            where.append("e.explainer = ?"); params.append(explainer)
+        if min_score is not None:
+            where.append("b.value >= ?"); params.append(float(min_score))
+        if kind is not None:
+            where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
+        select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
+                  "b.value as score, b.ci_low, b.ci_high, b.n")
+        text = (text or "").strip()
+        if text:
+            if self.has_fts():
+                match = fts_query(text, any_word)
+                if not match:
+                    return []
+                sql = (f"with {_BEST_SQL} select {select}, bm25(explanations_fts) as rank "
+                       "from explanations_fts join explanations e on e.rowid = explanations_fts.rowid "
+                       "left join best b on b.explanation_id = e.id "
+                       f"where explanations_fts match ? {''.join(' and ' + w for w in where)} "
+                       "order by rank, b.value desc")
+                params = [match, *params]
+            else:  # a store without the FTS index (made by hand): substring search
+                words = re.findall(r"\w+", text)
+                conds = [f"e.text like ?" for _ in words]
+                sql = (f"with {_BEST_SQL} select {select}, 0.0 as rank from explanations e "
+                       "left join best b on b.explanation_id = e.id where "
+                       f"({(' or ' if any_word else ' and ').join(conds) or '1'}) "
+                       f"{''.join(' and ' + w for w in where)} order by b.value desc")
+                params = [f"%{w}%" for w in words] + params
+        else:
+            sql = (f"with {_BEST_SQL} select {select}, null as rank from explanations e "
+                   "left join best b on b.explanation_id = e.id "
+                   f"{'where ' + ' and '.join(where) if where else ''} "
+                   "order by b.value is null, b.value desc, e.model_id, e.layer, e.unit")
+        if limit:
+            sql += f" limit {int(limit)}"
+        return self.query(sql, params)
+
+    def dataset_units(self, dataset: str, *, min_effect: float = 0.0, min_score: float | None = None,
+                      model: str | None = None, text: str | None = None, limit: int | None = 50,
+                      include_unexplained: bool = False) -> list[dict]:
+        """Explained units that matter for a dataset: components of its patch runs with
+        |effect| >= min_effect, joined with each unit's best explanation (by simulation score,
+        LLM explanations before the baseline). Rows: unit, layer, model_id, effect (the largest
+        |effect| over runs and positions, signed), run_id, what, method, explanation, explainer,
+        score, ci_low, ci_high. Ordered by |effect|."""
+        if not self.query("select 1 from datasets where name = ?", [dataset]) and \
+                not self.query("select 1 from patch_runs where dataset = ?", [dataset]):
+            names = [r["name"] for r in self.query("select name from datasets order by name limit 10")]
+            raise UsageError(f"no dataset {dataset!r} in the store"
+                             + (f" (datasets: {', '.join(names)})" if names else " (it has no datasets)"))
+        params: list[Any] = [dataset, float(min_effect)]
+        mfilter = ""
+        if model is not None:
+            mfilter = " and r.model_id = ?"; params.append(model)
+        text_units = None
+        if text:
+            text_units = {(r["model_id"], r["unit"]) for r in self.search(text, model=model, limit=None)}
+        rows = self.query(f"""
+            with {_BEST_SQL},
+            eff as (
+              select r.model_id, p.component as unit, p.layer, p.effect, p.position, r.id as run_id, r.what, r.method,
+                     row_number() over (partition by r.model_id, p.component order by abs(p.effect) desc) as rn
+              from patch_results p join patch_runs r on r.id = p.run_id
+              where r.dataset = ? and abs(p.effect) >= ? and p.component glob 'L[0-9]*/[NH][0-9]*' {mfilter}),
+            expl as (
+              select e.id, e.model_id, e.unit, e.text, e.explainer, b.value as score, b.ci_low, b.ci_high,
+                     row_number() over (partition by e.model_id, e.unit
+                        order by (e.explainer = 'baseline'), b.value is null, b.value desc, e.id) as rn
+              from explanations e left join best b on b.explanation_id = e.id)
+            select eff.unit, coalesce(eff.layer, {unit_layer_sql('eff.unit')}) as layer, eff.model_id, eff.effect,
+                   eff.position, eff.run_id, eff.what, eff.method,
+                   x.id as explanation_id, x.text as explanation, x.explainer, x.score, x.ci_low, x.ci_high
+            from eff left join expl x on x.model_id = eff.model_id and x.unit = eff.unit and x.rn = 1
+            where eff.rn = 1
+            order by abs(eff.effect) desc, eff.unit""", params)
+        out = []
+        for r in rows:
+            if r["explanation_id"] is None and not include_unexplained:
+                continue
+            if min_score is not None and (r["score"] is None or r["score"] < min_score):
+                continue
+            if text_units is not None and (r["model_id"], r["unit"]) not in text_units:
+                continue
+            out.append(r)
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    # ---- stats --------------------------------------------------------------------
+    def stats(self, model: str | None = None, bins: int = 10) -> dict:
+        """Coverage per layer and unit kind (mined, explained by an LLM, scored), the distribution
+        of best simulation scores (LLM explanations and the baseline apart), LLM tokens and cost,
+        and row counts per table."""
+        if model is not None and not self.query("select 1 from models where id = ?", [model]):
+            raise UsageError(f"no model {model!r} in the store (models: {', '.join(self.model_ids()) or 'none'})")
+        mf = " and r.model_id = ?" if model else ""
+        ef = " and e.model_id = ?" if model else ""
+        mp = [model] if model else []
+        kind_sql = "(case when unit like '%/H%' then 'head' else 'neuron' end)"
+        mined = self.query(f"""
+            select layer, {kind_sql} as kind, count(distinct model_id || ' ' || unit) as mined from (
+              select r.model_id, s.unit, s.layer from unit_stats s join mining_runs r on r.id = s.run_id where 1 {mf}
+              union
+              select r.model_id, x.unit, {unit_layer_sql('x.unit')} from records x join mining_runs r on r.id = x.run_id
+              where 1 {mf})
+            group by layer, kind""", mp + mp)
+        expl = self.query(f"""
+            with {_BEST_SQL}
+            select e.layer, {kind_sql.replace('unit', 'e.unit')} as kind,
+                   count(distinct case when e.explainer != 'baseline' then e.model_id || ' ' || e.unit end) as explained,
+                   count(distinct case when e.explainer != 'baseline' and b.value is not null then e.model_id || ' ' || e.unit end) as scored,
+                   avg(case when e.explainer != 'baseline' then b.value end) as mean_score
+            from explanations e left join best b on b.explanation_id = e.id where 1 {ef}
+            group by e.layer, kind""", mp)
+        per: dict[tuple, dict] = {}
+        for r in mined:
+            per.setdefault((r["layer"], r["kind"]), {"layer": r["layer"], "kind": r["kind"], "mined": 0, "explained": 0,
+                                                     "scored": 0, "mean_score": None})["mined"] = r["mined"]
+        for r in expl:
+            d = per.setdefault((r["layer"], r["kind"]), {"layer": r["layer"], "kind": r["kind"], "mined": 0})
+            d.update(explained=r["explained"], scored=r["scored"], mean_score=r["mean_score"])
+        coverage = []
+        for key in sorted(per, key=lambda k: (k[1] != "neuron", -1 if k[0] is None else k[0])):
+            d = per[key]
+            d["coverage"] = (d["explained"] / d["mined"]) if d["mined"] else None
+            coverage.append(d)
+
+        def dist(values: list[float]) -> dict:
+            if not values:
+                return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "histogram": []}
+            a = np.asarray(values, dtype=float)
+            lo = min(-1.0, float(np.floor(a.min() * bins) / bins))
+            hi = max(1.0, float(np.ceil(a.max() * bins) / bins))
+            edges = np.round(np.arange(lo, hi + 1e-9, 1.0 / bins), 6)
+            counts, _ = np.histogram(a, bins=edges)
+            hist = [{"low": float(edges[i]) + 0.0, "high": float(edges[i + 1]) + 0.0, "count": int(c)} for i, c in enumerate(counts)]
+            return {"n": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
+                    "min": float(a.min()), "max": float(a.max()), "histogram": hist}
+
+        best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value "
+                          f"from explanations e join best b on b.explanation_id = e.id where 1 {ef}", mp)
+        llm = self.query("""
+            select model, backend, count(*) as calls, sum(cache_hit) as cache_hits,
+                   sum(error is not null) as errors, coalesce(sum(prompt_tokens), 0) as prompt_tokens,
+                   coalesce(sum(completion_tokens), 0) as completion_tokens,
+                   coalesce(sum(cost_usd), 0.0) as cost_usd, avg(latency_s) as mean_latency_s
+            from llm_calls group by model, backend order by cost_usd desc, calls desc""")
+        totals = {k: sum((r[k] or 0) for r in llm) for k in ("calls", "prompt_tokens", "completion_tokens", "cost_usd")}
+        return {
+            "store": str(self.path), "model": model, "models": self.model_ids(),
+            "coverage": coverage,
+            "scores": dist([r["value"] for r in best if not r["is_base"]]),
+            "baseline_scores": dist([r["value"] for r in best if r["is_base"]]),
+            "llm": {"by_model": llm, **totals},
+            "counts": self.counts(),
+        }
+
+    def model_ids(self) -> list[str]:
+        return [r["id"] for r in self.query("select id from models order by id")]
+
+    # ---- export -------------------------------------------------------------------
+    EXPORTS = ("explanations", "scores", "records", "patching")
+
+    def export_rows(self, what: str = "explanations", model: str | None = None) -> Iterator[dict]:
+        """Rows for export, streamed. explanations: with their best simulation score; scores: one
+        row per score with its explanation's unit; records: activations and tokens as lists;
+        patching: one row per patch result with its run."""
+        if what not in self.EXPORTS:
+            raise UsageError(f"cannot export {what!r}: choose one of {', '.join(self.EXPORTS)}")
+        mp = [model] if model else []
+        if what == "explanations":
+            sql = (f"with {_BEST_SQL} select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
+                   "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
+                   f"from explanations e left join best b on b.explanation_id = e.id "
+                   f"{'where e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
+            yield from self.db.query(sql, mp)
+        elif what == "scores":
+            sql = ("select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
+                   "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
+                   "from scores s join explanations e on e.id = s.explanation_id "
+                   f"{'where e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, s.id")
+            yield from self.db.query(sql, mp)
+        elif what == "records":
+            sql = ("select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
+                   "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
+                   "left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx "
+                   f"{'where r.model_id = ?' if model else ''} order by x.run_id, x.unit, x.kind, x.bin, x.ctx_idx")
+            for r in self.db.query(sql, mp):
+                r["acts"] = [round(float(v), 4) for v in unpack_f16(r["acts"])]
+                r["extra"] = [round(float(v), 4) for v in unpack_f16(r["extra"])] if r["extra"] else None
+                r["tokens"] = _json(r.pop("tokens_json"), None)
+                yield r
+        else:
+            sql = ("select r.dataset, r.model_id, r.key as run_key, r.what, r.method, r.direction, "
+                   "p.component, p.layer, p.position, p.effect from patch_results p "
+                   "join patch_runs r on r.id = p.run_id "
+                   f"{'where r.model_id = ?' if model else ''} order by r.dataset, r.id, p.layer, p.component, p.position")
+            yield from self.db.query(sql, mp)
+
+    # ---- the viewer's pages -------------------------------------------------------
+    def overview(self) -> dict:
+        models = self.query("""
+            select m.*, (select count(distinct unit) from explanations e where e.model_id = m.id) as explained_units,
+                        (select count(*) from head_scores h where h.model_id = m.id) as head_scores
+            from models m order by id""")
+        datasets = self.query("""
+            select d.*, (select count(*) from patch_runs r where r.dataset = d.name) as runs
+            from datasets d order by name""")
+        return {"models": models, "datasets": datasets}
+
+    def unit_view(self, model: str, unit: str, max_top: int = 20, per_bin: int = 3) -> dict | None:
+        """Everything the viewer shows for one unit, or None when the store knows nothing of it."""
+        u = str(Unit.parse(unit))
+        m = self.get_model(model)
+        expls = self.query("select * from explanations where model_id = ? and unit = ? order by (explainer = 'baseline'), id",
+                           [model, u])
+        for e in expls:
+            e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at "
+                                     "from scores where explanation_id = ? order by kind, value desc", [e["id"]])
+            sims = [s for s in e["scores"] if s["kind"] == SIM_KIND and s["value"] is not None]
+            e["best"] = max(sims, key=lambda s: s["value"]) if sims else None
+        logits = self.query("select * from unit_logits where model_id = ? and unit = ?", [model, u])
+        stats = self.query("select s.*, r.corpus_id from unit_stats s join mining_runs r on r.id = s.run_id "
+                           "where r.model_id = ? and s.unit = ? order by r.updated_at desc", [model, u])
+        recs = self.query("""
+            select x.id, x.run_id, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, c.tokens_json
+            from records x join mining_runs r on r.id = x.run_id
+            left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx
+            where r.model_id = ? and x.unit = ?
+            order by case x.kind when 'top' then 0 when 'top_attn' then 1 when 'quantile' then 2 else 3 end,
+                     case when x.kind = 'quantile' then -x.bin else x.bin end, x.max_act desc""", [model, u])
+        heads = self.query("select detector, score, created_at from head_scores where model_id = ? and unit = ? "
+                           "order by detector", [model, u])
+        patching = self.query("""
+            select r.dataset, r.id as run_id, r.what, r.method, p.position, p.effect from patch_results p
+            join patch_runs r on r.id = p.run_id where r.model_id = ? and p.component = ?
+            order by abs(p.effect) desc limit 50""", [model, u])
+        if not (expls or recs or stats or logits or heads or patching):
+            return None
+        # records: top ones, then a few per quantile bin, then a few random
+        shown, per = [], {}
+        for r in recs:
+            k = r["kind"]
+            key = (k, r["bin"]) if k == "quantile" else (k,)
+            per[key] = per.get(key, 0) + 1
+            cap = max_top if k in ("top", "top_attn") else per_bin
+            if per[key] <= cap:
+                shown.append(r)
+        # simulated activations, from the best-scored explanation's details_json (where present)
+        best_e = next((e for e in expls if e["explainer"] != "baseline" and e["best"]), None) or \
+            next((e for e in expls if e["best"]), None)
+        sim_by = _simulations(best_e["best"]["details_json"]) if best_e else {}
+        for r in shown:
+            r["acts"] = unpack_f16(r["acts"]).tolist()
+            r["extra"] = unpack_f16(r["extra"]).tolist() if r["extra"] else None
+            r["tokens"] = _json(r.pop("tokens_json"), None) or [f"#{i}" for i in range(len(r["acts"]))]
+            r["sim"] = (sim_by.get(("id", r["id"])) or sim_by.get(("rec", r["kind"], r["bin"], r["ctx_idx"]))
+                        or sim_by.get(("ctx", r["ctx_idx"])))
+        for e in expls:
+            for s in e["scores"]:
+                s.pop("details_json", None)
+        max_act = max([r["max_act"] for r in recs] + [s["max_act"] or 0 for s in stats] + [0.0])
+        parsed = Unit.parse(u)
+        return {
+            "model_id": model, "model": m, "unit": u, "layer": parsed.layer, "kind": parsed.kind, "index": parsed.index,
+            "explanations": [e for e in expls if e["explainer"] != "baseline"],
+            "baselines": [e for e in expls if e["explainer"] == "baseline"],
+            "sim_explanation_id": best_e["id"] if best_e and sim_by else None,
+            "promoted": _json(logits[0]["promoted_json"], []) if logits else [],
+            "suppressed": _json(logits[0]["suppressed_json"], []) if logits else [],
+            "stats": stats[0] if stats else None, "records": shown, "n_records": len(recs), "max_act": max_act,
+            "head_scores": heads, "patching": patching,
+        }
+
+    def dataset_view(self, name: str, top: int = 30) -> dict | None:
+        ds = self.query("select * from datasets where name = ?", [name])
+        runs = self.query("select * from patch_runs where dataset = ? order by id", [name])
+        if not ds and not runs:
+            return None
+        pairs = self.query("select * from pairs where dataset = ? order by idx limit 5", [name])
+        for run in runs:
+            run["results"] = self.query("select component, layer, position, effect from patch_results where run_id = ? "
+                                        "order by layer, component, position", [run["id"]])
+        top_rows = self.dataset_units(name, min_effect=0.0, limit=top, include_unexplained=True)
+        return {"dataset": ds[0] if ds else {"name": name}, "pairs": pairs, "runs": runs, "top": top_rows}
+
+    # ---- merge --------------------------------------------------------------------
+    def merge_from(self, sources: Iterable[str | Path]) -> dict[str, int]:
+        """Copy every row of the source stores into this store, in one transaction, without
+        duplicates: rows are matched by their natural keys (primary keys, `key` columns, the
+        records' unique tuple); integer ids are remapped (explanations.id -> scores.explanation_id,
+        patch_runs.id -> patch_results.run_id, records.id -> record ids in scores.details_json).
+        Sources are checked first; a bad one raises StoreError and nothing is written.
+        Returns the number of new rows per table."""
+        srcs = [Path(p) for p in sources]
+        me = self.path.resolve()
+        conns = []
+        try:
+            for p in srcs:
+                if p.resolve() == me:
+                    raise UsageError(f"{p} is the merge target itself; name it once, with --into")
+                conns.append(_open_source(p))
+            added: dict[str, int] = {}
+            with self.tx(immediate=True):
+                for p, src in zip(srcs, conns):
+                    for t, n in _merge_one(self, src).items():
+                        added[t] = added.get(t, 0) + n
+            return added
+        finally:
+            for c in conns:
+                c.close()
+
+
+# ---- helpers ----------------------------------------------------------------------
+def _simulations(details_json: str | None) -> dict:
+    """Per-record simulated activations from a simulation score's details_json.
+
+    Accepted shape: {"records": [{"record_id": 12, "simulated": [...]}, ...]}; a record may be
+    named by record_id/id, or by (kind, bin, ctx_idx), or by ctx_idx alone; the activations may
+    be under simulated / simulated_acts / sim / predicted."""
+    d = _json(details_json, None)
+    if isinstance(d, dict):
+        items = d.get("records") or d.get("per_record") or []
+    elif isinstance(d, list):
+        items = d
+    else:
+        return {}
+    out = {}
+    for it in items if isinstance(items, list) else []:
+        if not isinstance(it, dict):
+            continue
+        sim = next((it[k] for k in ("simulated", "simulated_acts", "sim", "predicted") if isinstance(it.get(k), list)), None)
+        if sim is None:
+            continue
+        try:
+            sim = [float(v) for v in sim]
+        except (TypeError, ValueError):
+            continue
+        rid = it.get("record_id", it.get("id"))
+        if isinstance(rid, int):
+            out[("id", rid)] = sim
+        if "ctx_idx" in it:
+            if "kind" in it:
+                out[("rec", it["kind"], it.get("bin", 0), it["ctx_idx"])] = sim
+            out.setdefault(("ctx", it["ctx_idx"]), sim)
+    return out
+
+
+def _open_source(path: Path) -> sqlite3.Connection:
+    """A read-only connection to an autointerp store of this schema version, or StoreError."""
+    if not path.is_file():
+        raise StoreError(f"no store at {path}")
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn.row_factory = sqlite3.Row
+        tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
+        meta = dict(conn.execute("select key, value from meta").fetchall()) if "meta" in tables else {}
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{path} is not an autointerp store ({e})") from None
+    if meta.get("app") != APP_ID:
+        conn.close()
+        raise StoreError(f"{path} is not an autointerp store")
+    version = int(meta.get("schema_version", 0))
+    if version != SCHEMA_VERSION:
+        conn.close()
+        raise StoreError(f"{path} has schema version {version}, this autointerp has {SCHEMA_VERSION}: "
+                         "open it once with the same autointerp version (it upgrades) and merge again")
+    return conn
+
+
+# tables copied in this order (foreign keys first); the rest (new tables) are copied generically
+_ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "explanations",
+          "scores", "llm_calls", "llm_cache", "datasets", "pairs", "patch_runs", "patch_results", "head_scores", "jobs"]
+_SKIP = {"meta"}
+
+
+def _cols(conn, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"pragma table_info([{table}])")]
+
+
+def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
+    db = store.db.conn
+    src_tables = [r[0] for r in src.execute("select name from sqlite_master where type = 'table' order by name")]
+    dst_tables = set(store.db.table_names())
+    tables = [t for t in _ORDER if t in src_tables] + [t for t in src_tables if t not in _ORDER]
+    remap: dict[str, dict[int, int]] = {"explanations": {}, "patch_runs": {}, "records": {}}
+    added: dict[str, int] = {}
+
+    def changes() -> int:
+        return db.execute("select total_changes()").fetchone()[0]
+
+    for t in tables:
+        if t in _SKIP or t.startswith("explanations_fts") or t.startswith("sqlite_") or t not in dst_tables:
+            continue
+        cols = [c for c in _cols(src, t) if c in set(_cols(db, t))]
+        before = changes()
+        rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]")
+        if t in ("explanations", "patch_runs", "records"):
+            # integer id: insert without it, then find the row's id in the target by its natural key
+            nat = ["key"] if t != "records" else ["run_id", "unit", "kind", "bin", "ctx_idx"]
+            body = [c for c in cols if c != "id"]
+            ins = f"insert or ignore into [{t}] ({', '.join(body)}) values ({', '.join('?' * len(body))})"
+            look = f"select id from [{t}] where " + " and ".join(f"{c} = ?" for c in nat)
+            for r in rows:
+                d = dict(zip(cols, r))
+                db.execute(ins, [d[c] for c in body])
+                remap[t][d["id"]] = db.execute(look, [d[c] for c in nat]).fetchone()[0]
+        elif t == "scores":
+            body = [c for c in cols if c != "id"]
+            ins = f"insert or ignore into scores ({', '.join(body)}) values ({', '.join('?' * len(body))})"
+            for r in rows:
+                d = dict(zip(cols, r))
+                d["explanation_id"] = remap["explanations"][d["explanation_id"]]
+                if d.get("details_json") and remap["records"]:
+                    d["details_json"] = _remap_details(d["details_json"], remap["records"])
+                db.execute(ins, [d[c] for c in body])
+        elif t == "patch_results":
+            ins = (f"insert into patch_results ({', '.join(cols)}) select {', '.join('?' * len(cols))} where not exists "
+                   "(select 1 from patch_results where run_id = ? and component = ? and position is ?)")
+            for r in rows:
+                d = dict(zip(cols, r))
+                d["run_id"] = remap["patch_runs"][d["run_id"]]
+                db.execute(ins, [d[c] for c in cols] + [d["run_id"], d["component"], d["position"]])
+        elif t == "mining_runs":
+            # the same run in two shards: keep the further one
+            ins = (f"insert into mining_runs ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) "
+                   "on conflict(id) do update set n_done = max(n_done, excluded.n_done), "
+                   "status = case when 'done' in (status, excluded.status) then 'done' else status end, "
+                   "updated_at = max(updated_at, excluded.updated_at) "
+                   "where excluded.n_done > n_done or (excluded.status = 'done' and status != 'done')")
+            db.executemany(ins, rows)
+        elif t == "jobs":
+            # a job done in any shard is done; its result id points at the merged explanation
+            ins = (f"insert into jobs ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) "
+                   "on conflict(key) do update set status = excluded.status, result_id = excluded.result_id, "
+                   "attempts = max(attempts, excluded.attempts), last_error = excluded.last_error, "
+                   "updated_at = excluded.updated_at where excluded.status = 'done' and status != 'done'")
+            for r in rows:
+                d = dict(zip(cols, r))
+                if d.get("result_id") is not None and d.get("stage") == "explain":
+                    d["result_id"] = remap["explanations"].get(d["result_id"], d["result_id"])
+                db.execute(ins, [d[c] for c in cols])
+        elif t == "llm_calls" or (("id" in cols) and not _has_unique_besides_id(src, t)):
+            # event rows without a natural key: a row equal in every column but id is a duplicate
+            body = [c for c in cols if c != "id"]
+            sel = ", ".join("[" + c + "]" for c in body)
+            seen = {tuple(r) for r in db.execute(f"select {sel} from [{t}]")}
+            ins = f"insert into [{t}] ({sel}) values ({', '.join('?' * len(body))})"
+            for r in rows:
+                d = dict(zip(cols, r))
+                vals = tuple(d[c] for c in body)
+                if vals not in seen:
+                    seen.add(vals)
+                    db.execute(ins, vals)
+        else:
+            body = [c for c in cols if not (c == "id" and "key" in cols)]
+            db.executemany(f"insert or ignore into [{t}] ({', '.join(body)}) values ({', '.join('?' * len(body))})",
+                           ([dict(zip(cols, r))[c] for c in body] for r in rows))
+        added[t] = changes() - before
+    return added
+
+
+def _has_unique_besides_id(conn, table: str) -> bool:
+    pk = [r[1] for r in conn.execute(f"pragma table_info([{table}])") if r[5]]
+    if pk and pk != ["id"]:
+        return True
+    return any(r[2] for r in conn.execute(f"pragma index_list([{table}])"))
+
+
+def _remap_details(details_json: str, ids: dict[int, int]) -> str:
+    d = _json(details_json, None)
+    items = d.get("records") if isinstance(d, dict) else d if isinstance(d, list) else None
+    if not isinstance(items, list):
+        return details_json
+    changed = False
+    for it in items:
+        if isinstance(it, dict):
+            for k in ("record_id",):
+                if isinstance(it.get(k), int) and it[k] in ids and ids[it[k]] != it[k]:
+                    it[k] = ids[it[k]]; changed = True
+    return json.dumps(d) if changed else details_json
