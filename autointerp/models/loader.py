@@ -311,6 +311,22 @@ def _from_dir(path: Path, dtype, **kw):
     return model, tok
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Quick TCP probe of the hub so an offline machine fails in seconds, not after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(k) for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # cannot probe through a proxy cheaply; let huggingface_hub try
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _from_hub(spec: str, dtype):
     try:
         return _from_dir(Path(spec), dtype, local_files_only=True)
@@ -321,6 +337,10 @@ def _from_hub(spec: str, dtype):
         raise ModelSpecError(
             f"no such model {spec!r}: not a packaged alias ({aliases}), not a local path, "
             "and not in the local Hugging Face cache (HF_HUB_OFFLINE is set)")
+    if not _hub_reachable():
+        raise ModelSpecError(
+            f"no such model {spec!r}: not a packaged alias ({aliases}), not a local path, "
+            "and the hub is unreachable")
     os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
     try:
         return _from_dir(Path(spec), dtype)
