@@ -56,3 +56,9 @@ def tiny_llama():
 def tiny(request):
     """Each tiny model in turn."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_tokenizer():
+    """Factory for the in-code WordLevel tokenizer used by the tiny models."""
+    return tiny_tokenizer
