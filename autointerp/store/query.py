@@ -465,14 +465,14 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
     remap: dict[str, dict[int, int]] = {"explanations": {}, "patch_runs": {}, "records": {}}
     added: dict[str, int] = {}
 
-    def changes() -> int:
-        return db.execute("select total_changes()").fetchone()[0]
+    def count(t: str) -> int:  # (total_changes() would also count the FTS triggers' rows)
+        return db.execute(f"select count(*) from [{t}]").fetchone()[0]
 
     for t in tables:
         if t in _SKIP or t.startswith("explanations_fts") or t.startswith("sqlite_") or t not in dst_tables:
             continue
         cols = [c for c in _cols(src, t) if c in set(_cols(db, t))]
-        before = changes()
+        before = count(t)
         rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]")
         if t in ("explanations", "patch_runs", "records"):
             # integer id: insert without it, then find the row's id in the target by its natural key
@@ -535,7 +535,7 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
             body = [c for c in cols if not (c == "id" and "key" in cols)]
             db.executemany(f"insert or ignore into [{t}] ({', '.join(body)}) values ({', '.join('?' * len(body))})",
                            ([dict(zip(cols, r))[c] for c in body] for r in rows))
-        added[t] = changes() - before
+        added[t] = count(t) - before
     return added
 
 

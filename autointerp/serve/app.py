@@ -1,0 +1,152 @@
+"""`autointerp serve`: a small local web viewer, read-only on the store.
+
+Routes (GET/HEAD only):
+    /                          models, datasets, best-scored explanations, a search box
+    /search?q=&min_score=&layer=&model=&explainer=    the same search as `autointerp query`
+    /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
+    /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
+
+Stdlib only (http.server.ThreadingHTTPServer); each request opens its own read-only connection
+(sqlite `mode=ro`), so the viewer never writes and never blocks a running batch for long.
+"""
+
+from __future__ import annotations
+
+import sys
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import AutointerpError, UnitError, UsageError
+from . import pages
+
+
+class NotFound(Exception):
+    pass
+
+
+class BadRequest(Exception):
+    pass
+
+
+def _open(path: Path):
+    from ..store import Store
+
+    return Store(path, readonly=True)
+
+
+def render(store_path: Path, raw_path: str) -> tuple[int, str]:
+    """(status, html) for a request path. Pure apart from reading the store: testable without HTTP."""
+    url = urlsplit(raw_path)
+    segs = url.path.split("/")[1:]
+    q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    try:
+        with _open(store_path) as store:
+            if url.path in ("/", "/index.html"):
+                return 200, pages.index_page(store.overview(), store.search(None, limit=20))
+            if url.path == "/search":
+                text = q.get("q", "").strip()
+                try:
+                    min_score = float(q["min_score"]) if q.get("min_score", "").strip() else None
+                    layer = int(q["layer"]) if q.get("layer", "").strip() else None
+                except ValueError:
+                    raise BadRequest("min_score must be a number and layer an integer") from None
+                model = q.get("model") or None
+                explainer = q.get("explainer") or None
+                if text or min_score is not None or layer is not None or model or explainer:
+                    rows = store.search(text or None, model=model, layer=layer, explainer=explainer,
+                                        min_score=min_score, limit=100)
+                else:
+                    rows = store.search(None, limit=50)
+                return 200, pages.search_page(text, q, rows, store.model_ids())
+            if len(segs) >= 4 and segs[0] == "unit":
+                model = unquote("/".join(segs[1:-2]))
+                unit = unquote(segs[-2]) + "/" + unquote(segs[-1])
+                try:
+                    v = store.unit_view(model, unit)
+                except UnitError as e:
+                    raise BadRequest(str(e)) from None
+                if v is None:
+                    if store.get_model(model) is None:
+                        raise NotFound(f"no model {model!r} in this store")
+                    raise NotFound(f"the store has nothing on {unit} of {model}")
+                return 200, pages.unit_page(v)
+            if len(segs) >= 2 and segs[0] == "dataset" and segs[1]:
+                name = unquote("/".join(segs[1:]))
+                v = store.dataset_view(name)
+                if v is None:
+                    raise NotFound(f"no dataset {name!r} in this store")
+                return 200, pages.dataset_page(v)
+            raise NotFound(f"no page at {url.path}")
+    except NotFound as e:
+        return 404, pages.error_page(404, str(e))
+    except (BadRequest, UsageError) as e:
+        return 400, pages.error_page(400, str(e))
+
+
+class Handler(BaseHTTPRequestHandler):
+    store_path: Path = Path("store/autointerp.db")
+    quiet: bool = False
+    server_version = "autointerp-viewer"
+
+    def _send(self, status: int, body: str, head_only: bool = False) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
+                                                    "script-src 'unsafe-inline'; form-action 'self'")
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(data)
+
+    def _get(self, head_only: bool) -> None:
+        try:
+            status, body = render(self.store_path, self.path)
+        except AutointerpError as e:
+            status, body = 500, pages.error_page(500, str(e))
+        except Exception as e:  # one line, never a traceback in the page
+            status, body = 500, pages.error_page(500, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        self._send(status, body, head_only)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._get(False)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._get(True)
+
+    def _read_only(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET, HEAD")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _read_only  # noqa: N815
+
+    def log_message(self, fmt: str, *args) -> None:
+        if not self.quiet:
+            sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
+
+
+def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ThreadingHTTPServer:
+    """A viewer server (not yet serving). The store is checked now: a missing file or one that is
+    not an autointerp store raises StoreError. port=0 picks a free port (server.server_address)."""
+    path = Path(store_path)
+    _open(path).close()
+    handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet})
+    server = ThreadingHTTPServer((host, port), handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
+    server = make_server(store_path, host, port, quiet)
+    h, p = server.server_address[:2]
+    print(f"autointerp viewer on http://{h}:{p}/ (read-only: {store_path}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
