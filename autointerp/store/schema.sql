@@ -27,11 +27,11 @@ CREATE TABLE IF NOT EXISTS models (
 
 -- a text source, tokenised into fixed-length contexts by one model's tokenizer
 CREATE TABLE IF NOT EXISTS corpora (
-    id          TEXT PRIMARY KEY,          -- hash of (source, model tokenizer, context_len, n_contexts)
+    id          TEXT PRIMARY KEY,          -- hash of (source, model tokenizer, context layout)
     name        TEXT NOT NULL,             -- e.g. 'gensim-wiki', a file path, an HF dataset name
     model_id    TEXT NOT NULL REFERENCES models(id),
     context_len INTEGER NOT NULL,
-    n_contexts  INTEGER NOT NULL,
+    n_contexts  INTEGER NOT NULL,          -- contexts stored so far (a deterministic prefix; longer mines extend it)
     settings_json TEXT,
     created_at  TEXT NOT NULL
 );
@@ -39,8 +39,9 @@ CREATE TABLE IF NOT EXISTS corpora (
 CREATE TABLE IF NOT EXISTS contexts (
     corpus_id   TEXT NOT NULL REFERENCES corpora(id),
     idx         INTEGER NOT NULL,
-    token_ids   BLOB NOT NULL,             -- int32 packed
-    tokens_json TEXT NOT NULL,             -- the decoded tokens, so later stages need no tokenizer
+    token_ids   BLOB NOT NULL,             -- int32 packed, every position the model saw (BOS included)
+    tokens_json TEXT NOT NULL,             -- the decoded tokens of the text positions (from first_pos on, so aligned
+                                           -- with records.acts); later stages need no tokenizer
     PRIMARY KEY (corpus_id, idx)
 );
 
@@ -53,9 +54,12 @@ CREATE TABLE IF NOT EXISTS mining_runs (
     n_done      INTEGER NOT NULL DEFAULT 0,
     status      TEXT NOT NULL DEFAULT 'running',   -- running | done
     state_path  TEXT,                      -- checkpoint of the running top-k state
+    stats_json  TEXT,                      -- when done: tokens, seconds, tokens/s
     created_at  TEXT NOT NULL,
     updated_at  TEXT NOT NULL
 );
+
+CREATE INDEX IF NOT EXISTS mining_runs_model ON mining_runs(model_id, status);
 
 -- per-unit statistics of a mining run, and per-unit facts of the model (direct logit effect)
 CREATE TABLE IF NOT EXISTS unit_stats (
@@ -81,11 +85,13 @@ CREATE TABLE IF NOT EXISTS records (
     run_id      TEXT NOT NULL REFERENCES mining_runs(id),
     unit        TEXT NOT NULL,
     kind        TEXT NOT NULL,             -- top | quantile | random | top_attn | probe
-    bin         INTEGER NOT NULL DEFAULT 0,-- quantile bin; rank for top
+    bin         INTEGER NOT NULL DEFAULT 0,-- quantile bin; rank for top / top_attn; 0 for random
     ctx_idx     INTEGER NOT NULL,
     max_act     REAL NOT NULL,
-    acts        BLOB NOT NULL,             -- float16 packed, one per token
-    extra       BLOB,                      -- e.g. attention pattern row (float16)
+    acts        BLOB NOT NULL,             -- float16 packed, one per text token (aligned with contexts.tokens_json;
+                                           -- mining_runs.settings_json.first_pos = 1 when a BOS was prepended)
+    extra       BLOB,                      -- e.g. attention pattern row of the peak query position over the text key
+                                           -- positions (float16; attention to the BOS = 1 - sum)
     UNIQUE (run_id, unit, kind, bin, ctx_idx)
 );
 CREATE INDEX IF NOT EXISTS records_unit ON records(run_id, unit, kind);

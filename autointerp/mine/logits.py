@@ -1,0 +1,65 @@
+"""Each MLP neuron's direct effect on the logits: its output weights (a row of W_out), scaled by
+the final norm's scale, through the unembedding. The tokens it most promotes and suppresses.
+
+    effect[n, t] = sum_d W_out[L][n, d] * ln_final_scale[d] * W_U[d, t]
+
+(the final norm's centring/normalisation is ignored: it rescales all tokens together).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Iterator
+
+import torch
+
+from ..models.hooked import HookedModel
+
+
+class TokenDecoder:
+    """id -> decoded single-token string, memoised (decode is slow per call)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.cache: dict[int, str] = {}
+
+    def __call__(self, ids: Iterable[int]) -> list[str]:
+        ids = [int(i) for i in ids]
+        miss = sorted({i for i in ids if i not in self.cache})
+        if miss:
+            for i, s in zip(miss, self.tokenizer.batch_decode([[i] for i in miss])):
+                self.cache[i] = s
+        return [self.cache[i] for i in ids]
+
+
+@torch.no_grad()
+def neuron_logit_effects(hm: HookedModel, layer: int, neurons: torch.Tensor | None = None) -> torch.Tensor:
+    """[n, vocab] direct logit effect of the layer's neurons (all, or the given indices)."""
+    W = hm.W_out(layer).float()
+    if neurons is not None:
+        W = W[neurons]
+    return (W * hm.ln_final_scale.float()[None, :]) @ hm.W_U.float()
+
+
+@torch.no_grad()
+def direct_logit_effects(hm: HookedModel, layers: Iterable[int], k: int = 10, skip: set[str] = frozenset(),
+                         chunk: int = 512, decoder: TokenDecoder | None = None) -> Iterator[tuple[str, list, list]]:
+    """(unit, promoted [[token, weight], ...], suppressed [[token, weight], ...]) per neuron, most
+    extreme first; units in `skip` are left out. Batched per layer in chunks of `chunk` neurons."""
+    dec = decoder or TokenDecoder(hm.tokenizer)
+    W_U = hm.W_U.float()
+    scale = hm.ln_final_scale.float()
+    k = min(k, W_U.shape[1])
+    for L in layers:
+        todo = [n for n in range(hm.d_mlp) if f"L{L}/N{n}" not in skip]
+        if not todo:
+            continue
+        W = hm.W_out(L).float() * scale[None, :]
+        for a in range(0, len(todo), chunk):
+            idx = torch.tensor(todo[a:a + chunk], device=W.device)
+            eff = W[idx] @ W_U
+            pv, pi = eff.topk(k, dim=1)
+            sv, si = eff.topk(k, dim=1, largest=False)
+            pv, pi, sv, si = pv.cpu().tolist(), pi.cpu().tolist(), sv.cpu().tolist(), si.cpu().tolist()
+            for j, n in enumerate(idx.tolist()):
+                yield (f"L{L}/N{n}", [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
+                       [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])

@@ -1,0 +1,466 @@
+"""mine: one streamed pass of the subject model over a corpus, keeping for every unit of the
+chosen layers its top records, a reservoir sample (for quantile and random records) and
+streaming statistics; at the end everything is written to the store in one transaction.
+
+Design (see also mine/state.py):
+  * one forward pass per batch feeds every chosen layer: a hook on blocks.{L}.mlp.post (and
+    attn.z / attn.pattern for heads) processes the layer's activations while they are hot in
+    cache and keeps nothing else (no activation cache, no logits, stop after the last layer);
+  * activations are ranked over the text positions only: position 0 is the BOS every context
+    starts with (identical in all contexts, so it would tie every ranking); records, contexts'
+    tokens_json and attention rows all start at the first text token (first_pos);
+  * memory is flat in corpus length: the state is O(units x (top_k + reservoir) x context_len);
+  * resumable: the state is checkpointed (torch.save to a temp file beside the store, then
+    os.replace) and mining_runs.n_done updated, every `checkpoint_every` batches or
+    `checkpoint_s` seconds; a rerun with the same arguments continues from the checkpoint, and
+    a rerun of a finished run returns its id at once. Random priorities are a function of
+    (run, context index), so a resumed run selects exactly what an uninterrupted one would.
+  * records: top (bin = rank), quantile (bin = decile of per-context max among the reservoir,
+    per_quantile per bin, highest priority first), random (n_random highest priorities); random
+    and quantile records are disjoint from each other and from the unit's top records.
+    Heads: top (by the norm of the head's z output) and top_attn (by the max attention paid to
+    any non-first key) with the attention row of the peak query position in `extra`, plus
+    random records.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..corpus import corpus_id as make_corpus_id
+from ..corpus import iter_batches, layout_for, open_source
+from ..corpus.sources import DEFAULT_CORPUS
+from ..errors import UsageError
+from ..models.hooked import HookedModel
+from ..store.base import content_hash
+from ..units import Unit
+from .logits import TokenDecoder, direct_logit_effects
+from .state import Stats, TopK
+
+DEFAULT_TOKENS = 100_000
+UNIT_KINDS = ("neurons", "heads", "both")
+HIST_BINS = 20
+STATE_VERSION = 1
+
+
+def _after_batch(n_done: int) -> None:
+    """Called after each batch is merged (tests replace it to simulate a kill)."""
+
+
+def parse_layers(text: str | Sequence[int] | None, n_layers: int) -> list[int]:
+    """'0,1,2', '0-5', '3', a list, or None (all layers) -> sorted unique layers, checked."""
+    if text is None or text == "" or text == "all":
+        return list(range(n_layers))
+    if isinstance(text, int):
+        out = {int(text)}
+    elif isinstance(text, str):
+        out = set()
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                if "-" in part[1:]:
+                    a, b = part.split("-", 1) if not part.startswith("-") else (part, "")
+                    out |= set(range(int(a), int(b) + 1))
+                else:
+                    out.add(int(part))
+            except ValueError:
+                raise UsageError(f"bad layers {text!r}: use e.g. 0,1,2 or 0-5") from None
+    else:
+        out = {int(x) for x in text}
+    bad = [L for L in out if not 0 <= L < n_layers]
+    if bad:
+        raise UsageError(f"layer {bad[0]} out of range (model has layers 0..{n_layers - 1})")
+    if not out:
+        raise UsageError("no layers chosen")
+    return sorted(out)
+
+
+# ----------------------------------------------------------------------------- per-layer processors
+
+
+class _NeuronLayer:
+    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
+        self.L, self.n, self.first_pos = L, n, first_pos
+        self.top = TopK(n, top_k, p, device)
+        self.res = TopK(n, res, p, device, aux=True)
+        self.stats = Stats(n, device)
+
+    def process(self, acts: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
+        x = acts[:, self.first_pos:, :]                     # [b, p, n]
+        if x.dtype != torch.float32:
+            x = x.float()
+        mn, mx = torch.aminmax(x, dim=1)                    # [b, n]
+        self.stats.update(x, mn, mx)
+        score = mx.T                                        # [n, b]
+
+        def take(c, r):
+            return x[c, :, r], None
+
+        self.top.update(score, ctx_ids, take)
+        self.res.update(prio, ctx_ids, take, aux=score)
+
+    def state_dict(self) -> dict:
+        return {"top": self.top.state_dict(), "res": self.res.state_dict(), "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.top.load_state_dict(d["top"])
+        self.res.load_state_dict(d["res"])
+        self.stats.load_state_dict(d["stats"])
+
+
+class _HeadLayer:
+    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
+        self.L, self.n, self.first_pos = L, n, first_pos
+        self.top = TopK(n, top_k, p, device, extra_len=p)
+        self.top_attn = TopK(n, top_k, p, device, extra_len=p)
+        self.res = TopK(n, res, p, device, extra_len=p, aux=True)
+        self.stats = Stats(n, device)
+        self.pattern: torch.Tensor | None = None
+
+    def stash_pattern(self, pattern: torch.Tensor) -> None:
+        self.pattern = pattern
+
+    def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
+        fp = self.first_pos
+        zn = z[:, fp:].float().norm(dim=-1)                 # [b, p, h] norm of each head's output
+        pat = self.pattern[:, :, fp:, :].float()            # [b, h, p(query), P(key)]
+        self.pattern = None
+        attn = pat[..., 1:].amax(dim=-1).permute(0, 2, 1)   # [b, p, h] max attention to a non-first key
+        mn, mx = torch.aminmax(zn, dim=1)
+        self.stats.update(zn, mn, mx)
+        peak_z = zn.argmax(dim=1)                           # [b, h]
+        _, amx = torch.aminmax(attn, dim=1)
+        peak_a = attn.argmax(dim=1)
+
+        def take_z(c, r):
+            return zn[c, :, r], pat[c, r, peak_z[c, r], fp:]
+
+        def take_a(c, r):
+            return attn[c, :, r], pat[c, r, peak_a[c, r], fp:]
+
+        self.top.update(mx.T, ctx_ids, take_z)
+        self.top_attn.update(amx.T, ctx_ids, take_a)
+        self.res.update(prio, ctx_ids, take_z, aux=mx.T)
+
+    def state_dict(self) -> dict:
+        return {"top": self.top.state_dict(), "top_attn": self.top_attn.state_dict(), "res": self.res.state_dict(),
+                "stats": self.stats.state_dict()}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.top.load_state_dict(d["top"])
+        self.top_attn.load_state_dict(d["top_attn"])
+        self.res.load_state_dict(d["res"])
+        self.stats.load_state_dict(d["stats"])
+
+
+# ----------------------------------------------------------------------------- mine
+
+
+def run_key(model_id: str, corpus_id: str, context_len: int, layers: Sequence[int], top_k: int, n_quantiles: int,
+            per_quantile: int, n_random: int, units: str, n_tokens: int | None) -> str:
+    return content_hash("mine-v1", model_id, corpus_id, context_len, list(layers), top_k, n_quantiles, per_quantile,
+                        n_random, units, n_tokens)
+
+
+def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | None = DEFAULT_TOKENS,
+         context_len: int = 64, layers: str | Sequence[int] | None = None, top_k: int = 40, n_quantiles: int = 10,
+         per_quantile: int = 2, n_random: int = 20, batch_size: int = 16, units: str = "neurons",
+         progress: bool = True, text_field: str = "text", checkpoint_every: int | None = None,
+         checkpoint_s: float = 300.0) -> str:
+    """Mine records and statistics of every unit of `layers` over `n_tokens` tokens of `corpus`
+    (None: the whole corpus); returns the run id. Idempotent and resumable (see module doc)."""
+    t_start = time.perf_counter()
+    if units not in UNIT_KINDS:
+        raise UsageError(f"bad units {units!r}: use neurons, heads or both")
+    for name, v in (("top_k", top_k), ("batch_size", batch_size), ("n_quantiles", n_quantiles)):
+        if v < 1:
+            raise UsageError(f"{name} must be at least 1")
+    if per_quantile < 0 or n_random < 0:
+        raise UsageError("per_quantile and n_random must not be negative")
+    layers = parse_layers(layers, hm.n_layers)
+    do_neurons, do_heads = units in ("neurons", "both"), units in ("heads", "both")
+
+    source = open_source(corpus, text_field)
+    layout = layout_for(hm.tokenizer, context_len)
+    if layout.body_len < 1:
+        raise UsageError("context_len too small")
+    model_id = hm.spec
+    cid = make_corpus_id(source, model_id, layout)
+    store.put_model(model_id, hm.info())
+    store.put_corpus(cid, source.spec, model_id, context_len,
+                     {"source": source.identity, "bos_id": layout.bos_id, "sep_id": layout.sep_id,
+                      "first_pos": layout.first_pos})
+    n_contexts = None if n_tokens is None else max(1, int(n_tokens) // context_len)
+    rid = run_key(model_id, cid, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units, n_tokens)
+    res_size = n_random + 2 * n_quantiles * per_quantile
+    settings = {"corpus": source.spec, "corpus_id": cid, "context_len": context_len, "layers": layers, "top_k": top_k,
+                "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_random": n_random, "units": units,
+                "n_tokens": n_tokens, "n_contexts": n_contexts, "first_pos": layout.first_pos, "reservoir": res_size,
+                "text_field": text_field if source.kind in ("jsonl", "hf") else None}
+    row = store.get_mining_run(rid) or store.start_mining_run(rid, model_id, cid, settings)
+    if row["status"] == "done":
+        return rid
+
+    device = hm.device
+    p = layout.body_len
+    nl = {L: _NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
+    hl = {L: _HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
+    state_path = _state_path(store, rid)
+    n_done = 0
+    if state_path.exists():
+        ck = torch.load(state_path, map_location="cpu", weights_only=False)
+        if ck.get("version") == STATE_VERSION and ck.get("run_id") == rid:
+            n_done = int(ck["n_done"])
+            for L, d in ck["neurons"].items():
+                nl[int(L)].load_state_dict(d)
+            for L, d in ck["heads"].items():
+                hl[int(L)].load_state_dict(d)
+    resumed_from = n_done
+    seed = int(rid[:8], 16)
+    # the priority draw order: neuron layers then head layers, each [n_units]
+    prio_sizes = [(("n", L), hm.d_mlp) for L in nl] + [(("h", L), hm.n_heads) for L in hl]
+    total_prio = sum(s for _, s in prio_sizes)
+    decoder = TokenDecoder(hm.tokenizer)
+    fp = layout.first_pos
+
+    # hooks: each layer's processor runs inside the forward pass
+    cur: dict[str, Any] = {}
+
+    def neuron_hook(L):
+        def fn(v):
+            nl[L].process(v, cur["ctx"], cur["prio"][("n", L)])
+        return fn
+
+    def pattern_hook(L):
+        def fn(v):
+            hl[L].stash_pattern(v)
+        return fn
+
+    def z_hook(L):
+        def fn(v):
+            hl[L].process(v, cur["ctx"], cur["prio"][("h", L)])
+        return fn
+
+    hooks = {}
+    for L in nl:
+        hooks[f"blocks.{L}.mlp.post"] = neuron_hook(L)
+    for L in hl:
+        hooks[f"blocks.{L}.attn.pattern"] = pattern_hook(L)
+        hooks[f"blocks.{L}.attn.z"] = z_hook(L)
+    stop = max(layers) + 1
+
+    pending: list[tuple[int, list[int], list[str]]] = []
+    bar = _bar(progress, n_contexts, context_len, n_done)
+    t_loop = time.perf_counter()
+    tokens_here = 0
+    last_ck_t, batches_since = time.perf_counter(), 0
+    remaining = None if n_contexts is None else max(0, n_contexts - n_done)
+    try:
+        batches: Iterable = [] if remaining == 0 else iter_batches(hm.tokenizer, source, context_len, batch_size,
+                                                                      start=n_done, limit=remaining, layout=layout)
+        for first, ids in batches:
+            b = ids.shape[0]
+            ctx = torch.arange(first, first + b, dtype=torch.long)
+            cur["ctx"] = ctx.to(device)
+            cur["prio"] = _priorities(seed, ctx, total_prio, prio_sizes, device)
+            hm.forward(ids.to(device), None, hooks=hooks, return_logits=False, stop_at_layer=stop)
+            toks = decoder(ids[:, fp:].reshape(-1).tolist())
+            for j in range(b):
+                pending.append((first + j, ids[j].tolist(), toks[j * p:(j + 1) * p]))
+            n_done = first + b
+            tokens_here += b * context_len
+            bar.update(b * context_len)
+            batches_since += 1
+            if (checkpoint_every and batches_since >= checkpoint_every) or time.perf_counter() - last_ck_t >= checkpoint_s:
+                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending)
+                pending = []
+                last_ck_t, batches_since = time.perf_counter(), 0
+            elif len(pending) >= 2048:
+                store.put_contexts(cid, pending)
+                pending = []
+            _after_batch(n_done)
+    finally:
+        bar.close()
+    loop_s = time.perf_counter() - t_loop
+    if n_done == 0:
+        raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
+
+    t_fin = time.perf_counter()
+    skip = store.unit_logits_layers(model_id, [f"L{L}/N{n}" for L in nl for n in range(hm.d_mlp)]) if nl else set()
+    logit_rows = direct_logit_effects(hm, list(nl), k=10, skip=skip, decoder=decoder) if nl else iter(())
+    stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
+             "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
+             "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
+             "n_units": len(nl) * hm.d_mlp + len(hl) * hm.n_heads}
+    unit_stats = list(_unit_stats(nl, hl))
+    store.finish_mining_run(rid, n_done, stats, unit_stats,
+                            _records(nl, hl, n_random, n_quantiles, per_quantile),
+                            unit_logits=(model_id, logit_rows), contexts=(cid, pending))
+    fin_s = time.perf_counter() - t_fin
+    total_s = time.perf_counter() - t_start
+    stats.update(finalize_s=round(fin_s, 3), seconds=round(total_s, 3))
+    store.set_mining_stats(rid, stats)
+    try:
+        state_path.unlink()
+    except FileNotFoundError:
+        pass
+    return rid
+
+
+def _bar(progress: bool, n_contexts: int | None, context_len: int, n_done: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=None if n_contexts is None else n_contexts * context_len, initial=n_done * context_len,
+                unit="tok", unit_scale=True, desc="mine", file=sys.stderr, disable=not progress, dynamic_ncols=True,
+                leave=False)
+
+
+def _priorities(seed: int, ctx: torch.Tensor, total: int, sizes, device) -> dict:
+    """Random priorities [n_units, b] per layer: a function of (seed, context index) only, so the
+    sample does not depend on batch boundaries or on where a run was resumed."""
+    g = torch.Generator()
+    rows = []
+    for c in ctx.tolist():
+        g.manual_seed(seed * 1_000_003 + c)
+        rows.append(torch.rand(total, generator=g))
+    allp = torch.stack(rows, dim=1).to(device)              # [total, b]
+    out, off = {}, 0
+    for key, n in sizes:
+        out[key] = allp[off:off + n]
+        off += n
+    return out
+
+
+def _state_path(store, rid: str) -> Path:
+    base = Path(store.path).resolve()
+    return base.parent / f".{base.name}.mine-{rid}.pt"
+
+
+def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending) -> None:
+    state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done,
+             "neurons": {L: x.state_dict() for L, x in nl.items()},
+             "heads": {L: x.state_dict() for L, x in hl.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    store.checkpoint_mining_run(rid, n_done, str(path), contexts=(cid, pending))
+
+
+# ----------------------------------------------------------------------------- finalisation
+
+
+def _unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
+    for kind, layers in (("N", nl), ("H", hl)):
+        for L, x in layers.items():
+            st = x.stats
+            hist = _histograms(x.res, st.min, st.max)
+            mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
+            for i in range(x.n):
+                yield (f"L{L}/{kind}{i}", L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
+
+
+def _f(v: float) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _histograms(res: TopK, lo: torch.Tensor, hi: torch.Tensor) -> list[dict]:
+    """Per unit: HIST_BINS equal-width bins over [min, max] (exact, streamed) of the per-token
+    activations of the reservoir (a uniform sample of contexts, every text token)."""
+    valid = res.idx >= 0                                     # [n, R]
+    v = res.rows.float()                                     # [n, R, p]
+    n, R, p = v.shape
+    lo_, hi_ = lo.float().cpu(), hi.float().cpu()
+    width = (hi_ - lo_).clamp_min(1e-12)
+    v = v.cpu()
+    b = ((v - lo_[:, None, None]) / width[:, None, None] * HIST_BINS).floor().clamp(0, HIST_BINS - 1).long()
+    w = valid.cpu()[:, :, None].expand(-1, -1, p).float()
+    counts = torch.zeros(n, HIST_BINS).scatter_add_(1, b.reshape(n, -1), w.reshape(n, -1)).long().tolist()
+    lo_l, hi_l = lo_.tolist(), hi_.tolist()
+    out = []
+    for i in range(n):
+        if not math.isfinite(lo_l[i]):
+            out.append({"edges": [], "counts": [], "sample_tokens": 0})
+            continue
+        edges = np.linspace(lo_l[i], hi_l[i], HIST_BINS + 1).round(5).tolist()
+        out.append({"edges": edges, "counts": counts[i], "sample_tokens": int(sum(counts[i]))})
+    return out
+
+
+def _select_sample(res: TopK, exclude_idx: Sequence[torch.Tensor], n_random: int, n_quantiles: int,
+                   per_quantile: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """From a reservoir: (random mask [n, R], quantile mask [n, R], bin [n, R]).
+
+    Entries whose context is among `exclude_idx` (the unit's top records) are skipped. Random:
+    the n_random highest priorities. Quantile: the rest are binned by equal-count quantiles of
+    their max activation; the per_quantile highest priorities of each bin are taken."""
+    idx, prio, mx = res.idx.cpu(), res.val.cpu(), res.aux.cpu()
+    n, R = idx.shape
+    ok = idx >= 0
+    for ex in exclude_idx:
+        ex = ex.cpu()
+        ok &= ~(idx[:, :, None] == ex[:, None, :]).any(-1)
+    pr = torch.where(ok, prio, torch.full_like(prio, -1.0))
+    order = pr.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(R).expand(n, R))
+    rand = ok & (rank < n_random)
+    cand = ok & ~rand
+    c = cand.sum(dim=1, keepdim=True)                        # [n, 1]
+    key = torch.where(cand, mx, torch.full_like(mx, float("inf")))
+    order_m = key.argsort(dim=1, stable=True)
+    rank_m = torch.empty_like(order_m).scatter_(1, order_m, torch.arange(R).expand(n, R))
+    bins = torch.where(cand, (rank_m * n_quantiles) // c.clamp_min(1), torch.zeros_like(rank_m))
+    key2 = torch.where(cand, bins.double() + (1.0 - prio.double()) * 0.5, torch.full_like(prio, float("inf"), dtype=torch.float64))
+    order2 = key2.argsort(dim=1, stable=True)
+    pos2 = torch.empty_like(order2).scatter_(1, order2, torch.arange(R).expand(n, R))
+    start = -((-bins * c) // n_quantiles)                    # ceil(bin * c / n_q): first rank of the bin
+    quant = cand & ((pos2 - start) < per_quantile)
+    return rand, quant, bins
+
+
+def _records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
+    """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time."""
+    for kind_ch, layers in (("N", nl), ("H", hl)):
+        for L, x in layers.items():
+            names = [f"L{L}/{kind_ch}{i}" for i in range(x.n)]
+            tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if kind_ch == "H" else [])
+            for kind, tk in tops:
+                order, valid = tk.sorted()
+                yield from _emit(names, tk, order, valid, kind, None)
+            rand, quant, bins = _select_sample(x.res, [tk.idx for _, tk in tops], n_random, n_quantiles, per_quantile)
+            yield from _emit_mask(names, x.res, rand, None, "random")
+            yield from _emit_mask(names, x.res, quant, bins, "quantile")
+
+
+def _emit(names, tk: TopK, order, valid, kind, _bins) -> Iterator[tuple]:
+    val = tk.val.gather(1, order).cpu().numpy()
+    idx = tk.idx.gather(1, order).cpu().numpy()
+    rows = tk.rows.gather(1, order[:, :, None].expand(-1, -1, tk.rows.shape[2])).cpu().numpy().astype("<f2")
+    extra = None
+    if tk.extra is not None:
+        extra = tk.extra.gather(1, order[:, :, None].expand(-1, -1, tk.extra.shape[2])).cpu().numpy().astype("<f2")
+    valid = valid.cpu().numpy()
+    for u, j in zip(*np.nonzero(valid)):
+        yield (names[u], kind, int(j), int(idx[u, j]), float(val[u, j]), rows[u, j].tobytes(),
+               None if extra is None else extra[u, j].tobytes())
+
+
+def _emit_mask(names, res: TopK, mask, bins, kind) -> Iterator[tuple]:
+    m = mask.numpy()
+    idx = res.idx.cpu().numpy()
+    aux = res.aux.cpu().numpy()
+    rows = res.rows.cpu().numpy().astype("<f2")
+    extra = res.extra.cpu().numpy().astype("<f2") if res.extra is not None else None
+    b = bins.numpy() if bins is not None else None
+    for u, j in zip(*np.nonzero(m)):
+        yield (names[u], kind, 0 if b is None else int(b[u, j]), int(idx[u, j]), float(aux[u, j]), rows[u, j].tobytes(),
+               None if extra is None else extra[u, j].tobytes())
