@@ -319,3 +319,85 @@ def _strip_details(scores: dict[str, ScoreOut]) -> dict[str, ScoreOut]:
             d = {kk: vv for kk, vv in d.items() if kk != "items"}
         out[k] = v.model_copy(update={"details": d})
     return out
+
+
+# ---- the top-level API --------------------------------------------------------------------------
+DEFAULT_MINE_TOKENS = 16384   # what `explain` mines when nothing is stored (one layer, ~30-60 s on CPU)
+
+
+def _find_or_mine(store, model_id: str, unit: Unit, *, run_id, corpus, n_tokens, device, dtype, hm) -> tuple[str, bool]:
+    """A done mining run of this model whose layers include the unit's layer, else a new one
+    (just that layer, a small slice of the corpus). Returns (run_id, mined_now)."""
+    from .. import mine as M
+
+    if run_id is not None:
+        if store.get_mining_run(run_id) is None:
+            raise UsageError(f"no mining run {run_id!r} in {store.path}")
+        return run_id, False
+    found = M.find_run(store, model_id, layer=unit.layer, corpus=corpus)
+    if found is not None:
+        return (found if isinstance(found, str) else found["id"]), False
+    if hm is None:
+        from ..models.hooked import HookedModel
+
+        hm = HookedModel.load(model_id, device=device, dtype=dtype)
+    kw = {"n_tokens": n_tokens or DEFAULT_MINE_TOKENS, "layers": [unit.layer]}
+    if corpus is not None:
+        kw["corpus"] = corpus
+    return M.mine(hm, store, **kw), True
+
+
+def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=None, llm_base_url: str | None = None,
+                 run_id: str | None = None, k: int | None = None, settings: ExplainSettings | None = None,
+                 corpus: str | None = None, n_tokens: int | None = None, device: str = "auto", dtype: str = "float32",
+                 hm=None, simulator_llm=None) -> ExplainResult:
+    """Explain and score one unit, mining its layer first when the store has no run for it.
+
+    model_spec: the subject model (default: settings, smollm2-135m); llm: an LLM object or a spec
+    ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. Returns an ExplainResult
+    (also stored: explanations incl. the baseline, scores, LLM calls)."""
+    from ..config import Settings
+
+    cfg = Settings.load(model=model_spec)
+    model_id = cfg.model
+    u = unit if isinstance(unit, Unit) else Unit.parse(unit)
+    s = (settings or ExplainSettings()).model_copy()
+    if k is not None:
+        s.k = k
+    rid, mined = _find_or_mine(store, model_id, u, run_id=run_id, corpus=corpus, n_tokens=n_tokens,
+                               device=device, dtype=dtype, hm=hm)
+    from ..mine import load_exemplars
+
+    ex = load_exemplars(store, rid, str(u))
+    if llm is None or isinstance(llm, str):
+        from ..llm import get_llm
+
+        llm = get_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url)
+    res = explain_exemplars(store, ex, llm, model_id=model_id, settings=s, simulator_llm=simulator_llm)
+    res.mined = mined
+    return res
+
+
+def show_unit(store, model_id: str, unit: str | Unit) -> dict:
+    """All the store knows about a unit: explanations (LLM and baseline) with every score
+    (simulation details included), unit statistics, promoted/suppressed tokens, its records with
+    tokens and activations. Raises UsageError when the store knows nothing of it."""
+    u = str(unit if isinstance(unit, Unit) else Unit.parse(unit))
+    info = store.unit_view(model_id, u)
+    if info is None:
+        raise UsageError(f"the store {store.path} knows nothing about {u} of {model_id}; run `autointerp explain --unit {u}`")
+    for e in info["explanations"] + info["baselines"]:
+        e["settings"] = _json_or(e.pop("settings_json", None))
+        for sc in e["scores"]:
+            full = store.get_score_by_id(sc["id"]) if hasattr(store, "get_score_by_id") else None
+            sc["details"] = full["details"] if full else None
+    return info
+
+
+def _json_or(text):
+    import json
+
+    try:
+        return json.loads(text) if text else None
+    except ValueError:
+        return text

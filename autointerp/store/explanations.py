@@ -100,6 +100,10 @@ class ExplanationsMixin:
         rows = self.query("select * from scores where key = ?", [key])
         return _score_row(rows[0]) if rows else None
 
+    def get_score_by_id(self, score_id: int) -> dict | None:
+        rows = self.query("select * from scores where id = ?", [score_id])
+        return _score_row(rows[0]) if rows else None
+
     def scores_for(self, explanation_id: int, *, kind: str | None = None, details: bool = True) -> list[dict]:
         """An explanation's scores, oldest first (details_json decoded into 'details' unless details=False)."""
         cols = "*" if details else ", ".join(c for c in ["id", "created_at"] + _SCORE_COLS if c != "details_json")

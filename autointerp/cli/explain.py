@@ -1,0 +1,175 @@
+"""`autointerp explain` and `autointerp show`: one unit, explained and scored, or all the store
+knows about it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import cli
+from .common import emit, json_option, llm_options, model_options, settings, store_option
+
+# colours by normalised activation (0..10): stronger is warmer
+_SHADES = [(8, dict(fg="white", bg="red", bold=True)), (5, dict(fg="black", bg="yellow")), (2, dict(fg="yellow")),
+           (1, dict(underline=True))]
+
+
+def highlight_tokens(tokens, acts, max_act: float) -> str:
+    """A record's text with its active tokens coloured by activation (plain text off a terminal:
+    click.echo strips the styles)."""
+    from ..explain.format import normalise
+
+    out = []
+    for t, v in zip(tokens, normalise(acts, max_act)):
+        style = next((st for lo, st in _SHADES if v >= lo), None)
+        t = t.replace("\n", "⏎")
+        if style is None:
+            out.append(t)
+        else:
+            lead = t[: len(t) - len(t.lstrip(" "))]
+            out.append(lead + click.style(t.lstrip(" ") or t, **style))
+    return "".join(out)
+
+
+def _score_line(name: str, sc) -> str:
+    if sc is None:
+        return f"  {name:<18} -"
+    get = (lambda k: sc.get(k)) if isinstance(sc, dict) else (lambda k: getattr(sc, k))
+    v = get("value")
+    if v is None:
+        return f"  {name:<18} -"
+    ci = f"  95% CI [{get('ci_low'):+.2f}, {get('ci_high'):+.2f}]" if get("ci_low") is not None else ""
+    n = f"  (n={get('n')})" if get("n") is not None else ""
+    return f"  {name:<18} {v:+.3f}{ci}{n}"
+
+
+def _print_scores(scores: dict) -> None:
+    labels = {"simulation": "simulation r", "simulation_top": "  top-only r", "simulation_random": "  random-only r",
+              "detection": "detection bal.acc", "fuzzing": "fuzzing bal.acc"}
+    for k, lab in labels.items():
+        if k in scores:
+            click.echo(_score_line(lab, scores[k]))
+    for k, v in scores.items():
+        if k not in labels:
+            click.echo(_score_line(k, v))
+
+
+def _fmt_tokens(pairs, n: int = 8) -> str:
+    return ", ".join(f"{p[0]!r} {p[1]:+.2f}" if len(p) > 1 and p[1] is not None else repr(p[0]) for p in pairs[:n]) or "-"
+
+
+@cli.command("explain")
+@click.option("--unit", "unit", required=True, help="Unit to explain, e.g. L3/N42.")
+@click.option("--k", type=int, default=None, help="Explanations sampled; the best on the calibration split is kept [default: 3].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")
+@click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
+              help="Explainer prompt: few-shot completion (small local models) or chat (instruction models).")
+@click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
+              help="logprobs: all-at-once expected values (needs prompt logprobs); json: the model writes the values.")
+@click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers to run.")
+@click.option("--n-test", type=int, default=None, help="Test split: this many top and as many random records [default: 5].")
+@click.option("--run", "run_id", default=None, help="Mining run to use [default: the latest covering the unit's layer].")
+@click.option("--corpus", default=None, help="Corpus to mine when nothing is stored [default: the offline gensim corpus].")
+@click.option("--n-tokens", type=int, default=None, help="Tokens to mine when nothing is stored [default: 16384].")
+@click.option("--records", "n_show", type=int, default=5, show_default=True, help="Top records printed.")
+@model_options
+@llm_options
+@store_option
+@json_option
+def explain_cmd(unit, k, seed, style, simulator, scorers, n_test, run_id, corpus, n_tokens, n_show, model_spec, device, dtype,
+                llm_spec, llm_base_url, store_path, as_json) -> None:
+    """Explain one unit with an LLM and score the explanation (mines the unit's layer first when
+    the store has no records for it). Prints the explanation, its scores with 95% intervals, the
+    non-LLM baseline's scores, the promoted tokens and the top records."""
+    from ..explain import explain_unit
+    from ..explain.api import ExplainSettings
+    from ..score.splits import SplitSizes
+    from ..store import Store
+
+    s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
+    es = ExplainSettings(seed=seed, style=style, simulator=simulator,
+                         scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
+    if k is not None:
+        es.k = k
+    if n_test is not None:
+        es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
+    store = Store(s.store)
+    res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
+                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype)
+
+    def human() -> None:
+        e, b = res.explanation, res.baseline
+        click.echo(click.style(f"{res.unit}", bold=True) + f"  {res.model_id}  run {res.run_id or '-'}  max act {res.max_act:.3g}"
+                   + ("  (mined now)" if res.mined else ""))
+        click.echo("")
+        click.echo(click.style("explanation", bold=True) + f" ({e.explainer}, {e.method}{', cached' if e.cached else ''}):")
+        click.echo("  " + click.style(e.text, fg="cyan", bold=True))
+        _print_scores(e.scores)
+        if len(e.candidates) > 1:
+            click.echo("  candidates (calibration r): " + "; ".join(
+                f"{c['text']!r} {c['calibration']:+.2f}" if c.get("calibration") is not None else repr(c["text"])
+                for c in e.candidates))
+        click.echo("")
+        click.echo(click.style("baseline", bold=True) + " (from the data, no LLM):")
+        click.echo("  " + b.text)
+        _print_scores(b.scores)
+        click.echo("")
+        click.echo(f"promoted:   {_fmt_tokens(res.promoted)}")
+        click.echo(f"suppressed: {_fmt_tokens(res.suppressed)}")
+        click.echo("")
+        click.echo(click.style("top records", bold=True) + " (active tokens highlighted):")
+        for i, r in enumerate(res.top_records[:n_show], 1):
+            click.echo(f"  {i}. [{max(r.acts):.2f}] " + highlight_tokens(r.tokens, r.acts, res.max_act).replace("\n", " "))
+        sz = res.split_sizes
+        click.echo("")
+        click.echo(f"splits: train {sz.get('train')}, calibration {sz.get('calibration_top')}+{sz.get('calibration_random')}, "
+                   f"test {sz.get('test_top')} top + {sz.get('test_random')} random; "
+                   + ", ".join(f"{k} {v:.1f}s" for k, v in res.timings.items()))
+
+    emit(as_json, res.model_dump(), human)
+
+
+@cli.command("show")
+@click.argument("unit")
+@click.option("--model", "model_id", default=None, envvar="AUTOINTERP_MODEL", help="Model as stored [default: smollm2-135m].")
+@click.option("--records", "n_show", type=int, default=5, show_default=True, help="Top records printed.")
+@store_option
+@json_option
+def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
+    """Print all that the store knows about a unit: explanations (LLM and baseline) with every
+    score, statistics, promoted/suppressed tokens, records."""
+    from ..explain import show_unit
+    from ..store import Store
+
+    s = settings(model=model_id, store=store_path)
+    store = Store(s.store, readonly=True, create=False)
+    info = show_unit(store, s.model, unit)
+
+    def human() -> None:
+        click.echo(click.style(info["unit"], bold=True) + f"  {info['model_id']}")
+        st = info.get("stats") or {}
+        if st:
+            click.echo(f"stats (run {st.get('run_id')}): max {st.get('max_act') or 0:.3g}, mean {st.get('mean_act') or 0:.3g}, "
+                       f"std {st.get('std_act') or 0:.3g}, frac active {st.get('frac_active') or 0:.3g}")
+        for title, rows in (("explanations", info["explanations"]), ("baselines", info["baselines"])):
+            if not rows:
+                continue
+            click.echo("")
+            click.echo(click.style(title, bold=True))
+            for e in rows:
+                click.echo(f"  #{e['id']} {e['explainer']} ({e['method']}, {e['created_at']}): "
+                           + click.style(e["text"], fg="cyan"))
+                for sc in e["scores"]:
+                    click.echo("  " + _score_line(sc["kind"], sc))
+        click.echo("")
+        click.echo(f"promoted:   {_fmt_tokens(info.get('promoted') or [])}")
+        click.echo(f"suppressed: {_fmt_tokens(info.get('suppressed') or [])}")
+        recs = [r for r in info.get("records") or [] if r["kind"] in ("top", "top_attn")][:n_show]
+        if recs:
+            click.echo("")
+            click.echo(click.style("top records", bold=True) + f" ({info.get('n_records', 0)} stored):")
+            for i, r in enumerate(recs, 1):
+                click.echo(f"  {i}. [{r['max_act']:.2f}] " + highlight_tokens(r["tokens"], r["acts"], info["max_act"]).replace("\n", " "))
+
+    emit(as_json, info, human)
