@@ -192,7 +192,7 @@ def unit_page(v: dict) -> str:
     recs = v["records"]
     has_sim = any(r.get("sim") for r in recs)
     sim_max = max([max(r["sim"]) for r in recs if r.get("sim")] + [0.0])
-    toggle = ("<button id='toggle' type='button'>show simulated activations</button> "
+    toggle = ('<button id="toggle" type="button">show simulated activations</button> '
               "<span class='muted'>(simulated by the best-scored explanation)</span>") if has_sim else \
         "<span class='muted'>no simulated activations stored</span>"
     parts.append(f"<h2>records <span class='muted'>({len(recs)} of {v['n_records']})</span></h2><p>{toggle}</p>")

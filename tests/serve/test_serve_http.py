@@ -1,0 +1,116 @@
+"""The viewer over plain HTTP (urllib): pages, links, 404/400/405, escaping, read-only."""
+
+import hashlib
+import re
+import sqlite3
+import urllib.error
+import urllib.request
+
+import pytest
+
+from autointerp.errors import StoreError
+from autointerp.serve import make_server
+
+
+def get(url, method="GET"):
+    req = urllib.request.Request(url, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(), dict(e.headers)
+
+
+def test_index_and_search(server):
+    base, _ = server
+    status, body, headers = get(base + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert 'action="/search"' in body and "ioi-small" in body
+    status, body, _ = get(base + "/search?q=day+of+the+week")
+    assert status == 200 and "days of the week, especially Monday and Friday" in body
+    assert 'href="/unit/tiny-llama/L0/N3"' in body and "[0.54, 0.70]" in body
+    status, body, _ = get(base + "/search?q=attends&min_score=0.5")
+    assert "L2/H1" in body and "L1/H0" not in body
+    status, body, _ = get(base + "/search?q=zebra")
+    assert status == 200 and 'id="no-results"' in body
+
+
+def test_unit_page(server):
+    base, _ = server
+    status, body, _ = get(base + "/unit/tiny-llama/L0/N3")
+    assert status == 200
+    assert "days of the week, especially Monday and Friday" in body  # explanation
+    assert "Monday Friday On" in body  # baseline
+    assert "[0.54, 0.70]" in body  # the score's interval
+    assert "promoted" in body and " Monday" in body
+    spans = re.findall(r'<span class="tok[^"]*" data-t="([^"]*)" data-s="([^"]*)"', body)
+    assert len(spans) == 6 * 8 and any(t.startswith("rgba(255,140,0") for t, _ in spans)
+    assert any(s.startswith("rgba(46,160,67") for _, s in spans)  # simulated colours are there for the toggle
+    assert 'id="toggle"' in body
+    assert 'href="/dataset/ioi-small"' in body
+
+
+def test_head_page(server):
+    base, _ = server
+    status, body, _ = get(base + "/unit/tiny-llama/L2/H1")
+    assert status == 200 and "head detectors" in body and "induction" in body and "0.770" in body
+    assert body.count('class="rec attn-row"') == 6
+
+
+def test_dataset_page_links_resolve(server):
+    base, _ = server
+    status, body, _ = get(base + "/dataset/ioi-small")
+    assert status == 200 and "<table class='hm'" in body
+    links = sorted(set(re.findall(r'href="(/unit/[^"]+)"', body)))
+    assert "/unit/tiny-llama/L2/H1" in links
+    for link in links:
+        s, b, _ = get(base + link)
+        # components without any data in the store (L0/H2 has only a patch result) still have a page
+        assert s == 200, link
+
+
+def test_errors(server):
+    base, _ = server
+    assert get(base + "/unit/tiny-llama/L0/N15")[0] == 404
+    assert get(base + "/unit/no-model/L0/N3")[0] == 404
+    status, body, _ = get(base + "/unit/tiny-llama/L0/Q3")
+    assert status == 400 and "bad unit id" in body
+    assert get(base + "/dataset/nope")[0] == 404
+    assert get(base + "/nothing/here")[0] == 404
+    assert get(base + "/search?q=x&layer=abc")[0] == 400
+    assert get(base + "/", method="POST")[0] == 405
+    assert get(base + "/", method="DELETE")[0] == 405
+
+
+def test_escaping(server):
+    base, _ = server
+    _, body, _ = get(base + "/unit/tiny-llama/L0/N7")
+    assert "<script>alert(1)</script>" not in body
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;" in body
+    _, body, _ = get(base + "/search?q=%3Cscript%3E")
+    assert "<script>alert" not in body
+
+
+def test_read_only(server, tmp_path):
+    base, p = server
+    digest = hashlib.sha256(p.read_bytes()).hexdigest()
+    for path in ("/", "/search?q=week", "/unit/tiny-llama/L0/N3", "/dataset/ioi-small"):
+        get(base + path)
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == digest
+    # the server's connections are opened with mode=ro: a write through one fails
+    from autointerp.serve.app import _open
+
+    with _open(p) as s:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            s.db.execute("insert into meta(key, value) values ('x', 'y')")
+
+
+def test_refuses_non_store(tmp_path):
+    bad = tmp_path / "bad.db"
+    bad.write_text("not a database\n" * 20)
+    with pytest.raises(StoreError, match="not an autointerp store"):
+        make_server(bad, port=0)
+    assert bad.read_text() == "not a database\n" * 20
+    with pytest.raises(StoreError, match="no store"):
+        make_server(tmp_path / "missing.db", port=0)
+    assert not (tmp_path / "missing.db").exists()
