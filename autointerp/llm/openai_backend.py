@@ -103,7 +103,7 @@ class OpenAILLM(LLM):
     concurrent = True
 
     def __init__(self, model: str, *, base_url: str | None = None, store=None, budget: Budget | None = None,
-                 concurrency: int = 4, timeout: float = 60.0, max_attempts: int = 5, retry_wait: float = 1.0,
+                 concurrency: int = 4, timeout: float | None = None, max_attempts: int | None = None, retry_wait: float = 1.0,
                  retry_wait_max: float = 30.0, rpm: float | None = None, tpm: float | None = None,
                  logprobs_top_k: int = 20, **_ignored: Any):
         super().__init__(store=store, budget=budget)
@@ -119,8 +119,8 @@ class OpenAILLM(LLM):
         self._key = key
         self._secrets = [key] if key != DUMMY_KEY else []
         self.concurrency = max(1, int(concurrency))
-        self.timeout = timeout
-        self.max_attempts = max(1, int(max_attempts))
+        self.timeout = timeout if timeout is not None else (_env_float("AUTOINTERP_LLM_TIMEOUT") or 60.0)
+        self.max_attempts = max(1, int(max_attempts if max_attempts is not None else (_env_float("AUTOINTERP_LLM_MAX_ATTEMPTS") or 5)))
         self.retry_wait, self.retry_wait_max = retry_wait, retry_wait_max
         self.logprobs_top_k = logprobs_top_k
         rpm = rpm if rpm is not None else _env_float("AUTOINTERP_LLM_RPM")

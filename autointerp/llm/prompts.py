@@ -105,6 +105,22 @@ class Prompt:
         return p, full[len(p):]
 
 
+    def parts(self, until: str, **vars) -> tuple[str, str]:
+        """(static prefix, the rendered text between it and the placeholder `$until`): for prompt
+        logprobs, prefix is the shared few-shot preamble and the second part goes in front of the
+        first segment. Variables after `until` need not be given."""
+        sentinel = "\x00AUTOINTERP_SPLIT\x00"
+        allvars = {v: "" for v in self.variables}
+        allvars.update(vars)
+        allvars[until] = sentinel
+        full = self.render_text(**allvars)
+        if sentinel not in full:
+            raise UsageError(f"prompt {self.name!r} has no placeholder ${until}")
+        head = full.split(sentinel, 1)[0]
+        p = self.prefix
+        return (p, head[len(p):]) if head.startswith(p) else ("", head)
+
+
 def load_prompt(name: str, prompts_dir: str | Path | None = None) -> Prompt:
     """Load prompts/<name>.txt (or <name> as given) from prompts_dir, else $AUTOINTERP_PROMPTS /
     settings.prompts, falling back to the packaged prompts/ for names the user dir lacks."""

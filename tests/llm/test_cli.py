@@ -1,0 +1,78 @@
+"""`autointerp llm check` against the local fake server (and its error paths)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import SECRET
+
+
+class Run:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """Run the CLI in this process (as `autointerp ...` would), capturing its output."""
+    from autointerp.cli import main
+
+    def run(*args, env_extra=None):
+        for k, v in (env_extra or {}).items():
+            monkeypatch.setenv(k, v)
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as e:
+            code = e.code
+        out = capsys.readouterr()
+        return Run(code, out.out, out.err)
+
+    return run
+
+
+def test_check_json(server, api_key, run_cli):
+    r = run_cli("llm", "check", "--llm", "openai:test-model", "--llm-base-url", server.url, "--json",
+                env_extra={"OPENAI_API_KEY": SECRET})
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["backend"] == "openai" and info["model"] == "test-model" and info["prompt_logprobs"] is True
+    assert info["latency_s"] >= 0 and info["base_url"] == server.url
+    assert SECRET not in r.stdout + r.stderr
+
+
+def test_check_no_logprobs_human(server, api_key, run_cli):
+    del server.default["/v1/completions"]
+    r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url, env_extra={"OPENAI_API_KEY": SECRET})
+    assert r.returncode == 0, r.stderr
+    assert "prompt logprobs: no" in r.stdout
+
+
+def test_check_bad_key_and_unknown_model(server, api_key, run_cli):
+    server.queue("chat/completions", 401, {"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+    r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url, env_extra={"OPENAI_API_KEY": SECRET})
+    assert r.returncode == 1 and "rejected the API key" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and SECRET not in r.stderr + r.stdout
+    server.queue("chat/completions", 404, {"error": {"message": "model 'nope' not found"}})
+    r = run_cli("llm", "check", "--llm", "openai:nope", "--llm-base-url", server.url, "--json")
+    assert r.returncode == 1 and "no model 'nope'" in r.stderr and r.stdout == ""
+
+
+def test_check_unreachable(api_key, run_cli):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", f"http://127.0.0.1:{port}/v1",
+                env_extra={"AUTOINTERP_LLM_MAX_ATTEMPTS": "1"})
+    assert r.returncode == 1 and "cannot reach" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_spec(run_cli):
+    r = run_cli("llm", "check", "--llm", "gpt-4")
+    assert r.returncode == 2 and "unknown LLM spec" in r.stderr
