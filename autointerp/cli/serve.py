@@ -23,5 +23,7 @@ def serve_cmd(host, port, quiet, store_path):
 
     try:
         serve(settings(store=store_path).store, host=host, port=port, quiet=quiet)
+    except KeyboardInterrupt:
+        click.echo("viewer stopped", err=True)
     except OSError as e:
         raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e})") from None

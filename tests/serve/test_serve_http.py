@@ -114,3 +114,27 @@ def test_refuses_non_store(tmp_path):
     with pytest.raises(StoreError, match="no store"):
         make_server(tmp_path / "missing.db", port=0)
     assert not (tmp_path / "missing.db").exists()
+
+
+def test_serve_command(server, tmp_path):
+    import subprocess
+    import sys
+
+    _, p = server
+    proc = subprocess.Popen([sys.executable, "-m", "autointerp", "serve", "--store", str(p), "--port", "0", "--quiet"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stderr.readline()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)/", line)
+        assert m, line
+        status, body, _ = get(f"http://127.0.0.1:{m.group(1)}/unit/tiny-llama/L1/N2")
+        assert status == 200 and "capital cities such as Paris" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = tmp_path / "bad.db"
+    bad.write_text("nope\n" * 10)
+    r = subprocess.run([sys.executable, "-m", "autointerp", "serve", "--store", str(bad), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "not an autointerp store" in lines[0]
