@@ -155,7 +155,9 @@ CREATE TABLE IF NOT EXISTS datasets (
     source      TEXT NOT NULL,             -- builtin | llm | import
     model_id    TEXT,                      -- the model it was validated on
     n_items     INTEGER NOT NULL,
+    hash        TEXT,                      -- content hash of the items (part of patch run keys)
     stats_json  TEXT,                      -- acceptance counts per rejection reason
+    settings_json TEXT,                    -- how it was made (seed, margin, LLM, templates)
     created_at  TEXT NOT NULL
 );
 
@@ -173,9 +175,9 @@ CREATE TABLE IF NOT EXISTS pairs (
 CREATE TABLE IF NOT EXISTS patch_runs (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL UNIQUE,
-    dataset     TEXT NOT NULL REFERENCES datasets(name),
+    dataset     TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
     model_id    TEXT NOT NULL REFERENCES models(id),
-    what        TEXT NOT NULL,             -- resid | heads | heads_pos | mlp | attn | neurons | path | dla
+    what        TEXT NOT NULL,             -- resid | resid_all | heads | heads_pos | mlp | attn | neurons | path | dla_heads | dla_neurons
     method      TEXT NOT NULL,             -- activation | attribution | path | dla
     direction   TEXT,                      -- denoising | noising
     clean_logit_diff REAL, corrupt_logit_diff REAL,
@@ -187,7 +189,7 @@ CREATE TABLE IF NOT EXISTS patch_results (
     run_id      INTEGER NOT NULL REFERENCES patch_runs(id) ON DELETE CASCADE,
     component   TEXT NOT NULL,             -- unit id ('L9/H9', 'L3/N42') or hook name ('blocks.3.mlp.out')
     layer       INTEGER,
-    position    INTEGER,                   -- NULL: all positions
+    position    INTEGER NOT NULL DEFAULT -1,  -- -1: all positions
     effect      REAL NOT NULL,
     PRIMARY KEY (run_id, component, position)
 );

@@ -1,0 +1,17 @@
+"""Patching on the hooked model: activation (batched), attribution, path patching, direct logit
+attribution, head detectors. Metric and normalisation: see core.py.
+
+    from autointerp.patching import patch, activation_patching, attribution_patching, path_patching
+"""
+
+from .activation import activation_patching
+from .api import METHODS, head_wiki, patch
+from .attribution import attribution_patching, rank_correlation
+from .core import DIRECTIONS, WHATS, Component, PatchResult, components_for
+from .detectors import DETECTORS, detect_heads, role
+from .dla import direct_logit_attribution
+from .path import path_patching
+
+__all__ = ["patch", "head_wiki", "activation_patching", "attribution_patching", "path_patching",
+           "direct_logit_attribution", "detect_heads", "rank_correlation", "role", "PatchResult", "Component",
+           "components_for", "METHODS", "WHATS", "DIRECTIONS", "DETECTORS"]

@@ -1,0 +1,212 @@
+"""Shared pieces of patching: the tokenised dataset, the metric, components and their masks.
+
+Metric. The logit difference LD = logit(answer) - logit(wrong) at each prompt's last token,
+averaged over the dataset. Effects are normalised by the clean-vs-corrupt gap:
+
+    denoising (run the corrupt prompt, patch in clean activations):
+        effect = (LD_patched - LD_corrupt) / (LD_clean - LD_corrupt)   0 = nothing recovered, 1 = clean run
+    noising   (run the clean prompt, patch in corrupt activations):
+        effect = (LD_patched - LD_clean)   / (LD_clean - LD_corrupt)   0 = no change, -1 = corrupt run
+
+i.e. on both directions the normalised metric has 0 = corrupt run and 1 = clean run, and an
+effect is the change it makes against the unpatched run (so |effect| ranks components either way).
+If the gap is ~0 (clean == corrupt) effects are reported unnormalised (raw logit-diff change).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import torch
+from pydantic import BaseModel, Field
+
+from ..errors import DatasetError, UsageError
+from ..tasks.items import PairItem
+from ..tasks.validate import single_token_in_context
+
+WHATS = ("resid", "heads", "heads_pos", "mlp", "attn", "neurons")
+DIRECTIONS = ("denoising", "noising")
+EPS = 1e-6
+
+
+class PatchResult(BaseModel):
+    what: str
+    method: str                       # activation | attribution | path | dla
+    direction: str | None = None
+    clean_logit_diff: float
+    corrupt_logit_diff: float
+    normalised: bool = True
+    n_items: int
+    results: list[dict]               # {"component", "layer", "position", "effect"}, sorted by |effect|
+    settings: dict = Field(default_factory=dict)
+    run_id: int | None = None
+    reused: bool = False
+
+    def effects(self) -> dict[tuple[str, int | None], float]:
+        return {(r["component"], r.get("position")): r["effect"] for r in self.results}
+
+    def to_json(self) -> dict:
+        return {"clean_logit_diff": self.clean_logit_diff, "corrupt_logit_diff": self.corrupt_logit_diff,
+                "what": self.what, "method": self.method, "direction": self.direction, "n_items": self.n_items,
+                "normalised": self.normalised, "run_id": self.run_id, "settings": self.settings,
+                "results": self.results}
+
+
+@dataclass
+class Batch:
+    clean: torch.Tensor        # [B, p] token ids
+    corrupt: torch.Tensor      # [B, p]
+    mask: torch.Tensor         # [B, p]
+    last: torch.Tensor         # [B] index of the last real token
+    ans: torch.Tensor          # [B]
+    wrong: torch.Tensor        # [B]
+
+    @property
+    def size(self) -> int:
+        return self.clean.shape[0]
+
+    @property
+    def seq_len(self) -> int:
+        return self.clean.shape[1]
+
+
+@dataclass
+class Data:
+    batches: list[Batch]
+    n_items: int
+    max_len: int
+    str_tokens: list[str] = field(default_factory=list)   # tokens of the first clean prompt (plot labels)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return iter(self.batches)
+
+
+def prepare(hm, items: Sequence[PairItem], batch_size: int = 32) -> Data:
+    """Tokenise the items (right-padded batches); check clean/corrupt line up and answers are single tokens."""
+    if not items:
+        raise DatasetError("the dataset is empty")
+    batches = []
+    for s in range(0, len(items), batch_size):
+        chunk = items[s:s + batch_size]
+        ci, cm = hm.tokenize([it.clean for it in chunk])
+        xi, xm = hm.tokenize([it.corrupt for it in chunk])
+        if ci.shape != xi.shape or not torch.equal(cm, xm):
+            bad = next((s + i for i in range(len(chunk)) if int(cm[i].sum()) != int(xm[i].sum())), s)
+            raise DatasetError(f"item {bad}: clean and corrupt have different token counts on {hm.spec}; "
+                               "re-validate the dataset on this model (autointerp pairs --import FILE)")
+        ans, wrong = [], []
+        for i, it in enumerate(chunk):
+            a = single_token_in_context(hm, it.clean, it.answer)
+            w = single_token_in_context(hm, it.clean, it.wrong)
+            if a is None or w is None:
+                raise DatasetError(f"item {s + i}: {'answer' if a is None else 'wrong answer'} is not a single token "
+                                   f"on {hm.spec}; re-validate the dataset on this model")
+            ans.append(a)
+            wrong.append(w)
+        dev = ci.device
+        batches.append(Batch(ci, xi, cm, cm.sum(1) - 1, torch.tensor(ans, device=dev), torch.tensor(wrong, device=dev)))
+    first = batches[0]
+    n0 = int(first.mask[0].sum())
+    return Data(batches, len(items), max(b.seq_len for b in batches), hm.to_str_tokens(first.clean[0, :n0]))
+
+
+def logit_diff_from_final(hm, final: torch.Tensor, b: Batch, reps: int = 1) -> torch.Tensor:
+    """[reps*B] logit differences from ln_final.out [reps*B, p, d] of a batch repeated `reps` times."""
+    rows = torch.arange(final.shape[0], device=final.device)
+    last = b.last.repeat(reps)
+    x = final[rows, last]
+    logits = hm.unembed(x)
+    return logits[rows, b.ans.repeat(reps)] - logits[rows, b.wrong.repeat(reps)]
+
+
+def run_ld(hm, ids: torch.Tensor, b: Batch, *, reps: int = 1, hooks=None, cache=(), grad: bool = False,
+           stop_at_layer=None):
+    """(LD per row, the run) of ids [reps*B, p] with hooks."""
+    mask = b.mask.repeat(reps, 1)
+    run = hm.forward(ids, mask, cache=["ln_final.out", *cache], hooks=hooks or {}, return_logits=False, grad=grad)
+    return logit_diff_from_final(hm, run.cache["ln_final.out"], b, reps), run
+
+
+# ----------------------------------------------------------------------------- components
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str                 # "L9/H9", "L3/N42", "blocks.3.resid_pre", "blocks.3.mlp.out"
+    hook: str                 # the hook point patched
+    layer: int
+    position: int | None = None   # None: all positions
+    head: int | None = None
+    neuron: int | None = None
+
+
+def components_for(hm, what: str, max_len: int, *, layer: int | None = None, per_position: bool | None = None,
+                   layers: Sequence[int] | None = None) -> list[Component]:
+    if what not in WHATS:
+        raise UsageError(f"unknown --what {what!r}: use {', '.join(WHATS)}")
+    if per_position is None:
+        per_position = what in ("resid", "heads_pos")
+    Ls = list(layers) if layers is not None else list(range(hm.n_layers))
+    positions: list[int | None] = list(range(max_len)) if per_position else [None]
+    out: list[Component] = []
+    if what == "resid":
+        out = [Component(f"blocks.{L}.resid_pre", f"blocks.{L}.resid_pre", L, p) for L in Ls for p in positions]
+    elif what in ("heads", "heads_pos"):
+        out = [Component(f"L{L}/H{h}", f"blocks.{L}.attn.z", L, p, head=h)
+               for L in Ls for h in range(hm.n_heads) for p in positions]
+    elif what in ("mlp", "attn"):
+        pt = "mlp.out" if what == "mlp" else "attn.out"
+        out = [Component(f"blocks.{L}.{pt}", f"blocks.{L}.{pt}", L, p) for L in Ls for p in positions]
+    elif what == "neurons":
+        if layer is None:
+            raise UsageError("--what neurons needs --layer L")
+        if not 0 <= layer < hm.n_layers:
+            raise UsageError(f"--layer {layer} out of range (model has layers 0..{hm.n_layers - 1})")
+        out = [Component(f"L{layer}/N{n}", f"blocks.{layer}.mlp.post", layer, p, neuron=n)
+               for n in range(hm.d_mlp) for p in positions]
+    return out
+
+
+def selection_mask(comps: Sequence[Component | None], value_shape: Sequence[int], device) -> torch.Tensor:
+    """Bool mask [k, 1, p, ...] over a hook value's non-batch shape; row j selects component j
+    (rows of None or of another hook select nothing). value_shape = (p, ...) without the batch."""
+    p = value_shape[0]
+    nd = len(value_shape)
+    if nd == 3:      # heads layout [p, H, dh] -> mask [k, 1, p, H, 1]
+        m = torch.zeros(len(comps), 1, p, value_shape[1], 1, dtype=torch.bool, device=device)
+    elif any(c is not None and c.neuron is not None for c in comps):
+        m = torch.zeros(len(comps), 1, p, value_shape[1], dtype=torch.bool, device=device)
+    else:            # [p, d] -> [k, 1, p, 1]
+        m = torch.zeros(len(comps), 1, p, 1, dtype=torch.bool, device=device)
+    for j, c in enumerate(comps):
+        if c is None:
+            continue
+        pos = slice(None) if c.position is None else c.position
+        if c.position is not None and c.position >= p:
+            continue
+        if nd == 3:
+            m[j, 0, pos, c.head if c.head is not None else slice(None), 0] = True
+        elif m.shape[-1] > 1:
+            m[j, 0, pos, c.neuron if c.neuron is not None else slice(None)] = True
+        else:
+            m[j, 0, pos, 0] = True
+    return m
+
+
+def by_hook(comps: Sequence[Component]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for j, c in enumerate(comps):
+        out.setdefault(c.hook, []).append(j)
+    return out
+
+
+def normalise(value: float, base: float, clean: float, corrupt: float) -> tuple[float, bool]:
+    gap = clean - corrupt
+    if abs(gap) < EPS:
+        return value - base, False
+    return (value - base) / gap, True
+
+
+def sort_results(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (-abs(r["effect"]), r["component"], -1 if r.get("position") is None else r["position"]))
