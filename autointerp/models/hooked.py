@@ -13,6 +13,8 @@ Hook names (L = layer):
     ln_final.out         [b,p,d_model]        input of the unembedding
 
 Everything is done with PyTorch forward hooks on the real modules; handles are always removed.
+Runs execute under torch.no_grad() (not inference_mode: cached values must stay usable as patch
+sources inside later grad=True runs, which inference tensors are not), or with grad when grad=True.
 """
 
 from __future__ import annotations
@@ -490,6 +492,14 @@ class HookedModel:
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 cache: Iterable[str] = (), hooks: dict[str, HookFn] | None = None, return_logits: bool = True,
                 stop_at_layer: int | None = None, grad: bool = False) -> Run:
+        """Run the model with hooks.
+
+        cache: hook names whose values to keep (only those). hooks: name -> fn(value) returning a
+        replacement tensor or None. return_logits=False runs the base model only (no unembedding).
+        stop_at_layer=L runs blocks 0..L-1 only (blocks.L.resid_pre is still available; logits None).
+        grad=True keeps the graph: cached tensors are live, with retain_grad(), so callers can
+        backprop a metric of the logits to them (attribution patching).
+        """
         if isinstance(cache, str):
             cache = [cache]
         cache_names = {self.check_hook(n) for n in cache}
@@ -500,7 +510,11 @@ class HookedModel:
                 raise HookError(f"stop_at_layer={stop_at_layer} out of range 0..{self.n_layers}")
             for n in cache_names | set(hooks):
                 L = self._layer_of(n)
-                if L is None or L >= stop_at_layer:
+                if L is None:
+                    reached = stop_at_layer == self.n_layers
+                else:  # blocks before the stop run; the stop block's input is still seen
+                    reached = L < stop_at_layer or n == f"blocks.{stop_at_layer}.resid_pre"
+                if not reached:
                     raise HookError(f"hook {n!r} is not reached with stop_at_layer={stop_at_layer}")
         input_ids = torch.as_tensor(input_ids)
         if input_ids.ndim == 1:
@@ -544,10 +558,8 @@ class HookedModel:
                 def _stop(*_a, **_k):
                     raise _Stop
 
-                if stop_at_layer == 0:
-                    handles.append(self._blocks[0].register_forward_pre_hook(_stop))
-                else:
-                    handles.append(self._blocks[stop_at_layer - 1].register_forward_hook(_stop))
+                # registered after the capture hooks, so blocks.{stop}.resid_pre is still recorded
+                handles.append(self._blocks[stop_at_layer].register_forward_pre_hook(_stop))
             ctx = torch.enable_grad() if grad else torch.no_grad()
             logits = None
             with ctx:

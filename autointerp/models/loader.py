@@ -362,6 +362,8 @@ def _from_hub(spec: str, dtype):
 def load_model(spec: str | os.PathLike | None = DEFAULT_MODEL, device: str = "auto", dtype: str = "float32",
                progress: bool = True):
     """Load (hf_model, tokenizer): eval mode, on `device`, parameters not requiring grad."""
+    import torch
+
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     r = resolve_spec(spec)
@@ -383,6 +385,9 @@ def load_model(spec: str | os.PathLike | None = DEFAULT_MODEL, device: str = "au
             raise ModelSpecError(f"cannot load model directory {r.path}: {_one_line(e)}") from e
     else:
         model, tok = _from_hub(r.hub_id, torch_dtype)
+    if dev.type == "cpu" and torch_dtype != torch.float32:
+        print(f"autointerp: warning: {dtype} on CPU is usually far slower than float32 (no fast kernels)",
+              file=sys.stderr)
     model = model.to(dev).eval()
     model.requires_grad_(False)
     return model, _fix_tokenizer(tok)

@@ -228,3 +228,16 @@ def test_tokens_and_weights(tiny):
     assert tiny.ln_final_scale.shape == (tiny.d_model,)
     logits, cache = tiny.run_with_cache(["the cat sat"], ["blocks.0.mlp.out"])
     assert logits.shape[-1] == tiny.vocab_size and list(cache) == ["blocks.0.mlp.out"]
+
+
+def test_stop_at_last_layer_reaches_ln_final(tiny):
+    ids, mask = batch(tiny)
+    full = tiny.forward(ids, mask, cache=["ln_final.out"])
+    run = tiny.forward(ids, mask, cache=["ln_final.out"], stop_at_layer=tiny.n_layers)
+    assert run.logits is None and torch.equal(run.cache["ln_final.out"], full.cache["ln_final.out"])
+    # blocks 0..L-1 run; the input of block L (= output of block L-1) is still available
+    names = ["blocks.0.resid_pre", "blocks.1.resid_pre"]
+    full = tiny.forward(ids, mask, cache=names)
+    for L in (0, 1):
+        early = tiny.forward(ids, mask, cache=[f"blocks.{L}.resid_pre"], stop_at_layer=L)
+        assert torch.equal(early.cache[f"blocks.{L}.resid_pre"], full.cache[f"blocks.{L}.resid_pre"])
