@@ -1,0 +1,109 @@
+"""`autointerp pairs`: make, import, export and list counterfactual datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from . import cli
+from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .models import load_subject
+
+
+def _print_dataset(ds, out: Path | None) -> None:
+    st = ds.stats
+    click.echo(click.style(f"dataset {ds.name}", bold=True) + f": {ds.n_items} items  (task {ds.task!r}, {ds.source}, "
+               f"validated on {ds.model_id})")
+    if st:
+        click.echo(f"  candidates {st.get('candidates', '?')}, accepted {st.get('accepted', '?')}, kept {st.get('kept', ds.n_items)}"
+                   f"  (margin {st.get('margin')})")
+        rej = st.get("rejected") or {}
+        if rej:
+            click.echo("  rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(rej.items(), key=lambda x: -x[1])))
+    for it in ds.items[:3]:
+        click.echo(f"  {it.clean!r} -> {it.answer!r} vs {it.wrong!r}   (LD {it.clean_logit_diff})")
+        click.echo(f"  {it.corrupt!r}   (LD {it.corrupt_logit_diff})")
+    if out:
+        click.echo(f"  written to {out}")
+
+
+@cli.command("pairs")
+@click.option("--task", default=None, help="A built-in task (ioi, greater_than, pronouns, successor, capitals) or a task "
+                                          "described in words (the LLM writes templates and fillers).")
+@click.option("--n", "n", type=int, default=100, show_default=True, help="Items wanted (validated).")
+@click.option("--name", default=None, help="Dataset name [default: the task name, or a slug of the description / file].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--margin", type=float, default=None,
+              help="Minimum drop of the logit difference under corruption [default: 1.0 for --task, 0 for --import].")
+@click.option("--import", "import_path", type=click.Path(path_type=Path), default=None,
+              help="Import a .jsonl or auto-circuit .json file (validated; all or nothing).")
+@click.option("--dataset", "dataset_name", default=None, help="An existing dataset (to --out it again).")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Also write the dataset to this file.")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "auto-circuit"]), default="jsonl", show_default=True,
+              help="Format of --out.")
+@click.option("--replace", is_flag=True, help="Replace a dataset of the same name (and its patching runs).")
+@click.option("--list", "list_", is_flag=True, help="List the stored datasets.")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Prompts per forward pass in validation.")
+@model_options
+@llm_options
+@store_option
+@json_option
+def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, replace, list_, batch_size, model_spec,
+              device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
+    """Counterfactual datasets for patching: (clean, corrupt, answer, wrong) items, each validated
+    on the subject model (same token count, differing only at the edit, single-token answers, the
+    model prefers the answer on clean, and the corruption lowers the logit difference by --margin).
+    Prints acceptance counts per rejection reason.
+
+    \b
+      autointerp pairs --task ioi --n 200 --out ioi.jsonl
+      autointerp pairs --task "subject-verb agreement: ..." --n 100 --llm openai:gpt-4o-mini
+      autointerp pairs --import mine.jsonl --name mine
+      autointerp pairs --dataset ioi --out ioi.json --format auto-circuit
+    """
+    from ..store import Store
+    from ..tasks import export_dataset, get_dataset, import_dataset, make_dataset
+
+    modes = [x for x in (task, import_path, dataset_name) if x]
+    if list_:
+        if modes:
+            raise UsageError("--list takes no --task/--import/--dataset")
+        s = settings(store=store_path)
+        with Store(s.store) as store:
+            rows = store.list_datasets()
+
+        def human() -> None:
+            if not rows:
+                click.echo("no datasets (make one: autointerp pairs --task ioi)")
+            for r in rows:
+                click.echo(f"{r['name']:<24} {r['n_items']:>5} items  {r['source']:<8} {r['task'][:40]!r:<42} {r['model_id']}")
+
+        emit(as_json, rows, human)
+        return
+    if len(modes) != 1:
+        raise UsageError("give one of --task, --import FILE, --dataset NAME (or --list)")
+    s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
+    store = Store(s.store)
+    if dataset_name:
+        ds = get_dataset(store, dataset_name)
+    else:
+        hm = load_subject(model_spec, device, dtype)
+        if import_path:
+            ds = import_dataset(store, hm, import_path, name=name, margin=margin, batch_size=batch_size, replace=replace)
+        else:
+            llm = None
+            from ..tasks.builtin import builtin_name
+
+            if builtin_name(task) is None:
+                from ..llm import get_llm
+
+                llm = get_llm(s.llm, store=store, base_url=s.llm_base_url, settings=s)
+            ds = make_dataset(store, hm, task, n, name=name, seed=seed, margin=1.0 if margin is None else margin,
+                              llm=llm, batch_size=batch_size, replace=replace)
+    if out:
+        export_dataset(ds, out, fmt)
+    data = {"name": ds.name, "task": ds.task, "source": ds.source, "model_id": ds.model_id, "n_items": ds.n_items,
+            "stats": ds.stats, "out": str(out) if out else None}
+    emit(as_json, data, lambda: _print_dataset(ds, out))
