@@ -33,7 +33,7 @@ class ExplainSettings(BaseModel):
     seed: int = 0
     temperature: float = 0.8              # sampling temperature for k > 1 (k == 1: greedy)
     max_tokens: int = 40                  # explanation length cap
-    window: int | None = 32               # tokens of each train record shown around its peak
+    window: int | None = 24               # tokens of each train record shown around its peak
     style: str = "auto"                   # auto | completion | chat
     simulator: str = "auto"               # auto | logprobs | json
     scorers: tuple[str, ...] = ("simulation", "detection", "fuzzing")
@@ -325,32 +325,34 @@ def _strip_details(scores: dict[str, ScoreOut]) -> dict[str, ScoreOut]:
 DEFAULT_MINE_TOKENS = 16384   # what `explain` mines when nothing is stored (one layer, ~30-60 s on CPU)
 
 
-def _find_or_mine(store, model_id: str, unit: Unit, *, run_id, corpus, n_tokens, device, dtype, hm) -> tuple[str, bool]:
-    """A done mining run of this model whose layers include the unit's layer, else a new one
-    (just that layer, a small slice of the corpus). Returns (run_id, mined_now)."""
+def _find_or_mine(store, model_id: str, unit: Unit, *, run_id, corpus, n_tokens, device, dtype, hm,
+                  mine_kw: dict | None = None) -> tuple[str, bool, Any]:
+    """A done mining run of this model covering the unit, else a new one (just the unit's layer,
+    a small slice of the corpus). Returns (run_id, mined_now, hooked model or None)."""
     from .. import mine as M
 
     if run_id is not None:
-        if store.get_mining_run(run_id) is None:
+        run = M.get_run(store, run_id)
+        if run is None:
             raise UsageError(f"no mining run {run_id!r} in {store.path}")
-        return run_id, False
-    found = M.find_run(store, model_id, layer=unit.layer, corpus=corpus)
+        return run.id, False, hm
+    found = M.find_run(store, model_id, corpus=corpus, unit=unit)
     if found is not None:
-        return (found if isinstance(found, str) else found["id"]), False
+        return found.id, False, hm
     if hm is None:
         from ..models.hooked import HookedModel
 
         hm = HookedModel.load(model_id, device=device, dtype=dtype)
-    kw = {"n_tokens": n_tokens or DEFAULT_MINE_TOKENS, "layers": [unit.layer]}
+    kw = {"n_tokens": n_tokens or DEFAULT_MINE_TOKENS, "layers": [unit.layer], **(mine_kw or {})}
     if corpus is not None:
         kw["corpus"] = corpus
-    return M.mine(hm, store, **kw), True
+    return M.mine(hm, store, **kw), True, hm
 
 
 def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=None, llm_base_url: str | None = None,
                  run_id: str | None = None, k: int | None = None, settings: ExplainSettings | None = None,
                  corpus: str | None = None, n_tokens: int | None = None, device: str = "auto", dtype: str = "float32",
-                 hm=None, simulator_llm=None) -> ExplainResult:
+                 hm=None, simulator_llm=None, mine_kw: dict | None = None) -> ExplainResult:
     """Explain and score one unit, mining its layer first when the store has no run for it.
 
     model_spec: the subject model (default: settings, smollm2-135m); llm: an LLM object or a spec
@@ -364,15 +366,19 @@ def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=
     s = (settings or ExplainSettings()).model_copy()
     if k is not None:
         s.k = k
-    rid, mined = _find_or_mine(store, model_id, u, run_id=run_id, corpus=corpus, n_tokens=n_tokens,
-                               device=device, dtype=dtype, hm=hm)
+    rid, mined, hm = _find_or_mine(store, model_id, u, run_id=run_id, corpus=corpus, n_tokens=n_tokens,
+                                   device=device, dtype=dtype, hm=hm, mine_kw=mine_kw)
     from ..mine import load_exemplars
 
     ex = load_exemplars(store, rid, str(u))
     if llm is None or isinstance(llm, str):
         from ..llm import get_llm
 
-        llm = get_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url)
+        spec = llm or cfg.llm
+        kw = {}
+        if hm is not None and spec == f"embedded:{getattr(hm, 'spec', None)}":
+            kw = {"model": hm.model, "tokenizer": hm.tokenizer}  # one copy of the weights for both roles
+        llm = get_llm(spec, store=store, base_url=llm_base_url or cfg.llm_base_url, **kw)
     res = explain_exemplars(store, ex, llm, model_id=model_id, settings=s, simulator_llm=simulator_llm)
     res.mined = mined
     return res

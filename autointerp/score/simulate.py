@@ -67,7 +67,7 @@ def expected_values(probs: np.ndarray, candidates: Sequence[str] = CANDIDATES) -
 # ---- prompt building ---------------------------------------------------------------------------
 def slot_lines(tokens: Sequence[str]) -> str:
     """The record's tokens as `token<TAB>unknown` lines, a SLOT marker before each 'unknown'."""
-    return "\n".join(f"{show_token(t)}\t{SLOT}unknown" for t in tokens)
+    return "".join(f"{show_token(t)}\t{SLOT}unknown\n" for t in tokens)
 
 
 def build_logprob_prompt(template, explanation: str, tokens: Sequence[str]) -> tuple[str, list[str]]:
@@ -86,12 +86,10 @@ def build_logprob_prompt(template, explanation: str, tokens: Sequence[str]) -> t
 
 
 def build_json_prompt(template, explanation: str, tokens: Sequence[str]) -> Any:
-    """Messages (chat template) or text asking for a JSON list of len(tokens) integers 0..10.
-    The template takes $explanation, $tokens (a JSON list of the token strings) and $n."""
-    import json
-
-    vars = dict(explanation=explanation.strip(), tokens=json.dumps(list(tokens), ensure_ascii=False), n=len(tokens))
-    return template.render(**vars)
+    """Messages (chat template) or text asking for len(tokens) integers 0..10 as JSON. The
+    template takes $explanation, $tokens (`index<TAB>token` lines) and $n_tokens."""
+    lines = "\n".join(f"{i}\t{show_token(t)}" for i, t in enumerate(tokens))
+    return template.render(explanation=explanation.strip(), tokens=lines, n_tokens=len(tokens))
 
 
 def parse_json_values(text: str, n: int) -> tuple[list[float], int]:

@@ -16,7 +16,7 @@ from ..store.base import content_hash
 
 
 class SplitSizes(BaseModel):
-    n_train: int = 8          # top records shown to the explainer
+    n_train: int = 6          # top records shown to the explainer
     n_calib: int = 2          # calibration: n_calib top + n_calib random records
     n_test: int = 5           # test: n_test top + n_test random records
 
@@ -67,20 +67,39 @@ def split_records(unit: str, top: Sequence, random: Sequence, quantiles: Sequenc
     Top records (ranked by max activation) are dealt to train/test/calibration in a fixed cycle
     (train, test, train, calibration, ...) so each split gets strong and weaker records rather than
     train taking the strongest; a split whose quota is full is skipped. Test and calibration then
-    take as many random records, from contexts not already used, in a deterministic per-unit order
-    (sorted by a hash of unit and context index). Quantile records of still-unused contexts go to
+    take as many random records, from contexts no dealt top record uses, in a deterministic
+    per-unit order (sorted by a hash of unit and context index); when too few are left, the
+    calibration and then the test quota shrink so both stay 1:1. Quantile records of still-unused contexts go to
     `spare`."""
     sizes = sizes or SplitSizes()
-    tops = _dedupe(sorted(top, key=lambda r: -float(r.max_act)))
+    tops = _dedupe(sorted(top, key=lambda r: (-float(r.max_act), r.ctx_idx)))
     rands = _dedupe(sorted(random, key=lambda r: content_hash(unit, r.ctx_idx)))
-    top_ctx = {r.ctx_idx for r in tops}
-    rands = [r for r in rands if r.ctx_idx not in top_ctx]
+    # Deal the top records; random records then come from contexts no *dealt* top record uses (on a
+    # small corpus every context can be a top record). When too few are left for 1:1, shrink the
+    # calibration quota first, then the test quota, and deal again.
+    n_test, n_calib = sizes.n_test, sizes.n_calib
+    while True:
+        dealt = _deal(tops, {"train": sizes.n_train, "test": n_test, "calib": n_calib})
+        used = {r.ctx_idx for rs in dealt.values() for r in rs}
+        avail = [r for r in rands if r.ctx_idx not in used]
+        nt, nc = len(dealt["test"]), len(dealt["calib"])
+        if len(avail) >= nt + nc or (nt == 0 and nc == 0):
+            break
+        if nc > 0:
+            n_calib = nc - 1
+        else:
+            n_test = nt - 1
+    test_random = avail[:nt]
+    calib_random = avail[nt:nt + nc]
+    used |= {r.ctx_idx for r in test_random + calib_random}
+    spare = [r for r in _dedupe(quantiles) if r.ctx_idx not in used]
+    return Splits(train=dealt["train"], calib_top=dealt["calib"], calib_random=calib_random,
+                  test_top=dealt["test"], test_random=test_random, spare=spare)
 
-    # 1:1 top:random for test and calibration: random records cap the top quotas (test first)
-    n_test = min(sizes.n_test, len(rands))
-    n_calib = min(sizes.n_calib, len(rands) - n_test)
-    quota = {"train": sizes.n_train, "test": n_test, "calib": n_calib}
-    dealt: dict[str, list] = {"train": [], "test": [], "calib": []}
+
+def _deal(tops: list, quota: dict[str, int]) -> dict[str, list]:
+    """Top records (strongest first) dealt in the cycle train, test, train, calib, skipping full splits."""
+    dealt: dict[str, list] = {k: [] for k in quota}
     cycle = ["train", "test", "train", "calib"]
     i = 0
     for r in tops:
@@ -92,14 +111,7 @@ def split_records(unit: str, top: Sequence, random: Sequence, quantiles: Sequenc
                 break
         else:
             break
-    # if top records ran short, keep 1:1 by trimming the random side to match
-    n_test, n_calib = len(dealt["test"]), len(dealt["calib"])
-    test_random = rands[:n_test]
-    calib_random = rands[n_test:n_test + n_calib]
-    used = {r.ctx_idx for rs in dealt.values() for r in rs} | {r.ctx_idx for r in test_random + calib_random}
-    spare = [r for r in _dedupe(quantiles) if r.ctx_idx not in used]
-    return Splits(train=dealt["train"], calib_top=dealt["calib"], calib_random=calib_random,
-                  test_top=dealt["test"], test_random=test_random, spare=spare)
+    return dealt
 
 
 def records_hash(records: Sequence) -> str:

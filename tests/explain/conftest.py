@@ -95,23 +95,9 @@ def fake_llm_cls():
     return FakeLLM
 
 
-TEST_PROMPTS = {
-    "explain_completion.txt": "Few-shot head.\n\nNeuron $unit\nActivations:\n$records\nSame, active only:\n$nonzero\n"
-                              "Explanation of neuron behavior: the main thing this neuron does is find",
-    "explain_chat.txt": "### system\nExplain neurons.\n### user\n$records\n",
-    "simulate_all_at_once.txt": "We simulate neurons.\nExample\n<start>\na\t0\n<end>\n\n"
-                                "Explanation of neuron behavior: the main thing this neuron does is find $explanation\n"
-                                "<start>\n$records\n<end>\n",
-    "simulate_json.txt": "### user\nExplanation: $explanation\nTokens: $tokens\nGive $n integers 0-10 as a JSON list.\n",
-}
-
-
 @pytest.fixture
-def prompts_dir(tmp_path, monkeypatch):
-    """Test templates for the LLM engineer's prompt names (detection/fuzzing fall back to prompts/)."""
-    d = tmp_path / "prompts"
-    d.mkdir()
-    for name, text in TEST_PROMPTS.items():
-        (d / name).write_text(text)
-    monkeypatch.setenv("AUTOINTERP_PROMPTS", str(d))
-    return d
+def prompts_dir():
+    """The real prompt files (prompts/): the tests check their variables too."""
+    from autointerp.config import REPO_ROOT
+
+    return REPO_ROOT / "prompts"

@@ -12,7 +12,7 @@ from autointerp.score.simulate import (CANDIDATES, build_logprob_prompt, exclusi
 TEMPLATE = Prompt.from_text("sim_test", (
     "We simulate a neuron. Activations go from 0 to 10.\n\n"
     "Explanation: the word \"cat\"\n<start>\nThe\t0\n cat\t10\n sat\t0\n<end>\n\n"
-    "Explanation: $explanation\n<start>\n$records\n<end>\n"))
+    "Explanation: $explanation\n<start>\n$records<end>\n"))
 
 
 def test_exclusive_probs_subtracts_longer_candidates():

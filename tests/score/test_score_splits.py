@@ -46,3 +46,18 @@ def test_short_supply_keeps_one_to_one(rec):
     top, rand, _ = _unit_records(rec, n_top=20, n_rand=3, overlap=0)
     s = split_records("L0/N1", top, rand)
     assert len(s.test_top) == len(s.test_random) == 3 and len(s.calib_top) == 0
+
+
+def test_small_corpus_where_every_context_is_a_top_record(rec):
+    # 32 contexts, all of them top records and all of them random records too
+    top = [rec(i, ["a"], [1.0 - i / 64]) for i in range(32)]
+    rand = [rec(i, ["a"], [1.0 - i / 64], kind="random") for i in range(31, -1, -1)]
+    s = split_records("L3/N42", top, rand, sizes=SplitSizes(n_train=8, n_calib=2, n_test=5))
+    assert len(s.train) == 8 and len(s.test_top) == len(s.test_random) == 5 and len(s.calib_top) == len(s.calib_random) == 2
+    sets = s.ctx_sets()
+    assert not (sets["train"] & sets["test"]) and not (sets["test"] & sets["calibration"]) and not (sets["train"] & sets["calibration"])
+    # very small: 10 contexts -> quotas shrink, 1:1 kept
+    s = split_records("L3/N42", top[:10], rand[:10], sizes=SplitSizes(n_train=8, n_calib=2, n_test=5))
+    assert len(s.test_top) == len(s.test_random) >= 1 and len(s.calib_top) == len(s.calib_random)
+    sets = s.ctx_sets()
+    assert not (sets["train"] & sets["test"]) and not (sets["test"] & sets["calibration"])
