@@ -1,0 +1,185 @@
+"""What a batch covers: the units (ordered, sharded), the mining run of each layer, each unit's
+job key, and which jobs are still to do. Pure planning: reads the store, writes nothing.
+
+Job key = content_hash of everything that determines a unit's result:
+    (JOB_VERSION, explain PIPELINE_VERSION, model, unit, mining run id (which fixes the records),
+     explainer LLM, simulator LLM, explain style, the hashes of every prompt template the
+     pipeline may use, the ExplainSettings)
+so an identical re-run finds its job done, and any change (a template edit, another LLM, other
+settings, a new mining run) makes new jobs for the same units.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pydantic import BaseModel, Field
+
+from ..errors import UsageError
+from ..explain.api import PIPELINE_VERSION, ExplainSettings
+from ..store.base import content_hash
+from ..units import Unit
+
+JOB_VERSION = 1
+STAGE = "explain"
+UNIT_KINDS = ("neurons", "heads")
+# every template explain_exemplars may load (which ones depends on the backend and the simulator)
+TEMPLATES = ("explain_completion", "explain_chat", "simulate_all_at_once", "simulate_json", "detection", "detection_chat",
+             "fuzzing", "fuzzing_chat")
+
+
+class BatchOptions(BaseModel):
+    model: str = "smollm2-135m"            # subject model spec (as stored: model_id)
+    layers: str | list[int] | None = None  # '0-3', '0,2', [0, 1]; None: all layers
+    units: str = "neurons"                 # neurons | heads
+    unit_ids: list[str] | None = None      # explicit units (L3/N42 ...), instead of whole layers
+    limit: int | None = None               # the first N units not done (after sharding)
+    shard: tuple[int, int] | None = None   # (i, n): units whose position in the ordered list is i mod n
+    concurrency: int = 1                   # worker threads
+    llm: str = "embedded:smollm2-135m"
+    llm_base_url: str | None = None
+    max_llm_tokens: int | None = None
+    max_cost_usd: float | None = None
+    n_tokens: int | None = None            # tokens to mine for layers with no run [default: mine.DEFAULT_TOKENS]
+    corpus: str | None = None              # corpus to mine / runs to use [default: the offline gensim corpus]
+    max_attempts: int = 3                  # per job, over all runs
+    claim_timeout_s: float = 1800.0        # a running claim not refreshed for this long is stale
+    retry_failed: bool = False             # failed-for-good jobs get a fresh set of attempts
+    device: str = "auto"
+    dtype: str = "float32"
+    settings: ExplainSettings = Field(default_factory=ExplainSettings)
+
+
+class UnitJob(BaseModel):
+    unit: str
+    layer: int
+    index: int
+    run_id: str | None = None              # None: its layer has no mining run yet
+    key: str | None = None
+    status: str = "new"                    # new (no job row) | pending | running | done | failed
+    attempts: int = 0
+    last_error: str | None = None
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """'i/n' with 0 <= i < n -> (i, n)."""
+    if text is None or text == "":
+        return None
+    try:
+        a, b = str(text).split("/")
+        i, n = int(a), int(b)
+    except ValueError:
+        raise UsageError(f"bad --shard {text!r}: use i/n, e.g. 0/4 (worker i of n, counting from 0)") from None
+    if n < 1 or not 0 <= i < n:
+        raise UsageError(f"bad --shard {text!r}: need 0 <= i < n (e.g. 0/4 .. 3/4)")
+    return i, n
+
+
+def check_options(o: BatchOptions) -> None:
+    if o.units not in UNIT_KINDS:
+        raise UsageError(f"bad --units {o.units!r}: use neurons or heads")
+    if o.limit is not None and o.limit < 0:
+        raise UsageError("--limit must not be negative")
+    if o.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    if o.max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
+    if o.n_tokens is not None and o.n_tokens < 1:
+        raise UsageError("--tokens must be at least 1")
+    if o.shard is not None:
+        parse_shard(f"{o.shard[0]}/{o.shard[1]}")
+    if o.settings.k < 1:
+        raise UsageError("--k must be at least 1")
+
+
+def select_units(o: BatchOptions, sizes: dict) -> list[Unit]:
+    """The batch's units in (layer, index) order, checked against the model's sizes, sharded."""
+    from ..mine import parse_layers
+
+    n_layers, d_mlp, n_heads = int(sizes["n_layers"]), int(sizes["d_mlp"]), int(sizes["n_heads"])
+    kind = "neuron" if o.units == "neurons" else "head"
+    if o.unit_ids:
+        units = sorted({Unit.parse(u).check(n_layers, d_mlp, n_heads) for u in o.unit_ids})
+        wrong = [u for u in units if u.kind != kind]
+        if wrong:
+            raise UsageError(f"{wrong[0]} is not one of the --units {o.units}")
+        if o.layers is not None:
+            keep = set(parse_layers(o.layers, n_layers))
+            units = [u for u in units if u.layer in keep]
+    else:
+        width = d_mlp if kind == "neuron" else n_heads
+        units = [Unit(L, kind, i) for L in parse_layers(o.layers, n_layers) for i in range(width)]
+    if o.shard is not None:
+        i, n = o.shard
+        units = [u for j, u in enumerate(units) if j % n == i]
+    return units
+
+
+def llm_name(spec: str) -> str:
+    from ..llm import parse_spec
+
+    backend, model = parse_spec(spec)
+    return f"{backend}:{model}"
+
+
+def template_hashes() -> dict[str, str]:
+    from ..llm import load_prompt
+
+    return {t: load_prompt(t).hash for t in TEMPLATES}
+
+
+def job_key(model_id: str, unit: str, run_id: str, o: BatchOptions, templates: dict[str, str]) -> str:
+    from ..explain.explainer import choose_style
+
+    backend = llm_name(o.llm).split(":", 1)[0]
+    style = choose_style(type("_L", (), {"backend": backend})(), o.settings.style)
+    return content_hash("batch-job", JOB_VERSION, PIPELINE_VERSION, STAGE, model_id, unit, run_id, llm_name(o.llm),
+                        llm_name(o.llm), style, sorted(templates.items()), o.settings.model_dump(mode="json"))
+
+
+def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchOptions) -> dict[int, str]:
+    """For each layer, the finished mining run the batch uses (layers with none are left out).
+
+    Stable choice: among done runs covering the layer (on --corpus if given; with --tokens if
+    given), the one with the most contexts, then the oldest; so a later small `explain` mine of
+    one layer does not move the batch to new jobs."""
+    from ..mine.records import _run
+
+    if store is None:
+        return {}
+    runs = [_run(r) for r in store.find_mining_runs(model_id, corpus=o.corpus, status="done")]
+    if o.n_tokens is not None:
+        runs = [r for r in runs if r.settings.get("n_tokens") == o.n_tokens]
+    runs.sort(key=lambda r: (-r.n_contexts, r.created_at, r.id))
+    out: dict[int, str] = {}
+    for L in layers:
+        for r in runs:
+            if r.covers(Unit(L, kind, 0)):
+                out[L] = r.id
+                break
+    return out
+
+
+def plan_jobs(store, model_id: str, units: Sequence[Unit], runs: dict[int, str], o: BatchOptions,
+              templates: dict[str, str]) -> list[UnitJob]:
+    """A UnitJob per unit, with its key and status where its layer has a run."""
+    jobs = []
+    for u in units:
+        j = UnitJob(unit=str(u), layer=u.layer, index=u.index, run_id=runs.get(u.layer))
+        if j.run_id is not None:
+            j.key = job_key(model_id, j.unit, j.run_id, o, templates)
+        jobs.append(j)
+    rows = store.jobs_by_key([j.key for j in jobs if j.key]) if store is not None else {}
+    for j in jobs:
+        r = rows.get(j.key) if j.key else None
+        if r is not None:
+            j.status, j.attempts, j.last_error = r["status"], int(r["attempts"]), r["last_error"]
+    return jobs
+
+
+def is_todo(j: UnitJob, max_attempts: int, retry_failed: bool = False) -> bool:
+    if j.status == "done":
+        return False
+    if j.status == "failed" and j.attempts >= max_attempts and not retry_failed:
+        return False
+    return True

@@ -1,0 +1,137 @@
+"""`autointerp batch`: explain and score every unit of a model (mining what is missing), as
+restartable jobs in the store. A thin wrapper around autointerp.batch.run_batch / plan_batch."""
+
+from __future__ import annotations
+
+import signal
+
+import click
+
+from . import cli
+from .common import emit, json_option, llm_options, model_options, settings, store_option
+
+
+def _sigterm_to_interrupt() -> None:
+    """SIGTERM (systemd stop, scheduler preemption) ends the run like Ctrl-C: claims are given
+    back at once. (kill -9 cannot be caught; its claims are taken over by the dead-pid rule.)"""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called in-process by a test)
+        pass
+
+
+def _fmt(v) -> str:
+    return f"{v:+.3f}" if isinstance(v, (int, float)) else "-"
+
+
+@cli.command("batch")
+@click.option("--layers", default=None, help="Layers, e.g. 0-3 or 0,2,5 [default: all].")
+@click.option("--units", "unit_kind", type=click.Choice(["neurons", "heads"]), default="neurons", show_default=True,
+              help="Which units of those layers.")
+@click.option("--unit", "unit_ids", multiple=True, help="Only these units (L3/N42; repeatable or comma-separated).")
+@click.option("--limit", type=int, default=None, help="Do at most the first N units not done yet (in layer, index order).")
+@click.option("--concurrency", type=int, default=1, show_default=True,
+              help="Worker threads. Use the endpoint's parallelism for --llm openai:...; the embedded LLM runs one "
+                   "forward pass at a time, so keep 1 there.")
+@click.option("--max-cost-usd", type=float, default=None, help="Stop (exit 3) once the LLM cost reaches this; done work is kept.")
+@click.option("--max-llm-tokens", type=int, default=None, help="Stop (exit 3) once this many LLM tokens were used.")
+@click.option("--shard", default=None, help="i/n: take only units whose position in the ordered list is i mod n "
+                                            "(one worker of n, each with its own --store; combine with `autointerp merge`).")
+@click.option("--tokens", "n_tokens", type=int, default=None,
+              help="Tokens to mine for layers with no mining run (and, if given, the run to use) [default: 100000].")
+@click.option("--corpus", default=None, help="Corpus to mine [default: the offline gensim corpus].")
+@click.option("--k", type=int, default=None, help="Explanations sampled per unit; the best on calibration is kept [default: 3].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")
+@click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
+              help="Explainer prompt style.")
+@click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
+              help="Simulator: logprobs (needs prompt logprobs) or json.")
+@click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers.")
+@click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for score intervals.")
+@click.option("--max-attempts", type=int, default=3, show_default=True, help="Attempts per unit before it is left failed.")
+@click.option("--claim-timeout", type=float, default=1800.0, show_default=True,
+              help="Seconds after which another host's unrefreshed claim is taken over.")
+@click.option("--retry-failed", is_flag=True, help="Give units left failed a fresh set of attempts.")
+@click.option("--dry-run", is_flag=True, help="Only say what would run and its estimated LLM tokens and cost; write nothing.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal; "
+                                                            "otherwise a log line per unit].")
+@model_options
+@llm_options
+@store_option
+@json_option
+def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, k, seed,
+              style, simulator, scorers, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress, model_spec, device,
+              dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
+    """Explain and score every unit of a model, unattended: mines the layers that have no mining
+    run, then for each unit not done yet explains it and scores the explanation (as `explain`
+    does), one job per unit in the store. Safe to kill at any moment and run again: nothing done
+    is redone, nothing is lost; several batch processes on one store share the work. Prints a
+    summary (done, failed, skipped, simulation score distribution). Exit 3 when a budget ran out."""
+    from ..batch import BatchOptions, parse_shard, plan_batch, run_batch
+    from ..errors import BudgetExceeded
+    from ..explain.api import ExplainSettings
+
+    s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path,
+                 max_llm_tokens=max_llm_tokens, max_cost_usd=max_cost_usd)
+    es = ExplainSettings(seed=seed, style=style, simulator=simulator, n_boot=n_boot,
+                         scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
+    if k is not None:
+        es.k = k
+    ids = [u.strip() for part in unit_ids for u in part.split(",") if u.strip()] or None
+    o = BatchOptions(model=s.model, layers=layers, units=unit_kind, unit_ids=ids, limit=limit, shard=parse_shard(shard),
+                     concurrency=concurrency, llm=s.llm, llm_base_url=s.llm_base_url, max_llm_tokens=s.max_llm_tokens,
+                     max_cost_usd=s.max_cost_usd, n_tokens=n_tokens, corpus=corpus, max_attempts=max_attempts,
+                     claim_timeout_s=claim_timeout, retry_failed=retry_failed, device=s.device, dtype=s.dtype, settings=es)
+    if dry_run:
+        summary = plan_batch(s.store, o)
+        emit(as_json, summary.model_dump(), lambda: _print_plan(summary))
+        return
+    _sigterm_to_interrupt()
+    summary = run_batch(s.store, o, progress=progress)
+    emit(as_json, summary.model_dump(), lambda: _print_summary(summary))
+    if summary.stopped:
+        raise BudgetExceeded(summary.stopped)
+
+
+def _statuses(d: dict) -> str:
+    order = ["done", "running", "pending", "failed", "new"]
+    return ", ".join(f"{k} {d[k]}" for k in order + sorted(set(d) - set(order)) if d.get(k)) or "none"
+
+
+def _print_plan(s) -> None:
+    click.echo(f"dry run: {s.units} units of {s.model_id} selected (store {s.store}); jobs: {_statuses(s.before)}")
+    more = f" ... (+{len(s.units_todo) - 10} more)" if len(s.units_todo) > 10 else ""
+    click.echo(f"would do {s.todo} units" + (": " + ", ".join(s.units_todo[:10]) + more if s.units_todo else ""))
+    if s.needs_mining:
+        click.echo(f"would first mine layers {s.needs_mining}")
+    e = s.estimate
+    if e:
+        per = e["per_unit"]
+        click.echo(f"estimated LLM tokens ({s.llm}): {e['units']} units x {per['total']:,} = {e['total_tokens']:,} "
+                   f"(prompt {e['prompt_tokens']:,}, completion {e['completion_tokens']:,}), cost ${e['cost_usd']:.4f}")
+        click.echo(f"  per unit: explain {per['explain_prompt']:,}+{per['explain_completion']:,}, simulate "
+                   f"{per['simulate_prompt']:,}+{per['simulate_completion']:,}, judges {per['judge_prompt']:,}+"
+                   f"{per['judge_completion']:,} (prompt+completion; counted with {e['counted_with']}; based on {e['based_on']})")
+
+
+def _print_summary(s) -> None:
+    click.echo(f"batch: {s.units} units of {s.model_id}, LLM {s.llm}, store {s.store}"
+               + (f" (mined run {s.mined})" if s.mined else ""))
+    click.echo(f"  this run: done {s.done}, failed {s.failed}, skipped {s.skipped}, remaining {s.remaining}"
+               + (f" ({s.retries} attempts retried)" if s.retries else ""))
+    click.echo(f"  jobs now: {_statuses(s.after)}")
+    sc = s.scores
+    if sc.get("n"):
+        click.echo(f"  simulation score over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
+                   f"quartiles [{_fmt(sc['q1'])}, {_fmt(sc['q3'])}], range [{_fmt(sc['min'])}, {_fmt(sc['max'])}]")
+    rate = f", {s.units_per_hour:.0f} units/hour" if s.units_per_hour else ""
+    click.echo(f"  LLM tokens {s.tokens:,}, cost ${s.cost_usd:.4f}, {s.seconds:.1f} s{rate}")
+    for f in s.failures[:10]:
+        click.echo(f"  failed {f['unit']} ({f['attempts']} attempts): {f['error']}")
+    if len(s.failures) > 10:
+        click.echo(f"  ... {len(s.failures) - 10} more failed")
+    if s.stopped:
+        click.echo(f"  stopped early: {s.stopped}")
