@@ -292,11 +292,12 @@ class EmbeddedLLM(LLM):
 
     def _complete(self, prompt, *, prefix=None, temperature, max_tokens, n, seed, stop) -> Result:
         if prefix:
-            st = self._prefix(prefix) if self.reuse_prefix else None
-            head = st.ids if st is not None else self._head_ids(prefix)
-            ids = head + self._ids(prompt[len(prefix):])
-            return self._generate(ids, st if (st is not None and st.kv is not None) else None,
-                                  temperature, max_tokens, n, seed, stop)
+            with self._lock:
+                st = self._prefix(prefix) if self.reuse_prefix else None
+                head = st.ids if st is not None else self._head_ids(prefix)
+                ids = head + self._ids(prompt[len(prefix):])
+                return self._generate(ids, st if (st is not None and st.kv is not None) else None,
+                                      temperature, max_tokens, n, seed, stop)
         return self._generate(self._ids(prompt, special=True), None, temperature, max_tokens, n, seed, stop)
 
     def _generate(self, ids: list[int], st: _PrefixState | None, temperature, max_tokens, n, seed, stop) -> Result:
