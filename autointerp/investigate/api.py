@@ -1,0 +1,167 @@
+"""investigate(): from a task in words to a validated, linked report. It composes the stages
+(tasks -> patching -> head wiki / neuron pipeline -> circuit tests -> report) and holds no
+science of its own beyond the circuit-level tests in circuit.py.
+
+    from autointerp.investigate import investigate, InvestigateSettings
+    res = investigate(store, hm, "ioi", llm="embedded:smollm2-135m", out="report/")
+    res.summary["hypothesis"]["faithfulness"], res.report_path
+
+Steps (each stored in investigation_steps, keyed by a hash of its inputs, reused on a re-run):
+    dataset     build and validate the task's counterfactual pairs (built-in or LLM-written), or take one
+    localise    attribution patching of every head and every MLP layer: rank the candidates
+    confirm     activation patching of the candidates: the circuit = the top heads (and MLP layers)
+    paths       path patching from the circuit's heads to the logits and to later circuit heads' q/k/v
+    heads       head-wiki detector scores and where each circuit head attends from the final token
+    neurons     neuron-level patching of the top MLP layer; the top neurons explained, scored, validated
+    hypothesis  faithfulness and completeness of the circuit (mean ablation)
+    backup      ablate the top head, re-measure the other heads' direct effects
+    prose       the LLM's short summary, every number checked against the measurements
+The LLM plans nothing: it writes pairs (free-text tasks), explains neurons and writes the prose.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from ..errors import AutointerpError, BudgetExceeded, LLMError, UsageError
+from ..store.base import content_hash
+from .steps import VERSION, Steps
+
+
+class InvestigateSettings(BaseModel):
+    n: int = 32                       # dataset items
+    top: int = 5                      # heads in the circuit
+    n_candidates: int | None = None   # heads confirmed by activation patching [default: max(2 top, top + 4)]
+    n_mlp_candidates: int = 3         # MLP layers confirmed by activation patching
+    n_mlp: int = 1                    # MLP layers kept in the circuit (neuron-level patching of the first)
+    n_neuron_candidates: int = 16     # neurons of that layer confirmed by activation patching
+    n_explain: int = 2                # top neurons explained and scored by the neuron pipeline (0: none)
+    mine_tokens: int = 4096           # corpus tokens mined for the explained neurons' layer (a small slice)
+    validate_explanations: bool = True             # causal validation of the neuron explanations (if autointerp.validate exists)
+    min_effect: float = 0.02          # |normalised effect| a confirmed component needs
+    min_edge: float = 0.02            # |normalised effect| an edge of the circuit graph needs
+    backup_min_rise: float = 0.1      # a backup head's DLA rises by this x |DLA of the ablated head|
+    prose: bool = True                # ask the LLM for a summary paragraph (checked; a template otherwise)
+    seed: int = 0
+    margin: float = 1.0               # pair validation margin (built-in and LLM-written tasks)
+    batch_size: int = 32
+    max_batch: int = 256
+
+    def science(self) -> dict:
+        """The settings that determine results (everything; kept as a method for future non-science fields)."""
+        return self.model_dump()
+
+
+class InvestigationResult(BaseModel):
+    id: str
+    task: str
+    model_id: str
+    dataset: str
+    summary: dict
+    report_md: str
+    report_path: str | None = None
+    figures: list[str] = []
+    timings: dict[str, dict] = {}
+    total_seconds: float = 0.0
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "task": self.task, "model": self.model_id, "dataset": self.dataset,
+                "report": self.report_path, "figures": self.figures, "timings": self.timings,
+                "total_seconds": self.total_seconds, **{k: self.summary.get(k) for k in (
+                    "clean_logit_diff", "corrupt_logit_diff", "circuit", "edges", "hypothesis", "backup", "neurons",
+                    "components")}}
+
+
+def investigation_id(task: str | None, dataset: str | None, model_id: str, s: InvestigateSettings) -> str:
+    return content_hash(VERSION, task, dataset, model_id, s.science())
+
+
+class _LLMHolder:
+    """Creates the LLM on first use (a built-in task with no explanations and no prose needs none)."""
+
+    def __init__(self, spec_or_llm, store, hm, budget_usd: float | None):
+        self.spec = spec_or_llm
+        self.store, self.hm, self.budget_usd = store, hm, budget_usd
+        self._llm = None if isinstance(spec_or_llm, (str, type(None))) else spec_or_llm
+
+    @property
+    def name(self) -> str:
+        if self._llm is not None:
+            return getattr(self._llm, "name", type(self._llm).__name__)
+        from ..config import Settings
+
+        return self.spec or Settings.load().llm
+
+    def get(self):
+        if self._llm is None:
+            from ..config import Settings
+            from ..llm import Budget, get_llm
+
+            cfg = Settings.load()
+            spec = self.spec or cfg.llm
+            kw: dict[str, Any] = {}
+            if spec == f"embedded:{self.hm.spec}":
+                kw = {"model": self.hm.model, "tokenizer": self.hm.tokenizer}   # one copy of the weights
+            budget = Budget(max_cost_usd=self.budget_usd) if self.budget_usd is not None else None
+            self._llm = get_llm(spec, store=self.store, budget=budget, **kw)
+        return self._llm
+
+
+def _run_ids(*results) -> list[int]:
+    return [r.run_id for r in results if r is not None and r.run_id is not None]
+
+
+def investigate(store, hm, task: str | None = None, *, dataset: str | None = None, llm=None,
+                settings: InvestigateSettings | None = None, out: str | Path | None = None,
+                budget_usd: float | None = None, rerun: bool = False,
+                log: Callable[[str], None] | None = None) -> InvestigationResult:
+    """Run (or resume) the investigation of `task` (a built-in task name such as 'ioi', or a
+    description for the LLM to write pairs for) or of a stored/file `dataset` on the subject
+    model `hm`; write the report to `out` (a folder: README.md + PNG figures) and the store."""
+    if not task and not dataset:
+        raise UsageError("give --task (a built-in task like ioi, or a description) or --dataset")
+    s = settings or InvestigateSettings()
+    if s.top < 1 or s.n < 1:
+        raise UsageError("--top and --n must be at least 1")
+    t_start = time.perf_counter()
+    from . import stages
+
+    task_label = task or f"dataset {dataset}"
+    inv_id = investigation_id(task, dataset, hm.spec, s)
+    store.put_model(hm.spec, hm.info())
+    store.put_investigation(inv_id, task=task_label, model_id=hm.spec, settings={**s.science(), "dataset_arg": dataset})
+    steps = Steps(store, inv_id, rerun=rerun, log=log)
+    llm_h = _LLMHolder(llm, store, hm, budget_usd)
+    notes: list[str] = []
+    try:
+        ds, ds_info = stages.dataset_step(steps, store, hm, task, dataset, s, llm_h)
+        store.update_investigation(inv_id, dataset=ds.name)
+        loc = stages.localise_step(steps, store, hm, ds, ds_info, s)
+        conf = stages.confirm_step(steps, store, hm, ds, ds_info, loc, s, inv_id)
+        paths = stages.paths_step(steps, store, hm, ds, ds_info, conf, s, inv_id)
+        heads = stages.heads_step(steps, store, hm, ds, ds_info, conf)
+        neurons = stages.neurons_step(steps, store, hm, ds, ds_info, conf, s, llm_h, inv_id, notes)
+        hyp = stages.hypothesis_step(steps, hm, ds, ds_info, conf, s)
+        backup = stages.backup_step(steps, hm, ds, ds_info, conf, paths, s)
+        from .report import build_summary, write_report
+
+        summary = build_summary(inv_id, task_label, hm, ds, ds_info, loc, conf, paths, heads, neurons, hyp, backup,
+                                steps.keys, notes)
+        summary["dataset_arg"] = dataset
+        res = write_report(steps, store, hm, inv_id, summary, s, llm_h, out)
+    except BaseException as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        store.update_investigation(inv_id, status="failed", error=msg[:500])
+        raise
+    total = round(time.perf_counter() - t_start, 3)
+    return InvestigationResult(id=inv_id, task=task_label, model_id=hm.spec, dataset=ds.name, summary=summary,
+                               report_md=res["markdown"], report_path=res["path"], figures=res["figures"],
+                               timings=steps.timings, total_seconds=total)
+
+
+__all__ = ["investigate", "InvestigateSettings", "InvestigationResult", "investigation_id", "AutointerpError",
+           "BudgetExceeded", "LLMError"]

@@ -1,0 +1,91 @@
+"""The LLM's prose, checked: every number (and every unit id) in it must be one of the measured
+values as the facts print them; a sentence with any other number is dropped, and if nothing is
+left a code-written template sentence stands in.
+
+Numbers are extracted with a regex after masking unit ids (checked on their own: each must be a
+unit the facts name) and the names given as `protected` (the model spec, the task, the dataset:
+"SmolLM2-135M" has digits that are not measurements). Numbers compare by value (so 0.50 == 0.5)
+and by magnitude (a fact of -0.12 allows "drops by 0.12"); a percentage must appear as a
+percentage in the facts. Layer numbers of the facts' units are allowed ("layer 9" for L9/H9).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Iterable
+
+UNIT_RE = re.compile(r"\bL\s?(\d+)\s?/\s?([HN])\s?(\d+)\b", re.I)
+MLP_RE = re.compile(r"\bMLP\s?(?:layer\s)?(\d+)\b", re.I)
+NUM_RE = re.compile(r"(?<![A-Za-z_\d.])[-+\u2212]?\d+(?:,\d{3})*(?:\.\d+)?\s?%?")
+SENT_RE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\"'])")
+
+
+def _val(tok: str) -> tuple[float, bool] | None:
+    t = tok.replace("\u2212", "-").replace(",", "").replace(" ", "")
+    pct = t.endswith("%")
+    t = t.rstrip("%").lstrip("+")
+    try:
+        return abs(float(t)), pct
+    except ValueError:
+        return None
+
+
+def _mask(text: str, protected: Iterable[str]) -> str:
+    for p in sorted({p for p in protected if p}, key=len, reverse=True):
+        text = re.sub(re.escape(p), " ", text, flags=re.I)
+    return text
+
+
+def allowed_values(facts: str, protected: Iterable[str] = ()) -> tuple[set[tuple[float, bool]], set[str], set[int]]:
+    """(numbers as (|value|, is_percent), unit ids, layer numbers) printed in the facts."""
+    units = {f"L{int(m[1])}/{m[2].upper()}{int(m[3])}" for m in UNIT_RE.finditer(facts)}
+    layers = {int(m[1]) for m in UNIT_RE.finditer(facts)} | {int(m[1]) for m in MLP_RE.finditer(facts)}
+    masked = MLP_RE.sub(" ", UNIT_RE.sub(" ", _mask(facts, protected)))
+    nums = {v for v in (_val(m.group()) for m in NUM_RE.finditer(masked)) if v is not None}
+    return nums, units, layers
+
+
+def check_sentence(sentence: str, nums: set, units: set, layers: set, protected: Iterable[str] = ()) -> str | None:
+    """None if the sentence is fine, else the reason it is dropped."""
+    s = _mask(sentence, protected)
+    for m in UNIT_RE.finditer(s):
+        u = f"L{int(m[1])}/{m[2].upper()}{int(m[3])}"
+        if u not in units:
+            return f"unit {u} is not in the measurements"
+    for m in MLP_RE.finditer(s):
+        if int(m[1]) not in layers:
+            return f"MLP {m[1]} is not in the measurements"
+    rest = MLP_RE.sub(" ", UNIT_RE.sub(" ", s))
+    for m in NUM_RE.finditer(rest):
+        v = _val(m.group())
+        if v is None:
+            continue
+        if v in nums:
+            continue
+        if not v[1] and v[0] == int(v[0]) and int(v[0]) in layers and re.search(r"layer\s*$", rest[:m.start()], re.I):
+            continue
+        return f"number {m.group().strip()} is not a measured value"
+    return None
+
+
+def split_sentences(text: str) -> list[str]:
+    text = " ".join(text.split())
+    return [s.strip() for s in SENT_RE.split(text) if s.strip()]
+
+
+def check_prose(text: str, facts: str, protected: Iterable[str] = (), max_sentences: int = 4) -> dict:
+    """{"kept": [sentences], "dropped": [{"sentence", "reason"}]} for the LLM's `text`."""
+    protected = list(protected)
+    nums, units, layers = allowed_values(facts, protected)
+    kept, dropped = [], []
+    for s in split_sentences(text):
+        if len(kept) >= max_sentences:
+            break
+        why = check_sentence(s, nums, units, layers, protected)
+        if why is None and not re.search(r"[A-Za-z]{3}", s):
+            why = "no words"
+        if why is None:
+            kept.append(s)
+        else:
+            dropped.append({"sentence": s, "reason": why})
+    return {"kept": kept, "dropped": dropped}
