@@ -218,3 +218,41 @@ CREATE TABLE IF NOT EXISTS jobs (
     created_at  TEXT NOT NULL, updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(model_id, stage, status);
+
+-- investigations (`autointerp investigate`): one row per (task, dataset, model, settings); its
+-- steps are keyed by a content hash of their inputs, so a re-run reuses every step whose inputs
+-- did not change (and a killed run resumes at the first step not done)
+CREATE TABLE IF NOT EXISTS investigations (
+    id          TEXT PRIMARY KEY,          -- hash of (task, dataset, model, settings)
+    task        TEXT NOT NULL,
+    model_id    TEXT NOT NULL,
+    dataset     TEXT,                      -- datasets.name once the dataset step is done
+    settings_json TEXT,
+    status      TEXT NOT NULL DEFAULT 'running',   -- running | done | failed
+    error       TEXT,
+    summary_json TEXT,                     -- the measured numbers the report is written from
+    report_md   TEXT,                      -- the Markdown report (figures referenced by file name)
+    out_dir     TEXT,
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS investigation_steps (
+    investigation_id TEXT NOT NULL REFERENCES investigations(id) ON DELETE CASCADE,
+    step        TEXT NOT NULL,             -- dataset | localise | confirm | paths | heads | neurons | hypothesis | backup | prose
+    key         TEXT NOT NULL,             -- hash of (step, version, inputs)
+    result_json TEXT NOT NULL,
+    seconds     REAL,
+    created_at  TEXT NOT NULL,
+    PRIMARY KEY (investigation_id, step)
+);
+CREATE INDEX IF NOT EXISTS investigation_steps_key ON investigation_steps(key);
+
+CREATE TABLE IF NOT EXISTS investigation_figures (
+    investigation_id TEXT NOT NULL REFERENCES investigations(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,             -- file name in the report folder, e.g. circuit.png
+    caption     TEXT,
+    source_json TEXT,                      -- the store rows it was drawn from: {"table", "ids", "sql"}
+    png         BLOB NOT NULL,
+    PRIMARY KEY (investigation_id, name)
+);
