@@ -1,0 +1,70 @@
+"""`autointerp mine`: the thin face of autointerp.mine.mine."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from . import cli
+from .common import emit, json_option, model_options, settings, store_option
+
+
+@cli.command("mine")
+@click.option("--corpus", default="gensim-wiki", show_default=True,
+              help="gensim-wiki | gensim-news | FILE.txt | DIR (of .txt) | FILE.jsonl | hf:NAME[:CONFIG][@SPLIT].")
+@click.option("--text-field", default="text", show_default=True, help="The text field of JSONL / HF rows.")
+@click.option("--tokens", "n_tokens", type=int, default=100_000, show_default=True,
+              help="Tokens to mine (0: the whole corpus).")
+@click.option("--context-len", type=int, default=64, show_default=True, help="Tokens per context (BOS included).")
+@click.option("--layers", default=None, help="Layers, e.g. 0,1,2 or 0-5 [default: all].")
+@click.option("--top-k", type=int, default=40, show_default=True, help="Top records per unit.")
+@click.option("--quantiles", "n_quantiles", type=int, default=10, show_default=True, help="Activation quantile bins.")
+@click.option("--per-quantile", type=int, default=2, show_default=True, help="Records per quantile bin.")
+@click.option("--random", "n_random", type=int, default=20, show_default=True, help="Random records per unit.")
+@click.option("--units", type=click.Choice(["neurons", "heads", "both"]), default="neurons", show_default=True,
+              help="MLP neurons, attention heads (needs eager attention: slower), or both.")
+@click.option("--batch-size", type=int, default=16, show_default=True, help="Contexts per forward pass.")
+@model_options
+@store_option
+@json_option
+def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units,
+             batch_size, model_spec, device, dtype, store_path, as_json) -> None:
+    """Mine top, quantile and random records and statistics for every unit of the chosen layers
+    over a corpus, and each neuron's promoted/suppressed tokens. Resumable: rerun the same command
+    after an interruption; a finished mine is not redone."""
+    from ..mine import mine
+    from ..mine.records import get_run
+    from ..store import Store
+    from .models import load_subject
+
+    t0 = time.perf_counter()
+    s = settings(store=store_path)
+    hm = load_subject(model_spec, device, dtype)
+    store = Store(s.store)
+    rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
+               top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,
+               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field)
+    run = get_run(store, rid)
+    st = run.stats or {}
+    out = {"run_id": rid, "model": run.model_id, "corpus": run.corpus, "corpus_id": run.corpus_id,
+           "context_len": run.context_len, "layers": run.layers, "units": run.units,
+           "n_contexts": run.n_contexts, "n_tokens": run.n_tokens, "n_units": st.get("n_units"),
+           "records": store.count_records(rid), "seconds": st.get("seconds"), "tokens_per_s": st.get("tokens_per_s"),
+           "finalize_s": st.get("finalize_s"), "resumed_from": st.get("resumed_from"),
+           "this_call_s": round(time.perf_counter() - t0, 2), "store": str(s.store)}
+
+    def human() -> None:
+        lay = run.layers
+        lays = f"{lay[0]}..{lay[-1]}" if len(lay) > 1 and lay == list(range(lay[0], lay[-1] + 1)) else ",".join(map(str, lay))
+        recs = ", ".join(f"{v} {k}" for k, v in sorted(out["records"].items()))
+        click.echo(f"run {rid}  model {run.model_id}  corpus {run.corpus}")
+        click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, "
+                   f"{out['n_units']:,} {run.units}")
+        click.echo(f"  records: {recs}")
+        tps = f"{out['tokens_per_s']:,.0f} tokens/s" if out["tokens_per_s"] else "-"
+        click.echo(f"  mined in {out['seconds']} s ({tps}; writing {out['finalize_s']} s)"
+                   + (f", resumed at context {out['resumed_from']}" if out["resumed_from"] else ""))
+        click.echo(f"  store {s.store}")
+
+    emit(as_json, out, human)
