@@ -88,6 +88,13 @@ def _key_positions(ids: Sequence[int], first_pos: int, key_seqs: list[list[int]]
     return sorted(hit)
 
 
+def _logits_at(hm, ids, mask, hooks=None) -> torch.Tensor:
+    """[n_selected, vocab] logits at the positions where mask is True (row-major order); the
+    unembedding runs on those positions only (it dominates the cost for large vocabularies)."""
+    run = hm.forward(ids, None, cache=["ln_final.out"], hooks=hooks, return_logits=False)
+    return hm.unembed(run["ln_final.out"][mask]).float()
+
+
 @torch.no_grad()
 def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float | None, frac: float = 0.25,
               key_words: Sequence[str] = (), named: Sequence[str] = (), filler_id: int | None = None,
@@ -114,20 +121,21 @@ def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float |
             chunk = recs[a:a + batch_size]
             L = min(len(r.input_ids) for r in chunk)
             ids = torch.tensor([r.input_ids[:L] for r in chunk], device=hm.device)
-            run = hm.forward(ids, None, cache=[hook])
+            run = hm.forward(ids, None, cache=[hook, "ln_final.out"], return_logits=False)
             act = run[hook][..., n].float()
             mask = act >= thr
             mask[:, :first_pos] = False
             peak = act[:, first_pos:].argmax(dim=1) + first_pos
             mask[torch.arange(len(chunk)), peak] = True
-            b = {"ids": ids, "logits": run.logits.float(), "act": act, "mask": mask, "peak": peak,
-                 "ctx": [r.ctx_idx for r in chunk]}
+            row_of = torch.cumsum(mask.reshape(-1).long(), 0).reshape(mask.shape) - 1   # row of a selected position
+            b = {"ids": ids, "logits": hm.unembed(run["ln_final.out"][mask]).float(), "act": act, "mask": mask,
+                 "peak": peak, "peak_row": row_of[torch.arange(len(chunk)), peak], "ctx": [r.ctx_idx for r in chunk]}
             modes = {"zero": ablate("zero", positions=mask, neurons=[n])}
             if mean_act is not None:
                 modes["mean"] = ablate("mean", reference=torch.tensor(float(mean_act)), positions=mask, neurons=[n])
             b["effects"] = {}
             for m, fn in modes.items():
-                lg = hm.forward(ids, None, hooks={hook: fn}).logits.float()
+                lg = _logits_at(hm, ids, mask, {hook: fn})
                 new = torch.zeros_like(act) if m == "zero" else torch.full_like(act, float(mean_act))
                 b["effects"][m] = (lg, new)
             base["batches"].append(b)
@@ -148,7 +156,7 @@ def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float |
             edited.append(pos)
         if any(edited):
             cf = hm.forward(cf_ids, None, cache=[hook], return_logits=False, stop_at_layer=unit.layer + 1)[hook]
-            lg = hm.forward(ids, None, hooks={hook: patch_value(cf, positions=mask, neurons=[n])}).logits.float()
+            lg = _logits_at(hm, ids, mask, {hook: patch_value(cf, positions=mask, neurons=[n])})
             new = cf[..., n].float()
         else:
             lg, new = clean, act.clone()
@@ -161,31 +169,30 @@ def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float |
         lp_clean = F.log_softmax(clean, dim=-1)
         for m, (lg, new) in effects.items():
             lp = F.log_softmax(lg, dim=-1)
-            kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)                    # [b, p]
+            kl = (lp_clean.exp() * (lp_clean - lp)).sum(-1)                    # [n_selected]
             d = lg - clean
             dp, ds = d[..., prom].mean(-1), d[..., supp].mean(-1)
             dn = d[..., named_t].mean(-1) if named_t is not None else None
-            dv = new - act
-            sel = mask
+            dv, av = (new - act)[mask], act[mask]
             a = acc.setdefault(m, {"kl": [], "dp": [], "ds": [], "dn": [], "dv": [], "ok": []})
-            a["kl"] += kl[sel].tolist()
-            a["dp"] += dp[sel].tolist()
-            a["ds"] += ds[sel].tolist()
-            a["dv"] += dv[sel].tolist()
+            a["kl"] += kl.tolist()
+            a["dp"] += dp.tolist()
+            a["ds"] += ds.tolist()
+            a["dv"] += dv.tolist()
             if dn is not None:
-                a["dn"] += dn[sel].tolist()
-            same = torch.sign(dp[sel]) == torch.sign(dv[sel])
+                a["dn"] += dn.tolist()
+            same = torch.sign(dp) == torch.sign(dv)
             if m == "patch":   # the edit must remove at least `min_drop` of the activation
-                moved = dv[sel] * torch.sign(act[sel]) <= -min_drop * act[sel].abs()
+                moved = dv * torch.sign(av) <= -min_drop * av.abs()
             else:
-                moved = dv[sel].abs() > 1e-6 * max(1.0, unit_max)
+                moved = dv.abs() > 1e-6 * max(1.0, unit_max)
             a["ok"] += (moved & same).tolist()
         for i in range(ids.shape[0]):
-            pk = int(b["peak"][i])
+            pk, pr = int(b["peak"][i]), int(b["peak_row"][i])
             rows.append({"ctx_idx": b["ctx"][i], "peak_pos": pk, "act": round(float(act[i, pk]), 4),
                          "n_active": int(mask[i].sum()), "edited_pos": edited[i],
                          "cf_act": round(float(effects["patch"][1][i, pk]), 4),
-                         **{f"dlogit_promoted_{m}": round(float((lg[i, pk] - clean[i, pk])[prom].mean()), 5)
+                         **{f"dlogit_promoted_{m}": round(float((lg[pr] - clean[pr])[prom].mean()), 5)
                             for m, (lg, _) in effects.items()}})
 
     def mean(xs):

@@ -4,11 +4,13 @@ An explanation predicts that the unit fires on some inputs and not on others. Tw
 test that prediction on inputs the explainer never saw:
 
   code  built without any LLM. The explanation's key words (the words it quotes; else its
-        content words) are written into *neutral carriers*: windows of the unit's own quiet
-        mined contexts (random/quantile records whose max activation is below the firing
-        threshold; token ids from the store, never re-tokenised). Each positive has a matched
-        negative: the same carrier with an unrelated filler token in the same slot (a
-        minimal pair). Works whatever the LLM and whatever the tokenizer.
+        content words) are written into *neutral carriers*: windows of `window` tokens of the
+        unit's own mined random/quantile contexts, the quietest window of each context, those
+        whose mined max stays below the firing threshold first (token ids from the store,
+        never re-tokenised). The key word replaces the token 2/3 into the window; its matched
+        negative is the same window with an unrelated filler token in that slot (a minimal
+        pair). Fillers: the carriers' most frequent word tokens that are no key word of the
+        explanation(s) tested. Works whatever the LLM and whatever the tokenizer.
   llm   the LLM writes a few sentences that contain the concept (and ones that do not,
         prompts/probes_chat.txt, JSON); where a positive sentence contains a key word the code
         adds a matched negative with the key word swapped for a filler word. A poor or failed
