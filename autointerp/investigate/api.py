@@ -83,8 +83,9 @@ def investigation_id(task: str | None, dataset: str | None, model_id: str, s: In
 class _LLMHolder:
     """Creates the LLM on first use (a built-in task with no explanations and no prose needs none)."""
 
-    def __init__(self, spec_or_llm, store, hm, budget_usd: float | None):
+    def __init__(self, spec_or_llm, store, hm, budget_usd: float | None, base_url: str | None = None):
         self.spec = spec_or_llm
+        self.base_url = base_url
         self.store, self.hm, self.budget_usd = store, hm, budget_usd
         self._llm = None if isinstance(spec_or_llm, (str, type(None))) else spec_or_llm
 
@@ -107,7 +108,7 @@ class _LLMHolder:
             if spec == f"embedded:{self.hm.spec}":
                 kw = {"model": self.hm.model, "tokenizer": self.hm.tokenizer}   # one copy of the weights
             budget = Budget(max_cost_usd=self.budget_usd) if self.budget_usd is not None else None
-            self._llm = get_llm(spec, store=self.store, budget=budget, **kw)
+            self._llm = get_llm(spec, store=self.store, budget=budget, base_url=self.base_url, **kw)
         return self._llm
 
 
@@ -117,7 +118,7 @@ def _run_ids(*results) -> list[int]:
 
 def investigate(store, hm, task: str | None = None, *, dataset: str | None = None, llm=None,
                 settings: InvestigateSettings | None = None, out: str | Path | None = None,
-                budget_usd: float | None = None, rerun: bool = False,
+                budget_usd: float | None = None, llm_base_url: str | None = None, rerun: bool = False,
                 log: Callable[[str], None] | None = None) -> InvestigationResult:
     """Run (or resume) the investigation of `task` (a built-in task name such as 'ioi', or a
     description for the LLM to write pairs for) or of a stored/file `dataset` on the subject
@@ -135,7 +136,7 @@ def investigate(store, hm, task: str | None = None, *, dataset: str | None = Non
     store.put_model(hm.spec, hm.info())
     store.put_investigation(inv_id, task=task_label, model_id=hm.spec, settings={**s.science(), "dataset_arg": dataset})
     steps = Steps(store, inv_id, rerun=rerun, log=log)
-    llm_h = _LLMHolder(llm, store, hm, budget_usd)
+    llm_h = _LLMHolder(llm, store, hm, budget_usd, llm_base_url)
     notes: list[str] = []
     try:
         ds, ds_info = stages.dataset_step(steps, store, hm, task, dataset, s, llm_h)

@@ -389,10 +389,12 @@ def markdown(sm: dict, prose: dict, figs: list[dict], timings: dict, s, llm_name
     L += ["## Sources", "", "Every figure's rows in the store (`sqlite3 STORE \"SQL\"`):", ""]
     L += [_table(["figure", "rows", "SQL"], [[f["name"], f["source"].get("table", ""), f"`{f['source']['sql']}`"]
                                              for f in figs]), ""]
-    L += ["## Steps", "", _table(["step", "seconds", "reused", "key"],
-                                 [[k, f"{v['seconds']:.1f}", f"yes (computed in {v.get('computed_seconds') or 0:.1f} s)"
-                                   if v.get("reused") else "no",
-                                   f"`{sm['steps'].get(k, '')[:12]}`"] for k, v in timings.items()]), ""]
+    srows = []
+    for k, v in timings.items():
+        reused = f"yes (computed in {v.get('computed_seconds') or 0:.1f} s)" if v.get("reused") else "no"
+        cpu = "-" if v.get("cpu_seconds") is None else f"{v['cpu_seconds']:.1f}"
+        srows.append([k, f"{v['seconds']:.1f}", cpu, reused, f"`{sm['steps'].get(k, '')[:12]}`"])
+    L += ["## Steps", "", _table(["step", "wall s", "cpu s", "reused", "key"], srows), ""]
     notes = list(sm.get("notes") or [])
     if prose.get("note"):
         notes.append(prose["note"])
@@ -406,12 +408,33 @@ def markdown(sm: dict, prose: dict, figs: list[dict], timings: dict, s, llm_name
     return "\n".join(L)
 
 
+def figures_step(steps, store, hm, inv_id: str, sm: dict, s) -> list[dict]:
+    """The figures, stored per investigation; redrawn only when what they show changed."""
+    keyed = {k: v for k, v in sm.items() if k not in ("steps", "notes", "prose")}
+
+    def draw() -> dict:
+        figs = make_figures(store, hm, inv_id, sm, s)
+        for f in figs:
+            store.put_investigation_figure(inv_id, f["name"], f["png"], caption=f["caption"], source=f["source"])
+        return {"investigation": inv_id, "figures": [{k: f[k] for k in ("name", "caption", "source")} for f in figs]}
+
+    def present(r: dict) -> bool:
+        return all(store.get_investigation_figure(r["investigation"], f["name"]) is not None for f in r["figures"])
+
+    r = steps.run("figures", {"summary": content_hash(_jsonable(keyed)), "min_edge": s.min_edge}, draw, valid=present)
+    out = []
+    for f in r["figures"]:
+        png = store.get_investigation_figure(r["investigation"], f["name"])
+        if r["investigation"] != inv_id:
+            store.put_investigation_figure(inv_id, f["name"], png, caption=f["caption"], source=f["source"])
+        out.append({**f, "png": png})
+    return out
+
+
 def write_report(steps, store, hm, inv_id: str, sm: dict, s, llm_h, out) -> dict:
     prose = prose_step(steps, sm, llm_h, s)
     sm["prose"] = prose
-    figs = steps.timed("figures", lambda: make_figures(store, hm, inv_id, sm, s))
-    for f in figs:
-        store.put_investigation_figure(inv_id, f["name"], f["png"], caption=f["caption"], source=f["source"])
+    figs = figures_step(steps, store, hm, inv_id, sm, s)
     md = markdown(sm, prose, figs, steps.timings, s, llm_h.name if (s.prose or s.n_explain) else "none")
     path = None
     if out is not None:

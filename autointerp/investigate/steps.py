@@ -38,16 +38,19 @@ class Steps:
                 self.log(f"{name}: reused (stored step {key[:8]})")
                 return row["result"]
         self.log(f"{name}: running")
+        c0 = time.process_time()
         result = fn()
         secs = round(time.perf_counter() - t0, 3)
+        cpu = round(time.process_time() - c0, 3)
         self.store.put_investigation_step(self.inv_id, name, key, result, secs)
-        self.timings[name] = {"seconds": secs, "reused": False}
-        self.log(f"{name}: done in {secs:.1f} s")
+        self.timings[name] = {"seconds": secs, "cpu_seconds": cpu, "reused": False}
+        self.log(f"{name}: done in {secs:.1f} s (cpu {cpu:.1f} s)")
         return result
 
     def timed(self, name: str, fn: Callable[[], Any]) -> Any:
         """A step that is not stored (cheap, always redone), timed like the others."""
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = fn()
-        self.timings[name] = {"seconds": round(time.perf_counter() - t0, 3), "reused": False}
+        self.timings[name] = {"seconds": round(time.perf_counter() - t0, 3),
+                              "cpu_seconds": round(time.process_time() - c0, 3), "reused": False}
         return out

@@ -40,6 +40,8 @@ class InvestigationsMixin:
     def get_investigation(self, inv_id: str) -> dict | None:
         """The investigation row (settings, summary decoded), its steps and its figures (no PNG bytes),
         or None. `inv_id` may be a unique prefix of the id."""
+        if "investigations" not in self.db.table_names():   # a read-only store made before these tables
+            return None
         rows = self.query("select * from investigations where id = ?", [inv_id])
         if not rows and len(inv_id) >= 4:
             rows = self.query("select * from investigations where id like ? order by updated_at desc", [inv_id + "%"])

@@ -1,0 +1,87 @@
+"""`autointerp investigate`: the orchestrator (task -> dataset -> circuit -> tests -> report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import cli
+from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .models import load_subject
+
+
+@cli.command("investigate")
+@click.option("--task", default=None, help="A built-in task (ioi, greater_than, pronouns, successor, capitals) or a task "
+                                          "described in words (the LLM writes the counterfactual pairs).")
+@click.option("--dataset", default=None, help="Use this stored dataset (name) or .jsonl / auto-circuit file instead.")
+@click.option("--n", "n", type=int, default=32, show_default=True, help="Prompt pairs (validated) to build.")
+@click.option("--top", type=int, default=5, show_default=True, help="Heads in the circuit.")
+@click.option("--n-mlp", type=int, default=1, show_default=True, help="MLP layers in the circuit (neuron-patched: the first).")
+@click.option("--explain", "n_explain", type=int, default=2, show_default=True,
+              help="Top neurons explained and scored by the neuron pipeline (0: none).")
+@click.option("--mine-tokens", type=int, default=4096, show_default=True,
+              help="Corpus tokens mined for the explained neurons' layer.")
+@click.option("--no-validate", is_flag=True, help="Skip the causal validation of the neuron explanations.")
+@click.option("--no-prose", is_flag=True, help="No LLM prose: the summary is the code-written template.")
+@click.option("--budget-usd", type=float, default=None, help="Stop asking the LLM once this much is spent (stored work kept).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("report"), show_default=True,
+              help="Folder for README.md and the PNG figures.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--margin", type=float, default=1.0, show_default=True, help="Pair validation margin (logit diff drop).")
+@click.option("--batch-size", type=int, default=32, show_default=True, help="Items per batch.")
+@click.option("--max-batch", type=int, default=256, show_default=True, help="Rows per forward pass when batching patches.")
+@click.option("--rerun", is_flag=True, help="Recompute every step even if stored.")
+@model_options
+@llm_options
+@store_option
+@json_option
+def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_validate, no_prose, budget_usd, out, seed,
+                    margin, batch_size, max_batch, rerun, model_spec, device, dtype, llm_spec, llm_base_url, store_path,
+                    as_json) -> None:
+    """Investigate a behaviour end to end: build and validate counterfactual pairs (or take
+    --dataset), localise it (attribution patching -> activation patching -> path patching), name
+    the components (head wiki; neuron explanations), test the circuit (faithfulness,
+    completeness, backup heads) and write a report (Markdown + figures, also in the viewer at
+    /investigation/ID). Every step is stored; a re-run reuses what it can.
+
+    \b
+      autointerp investigate --task ioi --n 16 --top 3 --out report/
+      autointerp investigate --task "the capital city of a country" --llm openai:gpt-4o-mini --budget-usd 0.5
+    """
+    from ..errors import UsageError
+    from ..investigate import InvestigateSettings, investigate
+    from ..store import Store
+
+    if not task and not dataset:
+        raise UsageError("give --task (ioi, or a description of the task) or --dataset NAME|FILE")
+    s = settings(model=model_spec, device=device, dtype=dtype, store=store_path, llm=llm_spec)
+    hm = load_subject(model_spec, device, dtype)
+    store = Store(s.store)
+    cfg = InvestigateSettings(n=n, top=top, n_mlp=n_mlp, n_explain=n_explain, mine_tokens=mine_tokens,
+                              validate_explanations=not no_validate, prose=not no_prose, seed=seed, margin=margin,
+                              batch_size=batch_size, max_batch=max_batch)
+
+    def log(msg: str) -> None:
+        click.echo(f"  {msg}", err=True)
+
+    res = investigate(store, hm, task, dataset=dataset, llm=s.llm, settings=cfg, out=out, budget_usd=budget_usd,
+                      llm_base_url=llm_base_url or s.llm_base_url, rerun=rerun, log=log)
+
+    def human() -> None:
+        sm = res.summary
+        h = sm["hypothesis"]
+        click.echo(click.style(f"investigation {res.id[:12]}", bold=True) + f"  {res.task} on {res.model_id}, dataset "
+                   f"{res.dataset} ({sm['dataset']['n_items']} pairs)")
+        click.echo(f"  logit diff clean {sm['clean_logit_diff']:.2f}, corrupt {sm['corrupt_logit_diff']:.2f}")
+        for c in sm["components"]:
+            click.echo(f"  {c['component']:<16} {c['activation_effect'] or 0:+.3f}  {c['role']}")
+        fa = h.get("faithfulness")
+        click.echo(f"  faithfulness {'-' if fa is None else f'{fa:.3f}'}, model without the circuit "
+                   f"{'-' if h.get('model_minus_circuit') is None else format(h['model_minus_circuit'], '.3f')}, "
+                   f"backup heads: {', '.join(sm['backup']['backup_heads']) or 'none'}")
+        click.echo("  steps: " + ", ".join(f"{k} {v['seconds']:.1f}s{' (reused)' if v.get('reused') else ''}"
+                                          for k, v in res.timings.items()) + f"; total {res.total_seconds:.1f}s")
+        click.echo(f"  report: {res.report_path}  (viewer: autointerp serve, /investigation/{res.id[:12]})")
+
+    emit(as_json, res.to_json(), human)

@@ -1,0 +1,146 @@
+"""`investigate` on a toy model with a planted induction circuit (L0/H0 -> L1/H0:k -> logits):
+it finds the planted heads and the edge between them, reports faithfulness near 1, stores every
+step (a re-run reuses them all), writes the report and figures, checks the LLM's prose, and the
+viewer renders the stored report."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from autointerp.investigate import InvestigateSettings, check_prose, investigate
+from autointerp.store import Store
+
+from .toy import toy_model, write_items
+
+
+class FakeLLM:
+    """A chat LLM that writes one true sentence, one with an invented number and one naming a head
+    that is not in the circuit."""
+
+    name = "fake"
+    backend = "fake"
+    model = "fake"
+
+    def __init__(self):
+        self.calls = 0
+
+    def chat(self, messages, **kw):
+        self.calls += 1
+        facts = messages[-1]["content"]
+        assert "Faithfulness" in facts
+        return ["The induction head L1/H0 copies the answer. It recovers 0.37 of the effect. "
+                "Head L0/H3 also matters."]
+
+
+@pytest.fixture(scope="module")
+def inv(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inv")
+    hm = toy_model()
+    f = write_items(d / "toy.jsonl", 16)
+    store = Store(d / "s.db")
+    llm = FakeLLM()
+    s = InvestigateSettings(top=2, n_explain=0, prose=True)
+    t0 = time.perf_counter()
+    res = investigate(store, hm, dataset=str(f), llm=llm, settings=s, out=d / "report")
+    secs = time.perf_counter() - t0
+    return {"res": res, "store": store, "hm": hm, "file": f, "dir": d, "llm": llm, "settings": s, "secs": secs}
+
+
+def test_finds_the_planted_circuit(inv):
+    sm = inv["res"].summary
+    assert set(sm["circuit"]) == {"L0/H0", "L1/H0"}
+    comps = {c["component"]: c for c in sm["components"]}
+    assert comps["L1/H0"]["activation_effect"] > 0.9 and comps["L0/H0"]["activation_effect"] > 0.9
+    # who talks to whom: L0/H0 reaches the logits only through L1/H0's keys
+    edges = {(e["sender"], e["receiver"], e["channel"]): e["effect"] for e in sm["edges"]}
+    assert edges[("L0/H0", "L1/H0", "k")] > 0.9
+    assert abs(edges[("L0/H0", "L1/H0", "q")]) < 0.05 and abs(edges[("L0/H0", "L1/H0", "v")]) < 0.05
+    assert edges[("L1/H0", "logits", "direct")] > 0.9 and abs(edges[("L0/H0", "logits", "direct")]) < 0.05
+    # named: the head wiki and the attention evidence
+    assert comps["L0/H0"]["detector_role"] == "previous_token"
+    assert comps["L1/H0"]["detector_role"] == "induction"
+    assert comps["L1/H0"]["attention"]["answer"] > 0.8
+    assert "mover" in comps["L1/H0"]["role"] and "keys" in comps["L0/H0"]["role"]
+
+
+def test_faithful_and_complete(inv):
+    h = inv["res"].summary["hypothesis"]
+    assert 0.9 < h["faithfulness"] < 1.1
+    assert abs(h["model_minus_circuit"]) < 0.1
+    assert h["max_incompleteness"] < 0.1
+    b = inv["res"].summary["backup"]
+    assert b["ablated"] == "L1/H0" and b["backup_heads"] == []     # nothing planted takes over
+    assert b["logit_diff_after"] < 0 < b["logit_diff_before"]
+
+
+def test_report_figures_and_sources(inv):
+    res, store = inv["res"], inv["store"]
+    md = (inv["dir"] / "report" / "README.md").read_text()
+    assert md == res.report_md
+    for name in ("circuit.png", "attribution_heads.png", "activation_heads.png", "hypothesis.png", "backup.png"):
+        assert (inv["dir"] / "report" / name).read_bytes()[:4] == b"\x89PNG"
+        assert f"]({name})" in md
+    row = store.get_investigation(res.id)
+    assert row["status"] == "done" and row["report_md"] == md
+    assert {s["step"] for s in row["steps"]} >= {"dataset", "localise", "confirm", "paths", "heads", "hypothesis",
+                                                "backup", "prose"}
+    # every figure names its source rows, and the SQL runs
+    for f in row["figures"]:
+        assert f["source"]["sql"] in md
+        assert store.query(f["source"]["sql"])
+
+
+def test_prose_numbers_are_checked(inv):
+    p = inv["res"].summary["prose"]
+    assert inv["llm"].calls == 1
+    assert p["source"] == "fake"
+    assert p["text"] == "The induction head L1/H0 copies the answer."
+    reasons = sorted(x["reason"] for x in p["dropped"])
+    assert reasons == ["number 0.37 is not a measured value", "unit L0/H3 is not in the measurements"]
+
+
+def test_rerun_reuses_every_step(inv):
+    t0 = time.perf_counter()
+    res = investigate(inv["store"], inv["hm"], dataset=str(inv["file"]), llm=inv["llm"], settings=inv["settings"],
+                      out=inv["dir"] / "report")
+    stored = [k for k, v in res.timings.items() if k != "figures"]
+    assert stored and all(res.timings[k]["reused"] for k in stored)
+    assert inv["llm"].calls == 1                  # the prose is reused too
+    assert res.summary["circuit"] == inv["res"].summary["circuit"]
+    assert time.perf_counter() - t0 < inv["secs"]
+
+
+def test_viewer_renders_the_report(inv):
+    from autointerp.serve.app import render
+
+    res = inv["res"]
+    status, html = render(inv["store"].path, f"/investigation/{res.id[:10]}")
+    assert status == 200
+    assert 'src="data:image/png;base64,' in html and "<table>" in html and "Faithfulness" in html
+    assert "/unit/toy-induction/L1/H0" in html
+    assert render(inv["store"].path, "/investigation/nosuch")[0] == 404
+
+
+def test_check_prose_rules():
+    facts = ("Task: ioi. Model: smollm2-135m. Dataset: 16 prompt pairs. Mean logit difference: clean 3.21, corrupt "
+             "-0.12. Head L9/H9: patching effect +0.41. Faithfulness 0.62 (62%).")
+    text = ("SmolLM2-135M prefers the answer by 3.21 logits. L9/H9 carries 0.41 of it in layer 9. The circuit recovers "
+            "62% with faithfulness 0.620. It falls by 0.12. It is 0.9 faithful. Head L3/H1 helps. Layer 11 matters. "
+            "About 41% is direct.")
+    r = check_prose(text, facts, ["smollm2-135m", "ioi"], max_sentences=10)
+    assert r["kept"] == ["SmolLM2-135M prefers the answer by 3.21 logits.", "L9/H9 carries 0.41 of it in layer 9.",
+                         "The circuit recovers 62% with faithfulness 0.620.", "It falls by 0.12."]
+    assert [d["sentence"] for d in r["dropped"]] == ["It is 0.9 faithful.", "Head L3/H1 helps.", "Layer 11 matters.",
+                                                     "About 41% is direct."]
+
+
+def test_cli_needs_a_task(capsys):
+    from autointerp.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["investigate"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
