@@ -219,6 +219,9 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     splits = split_records(unit, ex.top, ex.random, ex.quantiles, s.sizes)
     if not splits.train:
         raise UsageError(f"{unit} has no top records in run {ex.run_id}; mine more text")
+    if not splits.test:
+        raise UsageError(f"{unit}: run {ex.run_id} has too few records for a test split ({len(ex.top)} top, "
+                         f"{len(ex.random)} random from other contexts); mine more text (e.g. --n-tokens 16384)")
 
     sim_llm = simulator_llm or llm
     simulator = get_simulator(sim_llm, s.simulator) if "simulation" in s.scorers or s.k > 1 else None
