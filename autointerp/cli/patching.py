@@ -56,9 +56,13 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
     from ..store import Store
     from ..tasks import resolve_dataset
 
+    from ..tasks import get_dataset
+
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
-    hm = load_subject(model_spec, device, dtype)
     store = Store(s.store)
+    if not Path(dataset).is_file():
+        get_dataset(store, dataset)        # a missing name fails here, before the model loads
+    hm = load_subject(model_spec, device, dtype)
     ds = resolve_dataset(store, hm, dataset)
     bar = None if as_json else (lambda total: progress(total=total, desc=f"{method} {what}"))
     res = patch(store, hm, ds, what, method, direction=direction, layer=layer,

@@ -177,7 +177,7 @@ CREATE TABLE IF NOT EXISTS patch_runs (
     key         TEXT NOT NULL UNIQUE,
     dataset     TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
     model_id    TEXT NOT NULL REFERENCES models(id),
-    what        TEXT NOT NULL,             -- resid | resid_all | heads | heads_pos | mlp | attn | neurons | path | dla_heads | dla_neurons
+    what        TEXT NOT NULL,             -- resid | heads | heads_pos | mlp | attn | neurons | path | dla_heads | dla_neurons
     method      TEXT NOT NULL,             -- activation | attribution | path | dla
     direction   TEXT,                      -- denoising | noising
     clean_logit_diff REAL, corrupt_logit_diff REAL,

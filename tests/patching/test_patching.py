@@ -71,11 +71,14 @@ def test_head_effect_equals_manual_rerun(tiny):
     assert got == pytest.approx((patched - corrupt) / (clean - corrupt), abs=1e-3)
 
 
-def test_batched_equals_one_per_forward(tiny):
-    a = activation_patching(tiny, items(), "heads_pos", batch_size=5, max_batch=64)
-    b = activation_patching(tiny, items(), "heads_pos", batch_size=5, one_per_forward=True)
+@pytest.mark.parametrize("what", ["heads", "heads_pos"])
+def test_batched_equals_one_per_forward(tiny, what):
+    kw = dict(layers=[1]) if what == "heads_pos" else {}
+    a = activation_patching(tiny, items(3), what, batch_size=3, max_batch=24, **kw)
+    b = activation_patching(tiny, items(3), what, batch_size=3, one_per_forward=True, **kw)
     ea, eb = a.effects(), b.effects()
     assert ea.keys() == eb.keys()
+    assert a.settings["forwards"] < b.settings["forwards"]
     assert max(abs(ea[k] - eb[k]) for k in ea) < 1e-3
 
 

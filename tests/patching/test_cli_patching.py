@@ -1,0 +1,85 @@
+"""`autointerp pairs / patch / heads` end to end on a tiny random GPT-2 saved as a local model directory."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autointerp.cli import main
+from autointerp.tasks import dumps
+
+from .helpers import items
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, tiny_gpt2):
+    d = tmp_path_factory.mktemp("tiny-model")
+    tiny_gpt2.model.save_pretrained(d)
+    tiny_gpt2.tokenizer.save_pretrained(d)
+    return d
+
+
+def cli(capsys, *args):
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_pairs_patch_heads(tmp_path, model_dir, capsys):
+    store = str(tmp_path / "s.db")
+    f = tmp_path / "d.jsonl"
+    f.write_text(dumps(items(), "jsonl"))
+    base = ["--model", str(model_dir), "--device", "cpu", "--store", store]
+    code, out, err = cli(capsys, "pairs", "--import", str(f), "--name", "d", "--margin", "-1e9", "--json", *base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["name"] == "d" and doc["stats"]["candidates"] == 5
+    n = doc["n_items"]
+    ac = tmp_path / "d.json"
+    code, out, err = cli(capsys, "pairs", "--dataset", "d", "--out", str(ac), "--format", "auto-circuit", "--store", store)
+    assert code == 0, err
+    assert len(json.loads(ac.read_text())["prompts"]) == n
+
+    png = tmp_path / "h.png"
+    code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "heads", "--json", "--plot", str(png), *base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert {"clean_logit_diff", "corrupt_logit_diff", "results"} <= set(doc)
+    effs = [abs(r["effect"]) for r in doc["results"]]
+    assert effs == sorted(effs, reverse=True) and len(effs) == 3 * 4
+    assert doc["results"][0]["component"].startswith("L")
+    assert png.stat().st_size > 1000
+
+    code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "heads", "--method", "attribution", *base)
+    assert code == 0, err
+    assert "rank correlation with activation patching:" in out and "n/a" not in out
+
+    code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "resid", "--plot", str(tmp_path / "r.png"), *base)
+    assert code == 0, err and (tmp_path / "r.png").exists()
+
+    code, out, err = cli(capsys, "patch", "--dataset", str(f), "--method", "path", "--receivers", "L2/H1:q", "--json", *base)
+    assert code == 0, err
+    assert len(json.loads(out)["results"]) == 2 * 4
+
+    code, out, err = cli(capsys, "heads", "--json", *base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert len(doc["heads"]) == 12 and {"induction", "previous_token", "duplicate_token", "first_token"} <= set(doc["heads"][0])
+
+
+def test_patch_errors_are_one_line(tmp_path, model_dir, capsys):
+    base = ["--model", str(model_dir), "--device", "cpu", "--store", str(tmp_path / "s.db")]
+    code, out, err = cli(capsys, "patch", "--dataset", "nope", *base)
+    assert code != 0 and err.startswith("error: no dataset 'nope'") and len(err.strip().splitlines()) == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(dumps(items(2), "jsonl") + '{"clean": "x"\n')
+    code, out, err = cli(capsys, "pairs", "--import", str(bad), *base)
+    assert code == 2 or code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "line 3" in last
