@@ -106,7 +106,7 @@ class StoreBase:
             self.db.enable_wal()
         # one transaction: a killed first open leaves no half-made store behind
         self.db.conn.executescript(
-            "BEGIN;\n" + schema_sql() + "\n"
+            "BEGIN IMMEDIATE;\n" + schema_sql() + "\n"
             f"INSERT OR IGNORE INTO meta(key, value) VALUES ('app', '{APP_ID}');\n"
             f"INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');\nCOMMIT;"
         )
@@ -135,7 +135,10 @@ class StoreBase:
             with self.db.atomic():
                 yield self.db
             return
-        conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        # IMMEDIATE always: a deferred transaction that reads first (e.g. sqlite-utils' insert looks up
+        # the table's columns) cannot upgrade to a write after another connection committed (WAL:
+        # SQLITE_BUSY at once, no busy wait), so concurrent writers (batch workers) would fail
+        conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
         except BaseException:
