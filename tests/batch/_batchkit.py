@@ -93,12 +93,13 @@ class BatchLLMServer:
         return "explain"
 
     def fails(self, body) -> bool:
-        if not self.fail_every or self._role(body) != "explain":
+        """Records every distinct explain prompt (explain_prompts: prompt hash -> refused)."""
+        if self._role(body) != "explain":
             return False
         key = hashlib.sha256(json.dumps(body.get("messages")).encode()).hexdigest()
         with self.lock:
             if key not in self.explain_prompts:
-                self.explain_prompts[key] = (len(self.explain_prompts) + 1) % self.fail_every == 0
+                self.explain_prompts[key] = bool(self.fail_every) and (len(self.explain_prompts) + 1) % self.fail_every == 0
             return self.explain_prompts[key]
 
     def chat(self, body):
