@@ -71,9 +71,9 @@ def test_head_effect_equals_manual_rerun(tiny):
     assert got == pytest.approx((patched - corrupt) / (clean - corrupt), abs=1e-3)
 
 
-@pytest.mark.parametrize("what", ["heads", "heads_pos"])
+@pytest.mark.parametrize("what", ["heads", "mlp"])
 def test_batched_equals_one_per_forward(tiny, what):
-    kw = dict(layers=[1]) if what == "heads_pos" else {}
+    kw = {}
     a = activation_patching(tiny, items(3), what, batch_size=3, max_batch=24, **kw)
     b = activation_patching(tiny, items(3), what, batch_size=3, one_per_forward=True, **kw)
     ea, eb = a.effects(), b.effects()
