@@ -168,10 +168,24 @@ def paths_step(steps, store, hm, ds, dsi, conf, s, inv_id):
             senders = [h for h in heads if Unit.parse(h).layer < L]
             if not senders:
                 continue
+            # through q, k and v together first; split into channels only for senders that matter
+            r = path_patching(hm, ds.items, [f"{recv}:{ch}" for ch in "qkv"], senders=senders,
+                              batch_size=s.batch_size, max_batch=s.max_batch)
+            key = content_hash("investigate-path", dsi["hash"], hm.spec, f"{recv}:qkv", senders)
+            rid = _store_run(store, hm, ds, key, r, {"investigation": inv_id})
+            runs.append(rid)
+            joint = {row["component"]: row["effect"] for row in r.results}
+            strong = [h for h in senders if abs(joint.get(h, 0.0)) >= s.min_edge]
+            for h in senders:
+                if h not in strong:
+                    edges.append({"sender": h, "receiver": recv, "channel": "qkv", "effect": joint.get(h, 0.0),
+                                  "run_id": rid})
+            if not strong:
+                continue
             for ch in ("q", "k", "v"):
-                r = path_patching(hm, ds.items, [f"{recv}:{ch}"], senders=senders, batch_size=s.batch_size,
+                r = path_patching(hm, ds.items, [f"{recv}:{ch}"], senders=strong, batch_size=s.batch_size,
                                   max_batch=s.max_batch)
-                key = content_hash("investigate-path", dsi["hash"], hm.spec, f"{recv}:{ch}", senders)
+                key = content_hash("investigate-path", dsi["hash"], hm.spec, f"{recv}:{ch}", strong)
                 rid = _store_run(store, hm, ds, key, r, {"investigation": inv_id})
                 runs.append(rid)
                 for row in r.results:
