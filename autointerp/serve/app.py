@@ -5,6 +5,7 @@ Routes (GET/HEAD only):
     /search?q=&min_score=&layer=&model=&explainer=    the same search as `autointerp query`
     /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
     /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
+    /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
 
 Stdlib only (http.server.ThreadingHTTPServer); each request opens its own read-only connection
 (sqlite `mode=ro`), so the viewer never writes and never blocks a running batch for long.
@@ -78,6 +79,16 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 if v is None:
                     raise NotFound(f"no dataset {name!r} in this store")
                 return 200, pages.dataset_page(v)
+            if len(segs) >= 2 and segs[0] == "investigation" and segs[1]:
+                from ..investigate.page import investigation_html
+
+                inv = store.get_investigation(unquote(segs[1]))
+                if inv is None:
+                    raise NotFound(f"no investigation {unquote(segs[1])!r} in this store")
+                figs = {f["name"]: store.get_investigation_figure(inv["id"], f["name"]) for f in inv["figures"]}
+                body = investigation_html(inv, {k: v for k, v in figs.items() if v},
+                                          lambda u: f'<a href="{pages.esc(pages.unit_url(inv["model_id"], u))}">{u}</a>')
+                return 200, pages.layout(f"investigation: {inv['task']}", body)
             raise NotFound(f"no page at {url.path}")
     except NotFound as e:
         return 404, pages.error_page(404, str(e))
@@ -98,7 +109,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Cache-Control", "no-store")
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
-                                                    "script-src 'unsafe-inline'; form-action 'self'")
+                                                    "script-src 'unsafe-inline'; img-src data:; form-action 'self'")
         self.end_headers()
         if not head_only:
             self.wfile.write(data)
