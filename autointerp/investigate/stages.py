@@ -61,12 +61,37 @@ def dataset_step(steps, store, hm, task, dataset, s, llm_h):
 # ----------------------------------------------------------------------------- 2. localise
 
 
+def _split(res, names: set[str]):
+    """A copy of a PatchResult with only the rows of `names`."""
+    return res.model_copy(update={"results": [r for r in res.results if r["component"] in names],
+                                  "settings": dict(res.settings)})
+
+
 def localise_step(steps, store, hm, ds, dsi, s):
-    from ..patching import patch
+    from ..patching import attribution_patching
+    from ..patching.api import _from_store, run_key
+
+    params = dict(direction="denoising", layer=None, per_position=None, layers=None)
+    keys = {w: run_key(hm, ds, w, "attribution", **params) for w in ("heads", "mlp")}
 
     def run() -> dict:
-        ah = patch(store, hm, ds, "heads", "attribution", batch_size=s.batch_size, max_batch=s.max_batch)
-        am = patch(store, hm, ds, "mlp", "attribution", batch_size=s.batch_size, max_batch=s.max_batch)
+        # one pass for heads and MLP layers together, stored as the two runs `autointerp patch
+        # --method attribution --what heads|mlp` would store (so either reuses the other)
+        rows = {w: store.get_patch_run(k) for w, k in keys.items()}
+        if all(rows.values()):
+            got = {w: _from_store(r) for w, r in rows.items()}
+        else:
+            comps = _components(hm, [f"L{L}/H{h}" for L in range(hm.n_layers) for h in range(hm.n_heads)]
+                                + [f"blocks.{L}.mlp.out" for L in range(hm.n_layers)])
+            res = attribution_patching(hm, ds.items, "heads", components=comps, batch_size=s.batch_size)
+            got = {}
+            for w in ("heads", "mlp"):
+                part = _split(res, {c.name for c in comps if (c.head is not None) == (w == "heads")})
+                part.what = w
+                part.settings["n_components"] = len(part.results)
+                part.run_id = _store_run(store, hm, ds, keys[w], part, {})
+                got[w] = part
+        ah, am = got["heads"], got["mlp"]
         n_cand = s.n_candidates or max(2 * s.top, s.top + 4)
         return {"attr_heads_run": ah.run_id, "attr_mlp_run": am.run_id,
                 "clean_logit_diff": ah.clean_logit_diff, "corrupt_logit_diff": ah.corrupt_logit_diff,
@@ -112,16 +137,21 @@ def confirm_step(steps, store, hm, ds, dsi, loc, s, inv_id):
 
     def run() -> dict:
         out: dict[str, Any] = {}
-        effects: dict[str, float] = {}
-        for kind, names in (("heads", loc["candidates_heads"]), ("mlp", loc["candidates_mlp"])):
-            if not names:
+        names = loc["candidates_heads"] + loc["candidates_mlp"]
+        # one pass (the clean and corrupt runs are shared), stored as a heads run and an MLP run
+        res = activation_patching(hm, ds.items, "heads", components=_components(hm, names), batch_size=s.batch_size,
+                                  max_batch=s.max_batch)
+        effects: dict[str, float] = {r["component"]: r["effect"] for r in res.results}
+        for kind, part_names in (("heads", loc["candidates_heads"]), ("mlp", loc["candidates_mlp"])):
+            if not part_names:
                 out[f"act_{kind}_run"] = None
                 continue
-            res = activation_patching(hm, ds.items, kind, components=_components(hm, names), batch_size=s.batch_size,
-                                      max_batch=s.max_batch)
-            key = content_hash("investigate-confirm", dsi["hash"], hm.spec, kind, names)
-            out[f"act_{kind}_run"] = _store_run(store, hm, ds, key, res, {"components": "candidates", "investigation": inv_id})
-            effects.update({r["component"]: r["effect"] for r in res.results})
+            part = _split(res, set(part_names))
+            part.what = kind
+            part.settings["n_components"] = len(part.results)
+            key = content_hash("investigate-confirm", dsi["hash"], hm.spec, kind, part_names)
+            out[f"act_{kind}_run"] = _store_run(store, hm, ds, key, part, {"components": "candidates",
+                                                                           "investigation": inv_id})
         heads = [c for c in loc["candidates_heads"] if abs(effects.get(c, 0.0)) >= s.min_effect]
         heads = sorted(heads, key=lambda c: -abs(effects[c]))[:s.top]
         if not heads:   # nothing passes the threshold: keep the strongest head so the later steps have a subject
