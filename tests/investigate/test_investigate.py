@@ -144,3 +144,23 @@ def test_cli_needs_a_task(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1
+
+
+def test_described_task_asks_the_llm_for_pairs_and_a_failure_is_recorded(tmp_path):
+    from autointerp.errors import LLMError
+
+    class NoPairs(FakeLLM):
+        def structured(self, messages, schema, **kw):
+            self.calls += 1
+            raise LLMError("fake: no JSON")
+
+    hm = toy_model()
+    store = Store(tmp_path / "s.db")
+    llm = NoPairs()
+    with pytest.raises(LLMError):
+        investigate(store, hm, "copy the token after the earlier occurrence", llm=llm,
+                    settings=InvestigateSettings(n=4, n_explain=0, prose=False))
+    assert llm.calls >= 1
+    rows = store.list_investigations()
+    assert len(rows) == 1 and rows[0]["status"] == "failed"
+    assert "no usable templates" in store.get_investigation(rows[0]["id"])["error"]
