@@ -42,13 +42,15 @@ def neuron_logit_effects(hm: HookedModel, layer: int, neurons: torch.Tensor | No
 
 @torch.no_grad()
 def direct_logit_effects(hm: HookedModel, layers: Iterable[int], k: int = 10, skip: set[str] = frozenset(),
-                         chunk: int = 512, decoder: TokenDecoder | None = None) -> Iterator[tuple[str, list, list]]:
+                         chunk: int | None = None, decoder: TokenDecoder | None = None) -> Iterator[tuple[str, list, list]]:
     """(unit, promoted [[token, weight], ...], suppressed [[token, weight], ...]) per neuron, most
-    extreme first; units in `skip` are left out. Batched per layer in chunks of `chunk` neurons."""
+    extreme first; units in `skip` are left out. Batched per layer in chunks of `chunk` neurons
+    (memory flat in d_mlp and vocab)."""
     dec = decoder or TokenDecoder(hm.tokenizer)
     W_U = hm.W_U.float()
     scale = hm.ln_final_scale.float()
     k = min(k, W_U.shape[1])
+    chunk = chunk or max(8, (1 << 25) // W_U.shape[1])         # ~128 MB of float32 effects at a time
     for L in layers:
         todo = [n for n in range(hm.d_mlp) if f"L{L}/N{n}" not in skip]
         if not todo:

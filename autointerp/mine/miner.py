@@ -99,8 +99,8 @@ class _NeuronLayer:
         x = acts[:, self.first_pos:, :]                     # [b, p, n]
         if x.dtype != torch.float32:
             x = x.float()
-        mn, mx = torch.aminmax(x, dim=1)                    # [b, n]
-        self.stats.update(x, mn, mx)
+        mx = x.amax(dim=1)                                  # [b, n]
+        self.stats.update(x, mx)
         score = mx.T                                        # [n, b]
 
         def take(c, r):
@@ -136,10 +136,10 @@ class _HeadLayer:
         pat = self.pattern[:, :, fp:, :].float()            # [b, h, p(query), P(key)]
         self.pattern = None
         attn = pat[..., 1:].amax(dim=-1).permute(0, 2, 1)   # [b, p, h] max attention to a non-first key
-        mn, mx = torch.aminmax(zn, dim=1)
-        self.stats.update(zn, mn, mx)
+        mx = zn.amax(dim=1)
+        self.stats.update(zn, mx)
         peak_z = zn.argmax(dim=1)                           # [b, h]
-        _, amx = torch.aminmax(attn, dim=1)
+        amx = attn.amax(dim=1)
         peak_a = attn.argmax(dim=1)
 
         def take_z(c, r):
@@ -427,40 +427,44 @@ def _select_sample(res: TopK, exclude_idx: Sequence[torch.Tensor], n_random: int
     return rand, quant, bins
 
 
+_KIND_ORDER = ("quantile", "random", "top", "top_attn")   # the order of the UNIQUE index: appends stay local
+
+
 def _records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
-    """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time."""
-    for kind_ch, layers in (("N", nl), ("H", hl)):
-        for L, x in layers.items():
-            names = [f"L{L}/{kind_ch}{i}" for i in range(x.n)]
-            tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if kind_ch == "H" else [])
-            for kind, tk in tops:
-                order, valid = tk.sorted()
-                yield from _emit(names, tk, order, valid, kind, None)
-            rand, quant, bins = _select_sample(x.res, [tk.idx for _, tk in tops], n_random, n_quantiles, per_quantile)
-            yield from _emit_mask(names, x.res, rand, None, "random")
-            yield from _emit_mask(names, x.res, quant, bins, "quantile")
-
-
-def _emit(names, tk: TopK, order, valid, kind, _bins) -> Iterator[tuple]:
-    val = tk.val.gather(1, order).cpu().numpy()
-    idx = tk.idx.gather(1, order).cpu().numpy()
-    rows = tk.rows.gather(1, order[:, :, None].expand(-1, -1, tk.rows.shape[2])).cpu().numpy().astype("<f2")
-    extra = None
-    if tk.extra is not None:
-        extra = tk.extra.gather(1, order[:, :, None].expand(-1, -1, tk.extra.shape[2])).cpu().numpy().astype("<f2")
-    valid = valid.cpu().numpy()
-    for u, j in zip(*np.nonzero(valid)):
-        yield (names[u], kind, int(j), int(idx[u, j]), float(val[u, j]), rows[u, j].tobytes(),
-               None if extra is None else extra[u, j].tobytes())
-
-
-def _emit_mask(names, res: TopK, mask, bins, kind) -> Iterator[tuple]:
-    m = mask.numpy()
-    idx = res.idx.cpu().numpy()
-    aux = res.aux.cpu().numpy()
-    rows = res.rows.cpu().numpy().astype("<f2")
-    extra = res.extra.cpu().numpy().astype("<f2") if res.extra is not None else None
-    b = bins.numpy() if bins is not None else None
-    for u, j in zip(*np.nonzero(m)):
-        yield (names[u], kind, 0 if b is None else int(b[u, j]), int(idx[u, j]), float(aux[u, j]), rows[u, j].tobytes(),
-               None if extra is None else extra[u, j].tobytes())
+    """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
+    in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
+    that SQLite inserts append instead of seeking."""
+    jobs = [(f"L{L}/{ch}", ch, x) for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
+    for prefix, ch, x in sorted(jobs, key=lambda j: j[0]):
+        names = [f"{prefix}{i}" for i in range(x.n)]
+        parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
+        tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
+        for kind, tk in tops:
+            order, valid = tk.sorted()
+            u, j = valid.nonzero(as_tuple=True)
+            slot = order[u, j]
+            parts.append((_KIND_ORDER.index(kind), u, j, tk.idx[u, slot], tk.val[u, slot], tk.rows[u, slot],
+                          None if tk.extra is None else tk.extra[u, slot]))
+        rand, quant, bins = _select_sample(x.res, [tk.idx for _, tk in tops], n_random, n_quantiles, per_quantile)
+        res = x.res
+        for kind, mask in (("random", rand), ("quantile", quant)):
+            u, s = mask.nonzero(as_tuple=True)
+            b = torch.zeros_like(u) if kind == "random" else bins[u, s]
+            parts.append((_KIND_ORDER.index(kind), u, b, res.idx.cpu()[u, s], res.aux.cpu()[u, s], res.rows.cpu()[u, s],
+                          None if res.extra is None else res.extra.cpu()[u, s]))
+        kind_c = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])
+        unit = np.concatenate([p[1].cpu().numpy() for p in parts])
+        binv = np.concatenate([p[2].cpu().numpy() for p in parts])
+        ctx = np.concatenate([p[3].cpu().numpy() for p in parts])
+        mx = np.concatenate([p[4].cpu().numpy() for p in parts])
+        rows = np.concatenate([p[5].cpu().numpy() for p in parts]).astype("<f2")
+        has_extra = any(p[6] is not None for p in parts)
+        extra = np.concatenate([p[6].cpu().numpy() for p in parts]).astype("<f2") if has_extra else None
+        name_rank = np.argsort(np.array(names, dtype=object), kind="stable")
+        rank_of = np.empty(len(names), dtype=np.int64)
+        rank_of[name_rank] = np.arange(len(names))
+        order = np.lexsort((ctx, binv, kind_c, rank_of[unit]))
+        kinds = _KIND_ORDER
+        for i in order.tolist():
+            yield (names[unit[i]], kinds[kind_c[i]], int(binv[i]), int(ctx[i]), float(mx[i]), rows[i].tobytes(),
+                   None if extra is None else extra[i].tobytes())

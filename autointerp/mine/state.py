@@ -37,33 +37,40 @@ class TopK:
     def update(self, score: torch.Tensor, ctx_ids: torch.Tensor, take: Take, aux: torch.Tensor | None = None) -> int:
         """Merge a batch: score [n_units, b] (one value per unit and batch context), ctx_ids [b].
         Returns the number of slots replaced."""
-        k = self.k
-        b = score.shape[1]
-        thresh = self.val.min(dim=1).values                      # the current k-th best (slots are unsorted)
-        hit = (score > thresh[:, None]).any(dim=1)
-        units = hit.nonzero().squeeze(1)
-        if units.numel() == 0:
-            return 0
-        s_u = score[units]
-        allv = torch.cat([self.val[units], s_u], dim=1)          # [u, k + b]
-        keep = allv.topk(k, dim=1).indices
-        sel = torch.zeros_like(allv, dtype=torch.bool).scatter_(1, keep, True)
-        evicted = ~sel[:, :k]                                    # old slots that leave
-        incoming = sel[:, k:]                                    # batch contexts that enter (as many per row)
-        m = min(k, b)
-        slot_ord = torch.sort(evicted.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :m]
-        in_ord = torch.sort(incoming.to(torch.int8), dim=1, descending=True, stable=True).indices[:, :m]
-        n_in = incoming.sum(dim=1)
-        valid = torch.arange(m, device=score.device)[None, :] < n_in[:, None]
-        r = units[:, None].expand(-1, m)[valid]
-        s = slot_ord[valid]
-        c = in_ord[valid]
+        minv, argmin = self.val.min(dim=1)                       # the current k-th best (slots are unsorted)
+        hits = score > minv[:, None]                             # [n, b]
+        cnt = hits.sum(dim=1)
+        n_new = 0
+        # the common case once the state is warm: one batch context beats the k-th best -> it takes that slot
+        one = (cnt == 1).nonzero().squeeze(1)
+        if one.numel():
+            c = hits[one].to(torch.int8).argmax(dim=1)
+            n_new += self._write(one, argmin[one], c, score, ctx_ids, take, aux)
+        many = (cnt > 1).nonzero().squeeze(1)
+        if many.numel():
+            n_new += self._merge(many, score, ctx_ids, take, aux)
+        return n_new
+
+    def _merge(self, units: torch.Tensor, score, ctx_ids, take, aux) -> int:
+        """Exact merge for units with several candidates: top-k of (current k, batch), then only the
+        evicted slots are overwritten by the incoming contexts."""
+        k, b = self.k, score.shape[1]
+        allv = torch.cat([self.val[units], score[units]], dim=1)  # [u, k + b]
+        drop = allv.topk(b, dim=1, largest=False).indices          # exactly b of the k + b leave
+        dropped = torch.zeros_like(allv, dtype=torch.bool).scatter_(1, drop, True)
+        ev = dropped[:, :k].nonzero()                              # old slots that leave, row-major
+        inc = (~dropped[:, k:]).nonzero()                          # batch contexts that enter: as many per row,
+        return self._write(units[ev[:, 0]], ev[:, 1], inc[:, 1],   # so the two lists pair up row by row
+                           score, ctx_ids, take, aux)
+
+    def _write(self, r, s, c, score, ctx_ids, take, aux) -> int:
+        """Slots (r, s) <- batch context c (all [m])."""
         if r.numel() == 0:
             return 0
         self.val[r, s] = score[r, c]
         self.idx[r, s] = ctx_ids[c]
         rows, extra = take(c, r)
-        self.rows[r, s] = rows.float().clamp(-F16_MAX, F16_MAX).to(torch.float16)
+        self.rows[r, s] = rows.float().clamp_(-F16_MAX, F16_MAX).to(torch.float16)
         if self.extra is not None and extra is not None:
             self.extra[r, s] = extra.to(torch.float16)
         if self.aux is not None and aux is not None:
@@ -104,11 +111,15 @@ class Stats:
         self.min = torch.full((n_units,), float("inf"), dtype=torch.float32, device=device)
         self.pos = torch.zeros(n_units, dtype=torch.long, device=device)
 
-    def update(self, x: torch.Tensor, ctx_min: torch.Tensor, ctx_max: torch.Tensor) -> None:
-        """x [b, p, n] activations; ctx_min/ctx_max [b, n] their per-context min/max."""
-        nb = x.shape[0] * x.shape[1]
-        var_b, mean_b = torch.var_mean(x, dim=(0, 1), correction=0)
-        mean_b, m2_b = mean_b.double(), var_b.double() * nb
+    def update(self, x: torch.Tensor, ctx_max: torch.Tensor) -> None:
+        """x [b, p, n] activations; ctx_max [b, n] their per-context max."""
+        X = x.reshape(-1, x.shape[-1]).float()                   # one contiguous copy; the reductions below are cheap on it
+        nb = X.shape[0]
+        ones = torch.ones(1, nb, dtype=X.dtype, device=X.device)
+        s1 = (ones @ X)[0].double()
+        s2 = (ones @ X.square())[0].double()
+        mean_b = s1 / nb
+        m2_b = (s2 - s1 * mean_b).clamp_min(0.0)                 # float64: sum (x - mean_b)^2
         n = self.n
         tot = n + nb
         delta = mean_b - self.mean
@@ -116,8 +127,8 @@ class Stats:
         self.m2 += m2_b + delta * delta * (n * nb / tot)
         self.n = tot
         self.max = torch.maximum(self.max, ctx_max.amax(dim=0).float())
-        self.min = torch.minimum(self.min, ctx_min.amin(dim=0).float())
-        self.pos += (x > 0).sum(dim=(0, 1))
+        self.min = torch.minimum(self.min, X.amin(dim=0))
+        self.pos += X.gt(0).sum(dim=0, dtype=torch.int32).long()
 
     def std(self) -> torch.Tensor:
         return (self.m2 / max(self.n, 1)).sqrt()

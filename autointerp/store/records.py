@@ -84,8 +84,10 @@ class RecordsMixin:
         """Write a run's results in ONE transaction and mark it done.
 
         unit_stats: (unit, layer, max, mean, std, frac_active, hist dict); records: (unit, kind, bin,
-        ctx_idx, max_act, acts_blob, extra_blob or None), streamed; unit_logits: (model_id,
-        [(unit, promoted [[tok, w]...], suppressed)]) stored only for units that have none yet."""
+        ctx_idx, max_act, acts_blob, extra_blob or None), streamed, best in the order of the UNIQUE
+        index; unit_logits: (model_id, [(unit, promoted [[tok, w]...], suppressed)]) stored only for
+        units that have none yet."""
+        self.db.execute("PRAGMA cache_size = -65536")          # 64 MB of page cache for the big insert
         with self.tx(immediate=True):
             if contexts is not None:
                 self._put_contexts(*contexts)

@@ -94,7 +94,7 @@ CREATE TABLE IF NOT EXISTS records (
                                            -- positions (float16; attention to the BOS = 1 - sum)
     UNIQUE (run_id, unit, kind, bin, ctx_idx)
 );
-CREATE INDEX IF NOT EXISTS records_unit ON records(run_id, unit, kind);
+-- (the UNIQUE index above also serves lookups by (run_id, unit, kind): no second index to update per insert)
 
 -- explanations of units (LLM-written, or the non-LLM baseline: explainer='baseline')
 CREATE TABLE IF NOT EXISTS explanations (

@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Benchmark mining against a bare forward pass, and peak memory for two corpus lengths.
+
+For each corpus length, in its own subprocess (so peak RSS is per length):
+  * the same contexts (gensim-wiki by default) are tokenised once;
+  * bare forward: HookedModel.forward over them, all layers, return_logits=False, timed twice
+    (before and after the mine; the mean is reported, the spread shows machine noise);
+  * mining: autointerp.mine.mine over the same tokens, all layers, all MLP neurons, into a fresh
+    store. "mining tok/s" is the streaming loop (read, tokenise, forward, merge, store contexts,
+    progress); the final write (records, stats, logit effects) is reported separately;
+  * peak RSS at the end of the mining loop and at the end of the process.
+
+    .venv/bin/python scripts/bench_mining.py                      # smollm2-135m, 16k and 32k tokens
+    .venv/bin/python scripts/bench_mining.py --tokens 8192,16384 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child(a) -> dict:
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from autointerp.corpus import iter_batches
+    from autointerp.mine import miner
+    from autointerp.models import HookedModel
+    from autointerp.store import Store
+
+    hm = HookedModel.load(a.model, device=a.device, dtype=a.dtype, progress=False)
+    n_ctx = a.length // a.context_len
+    batches = [ids.to(hm.device) for _, ids in iter_batches(hm.tokenizer, a.corpus, a.context_len, a.batch_size,
+                                                                limit=n_ctx)]
+    n_tok = sum(int(b.numel()) for b in batches)
+
+    def sync():
+        if hm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def bare() -> tuple[float, float]:
+        sync()
+        t, c = time.perf_counter(), time.process_time()
+        for ids in batches:
+            hm.forward(ids, None, return_logits=False, stop_at_layer=hm.n_layers)
+        sync()
+        return time.perf_counter() - t, time.process_time() - c
+
+    hm.forward(batches[0], None, return_logits=False)            # warm-up
+    b1, b1c = bare()
+    rss_before = rss_mb()
+
+    loop = {}
+    c0 = time.process_time()
+
+    def after_batch(n_done: int) -> None:
+        loop["rss"] = rss_mb()
+        loop["cpu"] = time.process_time() - c0
+
+    miner._after_batch = after_batch
+    with tempfile.TemporaryDirectory() as d:
+        store = Store(os.path.join(d, "bench.db"))
+        t = time.perf_counter()
+        rid = miner.mine(hm, store, corpus=a.corpus, n_tokens=a.length, context_len=a.context_len,
+                         batch_size=a.batch_size, units="neurons", progress=False)
+        total = time.perf_counter() - t
+        st = store.get_mining_run(rid)["stats"]
+        n_records = sum(store.count_records(rid).values())
+        db_mb = os.path.getsize(os.path.join(d, "bench.db")) / 1e6
+        store.close()
+    b2, b2c = bare()
+    bare_s = (b1 + b2) / 2
+    return {
+        "length": a.length, "tokens": n_tok, "mined_tokens": st["n_tokens"], "layers": hm.n_layers,
+        "neurons": hm.n_layers * hm.d_mlp, "device": str(hm.device), "threads": torch.get_num_threads(),
+        "bare_s": [round(b1, 2), round(b2, 2)], "bare_tok_s": round(n_tok / bare_s, 1),
+        "mine_loop_s": st["loop_s"], "mine_tok_s": st["tokens_per_s"],
+        "ratio": round(st["tokens_per_s"] / (n_tok / bare_s), 3),
+        "cpu_ratio": round(((b1c + b2c) / 2) / loop["cpu"], 3) if loop.get("cpu") else None,
+        "finalize_s": round(total - st["loop_s"], 1), "end_to_end_tok_s": round(n_tok / total, 1),
+        "records": n_records, "db_mb": round(db_mb, 1),
+        "rss_mb_model_and_tokens": round(rss_before, 1), "rss_mb_peak_loop": round(loop.get("rss", 0), 1),
+        "rss_mb_peak": round(rss_mb(), 1), "loadavg": os.getloadavg()[0],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--corpus", default="gensim-wiki")
+    ap.add_argument("--tokens", default="16384,32768", help="two (or more) corpus lengths, comma-separated")
+    ap.add_argument("--context-len", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child is not None:
+        a.length = a.child
+        print("BENCH " + json.dumps(child(a)), flush=True)
+        return
+    rows = []
+    for length in [int(x) for x in a.tokens.split(",")]:
+        cmd = [sys.executable, __file__, "--child", str(length), "--model", a.model, "--corpus", a.corpus,
+               "--context-len", str(a.context_len), "--batch-size", str(a.batch_size), "--device", a.device,
+               "--dtype", a.dtype, "--threads", str(a.threads)]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+        if out.returncode != 0 or line is None:
+            sys.exit(f"child for {length} tokens failed:\n{out.stderr[-3000:]}")
+        rows.append(json.loads(line[6:]))
+    if a.json:
+        print(json.dumps(rows, indent=2))
+        return
+    r0 = rows[0]
+    print(f"model {a.model} ({r0['layers']} layers, {r0['neurons']:,} neurons), {r0['device']}, "
+          f"{r0['threads']} threads, batch {a.batch_size}x{a.context_len}")
+    print(f"{'tokens':>8} {'bare tok/s':>10} {'mine tok/s':>10} {'ratio':>6} {'cpu ratio':>9} {'write s':>8} "
+          f"{'e2e tok/s':>9} {'RSS loop MB':>11} {'RSS peak MB':>11} {'records':>9} {'load':>5}")
+    for r in rows:
+        print(f"{r['tokens']:>8} {r['bare_tok_s']:>10} {r['mine_tok_s']:>10} {r['ratio']:>6} {r['cpu_ratio'] or '-':>9} "
+              f"{r['finalize_s']:>8} {r['end_to_end_tok_s']:>9} {r['rss_mb_peak_loop']:>11} {r['rss_mb_peak']:>11} "
+              f"{r['records']:>9} {r['loadavg']:>5.1f}")
+    if len(rows) > 1:
+        d = rows[-1]["rss_mb_peak_loop"] - rows[0]["rss_mb_peak_loop"]
+        print(f"peak RSS (loop) difference between lengths: {d:+.1f} MB")
+
+
+if __name__ == "__main__":
+    main()
