@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel
 
-from ..errors import AutointerpError, BudgetExceeded, LLMError, UsageError
+from ..errors import UsageError
 from ..store.base import content_hash
 from .steps import VERSION, Steps
 
@@ -164,5 +164,4 @@ def investigate(store, hm, task: str | None = None, *, dataset: str | None = Non
                                timings=steps.timings, total_seconds=total)
 
 
-__all__ = ["investigate", "InvestigateSettings", "InvestigationResult", "investigation_id", "AutointerpError",
-           "BudgetExceeded", "LLMError"]
+__all__ = ["investigate", "InvestigateSettings", "InvestigationResult", "investigation_id"]

@@ -5,7 +5,6 @@ bar charts of the hypothesis tests and of the backup test. Each returns PNG byte
 from __future__ import annotations
 
 import io
-import math
 
 import numpy as np
 
@@ -130,6 +129,3 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
 def _short(role: str, n: int = 22) -> str:
     return role if len(role) <= n else role[: n - 1] + "…"
 
-
-def finite(x) -> bool:
-    return x is not None and not (isinstance(x, float) and math.isnan(x))

@@ -5,7 +5,6 @@ and investigations.report_md in the store, which the viewer renders)."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -455,5 +454,3 @@ def _jsonable(x):
 
     return json.loads(json.dumps(x, default=str))
 
-
-NUMBER_RE = re.compile(r"[-+]?\d+\.\d+")
