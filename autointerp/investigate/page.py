@@ -25,11 +25,10 @@ def _inline(text: str, unit_link: Callable[[str], str] | None = None) -> str:
             out.append(f"<code>{_esc(p[1:-1])}</code>")
             continue
         e = _esc(p)
-        e = re.sub(r"\*([^*]+)\*", r"<em>\1</em>", e)
         if unit_link is not None:
             e = re.sub(r"\bL\d+/[HN]\d+\b", lambda m: unit_link(m.group()), e)
         out.append(e)
-    return "".join(out)
+    return re.sub(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])", r"<em>\1</em>", "".join(out))
 
 
 def _cells(line: str) -> list[str]:
