@@ -5,21 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-WORDS = ("the a cat dog sat on mat and ran to park is big small red blue house tree . , "
-         "when mary john went store gave drink then France Paris capital of").split()
-
-
-def tiny_tokenizer():
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<eos>": 1, "<bos>": 2}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tk.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>", bos_token="<bos>")
+from tinykit import WORDS, tiny_tokenizer  # noqa: F401  (re-exported for fixtures)
 
 
 def _wrap(model, spec):

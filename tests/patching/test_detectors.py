@@ -23,7 +23,7 @@ def induction_model():
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import tiny_tokenizer
+    from tinykit import tiny_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
     tok = tiny_tokenizer()
