@@ -22,7 +22,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--top", type=int, default=3)
     ap.add_argument("--explain", type=int, default=1)
-    ap.add_argument("--mine-tokens", type=int, default=2048)
+    ap.add_argument("--mine-tokens", type=int, default=4096)
     ap.add_argument("--no-prose", action="store_true")
     ap.add_argument("--llm", default=None, help="default: embedded:<model> (shares the subject's weights)")
     ap.add_argument("--out", default=None, help="report folder [default: a temp dir]")

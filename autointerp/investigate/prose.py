@@ -78,12 +78,18 @@ def check_prose(text: str, facts: str, protected: Iterable[str] = (), max_senten
     protected = list(protected)
     nums, units, layers = allowed_values(facts, protected)
     kept, dropped = [], []
+    seen: set[str] = set()
     for s in split_sentences(text):
         if len(kept) >= max_sentences:
             break
+        if s.lower() in seen:
+            continue
+        seen.add(s.lower())
         why = check_sentence(s, nums, units, layers, protected)
         if why is None and not re.search(r"[A-Za-z]{3}", s):
             why = "no words"
+        if why is None and not re.search(r"[.!?][\"')]*$", s):
+            why = "unfinished sentence"
         if why is None:
             kept.append(s)
         else:

@@ -127,13 +127,14 @@ def test_check_prose_rules():
     facts = ("Task: ioi. Model: smollm2-135m. Dataset: 16 prompt pairs. Mean logit difference: clean 3.21, corrupt "
              "-0.12. Head L9/H9: patching effect +0.41. Faithfulness 0.62 (62%).")
     text = ("SmolLM2-135M prefers the answer by 3.21 logits. L9/H9 carries 0.41 of it in layer 9. The circuit recovers "
-            "62% with faithfulness 0.620. It falls by 0.12. It is 0.9 faithful. Head L3/H1 helps. Layer 11 matters. "
-            "About 41% is direct.")
+            "62% with faithfulness 0.620. It falls by 0.12. It falls by 0.12. It is 0.9 faithful. Head L3/H1 helps. "
+            "Layer 11 matters. About 41% is direct. And then the model")
     r = check_prose(text, facts, ["smollm2-135m", "ioi"], max_sentences=10)
     assert r["kept"] == ["SmolLM2-135M prefers the answer by 3.21 logits.", "L9/H9 carries 0.41 of it in layer 9.",
                          "The circuit recovers 62% with faithfulness 0.620.", "It falls by 0.12."]
     assert [d["sentence"] for d in r["dropped"]] == ["It is 0.9 faithful.", "Head L3/H1 helps.", "Layer 11 matters.",
-                                                     "About 41% is direct."]
+                                                     "About 41% is direct.", "And then the model"]
+    assert r["dropped"][-1]["reason"] == "unfinished sentence"
 
 
 def test_cli_needs_a_task(capsys):

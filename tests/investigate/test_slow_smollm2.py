@@ -20,7 +20,7 @@ def test_ioi_on_smollm2_end_to_end(tmp_path):
 
     hm = HookedModel.load("smollm2-135m", progress=False)
     store = Store(tmp_path / "s.db")
-    s = InvestigateSettings(n=12, top=3, n_explain=1, mine_tokens=1024, n_neuron_candidates=8)
+    s = InvestigateSettings(n=12, top=3, n_explain=1, mine_tokens=4096, n_neuron_candidates=8)
     t0, c0 = time.perf_counter(), time.process_time()
     res = investigate(store, hm, "ioi", llm="embedded:smollm2-135m", settings=s, out=tmp_path / "report")
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def toy_model(noise: float = 0.3, seed: int = 0):
-    from conftest import tiny_tokenizer
+    from tinykit import tiny_tokenizer
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from autointerp.models import HookedModel
