@@ -81,8 +81,9 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
     pos: dict[str, tuple[float, float]] = {}
     width = max(len(v) for v in by_layer.values()) if by_layer else 1
     for L, ns in by_layer.items():
+        shift = ((ypos[L] % 3) - 1) * 1.3          # stagger the layers so arrows do not run through nodes
         for j, n in enumerate(ns):
-            pos[n] = ((j - (len(ns) - 1) / 2) * 2.2, ypos[L] * 1.6)
+            pos[n] = ((j - (len(ns) - 1) / 2) * 2.2 + shift, ypos[L] * 1.6)
     top_y = (len(layers)) * 1.6
     pos["logits"] = (0.0, top_y)
     fig, ax = plt.subplots(figsize=(max(5.0, 2.2 * width + 2), max(3.5, 1.2 * len(layers) + 2.2)))
@@ -92,7 +93,7 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
         (x0, y0), (x1, y1) = pos[e["sender"]], pos[e["receiver"]]
         col = "#1f5fbf" if e["effect"] > 0 else "#c0392b"
         lw = 0.8 + 4.0 * abs(e["effect"]) / emax
-        rad = 0.15 if e["receiver"] != "logits" else 0.0
+        rad = 0.15 if e["receiver"] != "logits" else 0.05
         ax.annotate("", xy=(x1, y1 - 0.28), xytext=(x0, y0 + 0.28),
                     arrowprops=dict(arrowstyle="-|>", color=col, lw=lw, alpha=0.8, connectionstyle=f"arc3,rad={rad}",
                                     shrinkA=2, shrinkB=2))
