@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import json
 import random
-import sys
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def toy_model(noise: float = 0.3, seed: int = 0):
