@@ -59,8 +59,10 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         lays = f"{lay[0]}..{lay[-1]}" if len(lay) > 1 and lay == list(range(lay[0], lay[-1] + 1)) else ",".join(map(str, lay))
         recs = ", ".join(f"{v} {k}" for k, v in sorted(out["records"].items()))
         click.echo(f"run {rid}  model {run.model_id}  corpus {run.corpus}")
-        click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, "
-                   f"{out['n_units']:,} {run.units}")
+        nl = len(run.layers)
+        what = {"neurons": f"{nl * hm.d_mlp:,} neurons", "heads": f"{nl * hm.n_heads:,} heads",
+                "both": f"{nl * hm.d_mlp:,} neurons + {nl * hm.n_heads:,} heads"}[run.units]
+        click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, {what}")
         click.echo(f"  records: {recs}")
         tps = f"{out['tokens_per_s']:,.0f} tokens/s" if out["tokens_per_s"] else "-"
         click.echo(f"  mined in {out['seconds']} s ({tps}; writing {out['finalize_s']} s)"
