@@ -165,3 +165,16 @@ def test_described_task_asks_the_llm_for_pairs_and_a_failure_is_recorded(tmp_pat
     rows = store.list_investigations()
     assert len(rows) == 1 and rows[0]["status"] == "failed"
     assert "no usable templates" in store.get_investigation(rows[0]["id"])["error"]
+
+
+def test_check_prose_binds_numbers_to_the_units_named():
+    facts = ("Mean logit difference: clean 4.45, corrupt -0.22.\n"
+             "Head L23/H3: patching effect +0.58, direct effect +0.47.\n"
+             "Head L24/H4: patching effect -0.51, direct effect -0.32.")
+    text = ("Head L23/H3 has patching effect +0.51. Head L24/H4 has patching effect -0.51. Head L24/H4 has direct "
+            "effect +0.32. The model prefers the answer by 4.45 logits. It is 0.58 strong.")
+    r = check_prose(text, facts, max_sentences=10)
+    assert r["kept"] == ["Head L24/H4 has patching effect -0.51.", "The model prefers the answer by 4.45 logits."]
+    assert [d["reason"] for d in r["dropped"]] == ["number +0.51 is not measured for L23/H3",
+                                                   "number +0.32 is not measured for L24/H4",
+                                                   "number 0.58 is measured for a unit the sentence does not name"]
