@@ -16,7 +16,7 @@ from autointerp.mine import find_run, load_exemplars, mine, parse_layers
 from autointerp.mine import miner as miner_mod
 from autointerp.store import Store
 
-from conftest import WORDS
+from tinykit import WORDS
 
 ARGS = dict(context_len=16, top_k=4, n_quantiles=3, per_quantile=2, n_random=3, batch_size=5, progress=False)
 N_TOKENS = 16 * 40          # 40 contexts
