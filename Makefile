@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 DEMO_UNIT ?= L3/N42
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test clean
 
 install: $(VENV)/.installed
 
@@ -22,6 +22,7 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(VENV)/bin/autointerp models
 	$(VENV)/bin/autointerp trace "The Eiffel Tower is in Paris, the capital of France." --layer 3 --top 3
+	$(VENV)/bin/autointerp explain --unit $(DEMO_UNIT)
 
 # The tests (pytest's exit 5, "no tests collected", is not a failure).
 test: install
