@@ -17,3 +17,11 @@ def tiny_tokenizer():
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tk.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
     return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>", bos_token="<bos>")
+
+
+def make_rec(ctx_idx, tokens, acts, kind="top", bin=0):
+    """An ActivationRecord built by hand (no model, no mining)."""
+    from autointerp.mine.records import ActivationRecord
+
+    return ActivationRecord(ctx_idx=ctx_idx, kind=kind, bin=bin, tokens=list(tokens), acts=[float(a) for a in acts],
+                            max_act=float(max(acts)))

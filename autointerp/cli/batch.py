@@ -8,7 +8,7 @@ import signal
 import click
 
 from . import cli
-from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .common import emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 
 def _sigterm_to_interrupt() -> None:
@@ -43,13 +43,7 @@ def _fmt(v) -> str:
 @click.option("--tokens", "n_tokens", type=int, default=None,
               help="Tokens to mine for layers with no mining run (and, if given, the run to use) [default: 100000].")
 @click.option("--corpus", default=None, help="Corpus to mine [default: the offline gensim corpus].")
-@click.option("--k", type=int, default=None, help="Explanations sampled per unit; the best on calibration is kept [default: 3].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")
-@click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
-              help="Explainer prompt style.")
-@click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
-              help="Simulator: logprobs (needs prompt logprobs) or json.")
-@click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers.")
+@explain_options
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for score intervals.")
 @click.option("--max-attempts", type=int, default=3, show_default=True, help="Attempts per unit before it is left failed.")
 @click.option("--claim-timeout", type=float, default=1800.0, show_default=True,

@@ -82,3 +82,15 @@ def progress(iterable=None, **kw):
     kw.setdefault("dynamic_ncols", True)
     kw.setdefault("leave", False)
     return tqdm(iterable, **kw)
+
+
+def explain_options(f: Callable) -> Callable:
+    """--k/--seed/--style/--simulator/--scorers: the explain pipeline's settings (explain, batch)."""
+    f = click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers to run.")(f)
+    f = click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
+                     help="logprobs: all-at-once expected values (needs prompt logprobs); json: the model writes the values.")(f)
+    f = click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
+                     help="Explainer prompt: few-shot completion (small local models) or chat (instruction models).")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")(f)
+    f = click.option("--k", type=int, default=None, help="Explanations sampled; the best on the calibration split is kept [default: 3].")(f)
+    return f

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .common import emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 # colours by normalised activation (0..10): stronger is warmer
 _SHADES = [(8, dict(fg="white", bg="red", bold=True)), (5, dict(fg="black", bg="yellow")), (2, dict(fg="yellow")),
@@ -61,13 +61,7 @@ def _fmt_tokens(pairs, n: int = 8) -> str:
 
 @cli.command("explain")
 @click.option("--unit", "unit", required=True, help="Unit to explain, e.g. L3/N42.")
-@click.option("--k", type=int, default=None, help="Explanations sampled; the best on the calibration split is kept [default: 3].")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")
-@click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
-              help="Explainer prompt: few-shot completion (small local models) or chat (instruction models).")
-@click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
-              help="logprobs: all-at-once expected values (needs prompt logprobs); json: the model writes the values.")
-@click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers to run.")
+@explain_options
 @click.option("--n-test", type=int, default=None, help="Test split: this many top and as many random records [default: 5].")
 @click.option("--run", "run_id", default=None, help="Mining run to use [default: the latest covering the unit's layer].")
 @click.option("--corpus", default=None, help="Corpus to mine when nothing is stored [default: the offline gensim corpus].")
