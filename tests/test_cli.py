@@ -24,6 +24,12 @@ def test_models_json():
     assert {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b"} <= aliases
 
 
+def test_models_table():
+    r = run("models")
+    assert r.returncode == 0, r.stderr
+    assert "smollm2-135m *" in r.stdout and "pip install" in r.stdout
+
+
 def test_unknown_model_is_one_line_error():
     r = run("trace", "hello", "--model", "no-such-model-xyz")
     assert r.returncode != 0

@@ -25,10 +25,16 @@ def models_cmd(as_json: bool) -> None:
     rows = packaged_models()
 
     def human() -> None:
-        click.echo(f"{'alias':<14} {'installed':<9} {'family':<8} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6}  install")
+        click.echo(f"{'alias':<14} {'installed':<9} {'family':<8} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6}")
         for r in rows:
-            click.echo(f"{r['alias']:<14} {'yes' if r['installed'] else 'no':<9} {r['family']:<8} {r.get('n_layers') or '?':>6} "
-                       f"{r.get('d_model') or '?':>7} {r.get('n_heads') or '?':>5} {r.get('d_mlp') or '?':>6}  {r['install']}")
+            z = r.get("sizes") or {}
+            alias = r["alias"] + (" *" if r.get("default") else "")
+            click.echo(f"{alias:<14} {'yes' if r['installed'] else 'no':<9} {r['family']:<8} {z.get('n_layers', '?'):>6} "
+                       f"{z.get('d_model', '?'):>7} {z.get('n_heads', '?'):>5} {z.get('d_mlp', '?'):>6}")
+        click.echo("* the default.  To install one that is missing:")
+        for r in rows:
+            if not r["installed"]:
+                click.echo(f"  {r['alias']}: {r['pip']}")
 
     emit(as_json, rows, human)
 
