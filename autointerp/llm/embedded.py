@@ -182,7 +182,7 @@ class EmbeddedLLM(LLM):
             for i in range(0, len(list_of_segments), self.batch_size):
                 chunk = list_of_segments[i:i + self.batch_size]
                 arrs, n = self._lp_chunk(head, st if reuse else None, chunk, cids)
-                out.extend(arrs)
+                out.extend(_starts_with(a, candidates, cids) for a in arrs)
                 ntok += n
         return Result(out, ntok, 0)
 
@@ -346,3 +346,15 @@ def _seeded(seed: int | None, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
+
+
+def _starts_with(probs, candidates, cids):
+    """Make each column P(text starts with candidate j). The product of a candidate's own tokens
+    already counts a longer candidate whose tokens extend it ("1" counts "1","0" = "10" for
+    SmolLM2); a longer candidate that is a token of its own ("10" in GPT-2) is added here."""
+    out = probs.copy()
+    for j, c in enumerate(candidates):
+        for k, d in enumerate(candidates):
+            if k != j and len(d) > len(c) and d.startswith(c) and list(cids[k][: len(cids[j])]) != list(cids[j]):
+                out[:, j] += probs[:, k]
+    return out
