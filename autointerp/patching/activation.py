@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UsageError
 from ..tasks.items import PairItem
-from .core import (DIRECTIONS, Component, PatchResult, by_hook, components_for, normalise, prepare, run_ld,
+from .core import (DIRECTIONS, Component, PatchResult, by_hook, components_for, mean_effects, prepare, run_ld,
                    selection_mask, sort_results)
 
 
@@ -79,12 +79,7 @@ def activation_patching(hm, items: Sequence[PairItem], what: str = "heads", *, d
     if bar:
         bar.close()
     N = data.n_items
-    clean, corrupt = clean_sum / N, corrupt_sum / N
-    base = corrupt if denoise else clean
-    effects, normed = [], True
-    for v in (sums / N).tolist():
-        e, normed = normalise(v, base, clean, corrupt)
-        effects.append(e)
+    clean, corrupt, effects, normed = mean_effects(sums, clean_sum, corrupt_sum, N, denoise)
     return PatchResult(what=what, method="activation", direction=direction, clean_logit_diff=round(clean, 6),
                        corrupt_logit_diff=round(corrupt, 6), normalised=normed, n_items=N,
                        results=result_rows(comps, effects),

@@ -208,5 +208,17 @@ def normalise(value: float, base: float, clean: float, corrupt: float) -> tuple[
     return (value - base) / gap, True
 
 
+def mean_effects(sums, clean_sum: float, corrupt_sum: float, n: int, denoise: bool) -> tuple[float, float, list[float], bool]:
+    """Per-component summed logit differences -> (mean clean, mean corrupt, normalised effects,
+    whether they are normalised). Denoising measures from the corrupt run, noising from the clean."""
+    clean, corrupt = clean_sum / n, corrupt_sum / n
+    base = corrupt if denoise else clean
+    effects, normed = [], True
+    for v in (sums / n).tolist():
+        e, normed = normalise(v, base, clean, corrupt)
+        effects.append(e)
+    return clean, corrupt, effects, normed
+
+
 def sort_results(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (-abs(r["effect"]), r["component"], -1 if r.get("position") is None else r["position"]))

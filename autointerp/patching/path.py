@@ -25,7 +25,7 @@ import torch
 from ..errors import UsageError
 from ..tasks.items import PairItem
 from .activation import check_direction, result_rows
-from .core import Component, PatchResult, normalise, prepare, run_ld, selection_mask
+from .core import Component, PatchResult, mean_effects, prepare, run_ld, selection_mask
 
 _RECV = re.compile(r"^L(\d+)/H(\d+)(?::([qkv]))?$", re.I)
 
@@ -132,12 +132,7 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
                 ld, _ = run_ld(hm, ids, b, reps=kk, hooks=hooks2)
             sums[s:s + kk] += ld.double().view(kk, B).sum(1).cpu()
     N = data.n_items
-    clean, corrupt = clean_sum / N, corrupt_sum / N
-    base = corrupt if denoise else clean
-    effects, normed = [], True
-    for v in (sums / N).tolist():
-        e, normed = normalise(v, base, clean, corrupt)
-        effects.append(e)
+    clean, corrupt, effects, normed = mean_effects(sums, clean_sum, corrupt_sum, N, denoise)
     rname = "logits" if recv is None else ",".join(f"L{L}/H{h}:{ch}" for L, h, ch in recv)
     return PatchResult(what="path", method="path", direction=direction, clean_logit_diff=round(clean, 6),
                        corrupt_logit_diff=round(corrupt, 6), normalised=normed, n_items=N,
