@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import AutointerpError, UnitError, UsageError
 from . import pages
+from .investigation import investigation_html
 
 
 class NotFound(Exception):
@@ -80,8 +81,6 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                     raise NotFound(f"no dataset {name!r} in this store")
                 return 200, pages.dataset_page(v)
             if len(segs) >= 2 and segs[0] == "investigation" and segs[1]:
-                from ..investigate.page import investigation_html
-
                 inv = store.get_investigation(unquote(segs[1]))
                 if inv is None:
                     raise NotFound(f"no investigation {unquote(segs[1])!r} in this store")

@@ -3,6 +3,7 @@
 import hashlib
 import re
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 
@@ -138,3 +139,14 @@ def test_serve_command(server, tmp_path):
                        capture_output=True, text=True, timeout=60)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "not an autointerp store" in lines[0]
+
+
+def test_bad_reports_answer_fast(server):
+    base, _ = server
+    for inv_id in ("badimage0001", "badimage0002"):  # stored by the fixture (conftest.BAD_REPORTS)
+        t0 = time.perf_counter()
+        status, body, _ = get(base + f"/investigation/{inv_id}")
+        assert time.perf_counter() - t0 < 1.0
+        assert status == 200 and "<p>![x]" in body
+        assert "<script>alert(1)" not in body
+    assert '<a href="/unit/tiny-llama/L2/H1">L2/H1</a>' in get(base + "/investigation/badimage0002")[1]
