@@ -6,17 +6,15 @@ Only autointerp/store/ writes SQL. Stages get a Store and call its named methods
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import sqlite3
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import sqlite_utils
 
+from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
 SCHEMA_VERSION = 1
@@ -29,28 +27,6 @@ MIGRATIONS: dict[int, str] = {}
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def content_hash(*parts: Any) -> str:
-    """A stable short hash of JSON-serialisable parts (dict keys sorted)."""
-    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
-
-
-def pack_f16(values) -> bytes:
-    return np.asarray(values, dtype="<f2").tobytes()
-
-
-def unpack_f16(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<f2").astype(np.float32)
-
-
-def pack_i32(values) -> bytes:
-    return np.asarray(values, dtype="<i4").tobytes()
-
-
-def unpack_i32(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype="<i4")
 
 
 def schema_sql() -> str:
