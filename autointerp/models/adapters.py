@@ -15,6 +15,62 @@ from torch import nn
 from ..errors import ModelSpecError
 
 
+# ----------------------------------------------------------------------------- facts of any HF causal LM
+# These work on a bare Hugging Face model (supported family or not), so the embedded LLM and the
+# hooked model read architecture facts from the same place.
+
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length", "max_sequence_length")
+
+
+def text_config(model: nn.Module) -> Any:
+    """The text model's config (the text half of a multimodal config)."""
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def decoder_of(model: nn.Module) -> nn.Module:
+    """The decoder stack without the LM head (what transformers' get_decoder() returns): called with
+    input_ids it returns last_hidden_state (and past_key_values with use_cache=True)."""
+    get = getattr(model, "get_decoder", None)
+    dec = get() if callable(get) else None
+    if dec is None or dec is model:
+        for attr in ("model", "transformer"):
+            dec = getattr(model, attr, None)
+            if isinstance(dec, nn.Module):
+                return dec
+        dec = model.base_model
+    return dec
+
+
+def final_logit_softcap_of(model: nn.Module) -> float | None:
+    """Gemma-2/3 final logit soft-capping (logits = tanh(logits / c) * c), or None."""
+    cap = getattr(text_config(model), "final_logit_softcapping", None)
+    if cap is None:
+        cap = getattr(model.config, "final_logit_softcapping", None)
+    return float(cap) if cap else None
+
+
+def softcap(logits: torch.Tensor, cap: float | None) -> torch.Tensor:
+    return logits if not cap else torch.tanh(logits / cap) * cap
+
+
+def max_context_of(model: nn.Module) -> int | None:
+    """The longest sequence the model's positions allow, from the HF config keys; None if unknown."""
+    for cfg in (text_config(model), model.config):
+        for k in CONTEXT_KEYS:
+            v = getattr(cfg, k, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+                return v
+    return None
+
+
+def norm_kind_of(norm: nn.Module) -> str:
+    """'layernorm' (centres, may have a bias) or 'rmsnorm' (scales only)."""
+    if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
+        return "layernorm"
+    return "rmsnorm"
+
+
 class Adapter:
     family = "?"
     qkv_fused = False
@@ -24,7 +80,24 @@ class Adapter:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+        self.config = text_config(model)
+
+    # --- architecture facts (nothing outside models/ reads the HF config for these)
+    @property
+    def decoder(self) -> nn.Module:
+        return decoder_of(self.model)
+
+    @property
+    def final_logit_softcap(self) -> float | None:
+        return final_logit_softcap_of(self.model)
+
+    @property
+    def norm_kind(self) -> str:
+        return norm_kind_of(self.final_norm())
+
+    @property
+    def max_context(self) -> int | None:
+        return max_context_of(self.model)
 
     # --- structure
     def base(self) -> nn.Module:

@@ -20,24 +20,23 @@ sources inside later grad=True runs, which inference tensors are not), or with g
 from __future__ import annotations
 
 import contextvars
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from ..core.hooks import (FINAL_SITES, LAYER_SITES, VALID_FORMS, act_name, hook_names, is_head_site, parse_hook,
+                          site_order, split_sae)
+from ..core.units import Unit
 from ..errors import HookError, UnitError
-from ..units import Unit
-from .adapters import Adapter, adapter_for
+from .adapters import Adapter, adapter_for, softcap
 
 HookFn = Callable[[torch.Tensor], "torch.Tensor | None"]
 
-_HOOK_RE = re.compile(r"^blocks\.(\d+)\.(resid_pre|resid_post|attn\.(?:q|k|v|z|pattern|out)|mlp\.(?:post|out))$")
-LAYER_POINTS = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn.out",
-                "mlp.post", "mlp.out", "resid_post")
-FINAL_POINTS = ("ln_final.out",)
-VALID_FORMS = "blocks.<L>.{" + ",".join(LAYER_POINTS) + "} or ln_final.out"
+# names come from core.hooks (the one authority); kept here under their old names
+LAYER_POINTS = LAYER_SITES
+FINAL_POINTS = FINAL_SITES
 
 _ATTN_IMPL = "autointerp_eager"
 _ACTIVE: contextvars.ContextVar["_RunState | None"] = contextvars.ContextVar("autointerp_run", default=None)
@@ -150,7 +149,7 @@ class _RunState:
         return new_x
 
     def pattern_point(self, layer: int, pattern: torch.Tensor) -> torch.Tensor:
-        name = f"blocks.{layer}.attn.pattern"
+        name = act_name("attn.pattern", layer)
         if name not in self.cache_names and name not in self.hooks:
             return pattern
         out = self.point(name, pattern, lambda x: x, lambda x, v: v)
@@ -215,8 +214,7 @@ class SliceHook:
         self.layout = layout
 
     def bind(self, name: str) -> "SliceHook":
-        layout = "pattern" if name.endswith("attn.pattern") else (
-            "heads" if re.search(r"attn\.[qkvz]$", name) else "plain")
+        layout = "pattern" if name.endswith("attn.pattern") else ("heads" if is_head_site(name) else "plain")
         return SliceHook(self.make_new, self.positions, self.heads, self.neurons, layout)
 
     def axes(self, value: torch.Tensor) -> tuple[int, int | None]:
@@ -363,19 +361,14 @@ class HookedModel:
 
     # --- names and units
     def hook_names(self, layers: Iterable[int] | None = None) -> list[str]:
-        ls = range(self.n_layers) if layers is None else layers
-        names = [f"blocks.{L}.{p}" for L in ls for p in LAYER_POINTS]
-        if layers is None:
-            names += list(FINAL_POINTS)
-        return names
+        return hook_names(self.n_layers, layers)
 
     def check_hook(self, name: str) -> str:
-        if name in FINAL_POINTS:
+        L, site = parse_hook(name)  # HookNameError (a HookError) listing the valid forms
+        if L is None:
             return name
-        m = _HOOK_RE.match(name) if isinstance(name, str) else None
-        if not m:
-            raise HookError(f"unknown hook {name!r}: use {VALID_FORMS}")
-        L = int(m.group(1))
+        if split_sae(site)[1] is not None:
+            raise HookError(f"hook {name!r}: no SAE is attached at {act_name(split_sae(site)[0], L)}")
         if not 0 <= L < self.n_layers:
             raise HookError(f"hook {name!r}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
         return name
@@ -429,11 +422,28 @@ class HookedModel:
         return getattr(self.adapter.lm_head(), "bias", None)
 
     def unembed(self, resid_final_normed: torch.Tensor) -> torch.Tensor:
-        logits = self.adapter.lm_head()(resid_final_normed)
-        cap = getattr(self.adapter.config, "final_logit_softcapping", None)
-        if cap is not None:
-            logits = torch.tanh(logits / cap) * cap
-        return logits
+        return softcap(self.adapter.lm_head()(resid_final_normed), self.final_logit_softcap)
+
+    # --- architecture facts (from the adapter; nothing outside models/ reads the HF config)
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder stack without the LM head (transformers' get_decoder())."""
+        return self.adapter.decoder
+
+    @property
+    def final_logit_softcap(self) -> float | None:
+        """Gemma-2/3's final logit soft-cap c (logits = tanh(logits / c) * c), or None."""
+        return self.adapter.final_logit_softcap
+
+    @property
+    def norm_kind(self) -> str:
+        """The final norm's kind: 'layernorm' (centres; may have a bias) or 'rmsnorm'."""
+        return self.adapter.norm_kind
+
+    @property
+    def max_context(self) -> int | None:
+        """The longest sequence the positions allow (HF config), or None when the config does not say."""
+        return self.adapter.max_context
 
     def ln_final(self, resid: torch.Tensor) -> torch.Tensor:
         return self.adapter.final_norm()(resid)
@@ -456,10 +466,9 @@ class HookedModel:
 
     # --- hook point -> (module, "pre"|"post", get, put)
     def _point(self, name: str):
-        if name == "ln_final.out":
+        L, what = parse_hook(name)
+        if L is None:  # ln_final.out
             return self.adapter.final_norm(), "post", *_ident()
-        m = _HOOK_RE.match(name)
-        L, what = int(m.group(1)), m.group(2)
         a, blk = self.adapter, self._blocks[L]
         H, KV, dh = self.n_heads, self.n_kv_heads, self.d_head
         if what == "resid_pre":
@@ -485,8 +494,7 @@ class HookedModel:
 
     @staticmethod
     def _layer_of(name: str) -> int | None:
-        m = _HOOK_RE.match(name)
-        return int(m.group(1)) if m else None
+        return parse_hook(name)[0]
 
     # --- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
@@ -513,7 +521,7 @@ class HookedModel:
                 if L is None:
                     reached = stop_at_layer == self.n_layers
                 else:  # blocks before the stop run; the stop block's input is still seen
-                    reached = L < stop_at_layer or n == f"blocks.{stop_at_layer}.resid_pre"
+                    reached = L < stop_at_layer or n == act_name("resid_pre", stop_at_layer)
                 if not reached:
                     raise HookError(f"hook {n!r} is not reached with stop_at_layer={stop_at_layer}")
         input_ids = torch.as_tensor(input_ids)
@@ -585,7 +593,7 @@ class HookedModel:
         L = HookedModel._layer_of(name)
         if L is None:
             return (10**9, 0)
-        return (L, LAYER_POINTS.index(name.split(".", 2)[2]))
+        return (L, site_order(parse_hook(name)[1]))
 
     @staticmethod
     def _pre_fn(state: _RunState, items):
