@@ -18,7 +18,7 @@ _SHADES = [(8, dict(fg="white", bg="red", bold=True)), (5, dict(fg="black", bg="
 def highlight_tokens(tokens, acts, max_act: float) -> str:
     """A record's text with its active tokens coloured by activation (plain text off a terminal:
     click.echo strips the styles)."""
-    from ..explain.format import normalise
+    from ..core.format import normalise
 
     out = []
     for t, v in zip(tokens, normalise(acts, max_act)):

@@ -1,4 +1,4 @@
-"""Showing activation records to an LLM: normalisation to 0..10 and `token<TAB>activation` lines.
+"""Records shown to an LLM (core: pure, imports no stage): normalisation to 0..10, `token<TAB>activation` lines, highlighting.
 
 Pure functions over records (anything with .tokens, .acts, .max_act, .ctx_idx, .kind: the
 ActivationRecord of autointerp.mine.records).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from .format import format_records, nonzero_summary
+from ..core.format import format_records, nonzero_summary
 
 
 def choose_style(llm, style: str = "auto") -> str:

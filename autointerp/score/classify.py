@@ -19,8 +19,8 @@ from typing import Sequence
 
 from pydantic import BaseModel
 
-from ..store.base import content_hash
-from ..explain.format import highlight
+from ..core.keys import content_hash
+from ..core.format import highlight
 from .metrics import auroc, balanced_accuracy, bootstrap_balanced_accuracy
 
 YES_NO = [" yes", " no"]

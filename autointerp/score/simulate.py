@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import BaseModel
 
-from ..explain.format import show_token
+from ..core.format import show_token
 
 VALUES = list(range(11))
 CANDIDATES = [str(v) for v in VALUES]

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from pydantic import BaseModel, ConfigDict
 
-from ..store.base import content_hash
+from ..core.keys import content_hash
 
 
 class SplitSizes(BaseModel):

@@ -17,12 +17,16 @@ import sqlite_utils
 from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APP_ID = "autointerp"
 DEFAULT_STORE = Path("store") / "autointerp.db"
 
-# migrations[v] upgrades a store of schema version v to v+1 (SQL script).
-MIGRATIONS: dict[int, str] = {}
+# migrations[v] upgrades a store of schema version v to v+1 (SQL statements, run in one transaction).
+MIGRATIONS: dict[int, list[str]] = {
+    # v2: every score carries its null control and margin, or the reason it is null; calibrations
+    1: [*(f"ALTER TABLE scores ADD COLUMN {c}" for c in
+          ("control REAL", "margin REAL", "margin_low REAL", "margin_high REAL", "reason TEXT"))],
+}
 
 
 def now() -> str:
@@ -73,7 +77,8 @@ class StoreBase:
                 return
             while version < SCHEMA_VERSION:
                 with self.tx():
-                    self.db.conn.executescript(MIGRATIONS[version]) if version in MIGRATIONS else None
+                    for stmt in MIGRATIONS.get(version, []):
+                        self.db.execute(stmt)
                     version += 1
                     self._set_meta("schema_version", str(version))
         if readonly:

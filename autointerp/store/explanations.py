@@ -15,7 +15,7 @@ from .base import now
 _EXPL_COLS = ["key", "model_id", "unit", "layer", "run_id", "explainer", "method", "text",
               "template", "template_hash", "records_hash", "settings_json"]
 _SCORE_COLS = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer",
-               "template_hash", "details_json"]
+               "template_hash", "details_json", "control", "margin", "margin_low", "margin_high", "reason"]
 
 
 def _dumps(v: Any) -> str | None:
@@ -83,13 +83,17 @@ class ExplanationsMixin:
     # ---- scores ----------------------------------------------------------------------
     def put_score(self, *, key: str, explanation_id: int, kind: str, value: float | None,
                   ci_low: float | None = None, ci_high: float | None = None, n: int | None = None,
-                  scorer: str | None = None, template_hash: str | None = None, details: Any = None) -> int:
-        """Insert a score (idempotent on `key`); returns its id."""
-        row = {"key": key, "explanation_id": int(explanation_id), "kind": kind,
-               "value": None if value is None else float(value),
-               "ci_low": None if ci_low is None else float(ci_low), "ci_high": None if ci_high is None else float(ci_high),
+                  scorer: str | None = None, template_hash: str | None = None, details: Any = None,
+                  control: float | None = None, margin: float | None = None, margin_low: float | None = None,
+                  margin_high: float | None = None, reason: str | None = None) -> int:
+        """Insert a score (idempotent on `key`); returns its id. control/margin*: the null control
+        on the same records and value - control with its interval; reason: why value is None."""
+        f = lambda v: None if v is None else float(v)  # noqa: E731
+        row = {"key": key, "explanation_id": int(explanation_id), "kind": kind, "value": f(value),
+               "ci_low": f(ci_low), "ci_high": f(ci_high),
                "n": n, "scorer": scorer, "template_hash": template_hash, "details_json": _dumps(details),
-               "created_at": now()}
+               "created_at": now(), "control": f(control), "margin": f(margin), "margin_low": f(margin_low),
+               "margin_high": f(margin_high), "reason": reason}
         with self.tx():
             self.db.execute(
                 f"insert into scores ({', '.join(row)}) values ({', '.join('?' * len(row))}) on conflict(key) do nothing",
@@ -114,3 +118,33 @@ class ExplanationsMixin:
             params.append(kind)
         rows = self.query(sql + " order by id", params)
         return [_score_row(r) if details else dict(r) for r in rows]
+
+    def put_scores(self, explanation_id: int, rows: list[dict]) -> None:
+        """Several scores of one explanation in one transaction (all or none)."""
+        with self.tx():
+            for r in rows:
+                self.put_score(explanation_id=explanation_id, **r)
+
+    # ---- calibrations ---------------------------------------------------------------
+    def put_calibration(self, *, key: str, llm: str, model_id: str, corpus: str, templates: dict, settings: dict,
+                        results: dict) -> int:
+        """Store one scorer calibration (idempotent on key: a re-run replaces the results)."""
+        row = {"key": key, "llm": llm, "model_id": model_id, "corpus": corpus, "templates_json": _dumps(templates),
+               "settings_json": _dumps(settings), "results_json": _dumps(results), "created_at": now()}
+        with self.tx():
+            self.db.execute(
+                f"insert into calibrations ({', '.join(row)}) values ({', '.join('?' * len(row))}) "
+                "on conflict(key) do update set results_json = excluded.results_json, created_at = excluded.created_at",
+                list(row.values()))
+            return self.db.execute("select id from calibrations where key = ?", [key]).fetchone()[0]
+
+    def calibrations(self, llm: str | None = None) -> list[dict]:
+        """Stored calibrations, newest first (JSON columns decoded)."""
+        sql = "select * from calibrations" + (" where llm = ?" if llm else "") + " order by id desc"
+        out = []
+        for r in self.query(sql, [llm] if llm else []):
+            r = dict(r)
+            for c in ("templates", "settings", "results"):
+                r[c] = json.loads(r.pop(f"{c}_json") or "null")
+            out.append(r)
+        return out

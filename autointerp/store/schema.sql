@@ -124,7 +124,10 @@ CREATE TABLE IF NOT EXISTS scores (
     scorer      TEXT,                      -- simulator / judge model
     template_hash TEXT,
     details_json TEXT,                     -- per-record values, simulated activations, probes
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    control     REAL,                      -- the same scorer on the same records with a mismatched explanation
+    margin      REAL, margin_low REAL, margin_high REAL,   -- value - control, paired bootstrap 95% interval
+    reason      TEXT                       -- why value is NULL (constant judge, unparseable, ...)
 );
 CREATE INDEX IF NOT EXISTS scores_expl ON scores(explanation_id, kind);
 
@@ -255,4 +258,17 @@ CREATE TABLE IF NOT EXISTS investigation_figures (
     source_json TEXT,                      -- the store rows it was drawn from: {"table", "ids", "sql"}
     png         BLOB NOT NULL,
     PRIMARY KEY (investigation_id, name)
+);
+
+-- scorer calibrations on planted units (autointerp calibrate): one row per LLM/templates/settings
+CREATE TABLE IF NOT EXISTS calibrations (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    llm         TEXT NOT NULL,             -- the simulator/judge LLM ('exact' rows are in results)
+    model_id    TEXT NOT NULL,             -- the subject tokenizer / corpus the units were mined with
+    corpus      TEXT NOT NULL,
+    templates_json TEXT,                   -- template name -> hash
+    settings_json TEXT,
+    results_json TEXT NOT NULL,            -- per scorer: AUROC, interval, per-unit scores
+    created_at  TEXT NOT NULL
 );

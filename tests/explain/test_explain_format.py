@@ -1,6 +1,6 @@
 """Normalisation and record formatting."""
 
-from autointerp.explain.format import format_record, format_records, highlight, normalise, nonzero_summary, window
+from autointerp.core.format import format_record, format_records, highlight, normalise, nonzero_summary, window
 
 
 
