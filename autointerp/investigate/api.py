@@ -28,7 +28,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from ..errors import UsageError
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from .steps import VERSION, Steps
 
 

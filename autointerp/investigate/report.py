@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ..errors import AutointerpError, BudgetExceeded
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from ..units import Unit
 from .prose import check_prose
 
@@ -195,7 +195,7 @@ def _sql_step(inv_id: str, step: str) -> str:
 
 def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
     """[{name, caption, source, png}] for the report."""
-    from ..patching.api import _from_store
+    from ..patching.api import result_from_row
     from . import figures as F
 
     out = []
@@ -207,7 +207,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
         row = store.get_patch_run(run_id=run_id)
         if row is None or not row["results"]:
             return
-        png = F.heatmap_png(_from_store(row), hm.n_layers, hm.n_heads, title)
+        png = F.heatmap_png(result_from_row(row), hm.n_layers, hm.n_heads, title)
         out.append({"name": name, "caption": caption, "png": png,
                     "source": {"table": "patch_results", "run_ids": [run_id], "sql": _sql_run(run_id)}})
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import AutointerpError, BudgetExceeded, DatasetError
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from ..units import Unit
 
 
@@ -69,7 +69,7 @@ def _split(res, names: set[str]):
 
 def localise_step(steps, store, hm, ds, dsi, s):
     from ..patching import attribution_patching
-    from ..patching.api import _from_store, run_key
+    from ..patching.api import result_from_row, run_key
 
     params = dict(direction="denoising", layer=None, per_position=None, layers=None)
     keys = {w: run_key(hm, ds, w, "attribution", **params) for w in ("heads", "mlp")}
@@ -79,7 +79,7 @@ def localise_step(steps, store, hm, ds, dsi, s):
         # --method attribution --what heads|mlp` would store (so either reuses the other)
         rows = {w: store.get_patch_run(k) for w, k in keys.items()}
         if all(rows.values()):
-            got = {w: _from_store(r) for w, r in rows.items()}
+            got = {w: result_from_row(r) for w, r in rows.items()}
         else:
             comps = _components(hm, [f"L{L}/H{h}" for L in range(hm.n_layers) for h in range(hm.n_heads)]
                                 + [f"blocks.{L}.mlp.out" for L in range(hm.n_layers)])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from ..store.base import content_hash
+from ..core.keys import content_hash
 
 VERSION = "investigate-v1"
 

@@ -452,6 +452,11 @@ class HookedModel:
     def ln_final_scale(self) -> torch.Tensor:
         return self.adapter.ln_final_scale()
 
+    @property
+    def ln_final_bias(self) -> torch.Tensor | None:
+        """The final norm's bias (LayerNorm), or None (RMSNorm)."""
+        return getattr(self.adapter.final_norm(), "bias", None)
+
     def W_out(self, layer: int) -> torch.Tensor:
         return self.adapter.W_out(self._blocks[layer])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from ..errors import UsageError
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from ..tasks.api import dataset_hash
 from ..tasks.items import Dataset
 from .activation import activation_patching
@@ -23,7 +23,8 @@ def run_key(hm, ds: Dataset, what: str, method: str, **params) -> str:
     return content_hash(VERSION, ds.name, dataset_hash(ds.items), hm.spec, what, method, params)
 
 
-def _from_store(row: dict) -> PatchResult:
+def result_from_row(row: dict) -> PatchResult:
+    """The PatchResult of a stored patching run (Store.get_patch_run row), marked reused."""
     from .core import sort_results
 
     return PatchResult(what=row["what"], method=row["method"], direction=row["direction"],
@@ -71,7 +72,7 @@ def patch(store, hm, ds: Dataset, what: str = "heads", method: str = "activation
     if reuse:
         row = store.get_patch_run(key)
         if row is not None:
-            res = _from_store(row)
+            res = result_from_row(row)
             if method == "attribution" and compare:
                 _compare(store, hm, ds, res, what, direction, layer, per_position, layers, batch_size, max_batch,
                          progress, reuse)
@@ -106,7 +107,7 @@ def _compare(store, hm, ds, res, what, direction, layer, per_position, layers, b
                   layers=layers)
     row = store.get_patch_run(run_key(hm, ds, what, "activation", **params))
     if row is not None:
-        act = _from_store(row)
+        act = result_from_row(row)
     elif run:
         act = patch(store, hm, ds, what, "activation", direction=direction, layer=layer, per_position=per_position,
                     layers=layers, batch_size=batch_size, max_batch=max_batch, reuse=reuse, progress=progress)

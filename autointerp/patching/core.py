@@ -21,6 +21,8 @@ from typing import Iterator, Sequence
 import torch
 from pydantic import BaseModel, Field
 
+from ..core.hooks import act_name
+from ..core.units import Unit
 from ..errors import DatasetError, UsageError
 from ..tasks.items import PairItem
 from ..tasks.validate import single_token_in_context
@@ -28,6 +30,7 @@ from ..tasks.validate import single_token_in_context
 WHATS = ("resid", "heads", "heads_pos", "mlp", "attn", "neurons")
 DIRECTIONS = ("denoising", "noising")
 EPS = 1e-6
+FINAL = act_name("ln_final.out")
 
 
 class PatchResult(BaseModel):
@@ -124,8 +127,8 @@ def run_ld(hm, ids: torch.Tensor, b: Batch, *, reps: int = 1, hooks=None, cache=
            stop_at_layer=None):
     """(LD per row, the run) of ids [reps*B, p] with hooks."""
     mask = b.mask.repeat(reps, 1)
-    run = hm.forward(ids, mask, cache=["ln_final.out", *cache], hooks=hooks or {}, return_logits=False, grad=grad)
-    return logit_diff_from_final(hm, run.cache["ln_final.out"], b, reps), run
+    run = hm.forward(ids, mask, cache=[FINAL, *cache], hooks=hooks or {}, return_logits=False, grad=grad)
+    return logit_diff_from_final(hm, run.cache[FINAL], b, reps), run
 
 
 # ----------------------------------------------------------------------------- components
@@ -151,19 +154,19 @@ def components_for(hm, what: str, max_len: int, *, layer: int | None = None, per
     positions: list[int | None] = list(range(max_len)) if per_position else [None]
     out: list[Component] = []
     if what == "resid":
-        out = [Component(f"blocks.{L}.resid_pre", f"blocks.{L}.resid_pre", L, p) for L in Ls for p in positions]
+        out = [Component(act_name("resid_pre", L), act_name("resid_pre", L), L, p) for L in Ls for p in positions]
     elif what in ("heads", "heads_pos"):
-        out = [Component(f"L{L}/H{h}", f"blocks.{L}.attn.z", L, p, head=h)
+        out = [Component(Unit.head(L, h).id, act_name("attn.z", L), L, p, head=h)
                for L in Ls for h in range(hm.n_heads) for p in positions]
     elif what in ("mlp", "attn"):
         pt = "mlp.out" if what == "mlp" else "attn.out"
-        out = [Component(f"blocks.{L}.{pt}", f"blocks.{L}.{pt}", L, p) for L in Ls for p in positions]
+        out = [Component(act_name(pt, L), act_name(pt, L), L, p) for L in Ls for p in positions]
     elif what == "neurons":
         if layer is None:
             raise UsageError("--what neurons needs --layer L")
         if not 0 <= layer < hm.n_layers:
             raise UsageError(f"--layer {layer} out of range (model has layers 0..{hm.n_layers - 1})")
-        out = [Component(f"L{layer}/N{n}", f"blocks.{layer}.mlp.post", layer, p, neuron=n)
+        out = [Component(Unit.neuron(layer, n).id, act_name("mlp.post", layer), layer, p, neuron=n)
                for n in range(hm.d_mlp) for p in positions]
     return out
 

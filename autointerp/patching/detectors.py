@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from ..core.hooks import act_name
+from ..core.units import Unit
+
 DETECTORS = ("induction", "previous_token", "duplicate_token", "first_token")
 
 
@@ -45,7 +48,7 @@ def scores_from_patterns(patterns: dict[int, torch.Tensor], offset: int, T: int)
         qi = q2[:-1]                                        # the last position's successor is outside the sequence
         ind = pat[:, :, qi, qi - T + 1].mean(dim=(0, 2))
         for h in range(pat.shape[1]):
-            out[f"L{L}/H{h}"] = {"induction": round(float(ind[h]), 4), "previous_token": round(float(prev[h]), 4),
+            out[Unit.head(L, h).id] = {"induction": round(float(ind[h]), 4), "previous_token": round(float(prev[h]), 4),
                                  "duplicate_token": round(float(dup[h]), 4), "first_token": round(float(first[h]), 4)}
     return out
 
@@ -57,7 +60,7 @@ def detect_heads(hm, *, n_seqs: int = 16, seq_len: int = 24, seed: int = 0, batc
     if ids is None:
         ids, offset = repeated_random_tokens(hm, n_seqs, seq_len, seed)
     T = (ids.shape[1] - (offset or 0)) // 2
-    names = [f"blocks.{L}.attn.pattern" for L in range(hm.n_layers)]
+    names = [act_name("attn.pattern", L) for L in range(hm.n_layers)]
     sums: dict[int, torch.Tensor] = {}
     for s in range(0, ids.shape[0], batch_size):
         chunk = ids[s:s + batch_size]

@@ -17,14 +17,15 @@ from typing import Sequence
 
 import torch
 
+from ..core.hooks import act_name
+from ..core.units import Unit
 from ..errors import UsageError
 from ..tasks.items import PairItem
 from .core import Batch, PatchResult, prepare, run_ld, sort_results
 
 
 def _is_layernorm(hm) -> bool:
-    norm = hm.adapter.final_norm()
-    return isinstance(norm, torch.nn.LayerNorm) or getattr(norm, "bias", None) is not None
+    return hm.norm_kind == "layernorm"
 
 
 def logit_direction(hm, b: Batch, resid_final: torch.Tensor, normed_final: torch.Tensor) -> torch.Tensor:
@@ -35,7 +36,7 @@ def logit_direction(hm, b: Batch, resid_final: torch.Tensor, normed_final: torch
     y = normed_final[rows, b.last].float()
     w = hm.ln_final_scale.float()
     centred = _is_layernorm(hm)
-    bias = getattr(hm.adapter.final_norm(), "bias", None)
+    bias = hm.ln_final_bias
     yb = y - (bias.float() if bias is not None else 0.0)
     rc = r - r.mean(-1, keepdim=True) if centred else r
     s = (w * rc).norm(dim=-1) / yb.norm(dim=-1).clamp_min(1e-12)          # [B] frozen scale
@@ -54,9 +55,9 @@ def direct_logit_attribution(hm, items: Sequence[PairItem], what: str = "heads",
     if layer is not None and not 0 <= layer < hm.n_layers:
         raise UsageError(f"--layer {layer} out of range (model has layers 0..{hm.n_layers - 1})")
     data = prepare(hm, items, batch_size)
-    last_resid = f"blocks.{hm.n_layers - 1}.resid_post"
+    last_resid = act_name("resid_post", hm.n_layers - 1)
     pt = "attn.z" if what == "heads" else "mlp.post"
-    hooks = [f"blocks.{L}.{pt}" for L in layers]
+    hooks = [act_name(pt, L) for L in layers]
     sums = {L: None for L in layers}
     clean_sum = corrupt_sum = 0.0
     for b in data:
@@ -64,10 +65,10 @@ def direct_logit_attribution(hm, items: Sequence[PairItem], what: str = "heads",
         ldx, _ = run_ld(hm, b.corrupt, b)
         clean_sum += float(ld.double().sum())
         corrupt_sum += float(ldx.double().sum())
-        g = logit_direction(hm, b, run.cache[last_resid], run.cache["ln_final.out"])       # [B, d]
+        g = logit_direction(hm, b, run.cache[last_resid], run.cache[act_name("ln_final.out")])       # [B, d]
         rows = torch.arange(b.size, device=g.device)
         for L in layers:
-            a = run.cache[f"blocks.{L}.{pt}"][rows, b.last].float()                        # [B, H, dh] | [B, d_mlp]
+            a = run.cache[act_name(pt, L)][rows, b.last].float()                           # [B, H, dh] | [B, d_mlp]
             if what == "heads":
                 per = torch.einsum("bhe,hed,bd->bh", a, hm.W_O(L).float(), g)
             else:
@@ -78,7 +79,7 @@ def direct_logit_attribution(hm, items: Sequence[PairItem], what: str = "heads",
     rows_out = []
     for L in layers:
         for i, v in enumerate((sums[L] / N).tolist()):
-            name = f"L{L}/H{i}" if what == "heads" else f"L{L}/N{i}"
+            name = Unit(L, "head" if what == "heads" else "neuron", i).id
             rows_out.append({"component": name, "layer": L, "position": None, "effect": round(v, 6)})
     return PatchResult(what=f"dla_{what}", method="dla", direction=None, clean_logit_diff=round(clean_sum / N, 6),
                        corrupt_logit_diff=round(corrupt_sum / N, 6), normalised=False, n_items=N,

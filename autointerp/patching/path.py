@@ -22,12 +22,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import UsageError
+from ..core.hooks import act_name, parse_hook
+from ..core.units import Unit
+from ..errors import UnitError, UsageError
 from ..tasks.items import PairItem
 from .activation import check_direction, result_rows
 from .core import Component, PatchResult, mean_effects, prepare, run_ld, selection_mask
 
-_RECV = re.compile(r"^L(\d+)/H(\d+)(?::([qkv]))?$", re.I)
+CHANNELS = ("q", "k", "v")
 
 
 def parse_receivers(hm, receivers: str | Sequence[str]) -> list[tuple[int, int, str]] | None:
@@ -38,11 +40,15 @@ def parse_receivers(hm, receivers: str | Sequence[str]) -> list[tuple[int, int, 
         return None
     out = []
     for r in receivers:
-        m = _RECV.match(r.strip())
-        if not m:
+        unit, _, ch = r.strip().partition(":")
+        ch = (ch or "q").lower()
+        try:
+            u = Unit.parse(unit)
+        except UnitError:
+            u = None
+        if u is None or u.kind != "head" or ch not in CHANNELS:
             raise UsageError(f"bad receiver {r!r}: use logits or L<layer>/H<head>[:q|:k|:v] (e.g. L9/H9:q)")
-        L, h, ch = int(m.group(1)), int(m.group(2)), (m.group(3) or "q").lower()
-        hm.check_unit(f"L{L}/H{h}")
+        L, h = hm.check_unit(u).layer, u.index
         if L == 0:
             raise UsageError(f"receiver {r}: a layer-0 head has no sender heads before it")
         out.append((L, h, ch))
@@ -76,7 +82,7 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
     data = prepare(hm, items, batch_size)
     top = hm.n_layers if recv is None else max(L for L, _, _ in recv)   # senders live in layers < top
     if senders is None:
-        comps = [Component(f"L{L}/H{h}", f"blocks.{L}.attn.z", L, None, head=h) for L in range(top)
+        comps = [Component(Unit.head(L, h).id, act_name("attn.z", L), L, None, head=h) for L in range(top)
                  for h in range(hm.n_heads)]
     else:
         comps = []
@@ -86,14 +92,14 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
                 raise UsageError(f"sender {s}: senders are heads (L<layer>/H<head>)")
             if u.layer >= top:
                 raise UsageError(f"sender {s} is not before the receivers (layer < {top})")
-            comps.append(Component(str(u), f"blocks.{u.layer}.attn.z", u.layer, None, head=u.index))
-    z_hooks = [f"blocks.{L}.attn.z" for L in range(top)]
-    mlp_hooks = [f"blocks.{L}.mlp.out" for L in range(top)] if freeze_mlps else []
+            comps.append(Component(u.id, u.hook, u.layer, None, head=u.index))
+    z_hooks = [act_name("attn.z", L) for L in range(top)]
+    mlp_hooks = [act_name("mlp.out", L) for L in range(top)] if freeze_mlps else []
     recv_hooks: dict[str, list[int]] = {}
     group = hm.n_heads // hm.n_kv_heads
     if recv is not None:
         for L, h, ch in recv:
-            recv_hooks.setdefault(f"blocks.{L}.attn.{ch}", []).append(h if ch == "q" else h // group)
+            recv_hooks.setdefault(act_name(f"attn.{ch}", L), []).append(h if ch == "q" else h // group)
     sums = torch.zeros(len(comps), dtype=torch.float64)
     clean_sum = corrupt_sum = 0.0
     for b in data:
@@ -121,7 +127,7 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
                 ld, _ = run_ld(hm, ids, b, reps=kk, hooks=hooks)
             else:
                 run1 = hm.forward(ids, b.mask.repeat(kk, 1), cache=list(recv_hooks),
-                                  hooks={n: f for n, f in hooks.items() if int(n.split(".")[1]) < top},
+                                  hooks={n: f for n, f in hooks.items() if parse_hook(n)[0] < top},
                                   return_logits=False, stop_at_layer=top + 1)
                 hooks2 = {}
                 for hook, heads in recv_hooks.items():
@@ -133,7 +139,7 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
             sums[s:s + kk] += ld.double().view(kk, B).sum(1).cpu()
     N = data.n_items
     clean, corrupt, effects, normed = mean_effects(sums, clean_sum, corrupt_sum, N, denoise)
-    rname = "logits" if recv is None else ",".join(f"L{L}/H{h}:{ch}" for L, h, ch in recv)
+    rname = "logits" if recv is None else ",".join(f"{Unit.head(L, h).id}:{ch}" for L, h, ch in recv)
     return PatchResult(what="path", method="path", direction=direction, clean_logit_diff=round(clean, 6),
                        corrupt_logit_diff=round(corrupt, 6), normalised=normed, n_items=N,
                        results=result_rows(comps, effects),

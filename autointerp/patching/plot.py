@@ -2,35 +2,39 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
+from ..core.units import Unit
 from ..errors import UsageError
 from .core import PatchResult
 
-_HEAD = re.compile(r"^L(\d+)/H(\d+)$")
-_NEURON = re.compile(r"^L(\d+)/N(\d+)$")
+
+def _unit(component: str, kind: str) -> Unit | None:
+    """The unit a result row names, if it is a unit of this kind ("blocks.3.mlp.out" rows are not)."""
+    if not Unit.is_id(component):
+        return None
+    u = Unit.parse(component)
+    return u if u.kind == kind else None
 
 
 def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarray, list[str], list[str], str, str]:
     """(grid [rows, cols], row labels, column labels, row axis name, column axis name)."""
     rows = res.results
     per_pos = any(r.get("position") is not None for r in rows)
-    heads = all(_HEAD.match(r["component"]) for r in rows)
-    neurons = all(_NEURON.match(r["component"]) for r in rows)
+    heads = all(_unit(r["component"], "head") for r in rows)
+    neurons = all(_unit(r["component"], "neuron") for r in rows)
     toks = res.settings.get("str_tokens") or []
     if per_pos:
         P = max(r["position"] for r in rows) + 1
         if heads:
-            keys = sorted({(int(_HEAD.match(r["component"])[1]), int(_HEAD.match(r["component"])[2])) for r in rows})
+            keys = sorted({_unit(r["component"], "head") for r in rows})
             index = {k: i for i, k in enumerate(keys)}
             g = np.full((len(keys), P), np.nan)
             for r in rows:
-                m = _HEAD.match(r["component"])
-                g[index[(int(m[1]), int(m[2]))], r["position"]] = r["effect"]
-            ylab = [f"L{L}/H{h}" for L, h in keys]
+                g[index[_unit(r["component"], "head")], r["position"]] = r["effect"]
+            ylab = [u.id for u in keys]
             yname = "head"
         else:
             layers = sorted({r["layer"] for r in rows})
@@ -43,16 +47,16 @@ def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarr
     if heads:
         g = np.full((n_layers, n_heads), np.nan)
         for r in rows:
-            m = _HEAD.match(r["component"])
-            g[int(m[1]), int(m[2])] = r["effect"]
+            u = _unit(r["component"], "head")
+            g[u.layer, u.index] = r["effect"]
         return g, [str(L) for L in range(n_layers)], [str(h) for h in range(n_heads)], "layer", "head"
     if neurons:
-        layers = sorted({r["layer"] for r in rows})
-        width = max(int(_NEURON.match(r["component"])[2]) for r in rows) + 1
+        units = [_unit(r["component"], "neuron") for r in rows]
+        layers = sorted({u.layer for u in units})
+        width = max(u.index for u in units) + 1
         g = np.full((len(layers), width), np.nan)
-        for r in rows:
-            m = _NEURON.match(r["component"])
-            g[layers.index(int(m[1])), int(m[2])] = r["effect"]
+        for u, r in zip(units, rows):
+            g[layers.index(u.layer), u.index] = r["effect"]
         return g, [str(L) for L in layers], [str(i) for i in range(width)], "layer", "neuron"
     layers = sorted({r["layer"] for r in rows})
     g = np.full((len(layers), 1), np.nan)

@@ -18,12 +18,11 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
-from ..units import Unit
 from .base import APP_ID, SCHEMA_VERSION, unpack_f16
 
 SIM_KIND = "simulation"
-UNIT_RE = re.compile(r"^L(\d+)/([NH])(\d+)$")
 
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
@@ -378,7 +377,7 @@ class QueryMixin:
             for p in srcs:
                 if p.resolve() == me:
                     raise UsageError(f"{p} is the merge target itself; name it once, with --into")
-                conns.append(_open_source(p))
+                conns.append(open_source(p))
             added: dict[str, int] = {}
             with self.tx(immediate=True):
                 for p, src in zip(srcs, conns):
@@ -425,7 +424,7 @@ def _simulations(details_json: str | None) -> dict:
     return out
 
 
-def _open_source(path: Path) -> sqlite3.Connection:
+def open_source(path: Path) -> sqlite3.Connection:
     """A read-only connection to an autointerp store of this schema version, or StoreError."""
     if not path.is_file():
         raise StoreError(f"no store at {path}")
@@ -558,3 +557,6 @@ def _remap_details(details_json: str, ids: dict[int, int]) -> str:
                 if isinstance(it.get(k), int) and it[k] in ids and ids[it[k]] != it[k]:
                     it[k] = ids[it[k]]; changed = True
     return json.dumps(d) if changed else details_json
+
+
+_open_source = open_source  # the old private name (cli/query.py); remove once no caller uses it

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DatasetError, UsageError
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from .builtin import builtin_name, generate_builtin
 from .io import export_items, read_items
 from .items import Dataset, PairItem

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import UsageError
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from ..units import Unit
 from .intervene import InterventionResult, intervene
 from .probes import (Probe, ProbeScores, code_probes, filler_tokens, llm_probes, neutral_records, parse_explanation,
