@@ -6,13 +6,16 @@ import time
 
 import click
 
+from ..corpus.sources import DEFAULT_CORPUS
 from . import cli
 from .common import emit, json_option, model_options, settings, store_option
 
 
 @cli.command("mine")
-@click.option("--corpus", default="gensim-wiki", show_default=True,
-              help="gensim-wiki | gensim-news | FILE.txt | DIR (of .txt) | FILE.jsonl | hf:NAME[:CONFIG][@SPLIT].")
+@click.option("--corpus", default=DEFAULT_CORPUS, show_default=True,
+              help="gensim (wiki + news) | gensim-wiki | gensim-news | FILE.txt | DIR (of .txt) | FILE.jsonl | "
+                   "hf:NAME[:CONFIG][@SPLIT], optionally with ?shuffle=SEED (document order permuted) and "
+                   "&doc_chars=N (each document cut to N characters), e.g. gensim-wiki?shuffle=1.")
 @click.option("--text-field", default="text", show_default=True, help="The text field of JSONL / HF rows.")
 @click.option("--tokens", "n_tokens", type=int, default=100_000, show_default=True,
               help="Tokens to mine (0: the whole corpus).")

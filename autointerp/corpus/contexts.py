@@ -57,32 +57,45 @@ def _tokenize(tokenizer: Any, text: str) -> list[int]:
 
 
 def iter_contexts(tokenizer: Any, source: Source | str, context_len: int = 64, start: int = 0,
-                  limit: int | None = None, layout: ContextLayout | None = None) -> Iterator[list[int]]:
-    """Token id lists of length context_len: contexts start, start+1, ... (at most `limit`)."""
+                  limit: int | None = None, layout: ContextLayout | None = None,
+                  with_docs: bool = False) -> Iterator[list[int]] | Iterator[tuple[list[int], int, int]]:
+    """Token id lists of length context_len: contexts start, start+1, ... (at most `limit`).
+    with_docs: (ids, first_doc, last_doc) instead, the indices (in stream order) of the documents
+    of the context's first and last text tokens."""
     if isinstance(source, str):
         source = open_source(source)
     layout = layout or layout_for(tokenizer, context_len)
     body = layout.body_len
     prefix = [] if layout.bos_id is None else [layout.bos_id]
     buf: list[int] = []
+    docs: list[int] = []          # with_docs: the document of each token in buf
+    doc = 0
     idx = 0
     made = 0
     if limit is not None and limit <= 0:
         return
     for text, end in source.pieces():
-        buf.extend(_tokenize(tokenizer, text))
+        toks = _tokenize(tokenizer, text)
+        buf.extend(toks)
         if end and layout.sep_id is not None:
             buf.append(layout.sep_id)
+        if with_docs:
+            docs.extend([doc] * (len(buf) - len(docs)))
+        if end:
+            doc += 1
         n_full = len(buf) // body
         for i in range(n_full):
             if idx >= start:
-                yield prefix + buf[i * body:(i + 1) * body]
+                ids = prefix + buf[i * body:(i + 1) * body]
+                yield (ids, docs[i * body], docs[(i + 1) * body - 1]) if with_docs else ids
                 made += 1
                 if limit is not None and made >= limit:
                     return
             idx += 1
         if n_full:
             del buf[: n_full * body]
+            if with_docs:
+                del docs[: n_full * body]
 
 
 def iter_batches(tokenizer: Any, source: Source | str, context_len: int = 64, batch_size: int = 16, start: int = 0,
