@@ -2,7 +2,7 @@
 headings (#..####), paragraphs, `- ` lists, pipe tables, `>` block quotes, image lines
 `![alt](name)`, `code` and *emphasis*.
 
-Pure (no I/O, no imports of any stage or face), so any face may use it. It is total: every
+Pure (no I/O; imports only core.units), so any face may use it. It is total: every
 block rule consumes at least one line, so it terminates on any input, in time linear in the
 input apart from the inline regexes (each bounded by the line length). Everything taken from
 the input is HTML-escaped; the only tags in the output are the ones written here (and whatever
@@ -15,10 +15,11 @@ import html
 import re
 from typing import Callable
 
+from .units import UNIT_IN_TEXT_RE
+
 IMG_RE = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)$")
 HEADING_RE = re.compile(r"^(#{1,4})\s+(.*)$")
 EM_RE = re.compile(r"(?<![\w*])\*([^*\s][^*]*?)\*(?![\w*])")
-UNIT_ID_RE = re.compile(r"\bL\d+/[HN]\d+\b")
 CODE_SPLIT_RE = re.compile(r"(`[^`]+`)")
 TABLE_RULE_RE = re.compile(r"^\|?\s*:?-")
 
@@ -40,7 +41,7 @@ def inline(text: str, unit_link: UnitLink | None = None) -> str:
         # escaping keeps '*' and unit ids as they are, so the emphasis and link rules see the text
         e = EM_RE.sub(r"<em>\1</em>", esc(part))
         if unit_link is not None:
-            e = UNIT_ID_RE.sub(lambda m: unit_link(m.group()), e)
+            e = UNIT_IN_TEXT_RE.sub(lambda m: unit_link(m.group()), e)
         out.append(e)
     return "".join(out)
 

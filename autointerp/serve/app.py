@@ -2,7 +2,7 @@
 
 Routes (GET/HEAD only):
     /                          models, datasets, best-scored explanations, a search box
-    /search?q=&min_score=&layer=&model=&explainer=    the same search as `autointerp query`
+    /search?q=&min_score=&layer=&model=&explainer=&limit=    the same search as `autointerp query`
     /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
     /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
@@ -18,16 +18,23 @@ What dropped half of a 200-request burst was the listen backlog: socketserver's 
 or retried by the client's SYN back-off (tens of seconds). ViewerServer listens with a backlog of
 256 (REQUEST_QUEUE_SIZE; the kernel caps it at net.core.somaxconn, 4096 on current Linux), which
 holds a burst of 200 with room to spare; threads then serve them concurrently.
+
+Bad input answers 400 with one short line, never 500: query values are checked before the store
+is read (integers are plain ASCII digits within a range SQLite can hold, numbers are finite),
+unit ids are parsed and checked against the model's sizes, investigation ids are alphanumeric.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ..core.units import Unit
 from ..errors import AutointerpError, UnitError, UsageError
 from . import pages
 from .investigation import investigation_html
@@ -39,6 +46,36 @@ class NotFound(Exception):
 
 class BadRequest(Exception):
     pass
+
+
+MAX_LAYER = 100_000          # far beyond any model; keeps the value an SQLite integer
+MAX_LIMIT = 1000
+MAX_QUERY_CHARS = 500
+INT_RE = re.compile(r"[0-9]{1,9}")       # ASCII digits only (int() would take '٣', '1_0', ' 1 ')
+INV_ID_RE = re.compile(r"[0-9A-Za-z]{1,64}")  # a content hash or a prefix; never a LIKE wildcard
+
+
+def _int_param(q: dict, name: str, lo: int, hi: int) -> int | None:
+    raw = q.get(name, "").strip()
+    if not raw:
+        return None
+    v = int(raw) if INT_RE.fullmatch(raw) else None
+    if v is None or not lo <= v <= hi:
+        raise BadRequest(f"{name} must be an integer from {lo} to {hi}, not {raw[:40]!r}")
+    return v
+
+
+def _float_param(q: dict, name: str) -> float | None:
+    raw = q.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        v = float(raw)
+    except ValueError:
+        v = math.nan
+    if not math.isfinite(v) or len(raw) > 40:
+        raise BadRequest(f"{name} must be a finite number, not {raw[:40]!r}")
+    return v
 
 
 def _open(path: Path):
@@ -53,35 +90,40 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
     segs = url.path.split("/")[1:]
     q = {k: v[-1] for k, v in parse_qs(url.query).items()}
     try:
+        if url.path == "/search":  # checked before the store is opened
+            text = q.get("q", "").strip()
+            if len(text) > MAX_QUERY_CHARS:
+                raise BadRequest(f"q is too long ({len(text)} characters; at most {MAX_QUERY_CHARS})")
+            min_score = _float_param(q, "min_score")
+            layer = _int_param(q, "layer", 0, MAX_LAYER)
+            limit = _int_param(q, "limit", 1, MAX_LIMIT)
         with _open(store_path) as store:
             if url.path in ("/", "/index.html"):
                 return 200, pages.index_page(store.overview(), store.search(None, limit=20))
             if url.path == "/search":
-                text = q.get("q", "").strip()
-                try:
-                    min_score = float(q["min_score"]) if q.get("min_score", "").strip() else None
-                    layer = int(q["layer"]) if q.get("layer", "").strip() else None
-                except ValueError:
-                    raise BadRequest("min_score must be a number and layer an integer") from None
                 model = q.get("model") or None
                 explainer = q.get("explainer") or None
                 if text or min_score is not None or layer is not None or model or explainer:
                     rows = store.search(text or None, model=model, layer=layer, explainer=explainer,
-                                        min_score=min_score, limit=100)
+                                        min_score=min_score, limit=limit or 100)
                 else:
-                    rows = store.search(None, limit=50)
+                    rows = store.search(None, limit=limit or 50)
                 return 200, pages.search_page(text, q, rows, store.model_ids())
             if len(segs) >= 4 and segs[0] == "unit":
                 model = unquote("/".join(segs[1:-2]))
                 unit = unquote(segs[-2]) + "/" + unquote(segs[-1])
                 try:
-                    v = store.unit_view(model, unit)
+                    u = Unit.parse(unit)
+                    m = store.get_model(model)
+                    if m is not None and None not in (m.get("n_layers"), m.get("d_mlp"), m.get("n_heads")):
+                        u.check(int(m["n_layers"]), int(m["d_mlp"]), int(m["n_heads"]))
                 except UnitError as e:
                     raise BadRequest(str(e)) from None
+                v = store.unit_view(model, str(u))
                 if v is None:
-                    if store.get_model(model) is None:
+                    if m is None:
                         raise NotFound(f"no model {model!r} in this store")
-                    raise NotFound(f"the store has nothing on {unit} of {model}")
+                    raise NotFound(f"the store has nothing on {u} of {model}")
                 return 200, pages.unit_page(v)
             if len(segs) >= 2 and segs[0] == "dataset" and segs[1]:
                 name = unquote("/".join(segs[1:]))
@@ -90,6 +132,8 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                     raise NotFound(f"no dataset {name!r} in this store")
                 return 200, pages.dataset_page(v)
             if len(segs) >= 2 and segs[0] == "investigation" and segs[1]:
+                if not INV_ID_RE.fullmatch(unquote(segs[1])):
+                    raise BadRequest("an investigation id is letters and digits (a hash or its prefix)")
                 inv = store.get_investigation(unquote(segs[1]))
                 if inv is None:
                     raise NotFound(f"no investigation {unquote(segs[1])!r} in this store")

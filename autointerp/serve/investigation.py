@@ -1,5 +1,5 @@
 """The viewer's investigation page: a stored `autointerp investigate` report (Markdown, rendered by
-the total renderer in autointerp.render) with its figures inlined from the store as data: URIs.
+the total renderer in autointerp.core.markdown) with its figures inlined from the store as data: URIs.
 Everything from the store is escaped."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 from typing import Callable
 
-from ..render import esc, render_markdown
+from ..core.markdown import esc, render_markdown
 
 
 def investigation_html(inv: dict, figures: dict[str, bytes], unit_link: Callable[[str], str] | None = None) -> str:

@@ -1,4 +1,4 @@
-"""The report renderer (autointerp.render) is total and escapes: a seeded fuzz of Markdown-ish
+"""The report renderer (autointerp.core.markdown) is total and escapes: a seeded fuzz of Markdown-ish
 strings must each render fast, to HTML whose only tags are the renderer's own."""
 
 import random
@@ -6,7 +6,7 @@ import threading
 import time
 from html.parser import HTMLParser
 
-from autointerp.render import render_markdown
+from autointerp.core.markdown import render_markdown
 
 ALLOWED_TAGS = {"h1", "h2", "h3", "h4", "p", "img", "table", "tr", "th", "td", "blockquote", "ul", "li", "code", "em",
                 "a"}

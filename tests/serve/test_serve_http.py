@@ -150,3 +150,49 @@ def test_bad_reports_answer_fast(server):
         assert status == 200 and "<p>![x]" in body
         assert "<script>alert(1)" not in body
     assert '<a href="/unit/tiny-llama/L2/H1">L2/H1</a>' in get(base + "/investigation/badimage0002")[1]
+
+
+BAD_REQUESTS = [
+    ("/search?layer=99999999999999999999999", "layer must be an integer from 0 to"),
+    ("/search?layer=-1", "layer must be an integer"),
+    ("/search?layer=1e3", "layer must be an integer"),
+    ("/search?layer=%D9%A3", "layer must be an integer"),     # a non-ASCII digit, which int() would take
+    ("/search?layer=%00", "layer must be an integer"),
+    ("/search?limit=-5", "limit must be an integer from 1 to 1000"),
+    ("/search?limit=0", "limit must be an integer from 1 to 1000"),
+    ("/search?limit=abc", "limit must be an integer"),
+    ("/search?limit=99999999999999999999999", "limit must be an integer"),
+    ("/search?min_score=nan", "min_score must be a finite number"),
+    ("/search?min_score=inf", "min_score must be a finite number"),
+    ("/search?min_score=1e999", "min_score must be a finite number"),
+    ("/search?min_score=0x10", "min_score must be a finite number"),
+    ("/search?q=" + "a" * 5000, "q is too long"),
+    ("/unit/tiny-llama/L99999999999999999999999/N3", "out of range"),
+    ("/unit/tiny-llama/L0/N99999999999999999999999", "out of range (layer has neurons 0..15)"),
+    ("/unit/tiny-llama/L0/H4", "out of range (layer has heads 0..3)"),
+    ("/unit/tiny-llama/L3/N0", "out of range (model has layers 0..2)"),
+    ("/unit/tiny-llama/L-1/N3", "bad unit id"),
+    ("/unit/tiny-llama/L0/N3.5", "bad unit id"),
+    ("/unit/tiny-llama/L0/Nx", "bad unit id"),
+    ("/investigation/%25%25%25%25", "an investigation id is letters and digits"),  # a LIKE wildcard
+    ("/investigation/abc_", "an investigation id is letters and digits"),
+    ("/investigation/%00", "an investigation id is letters and digits"),
+]
+
+
+@pytest.mark.parametrize("path, message", BAD_REQUESTS, ids=[p[:48] for p, _ in BAD_REQUESTS])
+def test_bad_requests_are_400_with_a_short_message(server, path, message):
+    base, _ = server
+    status, body, _ = get(base + path)
+    assert status == 400, (status, body[-300:])
+    err = re.search(r"<p id='error'>(.*?)</p>", body).group(1)
+    assert message.replace("'", "&#x27;") in err and len(err) < 200, err
+
+
+def test_good_values_next_to_bad_ones(server):
+    base, _ = server
+    status, body, _ = get(base + "/search?layer=0&limit=1&min_score=-0.5")
+    assert status == 200 and "1 result(s)" in body
+    status, body, _ = get(base + "/search?q=%22%28NEAR*&layer=%20%201%20")  # FTS syntax is not an error
+    assert status == 200
+    assert get(base + "/investigation/nosuch")[0] == 404
