@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from ..errors import UnitError
-from .hooks import act_name
+from .hooks import act_name, parse_hook
 
 UNIT_RE = re.compile(r"^L(\d+)/([NH])(\d+)$")
 UNIT_IN_TEXT_RE = re.compile(r"\bL(\d+)/([NH])(\d+)\b")
@@ -90,3 +90,9 @@ class Unit:
         if not 0 <= self.index < size:
             raise UnitError(f"{self}: index {self.index} out of range (layer has {what} 0..{size - 1})")
         return self
+
+
+def layer_of(name: str) -> int | None:
+    """The layer a component name refers to: a unit id (L9/H9 -> 9) or a hook name
+    (blocks.3.mlp.out -> 3; ln_final.out -> None)."""
+    return Unit.parse(name).layer if Unit.is_id(name) else parse_hook(name)[0]

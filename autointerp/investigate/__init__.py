@@ -3,9 +3,9 @@
     from autointerp.investigate import investigate, InvestigateSettings
 """
 
+from ..patching.circuit import backup_heads, evaluate_circuit, final_attention  # re-exported (patching science)
+from ..report.prose_check import check_prose  # re-exported (the report stage)
 from .api import InvestigateSettings, InvestigationResult, investigate, investigation_id
-from .circuit import backup_heads, evaluate_circuit, final_attention
-from .prose import check_prose
 
 __all__ = ["investigate", "InvestigateSettings", "InvestigationResult", "investigation_id", "evaluate_circuit",
            "backup_heads", "final_attention", "check_prose"]

@@ -8,8 +8,8 @@ import io
 
 import numpy as np
 
+from ..core.units import layer_of
 from ..errors import UsageError
-from ..units import Unit
 
 
 def _plt():
@@ -74,7 +74,7 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
     nodes = list(heads) + list(mlps)
     by_layer: dict[int, list[str]] = {}
     for n in nodes:
-        L = Unit.parse(n).layer if not n.startswith("blocks.") else int(n.split(".")[1])
+        L = layer_of(n)
         by_layer.setdefault(L, []).append(n)
     layers = sorted(by_layer)
     ypos = {L: i for i, L in enumerate(layers)}
@@ -106,7 +106,7 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
                     bbox=dict(boxstyle="round,pad=0.4", fc="#eeeeee", ec="#333"))
             continue
         is_mlp = n.startswith("blocks.")
-        name = f"MLP {n.split('.')[1]}" if is_mlp else n
+        name = f"MLP {layer_of(n)}" if is_mlp else n
         eff = effects.get(n)
         r = roles.get(n, "")
         txt = name + (f"\n{eff:+.2f}" if eff is not None else "") + (f"\n{_short(r)}" if r else "")

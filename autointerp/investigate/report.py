@@ -1,6 +1,6 @@
 """The report: a summary of the measured numbers (build_summary), each component's role written
 by code from its evidence, the figures (stored with the SQL of the rows they were drawn from),
-the LLM's short prose (checked, see prose.py) and the Markdown page (README.md in the out folder
+the LLM's short prose (checked, see report/prose_check.py) and the Markdown page (README.md in the out folder
 and investigations.report_md in the store, which the viewer renders)."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..errors import AutointerpError, BudgetExceeded
 from ..core.keys import content_hash
-from ..units import Unit
-from .prose import check_prose
+from ..core.units import Unit, layer_of
+from ..errors import AutointerpError, BudgetExceeded
+from ..report.prose_check import check_prose
 
 
 def f2(x) -> str:
@@ -31,7 +31,7 @@ def _is_mlp(c: str) -> bool:
 
 
 def mlp_name(c: str) -> str:
-    return f"MLP {c.split('.')[1]}" if _is_mlp(c) else c
+    return f"MLP {layer_of(c)}" if _is_mlp(c) else c
 
 
 # ----------------------------------------------------------------------------- roles

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import AutointerpError, BudgetExceeded, DatasetError
+from ..core.hooks import parse_hook
 from ..core.keys import content_hash
-from ..units import Unit
+from ..core.units import Unit
+from ..errors import AutointerpError, BudgetExceeded, DatasetError
 
 
 def _sel(rows: list[dict], n: int) -> list[dict]:
@@ -15,7 +16,7 @@ def _sel(rows: list[dict], n: int) -> list[dict]:
 
 
 def _mlp_layer(component: str) -> int:
-    return int(component.split(".")[1])
+    return parse_hook(component)[0]
 
 
 # ----------------------------------------------------------------------------- 1. dataset
@@ -68,7 +69,7 @@ def _split(res, names: set[str]):
 
 
 def localise_step(steps, store, hm, ds, dsi, s):
-    from ..patching import attribution_patching
+    from ..patching import attribution_patching, components_for
     from ..patching.api import result_from_row, run_key
 
     params = dict(direction="denoising", layer=None, per_position=None, layers=None)
@@ -81,8 +82,8 @@ def localise_step(steps, store, hm, ds, dsi, s):
         if all(rows.values()):
             got = {w: result_from_row(r) for w, r in rows.items()}
         else:
-            comps = _components(hm, [f"L{L}/H{h}" for L in range(hm.n_layers) for h in range(hm.n_heads)]
-                                + [f"blocks.{L}.mlp.out" for L in range(hm.n_layers)])
+            comps = (components_for(hm, "heads", 0, per_position=False)
+                     + components_for(hm, "mlp", 0, per_position=False))
             res = attribution_patching(hm, ds.items, "heads", components=comps, batch_size=s.batch_size)
             got = {}
             for w in ("heads", "mlp"):
@@ -115,20 +116,9 @@ def _store_run(store, hm, ds, key: str, res, extra: dict) -> int:
 
 
 def _components(hm, names: list[str]):
-    from ..patching.core import Component
+    from ..patching.core import components_named
 
-    out = []
-    for n in names:
-        if n.startswith("blocks."):
-            L = _mlp_layer(n)
-            out.append(Component(n, n, L, None))
-        else:
-            u = Unit.parse(n)
-            if u.kind == "head":
-                out.append(Component(n, f"blocks.{u.layer}.attn.z", u.layer, None, head=u.index))
-            else:
-                out.append(Component(n, f"blocks.{u.layer}.mlp.post", u.layer, None, neuron=u.index))
-    return out
+    return components_named(names)
 
 
 def confirm_step(steps, store, hm, ds, dsi, loc, s, inv_id):
@@ -232,13 +222,12 @@ def paths_step(steps, store, hm, ds, dsi, conf, s, inv_id):
 
 def heads_step(steps, store, hm, ds, dsi, conf):
     from ..patching import head_wiki, role
-    from .circuit import final_attention
+    from ..patching.circuit import final_attention
 
     heads = conf["circuit_heads"]
 
     def run() -> dict:
-        cfg = getattr(hm.model, "config", None)
-        n_pos = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None) or 4096
+        n_pos = hm.max_context or 4096
         wiki = head_wiki(store, hm, seq_len=max(4, min(24, (n_pos - 1) // 2)))
         return {"wiki": {h: wiki.get(h, {}) for h in heads}, "detector_role": {h: role(wiki.get(h, {})) for h in heads},
                 "attention": final_attention(hm, ds.items, heads)}
@@ -285,7 +274,7 @@ def neurons_step(steps, store, hm, ds, dsi, conf, s, llm_h, inv_id, notes):
 
 
 def _explain(store, hm, units: list[str], s, llm_h) -> dict:
-    from ..explain import ExplainSettings, explain_unit
+    from ..pipeline import ExplainSettings, explain_unit
     from ..score.splits import SplitSizes
 
     out: dict[str, dict] = {}
@@ -333,7 +322,7 @@ def _validate(store, hm, unit: str, llm_h, notes: list[str]) -> dict:
 
 
 def hypothesis_step(steps, hm, ds, dsi, conf, s):
-    from .circuit import evaluate_circuit
+    from ..patching.circuit import evaluate_circuit
 
     return steps.run("hypothesis", {"confirm": steps.keys["confirm"]},
                      lambda: evaluate_circuit(hm, ds.items, conf["circuit_heads"], batch_size=s.batch_size,
@@ -350,7 +339,7 @@ def top_head(conf: dict, paths: dict) -> str:
 
 
 def backup_step(steps, hm, ds, dsi, conf, paths, s):
-    from .circuit import backup_heads
+    from ..patching.circuit import backup_heads
 
     h = top_head(conf, paths)
     return steps.run("backup", {"paths": steps.keys["paths"], "head": h, "min_rise": s.backup_min_rise},

@@ -1,5 +1,6 @@
 """Patching on the hooked model: activation (batched), attribution, path patching, direct logit
-attribution, head detectors. Metric and normalisation: see core.py.
+attribution, head detectors, circuit tests (faithfulness, completeness, backup heads).
+Metric and normalisation: see core.py.
 
     from autointerp.patching import patch, activation_patching, attribution_patching, path_patching
 """
@@ -7,11 +8,13 @@ attribution, head detectors. Metric and normalisation: see core.py.
 from .activation import activation_patching
 from .api import METHODS, head_wiki, patch
 from .attribution import attribution_patching, rank_correlation
-from .core import DIRECTIONS, WHATS, Component, PatchResult, components_for
+from .circuit import backup_heads, evaluate_circuit, final_attention
+from .core import DIRECTIONS, WHATS, Component, PatchResult, component_named, components_for, components_named
 from .detectors import DETECTORS, detect_heads, role
 from .dla import direct_logit_attribution
 from .path import path_patching
 
 __all__ = ["patch", "head_wiki", "activation_patching", "attribution_patching", "path_patching",
            "direct_logit_attribution", "detect_heads", "rank_correlation", "role", "PatchResult", "Component",
-           "components_for", "METHODS", "WHATS", "DIRECTIONS", "DETECTORS"]
+           "components_for", "component_named", "components_named", "evaluate_circuit", "backup_heads",
+           "final_attention", "METHODS", "WHATS", "DIRECTIONS", "DETECTORS"]

@@ -1,5 +1,6 @@
 """Tests of a circuit hypothesis on the hooked model: faithfulness, completeness, backup heads,
-and where each head attends from the final token. Definitions (after Wang et al. 2022, IOI):
+and where each head attends from the final token. (Moved here from investigate/: this is
+patching science; investigate/ only composes it.) Definitions (after Wang et al. 2022, IOI):
 
 Mean ablation. A head is ablated by replacing its output (blocks.L.attn.z, its slice) with its
 mean over the dataset's corrupt prompts (the "ABC" distribution: the task's form without its
@@ -31,10 +32,11 @@ from typing import Iterable, Sequence
 
 import torch
 
-from ..patching.core import Batch, Data, logit_diff_from_final, prepare
-from ..patching.dla import logit_direction
+from ..core.hooks import act_name
+from ..core.units import Unit
 from ..tasks.items import PairItem
-from ..units import Unit
+from .core import FINAL, Batch, Data, logit_diff_from_final, prepare
+from .dla import logit_direction
 
 Head = tuple[int, int]
 
@@ -49,7 +51,7 @@ def parse_heads(units: Iterable[str]) -> list[Head]:
 
 
 def head_name(h: Head) -> str:
-    return f"L{h[0]}/H{h[1]}"
+    return Unit.head(*h).id
 
 
 # ----------------------------------------------------------------------------- mean activations
@@ -59,7 +61,7 @@ def head_name(h: Head) -> str:
 def end_aligned_means(hm, data: Data, layers: Sequence[int]) -> dict[int, torch.Tensor]:
     """{layer: [R, n_heads, d_head]} mean attn.z over the corrupt prompts, row r = r positions
     before the final token (R = the longest prompt)."""
-    names = [f"blocks.{L}.attn.z" for L in layers]
+    names = [act_name("attn.z", L) for L in layers]
     R = data.max_len
     sums: dict[int, torch.Tensor] = {}
     counts = torch.zeros(R, dtype=torch.float64)
@@ -127,10 +129,10 @@ class Ablator:
                             if (L, h) not in kept:
                                 abl[j, 0, 0, h, 0] = True
                     if abl.any():
-                        hooks[f"blocks.{L}.attn.z"] = _ablate_fn(abl, aligned[L], kk, B)
-                run = hm.forward(b.clean.repeat(kk, 1), b.mask.repeat(kk, 1), cache=["ln_final.out"], hooks=hooks,
+                        hooks[act_name("attn.z", L)] = _ablate_fn(abl, aligned[L], kk, B)
+                run = hm.forward(b.clean.repeat(kk, 1), b.mask.repeat(kk, 1), cache=[FINAL], hooks=hooks,
                                  return_logits=False)
-                ld = logit_diff_from_final(hm, run.cache["ln_final.out"], b, kk)
+                ld = logit_diff_from_final(hm, run.cache[FINAL], b, kk)
                 sums[s:s + kk] += ld.double().view(kk, B).sum(1).cpu()
                 self.forwards += 1
         return (sums / self.data.n_items).tolist()
@@ -186,15 +188,15 @@ def evaluate_circuit(hm, items: Sequence[PairItem], circuit: Sequence[str], *, b
 def head_dla(hm, data: Data, hooks_for=None) -> torch.Tensor:
     """[n_layers, n_heads] mean direct logit attribution of every head on the clean prompts,
     with optional hooks (hooks_for(batch) -> {name: fn})."""
-    last_resid = f"blocks.{hm.n_layers - 1}.resid_post"
-    zs = [f"blocks.{L}.attn.z" for L in range(hm.n_layers)]
+    last_resid = act_name("resid_post", hm.n_layers - 1)
+    zs = [act_name("attn.z", L) for L in range(hm.n_layers)]
     total = torch.zeros(hm.n_layers, hm.n_heads, dtype=torch.float64)
     ld_sum = 0.0
     for b in data:
         hooks = hooks_for(b) if hooks_for else {}
-        run = hm.forward(b.clean, b.mask, cache=[last_resid, "ln_final.out", *zs], hooks=hooks, return_logits=False)
-        ld_sum += float(logit_diff_from_final(hm, run.cache["ln_final.out"], b).double().sum())
-        g = logit_direction(hm, b, run.cache[last_resid], run.cache["ln_final.out"])
+        run = hm.forward(b.clean, b.mask, cache=[last_resid, FINAL, *zs], hooks=hooks, return_logits=False)
+        ld_sum += float(logit_diff_from_final(hm, run.cache[FINAL], b).double().sum())
+        g = logit_direction(hm, b, run.cache[last_resid], run.cache[FINAL])
         rows = torch.arange(b.size, device=g.device)
         for L in range(hm.n_layers):
             a = run.cache[zs[L]][rows, b.last].float()
@@ -218,7 +220,7 @@ def backup_heads(hm, items: Sequence[PairItem], top_head: str, *, batch_size: in
         def fn(v):
             return torch.where(mask, m.to(v.dtype), v)
 
-        return {f"blocks.{h.layer}.attn.z": fn}
+        return {act_name("attn.z", h.layer): fn}
 
     after, ld1 = head_dla(hm, data, hooks_for)
     top_dla = float(before[h.layer, h.index])
@@ -228,7 +230,7 @@ def backup_heads(hm, items: Sequence[PairItem], top_head: str, *, batch_size: in
         for i in range(hm.n_heads):
             if (L, i) == (h.layer, h.index):
                 continue
-            rows.append({"head": f"L{L}/H{i}", "dla_before": round(float(before[L, i]), 4),
+            rows.append({"head": Unit.head(L, i).id, "dla_before": round(float(before[L, i]), 4),
                          "dla_after": round(float(after[L, i]), 4), "rise": round(float(rise[L, i]), 4)})
     rows.sort(key=lambda r: -abs(r["rise"]))
     thr = min_rise * abs(top_dla)
@@ -252,7 +254,7 @@ def final_attention(hm, items: Sequence[PairItem], heads: Sequence[str], *, batc
         return {}
     data = prepare(hm, items, batch_size)
     layers = sorted({u.layer for u in hs})
-    names = [f"blocks.{L}.attn.pattern" for L in layers]
+    names = [act_name("attn.pattern", L) for L in layers]
     acc = {str(u): {"answer": 0.0, "wrong": 0.0, "edited": 0.0, "first": 0.0} for u in hs}
     top_tok: dict[str, dict[str, float]] = {str(u): {} for u in hs}
     for b in data:
@@ -263,7 +265,7 @@ def final_attention(hm, items: Sequence[PairItem], heads: Sequence[str], *, batc
         wr_m = (ids == b.wrong[:, None]) & (b.mask > 0)
         ed_m = (b.clean != b.corrupt) & (b.mask > 0)
         for u in hs:
-            pat = run.cache[f"blocks.{u.layer}.attn.pattern"][rows, u.index, b.last].float()   # [B, k]
+            pat = run.cache[act_name("attn.pattern", u.layer)][rows, u.index, b.last].float()   # [B, k]
             a = acc[str(u)]
             a["answer"] += float((pat * ans_m).sum())
             a["wrong"] += float((pat * wr_m).sum())

@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import torch
 from pydantic import BaseModel, Field
 
-from ..core.hooks import act_name
+from ..core.hooks import act_name, parse_hook
 from ..core.units import Unit
 from ..errors import DatasetError, UsageError
 from ..tasks.items import PairItem
@@ -169,6 +169,24 @@ def components_for(hm, what: str, max_len: int, *, layer: int | None = None, per
         out = [Component(Unit.neuron(layer, n).id, act_name("mlp.post", layer), layer, p, neuron=n)
                for n in range(hm.d_mlp) for p in positions]
     return out
+
+
+def component_named(name: str) -> Component:
+    """The all-positions component a result row names: a unit id (L9/H9, L3/N42) or a layer-wide
+    hook name (blocks.3.mlp.out, blocks.3.resid_pre)."""
+    if Unit.is_id(name):
+        u = Unit.parse(name)
+        if u.kind == "head":
+            return Component(name, u.hook, u.layer, None, head=u.index)
+        return Component(name, u.hook, u.layer, None, neuron=u.index)
+    L, _ = parse_hook(name)
+    if L is None:
+        raise UsageError(f"component {name!r}: use a unit id (L9/H9) or a per-layer hook name (blocks.3.mlp.out)")
+    return Component(name, name, L, None)
+
+
+def components_named(names: Sequence[str]) -> list[Component]:
+    return [component_named(n) for n in names]
 
 
 def selection_mask(comps: Sequence[Component | None], value_shape: Sequence[int], device) -> torch.Tensor:

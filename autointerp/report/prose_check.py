@@ -10,6 +10,13 @@ explicit sign must match; a percentage must appear as a percentage in the facts.
 of the facts' units are allowed ("layer 9" for L9/H9). A sentence that names units may only use
 the numbers of the fact sentences naming those units, or of fact sentences naming no unit (so a
 number measured for one head cannot be attached to another).
+
+Why a stage of its own (autointerp/report/) and not investigate/: checking that a text's numbers
+are measured values is a verification with a definition and tests of its own, like a score; it
+takes text and facts and returns kept and dropped sentences, needs no model, store or LLM, and
+imports only core (unit ids). Any face that has an LLM write prose over measurements
+(investigate's report today) calls it; none holds the rules. It is not patching (no model runs)
+and not score/ (score/ scores explanations of units against activations).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from __future__ import annotations
 import re
 from typing import Iterable
 
+from ..core.units import Unit
+
+# unit ids as an LLM may write them (spaces, lower case); Unit formats what they name
 UNIT_RE = re.compile(r"\bL\s?(\d+)\s?/\s?([HN])\s?(\d+)\b", re.I)
 MLP_RE = re.compile(r"\bMLP\s?(?:layer\s)?(\d+)\b", re.I)
 NUM_RE = re.compile(r"(?<![A-Za-z_\d.])[-+\u2212]?\d+(?:,\d{3})*(?:\.\d+)?\s?%?")
@@ -42,7 +52,7 @@ def _signed(tok: str) -> tuple[float, bool, bool] | None:
 
 
 def _units_in(text: str) -> set[str]:
-    return {f"L{int(m[1])}/{m[2].upper()}{int(m[3])}" for m in UNIT_RE.finditer(text)}
+    return {Unit.from_match(m).id for m in UNIT_RE.finditer(text)}
 
 
 def _numbers(text: str, protected: Iterable[str]) -> set[tuple[float, bool]]:
@@ -89,7 +99,7 @@ def _mask(text: str, protected: Iterable[str]) -> str:
 
 def allowed_values(facts: str, protected: Iterable[str] = ()) -> tuple[set[tuple[float, bool]], set[str], set[int]]:
     """(numbers as (|value|, is_percent), unit ids, layer numbers) printed in the facts."""
-    units = {f"L{int(m[1])}/{m[2].upper()}{int(m[3])}" for m in UNIT_RE.finditer(facts)}
+    units = _units_in(facts)
     layers = {int(m[1]) for m in UNIT_RE.finditer(facts)} | {int(m[1]) for m in MLP_RE.finditer(facts)}
     masked = MLP_RE.sub(" ", UNIT_RE.sub(" ", _mask(facts, protected)))
     nums = {v for v in (_val(m.group()) for m in NUM_RE.finditer(masked)) if v is not None}
@@ -101,7 +111,7 @@ def check_sentence(sentence: str, nums: set, units: set, layers: set, protected:
     """None if the sentence is fine, else the reason it is dropped."""
     s = _mask(sentence, protected)
     for m in UNIT_RE.finditer(s):
-        u = f"L{int(m[1])}/{m[2].upper()}{int(m[3])}"
+        u = Unit.from_match(m).id
         if u not in units:
             return f"unit {u} is not in the measurements"
     for m in MLP_RE.finditer(s):
