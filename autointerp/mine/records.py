@@ -88,6 +88,9 @@ def _run(row: dict) -> MiningRun:
                      stats=row.get("stats"), created_at=row["created_at"], updated_at=row["updated_at"])
 
 
+run_from_row = _run  # the public name for other packages (batch/plan.py still imports _run)
+
+
 def find_run(store, model_id: str, corpus: str | None = None, context_len: int | None = None,
              unit: str | Unit | None = None) -> MiningRun | None:
     """The latest finished mining run of a model (optionally: on this corpus name/id, with this
