@@ -6,6 +6,10 @@ Routes (GET/HEAD only):
     /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
     /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
+    /static/viewer.js          the viewer's one script (the true/simulated toggle)
+
+Every response carries CSP (a Content-Security-Policy) that allows scripts from this server only
+(`script-src 'self'`, no 'unsafe-inline'): the pages hold no inline script or event handler.
 
 Stdlib only: http.server.ThreadingHTTPServer, one daemon thread per connection. Each request opens
 its own read-only connection (sqlite `mode=ro`), so the viewer never writes and never blocks a
@@ -148,25 +152,33 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
         return 400, pages.error_page(400, str(e))
 
 
+CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
+       "base-uri 'none'; frame-ancestors 'none'")
+
+
 class Handler(BaseHTTPRequestHandler):
     store_path: Path = Path("store/autointerp.db")
     quiet: bool = False
     server_version = "autointerp-viewer"
 
-    def _send(self, status: int, body: str, head_only: bool = False) -> None:
+    def _send(self, status: int, body: str, head_only: bool = False,
+              content_type: str = "text/html; charset=utf-8", cache: str = "no-store") -> None:
         data = body.encode("utf-8")
         self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cache-Control", cache)
         self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
-                                                    "script-src 'unsafe-inline'; img-src data:; form-action 'self'")
+        self.send_header("Content-Security-Policy", CSP)
+        self.send_header("Referrer-Policy", "no-referrer")
         self.end_headers()
         if not head_only:
             self.wfile.write(data)
 
     def _get(self, head_only: bool) -> None:
+        if urlsplit(self.path).path == pages.SCRIPT_PATH:
+            self._send(200, pages.TOGGLE_JS, head_only, "text/javascript; charset=utf-8", "public, max-age=86400")
+            return
         try:
             status, body = render(self.store_path, self.path)
         except AutointerpError as e:

@@ -1,11 +1,14 @@
 """Server-side rendering of the viewer's pages: small functions from the store's read methods'
-dicts to HTML strings. Everything that came from the store goes through esc(); no external
-assets (inline CSS, a few lines of inline JS for the true/simulated toggle)."""
+dicts to HTML strings. Everything that came from the store goes through esc(). No third-party
+assets: inline CSS, and one small script of our own (the true/simulated toggle) served by the
+viewer itself at SCRIPT_URL, so the Content-Security-Policy can forbid inline scripts."""
 
 from __future__ import annotations
 
+import hashlib
 import html
 import re
+from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
@@ -29,19 +32,12 @@ th{background:#f0f0f0;font-weight:600} .num{text-align:right;font-variant-numeri
 button{cursor:pointer}
 """
 
-TOGGLE_JS = """
-function setView(v){
-  document.querySelectorAll('span.tok[data-t]').forEach(function(s){
-    s.style.background = (v === 'sim' ? s.getAttribute('data-s') : s.getAttribute('data-t')) || 'transparent';
-  });
-  document.body.setAttribute('data-view', v);
-  var b = document.getElementById('toggle');
-  if (b) b.textContent = v === 'sim' ? 'show true activations' : 'show simulated activations';
-}
-var tb = document.getElementById('toggle');
-if (tb) tb.addEventListener('click', function(){ setView(document.body.getAttribute('data-view') === 'sim' ? 'true' : 'sim'); });
-if (location.hash === '#sim') setView('sim');
-"""
+STATIC = Path(__file__).parent / "static"
+TOGGLE_JS = (STATIC / "viewer.js").read_text(encoding="utf-8")
+
+SCRIPT_PATH = "/static/viewer.js"
+# versioned by content, so a browser never runs a stale copy after an upgrade
+SCRIPT_URL = f"{SCRIPT_PATH}?v={hashlib.sha256(TOGGLE_JS.encode()).hexdigest()[:12]}"
 
 
 def esc(x: Any) -> str:
@@ -206,7 +202,7 @@ def unit_page(v: dict) -> str:
             [[f'<a href="{esc(dataset_url(p["dataset"]))}">{esc(p["dataset"])}</a>', esc(f"{p['what']} / {p['method']}"),
               esc("all" if p["position"] in (None, -1) else p["position"]), f"<span class='num'>{p['effect']:+.3f}</span>"]
              for p in v["patching"]]))
-    parts.append(f"<script>{TOGGLE_JS}</script>")
+    parts.append(f'<script src="{SCRIPT_URL}" defer></script>')
     return layout(f"{unit} · {model}", "".join(parts))
 
 

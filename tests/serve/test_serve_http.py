@@ -196,3 +196,38 @@ def test_good_values_next_to_bad_ones(server):
     status, body, _ = get(base + "/search?q=%22%28NEAR*&layer=%20%201%20")  # FTS syntax is not an error
     assert status == 200
     assert get(base + "/investigation/nosuch")[0] == 404
+
+
+def test_csp_forbids_inline_scripts(server):
+    base, _ = server
+    for path in ("/", "/search?q=week", "/unit/tiny-llama/L0/N3", "/dataset/ioi-small", "/investigation/badimage0002",
+                 "/nothing/here", "/search?layer=-1"):
+        status, body, headers = get(base + path)
+        csp = {d.split()[0]: d.split()[1:] for d in headers["Content-Security-Policy"].split(";") if d.strip()}
+        assert csp["script-src"] == ["'self'"], csp
+        assert csp["default-src"] == ["'none'"] and "'unsafe-inline'" not in csp["script-src"]
+        # no inline script and no inline event handler in the page (either would be blocked)
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", body), path
+        assert not re.search(r"<[^>]+\son[a-z]+\s*=", body), path
+
+
+def test_the_toggle_script_is_served(server):
+    from autointerp.serve.pages import SCRIPT_URL
+
+    base, _ = server
+    _, body, _ = get(base + "/unit/tiny-llama/L0/N3")
+    src = re.search(r'<script src="([^"]+)" defer></script>', body).group(1)
+    assert src == SCRIPT_URL and src.startswith("/static/viewer.js?v=")
+    status, js, headers = get(base + src)
+    assert status == 200 and headers["Content-Type"].startswith("text/javascript")
+    assert "function setView" in js and "addEventListener('click'" in js
+    assert get(base + "/static/nothing.js")[0] == 404
+
+
+def test_static_file_is_packaged():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["autointerp"]
+    assert "serve/static/*.js" in data
