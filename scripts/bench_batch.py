@@ -36,7 +36,7 @@ def main() -> None:
     import torch
 
     from autointerp.batch import BatchOptions, run_batch
-    from autointerp.explain.api import ExplainSettings
+    from autointerp.pipeline import ExplainSettings
     from autointerp.mine import mine
     from autointerp.models.hooked import HookedModel
     from autointerp.store import Store

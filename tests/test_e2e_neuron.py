@@ -30,7 +30,7 @@ def mined(tmp_path_factory):
 
 
 def test_explain_two_neurons_end_to_end(mined):
-    from autointerp.explain import ExplainSettings, explain_unit, show_unit
+    from autointerp.pipeline import ExplainSettings, explain_unit, show_unit
     from autointerp.score.splits import SplitSizes
 
     store, hm, run_id = mined

@@ -46,7 +46,8 @@ def _text(prompt) -> str:
 
 def unit_tokens(ex, llm_spec: str, s, count: Callable[[str], int]) -> dict:
     """Estimated prompt and completion tokens of one unit's explain+score pipeline."""
-    from ..explain.api import _pairs, unit_max_of
+    from ..core.format import unit_max_of
+    from ..explain.api import pairs as _pairs
     from ..explain.baseline import baseline_explanation
     from ..explain.explainer import build_explain_prompt, choose_style
     from ..llm import load_prompt, parse_spec

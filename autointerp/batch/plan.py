@@ -16,7 +16,7 @@ from typing import Sequence
 from pydantic import BaseModel, Field
 
 from ..errors import UsageError
-from ..explain.api import PIPELINE_VERSION, ExplainSettings
+from ..pipeline import PIPELINE_VERSION, ExplainSettings
 from ..store.base import content_hash
 from ..units import Unit
 

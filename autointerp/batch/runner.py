@@ -246,7 +246,7 @@ class _Run:
             return self.queue.popleft() if self.queue and not self.stop.is_set() else None
 
     def worker(self) -> None:
-        from ..explain.api import explain_exemplars
+        from ..pipeline import explain_exemplars
         from ..mine import load_exemplars
         from ..store import Store
 
@@ -270,8 +270,9 @@ class _Run:
                 try:
                     ex = load_exemplars(store, j.run_id, j.unit)
                     res = explain_exemplars(store, ex, self.llm, model_id=self.model_id, settings=self.o.settings)
-                    store.finish_job(j.key, res.explanation.id)
-                    sim = res.explanation.scores.get("simulation")
+                    e = res.explanation or res.baseline        # --explainer baseline: the baseline is the result
+                    store.finish_job(j.key, e.id)
+                    sim = e.scores.get("simulation") if res.explanation else e.scores.get("simulation_exact")
                     self.events.put(("done", j, sim.value if sim else None, time.perf_counter() - t0))
                 except BudgetExceeded as e:
                     store.release_job(j.key, self.me)
@@ -351,7 +352,7 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
                                todo=len(todo), mined=mined)
         budget = Budget(o.max_llm_tokens, o.max_cost_usd)
         llm_store = None
-        if todo:
+        if todo and o.settings.explainer == "llm":
             if llm is None:
                 from ..config import Settings
                 from ..llm import parse_spec
@@ -385,7 +386,9 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
             st = rows[k]["status"] if k and k in rows else "new"
             after[st] = after.get(st, 0) + 1
         summary.after = after
-        summary.scores = score_stats(list(store.job_scores([k for k in keys if k]).values()))
+        kind = "simulation" if o.settings.explainer == "llm" else "simulation_exact"
+        summary.scores = score_stats(list(store.job_scores([k for k in keys if k], kind=kind).values()))
+        summary.scores["kind"] = kind
         summary.failures = [{"unit": r["unit"], "attempts": r["attempts"], "error": r["last_error"]}
                             for k in keys if k and (r := rows.get(k)) and r["status"] == "failed"][:100]
         summary.skipped = len(units) - len(todo) + summary.skipped

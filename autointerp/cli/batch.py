@@ -57,7 +57,7 @@ def _fmt(v) -> str:
 @store_option
 @json_option
 def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, k, seed,
-              style, simulator, scorers, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress, model_spec, device,
+              style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress, model_spec, device,
               dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain and score every unit of a model, unattended: mines the layers that have no mining
     run, then for each unit not done yet explains it and scores the explanation (as `explain`
@@ -66,12 +66,13 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     summary (done, failed, skipped, simulation score distribution). Exit 3 when a budget ran out."""
     from ..batch import BatchOptions, parse_shard, plan_batch, run_batch
     from ..errors import BudgetExceeded
-    from ..explain.api import ExplainSettings
+    from ..pipeline import ExplainSettings
 
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path,
                  max_llm_tokens=max_llm_tokens, max_cost_usd=max_cost_usd)
-    es = ExplainSettings(seed=seed, style=style, simulator=simulator, n_boot=n_boot,
+    es = ExplainSettings(seed=seed, style=style, simulator=simulator, n_boot=n_boot, explainer=explainer,
                          scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
+    es.check()
     if k is not None:
         es.k = k
     ids = [u.strip() for part in unit_ids for u in part.split(",") if u.strip()] or None
@@ -119,7 +120,8 @@ def _print_summary(s) -> None:
     click.echo(f"  jobs now: {_statuses(s.after)}")
     sc = s.scores
     if sc.get("n"):
-        click.echo(f"  simulation score over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
+        what = "exact-simulation score of the baseline" if sc.get("kind") == "simulation_exact" else "simulation score"
+        click.echo(f"  {what} over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
                    f"quartiles [{_fmt(sc['q1'])}, {_fmt(sc['q3'])}], range [{_fmt(sc['min'])}, {_fmt(sc['max'])}]")
     rate = f", {s.units_per_hour:.0f} units/hour" if s.units_per_hour else ""
     click.echo(f"  LLM tokens {s.tokens:,}, cost ${s.cost_usd:.4f}, {s.seconds:.1f} s{rate}")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
+from ..errors import UsageError
 from .common import emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 # colours by normalised activation (0..10): stronger is warmer
@@ -33,26 +34,65 @@ def highlight_tokens(tokens, acts, max_act: float) -> str:
 
 
 def _score_line(name: str, sc) -> str:
+    """One score: value, interval, n, and its control and margin (or why it is null)."""
     if sc is None:
         return f"  {name:<18} -"
-    get = (lambda k: sc.get(k)) if isinstance(sc, dict) else (lambda k: getattr(sc, k))
+    get = (lambda k: sc.get(k)) if isinstance(sc, dict) else (lambda k: getattr(sc, k, None))
     v = get("value")
     if v is None:
-        return f"  {name:<18} -"
+        why = get("reason")
+        return f"  {name:<18} null" + (f"  ({why})" if why else "")
     ci = f"  95% CI [{get('ci_low'):+.2f}, {get('ci_high'):+.2f}]" if get("ci_low") is not None else ""
     n = f"  (n={get('n')})" if get("n") is not None else ""
-    return f"  {name:<18} {v:+.3f}{ci}{n}"
+    ctl = ""
+    if get("control") is not None:
+        ctl = f"  control {get('control'):+.3f}"
+        if get("margin") is not None:
+            ctl += f"  margin {get('margin'):+.3f}"
+            if get("margin_low") is not None:
+                ctl += f" [{get('margin_low'):+.2f}, {get('margin_high'):+.2f}]"
+    return f"  {name:<18} {v:+.3f}{ci}{n}{ctl}"
+
+
+_LABELS = {"simulation": "simulation r", "simulation_top": "  top-only r", "simulation_random": "  random-only r",
+           "simulation_exact": "exact sim. r", "detection": "detection bal.acc", "fuzzing": "fuzzing bal.acc"}
 
 
 def _print_scores(scores: dict) -> None:
-    labels = {"simulation": "simulation r", "simulation_top": "  top-only r", "simulation_random": "  random-only r",
-              "detection": "detection bal.acc", "fuzzing": "fuzzing bal.acc"}
-    for k, lab in labels.items():
+    for k, lab in _LABELS.items():
         if k in scores:
             click.echo(_score_line(lab, scores[k]))
     for k, v in scores.items():
-        if k not in labels:
+        if k not in _LABELS:
             click.echo(_score_line(k, v))
+
+
+def _chance_line(scores: dict, llm_name: str) -> str | None:
+    """One plain line when the LLM simulation score cannot be told from its control."""
+    sc = scores.get("simulation")
+    if sc is None:
+        return None
+    lo, hi = getattr(sc, "margin_low", None), getattr(sc, "margin_high", None)
+    if lo is not None and lo <= 0 <= hi:
+        return (f"  -> with {llm_name} this simulation score cannot be told from chance: its margin over the "
+                "control explanation includes 0")
+    return None
+
+
+def _calibration_line(res) -> str:
+    c = res.calibration
+    name = (res.explanation.explainer if res.explanation else "the LLM")
+    if not c:
+        return (f"LLM scores below are uncalibrated: no `autointerp calibrate` has been run for {name} in this store, "
+                "so nothing shows that its scores tell right from wrong explanations")
+    a = c.get("simulation_auroc")
+    if a is None:
+        return f"LLM scores: calibration #{c.get('id')} has no simulation AUROC for {name}"
+    lo, hi = c.get("simulation_auroc_low"), c.get("simulation_auroc_high")
+    word = "uncalibrated (discrimination too low to trust)" if (lo is None or lo < 0.7) else "calibrated"
+    iv = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
+    return (f"LLM scores: {word}: simulation AUROC {a:.2f}{iv} on {c.get('n_units')} planted units "
+            f"(calibration #{c.get('id')}, {c.get('created_at', '')[:10]})")
 
 
 def _fmt_tokens(pairs, n: int = 8) -> str:
@@ -71,23 +111,28 @@ def _fmt_tokens(pairs, n: int = 8) -> str:
 @llm_options
 @store_option
 @json_option
-def explain_cmd(unit, k, seed, style, simulator, scorers, n_test, run_id, corpus, n_tokens, n_show, model_spec, device, dtype,
+def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run_id, corpus, n_tokens, n_show, model_spec, device, dtype,
                 llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain one unit with an LLM and score the explanation (mines the unit's layer first when
     the store has no records for it). Prints the explanation, its scores with 95% intervals, the
     non-LLM baseline's scores, the promoted tokens and the top records."""
-    from ..explain import explain_unit
-    from ..explain.api import ExplainSettings
+    from ..pipeline import explain_unit
+    from ..pipeline import ExplainSettings
     from ..score.splits import SplitSizes
     from ..store import Store
 
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
-    es = ExplainSettings(seed=seed, style=style, simulator=simulator,
+    es = ExplainSettings(seed=seed, style=style, simulator=simulator, explainer=explainer,
                          scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
     if k is not None:
         es.k = k
     if n_test is not None:
+        if n_test < 1:
+            raise UsageError("--n-test must be at least 1")
         es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
+    es.check()
+    from ..core.units import Unit
+    Unit.parse(unit)
     store = Store(s.store)
     res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
                        settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype)
@@ -97,17 +142,31 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, n_test, run_id, corpus
         click.echo(click.style(f"{res.unit}", bold=True) + f"  {res.model_id}  run {res.run_id or '-'}  max act {res.max_act:.3g}"
                    + ("  (mined now)" if res.mined else ""))
         click.echo("")
-        click.echo(click.style("explanation", bold=True) + f" ({e.explainer}, {e.method}{', cached' if e.cached else ''}):")
-        click.echo("  " + click.style(e.text, fg="cyan", bold=True))
-        _print_scores(e.scores)
-        if len(e.candidates) > 1:
-            click.echo("  candidates (calibration r): " + "; ".join(
-                f"{c['text']!r} {c['calibration']:+.2f}" if c.get("calibration") is not None else repr(c["text"])
-                for c in e.candidates))
-        click.echo("")
-        click.echo(click.style("baseline", bold=True) + " (from the data, no LLM):")
+        if e is not None:
+            click.echo(_calibration_line(res))
+            if res.control:
+                click.echo(f"control explanation (scored on the same records): {res.control!r}")
+            click.echo("")
+            click.echo(click.style("explanation", bold=True) + f" ({e.explainer}, {e.method}{', cached' if e.cached else ''}):")
+            click.echo("  " + click.style(e.text, fg="cyan", bold=True))
+            _print_scores(e.scores)
+            line = _chance_line(e.scores, e.explainer)
+            if line:
+                click.echo(line)
+            if len(e.candidates) > 1:
+                click.echo("  candidates (calibration r): " + "; ".join(
+                    f"{c['text']!r} {c['calibration']:+.2f}" if c.get("calibration") is not None else repr(c["text"])
+                    for c in e.candidates))
+            if e.rejected:
+                click.echo(f"  rejected replies: {len(e.rejected)} (" + "; ".join(sorted({r['reason'] for r in e.rejected})) + ")")
+            click.echo("")
+        click.echo(click.style("baseline", bold=True) + " (from the data, no LLM; exact sim. r reads it literally):")
         click.echo("  " + b.text)
         _print_scores(b.scores)
+        fid = ((b.scores.get("simulation").details or {}).get("fidelity_to_exact")
+               if b.scores.get("simulation") is not None else None)
+        if fid is not None:
+            click.echo(f"  simulator fidelity  {fid:+.3f}  (r of the LLM's simulation of this text vs its exact reading)")
         click.echo("")
         click.echo(f"promoted:   {_fmt_tokens(res.promoted)}")
         click.echo(f"suppressed: {_fmt_tokens(res.suppressed)}")
@@ -133,7 +192,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, n_test, run_id, corpus
 def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
     """Print all that the store knows about a unit: explanations (LLM and baseline) with every
     score, statistics, promoted/suppressed tokens, records."""
-    from ..explain import show_unit
+    from ..pipeline import show_unit
     from ..store import Store
 
     s = settings(model=model_id, store=store_path)

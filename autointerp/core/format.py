@@ -93,3 +93,15 @@ def highlight(tokens: Sequence[str], marked: Iterable[int], left: str = "<<", ri
     if inside:
         out.append(right)
     return "".join(out)
+
+
+def unit_max_of(ex) -> float:
+    """A unit's max activation over the mined corpus (its stats), else over its records: the
+    scale every 0..10 normalisation and every active threshold uses."""
+    st = ex.stats
+    get = (lambda k: st.get(k)) if isinstance(st, dict) else (lambda k: getattr(st, k, None))
+    m = (get("max_act") or get("max")) if st is not None else None
+    if m is None or m <= 0:
+        recs = list(ex.top or []) + list(ex.quantiles or []) + list(ex.random or [])
+        m = max((float(r.max_act) for r in recs), default=0.0)
+    return float(m)

@@ -1,8 +1,9 @@
-"""Explain units: prompts from records, best-of-k, the non-LLM baseline; explain_unit/show_unit.
+"""The explain stage: LLM explanations from train records (best-of-k candidates, checked), and the
+non-LLM baseline. Scoring is score/'s job; autointerp.pipeline composes them:
 
-    from autointerp.explain import explain_unit, show_unit
+    from autointerp.pipeline import explain_unit, show_unit
 """
 
-from .api import ExplainResult, ExplainSettings, explain_exemplars, explain_unit, show_unit
+from .api import baseline_explanation, check_explanation, write_candidates
 
-__all__ = ["explain_unit", "show_unit", "explain_exemplars", "ExplainResult", "ExplainSettings"]
+__all__ = ["baseline_explanation", "check_explanation", "write_candidates"]

@@ -64,14 +64,20 @@ def parse_explanation(text: str) -> str:
 
 
 def sample_explanations(llm, template, prompt, *, k: int, seed: int = 0, temperature: float = 0.7,
-                        max_tokens: int = 40) -> list[str]:
+                        max_tokens: int = 40, raw: bool = False) -> list[str]:
     """k explanations sampled in one call (temperature > 0, seeded); empty ones and duplicates
-    dropped, order kept."""
+    dropped, order kept. raw=True keeps every reply (a multi-line reply whole, for the caller's
+    check) instead of dropping empty ones."""
     if isinstance(prompt, list):
         outs = llm.chat(prompt, temperature=temperature, max_tokens=max_tokens, n=k, seed=seed, template=template)
     else:
         outs = llm.complete(prompt, temperature=temperature, max_tokens=max_tokens, n=k, seed=seed, stop=["\n"],
                             template=template)
+    if raw:
+        if not isinstance(prompt, list):  # a completion stops at the first line break
+            outs = [(o or "").lstrip("\n").split("\n")[0] for o in outs]
+        lines = [[ln for ln in (o or "").strip().splitlines() if ln.strip()] for o in outs]
+        return [(o or "").strip() if len(ls) > 1 else parse_explanation(o or "") for o, ls in zip(outs, lines)]
     seen, out = set(), []
     for o in outs:
         e = parse_explanation(o)

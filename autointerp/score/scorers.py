@@ -29,7 +29,7 @@ from pydantic import BaseModel
 
 from .classify import classification_score, detection_items, fuzzing_items
 from .exact import ExactSimulator, Rule
-from .metrics import auroc, balanced_accuracy, paired_margin, pooled_correlation, simulation_scores
+from .metrics import auroc, balanced_accuracy, paired_corr_margin, paired_margin, pooled_correlation, simulation_scores
 from .splits import records_hash
 
 MAX_BAD_FRAC = 0.2   # more unparseable values than this fraction: the score is null
@@ -56,22 +56,6 @@ class ScoreRecord(BaseModel):
         if self.margin_low is None or self.margin_high is None:
             return None
         return self.margin_low <= 0.0 <= self.margin_high
-
-
-def _pool(true, sim):
-    return lambda idx_list: pooled_correlation([true[i] for i in idx_list], [sim[i] for i in idx_list])
-
-
-def _corr_stat(pairs):
-    """pairs: [(true_record, sim_record)] -> pooled r (None when undefined)."""
-    if not pairs:
-        return None
-    t = [p[0] for p in pairs]
-    s = [p[1] for p in pairs]
-    flat = [v for r in s for v in r]
-    if not flat or max(flat) == min(flat) or max(v for r in t for v in r) == min(v for r in t for v in r):
-        return None
-    return pooled_correlation(t, s)
 
 
 def _constant(sim: Sequence[Sequence[float]]) -> bool:
@@ -124,8 +108,7 @@ class SimulationScorer:
             csim = self.simulate(control, test)
             c_ok = not _constant(csim.expected) and not (n_tok and csim.n_bad > self.max_bad_frac * n_tok)
             c_val = pooled_correlation(true, csim.expected) if c_ok else 0.0
-            m, lo, hi = paired_margin(_corr_stat, list(zip(true, sim.expected)), list(zip(true, csim.expected)),
-                                      n_boot=self.n_boot, seed=self.seed)
+            m, lo, hi = paired_corr_margin(true, sim.expected, csim.expected, n_boot=self.n_boot, seed=self.seed)
             ctl = {"control": c_val, "margin": m, "margin_low": lo, "margin_high": hi}
             details["control"] = {"text": control, "simulated": [[round(v, 4) for v in e] for e in csim.expected],
                                   "n_bad": csim.n_bad}
@@ -178,8 +161,7 @@ class ExactScorer:
                 for a, b in zip(idx, idx[1:] + idx[:1]):
                     shifted[a] = sim.expected[b] if len(sim.expected[b]) == len(true[a]) else sim.expected[a]
         c_val = pooled_correlation(true, shifted)
-        m, lo, hi = paired_margin(_corr_stat, list(zip(true, sim.expected)), list(zip(true, shifted)),
-                                  n_boot=self.n_boot, seed=self.seed)
+        m, lo, hi = paired_corr_margin(true, sim.expected, shifted, n_boot=self.n_boot, seed=self.seed)
         details["control"] = "each record's simulation paired with the next record's true activations"
         return [ScoreRecord(value=sc["all"], ci_low=sc["ci"][0], ci_high=sc["ci"][1], control=c_val, margin=m,
                             margin_low=lo, margin_high=hi, details=details, **common)]

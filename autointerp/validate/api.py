@@ -109,7 +109,7 @@ def _exemplars(store, model_id: str, row: dict, unit: str):
 
 
 def _unit_max(ex) -> float:
-    from ..explain.api import unit_max_of
+    from ..core.format import unit_max_of
 
     return unit_max_of(ex)
 

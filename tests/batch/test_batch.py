@@ -166,7 +166,7 @@ def test_shards_cover_every_unit_once_and_merge(tiny_dir, corpus_file, llm_serve
 # ---- two workers on one store ------------------------------------------------------------------
 def test_two_workers_share_one_store(tiny_dir, corpus_file, llm_server, batch_env, tmp_path):
     from autointerp.batch import BatchOptions, run_batch
-    from autointerp.explain.api import ExplainSettings
+    from autointerp.pipeline import ExplainSettings
 
     srv = llm_server(delay=0.01)
     store = tmp_path / "c.db"

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from autointerp.explain.api import ExplainSettings, explain_exemplars
+from autointerp.pipeline import ExplainSettings, explain_exemplars
 from autointerp.score.splits import SplitSizes
 from autointerp.store import Store
 
@@ -73,8 +73,25 @@ def test_explain_best_of_k_baseline_scores_and_cache(store, rec, fake_llm_cls, p
     assert llm.calls == before
     assert res2.explanation.cached and res2.baseline.cached
     assert res2.explanation.scores["simulation"].value == res.explanation.scores["simulation"].value
-    assert store.query("select count(*) n from scores")[0]["n"] == 10
+    assert store.query("select count(*) n from scores")[0]["n"] == 11   # + the baseline's exact score
     assert store.query("select count(*) n from explanations")[0]["n"] == 2
+
+    # the baseline's exact simulation: its token list read literally (10 on "cat"/"dog", else 0)
+    ex_sc = res.baseline.scores["simulation_exact"]
+    lit = [[10.0 if t.strip() in ("cat", "dog") else 0.0 for t in r.tokens] for r in res.test_records]
+    assert [r.exact_baseline for r in res.test_records] == lit
+    assert ex_sc.value == pytest.approx(pooled_correlation([r.acts for r in res.test_records], lit), abs=1e-9)
+    assert "simulation_exact" not in res.explanation.scores          # free text carries no rule
+    # every score has its control on the same records, and a margin with an interval
+    assert res.control and res.control not in (res.explanation.text, res.baseline.text)
+    for e in (res.explanation, res.baseline):
+        sim = e.scores["simulation"]
+        assert sim.control is not None and sim.control < 0.5
+        assert sim.margin == pytest.approx(sim.value - sim.control)
+        assert sim.margin_low <= sim.margin <= sim.margin_high and sim.margin_low > 0
+        assert e.scores["detection"].margin == pytest.approx(e.scores["detection"].value - e.scores["detection"].control)
+    # the fidelity of the LLM simulator to the exact reading of the same baseline text
+    assert res.baseline.scores["simulation"].details["fidelity_to_exact"] > 0.9
 
 
 def test_json_simulator_path(store, rec, fake_llm_cls, prompts_dir):
@@ -83,6 +100,9 @@ def test_json_simulator_path(store, rec, fake_llm_cls, prompts_dir):
     s = ExplainSettings(k=1, simulator="json", scorers=("simulation",), n_boot=50, sizes=SplitSizes(n_train=4, n_calib=0, n_test=2))
     res = explain_exemplars(store, ex, llm, settings=s)
     sim = res.explanation.scores["simulation"]
-    # the fake's chat reply '"cat"' is no JSON list: every value is bad -> 0, counted
+    # the fake's chat reply '"cat"' is no JSON list: every value is bad, counted, and the score is
+    # null with its reason (never a fake 0.000)
     assert sim.details["n_bad"] == sum(len(r.tokens) for r in res.test_records)
-    assert sim.value == 0.0
+    assert sim.value is None and sim.reason.startswith("unparseable: 48 of 48")
+    row = next(r for r in store.query("select value, reason from scores where kind = 'simulation'"))
+    assert row["value"] is None and row["reason"].startswith("unparseable")

@@ -7,7 +7,7 @@ import sys
 import click
 
 from autointerp.cli.explain import highlight_tokens
-from autointerp.explain.api import ExplainSettings, explain_exemplars
+from autointerp.pipeline import ExplainSettings, explain_exemplars
 from autointerp.score.splits import SplitSizes
 from autointerp.store import Store
 

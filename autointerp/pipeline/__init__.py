@@ -1,0 +1,12 @@
+"""The pipeline: composes the stages (mine -> explain -> score -> store) for one unit, and the
+scorer calibration on planted units. The faces (cli/, batch/, investigate/, the Python API) call
+this; the stages never call each other.
+
+    from autointerp.pipeline import explain_unit, show_unit, calibrate
+"""
+
+from .neuron import (PIPELINE_VERSION, ExplainResult, ExplainSettings, explain_exemplars, explain_unit, find_or_mine,
+                     make_llm, show_unit, unit_max_of)
+
+__all__ = ["PIPELINE_VERSION", "ExplainResult", "ExplainSettings", "explain_exemplars", "explain_unit", "find_or_mine",
+           "make_llm", "show_unit", "unit_max_of"]
