@@ -12,6 +12,7 @@ from ..core.keys import content_hash
 from ..core.units import Unit, layer_of
 from ..errors import AutointerpError, BudgetExceeded
 from ..report.prose_check import check_prose
+from ..store.query import investigation_step_source_sql, patch_run_source_sql
 
 
 def f2(x) -> str:
@@ -184,15 +185,6 @@ def prose_step(steps, sm: dict, llm_h, s) -> dict:
 # ----------------------------------------------------------------------------- figures
 
 
-def _sql_run(run_id) -> str:
-    return (f"select component, layer, position, effect from patch_results where run_id = {run_id} "
-            "order by abs(effect) desc")
-
-
-def _sql_step(inv_id: str, step: str) -> str:
-    return f"select result_json from investigation_steps where investigation_id = '{inv_id}' and step = '{step}'"
-
-
 def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
     """[{name, caption, source, png}] for the report."""
     from ..patching.api import result_from_row
@@ -209,7 +201,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
             return
         png = F.heatmap_png(result_from_row(row), hm.n_layers, hm.n_heads, title)
         out.append({"name": name, "caption": caption, "png": png,
-                    "source": {"table": "patch_results", "run_ids": [run_id], "sql": _sql_run(run_id)}})
+                    "source": {"table": "patch_results", "run_ids": [run_id], "sql": patch_run_source_sql(run_id)}})
 
     comps = sm["components"]
     roles = {c["component"]: c["short"] for c in comps}
@@ -223,8 +215,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
                 "and role; arrows = path-patching effects (sender -> receiver's q/k/v, or -> logits directly), "
                 f"|effect| >= {s.min_edge}.",
                 "png": png, "source": {"table": "patch_results", "run_ids": [r for r in src_runs if r is not None],
-                                       "sql": "select run_id, component, effect from patch_results where run_id in ("
-                                              + ", ".join(str(r) for r in src_runs if r is not None) + ")"}})
+                                       "sql": patch_run_source_sql([r for r in src_runs if r is not None])}})
     run_fig("attribution_heads.png", runs["attr_heads"], "Attribution patching of every head (denoising, normalised "
             "logit difference): the ranking the candidates come from.", "attribution patching, heads")
     run_fig("activation_heads.png", runs["act_heads"], "Activation patching of the candidate heads (blank: not a "
@@ -240,7 +231,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
                 "mean-ablated (MLPs kept): faithfulness = (circuit only - no heads) / (full model - no heads).",
                 "png": F.bars_png(labels, {"logit diff": vals}, f"faithfulness {f2(h['faithfulness'])}, "
                                   f"model - circuit {f2(h['model_minus_circuit'])}", "mean logit diff"),
-                "source": {"table": "investigation_steps", "sql": _sql_step(inv_id, "hypothesis")}})
+                "source": {"table": "investigation_steps", "sql": investigation_step_source_sql(inv_id, "hypothesis")}})
     b = sm["backup"]
     rows = b["rows"][:8]
     if rows:
@@ -249,7 +240,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
                     "png": F.bars_png([r["head"] for r in rows], {"before": [r["dla_before"] for r in rows],
                                                                     f"{b['ablated']} ablated": [r["dla_after"] for r in rows]},
                                       f"backup test: ablate {b['ablated']}", "DLA (logits)"),
-                    "source": {"table": "investigation_steps", "sql": _sql_step(inv_id, "backup")}})
+                    "source": {"table": "investigation_steps", "sql": investigation_step_source_sql(inv_id, "backup")}})
     nr = sm["neurons"].get("neurons", [])
     if nr:
         rid = runs["act_neurons"]
@@ -259,7 +250,7 @@ def make_figures(store, hm, inv_id: str, sm: dict, s) -> list[dict]:
                     "png": F.bars_png([n["unit"] for n in top], {"activation": [n["effect"] for n in top],
                                                                   "attribution": [n["attribution"] or 0.0 for n in top]},
                                       f"neurons of MLP {sm['neurons']['layer']}", "normalised effect"),
-                    "source": {"table": "patch_results", "run_ids": [rid], "sql": _sql_run(rid)}})
+                    "source": {"table": "patch_results", "run_ids": [rid], "sql": patch_run_source_sql(rid)}})
     return out
 
 

@@ -559,4 +559,25 @@ def _remap_details(details_json: str, ids: dict[int, int]) -> str:
     return json.dumps(d) if changed else details_json
 
 
+
+# ----------------------------------------------------------------------------- provenance SQL
+# The SQL that reads back the rows a figure was drawn from (shown with the figure, runnable with
+# `autointerp query --sql`). It is written here so that only store/ knows the schema.
+
+
+def patch_run_source_sql(run_ids: int | Iterable[int]) -> str:
+    """SQL selecting the results of one patching run (by |effect|) or of several runs."""
+    if not isinstance(run_ids, (list, tuple, set)):
+        return (f"select component, layer, position, effect from patch_results where run_id = {int(run_ids)} "
+                "order by abs(effect) desc")
+    return ("select run_id, component, effect from patch_results where run_id in ("
+            + ", ".join(str(int(r)) for r in run_ids) + ")")
+
+
+def investigation_step_source_sql(investigation_id: str, step: str) -> str:
+    """SQL selecting one stored investigation step's result."""
+    q = lambda x: str(x).replace("'", "''")  # noqa: E731  (SQL string literal quoting)
+    return (f"select result_json from investigation_steps where investigation_id = '{q(investigation_id)}' "
+            f"and step = '{q(step)}'")
+
 _open_source = open_source  # the old private name (cli/query.py); remove once no caller uses it

@@ -21,6 +21,9 @@ from ..errors import DatasetError, UsageError
 from .items import PairItem
 
 FORMATS = ("jsonl", "auto-circuit")
+MAX_LINE_BYTES = 1 << 20          # a JSONL item line
+MAX_DOC_BYTES = 64 << 20          # an auto-circuit document (parsed whole)
+MAX_TEXT_CHARS = 20_000           # one prompt or answer
 
 
 def item_to_json(it: PairItem) -> dict:
@@ -66,6 +69,9 @@ def _item(obj, where: str) -> PairItem:
     missing = [k for k in ("clean", "corrupt", "answer", "wrong") if k not in d]
     if missing:
         raise DatasetError(f"{where}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for k in ("clean", "corrupt", "answer", "wrong"):
+        if isinstance(d[k], str) and len(d[k]) > MAX_TEXT_CHARS:
+            raise DatasetError(f"{where}: field {k} has {len(d[k]):,} characters, over the {MAX_TEXT_CHARS:,} limit")
     known = {k: d[k] for k in ("clean", "corrupt", "answer", "wrong", "meta", "clean_logit_diff", "corrupt_logit_diff") if k in d}
     extra = {k: v for k, v in d.items() if k not in known}
     if extra:
@@ -78,8 +84,12 @@ def _item(obj, where: str) -> PairItem:
 
 
 def parse_jsonl(text: str, name: str = "<input>") -> tuple[list[PairItem], list[int]]:
-    items, lines = [], []
-    for n, line in enumerate(text.splitlines(), 1):
+    return _parse_lines(enumerate(text.splitlines(), 1), name)
+
+
+def _parse_lines(lines, name: str) -> tuple[list[PairItem], list[int]]:
+    items, nums = [], []
+    for n, line in lines:
         if not line.strip():
             continue
         try:
@@ -87,10 +97,10 @@ def parse_jsonl(text: str, name: str = "<input>") -> tuple[list[PairItem], list[
         except json.JSONDecodeError as e:
             raise DatasetError(f"{name} line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
         items.append(_item(obj, f"{name} line {n}"))
-        lines.append(n)
+        nums.append(n)
     if not items:
         raise DatasetError(f"{name}: no items")
-    return items, lines
+    return items, nums
 
 
 def parse_auto_circuit(text: str, name: str = "<input>") -> tuple[list[PairItem], list[int]]:
@@ -115,28 +125,54 @@ def parse_auto_circuit(text: str, name: str = "<input>") -> tuple[list[PairItem]
     return items, starts
 
 
+def _decode(raw: bytes, where: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _file_lines(path: Path):
+    """(line number, line) of a JSONL file; a line over MAX_LINE_BYTES is refused without being read whole."""
+    with open(path, "rb") as f:
+        n = 0
+        while True:
+            raw = f.readline(MAX_LINE_BYTES + 1)
+            if not raw:
+                return
+            n += 1
+            if len(raw) > MAX_LINE_BYTES:
+                raise DatasetError(f"{path} line {n}: longer than {MAX_LINE_BYTES >> 10} kB; a pair item is four short "
+                                   "texts (a longer prompt would not fit the model anyway)")
+            yield n, _decode(raw, f"{path} line {n}")
+
+
 def read_items(path: str | Path) -> tuple[list[PairItem], list[int], str]:
-    """(items, the line where each starts, format) from a .jsonl or auto-circuit .json file."""
+    """(items, the line where each starts, format) from a .jsonl or auto-circuit .json file.
+    Memory is bounded: JSONL is read a line at a time with lines capped at MAX_LINE_BYTES, an
+    auto-circuit document (parsed whole) is capped at MAX_DOC_BYTES, and each text at MAX_TEXT_CHARS."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"no such file {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
-    first = next((ln for ln in text.splitlines() if ln.strip()), "")
-    if (isinstance(doc, dict) and "prompts" in doc) or (doc is None and not _parses(first) and '"prompts"' in text[:300]):
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    text_head = head.decode("utf-8", errors="ignore")
+    first = next((ln for ln in text_head.splitlines() if ln.strip()), "")
+    first_doc = _loads(first)
+    if (isinstance(first_doc, dict) and "prompts" in first_doc) or \
+            (first_doc is None and '"prompts"' in text_head[:300]):
+        size = path.stat().st_size
+        if size > MAX_DOC_BYTES:
+            raise DatasetError(f"{path}: an auto-circuit file of {size >> 20} MB is over the {MAX_DOC_BYTES >> 20} MB "
+                               "limit; use JSON lines (.jsonl), which are read a line at a time")
+        with open(path, "rb") as f:
+            text = _decode(f.read(), str(path))
         return (*parse_auto_circuit(text, str(path)), "auto-circuit")
-    return (*parse_jsonl(text, str(path)), "jsonl")
+    return (*_parse_lines(_file_lines(path), str(path)), "jsonl")
 
 
-def _parses(line: str) -> bool:
+def _loads(line: str):
     try:
-        json.loads(line)
-        return True
-    except json.JSONDecodeError:
-        return False
+        return json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return None
