@@ -24,8 +24,12 @@ h1{font-size:20px;margin:8px 0} h2{font-size:16px;margin:18px 0 6px;border-botto
 table{border-collapse:collapse;margin:4px 0} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
 th{background:#f0f0f0;font-weight:600} .num{text-align:right;font-variant-numeric:tabular-nums}
 .muted{color:#777} .expl{font-size:16px;margin:4px 0} .ci{color:#666;font-size:12px}
-.rec{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin:3px 0;white-space:pre-wrap;line-height:1.9}
-.tok{white-space:pre;border-radius:2px;padding:1px 0} .q{outline:2px solid #333}
+.rec{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin:3px 0;white-space:pre-wrap;line-height:1.9;
+  overflow-wrap:anywhere;word-break:break-word;max-width:100%}
+.tok{white-space:pre-wrap;border-radius:2px;padding:1px 0} .q{outline:2px solid #333}
+.legend .sw{display:inline-block;width:12px;height:12px;vertical-align:middle;border-radius:2px;margin:0 3px 0 8px}
+.wide{max-width:100%;overflow-x:auto}
+td{overflow-wrap:anywhere}
 .hm td{width:38px;height:22px;text-align:center;font-size:11px;padding:0;border:1px solid #fff}
 .hm td a{color:#000;text-decoration:none;display:block}
 .pill{display:inline-block;background:#eceff1;border-radius:10px;padding:0 8px;margin:1px;font-family:ui-monospace,monospace}
@@ -80,11 +84,25 @@ def table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") 
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def colour(v: float | None, vmax: float, rgb=(255, 140, 0)) -> str:
+POS_RGB = (255, 140, 0)    # positive activations: orange
+NEG_RGB = (30, 136, 229)   # negative activations: blue
+SIM_RGB = (46, 160, 67)    # simulated activations: green
+
+
+def colour(v: float | None, vmax: float, rgb=POS_RGB) -> str:
+    """A background for a value in [0, vmax] (alpha = v / vmax); '' for none or ~0."""
     if v is None or vmax <= 0:
         return ""
     a = max(0.0, min(1.0, v / vmax))
     return f"rgba({rgb[0]},{rgb[1]},{rgb[2]},{a:.3f})" if a > 0.005 else ""
+
+
+def act_colour(v: float | None, pos_max: float, neg_max: float) -> str:
+    """Positive activations in orange scaled to the unit's max, negative ones in blue scaled to the
+    largest negative magnitude shown (negative activations are often much smaller, e.g. GELU's >= -0.17)."""
+    if v is None:
+        return ""
+    return colour(v, pos_max) if v >= 0 else colour(-v, neg_max, NEG_RGB)
 
 
 def effect_colour(v: float, vmax: float) -> str:
@@ -130,14 +148,14 @@ def search_page(q: str, params: dict, rows: list[dict], models: list[str]) -> st
     return layout(title, f"<h1>{esc(title)}</h1>{form}<p class='muted'>{len(rows)} result(s)</p>{results_table(rows)}", q)
 
 
-def record_html(r: dict, max_act: float, sim_max: float, head: bool) -> str:
+def record_html(r: dict, max_act: float, sim_max: float, head: bool, neg_max: float = 0.0) -> str:
     acts, sim, toks = r["acts"], r.get("sim"), r["tokens"]
     q = max(range(len(acts)), key=lambda i: acts[i]) if acts else -1
     spans = []
     for i, t in enumerate(toks):
         a = acts[i] if i < len(acts) else None
         s = sim[i] if sim and i < len(sim) else None
-        ct, cs = colour(a, max_act), colour(s, sim_max, (46, 160, 67))
+        ct, cs = act_colour(a, max_act, neg_max), colour(s, sim_max, SIM_RGB)
         tip = f"act {a:.3f}" if a is not None else "act -"
         if s is not None:
             tip += f" · sim {s:.3f}"
@@ -191,9 +209,19 @@ def unit_page(v: dict) -> str:
     toggle = ('<button id="toggle" type="button">show simulated activations</button> '
               "<span class='muted'>(simulated by the best-scored explanation)</span>") if has_sim else \
         "<span class='muted'>no simulated activations stored</span>"
+    neg_max = max([-min(r["acts"]) for r in recs if r["acts"]] + [0.0])
+    legend = (f"<p class='legend muted'><span class='sw' style='background:rgb{POS_RGB}'></span>positive "
+              f"(to {fnum(v['max_act'], '.3f')})")
+    if neg_max > 0:
+        legend += (f"<span class='sw' style='background:rgb{NEG_RGB}'></span>negative "
+                   f"(to {fnum(-neg_max, '.3f')})")
+    if has_sim:
+        legend += f"<span class='sw' style='background:rgb{SIM_RGB}'></span>simulated"
+    legend += "</p>"
     parts.append(f"<h2>records <span class='muted'>({len(recs)} of {v['n_records']})</span></h2><p>{toggle}</p>")
     if recs:
-        parts += [record_html(r, v["max_act"], sim_max, head) for r in recs]
+        parts.append(legend)
+        parts += [record_html(r, v["max_act"], sim_max, head, neg_max) for r in recs]
     else:
         parts.append("<p class='muted'>not mined</p>")
     if v["patching"]:
@@ -253,7 +281,8 @@ def heatmap(run: dict, model: str, max_cols: int = 64) -> str:
             tds.append(f"<td style='background:{effect_colour(r['effect'], vmax)}' "
                        f"title='{esc(r['component'])} pos {esc(r['position'])}: {r['effect']:+.4f}'>{inner}</td>")
         body.append(f"<tr><th>{esc(row_label(row))}</th>{''.join(tds)}</tr>")
-    return f"<table class='hm' data-run='{esc(run['id'])}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (f"<div class='wide'><table class='hm' data-run='{esc(run['id'])}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _comp_link(component: str, model: str) -> str:

@@ -231,3 +231,15 @@ def test_static_file_is_packaged():
     root = Path(__file__).resolve().parents[2]
     data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["autointerp"]
     assert "serve/static/*.js" in data
+
+
+def test_negative_activations_have_a_second_colour(server):
+    base, _ = server
+    _, body, _ = get(base + "/unit/tiny-llama/L1/N9")
+    spans = re.findall(r'<span class="tok[^"]*" data-t="([^"]*)" data-s="[^"]*" title="act (-?[0-9.]+)', body)
+    assert len(spans) == 300
+    neg = [c for c, a in spans if float(a) < 0]
+    pos = [c for c, a in spans if float(a) > 0]
+    assert neg and all(c.startswith("rgba(30,136,229,") for c in neg)
+    assert pos and all(c.startswith("rgba(255,140,0,") for c in pos)
+    assert "negative (to -0.150)" in body  # the legend names the scale of each colour
