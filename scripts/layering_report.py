@@ -16,45 +16,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-
-def package_of(root: Path, path: Path) -> str:
-    rel = path.relative_to(root)
-    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
-
-
-def module_parts(root: Path, path: Path) -> list[str]:
-    rel = path.relative_to(root.parent).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return parts
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from layering_check import check_tree, imports_of, package_of  # noqa: E402  (the one import parser, shared with the test)
 
 
 def imported_packages(root: Path, path: Path, tree: ast.AST) -> list[str]:
     """Top-level autointerp packages imported by one file (one entry per import statement target)."""
-    top = root.name
-    mod = module_parts(root, path)
-    is_pkg = path.name == "__init__.py"
-    out: list[str] = []
-    for node in ast.walk(tree):
-        targets: list[list[str]] = []
-        if isinstance(node, ast.Import):
-            targets = [a.name.split(".") for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = mod if is_pkg else mod[:-1]
-                base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
-                tail = node.module.split(".") if node.module else []
-                if tail:
-                    targets = [base + tail]
-                else:  # from . import x, y
-                    targets = [base + [a.name] for a in node.names]
-            elif node.module:
-                targets = [node.module.split(".")]
-        for t in targets:
-            if len(t) >= 2 and t[0] == top:
-                out.append(t[1])
-    return out
+    return [p[1] for _, p, _ in imports_of(root, path, tree) if len(p) >= 2 and p[0] == root.name]
 
 
 def main(argv: list[str]) -> int:
@@ -86,6 +54,12 @@ def main(argv: list[str]) -> int:
     print(f"import statements across packages: {sum(edges.values())}")
     for (a, b), n in sorted(edges.items()):
         print(f"  {a} -> {b}  ({n})")
+    violations, _ = check_tree(root)
+    keys = sorted({v.key for v in violations})
+    print("\n== layering contract (tests/layering_check.py) ==")
+    print(f"violations: {len(violations)} sites, {len(keys)} (file, rule) pairs")
+    for f, r in keys:
+        print(f"  {f}  {r}")
     return 0
 
 

@@ -1,0 +1,263 @@
+"""The import contract of autointerp/, checked from the source (ast; nothing is imported).
+
+The allowed arrows between packages are written once, in ALLOWED. A "package" is a top-level
+subpackage of the checked root (store, patching, ...) or a top-level module (errors, config,
+units). Relative imports are resolved against the importing file. Rules, each reported as
+(file, rule) so an allowlist can name them:
+
+    arrow A->B        A imports B and B is not in ALLOWED[A] (a back-arrow or a sideways one)
+    cycle A->B->..    the package import graph (as it is, allowlisted arrows included) has a cycle
+    sql               SQL outside store/: a call of .execute/.executemany/.executescript, or a
+                      string that reads as SQL (select ... from, insert into, ...)
+    openai / tenacity imported outside llm/
+    private M._x      a name starting with "_" imported from another package
+    hook-name         an f-string (or "blocks." + ...) building a hook name outside core/ and models/
+    unit-id           an f-string formatting a unit id (f"L{l}/N{i}") outside core/
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+# ----------------------------------------------------------------------------- the layering, written once
+#
+# Ground: every package may import these (core is the neutral core; errors and config are the
+# neutral modules it stands on; units is the transition shim of core.units).
+GROUND = frozenset({"core", "errors", "config", "units"})
+# Faces compose stages; no face imports another, except cli, the entry point, which starts them.
+FACES = frozenset({"cli", "serve", "batch", "investigate", "diff"})
+# Stages and infrastructure: what each may import besides GROUND and itself. Arrows point down
+# the flow of DESIGN.md: models -> mine -> explain -> score; models -> tasks -> patching; llm is
+# asked by explain, score, tasks, validate; store/ is given to stages as an object, so no stage
+# imports it (only the pipeline and the faces do).
+ALLOWED: dict[str, frozenset[str]] = {
+    "errors": frozenset(),
+    "config": frozenset({"errors"}),
+    "core": frozenset({"errors"}),
+    "units": frozenset({"core", "errors"}),
+    "store": GROUND,
+    "models": GROUND,
+    "corpus": GROUND,
+    "llm": GROUND | {"models"},                      # the embedded backend loads local models
+    "mine": GROUND | {"models", "corpus"},
+    "tasks": GROUND | {"models", "llm"},
+    "patching": GROUND | {"models", "tasks"},
+    "explain": GROUND | {"llm", "mine"},
+    "score": GROUND | {"llm", "mine", "models"},     # probes and interventions run the model
+    "validate": GROUND | {"llm", "mine", "models", "score"},
+    "report": GROUND,                                # checks on report text (prose numbers)
+    "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate"},
+    "__main__": frozenset({"cli"}),
+    "__init__": GROUND,
+}
+STAGES = frozenset(ALLOWED) - {"__main__", "__init__"}
+for _face in FACES:  # a face may import every stage and infrastructure package, but no other face
+    ALLOWED[_face] = frozenset(STAGES)
+ALLOWED["cli"] = frozenset(STAGES | FACES)
+
+# where the per-file rules do not apply
+SQL_HOME = "store"
+LLM_HOME = "llm"
+HOOK_NAME_HOMES = frozenset({"core", "models"})
+UNIT_ID_HOMES = frozenset({"core"})
+LLM_ONLY_MODULES = ("openai", "tenacity")
+
+_SQL_RE = re.compile(r"^\s*(?:select\b[\s\S]*\bfrom\b|insert\s+(?:or\s+\w+\s+)?into\b|update\s+\w+\s+set\b|"
+                     r"delete\s+from\b|create\s+(?:table|index|view)\b|drop\s+table\b|pragma\s+\w+)", re.I)
+_UNIT_TEMPLATE_RE = re.compile(r"L\{\}/(?:[NH]\{\}|\{\})")
+
+
+@dataclass(frozen=True, order=True)
+class Violation:
+    file: str      # path relative to the root's parent, e.g. autointerp/mine/miner.py
+    rule: str
+    line: int = 0
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.file, self.rule)
+
+
+def package_of(root: Path, path: Path) -> str:
+    rel = path.relative_to(root)
+    return rel.parts[0] if len(rel.parts) > 1 else rel.stem
+
+
+def _module_parts(root: Path, path: Path) -> list[str]:
+    parts = list(path.relative_to(root.parent).with_suffix("").parts)
+    return parts[:-1] if parts[-1] == "__init__" else parts
+
+
+def imports_of(root: Path, path: Path, tree: ast.AST) -> Iterator[tuple[ast.stmt, list[str], list[str]]]:
+    """(node, absolute module parts, imported names) for each import; relative imports resolved."""
+    mod = _module_parts(root, path)
+    base_pkg = mod if path.name == "__init__.py" else mod[:-1]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield node, a.name.split("."), []
+        elif isinstance(node, ast.ImportFrom):
+            names = [a.name for a in node.names]
+            if node.level:
+                base = base_pkg[: len(base_pkg) - (node.level - 1)] if node.level > 1 else base_pkg
+                if node.module:
+                    yield node, base + node.module.split("."), names
+                else:  # from . import a, b: each name may be a module
+                    for n in names:
+                        yield node, base + [n], []
+            elif node.module:
+                yield node, node.module.split("."), names
+
+
+def _target_package(root: Path, parts: list[str]) -> str | None:
+    if len(parts) >= 2 and parts[0] == root.name:
+        return parts[1]
+    if parts == [root.name]:
+        return "__init__"
+    return None
+
+
+def _template(node: ast.JoinedStr) -> str:
+    return "".join(v.value if isinstance(v, ast.Constant) and isinstance(v.value, str) else "{}" for v in node.values)
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = getattr(node, "body", [])
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                out.add(id(body[0].value))
+    return out
+
+
+def check_file(root: Path, path: Path) -> tuple[list[Violation], set[tuple[str, str]]]:
+    """(violations of the per-file rules and of ALLOWED, package edges this file adds)."""
+    rel = str(path.relative_to(root.parent))
+    pkg = package_of(root, path)
+    tree = ast.parse(path.read_text(), filename=str(path))
+    out: list[Violation] = []
+    edges: set[tuple[str, str]] = set()
+    allowed = ALLOWED.get(pkg)  # None: an unknown package (check_tree reports it once)
+    for node, parts, names in imports_of(root, path, tree):
+        if parts[0] in LLM_ONLY_MODULES and pkg != LLM_HOME:
+            out.append(Violation(rel, parts[0], node.lineno))
+        dep = _target_package(root, parts)
+        if dep is None or dep == pkg:
+            continue
+        edges.add((pkg, dep))
+        if allowed is not None and dep not in allowed:
+            out.append(Violation(rel, f"arrow {pkg}->{dep}", node.lineno))
+        mod_name = ".".join(parts[1:])
+        for n in names:
+            if n.startswith("_") and not n.startswith("__"):
+                out.append(Violation(rel, f"private {mod_name}.{n}", node.lineno))
+        if any(p.startswith("_") and not p.startswith("__") for p in parts[2:]):
+            out.append(Violation(rel, f"private {mod_name}", node.lineno))
+    docs = _docstrings(tree)
+    for node in ast.walk(tree):
+        if pkg != SQL_HOME:
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("execute", "executemany", "executescript")):
+                out.append(Violation(rel, "sql", node.lineno))
+            elif (isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+                  and _SQL_RE.match(node.value)):
+                out.append(Violation(rel, "sql", node.lineno))
+        if isinstance(node, ast.JoinedStr):
+            t = _template(node)
+            if pkg not in HOOK_NAME_HOMES and t.startswith("blocks.{}"):
+                out.append(Violation(rel, "hook-name", node.lineno))
+            if pkg not in UNIT_ID_HOMES and _UNIT_TEMPLATE_RE.search(t):
+                out.append(Violation(rel, "unit-id", node.lineno))
+        elif (pkg not in HOOK_NAME_HOMES and isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add)
+              and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)
+              and node.left.value.startswith("blocks.")):
+            out.append(Violation(rel, "hook-name", node.lineno))
+    return out, edges
+
+
+def cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Each elementary cycle's node list once (via strongly connected components: one cycle per SCC
+    of size > 1, found by DFS inside it)."""
+    graph: dict[str, set[str]] = {}
+    for a, b in edges:
+        graph.setdefault(a, set()).add(b)
+        graph.setdefault(b, set())
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    sccs: list[list[str]] = []
+    counter = [0]
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                sccs.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    out = []
+    for comp in sccs:  # one concrete cycle through the SCC's first node
+        start, members = comp[0], set(comp)
+        path, seen = [start], {start}
+
+        def dfs(v: str) -> bool:
+            for w in sorted(graph[v] & members):
+                if w == start and len(path) > 1:
+                    return True
+                if w not in seen:
+                    seen.add(w)
+                    path.append(w)
+                    if dfs(w):
+                        return True
+                    path.pop()
+            return False
+
+        dfs(start)
+        out.append(path)
+    return out
+
+
+def check_tree(root: Path) -> tuple[list[Violation], set[tuple[str, str]]]:
+    """All violations under root (an autointerp-like package dir) and the package edges."""
+    violations: list[Violation] = []
+    edges: set[tuple[str, str]] = set()
+    unknown: set[str] = set()
+    for path in sorted(root.rglob("*.py")):
+        v, e = check_file(root, path)
+        violations += v
+        edges |= e
+        if package_of(root, path) not in ALLOWED:
+            unknown.add(package_of(root, path))
+    for pkg in sorted(unknown):
+        violations.append(Violation(f"{root.name}/{pkg}", "unknown package (add it to ALLOWED)"))
+    for cyc in cycles(edges):
+        violations.append(Violation(root.name, "cycle " + "->".join(cyc + cyc[:1])))
+    return sorted(violations), edges
+
+
+def allowed_is_acyclic() -> list[list[str]]:
+    return cycles((a, b) for a, bs in ALLOWED.items() for b in bs if a != b)
