@@ -178,3 +178,16 @@ def test_check_prose_binds_numbers_to_the_units_named():
     assert [d["reason"] for d in r["dropped"]] == ["number +0.51 is not measured for L23/H3",
                                                    "number +0.32 is not measured for L24/H4",
                                                    "number 0.58 is measured for a unit the sentence does not name"]
+
+
+def test_science_lives_in_stages_not_in_investigate():
+    """Prose checking is the report stage's, the circuit tests are patching's; investigate re-exports them."""
+    import autointerp.investigate as inv
+    from autointerp import patching, report
+
+    assert inv.check_prose is report.check_prose
+    assert inv.evaluate_circuit is patching.evaluate_circuit and inv.backup_heads is patching.backup_heads
+    facts = "Head L9/H9 has a direct effect of 0.42."
+    r = report.check_prose("Head L 9/h9 writes 0.42 to the logits. Head L9/H9 adds 0.77.", facts, max_sentences=5)
+    assert r["kept"] == ["Head L 9/h9 writes 0.42 to the logits."]
+    assert r["dropped"][0]["reason"] == "number 0.77 is not a measured value"
