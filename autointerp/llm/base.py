@@ -13,6 +13,7 @@ Backends implement `_chat`, `_complete`, `_prompt_logprobs_batch`; this module d
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import re
 import threading
@@ -48,7 +49,13 @@ def _content_hash(*parts: Any) -> str:
 
 
 def _cacheable(params: dict) -> bool:
+    if params.get("cache") is False:
+        return False
     return (params.get("temperature") or 0.0) == 0.0 or params.get("seed") is not None
+
+
+# (kind, template) of the call in progress, so a backend can record each failed attempt of it
+_CURRENT_CALL: contextvars.ContextVar[tuple[str, Any] | None] = contextvars.ContextVar("autointerp_llm_call", default=None)
 
 
 class LLM:
@@ -131,7 +138,7 @@ class LLM:
     def _before(self, kind: str, request: Any, params: dict) -> tuple[str | None, Any]:
         key = None
         if self.store is not None and _cacheable(params):
-            key = _content_hash(self.backend, self.model, kind, request, params, params.get("seed"))
+            key = _content_hash(self.cache_identity(), kind, request, params, params.get("seed"))
             hit = self.store.llm_cache_get(key)
             if hit is not None:
                 return key, hit
@@ -148,6 +155,12 @@ class LLM:
             template_hash=template.hash if template is not None else None,
             prompt_tokens=pt, completion_tokens=ct, latency_s=latency, cost_usd=cost,
             cache_hit=cache_hit, error=self.scrub(error) if error else None)
+
+    def _record_attempt(self, error: str, latency: float | None) -> None:
+        """One row for a failed attempt that is being retried (the call's final outcome gets its own row)."""
+        cur = _CURRENT_CALL.get()
+        kind, template = cur if cur is not None else ("request", None)
+        self._record(kind, template, None, None, latency, 0.0, False, error)
 
     def _hit(self, kind, template, hit, decode):
         self._record(kind, template, hit.get("prompt_tokens"), hit.get("completion_tokens"), 0.0, 0.0, True)
@@ -184,12 +197,15 @@ class LLM:
         if hit is not None:
             return self._hit(kind, template, hit, decode)
         t0 = time.perf_counter()
+        tok = _CURRENT_CALL.set((kind, template))
         try:
             res = fn()
         except BudgetExceeded:
             raise
         except Exception as e:
             raise self._fail(kind, template, t0, e) from None
+        finally:
+            _CURRENT_CALL.reset(tok)
         return self._done(kind, template, t0, key, res, encode)
 
     async def _acall(self, kind: str, request: Any, params: dict, template: Prompt | None, afn,
@@ -198,12 +214,15 @@ class LLM:
         if hit is not None:
             return self._hit(kind, template, hit, decode)
         t0 = time.perf_counter()
+        tok = _CURRENT_CALL.set((kind, template))
         try:
             res = await afn()
         except BudgetExceeded:
             raise
         except Exception as e:
             raise self._fail(kind, template, t0, e) from None
+        finally:
+            _CURRENT_CALL.reset(tok)
         return self._done(kind, template, t0, key, res, encode)
 
     # ---- async (backends with real concurrency override _achat/_acomplete) ----------------
@@ -219,6 +238,15 @@ class LLM:
 
     def info(self) -> dict:
         return {"name": self.name, "backend": self.backend, "model": self.model}
+
+    def cache_identity(self) -> tuple:
+        """What makes two backends give the same answers: part of every response-cache key."""
+        return (self.backend, self.model)
+
+    def capabilities(self) -> dict:
+        """What this LLM can do, as found out (endpoints are probed; see OpenAILLM.capabilities)."""
+        return {"chat": True, "completions": True, "prompt_logprobs": bool(self.supports_prompt_logprobs),
+                "top_k": None, "note": None}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -295,6 +323,10 @@ def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None,
     from .openai_backend import OpenAILLM
 
     kw.setdefault("concurrency", settings.llm_concurrency)
+    if getattr(settings, "llm_timeout", None) is not None:
+        kw.setdefault("timeout", settings.llm_timeout)
+    if getattr(settings, "llm_max_attempts", None) is not None:
+        kw.setdefault("max_attempts", settings.llm_max_attempts)
     return OpenAILLM(model, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)
 
 
@@ -341,3 +373,16 @@ def _run_async(coro):
     t.start()
     t.join()
     return box["r"]
+
+
+def starts_with(probs, candidates, cids):
+    """Make each column P(text starts with candidate j), given each candidate's own
+    probability (the product over its tokens) and its tokens `cids` (ids or token strings).
+    The product of a candidate's own tokens already counts a longer candidate whose tokens extend it ("1" counts "1","0" = "10" for
+    SmolLM2); a longer candidate that is a token of its own ("10" in GPT-2) is added here."""
+    out = probs.copy()
+    for j, c in enumerate(candidates):
+        for k, d in enumerate(candidates):
+            if k != j and len(d) > len(c) and d.startswith(c) and list(cids[k][: len(cids[j])]) != list(cids[j]):
+                out[:, j] += probs[:, k]
+    return out

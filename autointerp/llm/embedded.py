@@ -27,6 +27,7 @@ import torch
 
 from ..errors import LLMError
 from .base import LLM, Result
+from .base import starts_with as _starts_with
 from .budget import Budget
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -301,6 +302,15 @@ class EmbeddedLLM(LLM):
         return self._generate(self._ids(prompt, special=True), None, temperature, max_tokens, n, seed, stop)
 
     def _generate(self, ids: list[int], st: _PrefixState | None, temperature, max_tokens, n, seed, stop) -> Result:
+        seqs = self.generate_ids(ids, st, temperature, max_tokens, n, seed, stop)
+        return Result([t for _, t, _ in seqs], len(ids), sum(len(g) for g, _, _ in seqs))
+
+    def generate_ids(self, ids: list[int], st: _PrefixState | None = None, temperature: float = 0.0, max_tokens: int = 16,
+                     n: int = 1, seed: int | None = None, stop=None) -> list[tuple[list[int], str, str]]:
+        """n continuations of `ids`: (generated ids up to EOS, text cut at the first stop string,
+        finish reason 'stop' or 'length'). Greedy when temperature is 0 (n copies of one run)."""
+        if max_tokens <= 0:
+            return [([], "", "length")] * max(1, n)
         sample = (temperature or 0.0) > 0
         runs = n if sample else 1
         kw: dict[str, Any] = dict(max_new_tokens=max_tokens, do_sample=sample, num_return_sequences=runs)
@@ -319,22 +329,21 @@ class EmbeddedLLM(LLM):
                 inp = inp.expand(runs, -1).contiguous()
                 kw["num_return_sequences"] = 1
             out = self.hf.generate(input_ids=inp, attention_mask=torch.ones_like(inp), **kw)
-        texts, ctoks = [], 0
+        res = []
+        eos_ids = [] if eos is None else (eos if isinstance(eos, list) else [eos])
         for seq in out[:, len(ids):].tolist():
-            if eos is not None:
-                eos_ids = eos if isinstance(eos, list) else [eos]
-                cut = next((i for i, t in enumerate(seq) if t in eos_ids), len(seq))
-                seq = seq[:cut]
-            ctoks += len(seq)
+            cut = next((i for i, t in enumerate(seq) if t in eos_ids), None)
+            reason = "stop" if cut is not None else "length"
+            seq = seq[:cut] if cut is not None else seq
             t = self.tok.decode(seq, skip_special_tokens=True)
             for s in stop or ():
                 k = t.find(s)
                 if k >= 0:
-                    t = t[:k]
-            texts.append(t)
+                    t, reason = t[:k], "stop"
+            res.append((seq, t, reason))
         if not sample and n > 1:
-            texts = texts * n
-        return Result(texts, len(ids), ctoks)
+            res = res * n
+        return res
 
 
 @contextlib.contextmanager
@@ -346,15 +355,3 @@ def _seeded(seed: int | None, device: torch.device):
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
         yield
-
-
-def _starts_with(probs, candidates, cids):
-    """Make each column P(text starts with candidate j). The product of a candidate's own tokens
-    already counts a longer candidate whose tokens extend it ("1" counts "1","0" = "10" for
-    SmolLM2); a longer candidate that is a token of its own ("10" in GPT-2) is added here."""
-    out = probs.copy()
-    for j, c in enumerate(candidates):
-        for k, d in enumerate(candidates):
-            if k != j and len(d) > len(c) and d.startswith(c) and list(cids[k][: len(cids[j])]) != list(cids[j]):
-                out[:, j] += probs[:, k]
-    return out

@@ -2,23 +2,41 @@
 the `openai` package. The only module that imports `openai`.
 
 The API key is read from OPENAI_API_KEY at construction and handed to the client; it is never
-stored, logged or put in an error message (messages are scrubbed of it). Retries are done here
-with tenacity (exponential backoff with jitter on 429/5xx/timeouts/connection errors, honouring
-Retry-After; none on other 4xx); the client's own retries are off.
+stored, logged or put in an error message (messages are scrubbed of it).
+
+Retries (the client's own are off): exponential backoff with jitter on 408/409/429/5xx and
+connection errors, honouring Retry-After; none on other 4xx. A read timeout is different: the
+server is probably still working on the request, so re-sending at once only queues a copy behind
+it. After a read timeout the next attempt gets twice the time, and attempts stop once the total
+time (`total_timeout`, default 4 x timeout) would be exceeded. Every failed attempt is one row in
+llm_calls.
+
+Prompt logprobs: P(text after a slot starts with a candidate) is exact even when the endpoint's
+tokenizer splits a candidate into several tokens. One echo request per row gives the first-token
+distribution (top-k) at every slot; a candidate that is one token there is read off it. Every
+other (slot, candidate) pair is asked as its own prompt, slot context + candidate, whose echoed
+per-token logprobs add up to log P(candidate | context). Those prompts go many to a request, and
+requests go in parallel. Whether the endpoint really echoes prompt logprobs is probed once
+(`capabilities()`), not assumed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import email.utils
 import math
 import os
+import random
+import re
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import numpy as np
 import openai
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from ..errors import LLMError
 from .base import LLM, LogprobsUnsupported, Result
@@ -27,8 +45,22 @@ from .ratelimit import limiter_for
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DUMMY_KEY = "sk-no-key-needed"
+DEFAULT_TIMEOUT = 60.0
 
 RETRY_STATUS = {408, 409, 429}
+PROBE_PROMPT = "Counting: 1, 2, 3, 4, 5, 6"
+PROBE_SLOT = len("Counting: 1, 2, 3, 4,")
+
+_PROBES: dict[tuple, dict] = {}
+_SERVED: dict[tuple, str | None] = {}
+_GLOBAL = threading.Lock()
+
+
+def forget_endpoints() -> None:
+    """Drop what this process has learnt about endpoints (probes, served model ids)."""
+    with _GLOBAL:
+        _PROBES.clear()
+        _SERVED.clear()
 
 
 class MalformedResponse(LLMError):
@@ -37,6 +69,12 @@ class MalformedResponse(LLMError):
 
 def _status(e: BaseException) -> int | None:
     return getattr(e, "status_code", None) if isinstance(e, openai.APIStatusError) else None
+
+
+def is_read_timeout(e: BaseException) -> bool:
+    """A timeout while waiting for the answer (not while connecting): the server may still be working."""
+    cause = type(e.__cause__).__name__ if e.__cause__ is not None else ""
+    return isinstance(e, openai.APITimeoutError) and cause not in ("ConnectTimeout", "PoolTimeout")
 
 
 def is_retryable(e: BaseException) -> bool:
@@ -71,19 +109,18 @@ def retry_after_s(e: BaseException) -> float | None:
             return None
 
 
-class _Wait:
-    """Exponential backoff with jitter, or the server's Retry-After when it gives one."""
-
-    def __init__(self, initial: float, maximum: float):
-        self.maximum = maximum
-        self.exp = wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
-
-    def __call__(self, state) -> float:
-        e = state.outcome.exception() if state.outcome else None
-        ra = retry_after_s(e) if e is not None else None
-        if ra is not None:
-            return min(ra, max(self.maximum, 1.0) * 4)
-        return self.exp(state)
+def public_url(url: str) -> str:
+    """The base URL without credentials: no user:password@, no key/token query parameters."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                       if not re.search(r"key|token|secret|pass|auth|sig", k, re.I)])
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), query, ""))
 
 
 def _error_message(e: BaseException) -> str:
@@ -98,14 +135,71 @@ def _error_message(e: BaseException) -> str:
     return str(msg).splitlines()[0][:200] if msg else type(e).__name__
 
 
+def _short(e: BaseException) -> str:
+    if isinstance(e, openai.APITimeoutError):
+        return "read timeout" if is_read_timeout(e) else "connect timeout"
+    if isinstance(e, openai.APIConnectionError):
+        return "connection error"
+    s = _status(e)
+    if s is not None:
+        return f"HTTP {s}: {_error_message(e)}"
+    return type(e).__name__
+
+
+# ---- echoed logprobs ---------------------------------------------------------------------------
+_SPECIAL = re.compile(r"<\|[^|]*\|>|<[/a-z_]*s>|<bos>|<\|?begin_of_text\|?>", re.I)
+
+
+def _field(obj, name):
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def aligned_tokens(lp, text: str) -> list[tuple[int, str, float | None, dict | None]] | None:
+    """The echoed tokens of a completions response as (start, token, logprob, top) when they
+    spell `text` (the prompt, plus what was generated) from its first character; None when the
+    logprobs do not cover the prompt (servers that echo nothing, or give logprobs only for the
+    generated tokens, as llama.cpp's does). A leading BOS that is not in the text is skipped."""
+    if lp is None:
+        return None
+    tokens, tlp, tops = _field(lp, "tokens"), _field(lp, "token_logprobs"), _field(lp, "top_logprobs")
+    if not tokens or tlp is None or len(tlp) != len(tokens):
+        return None
+    if tops is not None and len(tops) != len(tokens):
+        return None
+    i = 0
+    while i < len(tokens) and i < 2 and tokens[i] and not text.startswith(tokens[i]) and _SPECIAL.fullmatch(tokens[i]):
+        i += 1
+    out, pos = [], 0
+    for j in range(i, len(tokens)):
+        t = tokens[j] if isinstance(tokens[j], str) else ""
+        if pos < len(text) and not text.startswith(t, pos):
+            return None  # not this text's tokens (or bytes we cannot place)
+        top = tops[j] if tops is not None else None
+        out.append((pos, t, tlp[j], dict(top) if top else None))
+        pos += len(t)
+    return out if pos >= len(text) else None
+
+
+def _prompt_len_ok(al, upto: int) -> bool:
+    """Every token after the first, up to character `upto`, has a finite logprob and a top list."""
+    for start, _t, lp, top in al[1:]:
+        if start >= upto:
+            break
+        if lp is None or not math.isfinite(float(lp)) or float(lp) > 1e-4 or not top:
+            return False
+    return True
+
+
 class OpenAILLM(LLM):
     backend = "openai"
     concurrent = True
 
     def __init__(self, model: str, *, base_url: str | None = None, store=None, budget: Budget | None = None,
                  concurrency: int = 4, timeout: float | None = None, max_attempts: int | None = None, retry_wait: float = 1.0,
-                 retry_wait_max: float = 30.0, rpm: float | None = None, tpm: float | None = None,
-                 logprobs_top_k: int = 20, **_ignored: Any):
+                 retry_wait_max: float = 30.0, total_timeout: float | None = None, rpm: float | None = None,
+                 tpm: float | None = None, logprobs_top_k: int = 20, echo_batch: int = 32, **_ignored: Any):
         super().__init__(store=store, budget=budget)
         self.model = model
         self.name = f"openai:{model}"
@@ -118,20 +212,51 @@ class OpenAILLM(LLM):
             key = DUMMY_KEY  # local servers (vLLM, llama.cpp, Ollama) accept any key
         self._key = key
         self._secrets = [key] if key != DUMMY_KEY else []
+        creds = urlsplit(self.base_url)
+        self._secrets += [s for s in (creds.password, creds.username) if s]
         self.concurrency = max(1, int(concurrency))
-        self.timeout = timeout if timeout is not None else (_env_float("AUTOINTERP_LLM_TIMEOUT") or 60.0)
+        self.timeout = float(timeout if timeout is not None else (_env_float("AUTOINTERP_LLM_TIMEOUT") or DEFAULT_TIMEOUT))
+        if self.timeout <= 0:
+            raise LLMError(f"LLM timeout must be positive, not {self.timeout:g}")
         self.max_attempts = max(1, int(max_attempts if max_attempts is not None else (_env_float("AUTOINTERP_LLM_MAX_ATTEMPTS") or 5)))
+        self.total_timeout = float(total_timeout if total_timeout is not None else 4 * self.timeout)
         self.retry_wait, self.retry_wait_max = retry_wait, retry_wait_max
         self.logprobs_top_k = logprobs_top_k
+        self.echo_batch = max(1, int(echo_batch))
         rpm = rpm if rpm is not None else _env_float("AUTOINTERP_LLM_RPM")
         tpm = tpm if tpm is not None else _env_float("AUTOINTERP_LLM_TPM")
         self.limiter = limiter_for(self.base_url, rpm, tpm)
         self._client: openai.OpenAI | None = None
         self._aclients: dict[int, tuple[Any, openai.AsyncOpenAI, asyncio.Semaphore]] = {}
-        self._lp_supported: bool | None = None
+        self._caps: dict | None = None
 
     def info(self) -> dict:
-        return {**super().info(), "base_url": self.base_url}
+        return {**super().info(), "base_url": public_url(self.base_url)}
+
+    # ---- identity ---------------------------------------------------------------------------
+    def served_model_id(self) -> str | None:
+        """The served model's own id from GET /models (vLLM's `root`, the weights it loaded, else
+        `id`); None when the server does not say. Asked once per process and endpoint."""
+        k = (public_url(self.base_url), self.model)
+        with _GLOBAL:
+            if k in _SERVED:
+                return _SERVED[k]
+        served = None
+        try:
+            page = self.client.models.list(timeout=min(10.0, self.timeout))
+            data = list(getattr(page, "data", None) or [])
+            match = [m for m in data if getattr(m, "id", None) == self.model] or (data if len(data) == 1 else [])
+            if match:
+                m = match[0]
+                served = str(getattr(m, "root", None) or getattr(m, "id", None) or "") or None
+        except Exception:  # noqa: BLE001 - a server without /models simply says nothing
+            served = None
+        with _GLOBAL:
+            _SERVED[k] = served
+        return served
+
+    def cache_identity(self) -> tuple:
+        return (self.backend, public_url(self.base_url), self.model, self.served_model_id())
 
     # ---- clients ----------------------------------------------------------------------
     @property
@@ -150,62 +275,114 @@ class OpenAILLM(LLM):
         return entry[1], entry[2]
 
     # ---- one request with retries -----------------------------------------------------------
-    def _retrying(self, cls):
-        return cls(stop=stop_after_attempt(self.max_attempts), wait=_Wait(self.retry_wait, self.retry_wait_max),
-                   retry=retry_if_exception(is_retryable), reraise=True)
+    def _next(self, e: BaseException, attempt: int, timeout: float, started: float) -> tuple[float, float] | None:
+        """(wait, next timeout) before another attempt, or None to give up."""
+        if not is_retryable(e) or attempt >= self.max_attempts:
+            return None
+        left = self.total_timeout - (time.monotonic() - started)
+        ra = retry_after_s(e)
+        if ra is not None:
+            wait = min(ra, max(self.retry_wait_max, 1.0) * 4)
+        else:
+            base = min(self.retry_wait_max, self.retry_wait * 2 ** (attempt - 1))
+            wait = base + random.uniform(0, self.retry_wait)
+        nxt = timeout
+        if is_read_timeout(e):
+            nxt = min(2 * timeout, left - wait)  # wait longer; do not queue a copy at the same timeout
+            if nxt < timeout:
+                return None
+        elif wait >= left:
+            return None
+        return wait, nxt
 
     def _request(self, fn, est_tokens: int):
-        try:
-            for attempt in self._retrying(Retrying):
-                with attempt:
-                    if self.limiter:
-                        self.limiter.acquire(est_tokens)
-                    return fn(self.client)
-        except Exception as e:
-            raise self._translate(e) from None
+        """fn(client, timeout) -> response, retried as the module docstring says."""
+        started, timeout, attempt, timeouts = time.monotonic(), self.timeout, 0, []
+        while True:
+            attempt += 1
+            if self.limiter:
+                self.limiter.acquire(est_tokens)
+            t0 = time.perf_counter()
+            try:
+                return fn(self.client, timeout)
+            except Exception as e:  # noqa: BLE001
+                timeouts.append(timeout)
+                step = self._next(e, attempt, timeout, started)
+                if step is None:
+                    raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
+                self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
+                                     time.perf_counter() - t0)
+                time.sleep(step[0])
+                timeout = step[1]
 
     async def _arequest(self, fn, est_tokens: int):
         client, sem = self._aclient()
-        try:
-            async with sem:
-                async for attempt in self._retrying(AsyncRetrying):
-                    with attempt:
-                        if self.limiter:
-                            await self.limiter.aacquire(est_tokens)
-                        return await fn(client)
-        except Exception as e:
-            raise self._translate(e) from None
+        started, timeout, attempt, timeouts = time.monotonic(), self.timeout, 0, []
+        async with sem:
+            while True:
+                attempt += 1
+                if self.limiter:
+                    await self.limiter.aacquire(est_tokens)
+                t0 = time.perf_counter()
+                try:
+                    return await fn(client, timeout)
+                except Exception as e:  # noqa: BLE001
+                    timeouts.append(timeout)
+                    step = self._next(e, attempt, timeout, started)
+                    if step is None:
+                        raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
+                    self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
+                                         time.perf_counter() - t0)
+                    await asyncio.sleep(step[0])
+                    timeout = step[1]
 
-    def _translate(self, e: BaseException) -> LLMError:
-        where = self.base_url
+    def _translate(self, e: BaseException, n: int | None = None, timeouts: list[float] | None = None,
+                   elapsed: float | None = None) -> LLMError:
+        where = public_url(self.base_url)
         if isinstance(e, LLMError):
             return e
-        n = self.max_attempts
-        if isinstance(e, openai.APITimeoutError):
-            return LLMError(f"LLM endpoint {where} timed out after {self.timeout:g}s ({n} attempts)")
-        if isinstance(e, openai.APIConnectionError):
-            return LLMError(f"cannot reach LLM endpoint {where} ({n} attempts); is the server running and the URL right?")
+        n = n if n is not None else self.max_attempts
+        tries = f"{n} attempt{'s' if n != 1 else ''}"
         s = _status(e)
-        if s is not None:
+        if isinstance(e, openai.APITimeoutError):
+            ts = ", ".join(f"{t:g}s" for t in (timeouts or [self.timeout]))
+            total = f" in {elapsed:.1f}s" if elapsed is not None else ""
+            err = LLMError(f"LLM endpoint {where} timed out (waited {ts}; {tries}{total}); the server may be busy: "
+                           "raise --llm-timeout")
+        elif isinstance(e, openai.APIConnectionError):
+            err = LLMError(f"cannot reach LLM endpoint {where} ({tries}); is the server running and the URL right?")
+        elif s is not None:
             msg = self.scrub(_error_message(e))
             if s == 401:
-                return LLMError(f"LLM endpoint {where} rejected the API key (HTTP 401): check OPENAI_API_KEY")
-            if s == 403:
-                return LLMError(f"LLM endpoint {where} refused the request (HTTP 403): {msg}")
-            if s == 404:
-                return LLMError(f"LLM endpoint {where} has no model {self.model!r} or no such route (HTTP 404): {msg}")
-            if s == 429 or s >= 500:
-                return LLMError(f"LLM endpoint {where} kept failing (HTTP {s} after {n} attempts): {msg}")
-            return LLMError(f"LLM endpoint {where} rejected the request (HTTP {s}): {msg}")
-        if isinstance(e, (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError)):
-            return MalformedResponse(f"LLM endpoint {where} sent a malformed response ({type(e).__name__})")
-        if isinstance(e, openai.OpenAIError):
-            return LLMError(f"LLM endpoint {where}: {self.scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)}")
-        return LLMError(f"LLM call to {where} failed: {type(e).__name__}")
+                err = LLMError(f"LLM endpoint {where} rejected the API key (HTTP 401): check OPENAI_API_KEY")
+            elif s == 403:
+                err = LLMError(f"LLM endpoint {where} refused the request (HTTP 403): {msg}")
+            elif s == 404:
+                err = LLMError(f"LLM endpoint {where} has no model {self.model!r} or no such route (HTTP 404): {msg}")
+            elif s == 429 or s >= 500:
+                err = LLMError(f"LLM endpoint {where} kept failing (HTTP {s} after {tries}): {msg}")
+            else:
+                err = LLMError(f"LLM endpoint {where} rejected the request (HTTP {s}): {msg}")
+        elif isinstance(e, (openai.APIResponseValidationError, ValueError, KeyError, TypeError, AttributeError)):
+            err = MalformedResponse(f"LLM endpoint {where} sent a malformed response ({type(e).__name__})")
+        elif isinstance(e, openai.OpenAIError):
+            err = LLMError(f"LLM endpoint {where}: {self.scrub(str(e).splitlines()[0] if str(e) else type(e).__name__)}")
+        else:
+            err = LLMError(f"LLM call to {where} failed: {type(e).__name__}")
+        err.status = s  # type: ignore[attr-defined]
+        return err
 
     # ---- request building and response parsing -----------------------------------------------
     def _chat_args(self, messages, temperature, max_tokens, n, seed, stop) -> dict:
         args: dict[str, Any] = dict(model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n)
+        if seed is not None:
+            args["seed"] = seed
+        if stop:
+            args["stop"] = list(stop)
+        return args
+
+    def _complete_args(self, prompt, temperature, max_tokens, n, seed, stop) -> dict:
+        args: dict[str, Any] = dict(model=self.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens, n=n)
         if seed is not None:
             args["seed"] = seed
         if stop:
@@ -225,20 +402,18 @@ class OpenAILLM(LLM):
 
     @staticmethod
     def _check(resp) -> list:
+        if isinstance(resp, (str, bytes)):
+            raise MalformedResponse("response is not JSON")
         choices = getattr(resp, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise MalformedResponse("response has no choices")
         return sorted(choices, key=lambda c: getattr(c, "index", 0) or 0)
 
     def _chat_result(self, resp, messages) -> Result:
-        if isinstance(resp, (str, bytes)):
-            raise MalformedResponse("response is not JSON")
         texts = [(c.message.content or "") for c in self._check(resp)]
         return Result(texts, *self._usage(resp, "".join(str(m.get("content", "")) for m in messages), texts))
 
     def _complete_result(self, resp, prompt) -> Result:
-        if isinstance(resp, (str, bytes)):
-            raise MalformedResponse("response is not JSON")
         texts = [(c.text or "") for c in self._check(resp)]
         return Result(texts, *self._usage(resp, prompt, texts))
 
@@ -246,20 +421,20 @@ class OpenAILLM(LLM):
     def _est(text: str, max_tokens: int, n: int) -> int:
         return len(text) // 4 + max_tokens * n
 
+    @staticmethod
+    def _msg_text(messages) -> str:
+        return "".join(str(m.get("content", "")) for m in messages)
+
     # ---- backend methods ------------------------------------------------------------------
     def _chat(self, messages, *, temperature, max_tokens, n, seed, stop) -> Result:
         args = self._chat_args(messages, temperature, max_tokens, n, seed, stop)
-        resp = self._request(lambda c: c.chat.completions.create(**args),
-                             self._est("".join(str(m.get("content", "")) for m in messages), max_tokens, n))
+        resp = self._request(lambda c, t: c.chat.completions.create(**args, timeout=t),
+                             self._est(self._msg_text(messages), max_tokens, n))
         return self._parse(self._chat_result, resp, messages)
 
     def _complete(self, prompt, *, prefix=None, temperature, max_tokens, n, seed, stop) -> Result:
-        args = dict(model=self.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens, n=n)
-        if seed is not None:
-            args["seed"] = seed
-        if stop:
-            args["stop"] = list(stop)
-        resp = self._request(lambda c: c.completions.create(**args), self._est(prompt, max_tokens, n))
+        args = self._complete_args(prompt, temperature, max_tokens, n, seed, stop)
+        resp = self._request(lambda c, t: c.completions.create(**args, timeout=t), self._est(prompt, max_tokens, n))
         return self._parse(self._complete_result, resp, prompt)
 
     def _parse(self, fn, resp, arg) -> Result:
@@ -268,96 +443,180 @@ class OpenAILLM(LLM):
         except LLMError:
             raise
         except Exception as e:
-            raise MalformedResponse(f"LLM endpoint {self.base_url} sent a malformed response ({type(e).__name__})") from None
+            raise MalformedResponse(f"LLM endpoint {public_url(self.base_url)} sent a malformed response ({type(e).__name__})") from None
 
     async def achat(self, messages, *, temperature=0.0, max_tokens=256, n=1, seed=None, stop=None, template=None) -> list[str]:
         params = dict(temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, stop=list(stop) if stop else None)
         args = self._chat_args(messages, temperature, max_tokens, n, seed, stop)
 
         async def go() -> Result:
-            resp = await self._arequest(lambda c: c.chat.completions.create(**args),
-                                        self._est("".join(str(m.get("content", "")) for m in messages), max_tokens, n))
+            resp = await self._arequest(lambda c, t: c.chat.completions.create(**args, timeout=t),
+                                        self._est(self._msg_text(messages), max_tokens, n))
             return self._parse(self._chat_result, resp, messages)
 
         return await self._acall("chat", messages, params, template, go)
 
     async def acomplete(self, prompt, *, temperature=0.0, max_tokens=256, n=1, seed=None, stop=None, template=None) -> list[str]:
         params = dict(temperature=temperature, max_tokens=max_tokens, n=n, seed=seed, stop=list(stop) if stop else None)
-        args = dict(model=self.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens, n=n)
-        if seed is not None:
-            args["seed"] = seed
-        if stop:
-            args["stop"] = list(stop)
+        args = self._complete_args(prompt, temperature, max_tokens, n, seed, stop)
 
         async def go() -> Result:
-            resp = await self._arequest(lambda c: c.completions.create(**args), self._est(prompt, max_tokens, n))
+            resp = await self._arequest(lambda c, t: c.completions.create(**args, timeout=t), self._est(prompt, max_tokens, n))
             return self._parse(self._complete_result, resp, prompt)
 
         return await self._acall("complete", prompt, params, template, go)
 
-    # ---- prompt logprobs through the completions endpoint (echo + logprobs) --------------------
+    # ---- capabilities, found by asking ----------------------------------------------------------
+    def capabilities(self) -> dict:
+        """What the endpoint really does, probed once per process and endpoint with one tiny
+        completions request (echo + logprobs; recorded in llm_calls as kind 'probe'):
+        completions (False: a chat-only endpoint), prompt_logprobs (the echoed logprobs cover
+        the prompt, token by token, aligned to its characters), top_k (the width it honours)."""
+        if self._caps is not None:
+            return self._caps
+        k = (public_url(self.base_url), self.model)
+        with _GLOBAL:
+            caps = _PROBES.get(k)
+        if caps is None:
+            caps = self._call("probe", {"prompt": PROBE_PROMPT, "top_k": self.logprobs_top_k}, {"cache": False}, None, self._probe)
+            with _GLOBAL:
+                _PROBES[k] = caps
+        self._caps = caps
+        return caps
+
     @property
     def supports_prompt_logprobs(self) -> bool:  # type: ignore[override]
-        """Probed once with a tiny echo+logprobs request (recorded like any call)."""
-        if self._lp_supported is None:
+        return bool(self.capabilities()["prompt_logprobs"])
+
+    def _probe(self) -> Result:
+        caps: dict[str, Any] = {"chat": None, "completions": True, "prompt_logprobs": False, "top_k": 0, "note": None}
+        widths = sorted({self.logprobs_top_k, 5, 1}, reverse=True)
+        resp, used, pt = None, None, 0
+        for w in widths:
             try:
-                self.prompt_logprobs("The capital of France is", [" Paris"], [","])
-                self._lp_supported = True
-            except LogprobsUnsupported:
-                self._lp_supported = False
-        return self._lp_supported
+                resp = self._request(lambda c, t, w=w: c.completions.create(model=self.model, prompt=PROBE_PROMPT, max_tokens=1,
+                                                                             temperature=0.0, echo=True, logprobs=w, timeout=t),
+                                     len(PROBE_PROMPT) // 4 + 1)
+                used = w
+                break
+            except LLMError as e:
+                status = getattr(e, "status", None)
+                if status in (404, 405, 501):
+                    caps.update(completions=False, note="no completions route: a chat-only endpoint")
+                    return Result(caps, 0, 0)
+                if status in (400, 422):
+                    caps["note"] = f"completions with echo+logprobs refused ({e})"
+                    continue
+                raise
+        if resp is None:
+            return Result(caps, 0, 0)
+        try:
+            ch = self._check(resp)[0]
+            text = ch.text or ""
+            pt, _ = self._usage(resp, PROBE_PROMPT, [text])
+        except Exception:  # noqa: BLE001
+            caps["note"] = "the completions reply is malformed"
+            return Result(caps, 0, 0)
+        full = text if text.startswith(PROBE_PROMPT) else PROBE_PROMPT
+        al = aligned_tokens(getattr(ch, "logprobs", None), full)
+        if getattr(ch, "logprobs", None) is None:
+            caps["note"] = "completions answer without logprobs"
+        elif al is None:
+            caps["note"] = "logprobs cover only the generated tokens, not the prompt (echo ignored, as llama.cpp's server does)"
+        elif not _prompt_len_ok(al, len(PROBE_PROMPT)):
+            caps["note"] = "echoed prompt tokens lack logprobs or top-k lists"
+        elif not any(start == PROBE_SLOT for start, *_ in al):
+            caps["note"] = f"no token starts after {PROBE_PROMPT[:PROBE_SLOT]!r}: the echoed tokens do not line up"
+        else:
+            bad = [t for start, t, lp, top in al[1:] if start < len(PROBE_PROMPT) and t in top and abs(top[t] - lp) > 1e-3]
+            if bad:
+                caps["note"] = "echoed top-k lists disagree with the token logprobs (misaligned by a position?)"
+            else:
+                width = max(len(top) for _s, _t, _l, top in al[1:] if top)
+                caps.update(prompt_logprobs=True, top_k=min(used, width),
+                            note=f"echoed prompt logprobs line up with the prompt; top-{min(used, width)}")
+        return Result(caps, pt, 1)
+
+    # ---- prompt logprobs: exact P(starts with candidate) ------------------------------------------
+    def _echo(self, prompts: list[str], k: int) -> tuple[list[Any], int]:
+        """Echo + logprobs for many prompts: `echo_batch` prompts a request, requests in parallel."""
+        chunks = [prompts[i:i + self.echo_batch] for i in range(0, len(prompts), self.echo_batch)]
+
+        def one(chunk):
+            resp = self._request(lambda c, t: c.completions.create(model=self.model, prompt=chunk, max_tokens=1, temperature=0.0,
+                                                                   echo=True, logprobs=k, timeout=t),
+                                 sum(len(p) // 4 + 1 for p in chunk))
+            try:
+                choices = self._check(resp)
+                pt, _ = self._usage(resp, "".join(chunk), [])
+            except LLMError:
+                raise
+            except Exception:
+                raise MalformedResponse(f"LLM endpoint {public_url(self.base_url)} sent a malformed response") from None
+            if len(choices) != len(chunk):
+                raise MalformedResponse(f"LLM endpoint {public_url(self.base_url)} answered {len(choices)} prompts of {len(chunk)}")
+            return choices, pt
+
+        if len(chunks) == 1:
+            outs = [one(chunks[0])]
+        else:
+            ctx = contextvars.copy_context()
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
+                outs = list(pool.map(lambda ch: ctx.copy().run(one, ch), chunks))
+        choices = [c for o, _ in outs for c in o]
+        return choices, sum(pt for _, pt in outs)
+
+    def _aligned(self, choice, prompt: str):
+        text = getattr(choice, "text", None) or ""
+        al = aligned_tokens(getattr(choice, "logprobs", None), text if text.startswith(prompt) else prompt)
+        if al is None:
+            raise LogprobsUnsupported(f"{self.name} at {public_url(self.base_url)} returned no prompt logprobs for the prompt; "
+                                      "use the JSON simulator")
+        return al
 
     def _prompt_logprobs_batch(self, prefix, list_of_segments, candidates) -> Result:
-        if self._lp_supported is False:
-            raise LogprobsUnsupported(f"{self.name} at {self.base_url} gives no prompt logprobs; use the JSON simulator")
-        prompts = [prefix + "".join(segs) for segs in list_of_segments]
-
-        def send(k: int):
-            return self._request(lambda c: c.completions.create(model=self.model, prompt=prompts, max_tokens=1, temperature=0.0,
-                                                                echo=True, logprobs=k),
-                                 sum(len(p) // 4 + 1 for p in prompts))
-
-        try:
-            try:
-                resp = send(self.logprobs_top_k)
-            except LLMError as e:
-                if "HTTP 400" in str(e) and self.logprobs_top_k > 5:
-                    resp = send(5)  # OpenAI's legacy completions allow at most 5
-                else:
-                    raise
-        except LLMError as e:
-            if any(f"HTTP {s}" in str(e) for s in (400, 404, 405, 422, 501)):
-                raise LogprobsUnsupported(f"{self.name} at {self.base_url} gives no prompt logprobs "
-                                          f"(completions with echo+logprobs refused: {e}); use the JSON simulator") from None
-            raise
-        try:
-            choices = self._check(resp)
-        except Exception:
-            raise MalformedResponse(f"LLM endpoint {self.base_url} sent a malformed response") from None
-        if len(choices) != len(prompts):
-            raise MalformedResponse(f"LLM endpoint {self.base_url} answered {len(choices)} prompts of {len(prompts)}")
-        out = []
-        total_pt = 0
-        for segs, prompt, ch in zip(list_of_segments, prompts, choices):
-            lp = getattr(ch, "logprobs", None)
-            offsets = getattr(lp, "text_offset", None) if lp is not None else None
-            tops = getattr(lp, "top_logprobs", None) if lp is not None else None
-            if not offsets or not tops:
-                raise LogprobsUnsupported(f"{self.name} at {self.base_url} returned no prompt logprobs; use the JSON simulator")
-            total_pt += len(offsets)
-            where = {int(o): i for i, o in reversed(list(enumerate(offsets)))}
-            pos, rows = len(prefix), []
-            for seg in segs:
+        caps = self.capabilities()
+        if not caps["prompt_logprobs"]:
+            raise LogprobsUnsupported(f"{self.name} at {public_url(self.base_url)} gives no prompt logprobs "
+                                      f"({caps.get('note')}); use the JSON simulator")
+        k = int(caps.get("top_k") or 1)
+        mains = [prefix + "".join(segs) for segs in list_of_segments]
+        choices, total_pt = self._echo(mains, k)
+        probs = [np.zeros((len(segs), len(candidates))) for segs in list_of_segments]
+        toks: list[list[list[tuple]]] = [[[()] * len(candidates) for _ in segs] for segs in list_of_segments]
+        extra: list[tuple[int, int, int, int, str]] = []  # (row, slot, candidate, context length, prompt)
+        for r, (segs, prompt, ch) in enumerate(zip(list_of_segments, mains, choices)):
+            al = self._aligned(ch, prompt)
+            top_at = {start: top for start, _t, _lp, top in al}
+            pos = len(prefix)
+            for i, seg in enumerate(segs):
                 pos += len(seg)
-                k = where.get(pos)
-                top = tops[k] if k is not None and k < len(tops) else None
-                if top is None:
-                    raise LLMError(f"{self.name}: a logprob slot at character {pos} is not a token boundary of the endpoint's "
-                                   "tokenizer; end segments where tokens end (e.g. after a tab)")
-                top = dict(top)
-                rows.append([sum(math.exp(v) for t, v in top.items() if t is not None and t.startswith(c)) for c in candidates])
+                top = top_at.get(pos)
+                for j, c in enumerate(candidates):
+                    if top is not None and c in top:
+                        probs[r][i, j] = math.exp(top[c])
+                        toks[r][i][j] = (c,)
+                    else:
+                        extra.append((r, i, j, pos, prompt[:pos] + c))
+        if extra:
+            ech, pt = self._echo([e[4] for e in extra], 1)
+            total_pt += pt
+            for (r, i, j, at, prompt), ch in zip(extra, ech):
+                al = self._aligned(ch, prompt)
+                mine = [(start, t, lp) for start, t, lp, _top in al if at <= start < len(prompt)]
+                if not mine or mine[0][0] != at or any(lp is None for _s, _t, lp in mine):
+                    raise LLMError(f"{self.name}: candidate {candidates[j]!r} after character {at} does not start a token of the "
+                                   "endpoint's tokenizer (it joins the text before it); end segments where tokens end "
+                                   "(e.g. after a tab)")
+                probs[r][i, j] = math.exp(sum(float(lp) for _s, _t, lp in mine))
+                toks[r][i][j] = tuple(t for _s, t, _lp in mine)
+        from .base import starts_with
+
+        out = []
+        for r, segs in enumerate(list_of_segments):
+            rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
             out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
-        return Result(out, total_pt, len(prompts))
+        return Result(out, total_pt, len(mains) + len(extra))
 
 
 def _env_float(name: str) -> float | None:

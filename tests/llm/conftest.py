@@ -23,30 +23,18 @@ def chat_body(texts, model="m", prompt_tokens=12, completion_tokens=3):
 
 
 def echo_logprobs_body(prompts, *, with_logprobs=True, top=None):
-    """A completions echo response: the prompt tokenised by characters-runs (split at tabs and
-    newlines), each with a made-up top_logprobs distribution over digits."""
+    """A completions echo response: the prompt tokenised one character a token, each position
+    with the same made-up top_logprobs over a few tokens, and each token's own logprob read off
+    that distribution (-4 for tokens outside it), so the echo is self-consistent."""
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    dist = top or {"0": -0.5, "7": -1.5, "10": -2.0, "x": -3.0}
     choices = []
     for i, p in enumerate(prompts):
-        toks, cur = [], ""
-        for ch in p:
-            if ch in "\t\n":
-                if cur:
-                    toks.append(cur)
-                toks.append(ch)
-                cur = ""
-            else:
-                cur += ch
-        if cur:
-            toks.append(cur)
-        toks.append("7")  # the generated token
-        offsets, o = [], 0
-        for t in toks:
-            offsets.append(o)
-            o += len(t)
-        dist = top or {"0": -0.5, "7": -1.5, "10": -2.0, "x": -3.0}
-        tops = [None] + [dict(dist) for _ in toks[1:]]
-        lp = {"tokens": toks, "token_logprobs": [None] + [-1.0] * (len(toks) - 1), "top_logprobs": tops,
-              "text_offset": offsets} if with_logprobs else None
+        toks = list(p) + ["7"]  # the prompt, then the generated token
+        lp = {"tokens": toks, "token_logprobs": [None] + [dist.get(t, -4.0) for t in toks[1:]],
+              "top_logprobs": [None] + [dict(dist) for _ in toks[1:]],
+              "text_offset": list(range(len(toks)))} if with_logprobs else None
         choices.append({"index": i, "text": p + "7", "finish_reason": "length", "logprobs": lp})
     return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": choices,
             "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
@@ -130,6 +118,16 @@ def server():
                                                   "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
     yield s
     s.close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_endpoint_memos():
+    """Probes and served-model ids are memoised per process and endpoint; tests start afresh."""
+    from autointerp.llm import openai_backend
+
+    openai_backend.forget_endpoints()
+    yield
+    openai_backend.forget_endpoints()
 
 
 @pytest.fixture

@@ -34,8 +34,9 @@ def test_chat_success_recorded(make_llm, server, store):
     assert r[0]["prompt_tokens"] == 12 and r[0]["completion_tokens"] == 3
     assert r[0]["cost_usd"] == pytest.approx((12 * 0.15 + 3 * 0.6) / 1e6)
     assert r[0]["error"] is None and r[0]["cache_hit"] == 0 and r[0]["latency_s"] >= 0
-    assert server.requests[0]["auth"] == f"Bearer {SECRET}"  # the key is sent, and only there
-    assert server.requests[0]["body"]["max_tokens"] == 5
+    chat = [q for q in server.requests if q["path"] == "/v1/chat/completions"]
+    assert chat[0]["auth"] == f"Bearer {SECRET}"  # the key is sent, and only there
+    assert chat[0]["body"]["max_tokens"] == 5
 
 
 def test_complete(make_llm, server):
@@ -50,7 +51,8 @@ def test_429_then_success_honours_retry_after(make_llm, server, store):
     assert llm.chat(MSG) == ["hello 0"]
     assert time.perf_counter() - t0 >= 0.3  # waited what the server asked, not the tiny backoff
     assert server.hits["/v1/chat/completions"] == 2
-    assert [r["error"] for r in rows(store)] == [None]
+    errs = [r["error"] for r in rows(store)]
+    assert len(errs) == 2 and "attempt 1 failed (HTTP 429" in errs[0] and errs[1] is None  # the failed attempt is kept
 
 
 def test_500_until_retries_run_out(make_llm, server, store):
@@ -60,7 +62,8 @@ def test_500_until_retries_run_out(make_llm, server, store):
         llm.chat(MSG)
     assert server.hits["/v1/chat/completions"] == 3
     r = rows(store)
-    assert len(r) == 1 and "HTTP 500" in r[0]["error"] and r[0]["cache_hit"] == 0
+    assert len(r) == 3 and all("HTTP 500" in x["error"] for x in r) and r[-1]["cache_hit"] == 0
+    assert [x["error"].startswith("attempt") for x in r] == [True, True, False]
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404])
@@ -69,7 +72,7 @@ def test_no_retry_on_client_errors(make_llm, server, store, status):
     with pytest.raises(LLMError, match=f"HTTP {status}"):
         make_llm(store=store).chat(MSG)
     assert server.hits["/v1/chat/completions"] == 1
-    assert f"HTTP {status}" in rows(store)[0]["error"]
+    assert [f"HTTP {status}" in r["error"] for r in rows(store)] == [True]
 
 
 def test_timeout(make_llm, server, store):
@@ -79,7 +82,9 @@ def test_timeout(make_llm, server, store):
     with pytest.raises(LLMError, match="timed out"):
         llm.chat(MSG)
     assert time.perf_counter() - t0 < 3
-    assert "timed out" in rows(store)[0]["error"]
+    r = rows(store)
+    assert "read timeout" in r[0]["error"] and "timed out (waited 0.2s, 0.4s; 2 attempts" in r[-1]["error"]
+    assert server.hits["/v1/chat/completions"] == 2
 
 
 def test_unreachable_endpoint(api_key, store):
@@ -109,13 +114,18 @@ def test_malformed_json_body(make_llm, server, store):
 def test_prompt_logprobs(make_llm, server, store):
     llm = make_llm(store=store)
     assert llm.supports_prompt_logprobs
+    assert llm.capabilities()["top_k"] == 4  # the width the server really gave
     segs = ["the\t", "unknown\ncat\t", "unknown\n"]
     a = llm.prompt_logprobs("Preamble\n", segs, ["0", "1", "7", "10"])
     assert a.shape == (3, 4)
-    # "1" starts "10" too: P(starts with "1") = P("10") here
-    np.testing.assert_allclose(a[0], [np.exp(-0.5), np.exp(-2.0), np.exp(-1.5), np.exp(-2.0)])
-    body = server.requests[-1]["body"]
-    assert body["echo"] is True and body["logprobs"] == 20 and body["prompt"] == ["Preamble\n" + "".join(segs)]
+    # "0", "7" and "10" are tokens in the top-k, read off it; "1" is not, so it is asked as its
+    # own prompt (exp(-4)); "10" is a token of its own, so P(starts with "1") counts it too
+    np.testing.assert_allclose(a[0], [np.exp(-0.5), np.exp(-4.0) + np.exp(-2.0), np.exp(-1.5), np.exp(-2.0)])
+    echo = [q["body"] for q in server.requests if q["path"] == "/v1/completions"]
+    assert echo[1]["echo"] is True and echo[1]["logprobs"] == 4 and echo[1]["prompt"] == ["Preamble\n" + "".join(segs)]
+    ctx = "Preamble\nthe\t"
+    assert echo[2]["prompt"][0] == ctx + "1" and len(echo[2]["prompt"]) == 3 and len(echo) == 3  # one request
+    assert [r["kind"] for r in rows(store)] == ["probe", "logprobs"]
 
 
 def test_missing_logprobs_raises_unsupported(make_llm, server, store):
@@ -124,7 +134,25 @@ def test_missing_logprobs_raises_unsupported(make_llm, server, store):
     with pytest.raises(LogprobsUnsupported):
         llm.prompt_logprobs("p\n", ["a\t"], ["0"])
     assert llm.supports_prompt_logprobs is False
-    assert "LogprobsUnsupported" in rows(store)[0]["error"]
+    assert "without logprobs" in llm.capabilities()["note"]
+    assert "LogprobsUnsupported" in [r for r in rows(store) if r["kind"] == "logprobs"][0]["error"]
+
+
+def test_generated_only_logprobs_are_not_prompt_logprobs(make_llm, server):
+    # llama.cpp-like: echo ignored, logprobs only for the generated token, offsets after the prompt
+    def gen_only(body):
+        prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
+        return {"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                "choices": [{"index": i, "text": "7", "finish_reason": "length",
+                             "logprobs": {"tokens": ["7"], "token_logprobs": [-0.1], "top_logprobs": [{"7": -0.1}],
+                                          "text_offset": [len(p)]}} for i, p in enumerate(prompts)]}
+
+    server.default["/v1/completions"] = gen_only
+    llm = make_llm()
+    assert llm.supports_prompt_logprobs is False
+    assert "only the generated tokens" in llm.capabilities()["note"]
+    with pytest.raises(LogprobsUnsupported, match="JSON simulator"):
+        llm.prompt_logprobs("p\n", ["a\t"], ["0"])
 
 
 def test_no_completions_route_is_unsupported(make_llm, server):
@@ -165,7 +193,7 @@ def test_cache_hit_on_rerun(make_llm, server, store):
     a = llm.prompt_logprobs("p\n", ["a\t"], ["0", "7"])
     b = llm.prompt_logprobs("p\n", ["a\t"], ["0", "7"])
     np.testing.assert_allclose(a, b)
-    assert server.hits["/v1/completions"] == 1
+    assert server.hits["/v1/completions"] == 2  # the probe and the echo; then cached
     hits = [r for r in rows(store) if r["cache_hit"]]
     assert len(hits) == 3 and all(r["cost_usd"] == 0 for r in hits)
 
@@ -179,7 +207,7 @@ def test_structured_reasks_on_bad_json(make_llm, server, store):
     server.queue("chat/completions", 200, chat_body(['Here:\n```json\n{"clean": "a b", "corrupt": "a c"}\n```\nDone.']))
     out = make_llm(store=store).structured(MSG, Pair)
     assert out == Pair(clean="a b", corrupt="a c")
-    second = server.requests[1]["body"]["messages"]
+    second = [q for q in server.requests if q["path"] == "/v1/chat/completions"][1]["body"]["messages"]
     assert second[-1]["role"] == "user" and "could not be used" in second[-1]["content"]
     assert [r["kind"] for r in rows(store)] == ["structured", "structured"]
     server.queue("chat/completions", 200, chat_body(["no json at all"]), times=3)
