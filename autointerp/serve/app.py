@@ -218,11 +218,16 @@ class ViewerServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
 
+def check_store(store_path: str | Path) -> None:
+    """Raise StoreError unless the path is an existing autointerp store (creates nothing)."""
+    _open(Path(store_path)).close()
+
+
 def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ViewerServer:
     """A viewer server (not yet serving). The store is checked now: a missing file or one that is
     not an autointerp store raises StoreError. port=0 picks a free port (server.server_address)."""
     path = Path(store_path)
-    _open(path).close()
+    check_store(path)
     handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet})
     return ViewerServer((host, port), handler)
 

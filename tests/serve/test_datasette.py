@@ -127,3 +127,10 @@ def test_cli_without_datasette_is_one_line(odd_store, tmp_path):
     r = run_cli("--store", str(odd_store), "--datasette", env=env)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and "pip install datasette" in lines[0], r.stderr
+
+
+def test_template_is_packaged():
+    import tomllib
+
+    data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["autointerp"]
+    assert "serve/datasette_metadata.json" in data
