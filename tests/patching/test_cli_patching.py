@@ -7,6 +7,7 @@ import json
 import pytest
 
 from autointerp.cli import main
+from autointerp.store import Store
 from autointerp.tasks import dumps
 
 from .helpers import items
@@ -75,6 +76,7 @@ def test_pairs_patch_heads(tmp_path, model_dir, capsys):
 
 def test_patch_errors_are_one_line(tmp_path, model_dir, capsys):
     base = ["--model", str(model_dir), "--device", "cpu", "--store", str(tmp_path / "s.db")]
+    Store(tmp_path / "s.db").close()  # a store without that dataset (a missing store is its own error)
     code, out, err = cli(capsys, "patch", "--dataset", "nope", *base)
     assert code != 0 and err.startswith("error: no dataset 'nope'") and len(err.strip().splitlines()) == 1
     bad = tmp_path / "bad.jsonl"
