@@ -17,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from layering_check import check_tree, imports_of, package_of  # noqa: E402  (the one import parser, shared with the test)
+from layering_check import GROUND, check_tree, imports_of, package_of  # noqa: E402  (the one import parser, shared with the test)
 
 
 def imported_packages(root: Path, path: Path, tree: ast.AST) -> list[str]:
@@ -52,6 +52,9 @@ def main(argv: list[str]) -> int:
     print("\n== cross-package imports ==")
     print(f"edges (distinct package pairs): {len(edges)}")
     print(f"import statements across packages: {sum(edges.values())}")
+    upper = {k: n for k, n in edges.items() if k[1] not in GROUND}
+    print(f"  of which between stages/faces (target not in the ground {sorted(GROUND)}): "
+          f"{len(upper)} edges, {sum(upper.values())} statements")
     for (a, b), n in sorted(edges.items()):
         print(f"  {a} -> {b}  ({n})")
     violations, _ = check_tree(root)
