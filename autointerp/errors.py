@@ -31,7 +31,9 @@ class StoreError(AutointerpError):
 
 
 class DatasetError(AutointerpError):
-    """Malformed or misaligned dataset input (names the line where it can)."""
+    """Malformed or misaligned dataset input (names the line where it can): bad input, exit 2."""
+
+    exit_code = 2
 
 
 class LLMError(AutointerpError):

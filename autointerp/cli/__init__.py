@@ -17,7 +17,7 @@ import sys
 import click
 
 from ..errors import AutointerpError
-from .common import STATE
+from .common import STATE, quiet_library_warnings
 
 # command modules register themselves on `cli` when imported; missing modules are skipped so the
 # CLI lists exactly the commands that exist.
@@ -47,6 +47,7 @@ def _load_commands() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    quiet_library_warnings()
     _load_commands()
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args

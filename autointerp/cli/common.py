@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, Callable
 import click
 
 from ..config import Settings
+from ..errors import StoreError, UsageError
 
 
 @dataclass
@@ -94,3 +97,174 @@ def explain_options(f: Callable) -> Callable:
     f = click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")(f)
     f = click.option("--k", type=int, default=None, help="Explanations sampled; the best on the calibration split is kept [default: 3].")(f)
     return f
+
+
+# ----------------------------------------------------------------------------- checks before work
+# Each raises UsageError (exit 2) with one line naming the option, before a model loads or
+# anything is written.
+
+
+def check_min(option: str, value, low: float = 1) -> None:
+    """`option` (e.g. '--top-k') must be >= low when given."""
+    if value is not None and value < low:
+        raise UsageError(f"{option} must be at least {low:g}, got {value}")
+
+
+def check_fraction(option: str, value, *, allow_zero: bool = False) -> None:
+    """A fraction: 0 < value <= 1 (0 <= value with allow_zero)."""
+    if value is None:
+        return
+    if not (0 <= value <= 1) or (value == 0 and not allow_zero) or value != value:
+        raise UsageError(f"{option} must be a fraction {'in [0, 1]' if allow_zero else 'in (0, 1]'}, got {value}")
+
+
+def check_layers_text(option: str, text: str | None) -> None:
+    """A layer list given but empty ('' or ',') is refused rather than read as 'all layers'."""
+    if text is not None and not str(text).replace(",", "").strip():
+        raise UsageError(f"{option} is empty: give layers like 0,1,2 or 0-5, or leave the option out for all layers")
+
+
+def known_sizes(model_spec: str | None) -> dict | None:
+    """The model's sizes (n_layers, d_mlp, n_heads, max_context where known) without loading it:
+    from the packaged-model table or a local directory's config.json; None when not known."""
+    try:
+        from ..models.loader import PACKAGED, resolve_spec
+        spec = settings(model=model_spec).model
+        r = resolve_spec(spec)
+    except Exception:
+        return None                                  # the model load reports a bad spec properly
+    out: dict = {}
+    if r.kind == "alias":
+        p = PACKAGED[r.alias]
+        out = {k: p[k] for k in ("n_layers", "d_mlp", "n_heads") if k in p}
+    cfg_dir = r.path if r.kind == "dir" else None
+    if r.kind in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
+        try:
+            from ..models.loader import gguf_cache_path, is_complete
+            d = gguf_cache_path(r.path)
+            cfg_dir = d if is_complete(d) else None
+        except Exception:
+            cfg_dir = None
+    if cfg_dir is not None:
+        try:
+            cfg = json.loads((cfg_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return out or None
+        cfg = cfg.get("text_config", cfg) if isinstance(cfg, dict) else {}
+        for key, names in (("n_layers", ("num_hidden_layers", "n_layer")), ("d_mlp", ("intermediate_size", "n_inner")),
+                           ("n_heads", ("num_attention_heads", "n_head")),
+                           ("max_context", ("max_position_embeddings", "n_positions", "n_ctx"))):
+            v = next((cfg[n] for n in names if isinstance(cfg.get(n), int)), None)
+            if v is not None:
+                out.setdefault(key, v)
+    return out or None
+
+
+def check_layers(option: str, text, model_spec: str | None) -> None:
+    """--layers: not empty, parseable, and in range when the model's size is known before loading."""
+    check_layers_text(option, text)
+    if text is None:
+        return
+    from ..mine.miner import parse_layers
+
+    sizes = known_sizes(model_spec)
+    try:
+        parse_layers(text, sizes["n_layers"] if sizes and "n_layers" in sizes else 10 ** 6)
+    except UsageError as e:
+        raise UsageError(f"{option}: {e}") from None
+
+
+def check_context_len(option: str, value: int | None, model_spec: str | None = None, max_context: int | None = None) -> None:
+    """A context length >= 2 and within the model's maximum (given, or known before loading)."""
+    if value is None:
+        return
+    if max_context is None:
+        max_context = (known_sizes(model_spec) or {}).get("max_context")
+    from ..mine.miner import check_context_len as _check
+
+    try:
+        _check(value, max_context)
+    except UsageError as e:
+        raise UsageError(str(e).replace("--context-len", option)) from None
+
+
+def _probe_writable(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (its nearest existing ancestor is probed), or None."""
+    p = folder
+    while not p.exists():
+        if p.parent == p:
+            break
+        p = p.parent
+    if p.exists() and not p.is_dir():
+        return f"{p} is a file, not a folder"
+    try:
+        fd, name = tempfile.mkstemp(prefix=".autointerp-probe-", dir=p)
+    except OSError as e:
+        return f"cannot write in {p} ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(name)
+    return None
+
+
+def check_out_dir(option: str, path: Path | None) -> None:
+    """An output folder that exists and is writable, or can be created; nothing is created here."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{option} {path}: a file, not a folder")
+    why = _probe_writable(path)
+    if why:
+        raise UsageError(f"{option} {path}: {why}")
+
+
+def check_out_file(option: str, path: Path | None) -> None:
+    """An output file that can be written (its folder exists or can be made); nothing is written here."""
+    if path is None:
+        return
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UsageError(f"{option} {path}: a folder, not a file")
+    why = _probe_writable(path.parent)
+    if why:
+        raise UsageError(f"{option} {path}: {why}")
+
+
+def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
+    """The store file: an existing file, or (unless must_exist) a path where one can be created.
+    must_exist: for commands that only read, or that need stored data (nothing is created)."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise UsageError(f"--store {path}: a folder, not a store file")
+    if path.exists():
+        return path
+    if must_exist:       # the same line (and exit code) as every read-only open of a missing store
+        raise StoreError(f"no store at {path} (run a command that writes, e.g. `autointerp mine`, first)")
+    why = _probe_writable(path.parent)
+    if why:
+        raise UsageError(f"--store {path}: {why}")
+    return path
+
+
+def quiet_library_warnings() -> None:
+    """Known, harmless FutureWarnings/UserWarnings of the libraries (not ours), so normal runs
+    print only their own lines on stderr. Narrow: by message and module."""
+    import logging
+    import warnings
+
+    for msg, cat in _KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=msg, category=cat)
+    for name, text in _KNOWN_LOG_LINES:
+        logging.getLogger(name).addFilter(lambda rec, text=text: text not in rec.getMessage())
+
+
+# (message regex, category): transformers deprecations of the generate()/forward() cache arguments
+# that the embedded LLM passes (one line per call site, every run)
+_KNOWN_WARNINGS: list[tuple[str, type]] = [
+    (r"`past_key_values` is deprecated and will be removed", FutureWarning),
+    (r"`cache_params` is deprecated and will be removed", FutureWarning),
+]
+# (logger, text): the same deprecation, logged once per process by transformers
+_KNOWN_LOG_LINES: list[tuple[str, str]] = [
+    ("transformers.utils.generic", "`past_key_values`/`cache_params` are deprecated"),
+]

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .common import (check_min, check_out_dir, check_store_path, emit, json_option, llm_options, model_options, settings,
+                     store_option)
 from .models import load_subject
 
 
@@ -56,6 +57,13 @@ def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_val
     if not task and not dataset:
         raise UsageError("give --task (ioi, or a description of the task) or --dataset NAME|FILE")
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path, llm=llm_spec)
+    for opt, v, low in (("--n", n, 1), ("--top", top, 1), ("--n-mlp", n_mlp, 0), ("--explain", n_explain, 0),
+                        ("--mine-tokens", mine_tokens, 1), ("--batch-size", batch_size, 1), ("--max-batch", max_batch, 1)):
+        check_min(opt, v, low)
+    if budget_usd is not None and not budget_usd > 0:
+        raise UsageError(f"--budget-usd must be more than 0, got {budget_usd}")
+    check_out_dir("--out", out)                     # before the pipeline runs, not after it
+    check_store_path(s.store)
     hm = load_subject(model_spec, device, dtype)
     store = Store(s.store)
     cfg = InvestigateSettings(n=n, top=top, n_mlp=n_mlp, n_explain=n_explain, mine_tokens=mine_tokens,

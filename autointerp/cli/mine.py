@@ -8,7 +8,8 @@ import click
 
 from ..corpus.sources import DEFAULT_CORPUS
 from . import cli
-from .common import emit, json_option, model_options, settings, store_option
+from .common import (check_context_len, check_layers, check_min, check_store_path, emit, json_option, model_options,
+                     settings, store_option)
 
 
 @cli.command("mine")
@@ -36,6 +37,7 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     """Mine top, quantile and random records and statistics for every unit of the chosen layers
     over a corpus, and each neuron's promoted/suppressed tokens. Resumable: rerun the same command
     after an interruption; a finished mine is not redone."""
+    from ..corpus import open_source
     from ..mine import mine
     from ..mine.records import get_run
     from ..store import Store
@@ -43,7 +45,17 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
 
     t0 = time.perf_counter()
     s = settings(store=store_path)
+    # every option is checked before the model loads or the store is touched
+    check_min("--tokens", n_tokens, 0)
+    check_layers("--layers", layers, model_spec)
+    check_context_len("--context-len", context_len, model_spec)
+    for opt, v, low in (("--top-k", top_k, 1), ("--quantiles", n_quantiles, 1), ("--per-quantile", per_quantile, 0),
+                        ("--random", n_random, 0), ("--batch-size", batch_size, 1)):
+        check_min(opt, v, low)
+    open_source(corpus, text_field)                 # a bad spec fails here (its text is read lazily)
+    check_store_path(s.store)
     hm = load_subject(model_spec, device, dtype)
+    check_context_len("--context-len", context_len, max_context=hm.max_context)
     store = Store(s.store)
     rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
                top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import emit, json_option, model_options, settings
+from .common import check_layers, check_min, emit, json_option, model_options, settings
 
 
 def load_subject(model_spec, device, dtype):
@@ -50,6 +50,9 @@ def trace_cmd(text, layers, top, model_spec, device, dtype, as_json) -> None:
     Stores nothing."""
     from ..mine.trace import trace
 
+    check_min("--top", top, 1)
+    if layers:
+        check_layers("--layer", ",".join(map(str, layers)), model_spec)
     hm = load_subject(model_spec, device, dtype)
     t = trace(hm, text, list(layers) or None, top)
 

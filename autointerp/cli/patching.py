@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import emit, json_option, model_options, progress, settings, store_option
+from .common import (check_layers, check_min, check_out_file, check_store_path, emit, json_option, model_options,
+                     progress, settings, store_option)
 from .models import load_subject
 
 
@@ -59,8 +60,16 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
     from ..tasks import get_dataset
 
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
-    store = Store(s.store)
-    if not Path(dataset).is_file():
+    for opt, v in (("--top", top), ("--batch-size", batch_size), ("--max-batch", max_batch)):
+        check_min(opt, v, 1)
+    if layer is not None:
+        check_layers("--layer", str(layer), model_spec)
+    check_out_file("--plot", plot)
+    is_file = Path(dataset).is_file()
+    # a stored dataset name needs an existing store (nothing is created); a file is imported into it
+    check_store_path(s.store, must_exist=not is_file)
+    store = Store(s.store, create=is_file)
+    if not is_file:
         get_dataset(store, dataset)        # a missing name fails here, before the model loads
     hm = load_subject(model_spec, device, dtype)
     ds = resolve_dataset(store, hm, dataset)
@@ -118,6 +127,9 @@ def heads_cmd(recompute, n_seqs, seq_len, min_score, model_spec, device, dtype, 
     from ..store import Store
 
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
+    check_min("--n-seqs", n_seqs, 1)
+    check_min("--seq-len", seq_len, 2)
+    check_store_path(s.store)
     hm = load_subject(model_spec, device, dtype)
     store = Store(s.store)
     scores = head_wiki(store, hm, recompute=recompute, n_seqs=n_seqs, seq_len=seq_len)

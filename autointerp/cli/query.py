@@ -11,14 +11,16 @@ import click
 
 from ..errors import StoreError, UsageError
 from . import cli
-from .common import emit, json_option, settings, store_option
+from .common import check_out_file, emit, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
     """The store named by --store/$AUTOINTERP_STORE/config, opened read-only by default."""
     from ..store import Store
+    from .common import check_store_path
 
-    return Store(settings(store=store_path).store, readonly=readonly, create=not readonly)
+    path = check_store_path(settings(store=store_path).store, must_exist=readonly)
+    return Store(path, readonly=readonly, create=not readonly)
 
 
 def _fmt_score(r: dict) -> str:
@@ -136,6 +138,7 @@ def stats_cmd(model_id, store_path, as_json):
 def export_cmd(fmt, what, model_id, out, store_path):
     """Export explanations (with their best score), scores, records (activations and tokens as
     lists) or patching results as JSON lines or CSV (lists as JSON text)."""
+    check_out_file("--out", out)
     with open_store(store_path) as store:
         rows = store.export_rows(what, model=model_id)
         tmp = out.with_name(out.name + ".part") if out else None

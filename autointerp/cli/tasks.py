@@ -8,7 +8,8 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import emit, json_option, llm_options, model_options, settings, store_option
+from .common import (check_min, check_out_file, check_store_path, emit, json_option, llm_options, model_options, settings,
+                     store_option)
 from .models import load_subject
 
 
@@ -67,12 +68,18 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     from ..tasks import export_dataset, get_dataset, import_dataset, make_dataset
 
     modes = [x for x in (task, import_path, dataset_name) if x]
+    check_min("--n", n, 1)
+    check_min("--batch-size", batch_size, 1)
+    check_out_file("--out", out)
     if list_:
         if modes:
             raise UsageError("--list takes no --task/--import/--dataset")
         s = settings(store=store_path)
-        with Store(s.store) as store:
-            rows = store.list_datasets()
+        if not Path(s.store).exists():
+            rows = []                                   # nothing stored yet; a listing creates no store
+        else:
+            with Store(s.store, readonly=True, create=False) as store:
+                rows = store.list_datasets()
 
         def human() -> None:
             if not rows:
@@ -85,7 +92,14 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     if len(modes) != 1:
         raise UsageError("give one of --task, --import FILE, --dataset NAME (or --list)")
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
-    store = Store(s.store)
+    if import_path is not None:
+        from ..tasks import read_items
+
+        if not Path(import_path).is_file():
+            raise UsageError(f"--import {import_path}: no such file")
+        read_items(import_path)                     # a malformed file fails before the store or the model is touched
+    check_store_path(s.store, must_exist=bool(dataset_name))   # --dataset only reads
+    store = Store(s.store, create=not dataset_name)
     if dataset_name:
         ds = get_dataset(store, dataset_name)
     else:

@@ -56,8 +56,9 @@ def _after_batch(n_done: int) -> None:
 
 
 def parse_layers(text: str | Sequence[int] | None, n_layers: int) -> list[int]:
-    """'0,1,2', '0-5', '3', a list, or None (all layers) -> sorted unique layers, checked."""
-    if text is None or text == "" or text == "all":
+    """'0,1,2', '0-5', '3', a list, or None / 'all' (all layers) -> sorted unique layers, checked.
+    An empty list ('' or ',') is refused, not read as all layers."""
+    if text is None or text == "all":
         return list(range(n_layers))
     if isinstance(text, int):
         out = {int(text)}
@@ -187,6 +188,9 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
             raise UsageError(f"{name} must be at least 1")
     if per_quantile < 0 or n_random < 0:
         raise UsageError("per_quantile and n_random must not be negative")
+    if n_tokens is not None and int(n_tokens) < 1:
+        raise UsageError(f"n_tokens must be at least 1 (or None for the whole corpus), got {n_tokens}")
+    check_context_len(context_len, hm.max_context)
     layers = parse_layers(layers, hm.n_layers)
     do_neurons, do_heads = units in ("neurons", "both"), units in ("heads", "both")
 
@@ -210,6 +214,33 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     row = store.get_mining_run(rid) or store.start_mining_run(rid, model_id, cid, settings)
     if row["status"] == "done":
         return rid
+    if row["status"] == "failed":
+        store.set_mining_status(rid, "running")
+    try:
+        return _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start,
+                         top_k=top_k, res_size=res_size, n_random=n_random, n_quantiles=n_quantiles,
+                         per_quantile=per_quantile, batch_size=batch_size, context_len=context_len, progress=progress,
+                         checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s)
+    except Exception as e:                  # a bad corpus line, a model error...: the run is failed, not "running"
+        try:
+            store.set_mining_status(rid, "failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
+        except Exception:
+            pass
+        raise
+
+
+def check_context_len(context_len: int, max_context: int | None) -> None:
+    """A context length the model can take: 2 <= context_len <= its maximum (when it states one)."""
+    if int(context_len) < 2:
+        raise UsageError(f"--context-len must be at least 2, got {context_len}")
+    if max_context is not None and int(context_len) > max_context:
+        raise UsageError(f"--context-len {context_len} is longer than the model's maximum context of {max_context} tokens")
+
+
+def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start, *, top_k, res_size,
+              n_random, n_quantiles, per_quantile, batch_size, context_len, progress, checkpoint_every,
+              checkpoint_s) -> str:
+    model_id = hm.spec
 
     device = hm.device
     p = layout.body_len

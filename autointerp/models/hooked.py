@@ -352,6 +352,16 @@ class HookedModel:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def max_context(self) -> int | None:
+        """The longest input the model takes (its config's position limit), None if it states none."""
+        c = self.adapter.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length"):
+            v = getattr(c, key, None)
+            if isinstance(v, int) and v > 0:
+                return v
+        return None
+
     def info(self) -> dict:
         return dict(family=self.family, n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads,
                     n_kv_heads=self.n_kv_heads, d_head=self.d_head, d_mlp=self.d_mlp, vocab_size=self.vocab_size)

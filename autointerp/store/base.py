@@ -45,7 +45,12 @@ class StoreBase:
         if not self.path.exists():
             if not create or readonly:
                 raise StoreError(f"no store at {self.path} (run a command that writes, e.g. `autointerp mine`, first)")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise StoreError(f"cannot create a store at {self.path}: a path above it is a file, not a folder") from None
+            except OSError as e:
+                raise StoreError(f"cannot create a store at {self.path}: {e.strerror or e}") from None
         try:
             if readonly:
                 conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)

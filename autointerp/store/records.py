@@ -109,6 +109,12 @@ class RecordsMixin:
             self.db.execute("update mining_runs set n_done = ?, status = 'done', state_path = null, stats_json = ?, "
                             "updated_at = ? where id = ?", [n_done, _j(stats), now(), run_id])
 
+    def set_mining_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        """Mark a run that is not done: 'failed' (with the error in stats_json) or 'running' again."""
+        with self.tx():
+            self.db.execute("update mining_runs set status = ?, stats_json = ?, updated_at = ? where id = ? "
+                            "and status != 'done'", [status, _j({"error": error}) if error else None, now(), run_id])
+
     def set_mining_stats(self, run_id: str, stats: dict) -> None:
         with self.tx():
             self.db.execute("update mining_runs set stats_json = ? where id = ?", [_j(stats), run_id])

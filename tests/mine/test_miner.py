@@ -253,3 +253,44 @@ def test_mine_cli(tiny_llama, corpus, tmp_path):
     assert out["records"]["top"] == 2 * 96 * 3
     r2 = CliRunner().invoke(cli, args)
     assert json.loads(r2.stdout)["run_id"] == out["run_id"]
+
+
+def test_failed_run_is_marked_failed_then_resumes(tiny_gpt2, tmp_path):
+    """A corpus that breaks mid-stream: the run is 'failed' (with the error), not left 'running';
+    once the corpus is fixed, the same command finishes it."""
+    from autointerp.errors import DatasetError
+
+    p = tmp_path / "c.jsonl"
+    good = [json.dumps({"text": " ".join(random.Random(i).choice(WORDS) for _ in range(40))}) for i in range(12)]
+    p.write_text("\n".join(good[:6] + ['{"text": broken'] + good[6:]) + "\n")
+    st = Store(tmp_path / "s.db")
+    with pytest.raises(DatasetError, match=r"c\.jsonl:7: not valid JSON"):
+        mine(tiny_gpt2, st, str(p), n_tokens=16 * 30, **ARGS)
+    rows = st.query("select id, status, stats_json from mining_runs")
+    assert len(rows) == 1 and rows[0]["status"] == "failed" and "not valid JSON" in rows[0]["stats_json"]
+    assert find_run(st, tiny_gpt2.spec) is None
+    p.write_text("\n".join(good) + "\n")          # fixed (a new file stamp: a new corpus id, a new run)
+    rid = mine(tiny_gpt2, st, str(p), n_tokens=16 * 10, **ARGS)
+    assert st.get_mining_run(rid)["status"] == "done"
+
+
+def test_context_len_over_the_models_maximum_is_refused_before_writing(tiny_gpt2, corpus, tmp_path):
+    from autointerp.errors import UsageError
+
+    assert tiny_gpt2.max_context == 64
+    st = Store(tmp_path / "s.db")
+    before = st.counts()
+    with pytest.raises(UsageError, match="longer than the model's maximum context of 64"):
+        mine(tiny_gpt2, st, corpus, n_tokens=1024, context_len=65, progress=False)
+    with pytest.raises(UsageError, match="at least 1"):
+        mine(tiny_gpt2, st, corpus, n_tokens=-3, progress=False)
+    assert st.counts() == before
+
+
+def test_parse_layers_refuses_an_empty_list():
+    from autointerp.errors import UsageError
+
+    assert parse_layers(None, 4) == [0, 1, 2, 3] and parse_layers("all", 4) == [0, 1, 2, 3]
+    for bad in ("", ",", " , "):
+        with pytest.raises(UsageError, match="no layers"):
+            parse_layers(bad, 4)
