@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pydantic
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -19,12 +20,26 @@ def cache_dir() -> Path:
     return Path(os.environ.get("AUTOINTERP_CACHE") or Path.home() / ".cache" / "autointerp")
 
 
+def _config_path() -> Path:
+    return Path(os.environ.get("AUTOINTERP_CONFIG", "autointerp.toml"))
+
+
 def _config_file_values() -> dict[str, Any]:
-    path = Path(os.environ.get("AUTOINTERP_CONFIG", "autointerp.toml"))
+    from .errors import UsageError
+
+    path = _config_path()
     if not path.is_file():
         return {}
-    with path.open("rb") as f:
-        return tomllib.load(f)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path}: not valid TOML ({e})") from None
+
+
+# values of flags shared by many commands that are not passed down explicitly (--llm-timeout);
+# set by the CLI option's callback on every invocation
+FLAG_VALUES: dict[str, Any] = {}
 
 
 class Settings(BaseSettings):
@@ -40,12 +55,44 @@ class Settings(BaseSettings):
     max_llm_tokens: int | None = None
     max_cost_usd: float | None = None
     llm_concurrency: int = 4
+    llm_timeout: float | None = None       # seconds per LLM request; grows after a read timeout
+    llm_max_attempts: int | None = None    # attempts per LLM request [default 5]
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":
-        """Settings with explicit overrides (CLI flags; None means 'not given')."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        file_vals = {k: v for k, v in _config_file_values().items() if k not in given}
-        env = cls()  # env + defaults
-        merged = {**env.model_dump(), **{k: v for k, v in file_vals.items() if f"AUTOINTERP_{k.upper()}" not in os.environ}, **given}
-        return cls.model_validate(merged)
+        """Settings with explicit overrides (CLI flags; None means 'not given'). An unknown key in
+        the config file, or a value of the wrong type anywhere, is a UsageError naming the key."""
+        from .errors import UsageError
+
+        given = {k: v for k, v in {**FLAG_VALUES, **overrides}.items() if v is not None}
+        path = _config_path()
+        file_all = _config_file_values()
+        unknown = sorted(k for k in file_all if k not in cls.model_fields)
+        if unknown:
+            raise UsageError(f"{path}: unknown key {unknown[0]!r} (known keys: {', '.join(cls.model_fields)})")
+        file_vals = {k: v for k, v in file_all.items() if k not in given}
+        try:
+            env = cls()  # env + defaults
+        except pydantic.ValidationError as e:
+            raise UsageError(_bad_value(e, lambda k: f"environment variable AUTOINTERP_{k.upper()}")) from None
+        from_file = {k: v for k, v in file_vals.items() if f"AUTOINTERP_{k.upper()}" not in os.environ}
+        merged = {**env.model_dump(), **from_file, **given}
+        try:
+            return cls.model_validate(merged)
+        except pydantic.ValidationError as e:
+            def source(k: str) -> str:
+                if k in given:
+                    return f"option --{k.replace('_', '-')}"
+                if k in from_file:
+                    return f"{path}: key {k!r}"
+                return f"environment variable AUTOINTERP_{k.upper()}"
+
+            raise UsageError(_bad_value(e, source)) from None
+
+
+def _bad_value(e: "pydantic.ValidationError", source) -> str:
+    err = (e.errors() or [{}])[0]
+    loc = err.get("loc") or ("?",)
+    key = str(loc[0])
+    got = err.get("input")
+    return f"{source(key)}: {got!r} is not valid ({err.get('msg', 'invalid value')})"

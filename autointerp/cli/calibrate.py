@@ -15,11 +15,11 @@ from .common import emit, json_option, llm_options, model_options, settings, sto
               help="Planted units (JSON: name, explanation, rule, decoys) [default: the built-in set].")
 @click.option("--scorers", default="simulation,exact,detection,fuzzing", show_default=True,
               help="Comma-separated scorers to calibrate: simulation, exact, detection, fuzzing.")
-@click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
+@click.option("--simulator", type=click.Choice(["auto", "logprobs", "yesno", "contrastive", "json"]), default="auto", show_default=True,
               help="The LLM simulator to calibrate.")
 @click.option("--corpus", default=None, help="Corpus the planted units are mined from [default: the offline corpus].")
 @click.option("--tokens", "n_tokens", type=int, default=16384, show_default=True, help="Tokens of the corpus to mine.")
-@click.option("--n-test", type=int, default=5, show_default=True, help="Test split: this many top and as many random records.")
+@click.option("--n-test", type=int, default=4, show_default=True, help="Test split: this many top and as many random records.")
 @click.option("--no-explain", is_flag=True, help="Skip the explainer-recovery part (the LLM explaining each planted unit).")
 @click.option("--exact-only", is_flag=True, help="No LLM at all: calibrate the exact scorer only.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -56,11 +56,10 @@ def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_e
     llm = None if exact_only else make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm)
 
     def progress(i, n, name):
-        if not as_json:
-            click.echo(f"calibrate: unit {i + 1}/{n} {name}", err=True)
+        click.echo(f"calibrate: unit {i + 1}/{n} {name}", err=True)
 
     rep = calibrate(store, llm, tokenizer=hm.tokenizer, model_id=s.model, units_file=units_file, settings=cs,
-                    progress=progress if sys.stderr.isatty() or not as_json else None)
+                    progress=progress)
 
     def human() -> None:
         click.echo(f"calibration #{rep['id']}: {rep['summary']['n_units']} planted units mined from "

@@ -46,11 +46,24 @@ def model_options(f: Callable) -> Callable:
 
 
 def llm_options(f: Callable) -> Callable:
-    """--llm/--llm-base-url, for every command that asks an LLM."""
+    """--llm/--llm-base-url/--llm-timeout, for every command that asks an LLM."""
+    f = click.option("--llm-timeout", type=click.FloatRange(min=0, min_open=True), default=None, expose_value=False,
+                     callback=_flag_value("llm_timeout"),
+                     help="Seconds to wait for one LLM request, doubled after a read timeout [default: 60, or $AUTOINTERP_LLM_TIMEOUT].")(f)
     f = click.option("--llm-base-url", default=None, help="Base URL of an OpenAI-compatible server (vLLM, llama.cpp, Ollama...).")(f)
     f = click.option("--llm", "llm_spec", default=None,
                      help="LLM: embedded:SPEC (in-process, default embedded:smollm2-135m) or openai:MODEL.")(f)
     return f
+
+
+def _flag_value(key: str) -> Callable:
+    def cb(ctx, param, value):
+        from .. import config
+
+        config.FLAG_VALUES[key] = value  # None when not given: every invocation sets it afresh
+        return value
+
+    return cb
 
 
 def settings(**overrides: Any) -> Settings:

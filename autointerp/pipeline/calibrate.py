@@ -39,10 +39,11 @@ class CalibrateSettings(BaseModel):
     scorers: tuple[str, ...] = ("simulation", "exact", "detection", "fuzzing")
     simulator: str = "auto"
     explain: bool = True                 # also let the LLM explain each planted unit (recovery)
-    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(n_train=6, n_calib=0, n_test=5))
+    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(n_train=6, n_calib=0, n_test=4))
     n_boot: int = 1000
     seed: int = 0
-    n_spare: int = 4
+    n_spare: int = 0
+    n_other: int = 1                     # other planted units' true explanations added as decoys
 
     def check(self) -> "CalibrateSettings":
         bad = [s for s in self.scorers if s not in SCORER_KINDS]
@@ -117,7 +118,9 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
         cands = [{"role": "true", "text": u.explanation, "rule": u.rule}]
         cands += [{"role": "decoy", "text": d.text, "rule": d.rule} for d in u.decoys]
         # other units' true explanations are decoys too
-        cands += [{"role": "decoy", "text": o.explanation, "rule": o.rule} for o in units if o.name != u.name][:3]
+        others = [o for o in units if o.name != u.name]
+        others = sorted(others, key=lambda o: content_hash("other", s.seed, u.name, o.name))[: s.n_other]
+        cands += [{"role": "decoy", "text": o.explanation, "rule": o.rule} for o in others]
         if s.explain and llm is not None:
             te = time.perf_counter()
             template = load_prompt(f"explain_{choose_style(llm, 'auto')}")

@@ -53,12 +53,14 @@ def exclusive_probs(probs: np.ndarray, candidates: Sequence[str] = CANDIDATES) -
     return np.clip(out, 0.0, None)
 
 
-def expected_values(probs: np.ndarray, candidates: Sequence[str] = CANDIDATES) -> np.ndarray:
-    """E[v] = sum_v v * P(v) at every slot, P renormalised over the 11 values 0..10 (the
-    simulator may also put mass on other text, e.g. 'unknown'). A slot with no mass on any
-    value gets 0. probs: [slots, len(candidates)] -> [slots]."""
+def expected_values(probs: np.ndarray, candidates: Sequence[str] = CANDIDATES,
+                    values: Sequence[float] | None = None) -> np.ndarray:
+    """E[v] = sum_v v * P(v) at every slot, P renormalised over the candidates (the 11 values
+    0..10 by default; the simulator may also put mass on other text, e.g. 'unknown'). `values`
+    gives each candidate's value when the candidates are not numbers ("yes" -> 10, "no" -> 0). A
+    slot with no mass on any candidate gets 0. probs: [slots, len(candidates)] -> [slots]."""
     p = exclusive_probs(probs, candidates)
-    vals = np.asarray([float(c) for c in candidates])
+    vals = np.asarray([float(c) for c in (values if values is not None else candidates)])
     total = p.sum(axis=-1)
     ev = (p * vals).sum(axis=-1) / np.where(total > 0, total, 1.0)
     return np.where(total > 0, ev, 0.0)
@@ -70,12 +72,12 @@ def slot_lines(tokens: Sequence[str]) -> str:
     return "".join(f"{show_token(t)}\t{SLOT}unknown\n" for t in tokens)
 
 
-def build_logprob_prompt(template, explanation: str, tokens: Sequence[str]) -> tuple[str, list[str]]:
+def build_logprob_prompt(template, explanation: str, tokens: Sequence[str], **extra) -> tuple[str, list[str]]:
     """(prefix, segments) for `llm.prompt_logprobs`: prefix is the template's fixed head (the same
     for every unit and record), segments[i] ends right after token i's tab, so row i of the
     result is the distribution of token i's activation value. prefix + "".join(segments) is the
     rendered prompt up to the last slot. The template takes $explanation and $records."""
-    full = template.render_text(explanation=explanation.strip(), records=slot_lines(tokens))
+    full = template.render_text(explanation=explanation.strip(), records=slot_lines(tokens), **extra)
     prefix = template.prefix
     if SLOT in prefix or not full.startswith(prefix):
         prefix = ""
@@ -125,32 +127,55 @@ def parse_json_values(text: str, n: int) -> tuple[list[float], int]:
 
 # ---- simulators --------------------------------------------------------------------------------
 class LogprobSimulator:
-    """All-at-once simulation from prompt logprobs (exact on the embedded backend)."""
+    """All-at-once simulation from prompt logprobs (exact on the embedded backend).
 
-    method = "logprobs"
+    Variants (the same machinery, another template and candidate set):
+      logprobs     neuron-explainer's all-at-once: P("0".."10") after each `token<TAB>`
+      yesno        the whole record shown first, then per token P("yes") vs P("no"): value 10 * P(yes)
+      contrastive  the explanation (A) against a decoy (B), per token P("A") vs "B" vs "none":
+                   value 10 * P(A) (the decoy is a fixed control text chosen by the explanation)
+    """
 
-    def __init__(self, llm, template=None, *, batch_size: int = 8):
+    VARIANTS = {"logprobs": ("simulate_all_at_once", CANDIDATES, None),
+                "yesno": ("simulate_yesno", ["yes", "no"], [10.0, 0.0]),
+                "contrastive": ("simulate_contrastive", ["A", "B", "none"], [10.0, 0.0, 0.0])}
+
+    def __init__(self, llm, template=None, *, batch_size: int = 8, variant: str = "logprobs"):
         from ..llm import load_prompt
 
+        name, self.candidates, self.values = self.VARIANTS[variant]
+        self.method = variant
         self.llm = llm
-        self.template = template or load_prompt("simulate_all_at_once")
+        self.template = template or load_prompt(name)
         self.batch_size = batch_size
+
+    def _extra(self, explanation: str, tokens: Sequence[str]) -> dict:
+        if self.method == "logprobs":
+            return {}
+        text = " ".join("".join(tokens).split())
+        if self.method == "yesno":
+            return {"text": text}
+        from .controls import control_explanation
+
+        return {"text": text, "decoy": control_explanation(explanation, 0, exclude=(explanation,))}
 
     @property
     def scorer(self) -> str:
         return self.llm.name
 
     def simulate(self, explanation: str, records: Sequence) -> Simulation:
-        built = [build_logprob_prompt(self.template, explanation, r.tokens) for r in records]
+        built = [build_logprob_prompt(self.template, explanation, r.tokens, **self._extra(explanation, r.tokens))
+                 for r in records]
         expected: list[list[float]] = []
         for i in range(0, len(built), self.batch_size):
             chunk = built[i:i + self.batch_size]
             prefixes = {p for p, _ in chunk}
             if len(prefixes) == 1:
-                rows = self.llm.prompt_logprobs_batch(chunk[0][0], [s for _, s in chunk], CANDIDATES, template=self.template)
+                rows = self.llm.prompt_logprobs_batch(chunk[0][0], [s for _, s in chunk], self.candidates,
+                                                      template=self.template)
             else:  # cannot happen with a well-formed template; stay correct anyway
-                rows = [self.llm.prompt_logprobs(p, s, CANDIDATES, template=self.template) for p, s in chunk]
-            expected.extend(expected_values(r).tolist() for r in rows)
+                rows = [self.llm.prompt_logprobs(p, s, self.candidates, template=self.template) for p, s in chunk]
+            expected.extend(expected_values(r, self.candidates, self.values).tolist() for r in rows)
         return Simulation(method=self.method, scorer=self.scorer, template_hash=self.template.hash, expected=expected)
 
 
@@ -187,13 +212,14 @@ class JsonSimulator:
 
 
 def get_simulator(llm, method: str = "auto"):
-    """'logprobs', 'json', or 'auto': logprobs when the LLM gives prompt logprobs, else JSON."""
+    """'logprobs', 'yesno', 'contrastive' (prompt-logprob variants), 'json', or 'auto': logprobs
+    when the LLM gives prompt logprobs, else JSON."""
     if method == "auto":
         method = "logprobs" if getattr(llm, "supports_prompt_logprobs", False) else "json"
-    if method == "logprobs":
-        return LogprobSimulator(llm)
+    if method in LogprobSimulator.VARIANTS:
+        return LogprobSimulator(llm, variant=method)
     if method == "json":
         return JsonSimulator(llm)
     from ..errors import UsageError
 
-    raise UsageError(f"unknown simulator {method!r}: use auto, logprobs or json")
+    raise UsageError(f"unknown simulator {method!r}: use auto, logprobs, yesno, contrastive or json")

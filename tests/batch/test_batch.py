@@ -257,3 +257,27 @@ def test_not_an_autointerp_store(tiny_dir, corpus_file, batch_env, tmp_path, cap
         assert code == 1 and len(lines) == 1 and "not an autointerp store" in lines[0], err
         assert st.read_bytes() == before
         assert not (tmp_path / f"{st.name}-wal").exists()
+
+
+# ---- the exact baseline for every unit, no LLM ------------------------------------------------------
+def test_explainer_baseline_scores_every_unit_without_an_llm(tiny_dir, corpus_file, batch_env, tmp_path, capsys):
+    store = tmp_path / "b.db"
+    # no LLM server exists: a URL nobody listens on proves no call is made
+    args = ["batch", "--model", str(tiny_dir), "--corpus", str(corpus_file), "--tokens", "4096", "--device", "cpu",
+            "--llm", "openai:none", "--llm-base-url", "http://127.0.0.1:9/v1", "--explainer", "baseline",
+            "--n-boot", "50", "--store", store, "--json"]
+    code, out, err = cli_inproc(args, capsys)
+    assert code == 0, err
+    s = json.loads(out)
+    assert s["done"] == len(ALL_UNITS) and s["failed"] == 0
+    assert s["scores"]["kind"] == "simulation_exact" and s["scores"]["n"] >= 1
+    assert not _rows(store, "select id from llm_calls")
+    rows = _rows(store, "select e.unit, e.explainer, s.kind, s.value, s.control, s.margin, s.reason from explanations e "
+                        "join scores s on s.explanation_id = e.id")
+    assert {r["explainer"] for r in rows} == {"baseline"} and {r["kind"] for r in rows} == {"simulation_exact"}
+    assert {r["unit"] for r in rows} == ALL_UNITS
+    for r in rows:   # every exact score has its control and margin, or is null with a reason
+        assert (r["value"] is not None and r["control"] is not None and r["margin"] is not None) or r["reason"]
+    # again: nothing to do
+    code, out, err = cli_inproc(args, capsys)
+    assert code == 0 and json.loads(out)["todo"] == 0

@@ -183,3 +183,24 @@ def smol():
 
         m = AutoModelForCausalLM.from_pretrained("/tmp/smol", dtype=torch.float32).eval()
         return m, AutoTokenizer.from_pretrained("/tmp/smol")
+
+
+@pytest.fixture(scope="session")
+def smol_llm(smol):
+    """The embedded SmolLM2 as an EmbeddedLLM, shared by every test of the session."""
+    from autointerp.llm.embedded import EmbeddedLLM
+
+    model, tok = smol
+    return EmbeddedLLM("smollm2-135m", model=model, tokenizer=tok, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def served(smol_llm):
+    """`autointerp llm serve`'s server in each mode, in-process on free ports over the one model:
+    served["vllm"], served["llamacpp"], served["chat-only"] (each an LLMServer with .url)."""
+    from autointerp.llm.serve import start_server
+
+    servers = {m: start_server(llm=smol_llm, mode=m) for m in ("vllm", "llamacpp", "chat-only")}
+    yield servers
+    for s in servers.values():
+        s.close()
