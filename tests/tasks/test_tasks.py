@@ -140,3 +140,43 @@ def test_import_stores_a_dataset(tiny_gpt2, tmp_path):
     assert back.stats["candidates"] == 1 and back.stats["accepted"] == 1
     with pytest.raises(DatasetError, match="exists"):
         import_dataset(store, tiny_gpt2, p, margin=-1e9)
+
+
+def test_import_of_a_huge_line_is_bounded(tmp_path):
+    """pairs --import of a 50 MB line: refused with its line, read in bounded pieces (1 GiB over baseline)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    p = tmp_path / "huge.jsonl"
+    with open(p, "wb") as f:
+        f.write(json.dumps({"clean": "a b", "corrupt": "a c", "answer": " x", "wrong": " y"}).encode() + b"\n")
+        f.write(b'{"clean": "' + b"the cat " * (50 << 17) + b'", "corrupt": "x", "answer": " a", "wrong": " b"}\n')
+    assert p.stat().st_size > 50_000_000
+    code = textwrap.dedent(f"""
+        import resource
+        from autointerp.tasks import read_items
+        vm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:")][0]
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30),) * 2)
+        try:
+            read_items({str(p)!r})
+            print("read")
+        except Exception as e:
+            print(type(e).__name__, e)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.stdout.startswith("DatasetError") and "huge.jsonl line 2: longer than 1024 kB" in r.stdout, (r.stdout, r.stderr[-400:])
+
+
+def test_import_caps_texts_and_documents(tmp_path, monkeypatch):
+    from autointerp.tasks import io
+
+    p = tmp_path / "long.jsonl"
+    p.write_text(json.dumps({"clean": "a " * 15_000, "corrupt": "b", "answer": " x", "wrong": " y"}) + "\n")
+    with pytest.raises(DatasetError, match=r"long\.jsonl line 1: field clean has 30,000 characters, over the 20,000 limit"):
+        read_items(p)
+    ac = tmp_path / "ac.json"
+    ac.write_text(dumps(_items(), "auto-circuit"))
+    monkeypatch.setattr(io, "MAX_DOC_BYTES", 100)
+    with pytest.raises(DatasetError, match="over the 0 MB limit; use JSON lines"):
+        read_items(ac)
