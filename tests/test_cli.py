@@ -21,7 +21,7 @@ def test_models_json():
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout)
     aliases = {row["alias"] for row in rows}
-    assert {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b"} <= aliases
+    assert {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"} <= aliases
 
 
 def test_models_table():

