@@ -7,8 +7,9 @@ stored, logged or put in an error message (messages are scrubbed of it).
 Retries (the client's own are off): exponential backoff with jitter on 408/409/429/5xx and
 connection errors, honouring Retry-After; none on other 4xx. A read timeout is different: the
 server is probably still working on the request, so re-sending at once only queues a copy behind
-it. After a read timeout the next attempt gets twice the time, and attempts stop once the total
-time (`total_timeout`, default 4 x timeout) would be exceeded. Every failed attempt is one row in
+it. After a read timeout the next attempt is sent at once with twice the time, and only if the
+total time (`total_timeout`, default 4 x timeout) allows all of it: by default one timeout, one
+retry with twice the time, then a clear error. Every failed attempt is one row in
 llm_calls.
 
 Prompt logprobs: P(text after a slot starts with a candidate) is exact even when the endpoint's
@@ -288,8 +289,11 @@ class OpenAILLM(LLM):
             wait = base + random.uniform(0, self.retry_wait)
         nxt = timeout
         if is_read_timeout(e):
-            nxt = min(2 * timeout, left - wait)  # wait longer; do not queue a copy at the same timeout
-            if nxt < timeout:
+            # the longer wait is the backoff: re-send at once with twice the time, never a copy
+            # at the same timeout, and only while the total time allows all of it
+            wait = 0.0
+            nxt = 2 * timeout
+            if nxt > left:
                 return None
         elif wait >= left:
             return None

@@ -76,3 +76,34 @@ def test_check_unreachable(api_key, run_cli):
 def test_bad_spec(run_cli):
     r = run_cli("llm", "check", "--llm", "gpt-4")
     assert r.returncode == 2 and "unknown LLM spec" in r.stderr
+
+
+def test_check_fails_on_an_empty_reply(server, api_key, run_cli):
+    from .conftest import chat_body
+
+    server.queue("chat/completions", 200, chat_body(["   "]))
+    r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url)
+    assert r.returncode == 1 and "empty reply" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_check_llm_timeout_flag(server, api_key, run_cli, tmp_path):
+    from .conftest import chat_body
+
+    server.queue("chat/completions", 200, chat_body(["late"]), delay=2.0, times=3)
+    db = tmp_path / "c.db"
+    r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url, "--llm-timeout", "0.25", "--store", str(db))
+    assert r.returncode == 1 and "timed out (waited 0.25s, 0.5s; 2 attempts" in r.stderr
+    assert server.hits["/v1/chat/completions"] == 2
+    from autointerp.store import Store
+
+    with Store(db) as s:
+        errs = [row["error"] for row in s.query("select error from llm_calls order by id")]
+    assert len(errs) == 2 and "read timeout" in errs[0]
+    r = run_cli("llm", "check", "--llm-timeout", "0")
+    assert r.returncode == 2 and "--llm-timeout" in r.stderr
+
+
+def test_timeout_flag_in_help(run_cli):
+    for cmd in (["llm", "check"], ["explain"]):
+        r = run_cli(*cmd, "--help")
+        assert "--llm-timeout" in r.stdout

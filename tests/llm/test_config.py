@@ -1,0 +1,54 @@
+"""autointerp.toml validation (unknown keys, wrong types name the key) and the LLM settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from autointerp.config import Settings
+from autointerp.errors import UsageError
+
+
+@pytest.fixture
+def toml(tmp_path, monkeypatch):
+    path = tmp_path / "autointerp.toml"
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(path))
+    for k in ("AUTOINTERP_LLM_TIMEOUT", "AUTOINTERP_LLM_CONCURRENCY", "AUTOINTERP_LLM"):
+        monkeypatch.delenv(k, raising=False)
+
+    def write(text):
+        path.write_text(text)
+        return path
+
+    return write
+
+
+def test_unknown_key_is_an_error_naming_it(toml):
+    path = toml('llm = "embedded:smollm2-135m"\nllm_timout = 30\n')
+    with pytest.raises(UsageError) as e:
+        Settings.load()
+    msg = str(e.value)
+    assert "\n" not in msg and "unknown key 'llm_timout'" in msg and str(path) in msg and "llm_timeout" in msg
+
+
+def test_wrong_type_names_the_key_in_one_line(toml, monkeypatch):
+    toml('llm_concurrency = "four"\n')
+    with pytest.raises(UsageError) as e:
+        Settings.load()
+    msg = str(e.value)
+    assert "\n" not in msg and "key 'llm_concurrency'" in msg and "'four'" in msg
+    toml("llm_timeout = 2.5\nllm_max_attempts = 3\n")
+    s = Settings.load()
+    assert s.llm_timeout == 2.5 and s.llm_max_attempts == 3
+    monkeypatch.setenv("AUTOINTERP_LLM_TIMEOUT", "soon")
+    with pytest.raises(UsageError, match="AUTOINTERP_LLM_TIMEOUT: 'soon' is not valid"):
+        Settings.load()
+
+
+def test_settings_reach_the_openai_backend(toml, monkeypatch):
+    from autointerp.llm import get_llm
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    toml("llm_timeout = 7\nllm_max_attempts = 2\n")
+    llm = get_llm("openai:m", base_url="http://127.0.0.1:9/v1")
+    assert llm.timeout == 7 and llm.max_attempts == 2 and llm.total_timeout == 28
+    assert get_llm("openai:m", base_url="http://127.0.0.1:9/v1", settings=Settings.load(llm_timeout=3)).timeout == 3
