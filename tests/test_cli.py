@@ -103,6 +103,8 @@ INVALID = [
     (["validate", "--unit", "L3/N1", "--frac", "5"], "--frac"),
     (["validate", "--unit", "L3/N1", "--frac", "0"], "--frac"),
     (["validate", "--unit", "L3/X1"], "L3/X1"),
+    (["validate", "--unit", "L3/N99999"], "out of range"),
+    (["validate", "--unit", "L31/N1"], "out of range"),
     (["investigate", "--task", "ioi", "--out", "/proc/x"], "--out"),
     (["investigate", "--task", "ioi", "--out", "FILE/sub"], "--out"),
     (["investigate", "--task", "ioi", "--n", "0"], "--n"),

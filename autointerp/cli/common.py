@@ -281,3 +281,15 @@ _KNOWN_WARNINGS: list[tuple[str, type]] = [
 _KNOWN_LOG_LINES: list[tuple[str, str]] = [
     ("transformers.utils.generic", "`past_key_values`/`cache_params` are deprecated"),
 ]
+
+
+def check_unit(option: str, unit: str, model_spec: str | None):
+    """A unit id (L3/N42, L9/H9) parsed, and checked against the model's sizes when they are known
+    before loading (e.g. `--unit L3/N99999` -> out of range (d_mlp 1536)). Returns the Unit."""
+    from ..units import Unit
+
+    u = Unit.parse(unit)
+    sizes = known_sizes(model_spec)
+    if sizes and all(k in sizes for k in ("n_layers", "d_mlp", "n_heads")):
+        u = u.check(sizes["n_layers"], sizes["d_mlp"], sizes["n_heads"])
+    return u

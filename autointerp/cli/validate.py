@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from . import cli
-from .common import check_fraction, check_store_path, emit, json_option, llm_options, model_options, settings, store_option
+from .common import (check_fraction, check_store_path, check_unit, emit, json_option, llm_options, model_options, settings,
+                     store_option)
 
 
 def _f(v, fmt="{:+.3f}") -> str:
@@ -65,11 +66,9 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, model_sp
     from ..store import Store
     from ..validate import ValidateSettings, validate_explanation
 
-    from ..units import Unit
-
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
     check_fraction("--frac", frac)
-    Unit.parse(unit)                                # a malformed id fails before the model loads
+    check_unit("--unit", unit, s.model)             # a malformed or out-of-range id fails before the model loads
     check_store_path(s.store, must_exist=True)      # the unit's explanations are read from it: nothing to create
     store = Store(s.store, create=False)
     hm = HookedModel.load(s.model, device=s.device, dtype=s.dtype, progress=not as_json)
