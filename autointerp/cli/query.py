@@ -30,9 +30,18 @@ def _fmt_score(r: dict) -> str:
     return f"{r['score']:+.2f}{ci}"
 
 
+def _fmt_margin(r: dict) -> str:
+    if r.get("margin") is None:
+        return "   -  "
+    iv = f" [{r['margin_low']:+.2f}, {r['margin_high']:+.2f}]" if r.get("margin_low") is not None else ""
+    return f"{r['margin']:+.2f}{iv}"
+
+
 @cli.command("query")
 @click.argument("text", required=False)
 @click.option("--min-score", type=float, default=None, help="Keep explanations whose best simulation score is at least this.")
+@click.option("--min-margin", type=float, default=None,
+              help="Keep explanations whose best simulation score beats its null control by at least this.")
 @click.option("--layer", type=int, default=None, help="Only units of this layer.")
 @click.option("--model", "model_id", default=None, help="Only units of this model (as stored, e.g. smollm2-135m).")
 @click.option("--explainer", default=None, help="Only explanations by this explainer ('baseline' for the non-LLM baseline).")
@@ -43,7 +52,7 @@ def _fmt_score(r: dict) -> str:
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @store_option
 @json_option
-def query_cmd(text, min_score, layer, model_id, explainer, kind, any_word, dataset, min_effect, limit, store_path, as_json):
+def query_cmd(text, min_score, min_margin, layer, model_id, explainer, kind, any_word, dataset, min_effect, limit, store_path, as_json):
     """Full-text search over explanations (SQLite FTS5, ranked by bm25), filtered by score, layer,
     model and explainer. Without TEXT: the best-scored explanations.
 
@@ -51,7 +60,7 @@ def query_cmd(text, min_score, layer, model_id, explainer, kind, any_word, datas
     With --dataset D --min-effect E: explained units with |patching effect| >= E on dataset D
     (and best simulation score >= --min-score), most important first.
     """
-    if not text and not dataset and min_score is None and layer is None and model_id is None and explainer is None and kind is None:
+    if not text and not dataset and min_score is None and min_margin is None and layer is None and model_id is None and explainer is None and kind is None:
         raise UsageError("give search words, or a filter (--min-score, --layer, --model, --explainer, --kind, --dataset)")
     with open_store(store_path) as store:
         if model_id is not None and store.get_model(model_id) is None:
@@ -69,7 +78,7 @@ def query_cmd(text, min_score, layer, model_id, explainer, kind, any_word, datas
                 rows = [r for r in rows if r["explainer"] == explainer]
         else:
             rows = store.search(text, model=model_id, layer=layer, explainer=explainer, min_score=min_score, limit=limit,
-                                any_word=any_word, kind=kind)
+                                any_word=any_word, kind=kind, min_margin=min_margin)
 
     def human() -> None:
         if not rows:
@@ -80,9 +89,10 @@ def query_cmd(text, min_score, layer, model_id, explainer, kind, any_word, datas
             for r in rows:
                 click.echo(f"{r['unit']:<9} {r['layer']:>5} {r['effect']:>+7.3f}  {_fmt_score(r):<22} {r['explanation']}")
         else:
-            click.echo(f"{'unit':<9} {'layer':>5}  {'score [ci]':<22} {'explainer':<12} explanation")
+            click.echo(f"{'unit':<9} {'layer':>5}  {'score [ci]':<22} {'margin [ci]':<22} {'explainer':<12} explanation")
             for r in rows:
-                click.echo(f"{r['unit']:<9} {r['layer']:>5}  {_fmt_score(r):<22} {r['explainer'][:12]:<12} {r['text']}")
+                click.echo(f"{r['unit']:<9} {r['layer']:>5}  {_fmt_score(r):<22} {_fmt_margin(r):<22} {r['explainer'][:12]:<12} "
+                           f"{r['text']}")
 
     emit(as_json, rows, human)
 
@@ -106,17 +116,31 @@ def stats_cmd(model_id, store_path, as_json):
             ms = f"{c['mean_score']:+.3f}" if c.get("mean_score") is not None else "-"
             click.echo(f"  {c['layer'] if c['layer'] is not None else '?':>5} {c['kind']:<7} {c['mined']:>6} {c['explained']:>9} "
                        f"{c['scored']:>6} {cov:>8} {ms:>10}")
-        for name, d in (("LLM explanations", st["scores"]), ("baseline", st["baseline_scores"])):
+        for name, d in (("simulation scores, LLM explanations", st["scores"]),
+                        ("simulation scores, baseline", st["baseline_scores"]),
+                        ("margins over the null control, LLM explanations", st.get("margins") or {"n": 0}),
+                        ("exact-simulation scores, baseline (no LLM)", st.get("baseline_exact_scores") or {"n": 0})):
             if not d["n"]:
-                click.echo(f"\nsimulation scores, {name}: none")
+                click.echo(f"\n{name}: none")
                 continue
-            click.echo(f"\nsimulation scores, {name}: n={d['n']} mean={d['mean']:+.3f} median={d['median']:+.3f} "
+            click.echo(f"\n{name}: n={d['n']} mean={d['mean']:+.3f} median={d['median']:+.3f} "
                        f"min={d['min']:+.3f} max={d['max']:+.3f}")
             hist = d["histogram"]
             nz = [i for i, h in enumerate(hist) if h["count"]]
             top = max(h["count"] for h in hist)
             for h in hist[nz[0]:nz[-1] + 1]:
                 click.echo(f"  [{h['low']:+.1f}, {h['high']:+.1f}) {h['count']:>6} {'#' * max(1 if h['count'] else 0, round(40 * h['count'] / top))}")
+        if st.get("null_scores"):
+            click.echo("\nnull scores (no information, with a reason): " + ", ".join(f"{k} {n}" for k, n in st["null_scores"].items()))
+        cals = st.get("calibrations") or {}
+        if cals:
+            click.echo("\nscorer calibration on planted units (AUROC, true vs decoy explanations):")
+            for name, c in cals.items():
+                parts = [f"{k[:-6]} {c[k]:.2f}" + (f" [{c[k + '_low']:.2f}, {c[k + '_high']:.2f}]" if c.get(k + "_low") is not None else "")
+                         for k in c if k.endswith("_auroc") and c[k] is not None]
+                click.echo(f"  {name} (#{c['id']}, {c['n_units']} units): " + ", ".join(parts))
+        else:
+            click.echo("\nscorer calibration: none (run `autointerp calibrate`); LLM scores here are uncalibrated")
         llm = st["llm"]
         click.echo(f"\nLLM: {llm['calls']} calls, {llm['prompt_tokens']} prompt + {llm['completion_tokens']} completion tokens, "
                    f"${llm['cost_usd']:.4f}")

@@ -27,7 +27,7 @@ SIM_KIND = "simulation"
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
 best as (
-  select explanation_id, value, ci_low, ci_high, n, scorer from (
+  select explanation_id, value, ci_low, ci_high, n, scorer, control, margin, margin_low, margin_high from (
     select s.*, row_number() over (partition by explanation_id order by value desc, id) as rn
     from scores s where kind = '{SIM_KIND}' and value is not null)
   where rn = 1)
@@ -66,7 +66,7 @@ class QueryMixin:
 
     def search(self, text: str | None = None, *, model: str | None = None, layer: int | None = None,
                explainer: str | None = None, min_score: float | None = None, limit: int | None = 20,
-               any_word: bool = False, kind: str | None = None) -> list[dict]:
+               any_word: bool = False, kind: str | None = None, min_margin: float | None = None) -> list[dict]:
         """Explanations matching `text` (FTS5, ranked by bm25; all words required unless any_word),
         filtered by best simulation score, layer, model, explainer and unit kind (neuron|head).
         Without text: ordered by score (best first). Rows: id, model_id, unit, layer, explainer,
@@ -80,10 +80,12 @@ class QueryMixin:
             where.append("e.explainer = ?"); params.append(explainer)
         if min_score is not None:
             where.append("b.value >= ?"); params.append(float(min_score))
+        if min_margin is not None:   # the margin over the null control on the same records
+            where.append("b.margin >= ?"); params.append(float(min_margin))
         if kind is not None:
             where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
         select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
-                  "b.value as score, b.ci_low, b.ci_high, b.n")
+                  "b.value as score, b.ci_low, b.ci_high, b.n, b.control, b.margin, b.margin_low, b.margin_high")
         text = (text or "").strip()
         if text:
             if self.has_fts():
@@ -215,8 +217,17 @@ class QueryMixin:
             return {"n": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
                     "min": float(a.min()), "max": float(a.max()), "histogram": hist}
 
-        best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value "
+        best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value, b.margin "
                           f"from explanations e join best b on b.explanation_id = e.id where 1 {ef}", mp)
+        exact = self.query(f"select s.value from scores s join explanations e on e.id = s.explanation_id "
+                           f"where s.kind = 'simulation_exact' and e.explainer = 'baseline' and s.value is not null {ef}", mp)
+        nulls = self.query(f"select s.kind, count(*) as n from scores s join explanations e on e.id = s.explanation_id "
+                           f"where s.value is null and s.reason is not null {ef} group by s.kind", mp)
+        cal = {}
+        if "calibrations" in self.db.table_names():
+            for r in self.query("select llm, id, created_at, results_json from calibrations order by id"):
+                cal[r["llm"]] = {"id": r["id"], "created_at": r["created_at"],
+                                 **(_json(r["results_json"], {}).get("summary") or {})}
         llm = self.query("""
             select model, backend, count(*) as calls, sum(cache_hit) as cache_hits,
                    sum(error is not null) as errors, coalesce(sum(prompt_tokens), 0) as prompt_tokens,
@@ -229,6 +240,10 @@ class QueryMixin:
             "coverage": coverage,
             "scores": dist([r["value"] for r in best if not r["is_base"]]),
             "baseline_scores": dist([r["value"] for r in best if r["is_base"]]),
+            "margins": dist([r["margin"] for r in best if not r["is_base"] and r["margin"] is not None]),
+            "baseline_exact_scores": dist([r["value"] for r in exact]),
+            "null_scores": {r["kind"]: r["n"] for r in nulls},
+            "calibrations": cal,
             "llm": {"by_model": llm, **totals},
             "counts": self.counts(),
         }

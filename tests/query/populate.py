@@ -144,7 +144,9 @@ def _write_unit(s: Store, unit: str, k: int) -> None:
                                for rid, kind, b, ctx, acts in rec_ids]}
         db["scores"].insert(dict(key=content_hash("score", unit, explainer, "simulation"), explanation_id=e.last_pk,
                                  kind="simulation", value=sc, ci_low=round(sc - hw, 3), ci_high=round(sc + hw, 3), n=len(rec_ids),
-                                 scorer="llm-small", details_json=json.dumps(details), created_at=T0))
+                                 scorer="llm-small", details_json=json.dumps(details), created_at=T0,
+                                 control=0.1, margin=round(sc - 0.1, 3), margin_low=round(sc - 0.1 - hw, 3),
+                                 margin_high=round(sc - 0.1 + hw, 3)))
         db["scores"].insert(dict(key=content_hash("score", unit, explainer, "detection"), explanation_id=e.last_pk,
                                  kind="detection", value=round(0.5 + sc / 2, 3), n=10, scorer="llm-small", created_at=T0))
         if explainer != "baseline":

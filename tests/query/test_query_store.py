@@ -50,6 +50,10 @@ def test_search_filters(store):
     assert all(r["score"] >= 0.3 for r in rows)
     assert {r["unit"] for r in store.search(None, kind="head", min_score=-1)} == {"L1/H0", "L2/H1"}
     assert store.search("Mary John names", any_word=True)[0]["unit"] == "L1/N5"
+    # the margin over the null control: score - control (0.1 in this store)
+    rows = store.search(None, min_margin=0.3)
+    assert rows and all(r["margin"] >= 0.3 and r["margin"] == pytest.approx(r["score"] - 0.1, abs=1e-3) for r in rows)
+    assert {r["unit"] for r in rows} == {r["unit"] for r in store.search(None, min_score=0.4 - 1e-9)}
 
 
 def test_dataset_units_joins_patching_and_explanations(store):
