@@ -60,7 +60,8 @@ def _flag_value(key: str) -> Callable:
     def cb(ctx, param, value):
         from .. import config
 
-        config.FLAG_VALUES[key] = value  # None when not given: every invocation sets it afresh
+        config.FLAG_VALUES[key] = value  # for this command only: dropped when it ends
+        ctx.call_on_close(lambda: config.FLAG_VALUES.pop(key, None))
         return value
 
     return cb

@@ -94,6 +94,9 @@ def test_check_llm_timeout_flag(server, api_key, run_cli, tmp_path):
     r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url, "--llm-timeout", "0.25", "--store", str(db))
     assert r.returncode == 1 and "timed out (waited 0.25s, 0.5s; 2 attempts" in r.stderr
     assert server.hits["/v1/chat/completions"] == 2
+    from autointerp import config
+
+    assert "llm_timeout" not in config.FLAG_VALUES  # the flag does not outlive its command
     from autointerp.store import Store
 
     with Store(db) as s:
