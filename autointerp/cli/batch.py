@@ -8,7 +8,7 @@ import signal
 import click
 
 from . import cli
-from .common import emit, explain_options, json_option, llm_options, model_options, settings, store_option
+from .common import check_layers, check_min, emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 
 def _sigterm_to_interrupt() -> None:
@@ -73,6 +73,12 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     es = ExplainSettings(seed=seed, style=style, simulator=simulator, n_boot=n_boot, explainer=explainer,
                          scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
     es.check()
+    check_layers("--layers", layers, s.model)
+    check_min("--limit", limit)
+    check_min("--concurrency", concurrency)
+    check_min("--tokens", n_tokens, 64)
+    check_min("--n-boot", n_boot, 10)
+    check_min("--max-attempts", max_attempts)
     if k is not None:
         es.k = k
     ids = [u.strip() for part in unit_ids for u in part.split(",") if u.strip()] or None

@@ -19,16 +19,18 @@ from .common import emit, json_option, llm_options, model_options, settings, sto
               help="The LLM simulator to calibrate.")
 @click.option("--corpus", default=None, help="Corpus the planted units are mined from [default: the offline corpus].")
 @click.option("--tokens", "n_tokens", type=int, default=16384, show_default=True, help="Tokens of the corpus to mine.")
-@click.option("--n-test", type=int, default=4, show_default=True, help="Test split: this many top and as many random records.")
+@click.option("--n-test", type=int, default=3, show_default=True, help="Test split: this many top and as many random records.")
 @click.option("--no-explain", is_flag=True, help="Skip the explainer-recovery part (the LLM explaining each planted unit).")
 @click.option("--exact-only", is_flag=True, help="No LLM at all: calibrate the exact scorer only.")
+@click.option("--other-decoys", "n_other", type=int, default=0, show_default=True,
+              help="Also score this many other planted units' true explanations as decoys of each unit.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for the AUROC intervals.")
 @model_options
 @llm_options
 @store_option
 @json_option
-def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_explain, exact_only, seed, n_boot,
+def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_explain, exact_only, n_other, seed, n_boot,
                   model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Run the real explain -> simulate -> score pipeline on planted units (units whose behaviour a
     rule defines on the real corpus) and report each scorer's discrimination: the AUROC of true
@@ -46,7 +48,8 @@ def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_e
         raise UsageError("--n-test must be at least 1")
     cs = CalibrateSettings(n_tokens=n_tokens, corpus=corpus, simulator=simulator, explain=not no_explain and not exact_only,
                            scorers=("exact",) if exact_only else tuple(x.strip() for x in scorers.split(",") if x.strip()),
-                           sizes=SplitSizes(n_train=6, n_calib=0, n_test=n_test), n_boot=n_boot, seed=seed).check()
+                           sizes=SplitSizes(n_train=6, n_calib=0, n_test=n_test), n_boot=n_boot, seed=seed,
+                           n_other=n_other).check()
     load_planted(units_file)                         # a bad file fails before any model loads
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
     from ..models.hooked import HookedModel

@@ -9,7 +9,7 @@ import click
 
 from . import cli
 from ..errors import UsageError
-from .common import emit, explain_options, json_option, llm_options, model_options, settings, store_option
+from .common import check_min, check_store_path, check_unit, emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 # colours by normalised activation (0..10): stronger is warmer
 _SHADES = [(8, dict(fg="white", bg="red", bold=True)), (5, dict(fg="black", bg="yellow")), (2, dict(fg="yellow")),
@@ -124,16 +124,20 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
     es = ExplainSettings(seed=seed, style=style, simulator=simulator, explainer=explainer,
                          scorers=tuple(x.strip() for x in scorers.split(",") if x.strip()))
+    check_min("--k", k)
+    check_min("--n-test", n_test)
     if k is not None:
         es.k = k
     if n_test is not None:
-        if n_test < 1:
-            raise UsageError("--n-test must be at least 1")
         es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
     es.check()
-    from ..core.units import Unit
-    Unit.parse(unit)
-    store = Store(s.store)
+    check_unit("--unit", unit, s.model)
+    check_min("--tokens", n_tokens, 64)
+    if corpus is not None:
+        from ..corpus.sources import open_source
+
+        open_source(corpus)                       # a bad corpus fails here, before the model loads
+    store = Store(check_store_path(s.store))
     res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
                        settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype)
 

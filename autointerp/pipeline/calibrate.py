@@ -39,11 +39,12 @@ class CalibrateSettings(BaseModel):
     scorers: tuple[str, ...] = ("simulation", "exact", "detection", "fuzzing")
     simulator: str = "auto"
     explain: bool = True                 # also let the LLM explain each planted unit (recovery)
-    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(n_train=6, n_calib=0, n_test=4))
+    sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(n_train=6, n_calib=0, n_test=3))
     n_boot: int = 1000
     seed: int = 0
     n_spare: int = 0
-    n_other: int = 1                     # other planted units' true explanations added as decoys
+    n_other: int = 0                     # other planted units' true explanations added as decoys per unit
+                                         # (they are pooled across units in the AUROC anyway)
 
     def check(self) -> "CalibrateSettings":
         bad = [s for s in self.scorers if s not in SCORER_KINDS]
