@@ -103,8 +103,11 @@ def progress(iterable=None, **kw):
 
 def explain_options(f: Callable) -> Callable:
     """--k/--seed/--style/--simulator/--scorers: the explain pipeline's settings (explain, batch)."""
-    f = click.option("--scorers", default="simulation,detection,fuzzing", show_default=True, help="Comma-separated scorers to run.")(f)
-    f = click.option("--simulator", type=click.Choice(["auto", "logprobs", "json"]), default="auto", show_default=True,
+    f = click.option("--explainer", type=click.Choice(["llm", "baseline"]), default="llm", show_default=True,
+                     help="baseline: no LLM at all; the data-built baseline and its exact simulation score only.")(f)
+    f = click.option("--scorers", default="simulation,exact,detection,fuzzing", show_default=True,
+                     help="Comma-separated scorers: simulation, exact, detection, fuzzing.")(f)
+    f = click.option("--simulator", type=click.Choice(["auto", "logprobs", "yesno", "contrastive", "json"]), default="auto", show_default=True,
                      help="logprobs: all-at-once expected values (needs prompt logprobs); json: the model writes the values.")(f)
     f = click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
                      help="Explainer prompt: few-shot completion (small local models) or chat (instruction models).")(f)
