@@ -16,20 +16,6 @@ from layering_check import ALLOWED, FACES, GROUND, allowed_is_acyclic, check_tre
 ROOT = Path(__file__).resolve().parents[1] / "autointerp"
 
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    # --- private names across packages (public aliases exist: use them)
-    ("autointerp/batch/plan.py", "private mine.records._run"): "use mine.records.run_from_row",
-    ("autointerp/cli/query.py", "private store.query._open_source"): "use store.query.open_source",
-    # --- stages importing store/ only for hashing/packing: switch to autointerp.core.keys
-    ("autointerp/corpus/contexts.py", "arrow corpus->store"): "content_hash: from ..core.keys",
-    ("autointerp/llm/base.py", "arrow llm->store"): "content_hash: from ..core.keys",
-    ("autointerp/mine/miner.py", "arrow mine->store"): "content_hash: from ..core.keys",
-    ("autointerp/mine/records.py", "arrow mine->store"): "unpack_f16 / unpack_i32: from ..core.keys",
-    # --- hand-built hook names: core.hooks.act_name(site, layer)
-    ("autointerp/mine/miner.py", "hook-name"): "act_name('mlp.post'|'attn.pattern'|'attn.z', L)",
-    ("autointerp/mine/trace.py", "hook-name"): "act_name('mlp.post'|'attn.pattern', L)",
-    # --- hand-formatted unit ids: Unit.neuron(L, n).id / Unit(L, kind, i).id
-    ("autointerp/mine/logits.py", "unit-id"): "Unit.neuron(L, n).id",
-    ("autointerp/mine/miner.py", "unit-id"): "Unit(L, kind, i).id (and the L{L}/{ch} job keys)",
 }
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import UsageError
 from ..pipeline import PIPELINE_VERSION, ExplainSettings
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from ..units import Unit
 
 JOB_VERSION = 1
@@ -143,7 +143,7 @@ def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchO
     Stable choice: among done runs covering the layer (on --corpus if given; with --tokens if
     given), the one with the most contexts, then the oldest; so a later small `explain` mine of
     one layer does not move the batch to new jobs."""
-    from ..mine.records import _run
+    from ..mine.records import run_from_row as _run
 
     if store is None:
         return {}

@@ -200,7 +200,7 @@ def merge_cmd(sources, target, as_json):
     are matched by their keys and integer ids are remapped. One transaction: on any error the
     target is left as it was."""
     from ..store import Store
-    from ..store.query import _open_source
+    from ..store.query import open_source as _open_source
 
     for p in sources:  # check every source before the target is created or touched
         _open_source(p).close()

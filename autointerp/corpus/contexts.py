@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 
-from ..store.base import content_hash
+from ..core.keys import content_hash
 from .sources import Source, open_source
 
 

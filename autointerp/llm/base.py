@@ -43,7 +43,7 @@ class Result:
 
 
 def _content_hash(*parts: Any) -> str:
-    from ..store.base import content_hash
+    from ..core.keys import content_hash
 
     return content_hash(*parts)
 

@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import torch
 
+from ..core.units import Unit
 from ..models.hooked import HookedModel
 
 
@@ -52,7 +53,7 @@ def direct_logit_effects(hm: HookedModel, layers: Iterable[int], k: int = 10, sk
     k = min(k, W_U.shape[1])
     chunk = chunk or max(8, (1 << 25) // W_U.shape[1])         # ~128 MB of float32 effects at a time
     for L in layers:
-        todo = [n for n in range(hm.d_mlp) if f"L{L}/N{n}" not in skip]
+        todo = [n for n in range(hm.d_mlp) if Unit.neuron(L, n).id not in skip]
         if not todo:
             continue
         W = hm.W_out(L).float() * scale[None, :]
@@ -63,5 +64,5 @@ def direct_logit_effects(hm: HookedModel, layers: Iterable[int], k: int = 10, sk
             sv, si = eff.topk(k, dim=1, largest=False)
             pv, pi, sv, si = pv.cpu().tolist(), pi.cpu().tolist(), sv.cpu().tolist(), si.cpu().tolist()
             for j, n in enumerate(idx.tolist()):
-                yield (f"L{L}/N{n}", [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
+                yield (Unit.neuron(L, n).id, [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
                        [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])

@@ -40,8 +40,9 @@ from ..corpus import iter_batches, layout_for, open_source
 from ..corpus.sources import DEFAULT_CORPUS
 from ..errors import UsageError
 from ..models.hooked import HookedModel
-from ..store.base import content_hash
-from ..units import Unit
+from ..core.keys import content_hash
+from ..core.hooks import act_name
+from ..core.units import Unit
 from .logits import TokenDecoder, direct_logit_effects
 from .state import Stats, TopK
 
@@ -284,10 +285,10 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
 
     hooks = {}
     for L in nl:
-        hooks[f"blocks.{L}.mlp.post"] = neuron_hook(L)
+        hooks[act_name("mlp.post", L)] = neuron_hook(L)
     for L in hl:
-        hooks[f"blocks.{L}.attn.pattern"] = pattern_hook(L)
-        hooks[f"blocks.{L}.attn.z"] = z_hook(L)
+        hooks[act_name("attn.pattern", L)] = pattern_hook(L)
+        hooks[act_name("attn.z", L)] = z_hook(L)
     stop = max(layers) + 1
 
     pending: list[tuple[int, list[int], list[str]]] = []
@@ -327,7 +328,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
 
     t_fin = time.perf_counter()
-    skip = store.unit_logits_layers(model_id, [f"L{L}/N{n}" for L in nl for n in range(hm.d_mlp)]) if nl else set()
+    skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
     logit_rows = direct_logit_effects(hm, list(nl), k=10, skip=skip, decoder=decoder) if nl else iter(())
     stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
              "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
@@ -397,7 +398,7 @@ def _unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
             hist = _histograms(x.res, st.min, st.max)
             mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
             for i in range(x.n):
-                yield (f"L{L}/{kind}{i}", L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
+                yield (Unit(L, "neuron" if kind == "N" else "head", i).id, L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
 
 
 def _f(v: float) -> float | None:
@@ -465,9 +466,10 @@ def _records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: 
     """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
     in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
     that SQLite inserts append instead of seeking."""
-    jobs = [(f"L{L}/{ch}", ch, x) for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
-    for prefix, ch, x in sorted(jobs, key=lambda j: j[0]):
-        names = [f"{prefix}{i}" for i in range(x.n)]
+    jobs = [(Unit(L, "neuron" if ch == "N" else "head", 0).id[:-1], ch, L, x)
+            for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
+    for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
+        names = [Unit(L, "neuron" if ch == "N" else "head", i).id for i in range(x.n)]
         parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
         tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
         for kind, tk in tops:

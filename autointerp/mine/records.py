@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from ..errors import UnitError, UsageError
-from ..store.base import unpack_f16
+from ..core.keys import unpack_f16
 from ..units import Unit
 
 RecordKind = Literal["top", "quantile", "random", "top_attn", "probe"]
@@ -114,7 +114,7 @@ def get_run(store, run_id: str) -> MiningRun | None:
 def _record(r: dict, first_pos: int) -> ActivationRecord:
     import json
 
-    from ..store.base import unpack_i32
+    from ..core.keys import unpack_i32
 
     acts = unpack_f16(r["acts"]).tolist()
     tokens = json.loads(r["tokens_json"]) if r.get("tokens_json") else [""] * len(acts)

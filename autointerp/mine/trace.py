@@ -7,7 +7,8 @@ import torch
 from pydantic import BaseModel
 
 from ..models.hooked import HookedModel
-from ..units import Unit
+from ..core.hooks import act_name
+from ..core.units import Unit
 
 
 class NeuronHit(BaseModel):
@@ -43,17 +44,17 @@ def trace(hm: HookedModel, text: str, layers: list[int] | None = None, top: int 
     for L in layers:
         hm.check_unit(Unit.neuron(L, 0))
     ids, mask = hm.tokenize([text])
-    names = [f"blocks.{L}.mlp.post" for L in layers] + [f"blocks.{L}.attn.pattern" for L in layers]
+    names = [act_name("mlp.post", L) for L in layers] + [act_name("attn.pattern", L) for L in layers]
     run = hm.forward(ids, mask, cache=names, return_logits=False)
     n_tok = int(mask[0].sum())
     toks = hm.to_str_tokens(ids[0, :n_tok])
 
-    acts = torch.stack([run.cache[f"blocks.{L}.mlp.post"][0, :n_tok] for L in layers])  # [nl, pos, d_mlp]
+    acts = torch.stack([run.cache[act_name("mlp.post", L)][0, :n_tok] for L in layers])  # [nl, pos, d_mlp]
     nl, _, d_mlp = acts.shape
     flat = acts.permute(1, 0, 2).reshape(n_tok, nl * d_mlp)
     n_vals, n_idx = flat.float().topk(min(top, flat.shape[1]), dim=1)
 
-    pats = torch.stack([run.cache[f"blocks.{L}.attn.pattern"][0, :, :n_tok, :n_tok] for L in layers])  # [nl, h, q, k]
+    pats = torch.stack([run.cache[act_name("attn.pattern", L)][0, :, :n_tok, :n_tok] for L in layers])  # [nl, h, q, k]
     pats = pats.float().clone()
     pats[..., 0] = 0.0                                     # attention to the first token is a no-op sink
     w, k = pats.max(dim=-1)                                # [nl, h, q]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-UNIT_RE = re.compile(r"^L(\d+)/([NH])(\d+)$")
+from ..core.units import UNIT_RE  # the one unit-id regex
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
