@@ -6,12 +6,14 @@ them. A name is ``blocks.<L>.<site>`` for a per-layer site or a bare final site:
     blocks.L.resid_pre     input of block L            blocks.L.resid_post   output of block L
     blocks.L.attn.q/k/v    projection outputs (heads)  blocks.L.attn.z       per-head output
     blocks.L.attn.pattern  attention pattern           blocks.L.attn.out     attention's residual write
-    blocks.L.mlp.post      MLP neurons                 blocks.L.mlp.out      MLP's residual write
-    ln_final.out           input of the unembedding
+    blocks.L.mlp.in        MLP input (normalised)      blocks.L.mlp.post     MLP neurons
+    blocks.L.mlp.out       MLP's residual write        ln_final.out          input of the unembedding
 
-SAE sites extend a layer site with a suffix, e.g. ``blocks.6.resid_post.sae.latents`` (the
-latents of an SAE attached at blocks.6.resid_post); the name is reserved here, models/ decides
-whether one is attached.
+SAE sites extend a layer site with a suffix: ``blocks.6.resid_post.sae.latents`` (the latents of
+an SAE attached at blocks.6.resid_post), ``.sae.recons`` (its reconstruction) and ``.sae.error``
+(the hook's value minus the reconstruction). A transcoder is named by its input site
+(``blocks.6.mlp.in.sae.latents``); its recons and error are of its output site (mlp.out). The
+names are reserved here; models/ decides whether an SAE is attached.
 
     >>> act_name("attn.z", 3)
     'blocks.3.attn.z'
@@ -27,12 +29,12 @@ from ..errors import HookError
 
 # per-layer sites in forward order (the order hooks on one layer run in)
 LAYER_SITES = ("resid_pre", "attn.q", "attn.k", "attn.v", "attn.pattern", "attn.z", "attn.out",
-               "mlp.post", "mlp.out", "resid_post")
+               "mlp.in", "mlp.post", "mlp.out", "resid_post")
 FINAL_SITES = ("ln_final.out",)
 # sites whose value has a heads axis ([b, p, heads, d_head])
 HEAD_SITES = ("attn.q", "attn.k", "attn.v", "attn.z")
 # an SAE attached at a layer site adds these sites under it: <site>.<suffix>
-SAE_SUFFIXES = ("sae.latents",)
+SAE_SUFFIXES = ("sae.latents", "sae.recons", "sae.error")
 
 VALID_FORMS = ("blocks.<L>.{" + ",".join(LAYER_SITES) + "}, blocks.<L>.<site>.{" + ",".join(SAE_SUFFIXES)
                + "} or " + " / ".join(FINAL_SITES))
@@ -105,6 +107,16 @@ def is_hook(name: str) -> bool:
 def is_head_site(name: str) -> bool:
     """Whether a hook name's value has a heads axis (attn.q/k/v/z)."""
     return parse_hook(name)[1] in HEAD_SITES
+
+
+def sae_hook(base: str, suffix: str = "sae.latents") -> str:
+    """The SAE site under a hook point: sae_hook('blocks.6.resid_post') == 'blocks.6.resid_post.sae.latents'."""
+    L, site = parse_hook(base)
+    if L is None or split_sae(site)[1] is not None:
+        raise HookNameError(f"an SAE attaches to a layer site (blocks.<L>.<site>), not {base!r}")
+    if suffix not in SAE_SUFFIXES:
+        raise HookNameError(f"unknown SAE site {suffix!r}: use {', '.join(SAE_SUFFIXES)}")
+    return f"{base}.{suffix}"
 
 
 def site_order(site: str) -> int:

@@ -8,9 +8,16 @@ Hook names (L = layer):
     blocks.L.attn.z      [b,p,n_heads,d_head] per-head output, input of the output projection
     blocks.L.attn.pattern [b,n_heads,q_pos,k_pos] (switches to eager attention for that run)
     blocks.L.attn.out    [b,p,d_model]        what attention adds to the residual
+    blocks.L.mlp.in      [b,p,d_model]        the MLP's input (after its pre-norm)
     blocks.L.mlp.post    [b,p,d_mlp]          MLP neurons, input of the down projection
     blocks.L.mlp.out     [b,p,d_model]        what the MLP adds to the residual
     ln_final.out         [b,p,d_model]        input of the unembedding
+
+With an SAE attached (attach_sae) at a point P, P.sae.latents [b,p,d_sae], P.sae.recons and
+P.sae.error (P minus the reconstruction) can be cached; a hook on P.sae.latents that changes them
+splices the SAE in: P becomes recons(changed latents) + error, so an edit of one latent changes
+only that latent's contribution. A transcoder is named by its input point (mlp.in); its recons,
+error and splice are of its output point (mlp.out).
 
 Everything is done with PyTorch forward hooks on the real modules; handles are always removed.
 Runs execute under torch.no_grad() (not inference_mode: cached values must stay usable as patch
@@ -113,12 +120,65 @@ _register_attention()
 
 
 class _RunState:
-    def __init__(self, cache_names: set[str], hooks: dict[str, HookFn], grad: bool, attn_layers: dict[int, int]):
+    def __init__(self, cache_names: set[str], hooks: dict[str, HookFn], grad: bool, attn_layers: dict[int, int],
+                 sae_in: dict | None = None, sae_out: dict | None = None):
         self.cache_names = cache_names
         self.hooks = hooks
         self.grad = grad
         self.cache: dict[str, torch.Tensor] = {}
         self.attn_layers = attn_layers
+        self.sae_in = sae_in or {}      # point name -> SAE reading it
+        self.sae_out = sae_out or {}    # point name -> transcoder writing it
+        self.tc: dict[str, tuple] = {}  # transcoder input hook -> (x, latents, edited latents)
+
+    def _keep(self, name: str, t: torch.Tensor) -> None:
+        if name in self.cache_names:
+            self.cache[name] = t if (self.grad and t.requires_grad) else t.detach()
+
+    def _sae_read(self, sae, v: torch.Tensor) -> torch.Tensor | None:
+        """Encode at an SAE's input point; returns the spliced value when its latents were edited."""
+        x = v.reshape(*v.shape[:2], -1) if v.ndim == 4 else v
+        pre, ctx = sae.pre_acts(x)
+        z = sae.activate(pre)
+        z2 = z
+        fn = self.hooks.get(sae.latents_hook)
+        if fn is not None:
+            r = fn(z)
+            if r is not None:
+                if not isinstance(r, torch.Tensor):
+                    raise HookError(f"hook on {sae.latents_hook} returned {type(r).__name__}: return a Tensor or None")
+                try:
+                    z2 = r.to(device=z.device, dtype=z.dtype).expand(z.shape)
+                except RuntimeError:
+                    raise HookError(f"hook on {sae.latents_hook} returned shape {tuple(r.shape)}, "
+                                    f"expected {tuple(z.shape)}") from None
+        self._keep(sae.latents_hook, z2)
+        if sae.is_transcoder:
+            self.tc[sae.hook] = (x, z, z2)
+            return None
+        edited = z2 is not z
+        if not (edited or sae.recons_hook in self.cache_names or sae.error_hook in self.cache_names):
+            return None
+        rec_clean = sae.decode(z, x, ctx)
+        err = x.float() - rec_clean
+        rec = sae.decode(z2, x, ctx) if edited else rec_clean
+        self._keep(sae.recons_hook, rec)
+        self._keep(sae.error_hook, err)
+        return (rec + err).reshape(v.shape) if edited else None
+
+    def _sae_write(self, sae, v: torch.Tensor) -> torch.Tensor | None:
+        """A transcoder's output point: recons and error there; the splice when its latents were edited."""
+        got = self.tc.pop(sae.hook, None)
+        if got is None:
+            return None
+        x, z, z2 = got
+        rec_clean = sae.decode(z, x)
+        err = v.float() - rec_clean
+        edited = z2 is not z
+        rec = sae.decode(z2, x) if edited else rec_clean
+        self._keep(sae.recons_hook, rec)
+        self._keep(sae.error_hook, err)
+        return rec + err if edited else None
 
     def point(self, name: str, x: torch.Tensor, get, put) -> torch.Tensor | None:
         """Apply hook / cache for one point; return the new module tensor or None if unchanged."""
@@ -138,6 +198,13 @@ class _RunState:
                             f"hook on {name} returned shape {tuple(r.shape)}, expected {tuple(v.shape)}") from None
                 v = r.to(device=v.device, dtype=v.dtype)
                 new_x = put(x, v)
+        for table, fn in ((self.sae_in, self._sae_read), (self.sae_out, self._sae_write)):
+            sae = table.get(name)
+            if sae is not None:
+                r = fn(sae, v)
+                if r is not None:
+                    v = r.to(device=v.device, dtype=v.dtype)
+                    new_x = put(x, v)
         if self.grad and name in self.cache_names and new_x is None and v.requires_grad:
             new_x = put(x, v)  # route the forward pass through v so it receives gradients
         if name in self.cache_names:
@@ -328,6 +395,7 @@ class HookedModel:
         self.d_mlp = s["d_mlp"]
         self.vocab_size = s["vocab_size"]
         self._blocks = self.adapter.blocks()
+        self.saes: dict[str, Any] = {}  # input hook point -> attached SAE (models/sae.py)
         if tokenizer is not None:
             if tokenizer.pad_token is None and tokenizer.eos_token is not None:
                 tokenizer.pad_token = tokenizer.eos_token
@@ -377,7 +445,7 @@ class HookedModel:
         L, site = parse_hook(name)  # HookNameError (a HookError) listing the valid forms
         if L is None:
             return name
-        if split_sae(site)[1] is not None:
+        if split_sae(site)[1] is not None and act_name(split_sae(site)[0], L) not in self.saes:
             raise HookError(f"hook {name!r}: no SAE is attached at {act_name(split_sae(site)[0], L)}")
         if not 0 <= L < self.n_layers:
             raise HookError(f"hook {name!r}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
@@ -387,7 +455,49 @@ class HookedModel:
         u = Unit.parse(unit) if isinstance(unit, str) else unit
         if not isinstance(u, Unit):
             raise UnitError(f"not a unit: {unit!r}")
+        if u.kind == "feature":
+            sae = self.sae_named(u.sae) if u.sae else None
+            if sae is not None and sae.layer != u.layer:
+                raise UnitError(f"{u}: SAE {sae.name} reads layer {sae.layer}, not layer {u.layer}")
+            return u.check(self.n_layers, self.d_mlp, self.n_heads, None if sae is None else sae.d_sae)
         return u.check(self.n_layers, self.d_mlp, self.n_heads)
+
+    # --- SAEs (models/sae.py)
+    def hook_width(self, name: str) -> int:
+        """Values per position of a layer hook point (heads flattened)."""
+        L, site = parse_hook(self.check_hook(name))
+        H, KV, dh = self.n_heads, self.n_kv_heads, self.d_head
+        widths = {"resid_pre": self.d_model, "resid_post": self.d_model, "attn.out": self.d_model,
+                  "mlp.in": self.d_model, "mlp.out": self.d_model, "mlp.post": self.d_mlp, "attn.q": H * dh,
+                  "attn.z": H * dh, "attn.k": KV * dh, "attn.v": KV * dh}
+        if L is None or site not in widths:
+            raise HookError(f"no SAE can attach at {name}: use a layer's resid/attn/mlp point")
+        return widths[site]
+
+    def attach_sae(self, sae) -> Any:
+        """Attach an SAE (or transcoder) at its hook point; its latents become readable as
+        blocks.L.<site>.sae.latents. One SAE per input point: a second replaces the first."""
+        from .sae import SAEError
+
+        L = sae.layer
+        if not 0 <= L < self.n_layers:
+            raise SAEError(f"SAE {sae.name} reads {sae.hook}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
+        sae.check_fits(self.hook_width(sae.hook), f"{sae.hook} of {self.spec}")
+        if sae.is_transcoder and self.hook_width(sae.hook_out) != sae.d_out:
+            raise SAEError(f"transcoder {sae.name} writes d_out={sae.d_out} values but {sae.hook_out} of "
+                           f"{self.spec} has {self.hook_width(sae.hook_out)}")
+        for other in self.saes.values():
+            if other.name == sae.name and other.hook != sae.hook:
+                raise SAEError(f"an SAE named {sae.name!r} is already attached at {other.hook}")
+        self.saes[sae.hook] = sae.to(self.device)
+        return sae
+
+    def detach_sae(self, sae_or_hook) -> None:
+        self.saes.pop(getattr(sae_or_hook, "hook", sae_or_hook), None)
+
+    def sae_named(self, name: str):
+        """The attached SAE of this name, or None."""
+        return next((s for s in self.saes.values() if s.name == name), None)
 
     # --- tokens
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None,
@@ -501,6 +611,8 @@ class HookedModel:
             return a.o_proj(blk), "pre", *_heads_view(H, dh)
         if what == "attn.out":
             return a.attn_out_module(blk), "post", *_ident()
+        if what == "mlp.in":
+            return a.mlp(blk), "pre", *_ident()
         if what == "mlp.post":
             return a.down_proj(blk), "pre", *_ident()
         if what == "mlp.out":
@@ -550,9 +662,24 @@ class HookedModel:
             attention_mask = attention_mask.to(self.device)
 
         wanted = cache_names | set(hooks)
+        # SAE sites are computed at their SAE's input point (and a transcoder's output point)
+        sae_in, sae_out = {}, {}
+        for n in list(wanted):
+            L, site = parse_hook(n)
+            base, suf = split_sae(site)
+            if suf is None:
+                continue
+            sae = self.saes[act_name(base, L)]
+            if suf != "sae.latents" and n in hooks:
+                raise HookError(f"hook on {n}: only {sae.latents_hook} takes hooks (recons and error are read-only)")
+            sae_in[sae.hook] = sae
+            if sae.is_transcoder and (suf != "sae.latents" or sae.latents_hook in hooks):
+                sae_out[sae.hook_out] = sae
+            wanted.discard(n)
+        wanted |= set(sae_in) | set(sae_out)
         need_pattern = any(n.endswith("attn.pattern") for n in wanted)
         attn_layers = {id(self.adapter.attn(b)): i for i, b in enumerate(self._blocks)} if need_pattern else {}
-        state = _RunState(cache_names, hooks, grad, attn_layers)
+        state = _RunState(cache_names, hooks, grad, attn_layers, sae_in, sae_out)
 
         # group hook points per (module, kind), in a fixed order (q before k before v etc.)
         groups: dict[tuple[int, str], tuple[nn.Module, list]] = {}

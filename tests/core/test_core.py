@@ -63,7 +63,7 @@ def test_unit_format_and_parse():
     assert Unit.head(9, 9).hook == "blocks.9.attn.z" and u.hook == "blocks.5.mlp.post"
     assert Unit.is_id("L9/H9") and not Unit.is_id("l9/h9") and not Unit.is_id("L9/H9x") and not Unit.is_id(None)
     assert [x.id for x in Unit.find_all("heads L9/H9 and L3/N42, not XL1/H2")] == ["L9/H9", "L3/N42"]
-    assert UNIT_RE.match("L1/H2").groups() == ("1", "H", "2")
+    assert UNIT_RE.match("L1/H2").groups()[:3] == ("1", "H", "2")
     assert UNIT_IN_TEXT_RE.search("see L1/N2.").group() == "L1/N2"
     m = re.match(r"L\s?(\d+)\s?/\s?([hn])(\d+)", "L 4/ h7")
     assert Unit.from_match(m).id == "L4/H7"
@@ -88,3 +88,24 @@ def test_old_import_paths_are_the_core_objects():
 
     assert units.Unit is Unit
     assert base.content_hash is content_hash and base.unpack_f16 is unpack_f16
+
+
+def test_feature_units_name_their_sae_and_round_trip():
+    f = Unit.feature(6, 1234, "res6k")
+    assert f.id == "L6/F1234@res6k" and Unit.parse(f.id) == f and Unit.is_id(f.id)
+    assert Unit.parse("l6/f1234@res6k") == f                     # the SAE name keeps its case
+    assert Unit.parse("L6/F1234@Res6k") != f
+    assert Unit.parse("L6/F12").with_sae("x") == Unit.feature(6, 12, "x")
+    with pytest.raises(UnitError, match="names SAE"):
+        f.with_sae("other")
+    with pytest.raises(UnitError, match="not an SAE latent"):
+        Unit.neuron(1, 2).with_sae("x")
+    with pytest.raises(UnitError, match="only features"):
+        Unit(1, "neuron", 2, "x")
+    assert [u.id for u in Unit.find_all("see L6/F12@res6k. and L5/N3")] == ["L6/F12@res6k", "L5/N3"]
+    with pytest.raises(UnitError, match="out of range"):
+        f.check(8, 10, 4, n_latents=1000)
+    with pytest.raises(UnitError, match="give the SAE"):
+        f.check(8, 10, 4)
+    assert H.sae_hook("blocks.6.resid_post") == "blocks.6.resid_post.sae.latents"
+    assert H.parse_hook("blocks.6.mlp.in.sae.recons") == (6, "mlp.in.sae.recons")

@@ -1,0 +1,410 @@
+"""Sparse autoencoders and transcoders in the SAELens on-disk format, loaded without sae-lens.
+
+A directory holds ``cfg.json`` and ``sae_weights.safetensors``:
+
+    W_enc [d_in, d_sae]   b_enc [d_sae]   W_dec [d_sae, d_out]   b_dec [d_out]
+    threshold [d_sae]     (JumpReLU only)     W_skip [d_out, d_in]  (skip transcoders only)
+
+(d_out = d_in for an SAE.) The facts of the format follow SAELens' own classes (sae_lens/saes/):
+
+    standard     latents = relu((x' - b_dec*a) @ W_enc + b_enc)             a = apply_b_dec_to_input
+    jumprelu     pre = (x' - b_dec*a) @ W_enc + b_enc;  latents = relu(pre) * (pre > threshold)
+    topk         pre as above; keep the k largest of each row, relu them, zero the rest
+    transcoder   (and jumprelu_transcoder, skip_transcoder) read the hook `hook_name` (the MLP
+                 input) and predict `hook_name_out` (the MLP output); b_dec is never subtracted
+                 from the input and the output is not de-normalised
+    recons       latents @ W_dec + b_dec  (+ x @ W_skip.T for a skip transcoder), de-normalised
+
+x' is x normalised by `normalize_activations`: none | expected_average_only_in (a constant folded
+into the weights by SAELens when it is known; nothing at run time) | constant_norm_rescale
+(x * sqrt(d_in) / |x|, undone on the output) | layer_norm (centre and divide by the std, undone
+on the output).
+
+Hook names may be TransformerLens names as SAELens writes them (blocks.6.hook_resid_post,
+blocks.6.hook_mlp_out, blocks.6.attn.hook_z, blocks.6.ln2.hook_normalized...) or autointerp's own
+(blocks.6.resid_post); either way the SAE is attached at an autointerp hook point.
+
+An SAE's identity is a content hash of its config and weights (SAE.id); its name (for unit ids
+L6/F12@name) is the directory's name unless the config names it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..core.hooks import HookNameError, act_name, parse_hook, sae_hook
+from ..core.units import SAE_NAME_RE
+from ..errors import HookError, ModelSpecError, UsageError
+
+CFG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SAE_ARCHITECTURES = ("standard", "jumprelu", "topk")
+TRANSCODER_ARCHITECTURES = ("transcoder", "jumprelu_transcoder", "skip_transcoder")
+ARCHITECTURES = SAE_ARCHITECTURES + TRANSCODER_ARCHITECTURES
+NORMALISATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
+
+# TransformerLens hook names (as SAELens configs write them) -> autointerp sites
+_TL_SITES = {
+    "hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_mlp_out": "mlp.out",
+    "hook_attn_out": "attn.out", "attn.hook_z": "attn.z", "mlp.hook_post": "mlp.post", "hook_mlp_in": "mlp.in",
+    "ln2.hook_normalized": "mlp.in", "attn.hook_q": "attn.q", "attn.hook_k": "attn.k", "attn.hook_v": "attn.v",
+}
+_TL_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+class SAEError(UsageError):
+    """A bad SAE directory or config, or an SAE that does not fit the model (one line, exit 2)."""
+
+
+def hook_from_saelens(name: str) -> str:
+    """The autointerp hook point of a SAELens/TransformerLens hook name (or of an autointerp name)."""
+    if not isinstance(name, str) or not name:
+        raise SAEError(f"the SAE config names no hook point (hook_name is {name!r})")
+    m = _TL_RE.match(name)
+    if m and m.group(2) in _TL_SITES:
+        return act_name(_TL_SITES[m.group(2)], int(m.group(1)))
+    try:
+        L, site = parse_hook(name)
+    except HookNameError:
+        raise SAEError(f"SAE hook {name!r} is not a hook point autointerp knows (use e.g. blocks.6.hook_resid_post, "
+                       f"blocks.6.hook_mlp_out, blocks.6.ln2.hook_normalized or blocks.6.resid_post)") from None
+    if L is None:
+        raise SAEError(f"SAE hook {name!r}: an SAE attaches to a layer's hook point, not {name}")
+    return name
+
+
+def _meta(cfg: dict, key: str):
+    if cfg.get(key) is not None:
+        return cfg[key]
+    for sub in ("metadata", "meta"):
+        if isinstance(cfg.get(sub), dict) and cfg[sub].get(key) is not None:
+            return cfg[sub][key]
+    return None
+
+
+def safe_name(text: str) -> str:
+    """A unit-id-safe SAE name from any text (a directory name): letters, digits, _ . - only."""
+    s = re.sub(r"[^A-Za-z0-9_.\-]+", "-", str(text)).strip("-_.")[:64].strip("-_.")
+    return s or "sae"
+
+
+@dataclass
+class SAE:
+    """An SAE or transcoder's weights and config; encode / decode on the last axis (float32)."""
+
+    architecture: str
+    W_enc: torch.Tensor
+    b_enc: torch.Tensor
+    W_dec: torch.Tensor
+    b_dec: torch.Tensor
+    hook: str                                  # autointerp hook point read (the input)
+    hook_out: str | None = None                # transcoders: the hook point predicted
+    threshold: torch.Tensor | None = None
+    W_skip: torch.Tensor | None = None
+    k: int | None = None
+    apply_b_dec_to_input: bool = True
+    normalize_activations: str = "none"
+    name: str = "sae"
+    cfg: dict = field(default_factory=dict)    # the config as read (stored with the SAE)
+    id: str = ""                               # content hash of config and weights
+    path: str | None = None
+
+    # ---- construction -------------------------------------------------------------
+    def __post_init__(self):
+        a = self.architecture
+        if a not in ARCHITECTURES:
+            raise SAEError(f"unknown SAE architecture {a!r}: use {', '.join(ARCHITECTURES)}")
+        if self.normalize_activations not in NORMALISATIONS:
+            raise SAEError(f"unknown normalize_activations {self.normalize_activations!r}: use {', '.join(NORMALISATIONS)}")
+        if not SAE_NAME_RE.match(self.name):
+            raise SAEError(f"bad SAE name {self.name!r}: letters, digits, _ . - (it becomes part of unit ids L6/F12@name)")
+        d_in, d_sae = self.W_enc.shape if self.W_enc.ndim == 2 else (None, None)
+        shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, self.W_dec.shape[-1]),
+                  "b_dec": (self.W_dec.shape[-1],)}
+        if a == "jumprelu" or a == "jumprelu_transcoder":
+            if self.threshold is None:
+                raise SAEError(f"a {a} SAE needs a `threshold` tensor in {WEIGHTS_FILE}")
+            shapes["threshold"] = (d_sae,)
+        if a == "skip_transcoder":
+            if self.W_skip is None:
+                raise SAEError(f"a skip_transcoder needs a `W_skip` tensor in {WEIGHTS_FILE}")
+            shapes["W_skip"] = (self.W_dec.shape[-1], d_in)
+        for nm, want in shapes.items():
+            t = getattr(self, nm)
+            if d_in is None or tuple(t.shape) != want or self.W_dec.ndim != 2:
+                raise SAEError(f"SAE tensor {nm} has shape {tuple(t.shape)}, expected {want} "
+                               f"(W_enc is {tuple(self.W_enc.shape)})")
+        if a == "topk":
+            if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= d_sae:
+                raise SAEError(f"a topk SAE needs an integer k in 1..d_sae={d_sae} in {CFG_FILE}, got {self.k!r}")
+        if self.is_transcoder:
+            if self.hook_out is None:
+                raise SAEError(f"a {a} needs an output hook (hook_name_out in {CFG_FILE})")
+        elif self.W_dec.shape[-1] != d_in:
+            raise SAEError(f"an SAE's decoder must write d_in={d_in} values, W_dec is {tuple(self.W_dec.shape)}"
+                           " (a transcoder's architecture says so)")
+        for nm in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip"):
+            t = getattr(self, nm)
+            if t is not None:
+                t = t.detach().float().contiguous()
+                if not torch.isfinite(t).all():
+                    raise SAEError(f"SAE tensor {nm} holds NaN or infinite values")
+                setattr(self, nm, t)
+        self.hook = hook_from_saelens(self.hook)
+        if self.hook_out is not None:
+            self.hook_out = hook_from_saelens(self.hook_out)
+            if parse_hook(self.hook_out)[0] != parse_hook(self.hook)[0]:
+                raise SAEError(f"transcoder reads {self.hook} and writes {self.hook_out}: both must be of one layer")
+
+    @classmethod
+    def load(cls, path: str | Path, name: str | None = None) -> "SAE":
+        """An SAE from a SAELens-format directory (cfg.json + sae_weights.safetensors)."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        p = Path(path)
+        if not p.is_dir():
+            raise SAEError(f"no SAE directory at {p} (expected a folder with {CFG_FILE} and {WEIGHTS_FILE})")
+        cfg_p, w_p = p / CFG_FILE, p / WEIGHTS_FILE
+        for f in (cfg_p, w_p):
+            if not f.is_file():
+                raise SAEError(f"SAE directory {p} has no {f.name}")
+        try:
+            cfg = json.loads(cfg_p.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SAEError(f"{cfg_p} is not valid JSON ({e})") from None
+        if not isinstance(cfg, dict):
+            raise SAEError(f"{cfg_p} must hold a JSON object")
+        try:
+            w = load_file(str(w_p), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise SAEError(f"{w_p} is not a readable safetensors file ({str(e).splitlines()[0] if str(e) else e})") from None
+        missing = [k for k in ("W_enc", "b_enc", "W_dec", "b_dec") if k not in w]
+        if missing:
+            raise SAEError(f"{w_p} lacks {', '.join(missing)} (has {', '.join(sorted(w)) or 'nothing'})")
+        h = hashlib.sha256()
+        h.update(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode())
+        with open(w_p, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        sae = cls.from_config(cfg, w, name=name or cfg.get("autointerp_name") or safe_name(p.resolve().name))
+        sae.id, sae.path = h.hexdigest()[:24], str(p.resolve())
+        return sae
+
+    @classmethod
+    def from_config(cls, cfg: dict, w: dict[str, torch.Tensor], name: str = "sae") -> "SAE":
+        arch = cfg.get("architecture", "standard")
+        for key in ("d_in", "d_sae"):
+            if not isinstance(cfg.get(key), int):
+                raise SAEError(f"SAE config lacks an integer {key!r}")
+        if _meta(cfg, "hook_head_index") is not None:
+            raise SAEError("SAEs on one attention head (hook_head_index) are not supported")
+        if cfg.get("reshape_activations", "none") not in ("none", "hook_z"):
+            raise SAEError(f"unknown reshape_activations {cfg['reshape_activations']!r}")
+        k = cfg.get("k")
+        if isinstance(k, float) and k.is_integer():
+            k = int(k)
+        sae = cls(architecture=arch, W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
+                  threshold=w.get("threshold"), W_skip=w.get("W_skip"), k=k, hook=_meta(cfg, "hook_name"),
+                  hook_out=_meta(cfg, "hook_name_out") if arch in TRANSCODER_ARCHITECTURES else None,
+                  apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
+                  normalize_activations=cfg.get("normalize_activations") or "none", name=name, cfg=dict(cfg))
+        if sae.d_in != cfg["d_in"] or sae.d_sae != cfg["d_sae"]:
+            raise SAEError(f"SAE config says d_in={cfg['d_in']}, d_sae={cfg['d_sae']}; the weights are "
+                           f"d_in={sae.d_in}, d_sae={sae.d_sae}")
+        if sae.is_transcoder and isinstance(cfg.get("d_out"), int) and cfg["d_out"] != sae.d_out:
+            raise SAEError(f"transcoder config says d_out={cfg['d_out']}; W_dec writes {sae.d_out}")
+        return sae
+
+    def save(self, path: str | Path, model_name: str | None = None) -> Path:
+        """Write the SAELens format (cfg.json + sae_weights.safetensors); returns the directory."""
+        from safetensors.torch import save_file
+
+        p = Path(path)
+        p.mkdir(parents=True, exist_ok=True)
+        w = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
+        if self.threshold is not None:
+            w["threshold"] = self.threshold
+        if self.W_skip is not None:
+            w["W_skip"] = self.W_skip
+        save_file({k: v.detach().float().contiguous().cpu() for k, v in w.items()}, str(p / WEIGHTS_FILE))
+        cfg = {**self.cfg, "architecture": self.architecture, "d_in": self.d_in, "d_sae": self.d_sae,
+               "dtype": "float32", "device": "cpu", "apply_b_dec_to_input": self.apply_b_dec_to_input,
+               "normalize_activations": self.normalize_activations, "reshape_activations":
+                   "hook_z" if self.hook.endswith("attn.z") else "none",
+               "metadata": {**(self.cfg.get("metadata") or {}), "hook_name": self.hook,
+                            **({"model_name": model_name} if model_name else {})}}
+        cfg["hook_name"] = self.hook
+        if self.k is not None:
+            cfg["k"] = self.k
+        if self.is_transcoder:
+            cfg.update(d_out=self.d_out, hook_name_out=self.hook_out, hook_layer_out=self.layer)
+        (p / CFG_FILE).write_text(json.dumps(cfg, indent=1))
+        return p
+
+    # ---- facts -------------------------------------------------------------------
+    @property
+    def d_in(self) -> int:
+        return int(self.W_enc.shape[0])
+
+    @property
+    def d_sae(self) -> int:
+        return int(self.W_enc.shape[1])
+
+    @property
+    def d_out(self) -> int:
+        return int(self.W_dec.shape[1])
+
+    @property
+    def is_transcoder(self) -> bool:
+        return self.architecture in TRANSCODER_ARCHITECTURES
+
+    @property
+    def layer(self) -> int:
+        return int(parse_hook(self.hook)[0])
+
+    @property
+    def latents_hook(self) -> str:
+        return sae_hook(self.hook, "sae.latents")
+
+    @property
+    def recons_hook(self) -> str:
+        return sae_hook(self.hook, "sae.recons")
+
+    @property
+    def error_hook(self) -> str:
+        return sae_hook(self.hook, "sae.error")
+
+    @property
+    def output_hook(self) -> str:
+        """The hook point the reconstruction stands for (an SAE's own; a transcoder's output)."""
+        return self.hook_out or self.hook
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "architecture": self.architecture, "hook": self.hook,
+                "hook_out": self.hook_out, "d_in": self.d_in, "d_sae": self.d_sae, "d_out": self.d_out, "k": self.k,
+                "normalize_activations": self.normalize_activations, "path": self.path}
+
+    def __repr__(self) -> str:
+        return (f"SAE({self.name!r}, {self.architecture}, {self.hook}" + (f" -> {self.hook_out}" if self.hook_out else "")
+                + f", d_in={self.d_in}, d_sae={self.d_sae}, id={self.id[:12]})")
+
+    def to(self, device) -> "SAE":
+        for nm in ("W_enc", "b_enc", "W_dec", "b_dec", "threshold", "W_skip"):
+            t = getattr(self, nm)
+            if t is not None:
+                setattr(self, nm, t.to(device))
+        return self
+
+    # ---- maths -------------------------------------------------------------------
+    def _norm_in(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        n = self.normalize_activations
+        if n == "constant_norm_rescale":
+            coeff = math.sqrt(self.d_in) / x.norm(dim=-1, keepdim=True)
+            return x * coeff, ("scale", coeff)
+        if n == "layer_norm":
+            mu = x.mean(dim=-1, keepdim=True)
+            xc = x - mu
+            std = xc.std(dim=-1, keepdim=True)
+            return xc / (std + 1e-5), ("ln", mu, std)
+        return x, None
+
+    @staticmethod
+    def _norm_out(y: torch.Tensor, ctx: tuple | None) -> torch.Tensor:
+        if ctx is None:
+            return y
+        if ctx[0] == "scale":
+            return y / ctx[1]
+        return y * ctx[2] + ctx[1]
+
+    def pre_acts(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """(encoder pre-activations [..., d_sae], normalisation context) of inputs [..., d_in]."""
+        if x.shape[-1] != self.d_in:
+            raise HookError(f"SAE {self.name} reads d_in={self.d_in} values; {self.hook} gives {x.shape[-1]}")
+        x = x.float()
+        xn, ctx = self._norm_in(x)
+        if self.apply_b_dec_to_input and not self.is_transcoder:
+            xn = xn - self.b_dec
+        return xn @ self.W_enc + self.b_enc, ctx
+
+    def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        a = self.architecture
+        if a in ("jumprelu", "jumprelu_transcoder"):
+            return torch.relu(pre) * (pre > self.threshold)
+        if a == "topk":
+            top = pre.topk(self.k, dim=-1)
+            return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
+        return torch.relu(pre)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents [..., d_sae] of inputs [..., d_in] (float32)."""
+        pre, _ = self.pre_acts(x)
+        return self.activate(pre)
+
+    def decode(self, latents: torch.Tensor, x: torch.Tensor | None = None, ctx: tuple | None = None) -> torch.Tensor:
+        """Reconstruction [..., d_out] of latents. `x` (the input) is needed to undo a run-time
+        normalisation and for a skip transcoder's skip path."""
+        y = latents.float() @ self.W_dec + self.b_dec
+        if self.W_skip is not None:
+            if x is None:
+                raise HookError("a skip transcoder's decode needs its input x")
+            y = y + x.float() @ self.W_skip.T
+        if self.is_transcoder:
+            return y
+        if ctx is None and x is not None and self.normalize_activations in ("constant_norm_rescale", "layer_norm"):
+            _, ctx = self._norm_in(x.float())
+        return self._norm_out(y, ctx)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents, reconstruction) of inputs [..., d_in]."""
+        pre, ctx = self.pre_acts(x)
+        z = self.activate(pre)
+        return z, self.decode(z, x, ctx)
+
+    __call__ = forward
+
+    def check_fits(self, d_in: int, what: str | None = None) -> "SAE":
+        """Raise SAEError unless the hook point gives d_in values per position."""
+        if d_in != self.d_in:
+            raise SAEError(f"SAE {self.name} reads d_in={self.d_in} values but {what or self.hook} has {d_in}")
+        return self
+
+
+def load_sae(spec: str | Path, name: str | None = None) -> SAE:
+    """An SAE from a directory, or `saelens:RELEASE/SAE_ID` fetched with sae-lens (the optional
+    extra autointerp[sae]) and saved in a local cache folder first."""
+    s = str(spec)
+    if s.startswith("saelens:"):
+        return _from_saelens(s[len("saelens:"):], name)
+    return SAE.load(s, name=name)
+
+
+def _from_saelens(text: str, name: str | None) -> SAE:
+    if ":" in text:
+        release, sae_id = text.split(":", 1)
+    elif "/" in text:
+        release, sae_id = text.split("/", 1)
+    else:
+        raise SAEError(f"saelens:{text}: use saelens:RELEASE:SAE_ID (e.g. saelens:gemma-scope-2b-pt-res-canonical:"
+                       "layer_12/width_16k/canonical)")
+    try:
+        from sae_lens import SAE as LensSAE  # optional: pip install 'autointerp[sae]'
+    except ImportError:
+        raise ModelSpecError("fetching a pretrained SAE needs sae-lens: pip install 'autointerp[sae]' "
+                             "(or give --sae a local SAELens directory)") from None
+    from ..config import cache_dir
+
+    out = Path(cache_dir()) / "saes" / safe_name(f"{release}--{sae_id}")
+    if not (out / CFG_FILE).is_file():
+        got = LensSAE.from_pretrained(release, sae_id, device="cpu")
+        sae_obj = got[0] if isinstance(got, tuple) else got
+        sae_obj.save_model(str(out))
+    return SAE.load(out, name=name or safe_name(f"{release}-{sae_id}"))
