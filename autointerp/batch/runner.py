@@ -355,15 +355,11 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
         if todo and o.settings.explainer == "llm":
             if llm is None:
                 from ..config import Settings
-                from ..llm import parse_spec
+                from ..pipeline import make_llm
 
                 llm_store = Store(path)  # the LLM's own connection (its calls come from every worker thread)
-                backend, name = parse_spec(o.llm)
-                kw = {}
-                if backend == "embedded" and hm is not None and name == str(getattr(hm, "spec", None)):
-                    kw = {"model": hm.model, "tokenizer": hm.tokenizer}  # one copy of the weights for both roles
                 cfg = Settings.load(device=o.device, dtype=o.dtype, llm_base_url=o.llm_base_url)
-                llm = get_llm(o.llm, store=llm_store, base_url=o.llm_base_url, budget=budget, settings=cfg, **kw)
+                llm = make_llm(o.llm, store=llm_store, base_url=o.llm_base_url, budget=budget, settings=cfg, hm=hm)
             elif getattr(llm, "budget", None) is None:
                 llm.budget = budget
             else:

@@ -74,12 +74,9 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, model_sp
     hm = HookedModel.load(s.model, device=s.device, dtype=s.dtype, progress=not as_json)
     llm = None
     if not no_llm:
-        from ..llm import get_llm
+        from ..pipeline import make_llm
 
-        kw = {}
-        if s.llm == f"embedded:{hm.spec}":
-            kw = {"model": hm.model, "tokenizer": hm.tokenizer}  # one copy of the weights for both roles
-        llm = get_llm(s.llm, store=store, base_url=s.llm_base_url, **kw)
+        llm = make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm)
     vs = ValidateSettings(frac=frac, seed=seed, use_llm=not no_llm)
     res = validate_explanation(store, hm, llm, s.model, unit, explanation_id, settings=vs, baseline=not no_baseline)
 

@@ -100,15 +100,13 @@ class _LLMHolder:
     def get(self):
         if self._llm is None:
             from ..config import Settings
-            from ..llm import Budget, get_llm
+            from ..llm import Budget
+            from ..pipeline import make_llm
 
             cfg = Settings.load()
             spec = self.spec or cfg.llm
-            kw: dict[str, Any] = {}
-            if spec == f"embedded:{self.hm.spec}":
-                kw = {"model": self.hm.model, "tokenizer": self.hm.tokenizer}   # one copy of the weights
             budget = Budget(max_cost_usd=self.budget_usd) if self.budget_usd is not None else None
-            self._llm = get_llm(spec, store=self.store, budget=budget, base_url=self.base_url, **kw)
+            self._llm = make_llm(spec, store=self.store, budget=budget, base_url=self.base_url, hm=self.hm)
         return self._llm
 
 
