@@ -25,6 +25,7 @@ Design (see also mine/state.py):
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import sys
@@ -47,7 +48,7 @@ from .logits import TokenDecoder, direct_logit_effects
 from .state import Stats, TopK
 
 DEFAULT_TOKENS = 100_000
-UNIT_KINDS = ("neurons", "heads", "both")
+UNIT_KINDS = ("neurons", "heads", "both", "latents")   # latents: only the given SAEs' (mine/sae.py)
 HIST_BINS = 20
 STATE_VERSION = 1
 
@@ -169,21 +170,26 @@ class _HeadLayer:
 
 
 def run_key(model_id: str, corpus_id: str, context_len: int, layers: Sequence[int], top_k: int, n_quantiles: int,
-            per_quantile: int, n_random: int, units: str, n_tokens: int | None) -> str:
+            per_quantile: int, n_random: int, units: str, n_tokens: int | None, saes: Sequence[str] = ()) -> str:
+    extra = (sorted(saes),) if saes else ()              # SAE content ids (none: the key of a plain run is unchanged)
     return content_hash("mine-v1", model_id, corpus_id, context_len, list(layers), top_k, n_quantiles, per_quantile,
-                        n_random, units, n_tokens)
+                        n_random, units, n_tokens, *extra)
 
 
 def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | None = DEFAULT_TOKENS,
          context_len: int = 64, layers: str | Sequence[int] | None = None, top_k: int = 40, n_quantiles: int = 10,
          per_quantile: int = 2, n_random: int = 20, batch_size: int = 16, units: str = "neurons",
          progress: bool = True, text_field: str = "text", checkpoint_every: int | None = None,
-         checkpoint_s: float = 300.0) -> str:
+         checkpoint_s: float = 300.0, saes: Sequence = ()) -> str:
     """Mine records and statistics of every unit of `layers` over `n_tokens` tokens of `corpus`
-    (None: the whole corpus); returns the run id. Idempotent and resumable (see module doc)."""
+    (None: the whole corpus); returns the run id. Idempotent and resumable (see module doc).
+    saes: SAEs (models.sae.SAE) whose latents are mined in the same pass (units='latents': only
+    them; their layers are then the default layers)."""
     t_start = time.perf_counter()
     if units not in UNIT_KINDS:
-        raise UsageError(f"bad units {units!r}: use neurons, heads or both")
+        raise UsageError(f"bad units {units!r}: use neurons, heads, both or latents")
+    if units == "latents" and not saes:
+        raise UsageError("units='latents' needs an SAE (--sae PATH)")
     for name, v in (("top_k", top_k), ("batch_size", batch_size), ("n_quantiles", n_quantiles)):
         if v < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -192,6 +198,11 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     if n_tokens is not None and int(n_tokens) < 1:
         raise UsageError(f"n_tokens must be at least 1 (or None for the whole corpus), got {n_tokens}")
     check_context_len(context_len, hm.max_context)
+    from .sae import mining_saes
+
+    saes = mining_saes(hm, saes)
+    if units == "latents" and layers is None:
+        layers = sorted({x.layer for x in saes})
     layers = parse_layers(layers, hm.n_layers)
     do_neurons, do_heads = units in ("neurons", "both"), units in ("heads", "both")
 
@@ -202,16 +213,21 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     model_id = hm.spec
     cid = make_corpus_id(source, model_id, layout)
     store.put_model(model_id, hm.info())
+    for x in saes:                              # the store's name for each SAE (unit ids L6/F12@name)
+        x.name = store.put_sae(x.info(), model_id, x.cfg)
     store.put_corpus(cid, source.spec, model_id, context_len,
                      {"source": source.identity, "bos_id": layout.bos_id, "sep_id": layout.sep_id,
                       "first_pos": layout.first_pos})
     n_contexts = None if n_tokens is None else max(1, int(n_tokens) // context_len)
-    rid = run_key(model_id, cid, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units, n_tokens)
+    rid = run_key(model_id, cid, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units, n_tokens,
+                  [x.id for x in saes])
     res_size = n_random + 2 * n_quantiles * per_quantile
     settings = {"corpus": source.spec, "corpus_id": cid, "context_len": context_len, "layers": layers, "top_k": top_k,
                 "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_random": n_random, "units": units,
                 "n_tokens": n_tokens, "n_contexts": n_contexts, "first_pos": layout.first_pos, "reservoir": res_size,
                 "text_field": text_field if source.kind in ("jsonl", "hf") else None}
+    if saes:
+        settings["saes"] = [{"id": x.id, "name": x.name, "hook": x.hook, "layer": x.layer, "d_sae": x.d_sae} for x in saes]
     row = store.get_mining_run(rid) or store.start_mining_run(rid, model_id, cid, settings)
     if row["status"] == "done":
         return rid
@@ -221,7 +237,7 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
         return _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start,
                          top_k=top_k, res_size=res_size, n_random=n_random, n_quantiles=n_quantiles,
                          per_quantile=per_quantile, batch_size=batch_size, context_len=context_len, progress=progress,
-                         checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s)
+                         checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s, saes=saes)
     except Exception as e:                  # a bad corpus line, a model error...: the run is failed, not "running"
         try:
             store.set_mining_status(rid, "failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -240,13 +256,16 @@ def check_context_len(context_len: int, max_context: int | None) -> None:
 
 def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start, *, top_k, res_size,
               n_random, n_quantiles, per_quantile, batch_size, context_len, progress, checkpoint_every,
-              checkpoint_s) -> str:
+              checkpoint_s, saes=()) -> str:
+    from .sae import LatentLayer, latent_logit_effects
+
     model_id = hm.spec
 
     device = hm.device
     p = layout.body_len
     nl = {L: _NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
     hl = {L: _HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
+    fl = {x.name: LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, layout.first_pos, device) for x in saes}
     state_path = _state_path(store, rid)
     n_done = 0
     if state_path.exists():
@@ -257,10 +276,13 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
                 nl[int(L)].load_state_dict(d)
             for L, d in ck["heads"].items():
                 hl[int(L)].load_state_dict(d)
+            for name, d in ck.get("latents", {}).items():
+                fl[name].load_state_dict(d)
     resumed_from = n_done
     seed = int(rid[:8], 16)
     # the priority draw order: neuron layers then head layers, each [n_units]
-    prio_sizes = [(("n", L), hm.d_mlp) for L in nl] + [(("h", L), hm.n_heads) for L in hl]
+    prio_sizes = [(("n", L), hm.d_mlp) for L in nl] + [(("h", L), hm.n_heads) for L in hl] + \
+        [(("f", name), x.n) for name, x in fl.items()]
     total_prio = sum(s for _, s in prio_sizes)
     decoder = TokenDecoder(hm.tokenizer)
     fp = layout.first_pos
@@ -289,7 +311,9 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     for L in hl:
         hooks[act_name("attn.pattern", L)] = pattern_hook(L)
         hooks[act_name("attn.z", L)] = z_hook(L)
-    stop = max(layers) + 1
+    for name, x in fl.items():
+        hooks[x.hook] = (lambda x, name: lambda v: x.process(v, cur["ctx"], cur["prio"][("f", name)]))(x, name)
+    stop = max([*layers, *(x.L for x in fl.values())]) + 1
 
     pending: list[tuple[int, list[int], list[str]]] = []
     bar = _bar(progress, n_contexts, context_len, n_done)
@@ -314,7 +338,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
             bar.update(b * context_len)
             batches_since += 1
             if (checkpoint_every and batches_since >= checkpoint_every) or time.perf_counter() - last_ck_t >= checkpoint_s:
-                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending)
+                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending, fl)
                 pending = []
                 last_ck_t, batches_since = time.perf_counter(), 0
             elif len(pending) >= 2048:
@@ -330,13 +354,20 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     t_fin = time.perf_counter()
     skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
     logit_rows = direct_logit_effects(hm, list(nl), k=10, skip=skip, decoder=decoder) if nl else iter(())
+    if fl:
+        f_skip = store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values() for i in range(x.n)])
+        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, list(fl.values()), k=10, skip=f_skip,
+                                                                      decoder=decoder))
     stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
              "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
              "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
-             "n_units": len(nl) * hm.d_mlp + len(hl) * hm.n_heads}
-    unit_stats = list(_unit_stats(nl, hl))
-    store.finish_mining_run(rid, n_done, stats, unit_stats,
-                            _records(nl, hl, n_random, n_quantiles, per_quantile),
+             "n_units": len(nl) * hm.d_mlp + len(hl) * hm.n_heads + sum(x.n for x in fl.values())}
+    if fl:
+        stats["latents"] = [x.density() for x in fl.values()]
+    unit_stats = list(_unit_stats(nl, hl)) + [r for x in fl.values() for r in x.unit_stats()]
+    records = itertools.chain(_records(nl, hl, n_random, n_quantiles, per_quantile),
+                              *(x.records(n_random, n_quantiles, per_quantile) for x in fl.values()))
+    store.finish_mining_run(rid, n_done, stats, unit_stats, records,
                             unit_logits=(model_id, logit_rows), contexts=(cid, pending))
     fin_s = time.perf_counter() - t_fin
     total_s = time.perf_counter() - t_start
@@ -378,10 +409,11 @@ def _state_path(store, rid: str) -> Path:
     return base.parent / f".{base.name}.mine-{rid}.pt"
 
 
-def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending) -> None:
+def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None) -> None:
     state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done,
              "neurons": {L: x.state_dict() for L, x in nl.items()},
-             "heads": {L: x.state_dict() for L, x in hl.items()}}
+             "heads": {L: x.state_dict() for L, x in hl.items()},
+             "latents": {name: x.state_dict() for name, x in (fl or {}).items()}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)

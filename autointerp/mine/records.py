@@ -28,7 +28,7 @@ class ActivationRecord(BaseModel):
     kind: str                      # top | quantile | random | top_attn
     bin: int = 0                   # rank (top, top_attn), quantile bin (0 = lowest), 0 (random)
     tokens: list[str]
-    acts: list[float]              # one per token: the neuron's activation, or for heads the norm of the
+    acts: list[float]              # one per token: the neuron's (or SAE latent's) activation, or for heads the norm of the
                                    # head's output (top, random) / its max attention to a non-first key (top_attn)
     max_act: float
     attn: list[float] | None = None        # heads: attention row of the peak query position over `tokens`
@@ -75,7 +75,10 @@ class MiningRun(BaseModel):
 
     def covers(self, unit: str | Unit) -> bool:
         u = Unit.parse(unit) if isinstance(unit, str) else unit
-        kinds = {"neurons": {"neuron"}, "heads": {"head"}, "both": {"neuron", "head"}}[self.units]
+        if u.kind == "feature":              # an SAE latent: mined when the run mined that SAE (by name)
+            return any(s.get("name") == u.sae and s.get("layer") == u.layer and 0 <= u.index < s.get("d_sae", 0)
+                       for s in self.settings.get("saes", []))
+        kinds = {"neurons": {"neuron"}, "heads": {"head"}, "both": {"neuron", "head"}}.get(self.units, set())
         return u.layer in self.layers and u.kind in kinds
 
 
@@ -139,7 +142,7 @@ def load_exemplars(store, run_id: str, unit: str | Unit) -> UnitExemplars:
     for r in store.get_records(run_id, str(u)):
         by_kind.setdefault(r["kind"], []).append(_record(r, fp))
     st = store.get_unit_stats(run_id, str(u)) or {}
-    logits = store.get_unit_logits(run.model_id, str(u)) if u.kind == "neuron" else None
+    logits = store.get_unit_logits(run.model_id, str(u)) if u.kind in ("neuron", "feature") else None
     quant = sorted(by_kind.get("quantile", []), key=lambda r: (r.bin, r.max_act))
     return UnitExemplars(
         model_id=run.model_id, run_id=run_id, unit=str(u), first_pos=fp,

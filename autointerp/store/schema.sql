@@ -272,3 +272,125 @@ CREATE TABLE IF NOT EXISTS calibrations (
     results_json TEXT NOT NULL,            -- per scorer: AUROC, interval, per-unit scores
     created_at  TEXT NOT NULL
 );
+
+-- sparse autoencoders and transcoders (SAELens format) whose latents are units L<layer>/F<i>@<name>;
+-- several SAEs on one model share a store. id: content hash of cfg.json and the weights file.
+CREATE TABLE IF NOT EXISTS saes (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL UNIQUE,      -- the SAE part of its unit ids (L6/F12@name)
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    hook        TEXT NOT NULL,             -- the hook point read, e.g. blocks.6.resid_post (transcoders: blocks.6.mlp.in)
+    hook_out    TEXT,                      -- transcoders: the hook point predicted (blocks.6.mlp.out)
+    layer       INTEGER NOT NULL,
+    architecture TEXT NOT NULL,            -- standard | jumprelu | topk | transcoder | jumprelu_transcoder | skip_transcoder
+    d_in        INTEGER NOT NULL,
+    d_sae       INTEGER NOT NULL,
+    normalisation TEXT NOT NULL,           -- cfg normalize_activations
+    path        TEXT,                      -- where it was loaded from (so --sae NAME finds it again)
+    cfg_json    TEXT NOT NULL,
+    created_at  TEXT NOT NULL
+);
+
+-- edge-level circuits (autointerp circuit): one row per discovery run, keyed by a hash of its inputs
+CREATE TABLE IF NOT EXISTS circuits (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    dataset     TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
+    model_id    TEXT NOT NULL REFERENCES models(id),
+    method      TEXT NOT NULL,             -- eap | eap-ig | acdc
+    target      REAL,                      -- faithfulness target (eap, eap-ig)
+    faithfulness REAL,                     -- measured by running the circuit (edges outside patched to corrupt)
+    clean_logit_diff REAL, corrupt_logit_diff REAL,
+    n_items     INTEGER NOT NULL,
+    n_edges     INTEGER NOT NULL,          -- in the circuit
+    n_edges_total INTEGER NOT NULL,        -- in the model's graph
+    curve_json  TEXT,                      -- [[n edges, faithfulness], ...] measured
+    settings_json TEXT,
+    created_at  TEXT NOT NULL
+);
+
+-- every scored edge of a circuit run: 'L0/H0 -> L1/H0:k', its score (normalised noising effect)
+CREATE TABLE IF NOT EXISTS circuit_edges (
+    circuit_id  INTEGER NOT NULL REFERENCES circuits(id) ON DELETE CASCADE,
+    edge        TEXT NOT NULL,
+    sender      TEXT NOT NULL,             -- embed | L3/H1 | blocks.3.mlp.out
+    receiver    TEXT NOT NULL,             -- L4/H2:q|k|v | blocks.4.mlp.out (its input) | logits
+    score       REAL,
+    in_circuit  INTEGER NOT NULL DEFAULT 0,
+    rank        INTEGER,                   -- 0 = most important edge of the circuit
+    PRIMARY KEY (circuit_id, edge)
+);
+CREATE INDEX IF NOT EXISTS circuit_edges_in ON circuit_edges(circuit_id, in_circuit, rank);
+
+-- model diffs (`autointerp diff A B`): one row per (A, B, corpus, settings); its top differing
+-- contexts, ranked components, task comparisons and the explanations of its contexts (kept apart
+-- from unit explanations: a diff side is no unit of one model)
+CREATE TABLE IF NOT EXISTS diffs (
+    id          TEXT PRIMARY KEY,          -- hash of (A, B, corpus, settings)
+    model_a     TEXT NOT NULL,
+    model_b     TEXT NOT NULL,
+    mode        TEXT NOT NULL,             -- token (same tokenizer) | span (character spans)
+    level       TEXT NOT NULL,             -- blackbox | components
+    corpus      TEXT,
+    n_tokens    INTEGER,
+    settings_json TEXT,
+    summary_json TEXT,                     -- metrics (mean Δ log p, Δ p, Δ clipped log p, KL), rankings' heads
+    status      TEXT NOT NULL DEFAULT 'done',
+    created_at  TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS diff_contexts (
+    diff_id     TEXT NOT NULL REFERENCES diffs(id) ON DELETE CASCADE,
+    side        TEXT NOT NULL,             -- b_better | a_better | random
+    rank        INTEGER NOT NULL,
+    ctx_idx     INTEGER NOT NULL,
+    score       REAL,                      -- the context's largest value of the metric, towards the side
+    tokens_json TEXT NOT NULL,             -- tokens (or spans) of the context
+    values_json TEXT NOT NULL,             -- per token: Δ logp, Δ p, Δ clip, lp_a, lp_b (and kl), all B - A
+    input_ids_json TEXT,
+    PRIMARY KEY (diff_id, side, rank)
+);
+
+CREATE TABLE IF NOT EXISTS diff_components (
+    diff_id     TEXT NOT NULL REFERENCES diffs(id) ON DELETE CASCADE,
+    analysis    TEXT NOT NULL,             -- weight_tensor | weight_head | weight_neuron | attn_js | head_out | neuron_corr | dla | patching
+    rank        INTEGER NOT NULL,
+    component   TEXT NOT NULL,             -- a unit id, a hook name or a parameter name
+    layer       INTEGER,
+    value       REAL,
+    details_json TEXT,
+    PRIMARY KEY (diff_id, analysis, rank)
+);
+
+CREATE TABLE IF NOT EXISTS diff_tasks (
+    diff_id     TEXT NOT NULL REFERENCES diffs(id) ON DELETE CASCADE,
+    task        TEXT NOT NULL,
+    n_items     INTEGER NOT NULL,
+    logit_diff_a REAL, logit_diff_b REAL,
+    accuracy_a  REAL, accuracy_b REAL,
+    outliers_json TEXT,                    -- the items with the largest |LD_B - LD_A|
+    PRIMARY KEY (diff_id, task)
+);
+
+CREATE TABLE IF NOT EXISTS diff_explanations (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,      -- the pipeline's content hash
+    diff_id     TEXT NOT NULL REFERENCES diffs(id) ON DELETE CASCADE,
+    side        TEXT NOT NULL,             -- which model's advantage it explains
+    explainer   TEXT NOT NULL,             -- LLM name, or 'baseline'
+    method      TEXT NOT NULL,
+    text        TEXT NOT NULL,
+    settings_json TEXT,
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS diff_scores (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,
+    explanation_id INTEGER NOT NULL REFERENCES diff_explanations(id) ON DELETE CASCADE,
+    kind        TEXT NOT NULL,             -- simulation | simulation_exact | detection | fuzzing ...
+    value       REAL, control REAL, margin REAL,
+    record_json TEXT NOT NULL,             -- the whole score record (interval, n, details)
+    created_at  TEXT NOT NULL
+);

@@ -1,0 +1,58 @@
+"""Store methods for the saes table: the SAEs (and transcoders) whose latents are units
+L<layer>/F<i>@<name> (see store/store.py). Used by the pipeline and the faces; stages get an
+SAE object from models/sae.py."""
+
+from __future__ import annotations
+
+import json
+
+from ..errors import UsageError
+from .base import now
+
+
+class SAEsMixin:
+    def put_sae(self, info: dict, model_id: str, cfg: dict) -> str:
+        """Register an SAE (idempotent by content id) and return the name its unit ids use.
+
+        info: id, name, hook, hook_out, architecture, d_in, d_sae, normalize_activations, path
+        (models.sae.SAE.info()). A name already taken by a different SAE is refused."""
+        with self.tx():
+            row = self.get_sae(info["id"])
+            if row is not None:
+                if row["model_id"] != model_id:
+                    raise UsageError(f"SAE {row['name']} ({info['id'][:12]}) is registered for model {row['model_id']}, "
+                                     f"not {model_id}")
+                if info.get("path") and info["path"] != row["path"]:
+                    self.db.execute("update saes set path = ? where id = ?", [info["path"], info["id"]])
+                return row["name"]
+            other = self.query("select id, path from saes where name = ?", [info["name"]])
+            if other:
+                raise UsageError(f"the store already has a different SAE named {info['name']!r} (from {other[0]['path']}): "
+                                 "give this one another name (--sae-name)")
+            from ..core.hooks import parse_hook
+
+            self.db.execute(
+                "insert into saes(id, name, model_id, hook, hook_out, layer, architecture, d_in, d_sae, normalisation, "
+                "path, cfg_json, created_at) values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [info["id"], info["name"], model_id, info["hook"], info.get("hook_out"), parse_hook(info["hook"])[0],
+                 info["architecture"], info["d_in"], info["d_sae"], info.get("normalize_activations") or "none",
+                 info.get("path"), json.dumps(cfg, sort_keys=True), now()])
+            return info["name"]
+
+    def get_sae(self, id_or_name: str) -> dict | None:
+        """An SAE's row by content id (or a unique prefix of 8+ characters) or by name, else None."""
+        rows = self.query("select * from saes where id = ? or name = ?", [id_or_name, id_or_name])
+        if not rows and len(id_or_name) >= 8:
+            rows = self.query("select * from saes where id like ? || '%'", [id_or_name])
+            if len(rows) > 1:
+                raise UsageError(f"SAE id prefix {id_or_name!r} is ambiguous ({len(rows)} SAEs)")
+        if not rows:
+            return None
+        r = dict(rows[0])
+        r["cfg"] = json.loads(r.pop("cfg_json") or "{}")
+        return r
+
+    def saes(self, model_id: str | None = None) -> list[dict]:
+        sql = "select id, name, model_id, hook, hook_out, layer, architecture, d_in, d_sae, normalisation, path, created_at from saes"
+        return self.query(sql + (" where model_id = ?" if model_id else "") + " order by created_at, name",
+                          [model_id] if model_id else [])
