@@ -1,0 +1,258 @@
+"""Edge-level circuits: the graph, EAP against exact edge patching on a planted circuit, circuit
+runs, GQA (a k/v edge into one query head changes only that head), pruning, ACDC, store, CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from autointerp.errors import AutointerpError, DatasetError, UsageError
+from autointerp.patching.core import prepare
+from autointerp.patching.edge_search import (acdc, auto_circuit_json, check_target, faithfulness_of, find_circuit,
+                                             prune_to_target, rank_check)
+from autointerp.patching.edges import (EdgeGraph, circuit_logit_diff, eap_scores, exact_edge_scores, spearman)
+from autointerp.tasks.items import Dataset, PairItem
+
+from investigate.toy import toy_items
+
+from .helpers import items as tiny_items
+
+PLANTED = ("L0/H0 -> L1/H0:k", "L1/H0 -> logits")
+
+
+@pytest.fixture(scope="module")
+def toy():
+    from tinykit import induction_gpt2
+
+    return induction_gpt2(noise=0.3, spec="toy-induction")
+
+
+@pytest.fixture(scope="module")
+def toy_pairs():
+    return [PairItem(**d) for d in toy_items(8, seed=1)]
+
+
+@pytest.fixture(scope="module")
+def toy_scores(toy, toy_pairs):
+    return eap_scores(toy, toy_pairs), exact_edge_scores(toy, toy_pairs)
+
+
+def test_graph_counts_names_and_order():
+    g = EdgeGraph(2, 4, 2)
+    # L0 heads: 12 receivers x embed; L0 MLP: embed + 4 heads; L1 heads: 12 x (embed, 4 heads, mlp0);
+    # L1 MLP: embed + 5 + 4 heads; logits: all 11 senders
+    assert g.n_edges == 12 + 5 + 72 + 10 + 11
+    names = g.names()
+    assert len(set(names)) == g.n_edges
+    assert "L0/H0 -> L1/H3:k" in names and "blocks.1.mlp.out -> logits" in names
+    assert "L1/H0 -> blocks.1.mlp.out" in names and "embed -> L0/H2:v" in names
+    assert "L1/H0 -> L1/H1:q" not in names and "blocks.1.mlp.out -> L1/H0:q" not in names
+    assert g.parse_edge(" l0/h0->L1/H3:K ") == g.parse_edge("L0/H0 -> L1/H3:k")
+    assert g.kv_head(3) == 1 and g.kv_head(1) == 0
+    for bad, msg in (("L0/H9 -> logits", "unknown sender"), ("L0/H0 -> L1/H0:x", "unknown receiver"),
+                     ("L1/H0 -> L0/H0:q", "not before"), ("L0/H0 logits", "SENDER -> RECEIVER")):
+        with pytest.raises(UsageError, match=msg):
+            g.parse_edge(bad)
+
+
+def test_eap_into_logits_matches_exact_and_planted_edges_on_top(toy, toy_scores):
+    eap, ex = toy_scores
+    g = eap.graph
+    logit_edges = [e for e, (s, r) in enumerate(g.edges) if g.receivers[r].kind == "logits"]
+    rho = spearman(eap.scores[logit_edges], ex.scores[logit_edges])
+    assert rho is not None and rho >= 0.8
+    best = max(logit_edges, key=lambda e: abs(eap.scores[e]))
+    assert g.edge_name(best) == "L1/H0 -> logits"
+    assert ex.scores[best] < -0.9                          # the planted path carries the whole gap
+    # exactly: the planted edges are the top of the exact ranking over all edges (with the
+    # edge feeding the previous-token head its token, which the key path needs)
+    top = {g.edge_name(e) for e in ex.ranked()[:3]}
+    assert set(PLANTED) <= top
+    assert eap.settings["forwards"] == 3 and eap.settings["backwards"] == 1   # one batch
+
+
+def test_circuit_runs_match_clean_corrupt_and_single_edges(toy, toy_pairs, toy_scores):
+    _, ex = toy_scores
+    g = ex.graph
+    data = prepare(toy, toy_pairs, 16)
+    none = circuit_logit_diff(toy, data, torch.zeros(g.n_edges, dtype=torch.bool), g)
+    allp = circuit_logit_diff(toy, data, torch.ones(g.n_edges, dtype=torch.bool), g)
+    assert none == pytest.approx(ex.clean_logit_diff, rel=1e-4)
+    assert allp == pytest.approx(ex.corrupt_logit_diff, rel=1e-3, abs=1e-3)
+    gap = ex.clean_logit_diff - ex.corrupt_logit_diff
+    for name in (*PLANTED, "embed -> L1/H0:v", "L0/H2 -> blocks.1.mlp.out", "embed -> L0/H1:q"):
+        e = g.edge_index[g.parse_edge(name)]
+        p = torch.zeros(g.n_edges, dtype=torch.bool)
+        p[e] = True
+        eff = (circuit_logit_diff(toy, data, p, g) - ex.clean_logit_diff) / gap
+        assert eff == pytest.approx(ex.scores[e], abs=1e-4), name
+
+
+def _gqa_model(write_head: int):
+    """1-layer Llama, 4 query heads in 2 kv groups; only `write_head` writes to the residual; MLP off."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from autointerp.models import HookedModel
+    from tinykit import tiny_tokenizer
+
+    torch.manual_seed(1)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=16, num_hidden_layers=1,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=2, eos_token_id=1, pad_token_id=1)
+    m = LlamaForCausalLM(cfg).eval()
+    with torch.no_grad():
+        dh = 8
+        W = m.model.layers[0].self_attn.o_proj.weight           # [d, H*dh]
+        for h in range(4):
+            if h != write_head:
+                W[:, h * dh:(h + 1) * dh] = 0
+        m.model.layers[0].mlp.down_proj.weight.zero_()
+        m.model.layers[0].self_attn.q_proj.weight.mul_(4)       # sharp enough patterns to matter
+    m.requires_grad_(False)
+    return HookedModel(m, tok, spec=f"gqa-{write_head}")
+
+
+@pytest.mark.parametrize("ch", ["k", "v"])
+def test_gqa_kv_edge_changes_only_its_query_head(ch):
+    hm = _gqa_model(write_head=1)              # heads 0 and 1 share kv head 0
+    its = tiny_items(4)
+    edges = [f"embed -> L0/H0:{ch}", f"embed -> L0/H1:{ch}"]
+    ex = exact_edge_scores(hm, its, edges)
+    eap = eap_scores(hm, its)
+    g = ex.graph
+    e0, e1 = (g.edge_index[g.parse_edge(n)] for n in edges)
+    assert abs(ex.scores[e1]) > 1e-3                 # head 1 writes: its own k/v input matters
+    assert ex.scores[e0] == pytest.approx(0.0, abs=1e-6)    # head 0 shares the kv head, writes nothing
+    assert eap.scores[e0] == pytest.approx(0.0, abs=1e-6) and abs(eap.scores[e1]) > 1e-4
+    data = prepare(hm, its, 16)
+    p = torch.zeros(g.n_edges, dtype=torch.bool)
+    p[e1] = True                                     # the layer-by-layer circuit run agrees with exact
+    got = (circuit_logit_diff(hm, data, p, g) - ex.clean_logit_diff) / (ex.clean_logit_diff - ex.corrupt_logit_diff)
+    assert got == pytest.approx(ex.scores[e1], rel=1e-3, abs=1e-4)
+
+
+def test_eap_matches_exact_on_a_random_llama_to_first_order(tiny_llama):
+    its = tiny_items()
+    eap = eap_scores(tiny_llama, its)
+    ig = eap_scores(tiny_llama, its, method="eap-ig", steps=3)
+    ex = exact_edge_scores(tiny_llama, its)
+    assert spearman(eap.scores, ex.scores) > 0.8           # a smooth random model: near linear
+    assert spearman(ig.scores, ex.scores) > 0.8
+    assert ig.settings["forwards"] == 2 + 3 and ig.settings["backwards"] == 3
+
+
+def test_prune_reaches_target_and_curve_is_measured(toy, toy_pairs, toy_scores):
+    _, ex = toy_scores
+    data = prepare(toy, toy_pairs, 16)
+    c = prune_to_target(toy, data, ex, 0.8, points=8)
+    assert c.faithfulness >= 0.8 and c.settings["reached_target"]
+    k = len(c.edges)
+    assert dict(c.curve)[k] == c.faithfulness
+    if k > 1:
+        assert dict(c.curve)[k - 1] < 0.8                  # bisected to the smallest size on the step
+    assert dict(c.curve)[0] == pytest.approx(0.0, abs=1e-3)
+    assert set(PLANTED) <= set(c.edge_names())
+    f = faithfulness_of(toy, data, ex.graph, c.edges, ex.clean_logit_diff, ex.corrupt_logit_diff)
+    assert f == pytest.approx(c.faithfulness, abs=1e-5)
+
+
+def test_acdc_on_candidates_keeps_the_planted_path(toy, toy_pairs, toy_scores):
+    _, ex = toy_scores
+    data = prepare(toy, toy_pairs, 16)
+    cand = ex.ranked()[:10]
+    c = acdc(toy, data, ex.graph, tau=0.05, candidates=cand, clean=ex.clean_logit_diff, corrupt=ex.corrupt_logit_diff)
+    assert set(PLANTED) <= set(c.edge_names())
+    assert len(c.edges) < 10 and c.faithfulness > 0.5
+
+
+def test_bad_input_is_one_clear_error(toy, toy_pairs):
+    for t in (0, 1.5, -0.1):
+        with pytest.raises(UsageError, match="--target"):
+            check_target(t)
+    with pytest.raises(UsageError, match="unknown receiver"):
+        exact_edge_scores(toy, toy_pairs, ["L0/H0 -> L1/H7:q"])
+    bad = [PairItem(clean="the cat sat on the mat", corrupt="the cat sat", answer=" mat", wrong=" park")]
+    with pytest.raises(DatasetError, match="different token counts"):
+        eap_scores(toy, bad)
+    with pytest.raises(UsageError, match="unknown method"):
+        eap_scores(toy, toy_pairs, method="acdc")
+
+
+def test_rank_check_and_auto_circuit_export(toy, toy_pairs, toy_scores):
+    r = rank_check(toy, toy_pairs)
+    assert r["n_edges"] == 11 and r["spearman"] >= 0.8
+    _, ex = toy_scores
+    data = prepare(toy, toy_pairs, 16)
+    c = prune_to_target(toy, data, ex, 0.8, points=6)
+    doc = auto_circuit_json(c)
+    assert "blocks.1.hook_k_input" in doc["prune_scores"] and "blocks.1.hook_resid_post" in doc["prune_scores"]
+    k_in = np.array(doc["prune_scores"]["blocks.1.hook_k_input"])
+    assert k_in.shape == (4, len(ex.graph.senders))
+    src = {n["name"]: n["idx"] for n in doc["src_nodes"]}
+    assert k_in[0, src["A0.0"]] == pytest.approx(ex.scores[ex.graph.edge_index[ex.graph.parse_edge(PLANTED[0])]], abs=1e-6)
+    assert "A0.0->A1.0.K" in doc["circuit"] and "A1.0->Resid End" in doc["circuit"]
+
+
+def test_find_circuit_stores_and_reuses(toy, toy_pairs, tmp_path):
+    from autointerp.store import Store
+
+    store = Store(tmp_path / "s.db")
+    store.put_dataset("toy", "toy", "test", toy_pairs)
+    ds = Dataset(name="toy", task="toy", source="test", items=toy_pairs)
+    c = find_circuit(store, toy, ds, "eap", target=0.8, points=6)
+    assert c.circuit_id is not None and not c.reused
+    row = store.get_circuit(c.circuit_id)
+    assert row["n_edges"] == len(c.edges) and row["n_edges_total"] == c.graph.n_edges
+    assert [e["edge"] for e in row["edges"] if e["in_circuit"]] == c.edge_names()
+    again = find_circuit(store, toy, ds, "eap", target=0.8, points=6)
+    assert again.reused and again.edge_names() == c.edge_names() and again.faithfulness == c.faithfulness
+    assert again.curve == c.curve
+    assert [r["id"] for r in store.list_circuits("toy")] == [c.circuit_id]
+
+
+@pytest.fixture(scope="module")
+def toy_dir(tmp_path_factory, toy):
+    d = tmp_path_factory.mktemp("toy-model")
+    toy.model.save_pretrained(d)
+    toy.tokenizer.save_pretrained(d)
+    return d
+
+
+def _cli(capsys, *args):
+    from autointerp.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
+    store = str(tmp_path / "s.db")
+    f = tmp_path / "toy.jsonl"
+    f.write_text("".join(json.dumps({"clean": p.clean, "corrupt": p.corrupt, "answer": p.answer, "wrong": p.wrong})
+                         + "\n" for p in toy_pairs))
+    base = ["--model", str(toy_dir), "--device", "cpu", "--store", store]
+    code, out, err = _cli(capsys, "pairs", "--import", str(f), "--name", "toy", "--margin", "-1e9", *base)
+    assert code == 0, err
+    exp = tmp_path / "c.json"
+    code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--points", "6", "--export", str(exp), "--json", *base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["faithfulness"] >= 0.8 and {e["edge"] for e in doc["edges"]} >= set(PLANTED)
+    assert doc["curve"][0]["n_edges"] == 0 and json.loads(exp.read_text())["format"] == "auto-circuit"
+    code, out, err = _cli(capsys, "circuit", "--show", str(doc["circuit_id"]), "--store", store)
+    assert code == 0 and "L1/H0 -> logits" in out
+    for args, msg in ((["--target", "1.5"], "--target"), (["--target", "0"], "--target"),
+                      (["--dataset", "nope"], "no dataset 'nope'"), (["--show", "99"], "no stored circuit")):
+        a = ["circuit", *(["--dataset", "toy"] if "--dataset" not in args and "--show" not in args else []), *args, *base]
+        code, out, err = _cli(capsys, *a)
+        assert code != 0 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
