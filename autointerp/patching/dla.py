@@ -28,9 +28,12 @@ def _is_layernorm(hm) -> bool:
     return hm.norm_kind == "layernorm"
 
 
-def logit_direction(hm, b: Batch, resid_final: torch.Tensor, normed_final: torch.Tensor) -> torch.Tensor:
+def logit_direction(hm, b: Batch, resid_final: torch.Tensor, normed_final: torch.Tensor,
+                    u: torch.Tensor | None = None) -> torch.Tensor:
     """g [B, d_model]: the direction in the final residual stream (at each item's last token) that
-    reads the logit difference, through the final norm with its scale frozen."""
+    reads the logit difference, through the final norm with its scale frozen. u [B, d_model]: read
+    another unembedding direction instead of W_U[:, answer] - W_U[:, wrong] (e.g. a token's logit
+    against the mean logit)."""
     rows = torch.arange(b.size, device=resid_final.device)
     r = resid_final[rows, b.last].float()
     y = normed_final[rows, b.last].float()
@@ -40,8 +43,9 @@ def logit_direction(hm, b: Batch, resid_final: torch.Tensor, normed_final: torch
     yb = y - (bias.float() if bias is not None else 0.0)
     rc = r - r.mean(-1, keepdim=True) if centred else r
     s = (w * rc).norm(dim=-1) / yb.norm(dim=-1).clamp_min(1e-12)          # [B] frozen scale
-    W_U = hm.W_U.float()
-    u = W_U[:, b.ans].T - W_U[:, b.wrong].T                               # [B, d]
+    if u is None:
+        W_U = hm.W_U.float()
+        u = W_U[:, b.ans].T - W_U[:, b.wrong].T                           # [B, d]
     g = w * u / s[:, None]
     return g - g.mean(-1, keepdim=True) if centred else g
 

@@ -186,8 +186,11 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_id = model_id or ex.model_id
-    unit = str(Unit.parse(ex.unit) if isinstance(ex.unit, str) else ex.unit)
-    layer = Unit.parse(unit).layer
+    if isinstance(ex.unit, str) and ex.unit.startswith("diff:"):   # a model diff's side (autointerp.diff): no layer
+        unit, layer = ex.unit, -1
+    else:
+        unit = str(Unit.parse(ex.unit) if isinstance(ex.unit, str) else ex.unit)
+        layer = Unit.parse(unit).layer
     unit_max = unit_max_of(ex)
     promoted, suppressed = pairs(ex.promoted), pairs(ex.suppressed)
     splits = split_records(unit, ex.top, ex.random, ex.quantiles, s.sizes)
