@@ -305,43 +305,49 @@ def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int
     embed_name = act_name("resid_pre", 0)
     clean_sum = corrupt_sum = 0.0
     n_fwd = n_bwd = 0
-    alphas = [1.0] if method == "eap" else [(k + 1) / steps for k in range(steps)]
+    # the clean point (alpha = 1) first: its run gives the clean sender outputs and LD
+    alphas = [1.0] + ([] if method == "eap" else [(k + 1) / steps for k in range(steps - 1)])
     for b in data:
         with torch.no_grad():
             ld_x, xrun = run_ld(hm, b.corrupt, b, cache=_sender_cache_names(nL))
-            ld_c, crun = run_ld(hm, b.clean, b, cache=_sender_cache_names(nL))
-        n_fwd += 2
-        clean_sum += float(ld_c.double().sum())
+            corr_out = _sender_outputs(hm, xrun.cache, xrun.cache[embed_name])          # [S, B, p, d]
+            e_corr = xrun.cache[embed_name]
+            e_clean = None
+            if len(alphas) > 1:    # the embeddings only (no block runs)
+                e_clean = hm.forward(b.clean, b.mask, cache=[embed_name], return_logits=False,
+                                     stop_at_layer=0).cache[embed_name]
+        del xrun
+        n_fwd += 1
         corrupt_sum += float(ld_x.double().sum())
-        delta = _sender_outputs(hm, xrun.cache, xrun.cache[embed_name]) - \
-            _sender_outputs(hm, crun.cache, crun.cache[embed_name])               # [S, B, p, d]
-        e_clean, e_corr = crun.cache[embed_name], xrun.cache[embed_name]
-        del xrun, crun
-        grads_sum: dict[int, torch.Tensor] = {}
+        w = 1.0 / len(alphas)
+        delta = None
         for a in alphas:
             hooks = {}
-            if method == "eap-ig":
+            if a != 1.0:
                 def interp(v, a=a):
                     return (e_corr + a * (e_clean - e_corr)).to(v.dtype).requires_grad_(True)
                 hooks[embed_name] = interp
             ld, run = run_ld(hm, b.clean, b, cache=grad_names, hooks=hooks, grad=True)
+            if delta is None:      # alpha = 1: the clean run
+                clean_sum += float(ld.detach().double().sum())
+                det = {n: run.cache[n].detach() for n in _sender_cache_names(nL)}
+                delta = corr_out - _sender_outputs(hm, det, det[embed_name])
+                del det, corr_out
             ld.sum().backward(retain_graph=True)
             n_fwd += 1
             n_bwd += 1
-            for L in range(nL):
-                g = _receiver_grads_layer(hm, graph, run, L)
-                grads_sum[L] = g if L not in grads_sum else grads_sum[L] + g
-            gl = run.cache[act_name("resid_post", nL - 1)].grad
-            gl = torch.zeros_like(delta[0]) if gl is None else gl.float()
-            grads_sum[nL] = gl.unsqueeze(0) if nL not in grads_sum else grads_sum[nL] + gl.unsqueeze(0)
+            # streaming over receiver layers: [S_before, B, p, d] x [R_L, B, p, d] -> [S_before, R_L]
+            for L in range(nL + 1):
+                if L < nL:
+                    g = _receiver_grads_layer(hm, graph, run, L)
+                else:
+                    gl = run.cache[act_name("resid_post", nL - 1)].grad
+                    g = (torch.zeros_like(delta[0]) if gl is None else gl.float()).unsqueeze(0)
+                r0 = L * R_per
+                n_s = graph.n_senders_before(graph.receivers[r0 + g.shape[0] - 1])
+                acc[:n_s, r0:r0 + g.shape[0]] += w * torch.einsum("sbpd,rbpd->sr", delta[:n_s], g).double().cpu()
+                del g
             del run, ld
-        # streaming over receiver layers: [S_before, B, p, d] x [R_L, B, p, d] -> [S_before, R_L]
-        for L in range(nL + 1):
-            g = grads_sum.pop(L) / len(alphas)
-            r0 = L * R_per
-            rr = list(range(r0, r0 + g.shape[0]))
-            n_s = graph.n_senders_before(graph.receivers[rr[-1]])
-            acc[:n_s, rr[0]:rr[-1] + 1] += torch.einsum("sbpd,rbpd->sr", delta[:n_s], g).double().cpu()
         del delta
     N = data.n_items
     clean, corrupt = clean_sum / N, corrupt_sum / N

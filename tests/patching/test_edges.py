@@ -71,7 +71,7 @@ def test_eap_into_logits_matches_exact_and_planted_edges_on_top(toy, toy_scores)
     # edge feeding the previous-token head its token, which the key path needs)
     top = {g.edge_name(e) for e in ex.ranked()[:3]}
     assert set(PLANTED) <= top
-    assert eap.settings["forwards"] == 3 and eap.settings["backwards"] == 1   # one batch
+    assert eap.settings["forwards"] == 2 and eap.settings["backwards"] == 1   # one batch: 3 passes
 
 
 def test_circuit_runs_match_clean_corrupt_and_single_edges(toy, toy_pairs, toy_scores):
@@ -142,7 +142,7 @@ def test_eap_matches_exact_on_a_random_llama_to_first_order(tiny_llama):
     ex = exact_edge_scores(tiny_llama, its)
     assert spearman(eap.scores, ex.scores) > 0.8           # a smooth random model: near linear
     assert spearman(ig.scores, ex.scores) > 0.8
-    assert ig.settings["forwards"] == 2 + 3 and ig.settings["backwards"] == 3
+    assert ig.settings["forwards"] == 1 + 3 and ig.settings["backwards"] == 3
 
 
 def test_prune_reaches_target_and_curve_is_measured(toy, toy_pairs, toy_scores):
