@@ -21,7 +21,7 @@ from .common import STATE, quiet_library_warnings
 
 # command modules register themselves on `cli` when imported; missing modules are skipped so the
 # CLI lists exactly the commands that exist.
-COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit"]
+COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit", "diff", "sae"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -31,7 +31,7 @@ def cli(debug: bool) -> None:
     """autointerp: explain the units of a transformer LM with an LLM, and find the circuits of a task.
 
     \b
-    Units are named L5/N131 (MLP neuron) and L9/H9 (attention head); hook points
+    Units are named L5/N131 (MLP neuron), L9/H9 (attention head) and L6/F12@sae (SAE latent); hook points
     blocks.{L}.resid_pre, blocks.{L}.attn.z, blocks.{L}.mlp.post, ... (like TransformerLens).
     """
     STATE.debug = debug

@@ -1,0 +1,141 @@
+"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.diff.diff_models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import cli
+from .common import check_out_file, check_store_path, emit, json_option, llm_options, progress, store_option
+
+_ARROW = {"b_better": "B better than A", "a_better": "A better than B"}
+
+
+def _fmt(v, f="+.3f"):
+    return "-" if v is None else format(v, f)
+
+
+def _context_line(r, n_chars: int = 160) -> str:
+    """The record's text with its peak token marked [[...]], cut around the peak."""
+    i = max(range(len(r.acts)), key=lambda j: r.acts[j]) if r.acts else 0
+    left = "".join(r.tokens[:i])[-n_chars // 2:]
+    right = "".join(r.tokens[i + 1:])[:n_chars // 2]
+    return (left + "[[" + r.tokens[i] + "]]" + right).replace("\n", "⏎") if r.tokens else ""
+
+
+@cli.command("diff")
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--corpus", default=None, help="Text source (as for mine) [default: the offline corpus].")
+@click.option("--tokens", "n_tokens", type=int, default=4096, show_default=True, help="Tokens of text (of A's tokenizer).")
+@click.option("--context-len", type=int, default=64, show_default=True, help="Tokens per context.")
+@click.option("--batch-size", type=int, default=8, show_default=True, help="Contexts per forward pass.")
+@click.option("--metric", type=click.Choice(["logp", "p", "clip"]), default="logp", show_default=True,
+              help="Per-token value that ranks contexts: Δ log p, Δ p or Δ max(-5, log p).")
+@click.option("--tasks", default="", help="Comma-separated built-in tasks to compare (ioi, greater_than, ...).")
+@click.option("--task-items", type=int, default=32, show_default=True, help="Items per task.")
+@click.option("--level", type=click.Choice(["auto", "blackbox", "components"]), default="auto", show_default=True,
+              help="components needs the same architecture (auto: when it matches).")
+@click.option("--act-tokens", type=int, default=2048, show_default=True, help="Tokens for the activation diff.")
+@click.option("--contexts", "n_contexts", type=int, default=8, show_default=True,
+              help="Top contexts used for DLA and patching.")
+@click.option("--side", type=click.Choice(["auto", "b_better", "a_better"]), default="auto", show_default=True,
+              help="Which model's advantage to explain and patch (auto: the larger).")
+@click.option("--explain", type=click.Choice(["none", "baseline", "llm"]), default="baseline", show_default=True,
+              help="Explain the top contexts: baseline (no LLM, exact score) or llm (+ simulation, detection, fuzzing).")
+@click.option("--top", type=int, default=5, show_default=True, help="Contexts and components printed.")
+@click.option("--plot", type=click.Path(path_type=Path), default=None, help="Save a PNG of the rankings.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@llm_options
+@store_option
+@json_option
+def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric, tasks, task_items, level, act_tokens,
+             n_contexts, side, explain, top, plot, seed, device, dtype, llm_spec, llm_base_url, store_path,
+             as_json) -> None:
+    """Diff two causal LMs: where B predicts text better or worse than A, on tasks, and (same
+    architecture) which heads, neurons and layers changed and carry the difference.
+
+    \b
+    Black box (any two models): per-token Δ log p, Δ p, Δ max(-5, log p) and KL(A||B) when the
+    tokenizers match, else log p summed over the character spans both tokenisations share.
+    Components (same architecture): weight diff per tensor / head / neuron, attention JS
+    divergence and head-output change per head, neuron correlations, DLA difference and patching
+    from the better model into the worse on the top contexts. Stored in the store's diff tables.
+
+    \b
+      autointerp diff smollm2-135m runs/smollm2-no-induction --json
+      autointerp diff smollm2-135m gemma3-270m --tasks ioi,capitals
+    """
+    from ..diff import DiffSettings, diff_models
+    from ..store import DEFAULT_STORE, Store
+
+    s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
+                     tasks=[t for t in tasks.split(",") if t.strip()], task_items=task_items, level=level,
+                     act_tokens=act_tokens, n_contexts=n_contexts, side=side, explain=explain, seed=seed).check()
+    check_out_file("--plot", plot)
+    path = check_store_path(store_path or DEFAULT_STORE)
+    from ..corpus import DEFAULT_CORPUS, open_source
+
+    open_source(corpus or DEFAULT_CORPUS)           # a bad --corpus fails before the models load
+    with Store(path) as store:
+        res = diff_models(store, model_a, model_b, s, device=device, dtype=dtype, llm=llm_spec,
+                          llm_base_url=llm_base_url, progress=None if as_json else progress)
+    if plot:
+        from ..diff.plot import plot_diff
+
+        plot_diff(res, plot)
+    emit(as_json, res.to_json(), lambda: _human(res, top, plot))
+
+
+def _human(res, top: int, plot) -> None:
+    bb, sm = res.blackbox, res.summary
+    click.echo(f"diff {res.id}  A={res.model_a}  B={res.model_b}")
+    unit = "tokens" if bb.mode == "token" else "spans (character spans both tokenizers share)"
+    click.echo(f"  {bb.n_contexts} contexts, {bb.n_units} {unit}, {res.timings.get('total_s', 0):.1f} s; level {res.level}")
+    click.echo(f"  mean log p  A {_fmt(sm['mean_logp_a'], '.3f')}  B {_fmt(sm['mean_logp_b'], '.3f')}   "
+               f"Δ log p {_fmt(sm['delta_logp'])}  Δ p {_fmt(sm['delta_p'], '+.4f')}  "
+               f"Δ max(-5, log p) {_fmt(sm['delta_clip_logp'])}  KL(A||B) {_fmt(sm['kl_a_b'], '.4f')}  "
+               f"B better on {100 * sm['frac_b_better']:.0f}% of {'tokens' if bb.mode == 'token' else 'spans'}")
+    for note in res.notes:
+        click.echo(f"  note: {note}")
+    for side in ("a_better", "b_better"):
+        recs = bb.top[side][:top]
+        rep = sm.get(f"repeat_frac_top10_{side}")
+        extra = f", {100 * rep:.0f}% of the top 10 complete a repeat" if rep is not None else ""
+        click.echo(f"top contexts where {_ARROW[side]} (Δ {bb.metric}{extra}){'  <- explained' if side == res.side else ''}:")
+        for i, r in enumerate(recs):
+            click.echo(f"  {i + 1}. [{r.max_act:+.2f}] {_context_line(r)}")
+    for t in res.tasks:
+        o = t["outliers"][0] if t["outliers"] else None
+        click.echo(f"task {t['task']} (n={t['n_items']}): logit diff A {t['logit_diff_a']:+.2f}  B {t['logit_diff_b']:+.2f}"
+                   f"   accuracy A {t['accuracy_a']:.2f}  B {t['accuracy_b']:.2f}"
+                   + (f"   largest change {o['delta']:+.2f}: {o['clean']!r} -> {o['answer']!r}" if o else ""))
+    labels = {"weight_tensor": "weights / tensor", "weight_head": "weights / head W_O", "weight_neuron": "weights / neuron",
+              "attn_js": "attention JS", "head_out": "head output", "neuron_corr": "neuron corr (lowest)",
+              "dla": "DLA B - A", "patching": "patching"}
+    if res.components:
+        click.echo("components (ranked):")
+    for a, rows in res.components.items():
+        if not rows:
+            continue
+        cells = "  ".join(f"{r['component']} {r['value']:+.3f}" for r in rows[:top])
+        click.echo(f"  {labels.get(a, a):22s} {cells}")
+    if res.patching:
+        p = res.patching
+        click.echo(f"  (patching from {p['from']} into {p['into']} on {p['n_contexts']} contexts, {p['n_targets']} tokens; "
+                   f"1 = the whole gap {p['m_worse']:.1f} -> {p['m_better']:.1f} recovered)")
+    e = res.explanation
+    if e:
+        click.echo(f"explanation of {e['framing']}:")
+        for kind in ("llm", "baseline"):
+            if kind in e:
+                sc = e[kind]["scores"]
+                parts = [f"{k} {_fmt(v.get('value'))} (control {_fmt(v.get('control'))})" for k, v in sc.items()
+                         if k in ("simulation", "simulation_exact", "detection", "fuzzing")]
+                click.echo(f"  {kind}: {e[kind]['text']}")
+                click.echo(f"    {'; '.join(parts)}")
+    if plot:
+        click.echo(f"plot: {plot}")

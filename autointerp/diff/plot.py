@@ -1,0 +1,41 @@
+"""A PNG of a diff (matplotlib, optional: pip install 'autointerp[plot]'): the per-token Δ of the
+top contexts of each side and the rankings of every component analysis. Drawing only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UsageError
+
+
+def plot_diff(res, path: str | Path, top: int = 10) -> Path:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'autointerp[plot]'") from None
+    panels = [("contexts", None)] + [(a, rows) for a, rows in res.components.items() if rows]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), squeeze=False)
+    ax = axes[0][0]
+    bb = res.blackbox
+    for side, colour in (("a_better", "tab:blue"), ("b_better", "tab:orange")):
+        vals = [r.max_act for r in bb.top[side][:top]]
+        ax.plot(range(1, len(vals) + 1), vals, "o-", color=colour, label=side.replace("_", " "))
+    ax.set_title(f"{res.model_a} vs {res.model_b}: peak Δ {bb.metric} of the top contexts")
+    ax.set_xlabel("rank")
+    ax.legend()
+    for (name, rows), row in zip(panels[1:], axes[1:]):
+        ax = row[0]
+        rows = rows[:top]
+        ax.bar(range(len(rows)), [r["value"] for r in rows], color="tab:gray")
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels([r["component"][-24:] for r in rows], rotation=30, ha="right", fontsize=7)
+        ax.set_title(name)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
