@@ -212,6 +212,12 @@ def test_find_circuit_stores_and_reuses(toy, toy_pairs, tmp_path):
     assert again.reused and again.edge_names() == c.edge_names() and again.faithfulness == c.faithfulness
     assert again.curve == c.curve
     assert [r["id"] for r in store.list_circuits("toy")] == [c.circuit_id]
+    from autointerp.serve.app import render
+
+    status, page = render(tmp_path / "s.db", f"/circuit/{c.circuit_id}")
+    assert status == 200 and "L0/H0</a> " not in page
+    assert 'href="/unit/toy-induction/L1/H0"' in page and "faithfulness" in page and ":k" in page
+    assert render(tmp_path / "s.db", "/circuit/999")[0] == 404 and render(tmp_path / "s.db", "/circuit/x")[0] == 400
 
 
 @pytest.fixture(scope="module")
