@@ -6,6 +6,7 @@ Routes (GET/HEAD only):
     /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
     /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
+    /diffs, /diff/<id>         stored model diffs (`autointerp diff A B`; id or a unique prefix)
     /static/viewer.js          the viewer's one script (the true/simulated toggle)
 
 Every response carries CSP (a Content-Security-Policy) that allows scripts from this server only
@@ -41,6 +42,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ..core.units import Unit
 from ..errors import AutointerpError, UnitError, UsageError
 from . import pages
+from .diff import diff_page, diffs_page
 from .investigation import investigation_html
 
 
@@ -103,7 +105,19 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
             limit = _int_param(q, "limit", 1, MAX_LIMIT)
         with _open(store_path) as store:
             if url.path in ("/", "/index.html"):
-                return 200, pages.index_page(store.overview(), store.search(None, limit=20))
+                page = pages.index_page(store.overview(), store.search(None, limit=20))
+                if store.list_diffs():
+                    page = page.replace("</main>", '<h2>model diffs</h2><p><a href="/diffs">every stored diff</a></p></main>')
+                return 200, page
+            if url.path == "/diffs":
+                return 200, diffs_page(store.list_diffs())
+            if len(segs) == 2 and segs[0] == "diff" and segs[1]:
+                if not INV_ID_RE.fullmatch(unquote(segs[1])):
+                    raise BadRequest("a diff id is letters and digits (a hash or its prefix)")
+                d = store.get_diff(unquote(segs[1]))
+                if d is None:
+                    raise NotFound(f"no model diff {unquote(segs[1])!r} in this store")
+                return 200, diff_page(d)
             if url.path == "/search":
                 model = q.get("model") or None
                 explainer = q.get("explainer") or None
