@@ -105,10 +105,13 @@ class YesNoJudge:
                     y, n = float(row[-1][0]), float(row[-1][1])
                     out.append(y / (y + n) if y + n > 0 else 0.5)
             return out, bad
-        for t in texts:
+        from .simulate import parallel_map
+
+        def one(t):
             msgs = self.template.render_messages(explanation=explanation.strip(), text=t)
-            ans = self.llm.chat(msgs, temperature=0.0, max_tokens=3, template=self.template)[0]
-            p = parse_yes_no(ans)
+            return parse_yes_no(self.llm.chat(msgs, temperature=0.0, max_tokens=3, template=self.template)[0])
+
+        for p in parallel_map(self.llm, one, list(texts)):    # the items in parallel on endpoints
             if p is None:
                 bad += 1
                 p = 0.5

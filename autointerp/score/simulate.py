@@ -126,6 +126,18 @@ def parse_json_values(text: str, n: int) -> tuple[list[float], int]:
 
 
 # ---- simulators --------------------------------------------------------------------------------
+def parallel_map(llm, fn, items: Sequence) -> list:
+    """fn over items, in order. On a remote endpoint (an LLM with `concurrency` > 1) the calls run
+    in parallel threads, up to that many at once, so a latency-bound server is kept busy; the
+    embedded backend runs them one by one (its forward passes already use every core)."""
+    n = int(getattr(llm, "concurrency", 1) or 1)
+    if n <= 1 or getattr(llm, "backend", "") == "embedded" or len(items) <= 1:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(n, len(items))) as pool:
+        return list(pool.map(fn, items))
+
 class LogprobSimulator:
     """All-at-once simulation from prompt logprobs (exact on the embedded backend).
 
@@ -196,15 +208,17 @@ class JsonSimulator:
         return self.llm.name
 
     def simulate(self, explanation: str, records: Sequence) -> Simulation:
-        expected, bad = [], 0
-        for r in records:
+        def one(r):
             prompt = build_json_prompt(self.template, explanation, r.tokens)
             max_tokens = 16 + self.max_tokens_per_value * len(r.tokens)
             if isinstance(prompt, list):
                 text = self.llm.chat(prompt, temperature=0.0, max_tokens=max_tokens, template=self.template)[0]
             else:
                 text = self.llm.complete(prompt, temperature=0.0, max_tokens=max_tokens, template=self.template)[0]
-            vals, b = parse_json_values(text, len(r.tokens))
+            return parse_json_values(text, len(r.tokens))
+
+        expected, bad = [], 0
+        for vals, b in parallel_map(self.llm, one, records):   # one request per record, in parallel on endpoints
             expected.append(vals)
             bad += b
         return Simulation(method=self.method, scorer=self.scorer, template_hash=self.template.hash,
