@@ -22,9 +22,8 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from ..core.hooks import act_name, parse_hook
+from ..core.hooks import act_name
 from ..core.keys import content_hash
-from ..core.units import Unit
 from ..errors import UsageError
 from ..tasks.api import dataset_hash
 from ..tasks.items import Dataset, PairItem
@@ -166,12 +165,11 @@ def acdc(hm, data, graph: EdgeGraph, *, tau: float = 0.01, candidates: Sequence[
     for i, e in enumerate(order):
         patched[e] = True
         f = (circuit_logit_diff(hm, data, patched, graph) - corrupt) / gap
+        removed_cost[e] = cur - f
         if cur - f < tau:
             cur = f
-            removed_cost[e] = cur - f
         else:
             patched[e] = False
-            removed_cost[e] = cur - f
         if progress:
             progress(i + 1, len(order))
     keep = [e for e in order if not patched[e]]
@@ -227,7 +225,7 @@ def find_circuit(store, hm, ds: Dataset, method: str = "eap", *, target: float =
     else:
         sc = eap_scores(hm, ds.items, method=method, steps=ig_steps, batch_size=batch_size, graph=graph)
         circ = prune_to_target(hm, data, sc, target, points=points,
-                               progress=(lambda k, f: progress(k, f)) if progress else None)
+                               progress=progress)
     circ.settings.update({"dataset": ds.name, **{k: v for k, v in params.items() if v is not None}})
     store.put_model(hm.spec, hm.info())
     circ.circuit_id = store.put_circuit(key, dataset=ds.name, model_id=hm.spec, method=method, target=target,
@@ -327,22 +325,6 @@ def auto_circuit_json(c: Circuit) -> dict:
         "circuit": [f"{_ac_src(g, g.edges[e][0])}->{_ac_dest(g, g.edges[e][1])[0]}" for e in c.edges],
         "faithfulness": c.faithfulness, "method": c.method, "n_edges": len(c.edges),
     }
-
-
-def node_link(name: str) -> str | None:
-    """The unit id a node name links to (a head), or None (embed, logits, MLPs)."""
-    base = name.split(":")[0]
-    if Unit.is_id(base):
-        return base
-    return None
-
-
-def mlp_layer(name: str) -> int | None:
-    try:
-        L, site = parse_hook(name)
-    except Exception:
-        return None
-    return L if site == "mlp.out" else None
 
 
 def rank_check(hm, items: Sequence[PairItem], *, method: str = "eap", receivers: str = "logits",
