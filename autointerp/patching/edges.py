@@ -373,7 +373,8 @@ def exact_edge_scores(hm, items: Sequence[PairItem], edges: Sequence[int | str] 
     """Exact effect of patching each edge alone (noising: clean run, that one edge's sender term
     in its receiver's input replaced by the corrupt value). Edges: indices or names (default all).
 
-        into logits      blocks.{n-1}.resid_post + delta               (one forward)
+        into logits      blocks.{n-1}.resid_post + delta, through the final norm and the
+                         unembedding at the last position                (no forward)
         into an MLP      attn.out + delta and mlp.out - delta: only the MLP sees it   (one forward)
         into L/H:c       resid_pre + delta with the layer's q/k/v held clean except the receiver's
                          slice, head h's z recorded (forward to layer L); then the clean run with
@@ -398,7 +399,7 @@ def exact_edge_scores(hm, items: Sequence[PairItem], edges: Sequence[int | str] 
     for b in data:
         B = b.size
         ld_x, xrun = run_ld(hm, b.corrupt, b, cache=_sender_cache_names(nL))
-        ld_c, crun = run_ld(hm, b.clean, b, cache=_sender_cache_names(nL) + qkv)
+        ld_c, crun = run_ld(hm, b.clean, b, cache=_sender_cache_names(nL) + qkv + [act_name("resid_post", nL - 1)])
         clean_sum += float(ld_c.double().sum())
         corrupt_sum += float(ld_x.double().sum())
         e0 = act_name("resid_pre", 0)
@@ -429,9 +430,12 @@ def _add(D):
 
 def _patched_ld(hm, graph: EdgeGraph, rec: Receiver, D: torch.Tensor, ids, b: Batch, kk: int, clean_cache):
     nL = hm.n_layers
-    if rec.kind == "logits":
-        ld, _ = run_ld(hm, ids, b, reps=kk, hooks={act_name("resid_post", nL - 1): _add(D)})
-        return ld
+    if rec.kind == "logits":     # only the final norm and the unembedding read it: no forward needed
+        last = b.last.repeat(kk)
+        rows = torch.arange(kk * b.size, device=D.device)
+        x = _rep(clean_cache[act_name("resid_post", nL - 1)], kk)[rows, last] + D[rows, last].to(hm.dtype)
+        logits = hm.unembed(hm.ln_final(x))
+        return logits[rows, b.ans.repeat(kk)] - logits[rows, b.wrong.repeat(kk)]
     L = rec.layer
     if rec.kind == "mlp":
         ld, _ = run_ld(hm, ids, b, reps=kk, hooks={act_name("attn.out", L): _add(D), act_name("mlp.out", L): _add(-D)})
