@@ -9,6 +9,8 @@ import click
 
 from . import cli
 from ..errors import UsageError
+from ..core.units import Unit
+from .sae import bind_unit, resolve_sae, sae_options
 from .common import check_min, check_store_path, check_unit, emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 # colours by normalised activation (0..10): stronger is warmer
@@ -100,19 +102,20 @@ def _fmt_tokens(pairs, n: int = 8) -> str:
 
 
 @cli.command("explain")
-@click.option("--unit", "unit", required=True, help="Unit to explain, e.g. L3/N42.")
+@click.option("--unit", "unit", required=True, help="Unit to explain, e.g. L3/N42, or an SAE latent L6/F12 with --sae.")
 @explain_options
 @click.option("--n-test", type=int, default=None, help="Test split: this many top and as many random records [default: 5].")
 @click.option("--run", "run_id", default=None, help="Mining run to use [default: the latest covering the unit's layer].")
 @click.option("--corpus", default=None, help="Corpus to mine when nothing is stored [default: the offline gensim corpus].")
 @click.option("--n-tokens", type=int, default=None, help="Tokens to mine when nothing is stored [default: 16384].")
 @click.option("--records", "n_show", type=int, default=5, show_default=True, help="Top records printed.")
+@sae_options
 @model_options
 @llm_options
 @store_option
 @json_option
-def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run_id, corpus, n_tokens, n_show, model_spec, device, dtype,
-                llm_spec, llm_base_url, store_path, as_json) -> None:
+def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run_id, corpus, n_tokens, n_show, sae_specs,
+                sae_name, model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain one unit with an LLM and score the explanation (mines the unit's layer first when
     the store has no records for it). Prints the explanation, its scores with 95% intervals, the
     non-LLM baseline's scores, the promoted tokens and the top records."""
@@ -131,7 +134,16 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
     if n_test is not None:
         es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
     es.check()
-    check_unit("--unit", unit, s.model)
+    mine_kw = None
+    if sae_specs or Unit.parse(unit).kind == "feature":   # an SAE latent: bound to its SAE (--sae or its @name)
+        store = Store(check_store_path(s.store))
+        u0 = Unit.parse(unit)
+        specs = sae_specs or ((u0.sae,) if u0.sae else ())
+        saes = [resolve_sae(x, store, sae_name) for x in specs]
+        unit = bind_unit(unit, saes).id
+        mine_kw = {"saes": [x for x in saes if x.name == Unit.parse(unit).sae], "units": "latents"}
+    else:
+        check_unit("--unit", unit, s.model)
     check_min("--tokens", n_tokens, 64)
     if corpus is not None:
         from ..corpus.sources import open_source
@@ -139,7 +151,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
         open_source(corpus)                       # a bad corpus fails here, before the model loads
     store = Store(check_store_path(s.store))
     res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
-                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype)
+                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype, mine_kw=mine_kw)
 
     def human() -> None:
         e, b = res.explanation, res.baseline

@@ -8,6 +8,8 @@ import click
 
 from ..corpus.sources import DEFAULT_CORPUS
 from . import cli
+from ..errors import UsageError
+from .sae import resolve_sae, sae_options
 from .common import (check_context_len, check_layers, check_min, check_store_path, emit, json_option, model_options,
                      settings, store_option)
 
@@ -26,17 +28,20 @@ from .common import (check_context_len, check_layers, check_min, check_store_pat
 @click.option("--quantiles", "n_quantiles", type=int, default=10, show_default=True, help="Activation quantile bins.")
 @click.option("--per-quantile", type=int, default=2, show_default=True, help="Records per quantile bin.")
 @click.option("--random", "n_random", type=int, default=20, show_default=True, help="Random records per unit.")
-@click.option("--units", type=click.Choice(["neurons", "heads", "both"]), default="neurons", show_default=True,
-              help="MLP neurons, attention heads (needs eager attention: slower), or both.")
+@click.option("--units", type=click.Choice(["neurons", "heads", "both", "latents"]), default=None,
+              help="MLP neurons, attention heads (needs eager attention: slower), both, or only the --sae latents "
+                   "[default: neurons; latents with --sae].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Contexts per forward pass.")
+@sae_options
 @model_options
 @store_option
 @json_option
 def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units,
-             batch_size, model_spec, device, dtype, store_path, as_json) -> None:
+             batch_size, sae_specs, sae_name, model_spec, device, dtype, store_path, as_json) -> None:
     """Mine top, quantile and random records and statistics for every unit of the chosen layers
     over a corpus, and each neuron's promoted/suppressed tokens. Resumable: rerun the same command
-    after an interruption; a finished mine is not redone."""
+    after an interruption; a finished mine is not redone. With --sae, the SAE's latents are mined
+    in the same pass (the encoder runs on the hooked activation)."""
     from ..corpus import open_source
     from ..mine import mine
     from ..mine.records import get_run
@@ -54,12 +59,21 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         check_min(opt, v, low)
     open_source(corpus, text_field)                 # a bad spec fails here (its text is read lazily)
     check_store_path(s.store)
+    if sae_name and len(sae_specs) != 1:
+        raise UsageError("--sae-name names one SAE: give exactly one --sae")
+    if units == "latents" and not sae_specs:
+        raise UsageError("--units latents needs an SAE: --sae PATH")
+    units = units or ("latents" if sae_specs else "neurons")
+    store = Store(s.store) if sae_specs else None
+    saes = [resolve_sae(x, store, sae_name) for x in sae_specs]      # a bad SAE folder fails before the model loads
     hm = load_subject(model_spec, device, dtype)
     check_context_len("--context-len", context_len, max_context=hm.max_context)
-    store = Store(s.store)
+    for x in saes:
+        hm.attach_sae(x)                        # an SAE that does not fit its hook fails here, before mining
+    store = store or Store(s.store)
     rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
                top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,
-               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field)
+               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes)
     run = get_run(store, rid)
     st = run.stats or {}
     out = {"run_id": rid, "model": run.model_id, "corpus": run.corpus, "corpus_id": run.corpus_id,
@@ -67,7 +81,9 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
            "n_contexts": run.n_contexts, "n_tokens": run.n_tokens, "n_units": st.get("n_units"),
            "records": store.count_records(rid), "seconds": st.get("seconds"), "tokens_per_s": st.get("tokens_per_s"),
            "finalize_s": st.get("finalize_s"), "resumed_from": st.get("resumed_from"),
-           "this_call_s": round(time.perf_counter() - t0, 2), "store": str(s.store)}
+           "this_call_s": round(time.perf_counter() - t0, 2), "store": str(s.store),
+           "saes": [{"name": x.name, "id": x.id, "hook": x.hook, "d_sae": x.d_sae} for x in saes],
+           "latents": st.get("latents")}
 
     def human() -> None:
         lay = run.layers
@@ -76,9 +92,14 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         click.echo(f"run {rid}  model {run.model_id}  corpus {run.corpus}")
         nl = len(run.layers)
         what = {"neurons": f"{nl * hm.d_mlp:,} neurons", "heads": f"{nl * hm.n_heads:,} heads",
-                "both": f"{nl * hm.d_mlp:,} neurons + {nl * hm.n_heads:,} heads"}[run.units]
+                "both": f"{nl * hm.d_mlp:,} neurons + {nl * hm.n_heads:,} heads", "latents": "SAE latents only"}[run.units]
         click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, {what}")
         click.echo(f"  records: {recs}")
+        for d in out["latents"] or []:
+            x = next(x for x in saes if x.name == d["sae"])
+            click.echo(f"  SAE {d['sae']} ({x.hook}, {d['d_sae']:,} latents): L0 {d['l0']:.1f}, dead {d['dead']:,} "
+                       f"({100 * d['dead_frac']:.1f}%), median firing frequency {d['median_freq']:.2g}; "
+                       f"units L{x.layer}/F<i>@{d['sae']}")
         tps = f"{out['tokens_per_s']:,.0f} tokens/s" if out["tokens_per_s"] else "-"
         click.echo(f"  mined in {out['seconds']} s ({tps}; writing {out['finalize_s']} s)"
                    + (f", resumed at context {out['resumed_from']}" if out["resumed_from"] else ""))

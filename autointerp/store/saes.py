@@ -39,6 +39,18 @@ class SAEsMixin:
                  info.get("path"), json.dumps(cfg, sort_keys=True), now()])
             return info["name"]
 
+    def sae_name_for(self, sae_id: str, name: str) -> str:
+        """The name this store gives (or will give) an SAE: its registered name when known, else
+        `name`, refused when a different SAE holds it. Reads only (for faces, before any mining)."""
+        row = self.query("select name from saes where id = ?", [sae_id])
+        if row:
+            return row[0]["name"]
+        other = self.query("select path from saes where name = ?", [name])
+        if other:
+            raise UsageError(f"the store already has a different SAE named {name!r} (from {other[0]['path']}): "
+                             "give this one another name (--sae-name)")
+        return name
+
     def get_sae(self, id_or_name: str) -> dict | None:
         """An SAE's row by content id (or a unique prefix of 8+ characters) or by name, else None."""
         rows = self.query("select * from saes where id = ? or name = ?", [id_or_name, id_or_name])

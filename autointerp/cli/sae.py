@@ -1,0 +1,150 @@
+"""`autointerp sae ...` and the --sae option of mine/explain: SAEs and transcoders (SAELens
+format) whose latents are units L<layer>/F<i>@<name>. Thin: loading is models/sae.py, mining
+mine/, training mine/sae_train.py, the registry store/saes.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import UsageError
+from . import cli
+from .common import check_min, check_store_path, emit, json_option, model_options, settings, store_option
+
+
+def sae_options(f):
+    f = click.option("--sae-name", default=None,
+                     help="Name of the SAE in unit ids (L6/F12@NAME) [default: its folder's name].")(f)
+    return click.option("--sae", "sae_specs", multiple=True, metavar="PATH_OR_NAME",
+                        help="An SAE or transcoder: a SAELens folder (cfg.json + sae_weights.safetensors), "
+                             "saelens:RELEASE:SAE_ID (needs autointerp[sae]), or the name of one in the store.")(f)
+
+
+def resolve_sae(spec: str, store=None, name: str | None = None):
+    """The SAE named by a folder, a saelens: id, or a name/id registered in the store; its name is
+    the store's for it (so unit ids stay the same across runs)."""
+    from ..models.sae import SAEError, load_sae
+
+    p = Path(spec).expanduser()
+    if p.is_dir() or str(spec).startswith("saelens:") or "/" in str(spec) or store is None:
+        sae = load_sae(p if p.is_dir() else spec, name=name)
+    else:
+        row = store.get_sae(spec)
+        if row is None:
+            raise SAEError(f"--sae {spec}: no SAE folder there and no SAE of that name in {store.path}")
+        if not row["path"] or not Path(row["path"]).is_dir():
+            raise SAEError(f"--sae {spec}: the store's SAE {row['name']} was loaded from {row['path']}, which is gone")
+        sae = load_sae(row["path"], name=row["name"])
+        if sae.id != row["id"]:
+            raise SAEError(f"--sae {spec}: the files at {row['path']} changed since the store registered them "
+                           f"({sae.id[:12]} != {row['id'][:12]}); give the folder with --sae-name NEW")
+    if store is not None:
+        sae.name = store.sae_name_for(sae.id, sae.name)
+    return sae
+
+
+def bind_unit(unit: str, saes: list):
+    """A unit id with its SAE: L6/F12 + --sae -> L6/F12@name, checked against the SAE's size and layer."""
+    from ..core.units import Unit
+    from ..errors import UnitError
+
+    u = Unit.parse(unit)
+    if u.kind != "feature":
+        if saes:
+            raise UnitError(f"--unit {u}: --sae applies to SAE latents (L<layer>/F<latent>), not a {u.kind}")
+        return u
+    cands = [s for s in saes if (not u.sae or s.name == u.sae)]
+    if not cands:
+        raise UnitError(f"--unit {u}: give the SAE with --sae PATH_OR_NAME" if not u.sae else
+                        f"--unit {u}: none of the given SAEs is named {u.sae!r}")
+    if len(cands) > 1:
+        at = [s for s in cands if s.layer == u.layer]
+        if len(at) != 1:
+            raise UnitError(f"--unit {u}: several SAEs given; name one (L{u.layer}/F{u.index}@NAME)")
+        cands = at
+    sae = cands[0]
+    if sae.layer != u.layer:
+        raise UnitError(f"--unit {u}: SAE {sae.name} reads layer {sae.layer} ({sae.hook}), not layer {u.layer}")
+    if not 0 <= u.index < sae.d_sae:
+        raise UnitError(f"--unit {u}: latent {u.index} out of range (SAE {sae.name} has latents 0..{sae.d_sae - 1})")
+    return Unit.feature(u.layer, u.index, sae.name)
+
+
+@cli.group("sae")
+def sae_group() -> None:
+    """Sparse autoencoders and transcoders: train a small one, list those in the store."""
+
+
+@sae_group.command("train")
+@click.option("--layer", type=int, required=True, help="Layer whose residual stream (after the block) is read.")
+@click.option("--hook", default=None, help="Another hook point, e.g. blocks.3.mlp.out [default: blocks.L.resid_post].")
+@click.option("--latents", type=int, default=4096, show_default=True, help="Number of latents (d_sae).")
+@click.option("--k", type=int, default=32, show_default=True, help="Active latents per token (TopK).")
+@click.option("--tokens", "n_tokens", type=int, default=500_000, show_default=True, help="Training tokens (one pass).")
+@click.option("--corpus", default=None, help="Text to train on [default: the offline gensim corpus].")
+@click.option("--context-len", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=None, help="Adam learning rate [default: 2e-4 * sqrt(16384 / latents)].")
+@click.option("--minibatch", type=int, default=512, show_default=True, help="Tokens per Adam step.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to write (SAELens format).")
+@model_options
+@json_option
+def sae_train_cmd(layer, hook, latents, k, n_tokens, corpus, context_len, lr, minibatch, seed, out, model_spec, device,
+                  dtype, as_json) -> None:
+    """Train a TopK SAE (Adam, reconstruction loss + AuxK on dead latents) on activations streamed
+    from the model; write it in the SAELens format that --sae loads. Reports explained variance,
+    L0 and the dead-latent fraction on held-out contexts."""
+    from ..core.hooks import act_name
+    from ..corpus.sources import DEFAULT_CORPUS, open_source
+    from ..mine.sae_train import train_topk
+    from ..models.sae import safe_name
+    from .models import load_subject
+
+    for opt, v, low in (("--layer", layer, 0), ("--latents", latents, 1), ("--k", k, 1), ("--tokens", n_tokens, 1),
+                        ("--minibatch", minibatch, 1), ("--context-len", context_len, 2)):
+        check_min(opt, v, low)
+    if k > latents:
+        raise UsageError(f"--k {k} is more than --latents {latents}")
+    if out.exists() and any(out.iterdir()) and not (out / "cfg.json").exists():
+        raise UsageError(f"--out {out} is a non-empty folder that holds no SAE; choose an empty one")
+    hook = act_name(hook, None) if hook else act_name("resid_post", layer)
+    corpus = corpus or DEFAULT_CORPUS
+    open_source(corpus)
+    hm = load_subject(model_spec, device, dtype)
+    sae, rep = train_topk(hm, hook, latents, k, n_tokens, corpus=corpus, context_len=context_len, lr=lr,
+                          minibatch=minibatch, seed=seed, name=safe_name(out.name), progress=not as_json)
+    sae.save(out, model_name=hm.spec)
+    rep = {**rep, "out": str(out), "model": hm.spec}
+
+    def human() -> None:
+        click.echo(f"SAE {out}  ({hm.spec} {hook}, {latents:,} latents, k={k})")
+        click.echo(f"  trained on {rep['tokens']:,} tokens in {rep['steps']} steps ({rep['seconds']} s)")
+        click.echo(f"  held out ({rep['eval_tokens']:,} tokens): explained variance {rep['explained_variance']:.3f}, "
+                   f"L0 {rep['l0']:.1f}, dead latents {100 * rep['dead_frac']:.1f}% "
+                   f"(never fired in training; {100 * rep['dead_frac_eval']:.1f}% silent on held-out)")
+        click.echo(f"  use it: autointerp mine --sae {out} ...; autointerp explain --unit L{layer}/F0 --sae {out}")
+
+    emit(as_json, rep, human)
+
+
+@sae_group.command("list")
+@store_option
+@json_option
+def sae_list_cmd(store_path, as_json) -> None:
+    """The SAEs registered in the store (by content id), with their hook points and sizes."""
+    from ..store import Store
+
+    s = settings(store=store_path)
+    path = check_store_path(s.store, must_exist=True)
+    rows = Store(path, readonly=True).saes()
+
+    def human() -> None:
+        if not rows:
+            click.echo("no SAEs in the store (mine with --sae PATH to add one)")
+        for r in rows:
+            out = f" -> {r['hook_out']}" if r["hook_out"] else ""
+            click.echo(f"{r['name']:<20} {r['id'][:12]}  {r['model_id']}  {r['architecture']:<10} {r['hook']}{out}  "
+                       f"d_sae {r['d_sae']:,}  {r['path']}")
+
+    emit(as_json, rows, human)
