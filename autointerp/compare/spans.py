@@ -13,7 +13,7 @@ Whitespace-only tokens ("\\n\\n") snap onto the next word and so join its span, 
 Each span has (start, end) in snapped coordinates and a display text that keeps the leading
 whitespace (" cat"), like a GPT-2 token. A token belongs to the span containing its snapped start;
 a span's log p is the sum of its tokens' log p (conditioned on the same text before it in both
-models). A final span is kept only when both tokenisations end at the same character.
+models). The last span ends where the shorter tokenisation ends, if the other ends a token there too.
 """
 
 from __future__ import annotations
@@ -50,10 +50,10 @@ def common_spans(text: str, offs_a: Sequence[tuple[int, int]], offs_b: Sequence[
         return []
     sa = {snap(text, s) for s, _ in offs_a}
     sb = {snap(text, s) for s, _ in offs_b}
-    end_a, end_b = max(e for _, e in offs_a), max(e for _, e in offs_b)
-    bounds = sorted(b for b in sa & sb if b < min(end_a, end_b))
-    if end_a == end_b:
-        bounds.append(end_a)
+    limit = min(max(e for _, e in offs_a), max(e for _, e in offs_b))
+    bounds = sorted(b for b in sa & sb if b < limit)
+    if limit in {e for _, e in offs_a} and limit in {e for _, e in offs_b}:   # both tokenisations end a token there
+        bounds.append(limit)
     out = []
     for k in range(len(bounds) - 1):
         s, e = bounds[k], bounds[k + 1]

@@ -127,6 +127,11 @@ def diff_models(store, spec_a: str | None = None, spec_b: str | None = None, set
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     source = open_source(s.corpus or DEFAULT_CORPUS)     # a bad corpus spec fails before any model loads
+    from ..models.loader import resolve_spec
+
+    for spec, hm in ((spec_a, hm_a), (spec_b, hm_b)):    # and so does a model spec that names nothing
+        if hm is None:
+            resolve_spec(spec)
     hm_a = hm_a if hm_a is not None else _load(spec_a, device, dtype)
     hm_b = hm_b if hm_b is not None else _load(spec_b, device, dtype)
     timings["load_s"] = time.perf_counter() - t0

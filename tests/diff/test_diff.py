@@ -1,0 +1,180 @@
+"""Model diff (issue #17) on a planted difference: B = the hand-built induction GPT-2 with its
+induction head's output zeroed. The diff must rank that head first (weights, head outputs, DLA,
+patching), put repeated-text contexts at the top of the black-box diff, store it all in the new
+tables, explain and score the top contexts, refuse mismatched architectures, and align
+character spans of two different tokenizers exactly as computed by hand."""
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tinykit import WORDS, induction_gpt2
+
+from autointerp.compare import (blackbox_diff, check_same_architecture, common_spans, is_repeat_context, span_sums,
+                                strongest_heads, zero_head_outputs)
+from autointerp.diff import DiffSettings, diff_models
+from autointerp.errors import UsageError
+from autointerp.patching import detect_heads
+from autointerp.store import Store
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """60 documents of the tiny vocabulary; every third is a 12-word segment repeated 3 times."""
+    d = tmp_path_factory.mktemp("corpus")
+    rng = random.Random(0)
+    for i in range(60):
+        seg = [rng.choice(WORDS) for _ in range(12)]
+        words = seg * 3 if i % 3 == 0 else [rng.choice(WORDS) for _ in range(36)]
+        (d / f"{i:03d}.txt").write_text(" ".join(words))
+    return str(d)
+
+
+@pytest.fixture(scope="module")
+def models():
+    a = induction_gpt2(spec="toy-a")
+    b = induction_gpt2(spec="toy-b")
+    heads = strongest_heads(detect_heads(a, n_seqs=8, seq_len=12), "induction", k=1)
+    assert heads == ["L1/H0"]                       # the head wiki finds the planted head
+    zero_head_outputs(b, heads)
+    return a, b
+
+
+def test_character_spans_by_hand():
+    text = "the cat sat."
+    a = [(0, 3), (3, 7), (7, 11), (11, 12)]          # "the", " cat", " sat", "."
+    b = [(0, 2), (2, 3), (4, 7), (8, 12)]            # "th", "e", "cat" (no space), "sat."
+    spans = common_spans(text, a, b)
+    assert [(s.start, s.end, s.text) for s in spans] == [(0, 4, "the"), (4, 8, " cat"), (8, 12, " sat.")]
+    assert span_sums(spans, a, text, [-1.0, -2.0, -3.0, -4.0]) == [-1.0, -2.0, -7.0]
+    assert span_sums(spans, b, text, [-0.5, -0.25, -2.0, -6.0]) == [-0.75, -2.0, -6.0]
+    # a tokenisation that stops early: the unfinished last span is dropped
+    assert [s.text for s in common_spans(text, a, b[:3])] == ["the", " cat"]
+
+
+def test_span_mode_with_two_tokenizers(models, corpus):
+    """Different tokenizers (a word-level and a copy whose vocabulary differs): span mode, and on
+    one word per token both ways the spans are the words."""
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models as tm, pre_tokenizers, decoders
+
+    from autointerp.models import HookedModel
+
+    a, _ = models
+    vocab = {"<unk>": 0, "<eos>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(reversed(list(dict.fromkeys(WORDS))))}}
+    tk = Tokenizer(tm.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tk.decoder = decoders.WordPiece(prefix="##")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>", bos_token="<bos>")
+    torch.manual_seed(0)
+    m = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=256, n_embd=32, n_layer=1, n_head=2)).eval()
+    other = HookedModel(m, tok, spec="toy-other-tok")
+    res = blackbox_diff(a, other, corpus, n_tokens=640, context_len=32, top_k=4, n_random=4)
+    assert res.mode == "span" and res.summary["kl_a_b"] is None
+    assert res.n_units > 0 and all(t.strip() in WORDS for r in res.top["b_better"] for t in r.tokens)
+    with pytest.raises(UsageError, match="same architecture"):
+        check_same_architecture(a, other)
+
+
+def test_planted_difference_end_to_end(models, corpus, tmp_path):
+    a, b = models
+    store = Store(tmp_path / "d.db")
+    s = DiffSettings(corpus=corpus, n_tokens=2048, context_len=32, act_tokens=256, top_k=12, n_random=12,
+                     tasks=[], explain="baseline")
+    res = diff_models(store, settings=s, hm_a=a, hm_b=b)
+    assert res.mode == "token" and res.level == "components"
+    assert res.side == "a_better"                     # A (with its induction head) is the better model
+    top10 = res.blackbox.top["a_better"][:10]
+    assert sum(is_repeat_context(r) for r in top10) >= 8
+    assert res.summary["repeat_frac_top10_a_better"] >= 0.8 > res.summary["repeat_frac_top10_b_better"]
+    for analysis in ("weight_head", "head_out", "dla", "patching"):
+        assert res.components[analysis][0]["component"] == "L1/H0", analysis
+    assert res.components["weight_head"][0]["value"] == pytest.approx(1.0)
+    assert res.components["weight_head"][1]["value"] == 0.0
+    assert res.components["patching"][0]["value"] == pytest.approx(1.0, abs=0.05)   # restores the whole gap
+    assert abs(res.components["patching"][1]["value"]) < 0.05
+    assert res.components["weight_tensor"][0]["component"] == "transformer.h.1.attn.c_proj.weight"
+    # stored in the new tables
+    d = store.get_diff(res.id[:8])
+    assert d["model_a"] == "toy-a" and d["components"]["patching"][0]["component"] == "L1/H0"
+    assert {c["side"] for c in d["contexts"]} == {"a_better", "b_better", "random"}
+    top = [c for c in d["contexts"] if c["side"] == "a_better"][0]
+    assert max(-v for v in top["values"]["logp"]) == pytest.approx(top["score"], abs=1e-3)
+    # the explanation: the baseline, scored on held-out contexts with the exact scorer and its control
+    e = d["explanations"][0]
+    assert e["side"] == "a_better" and e["explainer"] == "baseline"
+    ex = {r["kind"]: r for r in e["scores"]}["simulation_exact"]
+    assert ex["n"] > 0 and ex["control"] is not None
+    # nothing else stored was touched: no unit explanation rows
+    assert store.db["explanations"].count == 0
+    # a re-run replaces the diff's rows, keeps its explanation (cache hit)
+    res2 = diff_models(store, settings=s, hm_a=a, hm_b=b)
+    assert res2.id == res.id and len(store.get_diff(res.id)["explanations"]) == 1
+    # the viewer page
+    from autointerp.serve.app import render
+
+    store.close()
+    status, html = render(tmp_path / "d.db", f"/diff/{res.id}")
+    assert status == 200 and "L1/H0" in html and "where A is better than B" in html
+    assert "rgba(30,136,229" in html                  # tokens where A is better, in blue
+    assert render(tmp_path / "d.db", "/diff/nosuchdiff")[0] == 404
+    assert render(tmp_path / "d.db", "/diffs")[0] == 200
+
+
+def test_llm_explanation_of_a_side(models, corpus, tmp_path):
+    """The explain pipeline on a diff side with an LLM: simulation and exact scores with controls."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("explain_conftest", Path(__file__).parents[1] / "explain" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    a, b = models
+    store = Store(tmp_path / "l.db")
+    llm = mod.FakeLLM(replies=['"cat" and "dog"'], store=store)
+    s = DiffSettings(corpus=corpus, n_tokens=1024, context_len=32, top_k=12, n_random=12, level="blackbox",
+                     explain="llm", side="a_better")
+    res = diff_models(store, settings=s, hm_a=a, hm_b=b, llm=llm)
+    e = res.explanation
+    assert e["llm"]["text"] == '"cat" and "dog"' and e["better"] == "toy-a"
+    sc = e["llm"]["scores"]
+    assert sc["simulation"]["n"] > 0 and sc["simulation"]["control"] is not None
+    assert "simulation_exact" in e["baseline"]["scores"]
+    assert not res.components                          # --level blackbox: no component analyses
+
+
+def test_bad_input(models, tmp_path):
+    a, b = models
+    store = Store(tmp_path / "e.db")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(UsageError, match="no text"):
+        diff_models(store, settings=DiffSettings(corpus=str(empty), n_tokens=256, context_len=32, explain="none"),
+                    hm_a=a, hm_b=b)
+    with pytest.raises(UsageError, match="--metric"):
+        DiffSettings(metric="nope").check()
+    with pytest.raises(UsageError, match="--tasks"):
+        DiffSettings(tasks=["nope"]).check()
+    assert store.list_diffs() == []
+
+
+def test_cli(models, corpus, tmp_path):
+    from autointerp.compare import save_model
+
+    a, b = models
+    da, db = save_model(a, tmp_path / "A"), save_model(b, tmp_path / "B")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "autointerp", "diff", *map(str, args)],  # noqa: E731
+                                       capture_output=True, text=True, timeout=120)
+    r = run(da, db, "--corpus", corpus, "--tokens", 1024, "--context-len", 32, "--act-tokens", 128,
+            "--store", tmp_path / "c.db", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = json.loads(r.stdout)
+    assert out["components"]["weight_head"][0]["component"] == "L1/H0"
+    assert out["blackbox"]["top"]["a_better"][0]["repeated_text"] is True
+    r = run(da, tmp_path / "missing", "--store", tmp_path / "c.db")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "missing" in r.stderr
+    r = run(da, db, "--metric", "bad", "--store", tmp_path / "c.db")
+    assert r.returncode == 2
