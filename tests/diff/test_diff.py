@@ -178,3 +178,26 @@ def test_cli(models, corpus, tmp_path):
     assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1 and "missing" in r.stderr
     r = run(da, db, "--metric", "bad", "--store", tmp_path / "c.db")
     assert r.returncode == 2
+
+
+def test_llama_gqa_zeroed_head_is_found_and_patching_restores_it(tiny_llama, corpus):
+    """On a random GQA Llama (W_O is a transposed view of o_proj): zeroing one head's output is
+    found by the weight and head-output diffs, and patching that head back from A restores B
+    to A exactly (effect 1), every other component less."""
+    import copy
+
+    from autointerp.compare import activation_diff, patch_diff, weight_diff
+    from autointerp.models import HookedModel
+
+    a = tiny_llama
+    b = HookedModel(copy.deepcopy(a.model), a.tokenizer, spec="tiny-llama-b")
+    zero_head_outputs(b, ["L1/H2"])
+    assert float(a.W_O(1)[2].abs().sum()) > 0 and float(b.W_O(1)[2].abs().sum()) == 0
+    assert weight_diff(a, b)["weight_head"][0]["component"] == "L1/H2"
+    act = activation_diff(a, b, corpus, n_tokens=128, context_len=32)
+    assert act["head_out"][0]["component"] == "L1/H2" and act["head_out"][0]["value"] == pytest.approx(1.0)
+    assert act["attn_js"][0]["layer"] == 2           # only later layers' patterns move
+    bb = blackbox_diff(a, b, corpus, n_tokens=256, context_len=32, top_k=4, n_random=2)
+    rows, info = patch_diff(a, b, bb.top["a_better"][:4])
+    assert rows[0]["component"] == "L1/H2" and rows[0]["value"] == pytest.approx(1.0, abs=1e-3)
+    assert all(r["value"] < 0.999 for r in rows[1:]) and info["normalised"]
