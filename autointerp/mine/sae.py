@@ -96,7 +96,10 @@ class LatentLayer:
         from .miner import _f, _histograms
 
         st = self.stats
-        hist = _histograms(self.res, st.min, st.max)
+        hist = []
+        for a in range(0, self.n, 1024):                     # in chunks: the float copies stay small for 16k+ latents
+            part = _Slice(self.res.idx[a:a + 1024], self.res.rows[a:a + 1024])
+            hist += _histograms(part, st.min[a:a + 1024], st.max[a:a + 1024])
         mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
         for i in range(self.n):
             yield (self.unit(i), self.L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
@@ -130,6 +133,13 @@ class LatentLayer:
             rows = rows.cpu().numpy().astype("<f2")
             for k in np.lexsort((c, b, u)).tolist():
                 yield (self.unit(int(u[k])), kind, int(b[k]), int(c[k]), float(m[k]), rows[k].tobytes(), None)
+
+
+class _Slice:
+    """The part of a TopK state that miner._histograms reads, for a range of units."""
+
+    def __init__(self, idx, rows):
+        self.idx, self.rows = idx, rows
 
 
 def mining_saes(hm, saes: Sequence) -> list:
