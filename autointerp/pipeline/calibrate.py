@@ -171,7 +171,8 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
                     tv = sc["value"]
                 else:
                     dv.append(sc["value"])
-            if tv is not None and dv and all(tv > d for d in dv):
+            # a decoy whose score is null (its rule fires nowhere on the test records) predicts nothing
+            if tv is not None and all(tv > d for d in dv) and (dv or tv > 0):
                 wins += 1
         a, lo, hi = bootstrap_auroc(labels, vals, groups, n_boot=s.n_boot, seed=s.seed)
         rec = {"auroc": a, "low": lo, "high": hi, "n_true": sum(labels), "n_decoy": len(labels) - sum(labels),
