@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=3)
     ap.add_argument("--out", default=None, help="where model B is saved [default: a temporary folder]")
     ap.add_argument("--tasks", default="ioi")
+    ap.add_argument("--explain", default="llm", choices=["none", "baseline", "llm"],
+                    help="llm: the default embedded LLM explains the top contexts (does it say 'repetition'?)")
     args = ap.parse_args()
 
     from autointerp.compare import blackbox_diff, save_model, strongest_heads, zero_head_outputs
@@ -79,7 +81,7 @@ def main() -> None:
 
     store = Store(Path(tmp) / "bench.db")
     s = DiffSettings(n_tokens=args.tokens, tasks=[x for x in args.tasks.split(",") if x], task_items=24,
-                     explain="baseline")
+                     explain=args.explain)
     res = diff_models(store, settings=s, hm_a=a, hm_b=b)
     out["diff_id"] = res.id
     out["side"] = res.side
@@ -98,8 +100,13 @@ def main() -> None:
                                                         "accuracy_b")} for t in res.tasks]
     out["top_a_better"] = [{"peak": round(r.max_act, 2), "text": "".join(r.tokens)[:120]}
                            for r in res.blackbox.top["a_better"][:5]]
-    out["explanation"] = res.explanation and {"text": res.explanation["baseline"]["text"],
-                                              "exact": res.explanation["baseline"]["scores"].get("simulation_exact")}
+    e = res.explanation or {}
+    out["explanation"] = {kind: {"text": e[kind]["text"],
+                                 "scores": {k: (v.get("value"), v.get("control")) for k, v in e[kind]["scores"].items()}}
+                          for kind in ("llm", "baseline") if kind in e}
+    if "llm" in e:
+        out["explanation"]["mentions_repetition"] = any(w in e["llm"]["text"].lower()
+                                                        for w in ("repeat", "repetit", "again", "copy", "same"))
     out["timings"] = res.timings
     json.dump(out, sys.stdout, indent=2, default=str)
     print()

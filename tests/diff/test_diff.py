@@ -201,3 +201,36 @@ def test_llama_gqa_zeroed_head_is_found_and_patching_restores_it(tiny_llama, cor
     rows, info = patch_diff(a, b, bb.top["a_better"][:4])
     assert rows[0]["component"] == "L1/H2" and rows[0]["value"] == pytest.approx(1.0, abs=1e-3)
     assert all(r["value"] < 0.999 for r in rows[1:]) and info["normalised"]
+
+
+CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (apt-get install -y chromium)")
+def test_diff_page_in_browser(models, corpus, tmp_path):
+    """The diff page in headless chromium: the contexts' tokens carry the Δ colours (blue: A better)."""
+    import re
+    import threading
+
+    from autointerp.serve.app import make_server
+
+    a, b = models
+    store = Store(tmp_path / "v.db")
+    res = diff_models(store, settings=DiffSettings(corpus=corpus, n_tokens=512, context_len=32, top_k=4, n_random=4,
+                                                   level="blackbox", explain="none"), hm_a=a, hm_b=b)
+    store.close()
+    srv = make_server(tmp_path / "v.db", port=0, quiet=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        r = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=2000",
+                            "--dump-dom", f"{base}/diff/{res.id[:10]}"], capture_output=True, text=True, timeout=120)
+    finally:
+        srv.shutdown()
+    assert r.returncode == 0, r.stderr[-2000:]
+    page = r.stdout
+    assert "top contexts where A is better than B" in page and "toy-a" in page
+    colours = {tuple(map(int, m)) for m in re.findall(
+        r'<span class="tok"[^>]*style="background:\s*rgba\((\d+),\s*(\d+),\s*(\d+)', page)}
+    assert (30, 136, 229) in colours and (255, 140, 0) in colours
