@@ -122,7 +122,15 @@ def index_page(ov: dict, best: list[dict]) -> str:
                      [[f'<a href="{esc(dataset_url(d["name"]))}">{esc(d["name"])}</a>', esc(d["task"]), esc(d["source"]),
                        esc(d["n_items"]), esc(d["runs"])] for d in ov["datasets"]]) if ov["datasets"] else \
         '<p class="muted">no datasets</p>'
+    cals = ov.get("calibrations") or []
+    cal_html = table(["LLM", "calibration", "scorer", "AUROC [95% CI]", "true / decoys / null"],
+                     [[esc(c["llm"]), f"#{esc(c['id'])} {esc(c['created_at'])}", esc(k),
+                       score_html(v["auroc"], v["low"], v["high"]).replace("+", ""),
+                       f"{esc(v['n_true'])} / {esc(v['n_decoy'])} / {esc(v['n_null'])}"]
+                      for c in cals for k, v in c["scorers"].items()]) if cals else \
+        ('<p class="muted">none: the LLM scores in this store are uncalibrated (run <code>autointerp calibrate</code>)</p>')
     body = (f"<h1>autointerp store</h1><h2>models</h2>{models}<h2>datasets</h2>{datasets}"
+            f"<h2>scorer calibration (planted units: AUROC of true vs decoy explanations; 0.5 = chance)</h2>{cal_html}"
             f"<h2>best-scored explanations</h2>{results_table(best)}")
     return layout("store", body)
 
@@ -179,10 +187,18 @@ def unit_page(v: dict) -> str:
     parts = [f"<h1>{esc(unit)} <span class='muted'>· {esc(model)} · layer {esc(v['layer'])} "
              f"{'head' if head else 'neuron'} {esc(v['index'])}</span></h1>"]
 
+    def value_cell(s: dict) -> str:
+        if s.get("value") is None and s.get("reason"):
+            return f"<span class='muted'>null: {esc(s['reason'])}</span>"
+        return score_html(s["value"], s["ci_low"], s["ci_high"])
+
     def expl_block(e: dict, cls: str) -> str:
-        sc = "".join(f"<tr><td>{esc(s['kind'])}</td><td class='num'>{score_html(s['value'], s['ci_low'], s['ci_high'])}</td>"
+        sc = "".join(f"<tr><td>{esc(s['kind'])}</td><td class='num'>{value_cell(s)}</td>"
+                     f"<td class='num'>{score_html(s.get('control'))}</td>"
+                     f"<td class='num'>{score_html(s.get('margin'), s.get('margin_low'), s.get('margin_high'))}</td>"
                      f"<td class='num'>{esc(s['n'])}</td><td>{esc(s['scorer'])}</td></tr>" for s in e["scores"])
-        sc_t = (f"<table><thead><tr><th>score</th><th>value [ci]</th><th>n</th><th>scorer</th></tr></thead><tbody>{sc}</tbody></table>"
+        sc_t = (f"<table><thead><tr><th>score</th><th>value [ci]</th><th>control</th><th>margin [ci]</th><th>n</th>"
+                f"<th>scorer</th></tr></thead><tbody>{sc}</tbody></table>"
                 if sc else "<p class='muted'>not scored</p>")
         return (f"<div class='{cls}' data-explanation='{esc(e['id'])}'><p class='expl'>{esc(e['text'])}</p>"
                 f"<p class='muted'>{esc(e['explainer'])} · {esc(e['method'])} · {esc(e['created_at'])}</p>{sc_t}</div>")

@@ -299,7 +299,14 @@ class QueryMixin:
         datasets = self.query("""
             select d.*, (select count(*) from patch_runs r where r.dataset = d.name) as runs
             from datasets d order by name""")
-        return {"models": models, "datasets": datasets}
+        cal = []
+        if "calibrations" in self.db.table_names():
+            for r in self.query("select id, llm, model_id, created_at, results_json from calibrations order by id desc"):
+                res = _json(r.pop("results_json"), {})
+                cal.append({**r, "summary": res.get("summary") or {},
+                            "scorers": {k: {kk: v.get(kk) for kk in ("auroc", "low", "high", "n_true", "n_decoy", "n_null")}
+                                        for k, v in (res.get("scorers") or {}).items()}})
+        return {"models": models, "datasets": datasets, "calibrations": cal}
 
     def unit_view(self, model: str, unit: str, max_top: int = 20, per_bin: int = 3) -> dict | None:
         """Everything the viewer shows for one unit, or None when the store knows nothing of it."""
@@ -308,7 +315,8 @@ class QueryMixin:
         expls = self.query("select * from explanations where model_id = ? and unit = ? order by (explainer = 'baseline'), id",
                            [model, u])
         for e in expls:
-            e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at "
+            e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at, "
+                                     "control, margin, margin_low, margin_high, reason "
                                      "from scores where explanation_id = ? order by kind, value desc", [e["id"]])
             sims = [s for s in e["scores"] if s["kind"] == SIM_KIND and s["value"] is not None]
             e["best"] = max(sims, key=lambda s: s["value"]) if sims else None

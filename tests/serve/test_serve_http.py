@@ -43,6 +43,9 @@ def test_unit_page(server):
     assert "days of the week, especially Monday and Friday" in body  # explanation
     assert "Monday Friday On" in body  # baseline
     assert "[0.54, 0.70]" in body  # the score's interval
+    assert "<th>control</th><th>margin [ci]</th>" in body and "+0.520" in body   # score 0.62 - control 0.1
+    home = get(base + "/")[1]
+    assert "scorer calibration" in home and "uncalibrated" in home     # this store has no calibration
     assert "promoted" in body and " Monday" in body
     spans = re.findall(r'<span class="tok[^"]*" data-t="([^"]*)" data-s="([^"]*)"', body)
     assert len(spans) == 6 * 8 and any(t.startswith("rgba(255,140,0") for t, _ in spans)
