@@ -212,7 +212,14 @@ def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
     from ..store import Store
 
     s = settings(model=model_id, store=store_path)
-    store = Store(s.store, readonly=True, create=False)
+    store = Store(check_store_path(s.store, must_exist=True), readonly=True, create=False)
+    m = store.get_model(s.model)
+    if m is not None:                 # a unit beyond the model's sizes is named as such
+        from ..core.units import Unit
+
+        Unit.parse(unit).check(m["n_layers"], m["d_mlp"], m["n_heads"])
+    else:
+        check_unit("UNIT", unit, s.model)
     info = show_unit(store, s.model, unit)
 
     def human() -> None:
