@@ -78,3 +78,24 @@ def induction_gpt2(noise: float = 0.3, seed: int = 0, spec: str = "toy-induction
                 blk.attn.c_proj.weight[h * DH:(h + 1) * DH] = noise * torch.randn(DH, D, generator=g) / DH ** 0.5
     m.requires_grad_(False)
     return HookedModel(m, tok, spec=spec)
+
+
+def run_cli(capsys, *args):
+    """The autointerp CLI run in this process: (exit code, stdout, stderr)."""
+    from autointerp.cli import main
+
+    capsys.readouterr()
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def save_model_dir(hm, d):
+    """A HookedModel's HF model and tokenizer saved as a model directory (a valid --model spec)."""
+    hm.model.save_pretrained(d)
+    hm.tokenizer.save_pretrained(d)
+    return d

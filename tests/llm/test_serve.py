@@ -175,17 +175,10 @@ def test_cache_keys_differ_by_base_url(smol_llm, served, store):
 
 
 def test_llm_check_cli_against_each_mode(served, tmp_path, capsys):
-    from autointerp.cli import main
+    from tinykit import run_cli
 
     def run(*args):
-        capsys.readouterr()
-        try:
-            main(list(args))
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return code, out.out, out.err
+        return run_cli(capsys, *args)
 
     db = tmp_path / "check.db"
     code, out, err = run("llm", "check", "--llm", f"openai:{NAME}", "--llm-base-url", served["vllm"].url, "--store", str(db),

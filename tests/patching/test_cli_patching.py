@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from autointerp.cli import main
+from tinykit import run_cli, save_model_dir
+
 from autointerp.store import Store
 from autointerp.tasks import dumps
 
@@ -15,21 +16,11 @@ from .helpers import items
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, tiny_gpt2):
-    d = tmp_path_factory.mktemp("tiny-model")
-    tiny_gpt2.model.save_pretrained(d)
-    tiny_gpt2.tokenizer.save_pretrained(d)
-    return d
+    return save_model_dir(tiny_gpt2, tmp_path_factory.mktemp("tiny-model"))
 
 
 def cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 def test_pairs_patch_heads(tmp_path, model_dir, capsys):

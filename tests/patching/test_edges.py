@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from tinykit import run_cli, save_model_dir
 import torch
 
 from autointerp.errors import AutointerpError, DatasetError, UsageError
@@ -222,23 +223,11 @@ def test_find_circuit_stores_and_reuses(toy, toy_pairs, tmp_path):
 
 @pytest.fixture(scope="module")
 def toy_dir(tmp_path_factory, toy):
-    d = tmp_path_factory.mktemp("toy-model")
-    toy.model.save_pretrained(d)
-    toy.tokenizer.save_pretrained(d)
-    return d
+    return save_model_dir(toy, tmp_path_factory.mktemp("toy-model"))
 
 
 def _cli(capsys, *args):
-    from autointerp.cli import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(capsys, *args)
 
 
 def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
