@@ -1,22 +1,13 @@
-"""--dry-run's token estimate: build the real prompts of one unit (its explain prompt, its
-simulator prompts, its judge prompts) with the pipeline's own builders, count their tokens, and
-multiply by the units to do. Calls no LLM and writes nothing.
+"""--dry-run's token estimate: one unit's REAL explain -> score pipeline run against a dry-run
+LLM backend (llm.dryrun), which counts every prompt and completion it is sent, into a
+throwaway store. Multiplied by the units to do. Calls no LLM and writes nothing to the store.
 
-Calls per unit (explain_exemplars with ExplainSettings s):
-  explain      1 call, k samples of up to s.max_tokens tokens
-  calibration  k > 1: k candidates x the calibration records, one simulation each
-  test         2 explanations (the LLM's and the baseline) x the test records
-  detection    2 x (test + spare) items, fuzzing about the same (yes/no judge, ~1 token out)
-A logprob simulator (embedded) reads the prompt and writes 1 token; a JSON simulator (remote)
-writes about 3 tokens per record token. Counts are an estimate: cached calls cost nothing, and
-the real explanation's length is not known before it is written.
+Counts are an estimate: cached calls cost nothing, completions are counted at their max_tokens,
+and the real explanation's length is not known before it is written.
 """
-
 from __future__ import annotations
 
 from typing import Callable
-
-SAMPLE_EXPLANATION = "the word \"the\" at the start of a sentence, and sometimes other articles"
 
 
 def token_counter(llm_spec: str, device: str = "cpu") -> tuple[Callable[[str], int], str]:
@@ -36,73 +27,38 @@ def token_counter(llm_spec: str, device: str = "cpu") -> tuple[Callable[[str], i
     return (lambda s: (len(s) + 3) // 4), "about 4 characters a token"
 
 
-def _text(prompt) -> str:
-    if isinstance(prompt, list):
-        return "\n".join(m.get("content", "") for m in prompt)
-    if isinstance(prompt, tuple):
-        return "".join(prompt[0:1]) + "".join(prompt[1]) if isinstance(prompt[1], list) else "".join(prompt)
-    return str(prompt)
-
-
 def unit_tokens(ex, llm_spec: str, s, count: Callable[[str], int]) -> dict:
-    """Estimated prompt and completion tokens of one unit's explain+score pipeline."""
-    from ..core.format import unit_max_of
-    from ..explain.api import pairs as _pairs
-    from ..explain.baseline import baseline_explanation
-    from ..explain.explainer import build_explain_prompt, choose_style
-    from ..llm import load_prompt, parse_spec
-    from ..score.classify import build_yes_no_prompt, detection_items, fuzzing_items
-    from ..score.simulate import build_json_prompt, build_logprob_prompt
-    from ..score.splits import split_records
+    """Estimated prompt and completion tokens of one unit's explain + score pipeline: the
+    pipeline itself, run once on this unit against the dry-run backend."""
+    import tempfile
+    from pathlib import Path
+
+    from ..llm import parse_spec
+    from ..llm.dryrun import DryRunLLM
+    from ..pipeline import explain_exemplars
+    from ..store import Store
 
     backend, _ = parse_spec(llm_spec)
-    unit_max = unit_max_of(ex)
-    promoted = _pairs(ex.promoted)
-    sp = split_records(ex.unit, ex.top, ex.random, ex.quantiles, s.sizes)
-    style = choose_style(type("_L", (), {"backend": backend})(), s.style)
-    tpl = load_prompt(f"explain_{style}")
-    explain_p = count(_text(build_explain_prompt(tpl, sp.train, unit_max, window_size=s.window, promoted=promoted,
-                                                 unit=ex.unit)))
-    logprobs = backend == "embedded" if s.simulator == "auto" else s.simulator == "logprobs"
-    expls = [SAMPLE_EXPLANATION, baseline_explanation(sp.train, unit_max, promoted) if sp.train else SAMPLE_EXPLANATION]
-
-    def sim(records, expl) -> tuple[int, int]:
-        p = c = 0
-        for r in records:
-            if logprobs:
-                prefix, segs = build_logprob_prompt(load_prompt("simulate_all_at_once"), expl, r.tokens)
-                p += count(prefix + "".join(segs))
-                c += 1
-            else:
-                p += count(_text(build_json_prompt(load_prompt("simulate_json"), expl, r.tokens)))
-                c += 16 + 3 * len(r.tokens)
-        return p, c
-
-    sim_p = sim_c = 0
-    if "simulation" in s.scorers or s.k > 1:
-        if s.k > 1:
-            p, c = sim(sp.calibration, SAMPLE_EXPLANATION)
-            sim_p, sim_c = sim_p + s.k * p, sim_c + s.k * c
-        if "simulation" in s.scorers:
-            for e in expls:
-                p, c = sim(sp.test, e)
-                sim_p, sim_c = sim_p + p, sim_c + c
-    judge_p = judge_c = 0
-    pool = sp.test + list(sp.spare[: s.n_spare])
-    for task, make in (("detection", detection_items), ("fuzzing", fuzzing_items)):
-        if task not in s.scorers or not pool:
-            continue
-        items = make(pool, unit_max, frac=s.active_frac)
-        t = load_prompt(task if logprobs else f"{task}_chat")
-        for e in expls:
-            for it in items:
-                judge_p += count(_text(t.render(explanation=e, text=it.text)))
-                judge_c += 1 if logprobs else 3
-    out = {"explain_prompt": explain_p, "explain_completion": s.k * s.max_tokens,
-           "simulate_prompt": sim_p, "simulate_completion": sim_c, "judge_prompt": judge_p, "judge_completion": judge_c}
-    out["prompt"] = explain_p + sim_p + judge_p
-    out["completion"] = out["explain_completion"] + sim_c + judge_c
+    logprobs = backend == "embedded" if s.simulator == "auto" else s.simulator in ("logprobs", "yesno", "contrastive")
+    llm = DryRunLLM(llm_spec, count, prompt_logprobs=logprobs)
+    llm.backend = "embedded" if backend == "embedded" else "dryrun"   # the explainer style follows the backend
+    with tempfile.TemporaryDirectory() as d:
+        st = Store(Path(d) / "dry.db")
+        st.put_model(ex.model_id, {"family": "?", "n_layers": 0, "d_model": 0, "n_heads": 0, "n_kv_heads": 0,
+                                   "d_head": 0, "d_mlp": 0, "vocab_size": 0})
+        dry = ex.model_copy(update={"run_id": None}) if hasattr(ex, "model_copy") else ex   # no mining run in this store
+        explain_exemplars(st, dry, llm, settings=s.model_copy(update={"n_boot": 10}))
+        st.close()
+    part = {"explain": ("explain_",), "simulate": ("simulate_",), "judge": ("detection", "fuzzing")}
+    out: dict[str, int] = {}
+    for name, prefixes in part.items():
+        rows = [u for t, u in llm.usage.items() if t.startswith(prefixes)]
+        out[f"{name}_prompt"] = sum(u["prompt"] for u in rows)
+        out[f"{name}_completion"] = sum(u["completion"] for u in rows)
+    out["prompt"] = sum(u["prompt"] for u in llm.usage.values())
+    out["completion"] = sum(u["completion"] for u in llm.usage.values())
     out["total"] = out["prompt"] + out["completion"]
+    out["calls"] = sum(u["calls"] for u in llm.usage.values())
     return out
 
 

@@ -219,6 +219,10 @@ def test_dry_run_writes_nothing(tiny_dir, corpus_file, llm_server, batch_env, tm
     s = json.loads(out)
     assert not store.exists() and srv.s.hits == {}
     assert s["todo"] == D_MLP and s["needs_mining"] == [0] and s["estimate"]["total_tokens"] > 0
+    # the estimate is the real pipeline run against the dry-run backend: 1 explain call, then one
+    # JSON simulation per test record (5 top + 5 random) for the explanation, the baseline and the control
+    per = s["estimate"]["per_unit"]
+    assert per["calls"] == 1 + 3 * 10 and per["explain_prompt"] > 0 and per["simulate_prompt"] > per["explain_prompt"]
     code, out, err = cli_inproc([*args, "--limit", "2"], capsys)
     assert code == 0, err
     snap = store.read_bytes(), (tmp_path / "d.db-wal").read_bytes() if (tmp_path / "d.db-wal").exists() else b""
