@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..core.lines import bounded_lines, decode_utf8
 from ..errors import DatasetError, UsageError
 
 DEFAULT_CORPUS = "gensim?shuffle=0&doc_chars=4000"
@@ -372,40 +373,22 @@ def _jsonl_lines(path: Path) -> Iterator[tuple[int, str]]:
     """(line number, line) in file order; lines over MAX_LINE_BYTES are refused without being read whole."""
     opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rb") as f:
-        lineno = 0
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            lineno += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise _too_long(path, lineno)
+        for lineno, _pos, raw in bounded_lines(f, MAX_LINE_BYTES, lambda n: _too_long(path, n)):
             yield lineno, _decode(raw, path, lineno)
 
 
 def _decode(raw: bytes, path: Path, lineno: int) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    return decode_utf8(raw, f"{path}:{lineno}")
 
 
 def _jsonl_index(path: Path) -> tuple[array, array]:
     """(byte offsets, line numbers) of the non-empty lines: one pass, memory O(lines)."""
     offs, nums = array("q"), array("q")
     with open(path, "rb") as f:
-        lineno, pos = 0, 0
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                break
-            lineno += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise _too_long(path, lineno)
+        for lineno, pos, raw in bounded_lines(f, MAX_LINE_BYTES, lambda n: _too_long(path, n)):
             if raw.strip():
                 offs.append(pos)
                 nums.append(lineno)
-            pos += len(raw)
     return offs, nums
 
 

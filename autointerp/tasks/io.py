@@ -17,6 +17,7 @@ from typing import Iterable
 
 from pydantic import ValidationError
 
+from ..core.lines import bounded_lines, decode_utf8
 from ..errors import DatasetError, UsageError
 from .items import PairItem
 
@@ -125,26 +126,14 @@ def parse_auto_circuit(text: str, name: str = "<input>") -> tuple[list[PairItem]
     return items, starts
 
 
-def _decode(raw: bytes, where: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DatasetError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-
-
 def _file_lines(path: Path):
     """(line number, line) of a JSONL file; a line over MAX_LINE_BYTES is refused without being read whole."""
+    def too_long(n):
+        return DatasetError(f"{path} line {n}: longer than {MAX_LINE_BYTES >> 10} kB; a pair item is four short "
+                            "texts (a longer prompt would not fit the model anyway)")
     with open(path, "rb") as f:
-        n = 0
-        while True:
-            raw = f.readline(MAX_LINE_BYTES + 1)
-            if not raw:
-                return
-            n += 1
-            if len(raw) > MAX_LINE_BYTES:
-                raise DatasetError(f"{path} line {n}: longer than {MAX_LINE_BYTES >> 10} kB; a pair item is four short "
-                                   "texts (a longer prompt would not fit the model anyway)")
-            yield n, _decode(raw, f"{path} line {n}")
+        for n, _pos, raw in bounded_lines(f, MAX_LINE_BYTES, too_long):
+            yield n, decode_utf8(raw, f"{path} line {n}")
 
 
 def read_items(path: str | Path) -> tuple[list[PairItem], list[int], str]:
@@ -166,7 +155,7 @@ def read_items(path: str | Path) -> tuple[list[PairItem], list[int], str]:
             raise DatasetError(f"{path}: an auto-circuit file of {size >> 20} MB is over the {MAX_DOC_BYTES >> 20} MB "
                                "limit; use JSON lines (.jsonl), which are read a line at a time")
         with open(path, "rb") as f:
-            text = _decode(f.read(), str(path))
+            text = decode_utf8(f.read(), str(path))
         return (*parse_auto_circuit(text, str(path)), "auto-circuit")
     return (*_parse_lines(_file_lines(path), str(path)), "jsonl")
 
