@@ -377,21 +377,19 @@ class OpenAILLM(LLM):
         return err
 
     # ---- request building and response parsing -----------------------------------------------
-    def _chat_args(self, messages, temperature, max_tokens, n, seed, stop) -> dict:
-        args: dict[str, Any] = dict(model=self.model, messages=messages, temperature=temperature, max_tokens=max_tokens, n=n)
+    def _args(self, temperature, max_tokens, n, seed, stop, **body) -> dict:
+        args: dict[str, Any] = dict(model=self.model, temperature=temperature, max_tokens=max_tokens, n=n, **body)
         if seed is not None:
             args["seed"] = seed
         if stop:
             args["stop"] = list(stop)
         return args
 
+    def _chat_args(self, messages, temperature, max_tokens, n, seed, stop) -> dict:
+        return self._args(temperature, max_tokens, n, seed, stop, messages=messages)
+
     def _complete_args(self, prompt, temperature, max_tokens, n, seed, stop) -> dict:
-        args: dict[str, Any] = dict(model=self.model, prompt=prompt, temperature=temperature, max_tokens=max_tokens, n=n)
-        if seed is not None:
-            args["seed"] = seed
-        if stop:
-            args["stop"] = list(stop)
-        return args
+        return self._args(temperature, max_tokens, n, seed, stop, prompt=prompt)
 
     @staticmethod
     def _usage(resp, fallback_prompt: str, texts: list[str]) -> tuple[int, int]:
