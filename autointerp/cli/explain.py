@@ -213,13 +213,15 @@ def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
 
     s = settings(model=model_id, store=store_path)
     store = Store(check_store_path(s.store, must_exist=True), readonly=True, create=False)
-    m = store.get_model(s.model)
-    if m is not None:                 # a unit beyond the model's sizes is named as such
-        from ..core.units import Unit
+    from ..core.units import Unit
 
-        Unit.parse(unit).check(m["n_layers"], m["d_mlp"], m["n_heads"])
-    else:
-        check_unit("UNIT", unit, s.model)
+    u = Unit.parse(unit)
+    m = store.get_model(s.model)
+    if u.kind in ("neuron", "head"):      # a unit beyond the model's sizes is named as such
+        if m is not None:
+            u.check(m["n_layers"], m["d_mlp"], m["n_heads"])
+        else:
+            check_unit("UNIT", unit, s.model)
     info = show_unit(store, s.model, unit)
 
     def human() -> None:

@@ -57,12 +57,19 @@ def direct_logit_effects(hm: HookedModel, layers: Iterable[int], k: int = 10, sk
         if not todo:
             continue
         W = hm.W_out(L).float() * scale[None, :]
-        for a in range(0, len(todo), chunk):
-            idx = torch.tensor(todo[a:a + chunk], device=W.device)
-            eff = W[idx] @ W_U
-            pv, pi = eff.topk(k, dim=1)
-            sv, si = eff.topk(k, dim=1, largest=False)
-            pv, pi, sv, si = pv.cpu().tolist(), pi.cpu().tolist(), sv.cpu().tolist(), si.cpu().tolist()
-            for j, n in enumerate(idx.tolist()):
-                yield (Unit.neuron(L, n).id, [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
-                       [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])
+        for n, prom, supp in top_effects(W, W_U, todo, k, chunk, dec):
+            yield Unit.neuron(L, n).id, prom, supp
+
+
+def top_effects(W: torch.Tensor, W_U: torch.Tensor, rows: list[int], k: int, chunk: int, dec: TokenDecoder):
+    """(row, promoted, suppressed) for each of `rows` of W (output directions, already scaled by
+    the final norm): the k most promoted and suppressed tokens of W[row] @ W_U, in chunks."""
+    for a in range(0, len(rows), chunk):
+        idx = torch.tensor(rows[a:a + chunk], device=W.device)
+        eff = W[idx] @ W_U
+        pv, pi = eff.topk(k, dim=1)
+        sv, si = eff.topk(k, dim=1, largest=False)
+        pv, pi, sv, si = pv.cpu().tolist(), pi.cpu().tolist(), sv.cpu().tolist(), si.cpu().tolist()
+        for j, r in enumerate(idx.tolist()):
+            yield (r, [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
+                   [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])

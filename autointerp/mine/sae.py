@@ -28,7 +28,7 @@ import torch
 
 from ..core.hooks import parse_hook
 from ..core.units import Unit
-from .logits import TokenDecoder
+from .logits import TokenDecoder, top_effects
 from .state import Stats, TopK
 
 RESID_SITES = ("resid_pre", "resid_post", "mlp.out", "attn.out")
@@ -185,12 +185,5 @@ def latent_logit_effects(hm, layers: Sequence, k: int = 10, skip: set[str] = fro
             continue
         W = W.to(W_U.device) * scale[None, :]
         todo = [i for i in range(lay.n) if lay.unit(i) not in skip]
-        for a in range(0, len(todo), chunk):
-            idx = torch.tensor(todo[a:a + chunk], device=W.device)
-            eff = W[idx] @ W_U
-            pv, pi = eff.topk(k, dim=1)
-            sv, si = eff.topk(k, dim=1, largest=False)
-            pv, pi, sv, si = pv.cpu().tolist(), pi.cpu().tolist(), sv.cpu().tolist(), si.cpu().tolist()
-            for j, i in enumerate(idx.tolist()):
-                yield (lay.unit(i), [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
-                       [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])
+        for i, prom, supp in top_effects(W, W_U, todo, k, chunk, dec):
+            yield lay.unit(i), prom, supp
