@@ -9,6 +9,15 @@ then the first --units neurons of --layer explained and scored by the full defau
 the embedded LLM (the subject model's own weights, shared). Prints the mining time, the batch
 time, units/hour and LLM tokens. A second pass over the same slice shows the restart cost
 (every unit already done: nothing is redone).
+
+    .venv/bin/python scripts/bench_batch.py --endpoint      # 16 units, concurrency 1,4,8, vllm + chat-only
+
+--endpoint: the same batch against `autointerp llm serve` (its own process; --server thread for
+in-process) over a tiny model that answers in a few forward passes, with --latency (0.5 s) added
+to every request, so the endpoint is latency-bound. One mine (not timed), then each concurrency on
+a fresh copy of that store: units/hour, requests per unit, and the ratio of the highest
+concurrency to the lowest, for the vllm mode (logprob simulator and judges) and the chat-only
+mode (JSON simulator, chat judges).
 """
 
 from __future__ import annotations
