@@ -46,7 +46,16 @@ def test_explain_two_neurons_end_to_end(mined):
             sim = e.scores["simulation"]
             assert -1 <= sim.value <= 1 and sim.ci_low <= sim.ci_high and sim.n == 6
             assert {"simulation_top", "simulation_random", "detection", "fuzzing"} <= set(e.scores)
-            assert 0 <= e.scores["detection"].value <= 1
+            for task in ("detection", "fuzzing"):     # a real number, or null with its reason (constant judge)
+                d = e.scores[task]
+                assert (d.value is not None and 0 <= d.value <= 1) or d.reason.startswith(("constant judge", "unparseable"))
+            # every LLM score has its control on the same records and a margin with an interval
+            assert sim.control is not None and sim.margin == pytest.approx(sim.value - sim.control, abs=1e-9)
+            assert sim.margin_low <= sim.margin <= sim.margin_high
+        # the baseline's exact score (no LLM) and the simulator's fidelity to it
+        ex = res.baseline.scores["simulation_exact"]
+        assert ex.value is None or (-1 <= ex.value <= 1 and ex.margin is not None)
+        assert all(r.exact_baseline is not None and len(r.exact_baseline) == len(r.tokens) for r in res.test_records)
         # the --json payload lets anyone recompute the score
         from autointerp.score.metrics import pooled_correlation
         tr = res.test_records
@@ -54,13 +63,15 @@ def test_explain_two_neurons_end_to_end(mined):
         assert pooled_correlation([r.acts for r in tr], [r.simulated for r in tr]) == \
             pytest.approx(res.explanation.scores["simulation"].value, abs=2e-3)
 
-    # store rows: per unit an LLM explanation and a baseline, 5 scores each, LLM calls recorded
+    # store rows: per unit an LLM explanation and a baseline, 5 scores each (+ the baseline's exact), LLM calls recorded
     for unit in UNITS:
         rows = store.explanations_for("smollm2-135m", unit)
         assert sorted(r["explainer"] for r in rows) == ["baseline", "embedded:smollm2-135m"]
         for r in rows:
             kinds = {sc["kind"]: sc for sc in store.scores_for(r["id"])}
-            assert set(kinds) == {"simulation", "simulation_top", "simulation_random", "detection", "fuzzing"}
+            assert set(kinds) - {"simulation_exact"} == {"simulation", "simulation_top", "simulation_random", "detection",
+                                                         "fuzzing"}
+            assert ("simulation_exact" in kinds) == (r["explainer"] == "baseline")
             assert kinds["simulation"]["ci_low"] is not None and kinds["simulation"]["details"]["records"]
         llm_row = next(r for r in rows if r["explainer"] != "baseline")
         assert llm_row["template_hash"] and llm_row["records_hash"] and llm_row["run_id"] == run_id
