@@ -92,7 +92,9 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
         return
     _sigterm_to_interrupt()
     summary = run_batch(s.store, o, progress=progress)
-    emit(as_json, summary.model_dump(), lambda: _print_summary(summary))
+    data = summary.model_dump()
+    data["calibration"] = _calibration(s.store, s.llm) if es.explainer == "llm" else None
+    emit(as_json, data, lambda: _print_summary(summary, data["calibration"], es.explainer == "llm"))
     if summary.stopped:
         raise BudgetExceeded(summary.stopped)
 
@@ -118,7 +120,16 @@ def _print_plan(s) -> None:
                    f"{per['judge_completion']:,} (prompt+completion; counted with {e['counted_with']}; based on {e['based_on']})")
 
 
-def _print_summary(s) -> None:
+def _calibration(store_path, llm_name: str) -> dict | None:
+    """The latest stored calibration of this LLM's scorers (autointerp calibrate), or None."""
+    from ..store import Store
+
+    with Store(store_path, readonly=True, create=False) as st:
+        got = st.calibrations(llm_name) if "calibrations" in st.db.table_names() else []
+    return {"id": got[0]["id"], **(got[0]["results"].get("summary") or {})} if got else None
+
+
+def _print_summary(s, calibration: dict | None = None, llm_scores: bool = False) -> None:
     click.echo(f"batch: {s.units} units of {s.model_id}, LLM {s.llm}, store {s.store}"
                + (f" (mined run {s.mined})" if s.mined else ""))
     click.echo(f"  this run: done {s.done}, failed {s.failed}, skipped {s.skipped}, remaining {s.remaining}"
@@ -127,6 +138,12 @@ def _print_summary(s) -> None:
     sc = s.scores
     if sc.get("n"):
         what = "exact-simulation score of the baseline" if sc.get("kind") == "simulation_exact" else "simulation score"
+        if llm_scores:
+            c = calibration or {}
+            if c.get("simulation_auroc") is None:
+                what += " (uncalibrated: no `autointerp calibrate` for this LLM in the store)"
+            elif (c.get("simulation_auroc_low") or 0) < 0.7:
+                what += f" (uncalibrated: this LLM's simulation AUROC on planted units is {c['simulation_auroc']:.2f})"
         click.echo(f"  {what} over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
                    f"quartiles [{_fmt(sc['q1'])}, {_fmt(sc['q3'])}], range [{_fmt(sc['min'])}, {_fmt(sc['max'])}]")
     rate = f", {s.units_per_hour:.0f} units/hour" if s.units_per_hour else ""
