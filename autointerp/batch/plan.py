@@ -22,7 +22,7 @@ from ..units import Unit
 
 JOB_VERSION = 1
 STAGE = "explain"
-UNIT_KINDS = ("neurons", "heads")
+UNIT_KINDS = ("neurons", "heads", "latents")   # latents: those of the SAE given to run_batch(sae=...)
 # every template explain_exemplars may load (which ones depends on the backend and the simulator)
 TEMPLATES = ("explain_completion", "explain_chat", "simulate_all_at_once", "simulate_json", "detection", "detection_chat",
              "fuzzing", "fuzzing_chat")
@@ -31,8 +31,8 @@ TEMPLATES = ("explain_completion", "explain_chat", "simulate_all_at_once", "simu
 class BatchOptions(BaseModel):
     model: str = "smollm2-135m"            # subject model spec (as stored: model_id)
     layers: str | list[int] | None = None  # '0-3', '0,2', [0, 1]; None: all layers
-    units: str = "neurons"                 # neurons | heads
-    unit_ids: list[str] | None = None      # explicit units (L3/N42 ...), instead of whole layers
+    units: str = "neurons"                 # neurons | heads | latents (of the SAE given as run_batch(sae=...))
+    unit_ids: list[str] | None = None      # explicit units (L3/N42, L1/F3 ...), instead of whole layers
     limit: int | None = None               # the first N units not done (after sharding)
     shard: tuple[int, int] | None = None   # (i, n): units whose position in the ordered list is i mod n
     concurrency: int = 1                   # worker threads
@@ -56,7 +56,8 @@ class UnitJob(BaseModel):
     index: int
     run_id: str | None = None              # None: its layer has no mining run yet
     key: str | None = None
-    status: str = "new"                    # new (no job row) | pending | running | done | failed
+    status: str = "new"                    # new (no job row) | pending | running | done | failed | dead
+                                           # (dead: an SAE latent that never fired in its run; never a job)
     attempts: int = 0
     last_error: str | None = None
 
@@ -75,9 +76,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return i, n
 
 
-def check_options(o: BatchOptions) -> None:
+def check_options(o: BatchOptions, sae=None) -> None:
     if o.units not in UNIT_KINDS:
-        raise UsageError(f"bad --units {o.units!r}: use neurons or heads")
+        raise UsageError(f"bad --units {o.units!r}: use neurons or heads (or give --sae for an SAE's latents)")
+    if (o.units == "latents") != (sae is not None):
+        raise UsageError("a batch of SAE latents needs the SAE (--sae PATH_OR_NAME), and an SAE batches only its latents"
+                         if sae is None else f"--units {o.units} with --sae: an SAE batch does the SAE's latents")
     if o.limit is not None and o.limit < 0:
         raise UsageError("--limit must not be negative")
     if o.concurrency < 1:
@@ -92,13 +96,44 @@ def check_options(o: BatchOptions) -> None:
         raise UsageError("--k must be at least 1")
 
 
-def select_units(o: BatchOptions, sizes: dict) -> list[Unit]:
-    """The batch's units in (layer, index) order, checked against the model's sizes, sharded."""
+def unit_kind(o: BatchOptions) -> str:
+    return {"neurons": "neuron", "heads": "head", "latents": "feature"}[o.units]
+
+
+def _sae_units(o: BatchOptions, sizes: dict, sae) -> list[Unit]:
+    """The SAE's latents (all, or the --unit ones bound to it), checked against it."""
+    from ..mine import parse_layers
+
+    n_layers = int(sizes["n_layers"])
+    if not 0 <= sae.layer < n_layers:
+        raise UsageError(f"SAE {sae.name} reads layer {sae.layer}, but the model has layers 0..{n_layers - 1}")
+    if o.layers is not None and sae.layer not in parse_layers(o.layers, n_layers):
+        raise UsageError(f"--layers {o.layers}: SAE {sae.name} reads layer {sae.layer}")
+    if not o.unit_ids:
+        return [Unit.feature(sae.layer, i, sae.name) for i in range(sae.d_sae)]
+    out = set()
+    for text in o.unit_ids:
+        u = Unit.parse(text)
+        if u.kind != "feature":
+            raise UsageError(f"--unit {u}: an SAE batch does SAE latents (L{sae.layer}/F<latent>), not a {u.kind}")
+        u = u.with_sae(sae.name)
+        if u.layer != sae.layer:
+            raise UsageError(f"--unit {u}: SAE {sae.name} reads layer {sae.layer} ({sae.hook}), not layer {u.layer}")
+        u.check(n_layers, 0, 0, sae.d_sae)
+        out.add(u)
+    return sorted(out)
+
+
+def select_units(o: BatchOptions, sizes: dict, sae=None) -> list[Unit]:
+    """The batch's units in (layer, index) order, checked against the model's sizes (an SAE's
+    latents: against the SAE), sharded."""
     from ..mine import parse_layers
 
     n_layers, d_mlp, n_heads = int(sizes["n_layers"]), int(sizes["d_mlp"]), int(sizes["n_heads"])
-    kind = "neuron" if o.units == "neurons" else "head"
-    if o.unit_ids:
+    kind = unit_kind(o)
+    if kind == "feature":
+        units = _sae_units(o, sizes, sae)
+    elif o.unit_ids:
         units = sorted({Unit.parse(u).check(n_layers, d_mlp, n_heads) for u in o.unit_ids})
         wrong = [u for u in units if u.kind != kind]
         if wrong:
@@ -128,21 +163,33 @@ def template_hashes() -> dict[str, str]:
     return {t: load_prompt(t).hash for t in TEMPLATES}
 
 
-def job_key(model_id: str, unit: str, run_id: str, o: BatchOptions, templates: dict[str, str]) -> str:
+def job_key(model_id: str, unit: str, run_id: str, o: BatchOptions, templates: dict[str, str], sae_id: str | None = None) -> str:
+    """The job's key; an SAE latent's also names the SAE by content id (its run already does, the
+    key says it outright)."""
     from ..explain.explainer import choose_style
 
     backend = llm_name(o.llm).split(":", 1)[0]
     style = choose_style(type("_L", (), {"backend": backend})(), o.settings.style)
+    extra = ("sae", sae_id) if sae_id else ()
     return content_hash("batch-job", JOB_VERSION, PIPELINE_VERSION, STAGE, model_id, unit, run_id, llm_name(o.llm),
-                        llm_name(o.llm), style, sorted(templates.items()), o.settings.model_dump(mode="json"))
+                        llm_name(o.llm), style, sorted(templates.items()), o.settings.model_dump(mode="json"), *extra)
 
 
-def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchOptions) -> dict[int, str]:
+def _covers(run, layer: int, kind: str, sae=None) -> bool:
+    """Whether a run mined this layer's units of this kind (an SAE's latents: this very SAE, by
+    content id, not only by name)."""
+    if kind != "feature":
+        return run.covers(Unit(layer, kind, 0))
+    return any(x.get("id") == sae.id and x.get("layer") == layer and x.get("d_sae") == sae.d_sae
+               for x in run.settings.get("saes", []))
+
+
+def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchOptions, sae=None) -> dict[int, str]:
     """For each layer, the finished mining run the batch uses (layers with none are left out).
 
     Stable choice: among done runs covering the layer (on --corpus if given; with --tokens if
     given), the one with the most contexts, then the oldest; so a later small `explain` mine of
-    one layer does not move the batch to new jobs."""
+    one layer does not move the batch to new jobs. kind 'feature': runs that mined `sae`."""
     from ..mine.records import run_from_row as _run
 
     if store is None:
@@ -154,20 +201,20 @@ def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchO
     out: dict[int, str] = {}
     for L in layers:
         for r in runs:
-            if r.covers(Unit(L, kind, 0)):
+            if _covers(r, L, kind, sae):
                 out[L] = r.id
                 break
     return out
 
 
 def plan_jobs(store, model_id: str, units: Sequence[Unit], runs: dict[int, str], o: BatchOptions,
-              templates: dict[str, str]) -> list[UnitJob]:
+              templates: dict[str, str], sae=None) -> list[UnitJob]:
     """A UnitJob per unit, with its key and status where its layer has a run."""
     jobs = []
     for u in units:
         j = UnitJob(unit=str(u), layer=u.layer, index=u.index, run_id=runs.get(u.layer))
         if j.run_id is not None:
-            j.key = job_key(model_id, j.unit, j.run_id, o, templates)
+            j.key = job_key(model_id, j.unit, j.run_id, o, templates, sae.id if sae is not None and u.kind == "feature" else None)
         jobs.append(j)
     rows = store.jobs_by_key([j.key for j in jobs if j.key]) if store is not None else {}
     for j in jobs:
@@ -177,8 +224,23 @@ def plan_jobs(store, model_id: str, units: Sequence[Unit], runs: dict[int, str],
     return jobs
 
 
+def mark_dead(store, jobs: Sequence[UnitJob]) -> int:
+    """SAE latents that never fired in their mining run (no top records to explain) get status
+    'dead' and are not done: the batch reports them, as delphi skips dead latents, rather than
+    failing them. A latent with a job row already keeps its status. Returns how many."""
+    n = 0
+    for j in jobs:
+        if j.status != "new" or j.run_id is None or Unit.parse(j.unit).kind != "feature":
+            continue
+        st = store.get_unit_stats(j.run_id, j.unit)
+        if st is None or not (st.get("frac_active") or 0) > 0 or not (st.get("max_act") or 0) > 0:
+            j.status = "dead"
+            n += 1
+    return n
+
+
 def is_todo(j: UnitJob, max_attempts: int, retry_failed: bool = False) -> bool:
-    if j.status == "done":
+    if j.status in ("done", "dead"):
         return False
     if j.status == "failed" and j.attempts >= max_attempts and not retry_failed:
         return False

@@ -41,8 +41,8 @@ from pydantic import BaseModel
 
 from ..errors import AutointerpError, BudgetExceeded, StoreError, UsageError
 from ..units import Unit
-from .plan import (STAGE, BatchOptions, UnitJob, check_options, is_todo, layer_runs, llm_name, plan_jobs, select_units,
-                   template_hashes)
+from .plan import (STAGE, BatchOptions, UnitJob, check_options, is_todo, layer_runs, llm_name, mark_dead, plan_jobs,
+                   select_units, template_hashes, unit_kind)
 
 
 class BatchSummary(BaseModel):
@@ -58,6 +58,8 @@ class BatchSummary(BaseModel):
     retries: int = 0                        # failed attempts that were retried in this run
     skipped: int = 0                        # selected but not this run's: already done, failed for good,
                                             # beyond --limit, or taken by another worker
+    dead: int = 0                           # SAE latents that never fired in their run (not explained)
+    sae: dict | None = None                 # the SAE whose latents these are (name, id, hook, d_sae, ...)
     remaining: int = 0                      # to do but not finished (budget reached, interrupted)
     after: dict[str, int] = {}              # job statuses of the selected units after the run
     scores: dict[str, Any] = {}             # simulation score distribution over the selected done units
@@ -190,28 +192,39 @@ def _synthetic_exemplars(unit: str, model_id: str, context_len: int = 64):
 
 
 # ---- dry run -----------------------------------------------------------------------------------
-def plan_batch(store_path: str | Path, o: BatchOptions, *, hm=None) -> BatchSummary:
+def _sae_info(sae) -> dict | None:
+    if sae is None:
+        return None
+    return {k: v for k, v in sae.info().items() if k in ("id", "name", "hook", "hook_out", "architecture", "d_in", "d_sae",
+                                                          "normalize_activations", "path")}
+
+
+def plan_batch(store_path: str | Path, o: BatchOptions, *, hm=None, sae=None) -> BatchSummary:
     """What run_batch would do: the selected units' job statuses, the units to do, layers that
     need mining, and the estimated LLM tokens and cost. Writes nothing (the store is opened
-    read-only, and only when it exists)."""
+    read-only, and only when it exists). sae: the SAE whose latents a units='latents' batch does."""
     from ..mine import load_exemplars
     from ..store import Store
     from .estimate import estimate, token_counter
 
-    check_options(o)
+    check_options(o, sae)
     path = Path(store_path)
     model_id = o.model
     _quiet_loading(sys.stderr.isatty())
     sizes, hm = _model_sizes(path, model_id, o, hm)
-    units = select_units(o, sizes)
     store = Store(path, readonly=True, create=False) if path.exists() else None
     try:
+        if sae is not None and store is not None:
+            sae.name = store.sae_name_for(sae.id, sae.name)
+        units = select_units(o, sizes, sae)
         layers = sorted({u.layer for u in units})
-        runs = layer_runs(store, model_id, layers, "neuron" if o.units == "neurons" else "head", o)
-        jobs = plan_jobs(store, model_id, units, runs, o, template_hashes())
+        runs = layer_runs(store, model_id, layers, unit_kind(o), o, sae)
+        jobs = plan_jobs(store, model_id, units, runs, o, template_hashes(), sae)
+        dead = mark_dead(store, jobs) if store is not None else 0
         todo = _todo(jobs, o)
         summary = BatchSummary(store=str(path), model_id=model_id, llm=llm_name(o.llm), dry_run=True, units=len(units),
-                               before=_counts(jobs), todo=len(todo), skipped=len(units) - len(todo),
+                               before=_counts(jobs), todo=len(todo), skipped=len(units) - len(todo) - dead, dead=dead,
+                               sae=_sae_info(sae),
                                needs_mining=sorted({j.layer for j in todo if j.run_id is None}),
                                units_todo=[j.unit for j in todo])
         if todo:
@@ -299,31 +312,37 @@ class _Run:
 
 
 def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, progress: bool | None = None,
-              log=None) -> BatchSummary:
+              log=None, sae=None) -> BatchSummary:
     """Mine what is missing, then explain and score every selected unit not done yet (see the
     module doc). Returns a BatchSummary; `summary.stopped` is set when the budget ran out.
     `progress`: a tqdm bar on stderr (None: only when stderr is a terminal; otherwise a log line
-    per unit goes to `log`, default stderr)."""
+    per unit goes to `log`, default stderr). sae (with o.units == 'latents'): the SAE (a
+    models.sae.SAE, its name the store's) whose latents are the units; its layer is mined with it
+    in the pass when no run has mined it, and latents that never fired are counted `dead`."""
     from ..llm import Budget, get_llm
     from ..store import Store
 
     t_start = time.perf_counter()
-    check_options(o)
+    check_options(o, sae)
     path = Path(store_path)
     model_id = o.model
     log = log or sys.stderr
     tty = progress if progress is not None else sys.stderr.isatty()
     _quiet_loading(tty)
     sizes, hm = _model_sizes(path, model_id, o, hm)
-    units = select_units(o, sizes)
-    kind = "neuron" if o.units == "neurons" else "head"
+    units = select_units(o, sizes, sae)          # bad units are refused before the store is touched
+    kind = unit_kind(o)
 
     store = Store(path)
     try:
+        if sae is not None and store.sae_name_for(sae.id, sae.name) != sae.name:
+            sae.name = store.sae_name_for(sae.id, sae.name)   # the store's name for it (unit ids L6/F12@name)
+            units = select_units(o, sizes, sae)
         layers = sorted({u.layer for u in units})
-        runs = layer_runs(store, model_id, layers, kind, o)
+        runs = layer_runs(store, model_id, layers, kind, o, sae)
         templates = template_hashes()
-        jobs = plan_jobs(store, model_id, units, runs, o, templates)
+        jobs = plan_jobs(store, model_id, units, runs, o, templates, sae)
+        mark_dead(store, jobs)
         before = _counts(jobs)
         if o.retry_failed:
             store.reset_failed_jobs([j.key for j in jobs if j.key and j.status == "failed"])
@@ -339,17 +358,22 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
                 hm = HookedModel.load(model_id, device=o.device, dtype=o.dtype)
             kw: dict[str, Any] = {"n_tokens": o.n_tokens or DEFAULT_TOKENS, "layers": need, "units": o.units,
                                   "progress": bool(tty)}
+            if sae is not None:
+                kw["saes"] = [sae]
             if o.corpus:
                 kw["corpus"] = o.corpus
             print(f"batch: mining layers {need} of {model_id} ({kw['n_tokens']} tokens)", file=log, flush=True)
             mined = mine(hm, store, **kw)
-            by_unit = {j.unit: j for j in plan_jobs(store, model_id, [Unit.parse(j.unit) for j in todo if j.run_id is None],
-                                                    {L: mined for L in need}, o, templates)}
-            todo = [by_unit.get(j.unit, j) for j in todo]
+            fresh = plan_jobs(store, model_id, [Unit.parse(j.unit) for j in jobs if j.run_id is None and j.layer in need],
+                              {L: mined for L in need}, o, templates, sae)
+            mark_dead(store, fresh)        # latents that never fired in the new run: not to do, nor counted in --limit
+            by_unit = {j.unit: j for j in fresh}
+            jobs = [by_unit.get(j.unit, j) for j in jobs]
+            todo = _todo(jobs, o)
         store.ensure_jobs([{"key": j.key, "model_id": model_id, "unit": j.unit, "stage": STAGE} for j in todo])
 
         summary = BatchSummary(store=str(path), model_id=model_id, llm=llm_name(o.llm), units=len(units), before=before,
-                               todo=len(todo), mined=mined)
+                               todo=len(todo), mined=mined, sae=_sae_info(sae))
         budget = Budget(o.max_llm_tokens, o.max_cost_usd)
         llm_store = None
         if todo and o.settings.explainer == "llm":
@@ -374,20 +398,17 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
         summary.stopped = run.stopped
         summary.remaining = len(run.queue) if run.stopped else 0
         # the picture after the run, over all selected units
-        keys = [j.key for j in plan_jobs(store, model_id, units, {**runs, **({L: mined for L in need} if mined else {})},
-                                         o, templates)]
+        final = plan_jobs(store, model_id, units, {**runs, **({L: mined for L in need} if mined else {})}, o, templates, sae)
+        summary.dead = mark_dead(store, final)
+        keys = [j.key for j in final if j.status != "dead"]
         rows = store.jobs_by_key([k for k in keys if k])
-        after: dict[str, int] = {}
-        for k in keys:
-            st = rows[k]["status"] if k and k in rows else "new"
-            after[st] = after.get(st, 0) + 1
-        summary.after = after
+        summary.after = _counts(final)
         kind = "simulation" if o.settings.explainer == "llm" else "simulation_exact"
         summary.scores = score_stats(list(store.job_scores([k for k in keys if k], kind=kind).values()))
         summary.scores["kind"] = kind
         summary.failures = [{"unit": r["unit"], "attempts": r["attempts"], "error": r["last_error"]}
                             for k in keys if k and (r := rows.get(k)) and r["status"] == "failed"][:100]
-        summary.skipped = len(units) - len(todo) + summary.skipped
+        summary.skipped = len(units) - len(todo) - summary.dead + summary.skipped
         summary.tokens, summary.cost_usd = budget.tokens, round(budget.cost_usd, 6)
         summary.seconds = round(time.perf_counter() - t_start, 2)
         if summary.done and summary.seconds > 0:

@@ -8,7 +8,9 @@ import signal
 import click
 
 from . import cli
+from ..errors import UsageError
 from .common import check_layers, check_min, emit, explain_options, json_option, llm_options, model_options, settings, store_option
+from .sae import resolve_sae, sae_options
 
 
 def _sigterm_to_interrupt() -> None:
@@ -29,10 +31,12 @@ def _fmt(v) -> str:
 
 @cli.command("batch")
 @click.option("--layers", default=None, help="Layers, e.g. 0-3 or 0,2,5 [default: all].")
-@click.option("--units", "unit_kind", type=click.Choice(["neurons", "heads"]), default="neurons", show_default=True,
-              help="Which units of those layers.")
-@click.option("--unit", "unit_ids", multiple=True, help="Only these units (L3/N42; repeatable or comma-separated).")
-@click.option("--limit", type=int, default=None, help="Do at most the first N units not done yet (in layer, index order).")
+@click.option("--units", "unit_kind", type=click.Choice(["neurons", "heads"]), default=None,
+              help="Which units of those layers [default: neurons; with --sae: the SAE's latents].")
+@click.option("--unit", "unit_ids", multiple=True, help="Only these units (L3/N42, or L1/F3 with --sae; repeatable or "
+                                                        "comma-separated).")
+@click.option("--limit", type=int, default=None, help="Do at most the first N units not done yet (in layer, index order; "
+                                                      "SAE latents that never fired are not counted).")
 @click.option("--concurrency", type=int, default=1, show_default=True,
               help="Worker threads. Use the endpoint's parallelism for --llm openai:...; the embedded LLM runs one "
                    "forward pass at a time, so keep 1 there.")
@@ -52,18 +56,22 @@ def _fmt(v) -> str:
 @click.option("--dry-run", is_flag=True, help="Only say what would run and its estimated LLM tokens and cost; write nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal; "
                                                             "otherwise a log line per unit].")
+@sae_options
 @model_options
 @llm_options
 @store_option
 @json_option
 def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, k, seed,
-              style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress, model_spec, device,
-              dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
+              style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress,
+              sae_specs, sae_name, model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain and score every unit of a model, unattended: mines the layers that have no mining
     run, then for each unit not done yet explains it and scores the explanation (as `explain`
     does), one job per unit in the store. Safe to kill at any moment and run again: nothing done
     is redone, nothing is lost; several batch processes on one store share the work. Prints a
-    summary (done, failed, skipped, simulation score distribution). Exit 3 when a budget ran out."""
+    summary (done, failed, skipped, simulation score distribution). Exit 3 when a budget ran out.
+
+    With --sae PATH_OR_NAME the units are that SAE's (or transcoder's) latents L<layer>/F<i>@<name>,
+    mined with it when no run has; latents that never fired are counted dead, not explained."""
     from ..batch import BatchOptions, parse_shard, plan_batch, run_batch
     from ..errors import BudgetExceeded
     from ..pipeline import ExplainSettings
@@ -82,16 +90,24 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     if k is not None:
         es.k = k
     ids = [u.strip() for part in unit_ids for u in part.split(",") if u.strip()] or None
+    sae = None
+    if sae_specs:
+        if len(sae_specs) > 1:
+            raise UsageError("batch takes one --sae at a time (run one batch per SAE; they share the store)")
+        if unit_kind is not None:
+            raise UsageError(f"--units {unit_kind} with --sae: an SAE batch does the SAE's latents; drop --units")
+        sae = _resolve(sae_specs[0], s.store, sae_name)
+    unit_kind = "latents" if sae is not None else (unit_kind or "neurons")
     o = BatchOptions(model=s.model, layers=layers, units=unit_kind, unit_ids=ids, limit=limit, shard=parse_shard(shard),
                      concurrency=concurrency, llm=s.llm, llm_base_url=s.llm_base_url, max_llm_tokens=s.max_llm_tokens,
                      max_cost_usd=s.max_cost_usd, n_tokens=n_tokens, corpus=corpus, max_attempts=max_attempts,
                      claim_timeout_s=claim_timeout, retry_failed=retry_failed, device=s.device, dtype=s.dtype, settings=es)
     if dry_run:
-        summary = plan_batch(s.store, o)
+        summary = plan_batch(s.store, o, sae=sae)
         emit(as_json, summary.model_dump(), lambda: _print_plan(summary))
         return
     _sigterm_to_interrupt()
-    summary = run_batch(s.store, o, progress=progress)
+    summary = run_batch(s.store, o, progress=progress, sae=sae)
     data = summary.model_dump()
     data["calibration"] = _calibration(s.store, s.llm) if es.explainer == "llm" else None
     emit(as_json, data, lambda: _print_summary(summary, data["calibration"], es.explainer == "llm"))
@@ -99,13 +115,27 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
         raise BudgetExceeded(summary.stopped)
 
 
+def _resolve(spec: str, store_path, name: str | None):
+    """The SAE of --sae, named as the store names it (read-only: nothing is written before the run)."""
+    from pathlib import Path
+
+    from ..store import Store
+
+    p = Path(store_path)
+    if not p.exists():
+        return resolve_sae(spec, None, name)
+    with Store(p, readonly=True, create=False) as st:
+        return resolve_sae(spec, st, name)
+
+
 def _statuses(d: dict) -> str:
-    order = ["done", "running", "pending", "failed", "new"]
+    order = ["done", "running", "pending", "failed", "new", "dead"]
     return ", ".join(f"{k} {d[k]}" for k in order + sorted(set(d) - set(order)) if d.get(k)) or "none"
 
 
 def _print_plan(s) -> None:
-    click.echo(f"dry run: {s.units} units of {s.model_id} selected (store {s.store}); jobs: {_statuses(s.before)}")
+    what = f"latents of SAE {s.sae['name']}" if s.sae else "units"
+    click.echo(f"dry run: {s.units} {what} of {s.model_id} selected (store {s.store}); jobs: {_statuses(s.before)}")
     more = f" ... (+{len(s.units_todo) - 10} more)" if len(s.units_todo) > 10 else ""
     click.echo(f"would do {s.todo} units" + (": " + ", ".join(s.units_todo[:10]) + more if s.units_todo else ""))
     if s.needs_mining:
@@ -130,8 +160,11 @@ def _calibration(store_path, llm_name: str) -> dict | None:
 
 
 def _print_summary(s, calibration: dict | None = None, llm_scores: bool = False) -> None:
-    click.echo(f"batch: {s.units} units of {s.model_id}, LLM {s.llm}, store {s.store}"
+    what = (f"latents of SAE {s.sae['name']} ({s.sae['id'][:12]}, {s.sae['hook']})" if s.sae else "units")
+    click.echo(f"batch: {s.units} {what} of {s.model_id}, LLM {s.llm}, store {s.store}"
                + (f" (mined run {s.mined})" if s.mined else ""))
+    if s.dead:
+        click.echo(f"  dead latents (never fired in the mining run, not explained): {s.dead}")
     click.echo(f"  this run: done {s.done}, failed {s.failed}, skipped {s.skipped}, remaining {s.remaining}"
                + (f" ({s.retries} attempts retried)" if s.retries else ""))
     click.echo(f"  jobs now: {_statuses(s.after)}")
