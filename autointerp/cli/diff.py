@@ -40,6 +40,8 @@ def _context_line(r, n_chars: int = 160) -> str:
 @click.option("--act-tokens", type=int, default=2048, show_default=True, help="Tokens for the activation diff.")
 @click.option("--contexts", "n_contexts", type=int, default=8, show_default=True,
               help="Top contexts used for DLA and patching.")
+@click.option("--patch-top", type=int, default=0, show_default=True,
+              help="Patch only the N components with the largest DLA difference (0: every head and MLP layer).")
 @click.option("--side", type=click.Choice(["auto", "b_better", "a_better"]), default="auto", show_default=True,
               help="Which model's advantage to explain and patch (auto: the larger).")
 @click.option("--explain", type=click.Choice(["none", "baseline", "llm"]), default="baseline", show_default=True,
@@ -53,7 +55,7 @@ def _context_line(r, n_chars: int = 160) -> str:
 @store_option
 @json_option
 def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric, tasks, task_items, level, act_tokens,
-             n_contexts, side, explain, top, plot, seed, device, dtype, llm_spec, llm_base_url, store_path,
+             n_contexts, patch_top, side, explain, top, plot, seed, device, dtype, llm_spec, llm_base_url, store_path,
              as_json) -> None:
     """Diff two causal LMs: where B predicts text better or worse than A, on tasks, and (same
     architecture) which heads, neurons and layers changed and carry the difference.
@@ -74,7 +76,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
 
     s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
                      tasks=[t for t in tasks.split(",") if t.strip()], task_items=task_items, level=level,
-                     act_tokens=act_tokens, n_contexts=n_contexts, side=side, explain=explain, seed=seed).check()
+                     act_tokens=act_tokens, n_contexts=n_contexts, patch_top=patch_top, side=side, explain=explain, seed=seed).check()
     check_out_file("--plot", plot)
     path = check_store_path(store_path or DEFAULT_STORE)
     from ..corpus import DEFAULT_CORPUS, open_source
@@ -125,7 +127,8 @@ def _human(res, top: int, plot) -> None:
         click.echo(f"  {labels.get(a, a):22s} {cells}")
     if res.patching:
         p = res.patching
-        click.echo(f"  (patching from {p['from']} into {p['into']} on {p['n_contexts']} contexts, {p['n_targets']} tokens; "
+        click.echo(f"  (patching {p['n_components']} of {p['of_components']} components from {p['from']} into {p['into']} on "
+                   f"{p['n_contexts']} contexts, {p['n_targets']} tokens; "
                    f"1 = the whole gap {p['m_worse']:.1f} -> {p['m_better']:.1f} recovered)")
     e = res.explanation
     if e:

@@ -336,8 +336,9 @@ def repeated_token_flags(ids: list[int], first_pos: int = 1) -> list[bool]:
     return out
 
 
-def is_repeat_context(rec: ActivationRecord, n_peaks: int = 3) -> bool:
-    """A context whose strongest values (its top n_peaks tokens) are mostly repeat completions."""
+def is_repeat_context(rec: ActivationRecord, n_peaks: int = 1) -> bool:
+    """A context whose strongest values (its peak token; with n_peaks > 1 most of its top n_peaks
+    tokens) complete a repeat (repeated_token_flags)."""
     if not rec.input_ids:
         return False
     flags = repeated_token_flags(rec.input_ids, len(rec.input_ids) - len(rec.acts))

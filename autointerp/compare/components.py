@@ -271,9 +271,11 @@ def _target_logps(hm, ids: torch.Tensor, targets, hooks=None, reps: int = 1) -> 
 
 @torch.no_grad()
 def patch_diff(better, worse, records: Sequence, *, n_pos: int = 3, max_batch: int = 128,
-               progress: Callable | None = None) -> tuple[list[dict], dict]:
+               only: Sequence[str] | None = None, progress: Callable | None = None) -> tuple[list[dict], dict]:
     """Patch each head's output and each MLP layer's output from `better` into `worse` on the
-    records' contexts (module doc). Returns (rows ranked by effect, {m_better, m_worse, n})."""
+    records' contexts (module doc). only: the component names to patch (default: every head and
+    MLP layer; one forward of the contexts per component, batched). Returns (rows ranked by
+    effect, {m_better, m_worse, n_targets, ...})."""
     check_same_architecture(better, worse)
     ids, targets = peak_targets(records, n_pos)
     nL, n = worse.n_layers, ids.shape[0]
@@ -284,6 +286,9 @@ def patch_diff(better, worse, records: Sequence, *, n_pos: int = 3, max_batch: i
     m_w = float(_target_logps(worse, ids, targets).sum())
     gap = m_b - m_w
     comps = _components(worse)
+    if only is not None:
+        keep = set(only)
+        comps = [c for c in comps if c[0] in keep]
 
     def delta(L: int, h: int | None) -> torch.Tensor:                # [n, P, d]: better's share minus worse's
         if h is None:
@@ -325,4 +330,5 @@ def patch_diff(better, worse, records: Sequence, *, n_pos: int = 3, max_batch: i
     for i, r in enumerate(rows):
         r["rank"] = i
     return rows, {"m_better": round(m_b, 4), "m_worse": round(m_w, 4), "n_targets": len(targets),
-                  "n_contexts": n, "normalised": abs(gap) > 1e-6}
+                  "n_contexts": n, "normalised": abs(gap) > 1e-6, "n_components": len(comps),
+                  "of_components": len(_components(worse))}

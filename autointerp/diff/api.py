@@ -45,6 +45,7 @@ class DiffSettings(BaseModel):
     act_tokens: int = 2048               # tokens for the activation diff
     n_contexts: int = 8                  # top contexts used for DLA and patching
     n_pos: int = 3                       # peak tokens per context for DLA and patching
+    patch_top: int = 0                   # patch only the N components of largest |DLA difference| (0: all)
     side: str = "auto"                   # auto | b_better | a_better
     explain: str = "baseline"            # none | baseline (no LLM) | llm
     k: int = 1                           # LLM explanations sampled (best on calibration)
@@ -61,7 +62,7 @@ class DiffSettings(BaseModel):
         for name, v, lo in (("--tokens", self.n_tokens, self.context_len), ("--context-len", self.context_len, 4),
                             ("--batch-size", self.batch_size, 1), ("--top-k", self.top_k, 1),
                             ("--task-items", self.task_items, 1), ("--act-tokens", self.act_tokens, self.context_len),
-                            ("--contexts", self.n_contexts, 1), ("--k", self.k, 1)):
+                            ("--contexts", self.n_contexts, 1), ("--k", self.k, 1), ("--patch-top", self.patch_top, 0)):
             if v < lo:
                 raise UsageError(f"{name} must be at least {lo}, got {v}")
         self.tasks = check_tasks(self.tasks)
@@ -179,7 +180,8 @@ def diff_models(store, spec_a: str | None = None, spec_b: str | None = None, set
             timings["dla_s"] = time.perf_counter() - t
             t = time.perf_counter()
             better, worse = (hm_b, hm_a) if side == "b_better" else (hm_a, hm_b)
-            comps["patching"], patching = patch_diff(better, worse, tops[:s.n_contexts], n_pos=s.n_pos,
+            only = [r["component"] for r in comps["dla"][:s.patch_top]] if s.patch_top else None
+            comps["patching"], patching = patch_diff(better, worse, tops[:s.n_contexts], n_pos=s.n_pos, only=only,
                                                      progress=progress)
             patching.update({"from": better.spec, "into": worse.spec})
             timings["patching_s"] = time.perf_counter() - t

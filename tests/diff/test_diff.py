@@ -201,6 +201,9 @@ def test_llama_gqa_zeroed_head_is_found_and_patching_restores_it(tiny_llama, cor
     rows, info = patch_diff(a, b, bb.top["a_better"][:4])
     assert rows[0]["component"] == "L1/H2" and rows[0]["value"] == pytest.approx(1.0, abs=1e-3)
     assert all(r["value"] < 0.999 for r in rows[1:]) and info["normalised"]
+    some, info2 = patch_diff(a, b, bb.top["a_better"][:4], only=["L1/H2", "L0/H0", "blocks.2.mlp.out"])
+    assert [r["component"] for r in some][0] == "L1/H2" and len(some) == 3 == info2["n_components"]
+    assert some[0]["value"] == pytest.approx(rows[0]["value"])
 
 
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).exists()), None)
