@@ -3,7 +3,8 @@
 Routes (GET/HEAD only):
     /                          models, datasets, best-scored explanations, a search box
     /search?q=&min_score=&layer=&model=&explainer=&limit=    the same search as `autointerp query`
-    /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/')
+    /unit/<model>/<L5/N131>    a neuron or head page (<model> URL-quoted; may contain '/'); an SAE
+                               latent's is /unit/<model>/L6/F12@<sae>, with the SAE's info and density
     /dataset/<name>            patching heatmap(s) and top components linked to their unit pages
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
     /diffs, /diff/<id>         stored model diffs (`autointerp diff A B`; id or a unique prefix)
@@ -90,6 +91,20 @@ def _open(path: Path):
     return Store(path, readonly=True)
 
 
+def _sae_of(store, u: Unit, model: str, m: dict | None) -> dict:
+    """The store's SAE of an SAE-latent unit (L1/F3@name), its latent checked against it."""
+    if not u.sae:
+        raise BadRequest(f"{u} is an SAE latent: name its SAE, e.g. /unit/<model>/L{u.layer}/F{u.index}@<sae>")
+    row = store.get_sae(u.sae)
+    if row is None or row["name"] != u.sae or row["model_id"] != model:
+        raise NotFound(f"no SAE named {u.sae!r} for model {model!r} in this store")
+    if row["layer"] != u.layer:
+        raise BadRequest(f"{u}: SAE {u.sae} reads layer {row['layer']} ({row['hook']}), not layer {u.layer}")
+    n_layers = int(m["n_layers"]) if m is not None and m.get("n_layers") is not None else u.layer + 1
+    u.check(n_layers, 0, 0, int(row["d_sae"]))
+    return row
+
+
 def render(store_path: Path, raw_path: str) -> tuple[int, str]:
     """(status, html) for a request path. Pure apart from reading the store: testable without HTTP."""
     url = urlsplit(raw_path)
@@ -130,10 +145,13 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
             if len(segs) >= 4 and segs[0] == "unit":
                 model = unquote("/".join(segs[1:-2]))
                 unit = unquote(segs[-2]) + "/" + unquote(segs[-1])
+                sae = None
                 try:
                     u = Unit.parse(unit)
                     m = store.get_model(model)
-                    if m is not None and None not in (m.get("n_layers"), m.get("d_mlp"), m.get("n_heads")):
+                    if u.kind == "feature":
+                        sae = _sae_of(store, u, model, m)
+                    elif m is not None and None not in (m.get("n_layers"), m.get("d_mlp"), m.get("n_heads")):
                         u.check(int(m["n_layers"]), int(m["d_mlp"]), int(m["n_heads"]))
                 except UnitError as e:
                     raise BadRequest(str(e)) from None
@@ -142,6 +160,7 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                     if m is None:
                         raise NotFound(f"no model {model!r} in this store")
                     raise NotFound(f"the store has nothing on {u} of {model}")
+                v["sae"] = sae
                 return 200, pages.unit_page(v)
             if len(segs) >= 2 and segs[0] == "dataset" and segs[1]:
                 name = unquote("/".join(segs[1:]))

@@ -182,10 +182,31 @@ def record_html(r: dict, max_act: float, sim_max: float, head: bool, neg_max: fl
     return out
 
 
+def sae_html(sae: dict, stats: dict | None) -> str:
+    """An SAE latent's SAE (identity, hook points, sizes) and the latent's density in its run."""
+    hook = esc(sae["hook"]) + (f" &rarr; {esc(sae['hook_out'])}" if sae.get("hook_out") else "")
+    rows = [["name", esc(sae["name"])], ["id (content hash)", f"<code>{esc(sae['id'])}</code>"],
+            ["architecture", esc(sae["architecture"])], ["hook point", hook],
+            ["d_in / d_sae", f"{esc(sae['d_in'])} / {esc(sae['d_sae'])}"],
+            ["normalisation", esc(sae.get("normalisation") or "none")], ["loaded from", esc(sae.get("path") or "-")]]
+    fa = stats.get("frac_active") if stats else None
+    if fa is None:
+        dens = "<span class='muted'>not mined</span>"
+    elif fa > 0:
+        dens = f"<span id='density'>{fa:.3%}</span> of tokens (firing about once every {1 / fa:,.0f} tokens)"
+    else:
+        dens = "<span id='density'>0</span> <span class='muted'>(dead: never fired in its mining run)</span>"
+    return ("<h2>density</h2><p>" + dens + "</p><h2>SAE</h2>"
+            + table(["", ""], rows, cls="sae-info").replace("<thead><tr><th></th><th></th></tr></thead>", ""))
+
+
 def unit_page(v: dict) -> str:
     model, unit, head = v["model_id"], v["unit"], v["kind"] == "head"
+    what = {"head": "head", "neuron": "neuron", "feature": "latent"}.get(v["kind"], v["kind"])
+    sae = v.get("sae")
+    of = f" of SAE {esc(sae['name'])}" if sae else ""
     parts = [f"<h1>{esc(unit)} <span class='muted'>· {esc(model)} · layer {esc(v['layer'])} "
-             f"{'head' if head else 'neuron'} {esc(v['index'])}</span></h1>"]
+             f"{what} {esc(v['index'])}{of}</span></h1>"]
 
     def value_cell(s: dict) -> str:
         if s.get("value") is None and s.get("reason"):
@@ -203,6 +224,8 @@ def unit_page(v: dict) -> str:
         return (f"<div class='{cls}' data-explanation='{esc(e['id'])}'><p class='expl'>{esc(e['text'])}</p>"
                 f"<p class='muted'>{esc(e['explainer'])} · {esc(e['method'])} · {esc(e['created_at'])}</p>{sc_t}</div>")
 
+    if sae:
+        parts.append(sae_html(sae, v["stats"]))
     parts.append("<h2>explanations</h2>")
     parts += [expl_block(e, "explanation") for e in v["explanations"]] or ["<p class='muted'>no LLM explanation yet</p>"]
     parts.append("<h2>baseline</h2>")
