@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from . import cli
+from ..core.units import Unit
+from .sae import bind_unit, resolve_sae, sae_options
 from .common import (check_fraction, check_store_path, check_unit, emit, json_option, llm_options, model_options, settings,
                      store_option)
 
@@ -43,7 +45,8 @@ def _print_validation(v, title: str) -> None:
 
 
 @cli.command("validate")
-@click.option("--unit", "unit", required=True, help="Unit whose explanation is tested, e.g. L3/N42.")
+@click.option("--unit", "unit", required=True, help="Unit whose explanation is tested, e.g. L3/N42, or an SAE latent "
+                                                    "L6/F12 with --sae (or L6/F12@NAME of an SAE in the store).")
 @click.option("--explanation", "explanation_id", type=int, default=None,
               help="Explanation id [default: the unit's newest LLM explanation].")
 @click.option("--frac", type=float, default=0.25, show_default=True,
@@ -51,24 +54,36 @@ def _print_validation(v, title: str) -> None:
 @click.option("--no-llm", is_flag=True, help="Code-built probes only (no LLM-written texts).")
 @click.option("--no-baseline", is_flag=True, help="Do not also test the unit's non-LLM baseline explanation.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@sae_options
 @model_options
 @llm_options
 @store_option
 @json_option
-def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, model_spec, device, dtype, llm_spec, llm_base_url,
-                 store_path, as_json) -> None:
+def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, sae_specs, sae_name, model_spec, device, dtype,
+                 llm_spec, llm_base_url, store_path, as_json) -> None:
     """Test an explanation causally on the subject model: probes (new texts predicted to make the
     unit fire or not; code-built minimal pairs and LLM-written texts) scored by AUC, precision and
     recall, and interventions (zero/mean ablation, counterfactual patching) on the unit's top
     contexts. The non-LLM baseline gets the same tests. Stored as scores of kinds probe_auc,
-    probe_precision, probe_recall and intervention."""
+    probe_precision, probe_recall and intervention. An SAE latent is tested with its SAE spliced
+    into the model (reconstruction + error term): the interventions edit that latent alone."""
     from ..models.hooked import HookedModel
     from ..store import Store
     from ..validate import ValidateSettings, validate_explanation
 
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path)
     check_fraction("--frac", frac)
-    check_unit("--unit", unit, s.model)             # a malformed or out-of-range id fails before the model loads
+    u0 = Unit.parse(unit)
+    sae = None
+    if sae_specs or u0.kind == "feature":           # an SAE latent: bound to its SAE (--sae or its @name)
+        check_store_path(s.store, must_exist=True)
+        with Store(s.store, readonly=True, create=False) as ro:
+            specs = sae_specs or ((u0.sae,) if u0.sae else ())
+            saes = [resolve_sae(x, ro, sae_name) for x in specs]
+        unit = bind_unit(unit, saes).id
+        sae = next(x for x in saes if x.name == Unit.parse(unit).sae)
+    else:
+        check_unit("--unit", unit, s.model)         # a malformed or out-of-range id fails before the model loads
     check_store_path(s.store, must_exist=True)      # the unit's explanations are read from it: nothing to create
     store = Store(s.store, create=False)
     hm = HookedModel.load(s.model, device=s.device, dtype=s.dtype, progress=not as_json)
@@ -78,7 +93,8 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, model_sp
 
         llm = make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm)
     vs = ValidateSettings(frac=frac, seed=seed, use_llm=not no_llm)
-    res = validate_explanation(store, hm, llm, s.model, unit, explanation_id, settings=vs, baseline=not no_baseline)
+    res = validate_explanation(store, hm, llm, s.model, unit, explanation_id, settings=vs, baseline=not no_baseline,
+                               sae=sae)
 
     def human() -> None:
         click.echo(click.style(res.unit, bold=True) + f"  {res.model_id}  run {res.run_id}  max act {res.unit_max:.3g}"

@@ -11,6 +11,7 @@ Score kinds written per explanation (scores.kind; details_json keeps the probes 
   probe_recall     fired positives / positives
   intervention     fraction of the unit's active top-context positions where the explanation's
                    counterfactual edit moves the promoted tokens' logits the implied way
+An SAE latent is tested through its SAE spliced into the model (site.py).
 See probes.py and intervene.py for the definitions.
 """
 
@@ -25,6 +26,7 @@ from ..errors import UsageError
 from ..core.keys import content_hash
 from ..units import Unit
 from .intervene import InterventionResult, intervene
+from .site import unit_site
 from .probes import (Probe, ProbeScores, code_probes, filler_tokens, llm_probes, neutral_records, parse_explanation,
                      probe_scores, run_probes)
 
@@ -189,16 +191,34 @@ def _validate_one(store, hm, llm, u: Unit, ex, row: dict, unit_max: float, s: Va
 
 
 def validate_explanation(store, hm, llm, model_id: str, unit: str | Unit, explanation_id: int | None = None, *,
-                         settings: ValidateSettings | None = None, baseline: bool = True) -> ValidationResult:
+                         settings: ValidateSettings | None = None, baseline: bool = True, sae=None) -> ValidationResult:
     """Probe and intervention tests of one explanation of `unit` (default: its newest LLM
     explanation) and of the unit's newest baseline explanation. `llm` may be None (code-built
     probes only). Results are stored as scores (kinds probe_auc, probe_precision, probe_recall,
-    intervention) and reused when the same test was already run."""
+    intervention) and reused when the same test was already run.
+
+    An SAE latent (L6/F12@name) is validated through its SAE: `sae` (a models.sae.SAE; attached
+    to hm for the call when it is not already), or the SAE of that name already attached."""
+    u = Unit.parse(unit) if isinstance(unit, str) else unit
+    if sae is not None and u.kind == "feature":
+        u = u.with_sae(sae.name)
+        if hm.saes.get(sae.hook) is not sae:
+            prev = hm.saes.get(sae.hook)
+            hm.attach_sae(sae)
+            try:
+                return validate_explanation(store, hm, llm, model_id, u, explanation_id, settings=settings,
+                                            baseline=baseline)
+            finally:                        # hm is left as it was given
+                hm.detach_sae(sae)
+                if prev is not None:
+                    hm.attach_sae(prev)
     t0 = time.perf_counter()
     s = settings or ValidateSettings()
-    u = hm.check_unit(unit)
-    if u.kind != "neuron":
-        raise UsageError(f"{u}: causal validation covers MLP neurons (L<layer>/N<index>) only")
+    u = hm.check_unit(u)
+    if u.kind not in ("neuron", "feature"):
+        raise UsageError(f"{u}: causal validation covers MLP neurons (L<layer>/N<index>) and SAE latents "
+                         "(L<layer>/F<latent>@<sae>), not heads")
+    unit_site(hm, u)                        # a latent whose SAE is not attached fails here, before any work
     row = _pick_explanation(store, model_id, str(u), explanation_id)
     ex = _exemplars(store, model_id, row, str(u))
     unit_max = _unit_max(ex)

@@ -1,5 +1,7 @@
 """Interventions on a unit in its own top contexts, and whether their effect has the direction
-an explanation implies.
+an explanation implies. A unit is an MLP neuron or an SAE latent (site.py: a latent is edited on
+its SAE's latents point, the SAE spliced in as reconstruction + error, so the edit changes only
+that latent's contribution).
 
 On the unit's top mined contexts (token ids from the store, exactly what mining ran), at the
 *active positions* (activation >= frac x unit max; the peak always included):
@@ -14,7 +16,8 @@ On the unit's top mined contexts (token ids from the store, exactly what mining 
 Measured at the active positions, each intervened run against the clean one:
   kl                 KL(clean || intervened) of the next-token distribution (nats), mean
   dlogit_promoted    mean change of the logits of the k tokens the unit most promotes by direct
-                     logit attribution (W_out[n] * ln_final scale @ W_U; mine.logits)
+                     logit attribution (W_out[n] * ln_final scale @ W_U; mine.logits; a latent's
+                     W_dec[i] in place of W_out[n])
   dlogit_suppressed  the same for the k most suppressed tokens
   dlogit_named       the same for the output words the explanation names ("often before X")
   direction          fraction of positions where the unit's value changed and dlogit_promoted
@@ -38,9 +41,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel
 
-from ..mine.logits import neuron_logit_effects
 from ..models.hooked import ablate, patch_value
 from .probes import _norm, word_ids
+from .site import unit_logit_effect, unit_site
 
 
 class ModeEffect(BaseModel):
@@ -102,9 +105,9 @@ def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float |
     """Run zero/mean ablation and the counterfactual patch on `records` (top records with
     input_ids). Returns (result, base) where base caches the explanation-independent part (clean
     run, zero/mean effects) for the next explanation of the same unit."""
-    hook, n = unit.hook, unit.index
+    hook, n = unit_site(hm, unit)          # an SAE latent: its latents point, where an edit splices the SAE in
     recs = [r for r in records if r.input_ids]
-    eff = neuron_logit_effects(hm, unit.layer, torch.tensor([n], device=hm.device))[0]
+    eff = unit_logit_effect(hm, unit)
     prom = eff.topk(k).indices
     supp = eff.topk(k, largest=False).indices
     dec = lambda i: hm.tokenizer.decode([int(i)])

@@ -257,7 +257,9 @@ def run_probes(hm, unit, probes: list[Probe], threshold: float, *, batch_size: i
     """Fill each probe's max_act (over its text positions) and fires, batched forward passes
     that stop after the unit's layer. Code probes run their ids, LLM probes are tokenised with
     the BOS the mined contexts start with."""
-    hook = unit.hook
+    from .site import unit_site
+
+    hook, index = unit_site(hm, unit)
     for a in range(0, len(probes), batch_size):
         chunk = probes[a:a + batch_size]
         seqs = []
@@ -275,7 +277,7 @@ def run_probes(hm, unit, probes: list[Probe], threshold: float, *, batch_size: i
             ids[i, :len(s)] = torch.tensor(s)
             mask[i, :len(s)] = 1
         run = hm.forward(ids, mask, cache=[hook], return_logits=False, stop_at_layer=unit.layer + 1)
-        acts = run[hook][..., unit.index].float().cpu()
+        acts = run[hook][..., index].float().cpu()
         for i, p in enumerate(chunk):
             L = len(seqs[i])
             v = acts[i, min(first_pos, L - 1):L]
