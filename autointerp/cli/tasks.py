@@ -103,6 +103,14 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     if dataset_name:
         ds = get_dataset(store, dataset_name)
     else:
+        if not replace:                 # a name that is taken fails here, before the model loads
+            from ..tasks.api import slugify
+            from ..tasks.builtin import builtin_name
+
+            intended = name or (slugify(Path(import_path).stem) if import_path else (builtin_name(task) or slugify(task)))
+            if intended in {r["name"] for r in store.list_datasets()}:
+                raise UsageError(f"dataset {intended!r} exists: pick another --name, pass --replace, or use "
+                                 f"--dataset {intended} to read it (e.g. with --out)")
         hm = load_subject(model_spec, device, dtype)
         if import_path:
             ds = import_dataset(store, hm, import_path, name=name, margin=margin, batch_size=batch_size, replace=replace)

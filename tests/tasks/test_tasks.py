@@ -128,7 +128,7 @@ def test_misaligned_import_names_the_line_and_stores_nothing(tiny_gpt2, tmp_path
     assert store.query("select count(*) as n from pairs")[0]["n"] == 0
 
 
-def test_import_stores_a_dataset(tiny_gpt2, tmp_path):
+def test_import_stores_a_dataset(tiny_gpt2, tmp_path, capsys):
     store = Store(tmp_path / "s.db")
     a, w = _oriented(tiny_gpt2, *GOOD, " mary", " john")
     p = tmp_path / "ok.jsonl"
@@ -140,6 +140,14 @@ def test_import_stores_a_dataset(tiny_gpt2, tmp_path):
     assert back.stats["candidates"] == 1 and back.stats["accepted"] == 1
     with pytest.raises(DatasetError, match="exists"):
         import_dataset(store, tiny_gpt2, p, margin=-1e9)
+    store.close()
+    # from the CLI, a taken name fails before any model loads (the model spec does not even exist)
+    from tinykit import run_cli
+
+    for args in (["--import", p], ["--task", "ioi", "--name", "ok"]):
+        code, out, err = run_cli(capsys, "pairs", *args, "--store", tmp_path / "s.db", "--model", tmp_path / "nope",
+                                 "--out", tmp_path / "x.json", "--format", "auto-circuit")
+        assert code == 2 and "dataset 'ok' exists" in err and "--dataset ok" in err and err.count("\n") == 1
 
 
 def test_import_of_a_huge_line_is_bounded(tmp_path):
