@@ -10,9 +10,21 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def packaged_prompts() -> Path:
+    """The shipped prompts/: the checkout's (source or editable install), else the copy a plain
+    `pip install .` puts under <prefix>/share/autointerp/prompts (pyproject data-files)."""
+    import sys
+
+    for d in (REPO_ROOT / "prompts", Path(sys.prefix) / "share" / "autointerp" / "prompts"):
+        if (d / "explain_chat.txt").is_file():
+            return d
+    return REPO_ROOT / "prompts"
 
 
 def cache_dir() -> Path:
@@ -51,7 +63,7 @@ class Settings(BaseSettings):
     dtype: str = "float32"                 # float32 | bfloat16 | float16
     llm: str = "embedded:smollm2-135m"     # embedded:SPEC | openai:MODEL
     llm_base_url: str | None = None
-    prompts: Path = REPO_ROOT / "prompts"
+    prompts: Path = Field(default_factory=packaged_prompts)
     max_llm_tokens: int | None = None
     max_cost_usd: float | None = None
     llm_concurrency: int = 4

@@ -20,12 +20,12 @@ _SECTION = re.compile(r"^### (system|user|assistant)[ \t]*$", re.MULTILINE)
 
 
 def default_prompts_dir() -> Path:
-    from ..config import REPO_ROOT, Settings
+    from ..config import Settings, packaged_prompts
 
     try:
         return Path(Settings().prompts)
     except Exception:  # a broken env should not stop the defaults from loading
-        return REPO_ROOT / "prompts"
+        return packaged_prompts()
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,11 @@ class Prompt:
 def load_prompt(name: str, prompts_dir: str | Path | None = None) -> Prompt:
     """Load prompts/<name>.txt (or <name> as given) from prompts_dir, else $AUTOINTERP_PROMPTS /
     settings.prompts, falling back to the packaged prompts/ for names the user dir lacks."""
-    from ..config import REPO_ROOT
+    from ..config import packaged_prompts
 
     dirs = [Path(prompts_dir)] if prompts_dir is not None else [default_prompts_dir()]
-    if REPO_ROOT / "prompts" not in dirs:
-        dirs.append(REPO_ROOT / "prompts")
+    if packaged_prompts() not in dirs:
+        dirs.append(packaged_prompts())
     candidates = [name] if name.endswith((".txt", ".md")) else [f"{name}.txt", name]
     for d in dirs:
         for c in candidates:
