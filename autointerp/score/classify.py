@@ -97,13 +97,17 @@ class YesNoJudge:
         out: list[float] = []
         bad = 0
         if self.use_logprobs:
+            from .simulate import parallel_map
+
             built = [build_yes_no_prompt(self.template, explanation, t) for t in texts]
-            for i in range(0, len(built), self.batch_size):
-                chunk = built[i:i + self.batch_size]
+
+            def one(chunk):
                 rows = self.llm.prompt_logprobs_batch(chunk[0][0], [[rest] for _, rest in chunk], YES_NO, template=self.template)
-                for row in rows:
-                    y, n = float(row[-1][0]), float(row[-1][1])
-                    out.append(y / (y + n) if y + n > 0 else 0.5)
+                return [float(r[-1][0]) / (float(r[-1][0]) + float(r[-1][1])) if float(r[-1][0]) + float(r[-1][1]) > 0
+                        else 0.5 for r in rows]
+
+            chunks = [built[i:i + self.batch_size] for i in range(0, len(built), self.batch_size)]
+            out = [p for part in parallel_map(self.llm, one, chunks) for p in part]   # chunks in parallel on endpoints
             return out, bad
         from .simulate import parallel_map
 

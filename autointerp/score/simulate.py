@@ -178,16 +178,16 @@ class LogprobSimulator:
     def simulate(self, explanation: str, records: Sequence) -> Simulation:
         built = [build_logprob_prompt(self.template, explanation, r.tokens, **self._extra(explanation, r.tokens))
                  for r in records]
-        expected: list[list[float]] = []
-        for i in range(0, len(built), self.batch_size):
-            chunk = built[i:i + self.batch_size]
-            prefixes = {p for p, _ in chunk}
-            if len(prefixes) == 1:
+        def one(chunk):
+            if len({p for p, _ in chunk}) == 1:
                 rows = self.llm.prompt_logprobs_batch(chunk[0][0], [s for _, s in chunk], self.candidates,
                                                       template=self.template)
             else:  # cannot happen with a well-formed template; stay correct anyway
                 rows = [self.llm.prompt_logprobs(p, s, self.candidates, template=self.template) for p, s in chunk]
-            expected.extend(expected_values(r, self.candidates, self.values).tolist() for r in rows)
+            return [expected_values(r, self.candidates, self.values).tolist() for r in rows]
+
+        chunks = [built[i:i + self.batch_size] for i in range(0, len(built), self.batch_size)]
+        expected: list[list[float]] = [e for part in parallel_map(self.llm, one, chunks) for e in part]
         return Simulation(method=self.method, scorer=self.scorer, template_hash=self.template.hash, expected=expected)
 
 
