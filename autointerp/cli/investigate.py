@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_min, check_out_dir, check_store_path, emit, json_option, llm_options, model_options, settings,
+from .common import (check_fraction, check_min, check_out_dir, check_store_path, emit, json_option, llm_options, model_options, settings,
                      store_option)
 from .models import load_subject
 
@@ -32,13 +32,18 @@ from .models import load_subject
 @click.option("--margin", type=float, default=1.0, show_default=True, help="Pair validation margin (logit diff drop).")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Items per batch.")
 @click.option("--max-batch", type=int, default=256, show_default=True, help="Rows per forward pass when batching patches.")
+@click.option("--edges", "edges", type=click.Choice(["eap", "eap-ig"]), default=None,
+              help="Also find the edge-level circuit (edge attribution patching, pruned to --edge-target "
+                   "faithfulness measured by running it); stored as `autointerp circuit` stores it.")
+@click.option("--edge-target", type=float, default=0.8, show_default=True,
+              help="--edges: keep the top edges until the circuit recovers this fraction of the logit difference.")
 @click.option("--rerun", is_flag=True, help="Recompute every step even if stored.")
 @model_options
 @llm_options
 @store_option
 @json_option
 def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_validate, no_prose, budget_usd, out, seed,
-                    margin, batch_size, max_batch, rerun, model_spec, device, dtype, llm_spec, llm_base_url, store_path,
+                    margin, batch_size, max_batch, edges, edge_target, rerun, model_spec, device, dtype, llm_spec, llm_base_url, store_path,
                     as_json) -> None:
     """Investigate a behaviour end to end: build and validate counterfactual pairs (or take
     --dataset), localise it (attribution patching -> activation patching -> path patching), name
@@ -62,13 +67,15 @@ def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_val
         check_min(opt, v, low)
     if budget_usd is not None and not budget_usd > 0:
         raise UsageError(f"--budget-usd must be more than 0, got {budget_usd}")
+    check_fraction("--edge-target", edge_target)
     check_out_dir("--out", out)                     # before the pipeline runs, not after it
     check_store_path(s.store)
     hm = load_subject(model_spec, device, dtype)
     store = Store(s.store)
     cfg = InvestigateSettings(n=n, top=top, n_mlp=n_mlp, n_explain=n_explain, mine_tokens=mine_tokens,
                               validate_explanations=not no_validate, prose=not no_prose, seed=seed, margin=margin,
-                              batch_size=batch_size, max_batch=max_batch)
+                              batch_size=batch_size, max_batch=max_batch, edges=edges,
+                              edge_target=edge_target)
 
     def log(msg: str) -> None:
         click.echo(f"  {msg}", err=True)
@@ -88,6 +95,11 @@ def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_val
         click.echo(f"  faithfulness {'-' if fa is None else f'{fa:.3f}'}, model without the circuit "
                    f"{'-' if h.get('model_minus_circuit') is None else format(h['model_minus_circuit'], '.3f')}, "
                    f"backup heads: {', '.join(sm['backup']['backup_heads']) or 'none'}")
+        ec = sm.get("edge_circuit")
+        if ec:
+            click.echo(f"  edge circuit ({ec['method']}): {ec['n_edges']} of {ec['n_edges_total']} edges, faithfulness "
+                       f"{'-' if ec['faithfulness'] is None else format(ec['faithfulness'], '.3f')}; localised "
+                       f"components in it: {', '.join(ec['localised_in']) or 'none'}  (viewer: /circuit/{ec['circuit_id']})")
         click.echo("  steps: " + ", ".join(f"{k} {v['seconds']:.1f}s{' (reused)' if v.get('reused') else ''}"
                                           for k, v in res.timings.items()) + f"; total {res.total_seconds:.1f}s")
         click.echo(f"  report: {res.report_path}  (viewer: autointerp serve, /investigation/{res.id[:12]})")

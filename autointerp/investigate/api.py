@@ -15,6 +15,9 @@ Steps (each stored in investigation_steps, keyed by a hash of its inputs, reused
     neurons     neuron-level patching of the top MLP layer; the top neurons explained, scored, validated
     hypothesis  faithfulness and completeness of the circuit (mean ablation)
     backup      ablate the top head, re-measure the other heads' direct effects
+    edges       (--edges eap|eap-ig) the edge-level circuit (patching/edge_search.find_circuit: edges
+                scored, pruned to a faithfulness target measured by running the circuit), stored as
+                `autointerp circuit` stores it (viewer: /circuit/ID), checked against the node-level heads
     prose       the LLM's short summary, every number checked against the measurements
 The LLM plans nothing: it writes pairs (free-text tasks), explains neurons and writes the prose.
 """
@@ -50,10 +53,18 @@ class InvestigateSettings(BaseModel):
     margin: float = 1.0               # pair validation margin (built-in and LLM-written tasks)
     batch_size: int = 32
     max_batch: int = 256
+    edges: str | None = None          # also find the edge-level circuit: 'eap' or 'eap-ig' (None: node level only)
+    edge_target: float = 0.8          # its faithfulness target (fraction of the logit difference recovered)
+    edge_points: int = 8              # circuit sizes measured on its faithfulness-vs-edges curve
 
     def science(self) -> dict:
-        """The settings that determine results (everything; kept as a method for future non-science fields)."""
-        return self.model_dump()
+        """The settings that determine results. Without --edges the edge settings are left out, so an
+        investigation's id is what it was before the edge step existed."""
+        d = self.model_dump()
+        if d["edges"] is None:
+            for k in ("edges", "edge_target", "edge_points"):
+                d.pop(k)
+        return d
 
 
 class InvestigationResult(BaseModel):
@@ -73,7 +84,7 @@ class InvestigationResult(BaseModel):
                 "report": self.report_path, "figures": self.figures, "timings": self.timings,
                 "total_seconds": self.total_seconds, **{k: self.summary.get(k) for k in (
                     "clean_logit_diff", "corrupt_logit_diff", "circuit", "edges", "hypothesis", "backup", "neurons",
-                    "components")}}
+                    "components", "edge_circuit")}}
 
 
 def investigation_id(task: str | None, dataset: str | None, model_id: str, s: InvestigateSettings) -> str:
@@ -126,6 +137,12 @@ def investigate(store, hm, task: str | None = None, *, dataset: str | None = Non
     s = settings or InvestigateSettings()
     if s.top < 1 or s.n < 1:
         raise UsageError("--top and --n must be at least 1")
+    if s.edges is not None and s.edges not in ("eap", "eap-ig"):
+        raise UsageError(f"unknown --edges {s.edges!r}: use eap or eap-ig")
+    if not 0 < s.edge_target <= 1:
+        raise UsageError(f"--edge-target {s.edge_target} out of range: use a fraction in (0, 1], e.g. 0.8")
+    if s.edge_points < 2:
+        raise UsageError("edge_points must be at least 2")
     t_start = time.perf_counter()
     from . import stages
 
@@ -146,11 +163,13 @@ def investigate(store, hm, task: str | None = None, *, dataset: str | None = Non
         neurons = stages.neurons_step(steps, store, hm, ds, ds_info, conf, s, llm_h, inv_id, notes)
         hyp = stages.hypothesis_step(steps, hm, ds, ds_info, conf, s)
         backup = stages.backup_step(steps, hm, ds, ds_info, conf, paths, s)
+        edge = stages.edges_step(steps, store, hm, ds, ds_info, conf, s) if s.edges else None
         from .report import build_summary, write_report
 
         summary = build_summary(inv_id, task_label, hm, ds, ds_info, loc, conf, paths, heads, neurons, hyp, backup,
                                 steps.keys, notes)
         summary["dataset_arg"] = dataset
+        summary["edge_circuit"] = edge
         res = write_report(steps, store, hm, inv_id, summary, s, llm_h, out)
     except BaseException as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -132,10 +132,30 @@ def facts_text(sm: dict) -> str:
                      f"effect by {f2(b['compensation'])} in total.")
     else:
         lines.append(f"Backup: when {b['ablated']} is ablated, no other head takes over its direct effect.")
+    lines += edge_lines(sm.get("edge_circuit"))
     for n in sm["neurons"].get("neurons", []):
         if n.get("explanation"):
             lines.append(f"Neuron {n['unit']}: patching effect {sf2(n['effect'])}; explanation: {n['explanation']}")
     return "\n".join(lines)
+
+
+def f3(x) -> str:
+    return "-" if x is None else f"{x:+.3f}"
+
+
+def edge_lines(ec: dict | None) -> list[str]:
+    """The edge circuit's measured numbers as sentences (facts for the prose check, and the report's section)."""
+    if not ec:
+        return []
+    reached = "reaching" if ec["reached_target"] else "short of"
+    out = [f"Edge circuit ({ec['method']}, stored circuit {ec['circuit_id']}): {ec['n_edges']} of {ec['n_edges_total']} "
+           f"edges kept; running it (every other edge patched to its corrupt value) recovers {f2(ec['faithfulness'])} "
+           f"({pct(ec['faithfulness'])}) of the logit difference, {reached} the target {f2(ec['target'])}."]
+    loc = [mlp_name(c) for c in ec["localised_in"]]
+    miss = [mlp_name(c) for c in ec["localised_missing"]]
+    out.append("Node-level circuit components in the edge circuit: " + (", ".join(loc) or "none") + "; not in it: "
+               + (", ".join(miss) or "none") + ".")
+    return out
 
 
 def template_prose(sm: dict) -> list[str]:
@@ -336,6 +356,19 @@ def markdown(sm: dict, prose: dict, figs: list[dict], timings: dict, s, llm_name
     er = [[e["sender"], e["receiver"] + ("" if e["receiver"] == "logits" else f":{e['channel']}"), sf2(e["effect"]),
            e["run_id"]] for e in sm["edges"] if abs(e["effect"]) >= s.min_edge]
     L += [_table(["sender", "receiver", "effect", "patch run"], er) if er else "*(no edge above the threshold)*", ""]
+    ec = sm.get("edge_circuit")
+    if ec:
+        L += [f"## Edge circuit ({ec['method']})", "",
+              "*(written by code from the measured values; the whole circuit in the viewer at "
+              f"`/circuit/{ec['circuit_id']}`, or `autointerp circuit --show {ec['circuit_id']}`)*", ""]
+        L += [f"- {x}" for x in edge_lines(ec)] + [""]
+        L += [f"Top {len(ec['top_edges'])} edges of the circuit by score (the normalised change of the logit "
+              "difference when that edge alone is patched):", ""]
+        L += [_table(["rank", "edge", "score"], [[i + 1, e["edge"], f3(e["score"])]
+                                                 for i, e in enumerate(ec["top_edges"])]), ""]
+        if len(ec["curve"]) > 1:
+            L += ["Faithfulness against the number of edges kept (each point measured): "
+                  + ", ".join(f"{k}: {f2(f)}" for k, f in ec["curve"]) + ".", ""]
     L += ["## Localisation", "",
           f"Attribution patching ranked every head and MLP layer; the top {len(sm['candidates']['heads'])} heads and "
           f"{len(sm['candidates']['mlp'])} MLP layers were confirmed by activation patching.", ""]
@@ -393,6 +426,8 @@ def markdown(sm: dict, prose: dict, figs: list[dict], timings: dict, s, llm_name
     if notes:
         L += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     how = (f"--dataset {sm['dataset_arg']!r}" if sm.get("dataset_arg") else f"--task {sm['task']!r}")
+    if s.edges:
+        how += f" --edges {s.edges}" + ("" if s.edge_target == 0.8 else f" --edge-target {s.edge_target:g}")
     L += [f"*LLM: {llm_name}. Reproduce: `autointerp investigate {how} --model {sm['model']} --n {s.n} --top {s.top}` "
           f"(stored steps are reused).*", ""]
     return "\n".join(L)

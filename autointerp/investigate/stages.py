@@ -344,3 +344,34 @@ def backup_step(steps, hm, ds, dsi, conf, paths, s):
     h = top_head(conf, paths)
     return steps.run("backup", {"paths": steps.keys["paths"], "head": h, "min_rise": s.backup_min_rise},
                      lambda: backup_heads(hm, ds.items, h, batch_size=s.batch_size, min_rise=s.backup_min_rise))
+
+
+# ----------------------------------------------------------------------------- 9. edges (--edges)
+
+
+def edges_step(steps, store, hm, ds, dsi, conf, s, n_top: int = 10):
+    """The edge-level circuit beside the node-level one: patching's find_circuit (edges scored by
+    EAP or EAP-IG, pruned to s.edge_target faithfulness, each curve point measured by running the
+    circuit), stored as `autointerp circuit` stores it; which localised components it contains."""
+    from ..patching.edge_search import find_circuit
+
+    def run() -> dict:
+        circ = find_circuit(store, hm, ds, s.edges, target=s.edge_target, points=s.edge_points,
+                            batch_size=s.batch_size, reuse=not steps.rerun)
+        nodes = circ.nodes()
+        sc = circ.scores.scores if circ.scores is not None else None
+        top = [{"edge": circ.graph.edge_name(e), "score": None if sc is None else round(float(sc[e]), 6)}
+               for e in circ.edges[:n_top]]
+        localised = conf["circuit_heads"] + conf["circuit_mlps"]
+        return {"circuit_id": circ.circuit_id, "method": circ.method, "target": circ.target,
+                "faithfulness": circ.faithfulness, "reached_target": bool(circ.settings.get("reached_target", True)),
+                "n_edges": len(circ.edges), "n_edges_total": circ.graph.n_edges,
+                "clean_logit_diff": circ.clean_logit_diff, "corrupt_logit_diff": circ.corrupt_logit_diff,
+                "curve": [list(p) for p in circ.curve], "top_edges": top, "nodes": nodes,
+                "localised_in": [c for c in localised if c in nodes],
+                "localised_missing": [c for c in localised if c not in nodes]}
+
+    return steps.run("edges", {"dataset": dsi["hash"], "model": hm.spec, "confirm": steps.keys["confirm"],
+                               "method": s.edges, "target": s.edge_target, "points": s.edge_points,
+                               "batch_size": s.batch_size}, run,
+                     valid=lambda r: store.get_circuit(r["circuit_id"], in_circuit_only=True) is not None)

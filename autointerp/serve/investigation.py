@@ -16,6 +16,9 @@ def investigation_html(inv: dict, figures: dict[str, bytes], unit_link: Callable
     status = inv.get("status")
     head = (f'<p class="muted">investigation {esc(inv["id"])} · status {esc(status)} · updated '
             f'{esc(inv.get("updated_at"))}</p>')
+    ec = (inv.get("summary") or {}).get("edge_circuit")
+    if ec and ec.get("circuit_id") is not None:
+        head += f'<p>edge circuit: <a href="/circuit/{esc(ec["circuit_id"])}">circuit {esc(ec["circuit_id"])}</a></p>'
     if status == "failed":
         head += f'<p><b>failed:</b> {esc(inv.get("error"))}</p>'
     if not inv.get("report_md"):
