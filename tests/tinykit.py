@@ -99,3 +99,9 @@ def save_model_dir(hm, d):
     hm.model.save_pretrained(d)
     hm.tokenizer.save_pretrained(d)
     return d
+
+
+def run_cli_lines(args, capsys):
+    """run_cli with stderr as its non-empty lines: (exit code, stdout, [stderr lines])."""
+    code, out, err = run_cli(capsys, *args)
+    return code, out, [ln for ln in err.splitlines() if ln.strip()]

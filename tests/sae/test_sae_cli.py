@@ -12,15 +12,9 @@ from tinykit import WORDS
 
 
 def _main(args, capsys):
-    from autointerp.cli import main
+    from tinykit import run_cli_lines
 
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, [ln for ln in out.err.splitlines() if ln.strip()]
+    return run_cli_lines(args, capsys)
 
 
 @pytest.fixture(scope="module")
