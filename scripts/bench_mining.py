@@ -12,6 +12,12 @@ For each corpus length, in its own subprocess (so peak RSS is per length):
 
     .venv/bin/python scripts/bench_mining.py                      # smollm2-135m, 16k and 32k tokens
     .venv/bin/python scripts/bench_mining.py --tokens 8192,16384 --json
+    .venv/bin/python scripts/bench_mining.py --sae-latents 4096 --sae-layer 6   # SAE overhead (target <= 1.2x)
+
+--sae-latents N: mining one layer's MLP neurons with and without an SAE of N latents attached on
+that layer's residual stream (a random ReLU SAE in SAELens shape; the cost does not depend on
+the weights), in one process, alternating the two runs twice; the ratio of the streaming-loop
+times is the SAE's overhead. --sae-mine all compares the whole-model mine with and without it.
 """
 
 from __future__ import annotations
@@ -96,6 +102,38 @@ def child(a) -> dict:
     }
 
 
+def sae_overhead(a) -> dict:
+    import torch
+
+    from autointerp.core.hooks import act_name
+    from autointerp.mine import mine
+    from autointerp.models import HookedModel
+    from autointerp.models.sae import SAE
+    from autointerp.store import Store
+
+    hm = HookedModel.load(a.model, device=a.device, dtype=a.dtype, progress=False)
+    g = torch.Generator().manual_seed(0)
+    d, n = hm.d_model, a.sae_latents
+    sae = SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) / d ** 0.5, b_enc=torch.full((n,), -0.5),
+              W_dec=torch.randn(n, d, generator=g) / n ** 0.5, b_dec=torch.zeros(d),
+              hook=act_name("resid_post", a.sae_layer), name="bench")
+    tokens = int(a.tokens.split(",")[0])
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        layers = None if a.sae_mine == "all" else [a.sae_layer]
+        for rep in range(a.sae_reps):
+            for kind in ("without", "with"):
+                with Store(os.path.join(tmp, f"{kind}{rep}.db")) as st:
+                    rid = mine(hm, st, corpus=a.corpus, n_tokens=tokens, layers=layers, progress=False,
+                               batch_size=a.batch_size, saes=[sae] if kind == "with" else ())
+                    stats = st.get_mining_run(rid)["stats"]
+                times[kind].append(float(stats["loop_s"]))
+    w, wo = min(times["with"]), min(times["without"])
+    return {"model": a.model, "layer": a.sae_layer, "mined_layers": a.sae_mine, "latents": n, "tokens": tokens, "loop_s_without": times["without"],
+            "loop_s_with": times["with"], "overhead": round(w / wo, 3), "target": 1.2,
+            "loadavg": os.getloadavg()[0]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -107,8 +145,22 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--sae-latents", type=int, default=0, help="measure the overhead of an SAE of this many latents")
+    ap.add_argument("--sae-layer", type=int, default=6)
+    ap.add_argument("--sae-mine", choices=["one", "all"], default="one",
+                    help="mine only the SAE's layer (neurons of that layer, the strict comparison) or all layers")
+    ap.add_argument("--sae-reps", type=int, default=2)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.sae_latents:
+        r = sae_overhead(a)
+        if a.json:
+            print(json.dumps(r, indent=2))
+        else:
+            print(f"{a.model} SAE on layer {r['layer']}, mining {r['mined_layers']} layer(s), {r['tokens']} tokens: mining loop {min(r['loop_s_without']):.2f} s "
+                  f"without, {min(r['loop_s_with']):.2f} s with {r['latents']} SAE latents: {r['overhead']:.2f}x "
+                  f"(target <= 1.2x; best of {a.sae_reps} each; load {r['loadavg']:.1f})")
+        return
     if a.child is not None:
         a.length = a.child
         print("BENCH " + json.dumps(child(a)), flush=True)
