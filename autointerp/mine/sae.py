@@ -47,7 +47,6 @@ class LatentLayer:
         self.res = TopK(self.n, max(1, n_random + top_k + n_quantiles * per_quantile), p, device, aux=True)
         self.act = TopK(self.n, max(1, 2 * n_quantiles * per_quantile), p, device, aux=True)     # active contexts only
         self.stats = Stats(self.n, device)
-        self.l0_sum = 0.0
 
     @property
     def hook(self) -> str:
@@ -62,7 +61,6 @@ class LatentLayer:
             x = x.float()
         mx = x.amax(dim=1)                                   # [b, n]
         self.stats.update(x, mx)
-        self.l0_sum += float(x.gt(0).sum())
         score = mx.T                                         # [n, b]
         active = score > 0
         neg = torch.full_like(score, float("-inf"))
@@ -76,12 +74,11 @@ class LatentLayer:
 
     def state_dict(self) -> dict:
         return {"top": self.top.state_dict(), "res": self.res.state_dict(), "act": self.act.state_dict(),
-                "stats": self.stats.state_dict(), "l0_sum": self.l0_sum}
+                "stats": self.stats.state_dict()}
 
     def load_state_dict(self, d: dict) -> None:
         for k in ("top", "res", "act", "stats"):
             getattr(self, k).load_state_dict(d[k])
-        self.l0_sum = float(d["l0_sum"])
 
     # ---- finalisation -------------------------------------------------------------------
     def density(self) -> dict:
@@ -89,7 +86,8 @@ class LatentLayer:
         n_tok = max(self.stats.n, 1)
         return {"sae": self.name, "d_sae": self.n, "dead": int((self.stats.pos == 0).sum()),
                 "dead_frac": round(float((self.stats.pos == 0).double().mean()), 6),
-                "l0": round(self.l0_sum / n_tok, 3), "median_freq": float(fa.median()),
+                "l0": round(float(self.stats.pos.sum()) / n_tok, 3),   # active latents per token: the
+                # positive counts Stats already keeps, summed over latents "median_freq": float(fa.median()),
                 "max_freq": float(fa.max())}
 
     def unit_stats(self) -> Iterator[tuple]:
