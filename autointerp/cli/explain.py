@@ -70,15 +70,16 @@ def _print_scores(scores: dict) -> None:
 
 
 def _chance_line(scores: dict, llm_name: str) -> str | None:
-    """One plain line when the LLM simulation score cannot be told from its control."""
-    sc = scores.get("simulation")
-    if sc is None:
+    """One plain line naming the LLM scores that cannot be told from their control (the margin's
+    interval includes 0)."""
+    names = {"simulation": "simulation", "detection": "detection", "fuzzing": "fuzzing"}
+    weak = [label for k, label in names.items() if (sc := scores.get(k)) is not None
+            and getattr(sc, "margin_low", None) is not None and sc.margin_low <= 0 <= sc.margin_high]
+    if not weak:
         return None
-    lo, hi = getattr(sc, "margin_low", None), getattr(sc, "margin_high", None)
-    if lo is not None and lo <= 0 <= hi:
-        return (f"  -> with {llm_name} this simulation score cannot be told from chance: its margin over the "
-                "control explanation includes 0")
-    return None
+    what = " and ".join(weak) + (" score" if len(weak) == 1 else " scores")
+    return (f"  -> with {llm_name} the {what} cannot be told from chance: the margin over the control "
+            "explanation includes 0")
 
 
 def _calibration_line(res) -> str:

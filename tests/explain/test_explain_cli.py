@@ -48,3 +48,17 @@ def test_show_prints_what_the_store_knows(tmp_path, rec, fake_llm_cls, prompts_d
 def test_highlight_tokens_styles_active_tokens():
     out = highlight_tokens(["a", " cat", " b"], [0.0, 2.0, 0.0], 2.0)
     assert click.unstyle(out) == "a cat b" and "\x1b[" in out
+
+
+def test_chance_line_names_the_scores_whose_margin_includes_zero():
+    from autointerp.cli.explain import _chance_line
+    from autointerp.score.scorers import ScoreRecord
+
+    ok = ScoreRecord(kind="simulation", value=0.6, control=0.1, margin=0.5, margin_low=0.3, margin_high=0.7)
+    flat = ScoreRecord(kind="fuzzing", value=0.58, control=0.58, margin=0.0, margin_low=0.0, margin_high=0.0)
+    assert _chance_line({"simulation": ok}, "m") is None
+    line = _chance_line({"simulation": ok, "fuzzing": flat}, "embedded:x")
+    assert "fuzzing score cannot be told from chance" in line and "simulation" not in line
+    both = _chance_line({"simulation": ok.model_copy(update={"margin_low": -0.1}), "fuzzing": flat}, "m")
+    assert "simulation and fuzzing scores" in both
+    assert _chance_line({"detection": ScoreRecord(kind="detection", value=None, reason="constant judge")}, "m") is None
