@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 
-DELAY = 0.1
+DELAY = 0.4            # latency dominates: the CPU work of a unit (ms) is small next to it
 UNITS = 4
 
 
