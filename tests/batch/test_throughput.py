@@ -10,7 +10,7 @@ import sqlite3
 import threading
 import time
 
-DELAY = 0.4            # latency dominates: the CPU work of a unit (ms) is small next to it
+DELAY = 0.4   # latency dominates: the batch's own CPU work (about a second in all, under the GIL) is small next to it
 UNITS = 4
 
 
