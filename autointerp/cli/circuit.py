@@ -10,7 +10,7 @@ import click
 from . import cli
 from .common import (check_fraction, check_min, check_out_file, check_store_path, emit, json_option, model_options,
                      settings, store_option)
-from .models import load_subject
+from .models import open_dataset
 
 
 @cli.command("circuit")
@@ -72,15 +72,7 @@ def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batc
     if dataset is None:
         raise UsageError("--dataset is required (a stored dataset name or a .jsonl file), or --show ID")
     from ..patching.edge_search import auto_circuit_json, find_circuit
-    from ..tasks import get_dataset, resolve_dataset
-
-    is_file = Path(dataset).is_file()
-    check_store_path(s.store, must_exist=not is_file)
-    store = Store(s.store, create=is_file)
-    if not is_file:
-        get_dataset(store, dataset)        # a missing name fails here, before the model loads
-    hm = load_subject(model_spec, device, dtype)
-    ds = resolve_dataset(store, hm, dataset)
+    store, hm, ds = open_dataset(s.store, dataset, model_spec, device, dtype)
 
     def prog(a, b):
         if not as_json:

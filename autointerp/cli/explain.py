@@ -3,12 +3,10 @@ knows about it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from . import cli
-from ..errors import UsageError
 from ..core.units import Unit
 from .sae import bind_unit, resolve_sae, sae_options
 from .common import check_min, check_store_path, check_unit, emit, explain_options, json_option, llm_options, model_options, settings, store_option
@@ -73,8 +71,7 @@ def _chance_line(scores: dict, llm_name: str) -> str | None:
     """One plain line naming the LLM scores that cannot be told from their control (the margin's
     interval includes 0)."""
     names = {"simulation": "simulation", "detection": "detection", "fuzzing": "fuzzing"}
-    weak = [label for k, label in names.items() if (sc := scores.get(k)) is not None
-            and getattr(sc, "margin_low", None) is not None and sc.margin_low <= 0 <= sc.margin_high]
+    weak = [label for k, label in names.items() if (sc := scores.get(k)) is not None and sc.chance]
     if not weak:
         return None
     what = " and ".join(weak) + (" score" if len(weak) == 1 else " scores")

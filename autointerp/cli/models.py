@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from . import cli
@@ -14,6 +16,23 @@ def load_subject(model_spec, device, dtype):
 
     s = settings(model=model_spec, device=device, dtype=dtype)
     return HookedModel.load(s.model, device=s.device, dtype=s.dtype)
+
+
+def open_dataset(store_path, dataset: str, model_spec, device, dtype):
+    """(store, subject model, dataset) for commands that run on a counterfactual dataset: a stored
+    name needs an existing store and is checked before the model loads (nothing is created); a
+    .jsonl/.json file is imported into the store after the model loads (it is validated on it)."""
+    from ..store import Store
+    from ..tasks import get_dataset, resolve_dataset
+    from .common import check_store_path
+
+    is_file = Path(dataset).is_file()
+    check_store_path(store_path, must_exist=not is_file)
+    store = Store(store_path, create=is_file)
+    if not is_file:
+        get_dataset(store, dataset)        # a missing name fails here, before the model loads
+    hm = load_subject(model_spec, device, dtype)
+    return store, hm, resolve_dataset(store, hm, dataset)
 
 
 @cli.command("models")

@@ -9,7 +9,7 @@ import click
 from . import cli
 from .common import (check_layers, check_min, check_out_file, check_store_path, emit, json_option, model_options,
                      progress, settings, store_option)
-from .models import load_subject
+from .models import load_subject, open_dataset
 
 
 def _component_label(r: dict) -> str:
@@ -54,10 +54,6 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
       autointerp patch --dataset ioi --method path --receivers L9/H9:q,L10/H0:q --json
     """
     from ..patching import patch
-    from ..store import Store
-    from ..tasks import resolve_dataset
-
-    from ..tasks import get_dataset
 
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
     for opt, v in (("--top", top), ("--batch-size", batch_size), ("--max-batch", max_batch)):
@@ -65,14 +61,7 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
     if layer is not None:
         check_layers("--layer", str(layer), model_spec)
     check_out_file("--plot", plot)
-    is_file = Path(dataset).is_file()
-    # a stored dataset name needs an existing store (nothing is created); a file is imported into it
-    check_store_path(s.store, must_exist=not is_file)
-    store = Store(s.store, create=is_file)
-    if not is_file:
-        get_dataset(store, dataset)        # a missing name fails here, before the model loads
-    hm = load_subject(model_spec, device, dtype)
-    ds = resolve_dataset(store, hm, dataset)
+    store, hm, ds = open_dataset(s.store, dataset, model_spec, device, dtype)
     bar = None if as_json else (lambda total: progress(total=total, desc=f"{method} {what}"))
     res = patch(store, hm, ds, what, method, direction=direction, layer=layer,
                 per_position=False if all_positions else None, receivers=receivers, freeze_mlps=not no_freeze_mlps,

@@ -4,7 +4,7 @@ JSONL corpora (corpus.sources) and the pair-item imports (tasks.io)."""
 
 from __future__ import annotations
 
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 from ..errors import DatasetError
 
@@ -30,3 +30,19 @@ def decode_utf8(raw: bytes, where: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DatasetError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def json_lines(lines: Iterable[tuple[int, str]], where: Callable[[int], str]) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of the non-empty lines; a line that is not JSON is one clear
+    DatasetError naming where(line number)."""
+    import json
+
+    for n, line in lines:
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where(n)}: not valid JSON ({e.msg} at column {e.colno})") from None
+        del line                  # a long line is not kept alive while the caller works on its value
+        yield n, obj

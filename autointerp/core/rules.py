@@ -17,7 +17,7 @@ text (`the tokens "a", "b" and "c", often before ...`).
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
@@ -96,12 +96,3 @@ def rule_from_text(text: str) -> Rule | None:
         return None
     toks = [t for t in re.findall(r'"([^"]*)"', m.group(1)) if t.strip()]
     return Rule(tokens=toks) if toks else None
-
-
-
-
-def rule_of(obj: Any) -> Rule | None:
-    """A Rule from a dict / Rule / None."""
-    if obj is None or isinstance(obj, Rule):
-        return obj
-    return Rule.model_validate(obj)

@@ -33,7 +33,6 @@ from __future__ import annotations
 import bz2
 import functools
 import gzip
-import json
 import os
 import random
 import re
@@ -42,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..core.lines import bounded_lines, decode_utf8
+from ..core.lines import bounded_lines, decode_utf8, json_lines
 from ..errors import DatasetError, UsageError
 
 DEFAULT_CORPUS = "gensim?shuffle=0&doc_chars=4000"
@@ -402,14 +401,7 @@ def _jsonl_shuffled(path: Path, seed: int) -> Iterator[tuple[int, str]]:
 
 def _jsonl_pieces(path: Path, text_field: str, seed: int | None = None) -> Iterator[Piece]:
     lines = _jsonl_lines(path) if seed is None else _jsonl_shuffled(path, seed)
-    for lineno, line in lines:
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-        del line
+    for lineno, obj in json_lines(lines, lambda n: f"{path}:{n}"):
         if not isinstance(obj, dict):
             raise DatasetError(f"{path}:{lineno}: expected a JSON object with a {text_field!r} field, "
                                f"got {type(obj).__name__}")

@@ -16,7 +16,7 @@ from ..errors import UsageError
 from .baseline import baseline_explanation
 from .explainer import build_explain_prompt, choose_style, sample_explanations
 
-__all__ = ["baseline_explanation", "check_explanation", "write_candidates", "MAX_CHARS", "pairs"]
+__all__ = ["baseline_explanation", "check_explanation", "choose_style", "write_candidates", "MAX_CHARS", "pairs"]
 
 MAX_CHARS = 300
 _CHATTER = re.compile(
@@ -78,5 +78,3 @@ def write_candidates(llm, template, train: Sequence, unit_max: float, *, unit: s
             break
     return accepted, rejected
 
-
-__all__ += ["choose_style"]

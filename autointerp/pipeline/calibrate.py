@@ -100,6 +100,7 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
             if t in s.scorers:
                 scorers[t] = ClassificationScorer(YesNoJudge(llm, t), t, n_spare=s.n_spare, n_boot=s.n_boot, seed=s.seed)
 
+    template = load_prompt(f"explain_{choose_style(llm, 'auto')}") if s.explain and llm is not None else None
     per_unit = []
     timings = {name: 0.0 for name in scorers}
     timings["explain"] = 0.0
@@ -124,7 +125,6 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
         cands += [{"role": "decoy", "text": o.explanation, "rule": o.rule} for o in others]
         if s.explain and llm is not None:
             te = time.perf_counter()
-            template = load_prompt(f"explain_{choose_style(llm, 'auto')}")
             got, rejected = write_candidates(llm, template, splits.train, unit_max, unit=u.name, k=1, seed=s.seed)
             timings["explain"] += time.perf_counter() - te
             cands.append({"role": "llm", "text": got[0] if got else None, "rule": None,
@@ -186,7 +186,7 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
     results["summary"] = summary
     results["timings"] = {"mine_s": round(t_mine, 2), **{f"{k}_s": round(v, 2) for k, v in timings.items()},
                           "total_s": round(time.perf_counter() - t0, 2)}
-    results["planted"] = [describe(u) for u in units]
+    results["planted"] = planted = [describe(u) for u in units]
     llm_name = getattr(llm, "name", None) or "exact"
     templates = {}
     for name, sc in scorers.items():
@@ -194,7 +194,7 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
         if tpl is not None:
             templates[name] = getattr(tpl, "hash", None)
     key = content_hash("calibration", CALIBRATION_VERSION, llm_name, model_id, s.model_dump(mode="json"),
-                       [describe(u) for u in units], templates)
+                       planted, templates)
     cid = store.put_calibration(key=key, llm=llm_name, model_id=model_id, corpus=s.corpus or "default",
                                 templates=templates, settings=s.model_dump(mode="json"), results=results)
     return {"id": cid, "llm": llm_name, "model_id": model_id, "n_contexts": len(contexts), **results}

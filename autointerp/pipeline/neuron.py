@@ -30,7 +30,6 @@ from ..score.splits import SplitSizes, Splits, records_hash, split_records
 
 # bump when a change in this pipeline should invalidate stored explanations/scores
 PIPELINE_VERSION = 2
-SIM_KINDS = ("simulation", "simulation_top", "simulation_random")
 SCORERS = ("simulation", "exact", "detection", "fuzzing")
 
 
@@ -64,8 +63,6 @@ class ExplainSettings(BaseModel):
         return self
 
 
-ScoreOut = ScoreRecord
-
 
 class ExplanationOut(BaseModel):
     id: int
@@ -76,7 +73,7 @@ class ExplanationOut(BaseModel):
     cached: bool = False
     candidates: list[dict] = []           # best-of-k: each candidate and its calibration score
     rejected: list[dict] = []             # LLM replies that were not explanations, with the reason
-    scores: dict[str, ScoreOut] = {}
+    scores: dict[str, ScoreRecord] = {}
 
 
 class RecordOut(BaseModel):
@@ -203,7 +200,6 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     sim_llm = (simulator_llm or llm) if use_llm else None
     scoring = Scoring(sim_llm, s if use_llm else s.model_copy(update={"scorers": ("exact",), "k": 1}))
     train_hash = records_hash(splits.train)
-    to_store: list[tuple[dict, list[dict]]] = []   # (explanation row, score rows), committed together
 
     # -- the baseline (no LLM)
     b_text = baseline_explanation(splits.train, unit_max, promoted)

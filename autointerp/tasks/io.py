@@ -17,7 +17,7 @@ from typing import Iterable
 
 from pydantic import ValidationError
 
-from ..core.lines import bounded_lines, decode_utf8
+from ..core.lines import bounded_lines, decode_utf8, json_lines
 from ..errors import DatasetError, UsageError
 from .items import PairItem
 
@@ -90,13 +90,7 @@ def parse_jsonl(text: str, name: str = "<input>") -> tuple[list[PairItem], list[
 
 def _parse_lines(lines, name: str) -> tuple[list[PairItem], list[int]]:
     items, nums = [], []
-    for n, line in lines:
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DatasetError(f"{name} line {n}: not valid JSON ({e.msg} at column {e.colno})") from None
+    for n, obj in json_lines(lines, lambda n: f"{name} line {n}"):
         items.append(_item(obj, f"{name} line {n}"))
         nums.append(n)
     if not items:
