@@ -180,7 +180,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
         fid = ((b.scores.get("simulation").details or {}).get("fidelity_to_exact")
                if b.scores.get("simulation") is not None else None)
         if fid is not None:
-            click.echo(f"  simulator fidelity  {fid:+.3f}  (r of the LLM's simulation of this text vs its exact reading)")
+            click.echo(f"  simulator fidelity  {fid:+.3f}  (point estimate, no interval: r of the LLM's simulation of this text vs its exact reading)")
         click.echo("")
         click.echo(f"promoted:   {_fmt_tokens(res.promoted)}")
         click.echo(f"suppressed: {_fmt_tokens(res.suppressed)}")
