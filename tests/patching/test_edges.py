@@ -251,3 +251,66 @@ def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
         a = ["circuit", *(["--dataset", "toy"] if "--dataset" not in args and "--show" not in args else []), *args, *base]
         code, out, err = _cli(capsys, *a)
         assert code != 0 and msg in err and len(err.strip().splitlines()) == 1, (args, err)
+
+
+def _svg(page: str):
+    import re
+    import xml.etree.ElementTree as ET
+
+    m = re.search(r"<svg class=\"circuit-graph\".*?</svg>", page, re.S)
+    assert m, "no circuit graph on the page"
+    return ET.fromstring(m.group(0))
+
+
+def test_circuit_page_draws_the_graph(toy, toy_pairs, tmp_path):
+    """The stored circuit as an SVG graph: one node per head/MLP/embed/logits of its edges, one
+    path per edge (width by |score|, colour by sign, q/k/v port labelled), head nodes linked."""
+    from autointerp.serve.app import render
+    from autointerp.serve.circuit import NEG, POS, circuit_page
+    from autointerp.store import Store
+
+    ns = "{http://www.w3.org/2000/svg}"
+    store = Store(tmp_path / "s.db")
+    store.put_dataset("toy", "toy", "test", toy_pairs)
+    c = find_circuit(store, toy, Dataset(name="toy", task="toy", source="test", items=toy_pairs), "eap", points=6)
+    row = store.get_circuit(c.circuit_id, in_circuit_only=True)
+    status, page = render(tmp_path / "s.db", f"/circuit/{c.circuit_id}")
+    assert status == 200
+    svg = _svg(page)
+    paths = {p.get("data-edge"): p for p in svg.iter(f"{ns}path")}
+    assert set(paths) == set(c.edge_names()) and set(PLANTED) <= set(paths)
+    nodes = {g.get("data-node"): g for g in svg.iter() if g.get("class") == "node"}
+    want = {e["sender"] for e in row["edges"]} | {e["receiver"].split(":")[0] for e in row["edges"]}
+    assert set(nodes) == want and {"L0/H0", "L1/H0", "logits"} <= want
+    assert nodes["L1/H0"].tag == f"{ns}a" and nodes["L1/H0"].get("href") == "/unit/toy-induction/L1/H0"
+    assert nodes["logits"].tag == f"{ns}g" and nodes["logits"].get("href") is None
+    k = paths["L0/H0 -> L1/H0:k"]
+    assert k.get("data-channel") == "k" and k.get("data-receiver") == "L1/H0"
+    ports = {(t.get("data-node"), t.text) for t in svg.iter(f"{ns}text") if t.get("class") == "port"}
+    assert ("L1/H0", "k") in ports
+    assert all(ch for (_, ch) in ports) and {ch for (_, ch) in ports} <= {"q", "k", "v"}
+    scores = {e["edge"]: e["score"] for e in row["edges"]}
+    for name, p in paths.items():
+        assert p.get("stroke") == (NEG if scores[name] < 0 else POS), name
+        assert p.find(f"{ns}title").text.startswith(name)
+    best = max(scores, key=lambda n: abs(scores[n]))
+    assert float(paths[best].get("stroke-width")) == pytest.approx(4.0)
+    assert all(float(p.get("stroke-width")) <= 4.0 for p in paths.values())
+    # the receiver of the planted key edge is drawn above its sender (layers go up)
+    y = {n: float(g.find(f".//{ns}rect").get("y")) for n, g in nodes.items()}
+    assert y["embed"] > y["L0/H0"] > y["L1/H0"] > y["logits"]
+
+    # many edges: capped, said so; everything from the store escaped (the SVG still parses)
+    many = [{"edge": f"L0/H{h % 4} -> L1/H{h // 4 % 4}:{'qkv'[h % 3]}", "sender": f"L0/H{h % 4}",
+             "receiver": f"L1/H{h // 4 % 4}:{'qkv'[h % 3]}", "score": -1.0 / (h + 1), "in_circuit": True, "rank": h}
+            for h in range(150)]
+    many[0]["edge"] = "<b>x</b>"
+    bad = dict(row, edges=many + [{"edge": "e", "sender": "<script>", "receiver": "logits", "score": 0.1,
+                                   "in_circuit": True, "rank": 150}], dataset="<i>ds</i>", model_id="m<&>")
+    html = circuit_page(bad)
+    assert "<script>" not in html and "<b>x</b>" not in html and "<i>ds</i>" not in html
+    svg = _svg(html)
+    assert len(list(svg.iter(f"{ns}path"))) == 100
+    assert "the first 100 of 151 edges by rank are drawn" in html
+    a = next(g for g in svg.iter(f"{ns}a") if g.get("data-node") == "L0/H0")
+    assert a.get("href") == "/unit/m%3C%26%3E/L0/H0"
