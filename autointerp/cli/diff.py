@@ -1,4 +1,5 @@
-"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.diff.diff_models)."""
+"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.diff.diff_models);
+`autointerp plant`: model B of a planted difference (autointerp.compare.plant_heads)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import check_out_file, check_store_path, emit, json_option, llm_options, progress, store_option
+from .common import (check_out_dir as check_out_dir_writable, check_out_file, check_store_path, emit, json_option,
+                     llm_options, model_options, progress, store_option)
 
 _ARROW = {"b_better": "B better than A", "a_better": "A better than B"}
 
@@ -142,3 +144,42 @@ def _human(res, top: int, plot) -> None:
                 click.echo(f"    {'; '.join(parts)}")
     if plot:
         click.echo(f"plot: {plot}")
+
+
+@cli.command("plant")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Model directory to write (must not exist, or be empty).")
+@click.option("--heads", "heads_spec", default="3", show_default=True,
+              help="How many of the strongest heads to zero (a count), or which (L18/H6,L17/H4).")
+@click.option("--detector", default="induction", show_default=True,
+              help="Head-wiki detector that picks the strongest heads (induction, previous_token, ...).")
+@model_options
+@json_option
+def plant_cmd(out, heads_spec, detector, model_spec, device, dtype, as_json) -> None:
+    """Make model B of a planted difference: the model with the output weights (W_O) of its
+    strongest induction heads (by the head wiki's detector, on repeated random tokens) zeroed,
+    saved as a model directory that any command takes as a model spec. Then
+    `autointerp diff MODEL DIR` must find those heads and the repeated text they served.
+
+    \b
+      autointerp plant --heads 3 --out runs/smollm2-no-induction
+      autointerp diff smollm2-135m runs/smollm2-no-induction --json
+    """
+    from ..compare import plant_heads
+    from ..compare.plant import check_detector, check_out_dir, parse_heads
+    from .models import load_subject
+
+    heads = parse_heads(heads_spec)                 # these checks before the model loads
+    check_detector(detector)
+    check_out_dir(out)
+    check_out_dir_writable("--out", out)
+    hm = load_subject(model_spec, device, dtype)
+    rec = plant_heads(hm, out, heads, detector=detector)
+
+    def human() -> None:
+        click.echo(f"planted: {rec.out}  = {rec.model} with the output weights of {len(rec.heads)} heads zeroed")
+        how = f"strongest by {rec.detector}" if rec.chosen == "strongest" else f"as given; {rec.detector} score"
+        click.echo(f"  zeroed ({how}): " + ", ".join(f"{h['unit']} {h['score']:.2f}" for h in rec.heads))
+        click.echo(f"  next: autointerp diff {rec.model} {rec.out}")
+
+    emit(as_json, rec.model_dump(), human)

@@ -6,7 +6,7 @@
     tasks        built-in tasks on both models: logit difference, accuracy, outliers
     components   weights, activations (attention JS, head outputs, neuron correlations), DLA and
                  patching differences (same architecture only)
-    plant        a planted difference (heads' outputs zeroed) for validation
+    plant        a planted difference (heads' outputs zeroed, saved as model B) for validation
 
 A stage of its own (not patching/ or score/): it reads two models at once, which no other stage
 does, and it composes models/, corpus/, tasks/ and patching/ (DLA's frozen-norm direction) in
@@ -15,11 +15,11 @@ one direction only. The face diff/ runs it, explains its records with the pipeli
 
 from .blackbox import METRICS, SIDES, BlackBoxResult, blackbox_diff, is_repeat_context, repeated_token_flags, same_tokenizer
 from .components import activation_diff, check_same_architecture, dla_diff, patch_diff, weight_diff
-from .plant import save_model, strongest_heads, zero_head_outputs
+from .plant import Planted, plant_heads, save_model, strongest_heads, zero_head_outputs
 from .spans import Span, common_spans, span_sums
 from .tasks import TaskDiff, check_tasks, compare_task
 
 __all__ = ["METRICS", "SIDES", "BlackBoxResult", "blackbox_diff", "is_repeat_context", "repeated_token_flags",
            "same_tokenizer", "activation_diff", "check_same_architecture", "dla_diff", "patch_diff", "weight_diff",
-           "save_model", "strongest_heads", "zero_head_outputs", "Span", "common_spans", "span_sums", "TaskDiff",
+           "Planted", "plant_heads", "save_model", "strongest_heads", "zero_head_outputs", "Span", "common_spans", "span_sums", "TaskDiff",
            "check_tasks", "compare_task"]
