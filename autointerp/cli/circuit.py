@@ -17,6 +17,10 @@ from .models import open_dataset
 @click.option("--dataset", default=None, help="A stored dataset name, or a .jsonl / auto-circuit file (imported, validated).")
 @click.option("--method", type=click.Choice(["eap", "eap-ig", "acdc"]), default="eap", show_default=True,
               help="eap: edge attribution patching; eap-ig: with integrated gradients; acdc: greedy exact pruning.")
+@click.option("--ablation", type=click.Choice(["corrupt", "mean"]), default="corrupt", show_default=True,
+              help="What edges outside the circuit are patched to: corrupt (the sender's output on the corrupt "
+                   "prompt) or mean (its mean over the dataset's clean and corrupt prompts, per position counted "
+                   "from the final token).")
 @click.option("--target", type=float, default=0.8, show_default=True,
               help="eap/eap-ig: keep the top edges until the circuit recovers this fraction of the logit difference.")
 @click.option("--ig-steps", type=int, default=5, show_default=True, help="--method eap-ig: interpolation steps.")
@@ -34,11 +38,13 @@ from .models import open_dataset
 @model_options
 @store_option
 @json_option
-def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batch_size, top, export_path, show_id,
+def circuit_cmd(dataset, method, ablation, target, ig_steps, tau, candidates, points, batch_size, top, export_path, show_id,
                 rerun, model_spec, device, dtype, store_path, as_json) -> None:
     """Find the circuit of a task as edges between nodes (embed, heads, MLPs, logits), score them,
     prune to a faithfulness target, and store it with the faithfulness-vs-edges curve (each
-    point measured by running the circuit: every edge outside it patched to its corrupt value).
+    point measured by running the circuit: every edge outside it patched to its corrupt value,
+    or with --ablation mean to its sender's mean; faithfulness 0 is then the model with every
+    edge mean-ablated).
 
     Edges are named in the hook scheme: 'L0/H0 -> L1/H0:k' (a head's q/k/v input; with grouped
     query attention each query head has its own k/v input), 'embed -> blocks.2.mlp.out' (an MLP's
@@ -49,6 +55,7 @@ def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batc
       autointerp circuit --dataset ioi
       autointerp circuit --dataset ioi --method eap-ig --target 0.9 --export ioi-circuit.json
       autointerp circuit --dataset ioi --method acdc --candidates 200 --json
+      autointerp circuit --dataset ioi --ablation mean
     """
     from ..errors import UsageError
     from ..store import Store
@@ -80,7 +87,8 @@ def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batc
                        f"  acdc: {a}/{b} edges tried", err=True)
 
     circ = find_circuit(store, hm, ds, method, target=target, ig_steps=ig_steps, tau=tau, candidates=candidates,
-                        batch_size=batch_size, points=points, reuse=not rerun, progress=prog)
+                        batch_size=batch_size, points=points, ablation=ablation, reuse=not rerun,
+                        progress=prog)
     if export_path is not None:
         Path(export_path).expanduser().write_text(json.dumps(auto_circuit_json(circ), indent=1))
     data = circ.to_json()
@@ -92,9 +100,11 @@ def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batc
         fa = circ.faithfulness
         click.echo(click.style(f"circuit ({method})", bold=True) + f"  dataset {ds.name} ({circ.n_items} items)  "
                    f"model {hm.spec}  id {circ.circuit_id}" + ("  (stored run reused)" if circ.reused else ""))
-        click.echo(f"  clean logit diff {circ.clean_logit_diff:.3f}, corrupt {circ.corrupt_logit_diff:.3f}")
+        click.echo(f"  clean logit diff {circ.clean_logit_diff:.3f}, corrupt {circ.corrupt_logit_diff:.3f}"
+                   + (f", every edge mean-ablated {circ.baseline_logit_diff:.3f}" if ablation == "mean" else ""))
         click.echo(f"  {len(circ.edges)} of {circ.graph.n_edges} edges, faithfulness "
-                   f"{'-' if fa is None else f'{fa:.3f}'}" + (f" (target {circ.target:g})" if method != "acdc" else ""))
+                   f"{'-' if fa is None else f'{fa:.3f}'}" + (f" (target {circ.target:g})" if method != "acdc" else "")
+                   + f", {ablation} ablation")
         if len(circ.curve) > 1:
             click.echo("  curve: " + "  ".join(f"{k}:{f:.2f}" for k, f in circ.curve))
         for e in data["edges"][: top or 20]:
@@ -107,14 +117,15 @@ def circuit_cmd(dataset, method, target, ig_steps, tau, candidates, points, batc
 
 def _show_row(row: dict, top: int | None, as_json: bool) -> None:
     edges = [e for e in row["edges"] if e["in_circuit"]]
-    data = {k: row[k] for k in ("id", "dataset", "model_id", "method", "target", "faithfulness", "clean_logit_diff",
+    data = {k: row[k] for k in ("id", "dataset", "model_id", "method", "ablation", "target", "faithfulness", "clean_logit_diff",
                                 "corrupt_logit_diff", "n_items", "n_edges", "n_edges_total", "curve", "settings")}
     data["edges"] = [{"edge": e["edge"], "score": e["score"]} for e in edges][: top or None]
 
     def human() -> None:
         click.echo(click.style(f"circuit {row['id']} ({row['method']})", bold=True) +
                    f"  dataset {row['dataset']}  model {row['model_id']}")
-        click.echo(f"  {row['n_edges']} of {row['n_edges_total']} edges, faithfulness {row['faithfulness']}")
+        click.echo(f"  {row['n_edges']} of {row['n_edges_total']} edges, faithfulness {row['faithfulness']} "
+                   f"({row['ablation']} ablation)")
         for e in data["edges"][: top or 20]:
             click.echo(f"  {e['edge']:<36} {'' if e['score'] is None else format(e['score'], '+.4f')}")
 

@@ -1,9 +1,14 @@
 """Circuits of edges: pruning by score to a faithfulness target, an ACDC-style greedy pass, the
 faithfulness-vs-edges curve measured by running each circuit, storing and exporting.
 
-Faithfulness of a circuit C (a set of edges) = (LD(C) - LD_corrupt) / (LD_clean - LD_corrupt),
-where LD(C) is the clean run with every edge outside C patched to its corrupt value
-(edges.circuit_logit_diff): 1 = the circuit alone recovers the clean behaviour, 0 = none of it.
+Faithfulness of a circuit C (a set of edges) = (LD(C) - LD(empty)) / (LD_clean - LD(empty)),
+where LD(C) is the clean run with every edge outside C ablated (edges.circuit_logit_diff):
+1 = the circuit alone recovers the clean behaviour, 0 = none of it. Ablation (edges.py's module
+doc): `corrupt` (default) patches an edge to its sender's output on the corrupt prompt, so
+LD(empty) = LD_corrupt; `mean` patches it to its sender's mean output over the dataset's clean
+and corrupt prompts (per position, end-aligned), so LD(empty) = the mean-ablated model's LD
+(measured: every edge ablated), reported as `baseline_logit_diff`. Under mean ablation the edges
+are also scored against the mean (EAP's delta = mean - clean output).
 
     prune_to_target   edges ranked by |score| (EAP, EAP-IG or exact); the curve at a grid of sizes
                       k; the smallest k on the grid whose circuit reaches `target` (then refined
@@ -27,8 +32,8 @@ from ..core.keys import content_hash
 from ..errors import UsageError
 from ..tasks.api import dataset_hash
 from ..tasks.items import Dataset, PairItem
-from .edges import (EdgeGraph, EdgeScores, _gap, _prepare, circuit_logit_diff, eap_scores, exact_edge_scores,
-                    spearman)
+from .edges import (EdgeGraph, EdgeScores, _gap, _prepare, check_ablation, circuit_logit_diff, eap_scores,
+                    exact_edge_scores, sender_means, spearman)
 
 SEARCH_METHODS = ("eap", "eap-ig", "acdc")
 VERSION = "circuit-v1"
@@ -49,6 +54,12 @@ class Circuit:
     settings: dict = field(default_factory=dict)
     circuit_id: int | None = None
     reused: bool = False
+    ablation: str = "corrupt"                     # corrupt | mean: what edges outside the circuit are patched to
+
+    @property
+    def baseline_logit_diff(self) -> float:
+        """LD(empty): the 0 of faithfulness (the corrupt LD, or the mean-ablated model's)."""
+        return self.settings.get("baseline_logit_diff", self.corrupt_logit_diff)
 
     def edge_names(self) -> list[str]:
         return [self.graph.edge_name(e) for e in self.edges]
@@ -64,7 +75,8 @@ class Circuit:
 
     def to_json(self, all_scores: bool = False) -> dict:
         sc = self.scores.scores if self.scores is not None else None
-        out = {"method": self.method, "target": self.target, "faithfulness": self.faithfulness,
+        out = {"method": self.method, "ablation": self.ablation, "target": self.target,
+               "faithfulness": self.faithfulness, "baseline_logit_diff": self.baseline_logit_diff,
                "n_edges": len(self.edges), "n_edges_total": self.graph.n_edges,
                "clean_logit_diff": self.clean_logit_diff, "corrupt_logit_diff": self.corrupt_logit_diff,
                "n_items": self.n_items, "circuit_id": self.circuit_id, "reused": self.reused,
@@ -87,11 +99,21 @@ def check_target(target: float) -> float:
     return float(target)
 
 
-def faithfulness_of(hm, data, graph: EdgeGraph, keep: Sequence[int], clean: float, corrupt: float) -> float:
-    """Faithfulness of the circuit `keep` (edge indices), measured by running it."""
+def ablated_logit_diff(hm, data, graph: EdgeGraph, means: torch.Tensor) -> float:
+    """LD(empty) under mean ablation: the clean run with every edge mean-ablated."""
+    return circuit_logit_diff(hm, data, torch.ones(graph.n_edges, dtype=torch.bool), graph, means=means)
+
+
+def faithfulness_of(hm, data, graph: EdgeGraph, keep: Sequence[int], clean: float, corrupt: float, *,
+                    means: torch.Tensor | None = None, baseline: float | None = None) -> float:
+    """Faithfulness of the circuit `keep` (edge indices), measured by running it: the other edges
+    patched to their corrupt values, or given `means` (edges.sender_means of `data`) mean-ablated
+    and normalised by `baseline` = LD(empty) under mean ablation (measured if not given)."""
     patched = torch.ones(graph.n_edges, dtype=torch.bool)
     patched[list(keep)] = False
-    ld = circuit_logit_diff(hm, data, patched, graph)
+    ld = circuit_logit_diff(hm, data, patched, graph, means=means)
+    if means is not None:
+        corrupt = ablated_logit_diff(hm, data, graph, means) if baseline is None else baseline
     gap, _ = _gap(clean, corrupt)
     return (ld - corrupt) / gap
 
@@ -105,16 +127,30 @@ def size_grid(n: int, points: int = 12) -> list[int]:
 
 
 def prune_to_target(hm, data, scores: EdgeScores, target: float = 0.8, *, points: int = 12,
-                    progress: Callable | None = None) -> Circuit:
+                    progress: Callable | None = None, rel_tol: float = 0.0, means: torch.Tensor | None = None,
+                    baseline: float | None = None) -> Circuit:
+    """The smallest top-k circuit reaching `target`: the grid, then bisection inside the step that
+    crosses it, down to one edge (rel_tol > 0: stop once the bracket is within rel_tol of its top,
+    fewer circuit runs, a circuit up to that much larger than the smallest). means / baseline:
+    mean ablation (see faithfulness_of)."""
     target = check_target(target)
     graph = scores.graph
     order = [e for e in scores.ranked() if not np.isnan(scores.scores[e])]
     clean, corrupt = scores.clean_logit_diff, scores.corrupt_logit_diff
     measured: dict[int, float] = {}
+    base = corrupt
+    extra: dict = {"ablation": "corrupt" if means is None else "mean"}
+    if means is not None:
+        base = baseline if baseline is not None else round(ablated_logit_diff(hm, data, graph, means), 6)
+        extra["baseline_logit_diff"] = base
 
     def faith(k: int) -> float:
+        if k == 0 and means is not None and k not in measured:
+            measured[0] = 0.0        # the empty circuit is the baseline itself (measured above)
+            if progress:
+                progress(0, 0.0)
         if k not in measured:
-            measured[k] = round(faithfulness_of(hm, data, graph, order[:k], clean, corrupt), 6)
+            measured[k] = round(faithfulness_of(hm, data, graph, order[:k], clean, base, means=means, baseline=base), 6)
             if progress:
                 progress(k, measured[k])
         return measured[k]
@@ -129,7 +165,7 @@ def prune_to_target(hm, data, scores: EdgeScores, target: float = 0.8, *, points
         prev = k
     if chosen is not None and chosen - prev > 1:     # bisect inside the step (assumes monotone there)
         lo, hi = prev, chosen
-        while hi - lo > 1:
+        while hi - lo > max(1, rel_tol * hi):
             mid = (lo + hi) // 2
             if faith(mid) >= target:
                 hi = mid
@@ -142,14 +178,15 @@ def prune_to_target(hm, data, scores: EdgeScores, target: float = 0.8, *, points
     curve = sorted(measured.items())
     return Circuit(graph, scores.method, order[:k], measured[k], target, clean, corrupt, scores.n_items,
                    scores=scores, curve=curve,
-                   settings={"reached_target": chosen is not None, "grid": grid, **(scores.settings or {})})
+                   settings={"reached_target": chosen is not None, "grid": grid, **(scores.settings or {}), **extra})
 
 
 def acdc(hm, data, graph: EdgeGraph, *, tau: float = 0.01, candidates: Sequence[int] | None = None,
-         clean: float, corrupt: float, max_edges: int = 5000, progress: Callable | None = None) -> Circuit:
+         clean: float, corrupt: float, max_edges: int = 5000, progress: Callable | None = None,
+         means: torch.Tensor | None = None) -> Circuit:
     """Greedy exact pruning: edges outside `candidates` start patched; the others are tried one at a
     time (receivers from the logits back, senders latest first) and stay patched if faithfulness
-    drops by less than tau."""
+    drops by less than tau. means: mean ablation (`corrupt` is then LD(empty) under it)."""
     if tau < 0:
         raise UsageError(f"--tau {tau} must be >= 0")
     cand = list(range(graph.n_edges)) if candidates is None else list(candidates)
@@ -159,12 +196,12 @@ def acdc(hm, data, graph: EdgeGraph, *, tau: float = 0.01, candidates: Sequence[
     gap, _ = _gap(clean, corrupt)
     patched = torch.ones(graph.n_edges, dtype=torch.bool)
     patched[cand] = False
-    cur = (circuit_logit_diff(hm, data, patched, graph) - corrupt) / gap
+    cur = (circuit_logit_diff(hm, data, patched, graph, means=means) - corrupt) / gap
     order = sorted(cand, key=lambda e: (-graph.edges[e][1], -graph.edges[e][0]))
     removed_cost: dict[int, float] = {}
     for i, e in enumerate(order):
         patched[e] = True
-        f = (circuit_logit_diff(hm, data, patched, graph) - corrupt) / gap
+        f = (circuit_logit_diff(hm, data, patched, graph, means=means) - corrupt) / gap
         removed_cost[e] = cur - f
         if cur - f < tau:
             cur = f
@@ -180,7 +217,8 @@ def acdc(hm, data, graph: EdgeGraph, *, tau: float = 0.01, candidates: Sequence[
         sc[e] = -c
     scores = EdgeScores(graph, sc, "acdc", clean, corrupt, data.n_items, settings={"tau": tau})
     return Circuit(graph, "acdc", keep, round(float(cur), 6), 0.0, clean, corrupt, data.n_items, scores=scores,
-                   curve=[(len(keep), round(float(cur), 6))], settings={"tau": tau, "n_candidates": len(cand)})
+                   curve=[(len(keep), round(float(cur), 6))], settings={"tau": tau, "n_candidates": len(cand),
+                                                                         "ablation": "corrupt" if means is None else "mean"})
 
 
 # ----------------------------------------------------------------------------- the verb
@@ -192,12 +230,14 @@ def circuit_key(hm, ds: Dataset, **params) -> str:
 
 def find_circuit(store, hm, ds: Dataset, method: str = "eap", *, target: float = 0.8, ig_steps: int = 5,
                  tau: float = 0.01, candidates: int | None = None, batch_size: int = 16, points: int = 12,
-                 reuse: bool = True, progress: Callable | None = None) -> Circuit:
+                 ablation: str = "corrupt", reuse: bool = True, progress: Callable | None = None) -> Circuit:
     """Score every edge (eap | eap-ig), prune to `target` faithfulness and measure the curve; or
-    acdc (greedy, exact) over all edges or the `candidates` best EAP edges. Stored (an identical
-    earlier run is returned from the store)."""
+    acdc (greedy, exact) over all edges or the `candidates` best EAP edges. Edges outside the
+    circuit are ablated to their corrupt values or (ablation='mean') their senders' means, see
+    the module doc. Stored (an identical earlier run is returned from the store)."""
     if method not in SEARCH_METHODS:
         raise UsageError(f"unknown --method {method!r}: use {', '.join(SEARCH_METHODS)}")
+    ablation = check_ablation(ablation)
     target = check_target(target)
     if candidates is not None and candidates < 1:
         raise UsageError("--candidates must be >= 1")
@@ -207,28 +247,41 @@ def find_circuit(store, hm, ds: Dataset, method: str = "eap", *, target: float =
     params = dict(method=method, target=target, ig_steps=ig_steps if method == "eap-ig" else None,
                   tau=tau if method == "acdc" else None, candidates=candidates if method == "acdc" else None,
                   points=points)
+    if ablation != "corrupt":      # (not in the key for corrupt: circuits stored before the option keep theirs)
+        params["ablation"] = ablation
     key = circuit_key(hm, ds, **params)
     if reuse:
         row = store.get_circuit(key=key)
         if row is not None:
             return circuit_from_row(row, graph)
     data = _prepare(hm, ds.items, batch_size)
+    means = base = None
+    if ablation == "mean":
+        means = sender_means(hm, data)
+        base = round(ablated_logit_diff(hm, data, graph, means), 6)
     if method == "acdc":
-        sc = eap_scores(hm, ds.items, batch_size=batch_size, graph=graph) if candidates else None
+        sc = (eap_scores(hm, ds.items, batch_size=batch_size, graph=graph, means=means, baseline=base)
+              if candidates else None)
         clean, corrupt = _clean_corrupt(hm, data)
         cand = sc.ranked()[:candidates] if sc is not None else None
-        circ = acdc(hm, data, graph, tau=tau, candidates=cand, clean=clean, corrupt=corrupt,
-                    progress=progress)
+        circ = acdc(hm, data, graph, tau=tau, candidates=cand, clean=clean, corrupt=corrupt if base is None else base,
+                    progress=progress, means=means)
         circ.target = target
+        circ.corrupt_logit_diff = corrupt
         if sc is not None:
             circ.settings["candidates_from"] = "eap"
+        if base is not None:
+            circ.settings["baseline_logit_diff"] = base
     else:
-        sc = eap_scores(hm, ds.items, method=method, steps=ig_steps, batch_size=batch_size, graph=graph)
-        circ = prune_to_target(hm, data, sc, target, points=points,
-                               progress=progress)
-    circ.settings.update({"dataset": ds.name, **{k: v for k, v in params.items() if v is not None}})
+        sc = eap_scores(hm, ds.items, method=method, steps=ig_steps, batch_size=batch_size, graph=graph,
+                        means=means, baseline=base)
+        circ = prune_to_target(hm, data, sc, target, points=points, progress=progress, means=means, baseline=base)
+    circ.ablation = ablation
+    circ.settings.update({"dataset": ds.name, "ablation": ablation,
+                          **{k: v for k, v in params.items() if v is not None}})
     store.put_model(hm.spec, hm.info())
-    circ.circuit_id = store.put_circuit(key, dataset=ds.name, model_id=hm.spec, method=method, target=target,
+    circ.circuit_id = store.put_circuit(key, dataset=ds.name, model_id=hm.spec, method=method, ablation=ablation,
+                                        target=target,
                                         faithfulness=circ.faithfulness, clean_logit_diff=circ.clean_logit_diff,
                                         corrupt_logit_diff=circ.corrupt_logit_diff, n_items=circ.n_items,
                                         n_edges_total=graph.n_edges, curve=circ.curve, settings=circ.settings,
@@ -272,7 +325,8 @@ def circuit_from_row(row: dict, graph: EdgeGraph) -> Circuit:
     sc = EdgeScores(graph, scores, row["method"], row["clean_logit_diff"], row["corrupt_logit_diff"], row["n_items"])
     return Circuit(graph, row["method"], [e for _, e in sorted(keep)], row["faithfulness"], row["target"],
                    row["clean_logit_diff"], row["corrupt_logit_diff"], row["n_items"], scores=sc,
-                   curve=[tuple(p) for p in row["curve"]], settings=row["settings"], circuit_id=row["id"], reused=True)
+                   curve=[tuple(p) for p in row["curve"]], settings=row["settings"], circuit_id=row["id"], reused=True,
+                   ablation=row.get("ablation") or "corrupt")
 
 
 # ----------------------------------------------------------------------------- auto-circuit export

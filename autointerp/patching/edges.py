@@ -22,6 +22,19 @@ not that of the other heads of its group. Edges into k/v are therefore counted p
 (n_heads per layer and channel, not n_kv_heads); the edges into a shared kv head are the sum of
 its group's.
 
+Ablation: what an edge outside the circuit (or a scored edge) is patched to.
+    corrupt  the sender's output on the item's corrupt prompt (default; interchange ablation)
+    mean     the sender's mean output over the dataset: over all its items' clean *and* corrupt
+             prompts (auto-circuit's TOKENWISE_MEAN_CLEAN_AND_CORRUPT), per position. Prompts of
+             one dataset can differ in length (they are right-padded), so positions are counted
+             back from the final token, the one the metric reads (as patching/circuit.py's mean
+             ablation of heads): row r of the mean is the mean over the prompts at r tokens before
+             their last one; for prompts of one length this is auto-circuit's per-position mean.
+             Positions no prompt reaches (never read) get the sender's overall mean.
+    Under mean ablation EAP uses (mean - clean output) as the edge's delta and EAP-IG
+    interpolates from the mean embeddings; scores are then normalised by the gap between the
+    clean run and the model with every edge mean-ablated (`baseline`), the 0 of faithfulness.
+
 Scores are effects on the normalised logit difference (core.py): (LD_patched - LD_clean) /
 (LD_clean - LD_corrupt), i.e. -1 = the edge alone carries the whole clean-vs-corrupt gap.
 EAP (Syed et al. 2023) approximates an edge's effect to first order,
@@ -54,6 +67,13 @@ EMBED = "embed"
 LOGITS = "logits"
 CHANNELS = ("q", "k", "v")
 METHODS = ("eap", "eap-ig")
+ABLATIONS = ("corrupt", "mean")
+
+
+def check_ablation(ablation: object) -> str:
+    if ablation not in ABLATIONS:
+        raise UsageError(f"unknown --ablation {ablation!r}: use {' or '.join(ABLATIONS)}")
+    return str(ablation)
 
 
 @dataclass(frozen=True)
@@ -215,6 +235,47 @@ def _sender_cache_names(n_layers: int) -> list[str]:
     return [act_name("resid_pre", 0)] + [act_name(s, L) for L in range(n_layers) for s in ("attn.z", "mlp.out")]
 
 
+@torch.no_grad()
+def sender_means(hm, data: Data) -> torch.Tensor:
+    """[S, R, d] float32: every sender's output averaged over the clean and the corrupt prompts of
+    `data`, row r = r positions before each prompt's final token (R = the longest prompt); rows no
+    prompt reaches get the sender's overall mean (the module doc, "mean")."""
+    nL, e0 = hm.n_layers, act_name("resid_pre", 0)
+    R = data.max_len
+    sums: torch.Tensor | None = None
+    counts = torch.zeros(R, dtype=torch.float64)
+    for b in data:
+        rel = b.last.cpu()[:, None] - torch.arange(b.seq_len)[None, :]           # [B, p]
+        valid = (b.mask.cpu() > 0) & (rel >= 0)
+        idx = rel[valid]
+        for ids in (b.clean, b.corrupt):
+            run = hm.forward(ids, b.mask, cache=_sender_cache_names(nL), return_logits=False)
+            out = _sender_outputs(hm, run.cache, run.cache[e0])                  # [S, B, p, d]
+            del run
+            vals = out[:, valid.to(out.device)].double()                          # [S, n_valid, d]
+            if sums is None:
+                sums = torch.zeros(out.shape[0], R, out.shape[-1], dtype=torch.float64, device=out.device)
+            sums.index_add_(1, idx.to(out.device), vals)
+            counts.index_add_(0, idx, torch.ones(len(idx), dtype=torch.float64))
+            del out, vals
+    c = counts.to(sums.device)
+    m = sums / c.clamp_min(1)[None, :, None]
+    m[:, c == 0] = (sums.sum(1) / c.sum().clamp_min(1))[:, None, :]
+    return m.float()
+
+
+def _aligned_means(means: torch.Tensor, b: Batch) -> torch.Tensor:
+    """[S, B, p, d]: position t of each prompt gets its sender's mean for (its last - t)."""
+    rel = (b.last[:, None] - torch.arange(b.seq_len, device=b.last.device)[None, :]).clamp(0, means.shape[1] - 1)
+    return means[:, rel.to(means.device)]
+
+
+def _check_means(means: torch.Tensor, graph: "EdgeGraph", data: Data) -> None:
+    if means.ndim != 3 or means.shape[0] != len(graph.senders) or means.shape[1] < data.max_len:
+        raise UsageError(f"sender means of shape {tuple(means.shape)} do not fit this graph and data "
+                         f"({len(graph.senders)} senders, prompts up to {data.max_len} tokens): use sender_means")
+
+
 def check_additive(hm, b: Batch, tol: float = 1e-3) -> None:
     """Raise unless the residual stream is the sum of head and MLP outputs (checked on one batch)."""
     names = [act_name(s, L) for L in range(hm.n_layers) for s in ("resid_pre", "attn.z", "attn.out", "mlp.out",
@@ -287,14 +348,19 @@ def _receiver_grads_layer(hm, graph: EdgeGraph, run, L: int) -> torch.Tensor:
 
 
 def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int = 5, batch_size: int = 16,
-               graph: EdgeGraph | None = None) -> EdgeScores:
-    """EAP (method='eap') or EAP-IG (method='eap-ig', `steps` interpolation points) scores of every edge."""
+               graph: EdgeGraph | None = None, means: torch.Tensor | None = None,
+               baseline: float | None = None) -> EdgeScores:
+    """EAP (method='eap') or EAP-IG (method='eap-ig', `steps` interpolation points) scores of every edge.
+    means (sender_means of the same items and batch size): score the edges against mean ablation,
+    normalised by clean - `baseline` (the LD with every edge mean-ablated; default: the corrupt LD)."""
     if method not in METHODS:
         raise UsageError(f"unknown method {method!r}: use {', '.join(METHODS)}")
     if method == "eap-ig" and steps < 1:
         raise UsageError("--ig-steps must be >= 1")
     graph = graph or EdgeGraph.of(hm)
     data = _prepare(hm, items, batch_size)
+    if means is not None:
+        _check_means(means, graph, data)
     nL, H = hm.n_layers, hm.n_heads
     R_per = 3 * H + 1
     S = len(graph.senders)
@@ -310,8 +376,12 @@ def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int
     for b in data:
         with torch.no_grad():
             ld_x, xrun = run_ld(hm, b.corrupt, b, cache=_sender_cache_names(nL))
-            corr_out = _sender_outputs(hm, xrun.cache, xrun.cache[embed_name])          # [S, B, p, d]
-            e_corr = xrun.cache[embed_name]
+            if means is None:
+                corr_out = _sender_outputs(hm, xrun.cache, xrun.cache[embed_name])      # [S, B, p, d]
+                e_corr = xrun.cache[embed_name]
+            else:     # the mean-ablated values stand in for the corrupt ones
+                corr_out = _aligned_means(means, b).float()
+                e_corr = corr_out[0].to(xrun.cache[embed_name].dtype)
             e_clean = None
             if len(alphas) > 1:    # the embeddings only (no block runs)
                 e_clean = hm.forward(b.clean, b.mask, cache=[embed_name], return_logits=False,
@@ -351,13 +421,15 @@ def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int
         del delta
     N = data.n_items
     clean, corrupt = clean_sum / N, corrupt_sum / N
-    gap, normed = _gap(clean, corrupt)
+    gap, normed = _gap(clean, corrupt if baseline is None else baseline)
     m = acc / N / gap
     m[~graph.valid] = float("nan")
     scores = np.array([float(m[s, r]) for r, s in [(r, s) for s, r in graph.edges]])
     return EdgeScores(graph, scores, method, round(clean, 6), round(corrupt, 6), N, normed,
                       settings={"steps": len(alphas), "forwards": n_fwd, "backwards": n_bwd,
-                                "batches": len(data.batches), "batch_size": batch_size})
+                                "batches": len(data.batches), "batch_size": batch_size,
+                                "ablation": "corrupt" if means is None else "mean",
+                                **({} if baseline is None else {"baseline_logit_diff": round(float(baseline), 6)})})
 
 
 # ----------------------------------------------------------------------------- exact edge patching
@@ -472,16 +544,20 @@ def _patched_ld(hm, graph: EdgeGraph, rec: Receiver, D: torch.Tensor, ids, b: Ba
 
 
 @torch.no_grad()
-def circuit_logit_diff(hm, data: Data, patched: torch.Tensor, graph: EdgeGraph | None = None) -> float:
+def circuit_logit_diff(hm, data: Data, patched: torch.Tensor, graph: EdgeGraph | None = None, *,
+                       means: torch.Tensor | None = None) -> float:
     """Mean logit difference of the clean run with the edges in `patched` ([S, R] bool, or [n_edges]
-    bool in graph.edges order) patched to their corrupt values, all at once (a circuit run: keep the
+    bool in graph.edges order) patched to their corrupt values (or, given `means` from
+    sender_means, to their senders' means: mean ablation), all at once (a circuit run: keep the
     circuit's edges, patch the rest). Layer by layer: each head's q/k/v and each MLP gets its own
     input, the current residual stream minus (current - corrupt) of each patched sender."""
     graph = graph or EdgeGraph.of(hm)
     P = _as_matrix(graph, patched)
+    if means is not None:
+        _check_means(means, graph, data)
     total = 0.0
     for b in data:
-        total += float(_circuit_ld_batch(hm, graph, b, P).double().sum())
+        total += float(_circuit_ld_batch(hm, graph, b, P, means).double().sum())
     return total / data.n_items
 
 
@@ -500,13 +576,17 @@ def _as_matrix(graph: EdgeGraph, patched) -> torch.Tensor:
     return p & graph.valid
 
 
-def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor) -> torch.Tensor:
+def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: torch.Tensor | None = None
+                      ) -> torch.Tensor:
     nL, H = hm.n_layers, hm.n_heads
     B = b.size
     e0 = act_name("resid_pre", 0)
-    _, xrun = run_ld(hm, b.corrupt, b, cache=_sender_cache_names(nL))
-    corr = _sender_outputs(hm, xrun.cache, xrun.cache[e0])                # [S, B, p, d]
-    del xrun
+    if means is None:
+        _, xrun = run_ld(hm, b.corrupt, b, cache=_sender_cache_names(nL))
+        corr = _sender_outputs(hm, xrun.cache, xrun.cache[e0])            # [S, B, p, d]
+        del xrun
+    else:
+        corr = _aligned_means(means, b).float()
     mask = b.mask
     clean_embed = hm.forward(b.clean, mask, cache=[e0], return_logits=False, stop_at_layer=0).cache[e0].float()
     cur = [clean_embed]                                                  # current sender outputs, stage order

@@ -136,15 +136,19 @@ def circuit_svg(edges: list[dict], model: str, max_drawn: int = MAX_DRAWN) -> st
 def circuit_page(row: dict) -> str:
     model = row["model_id"]
     edges = [e for e in row["edges"] if e["in_circuit"]]
-    head = (f'<p class="muted">circuit {esc(row["id"])} · {esc(row["method"])} · dataset '
+    abl = row.get("ablation") or "corrupt"
+    base = (row.get("settings") or {}).get("baseline_logit_diff")
+    head = (f'<p class="muted">circuit {esc(row["id"])} · {esc(row["method"])} · {esc(abl)} ablation · dataset '
             f'<a href="{esc(dataset_url(row["dataset"]))}">{esc(row["dataset"])}</a> · model {esc(model)} · '
             f'{esc(row["n_items"])} items</p>')
     fa = row.get("faithfulness")
     summary = (f"<p>{len(edges)} of {esc(row['n_edges_total'])} edges; faithfulness "
                f"<b>{'-' if fa is None else esc(f'{fa:.3f}')}</b>"
                + (f" (target {esc(row['target'])})" if row.get("target") else "")
+               + f", edges outside it patched to their {esc(abl)} values"
                + f"; logit diff clean {fnum(row['clean_logit_diff'], '.3f')}, corrupt "
-                 f"{fnum(row['corrupt_logit_diff'], '.3f')}</p>")
+                 f"{fnum(row['corrupt_logit_diff'], '.3f')}"
+               + (f", every edge mean-ablated {fnum(base, '.3f')}" if abl == "mean" else "") + "</p>")
     graph = circuit_svg(edges, model)
     curve = table(["edges kept", "faithfulness"], [[esc(k), fnum(f, ".3f")] for k, f in row.get("curve", [])])
     rows = [[esc(e["rank"]), _node(e["sender"], model), _node(e["receiver"], model), fnum(e["score"], "+.4f")]

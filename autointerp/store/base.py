@@ -10,22 +10,34 @@ import sqlite3
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import sqlite_utils
 
 from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APP_ID = "autointerp"
 DEFAULT_STORE = Path("store") / "autointerp.db"
 
-# migrations[v] upgrades a store of schema version v to v+1 (SQL statements, run in one transaction).
-MIGRATIONS: dict[int, list[str]] = {
+def add_column(table: str, column: str, decl: str) -> Callable[[sqlite_utils.Database], None]:
+    """A migration step adding a column to a table if the table exists (tables that do not yet are
+    created by schema.sql, with the column) and lacks it."""
+    def step(db: sqlite_utils.Database) -> None:
+        if table in db.table_names() and column not in db[table].columns_dict:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+    return step
+
+
+# migrations[v] upgrades a store of schema version v to v+1 (run in one transaction). A step is an
+# SQL statement or a function of the sqlite_utils Database (a conditional step, e.g. add_column).
+MIGRATIONS: dict[int, list[str | Callable[[sqlite_utils.Database], None]]] = {
     # v2: every score carries its null control and margin, or the reason it is null; calibrations
     1: [*(f"ALTER TABLE scores ADD COLUMN {c}" for c in
           ("control REAL", "margin REAL", "margin_low REAL", "margin_high REAL", "reason TEXT"))],
+    # v3: a circuit records what the edges outside it were patched to (corrupt | mean)
+    2: [add_column("circuits", "ablation", "TEXT NOT NULL DEFAULT 'corrupt'")],
 }
 
 
@@ -83,7 +95,7 @@ class StoreBase:
             while version < SCHEMA_VERSION:
                 with self.tx():
                     for stmt in MIGRATIONS.get(version, []):
-                        self.db.execute(stmt)
+                        stmt(self.db) if callable(stmt) else self.db.execute(stmt)
                     version += 1
                     self._set_meta("schema_version", str(version))
         if readonly:

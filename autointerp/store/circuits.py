@@ -11,7 +11,8 @@ from .base import now
 class CircuitsMixin:
     def put_circuit(self, key: str, *, dataset: str, model_id: str, method: str, target: float | None,
                     faithfulness: float | None, clean_logit_diff: float, corrupt_logit_diff: float, n_items: int,
-                    n_edges_total: int, curve: Iterable, settings: dict, edges: Iterable[dict]) -> int:
+                    n_edges_total: int, curve: Iterable, settings: dict, edges: Iterable[dict],
+                    ablation: str = "corrupt") -> int:
         """Write a circuit run and its edges in one transaction (an earlier run with the same key is
         replaced). edges: {edge, sender, receiver, score, in_circuit, rank}. Returns the run id."""
         edges = list(edges)
@@ -21,10 +22,10 @@ class CircuitsMixin:
                 self.db.execute("delete from circuit_edges where circuit_id = ?", [old[0]])
                 self.db.execute("delete from circuits where id = ?", [old[0]])
             cur = self.db.execute(
-                "insert into circuits (key, dataset, model_id, method, target, faithfulness, clean_logit_diff, "
+                "insert into circuits (key, dataset, model_id, method, ablation, target, faithfulness, clean_logit_diff, "
                 "corrupt_logit_diff, n_items, n_edges, n_edges_total, curve_json, settings_json, created_at) "
-                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [key, dataset, model_id, method, target, faithfulness, clean_logit_diff, corrupt_logit_diff, n_items,
+                "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [key, dataset, model_id, method, ablation, target, faithfulness, clean_logit_diff, corrupt_logit_diff, n_items,
                  sum(1 for e in edges if e["in_circuit"]), n_edges_total, json.dumps([list(p) for p in curve]),
                  json.dumps(settings), now()])
             cid = cur.lastrowid
@@ -59,7 +60,7 @@ class CircuitsMixin:
     def list_circuits(self, dataset: str | None = None) -> list[dict]:
         if "circuits" not in self.db.table_names():
             return []
-        sql = ("select id, dataset, model_id, method, target, faithfulness, n_items, n_edges, n_edges_total, created_at "
+        sql = ("select id, dataset, model_id, method, ablation, target, faithfulness, n_items, n_edges, n_edges_total, created_at "
                "from circuits")
         args: list = []
         if dataset is not None:

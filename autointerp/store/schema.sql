@@ -298,8 +298,9 @@ CREATE TABLE IF NOT EXISTS circuits (
     dataset     TEXT NOT NULL REFERENCES datasets(name) ON DELETE CASCADE,
     model_id    TEXT NOT NULL REFERENCES models(id),
     method      TEXT NOT NULL,             -- eap | eap-ig | acdc
+    ablation    TEXT NOT NULL DEFAULT 'corrupt',  -- edges outside the circuit patched to: corrupt | mean (schema v3)
     target      REAL,                      -- faithfulness target (eap, eap-ig)
-    faithfulness REAL,                     -- measured by running the circuit (edges outside patched to corrupt)
+    faithfulness REAL,                     -- measured by running the circuit (edges outside it ablated)
     clean_logit_diff REAL, corrupt_logit_diff REAL,
     n_items     INTEGER NOT NULL,
     n_edges     INTEGER NOT NULL,          -- in the circuit

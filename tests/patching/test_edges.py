@@ -314,3 +314,134 @@ def test_circuit_page_draws_the_graph(toy, toy_pairs, tmp_path):
     assert "the first 100 of 151 edges by rank are drawn" in html
     a = next(g for g in svg.iter(f"{ns}a") if g.get("data-node") == "L0/H0")
     assert a.get("href") == "/unit/m%3C%26%3E/L0/H0"
+
+
+# ----------------------------------------------------------------------------- mean ablation
+
+
+def test_sender_means_by_hand_end_aligned(tiny_llama):
+    """Each sender's mean over the clean and corrupt prompts, per position counted back from the
+    final token; prompts of different lengths in different batches (the Llama has no o_proj bias)."""
+    from autointerp.core.hooks import act_name
+    from autointerp.patching.edges import sender_means
+
+    its = tiny_items()                                     # lengths 5 to 14 tokens
+    data = prepare(tiny_llama, its, 2)
+    means = sender_means(tiny_llama, data)
+    g = EdgeGraph.of(tiny_llama)
+    assert tuple(means.shape) == (len(g.senders), data.max_len, tiny_llama.d_model)
+    h = g.sender_index["L1/H2"]
+    rows: dict[int, list] = {}
+    for it in its:
+        for text in (it.clean, it.corrupt):
+            ids, _ = tiny_llama.tokenize([text])
+            run = tiny_llama.forward(ids, cache=[act_name("attn.z", 1), act_name("resid_pre", 0)], return_logits=False)
+            out = run.cache[act_name("attn.z", 1)][0, :, 2] @ tiny_llama.W_O(1)[2]       # [p, d]
+            emb = run.cache[act_name("resid_pre", 0)][0]
+            n = ids.shape[1]
+            for t in range(n):
+                rows.setdefault(n - 1 - t, []).append((out[t], emb[t]))
+    for r, vals in rows.items():
+        assert torch.allclose(means[h, r], torch.stack([v[0] for v in vals]).mean(0).float(), atol=1e-5), r
+        assert torch.allclose(means[0, r], torch.stack([v[1] for v in vals]).mean(0).float(), atol=1e-5), r
+    assert len({len(v) for v in rows.values()}) > 1         # the rows really average different prompt sets
+
+
+def test_mean_ablation_empty_and_full_circuits(toy, toy_pairs):
+    """The full circuit has faithfulness 1 under both ablations; the empty circuit under mean
+    ablation is the model whose logits read the mean final residual: computed by hand."""
+    from autointerp.core.hooks import act_name
+    from autointerp.patching.edge_search import ablated_logit_diff
+    from autointerp.patching.edges import sender_means
+
+    data = prepare(toy, toy_pairs, 3)
+    g = EdgeGraph.of(toy)
+    means = sender_means(toy, data)
+    base = ablated_logit_diff(toy, data, g, means)
+    # by hand: with every edge into the logits mean-ablated, the final norm reads the mean over
+    # all 2N prompts of the last layer's residual at the final token (biases are constants)
+    last = act_name("resid_post", toy.n_layers - 1)
+    finals = []
+    for it in toy_pairs:
+        for text in (it.clean, it.corrupt):
+            ids, _ = toy.tokenize([text])
+            finals.append(toy.forward(ids, cache=[last], return_logits=False).cache[last][0, -1])
+    logits = toy.unembed(toy.ln_final(torch.stack(finals).mean(0)))
+    hand = np.mean([float(logits[toy.tokenizer.encode(it.answer)[-1]] - logits[toy.tokenizer.encode(it.wrong)[-1]])
+                    for it in toy_pairs])
+    assert base == pytest.approx(hand, abs=1e-4)
+    ex = exact_edge_scores(toy, toy_pairs, [0])
+    clean, corrupt = ex.clean_logit_diff, ex.corrupt_logit_diff
+    assert abs(base - corrupt) > 0.1                       # mean ablation is not the corrupt run
+    everything = range(g.n_edges)
+    assert faithfulness_of(toy, data, g, everything, clean, corrupt) == pytest.approx(1.0, abs=1e-4)
+    assert faithfulness_of(toy, data, g, everything, clean, corrupt, means=means) == pytest.approx(1.0, abs=1e-4)
+    assert faithfulness_of(toy, data, g, [], clean, corrupt, means=means) == pytest.approx(0.0, abs=1e-6)
+    # one edge mean-ablated: the circuit run agrees with the single-edge patch machinery fed
+    # (mean - clean) as the delta
+    from autointerp.patching.edges import _aligned_means, _patched_ld, _sender_cache_names, _sender_outputs
+    from autointerp.patching.core import run_ld
+
+    for name in ("L0/H0 -> L1/H0:k", "L1/H0 -> logits", "embed -> blocks.1.mlp.out"):
+        e = g.edge_index[g.parse_edge(name)]
+        s, r = g.edges[e]
+        p = torch.zeros(g.n_edges, dtype=torch.bool)
+        p[e] = True
+        got = circuit_logit_diff(toy, data, p, g, means=means)
+        tot = 0.0
+        for b in data:
+            nL = toy.n_layers
+            qkv = [act_name(f"attn.{c}", L) for L in range(nL) for c in "qkv"]
+            _, crun = run_ld(toy, b.clean, b, cache=_sender_cache_names(nL) + qkv + [last])
+            e0 = act_name("resid_pre", 0)
+            D = (_aligned_means(means, b) - _sender_outputs(toy, crun.cache, crun.cache[e0]))[s]
+            tot += float(_patched_ld(toy, g, g.receivers[r], D, b.clean, b, 1, crun.cache).double().sum())
+        assert got == pytest.approx(tot / data.n_items, abs=1e-4), name
+
+
+def test_mean_ablation_circuit_found_stored_and_shown(toy, toy_pairs, tmp_path):
+    from autointerp.serve.app import render
+    from autointerp.store import Store
+
+    store = Store(tmp_path / "s.db")
+    store.put_dataset("toy", "toy", "test", toy_pairs)
+    ds = Dataset(name="toy", task="toy", source="test", items=toy_pairs)
+    c = find_circuit(store, toy, ds, "eap", target=0.8, points=6, ablation="mean")
+    cc = find_circuit(store, toy, ds, "eap", target=0.8, points=6)
+    assert c.circuit_id != cc.circuit_id and c.ablation == "mean" and cc.ablation == "corrupt"
+    assert c.faithfulness >= 0.8 and dict(c.curve)[0] == 0.0 and set(PLANTED) <= set(c.edge_names())
+    base = c.settings["baseline_logit_diff"]
+    assert base == c.baseline_logit_diff != pytest.approx(c.corrupt_logit_diff, abs=0.1)
+    data = prepare(toy, toy_pairs, 16)
+    from autointerp.patching.edges import sender_means
+
+    f = faithfulness_of(toy, data, c.graph, c.edges, c.clean_logit_diff, c.corrupt_logit_diff,
+                        means=sender_means(toy, data))
+    assert f == pytest.approx(c.faithfulness, abs=1e-4)      # the stored figure is what running it gives
+    row = store.get_circuit(c.circuit_id)
+    assert row["ablation"] == "mean" and store.get_circuit(cc.circuit_id)["ablation"] == "corrupt"
+    again = find_circuit(store, toy, ds, "eap", target=0.8, points=6, ablation="mean")
+    assert again.reused and again.ablation == "mean" and again.edge_names() == c.edge_names()
+    assert {r["id"]: r["ablation"] for r in store.list_circuits("toy")} == {c.circuit_id: "mean", cc.circuit_id: "corrupt"}
+    status, page = render(tmp_path / "s.db", f"/circuit/{c.circuit_id}")
+    assert status == 200 and "mean ablation" in page and f"every edge mean-ablated {base:.3f}" in page
+    with pytest.raises(UsageError, match="unknown --ablation 'zero'"):
+        find_circuit(store, toy, ds, "eap", ablation="zero")
+
+
+def test_cli_circuit_ablation(tmp_path, toy_dir, toy_pairs, capsys):
+    store = str(tmp_path / "s.db")
+    f = tmp_path / "toy.jsonl"
+    f.write_text("".join(json.dumps({"clean": p.clean, "corrupt": p.corrupt, "answer": p.answer, "wrong": p.wrong})
+                         + "\n" for p in toy_pairs))
+    base = ["--model", str(toy_dir), "--device", "cpu", "--store", store]
+    assert _cli(capsys, "pairs", "--import", str(f), "--name", "toy", "--margin", "-1e9", *base)[0] == 0
+    code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--points", "6", "--ablation", "mean", "--json", *base)
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["ablation"] == "mean" and doc["faithfulness"] >= 0.8 and doc["curve"][0]["faithfulness"] == 0.0
+    assert doc["baseline_logit_diff"] != doc["corrupt_logit_diff"]
+    code, out, err = _cli(capsys, "circuit", "--show", str(doc["circuit_id"]), "--store", store)
+    assert code == 0 and "(mean ablation)" in out
+    code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--ablation", "zero", *base)
+    assert code != 0 and "--ablation" in err and "'zero'" in err and len(err.strip().splitlines()) == 1, err

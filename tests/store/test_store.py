@@ -64,6 +64,40 @@ def test_newer_schema_refused(tmp_path):
         Store(p)
 
 
+def _circuit(s, key):
+    s.put_model("m", INFO)
+    s.db.execute("insert or ignore into datasets (name, task, source, n_items, created_at) values ('d', 't', 's', 4, 'now')")
+    return s.put_circuit(key, dataset="d", model_id="m", method="eap", target=0.8, faithfulness=0.9,
+                         clean_logit_diff=2.0, corrupt_logit_diff=-1.0, n_items=4, n_edges_total=10, curve=[[0, 0.0]],
+                         settings={}, edges=[{"edge": "embed -> logits", "sender": "embed", "receiver": "logits",
+                                              "score": -0.5, "in_circuit": True, "rank": 0}])
+
+
+@pytest.mark.parametrize("with_circuits", [True, False])
+def test_v2_store_migrates_circuit_ablation(tmp_path, with_circuits):
+    """v2 -> v3 adds circuits.ablation ('corrupt' for the circuits already there); a v2 store made
+    before circuits existed gets the table from the schema, with the column."""
+    p = tmp_path / "s.db"
+    s = Store(p)
+    cid = _circuit(s, "old")
+    if with_circuits:
+        s.db.execute("alter table circuits drop column ablation")
+    else:
+        s.db.execute("drop table circuit_edges")
+        s.db.execute("drop table circuits")
+    s.db.execute("update meta set value = '2' where key = 'schema_version'")
+    s.close()
+    s = Store(p)
+    assert s.schema_version == SCHEMA_VERSION == 3
+    assert "ablation" in s.db["circuits"].columns_dict
+    if with_circuits:
+        assert s.get_circuit(cid)["ablation"] == "corrupt"
+    new = s.put_circuit("new", dataset="d", model_id="m", method="eap", target=0.8, faithfulness=0.9,
+                        clean_logit_diff=2.0, corrupt_logit_diff=-1.0, n_items=4, n_edges_total=10, curve=[],
+                        settings={}, edges=[], ablation="mean")
+    assert s.get_circuit(new)["ablation"] == "mean"
+
+
 def test_missing_store_readonly(tmp_path):
     with pytest.raises(StoreError, match="no store"):
         Store(tmp_path / "nothing.db", readonly=True)
