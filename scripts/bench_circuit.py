@@ -3,6 +3,7 @@
     .venv/bin/python scripts/bench_circuit.py                     # smollm2-135m, 8 IOI pairs, CPU
     .venv/bin/python scripts/bench_circuit.py --pairs 24 --eap-pairs 24 --device cuda --json
     .venv/bin/python scripts/bench_circuit.py --receivers all --faithfulness   # slower (GPU)
+    .venv/bin/python scripts/bench_circuit.py --reference --points 7 --rel-tol 0.1 [--ablation mean]
 
 Builds --pairs IOI pairs validated on the model, then
   * EAP (and EAP-IG with --ig-steps) over every edge of the graph: seconds, forward/backward
@@ -10,7 +11,11 @@ Builds --pairs IOI pairs validated on the model, then
   * exact edge patching of the edges into the logits (--receivers all: every edge; slow) and
     the Spearman rank correlation of EAP with it;
   * with --faithfulness: the top-k EAP edges run as circuits (every other edge patched), the
-    faithfulness-vs-edges curve.
+    faithfulness-vs-edges curve (--points sizes) and the circuit pruned to --target (bisected
+    inside the last grid step, as `autointerp circuit` does), seconds per circuit run;
+  * with --reference (implies --faithfulness): the node-level reference, activation patching of
+    every head's output (denoising, as investigate's confirm step) on the same pairs: which of
+    its top-5 heads by |effect| are nodes of the EAP circuit at --target.
 """
 
 from __future__ import annotations
@@ -32,17 +37,31 @@ def main() -> None:
     ap.add_argument("--ig-steps", type=int, default=0, help="also time EAP-IG with this many steps (0: skip)")
     ap.add_argument("--receivers", choices=["logits", "all"], default="logits")
     ap.add_argument("--faithfulness", action="store_true", help="measure the curve of the top EAP edges (slow on CPU)")
+    ap.add_argument("--points", type=int, default=10, help="--faithfulness: circuit sizes on the curve")
+    ap.add_argument("--target", type=float, default=0.8, help="--faithfulness: the circuit pruned to this faithfulness")
+    ap.add_argument("--ablation", choices=["corrupt", "mean"], default="corrupt",
+                    help="--faithfulness: edges outside the circuit patched to corrupt values or to their senders' means")
+    ap.add_argument("--rel-tol", type=float, default=0.0,
+                    help="--faithfulness: stop bisecting once the bracket is within this fraction (0: to one edge)")
+    ap.add_argument("--reference", action="store_true",
+                    help="check the circuit's nodes against the top-5 heads of node-level activation patching")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    if not 0 < a.target <= 1:
+        ap.error(f"--target {a.target} out of range: use a fraction in (0, 1]")
+    if a.points < 2:
+        ap.error("--points must be >= 2")
+    a.faithfulness = a.faithfulness or a.reference
 
     import torch
 
     from autointerp.models import HookedModel
     from autointerp.patching.core import prepare
-    from autointerp.patching.edge_search import faithfulness_of, size_grid
-    from autointerp.patching.edges import EdgeGraph, eap_scores, exact_edge_scores, spearman
+    from autointerp.patching import activation_patching
+    from autointerp.patching.edge_search import ablated_logit_diff, prune_to_target
+    from autointerp.patching.edges import EdgeGraph, eap_scores, exact_edge_scores, sender_means, spearman
     from autointerp.tasks.api import builtin_pairs
 
     if a.threads:
@@ -97,13 +116,44 @@ def main() -> None:
         out["rank_check"]["spearman_ig"] = spearman(igc.scores[idx], ex.scores[idx])
     if a.faithfulness:
         data = prepare(hm, check, a.batch_size)
-        order = eap.ranked()
-        curve = []
-        for k in size_grid(graph.n_edges, 10):
+        times: list[float] = []
+        last = [time.perf_counter()]
+
+        def tick(k, f):
+            now = time.perf_counter()
+            times.append(now - last[0])
+            last[0] = now
+            print(f"  circuit run: top {k} edges -> faithfulness {f:.3f} ({times[-1]:.1f} s)", file=sys.stderr,
+                  flush=True)
+
+        t = time.perf_counter()
+        means = base = None
+        scores = eap
+        if a.ablation == "mean":     # as `autointerp circuit --ablation mean`: EAP against the means
+            means = sender_means(hm, data)
+            base = round(ablated_logit_diff(hm, data, graph, means), 6)
+            last[0] = time.perf_counter()      # (the all-ablated run is the curve's k = 0 point)
+            times.append(last[0] - t)
+            scores = eap_scores(hm, check, batch_size=a.batch_size, graph=graph, means=means, baseline=base)
+        circ = prune_to_target(hm, data, scores, a.target, points=a.points, progress=tick, rel_tol=a.rel_tol,
+                               means=means, baseline=base)
+        out["faithfulness"] = {"target": a.target, "pairs": a.pairs, "points": a.points, "rel_tol": a.rel_tol,
+                               "ablation": a.ablation, "baseline_logit_diff": base, "seconds": round(time.perf_counter() - t, 1),
+                               "circuit_runs": len(times), "seconds_per_run": round(sum(times) / len(times), 2),
+                               "peak_mib": round(peak()), "reached_target": circ.settings["reached_target"],
+                               "n_edges": len(circ.edges), "faithfulness": circ.faithfulness,
+                               "curve": [{"n_edges": k, "faithfulness": f} for k, f in circ.curve],
+                               "nodes": circ.nodes()}
+        if a.reference:
             t = time.perf_counter()
-            f = faithfulness_of(hm, data, graph, order[:k], eap.clean_logit_diff, eap.corrupt_logit_diff)
-            curve.append({"n_edges": k, "faithfulness": round(f, 4), "seconds": round(time.perf_counter() - t, 2)})
-        out["faithfulness_curve"] = curve
+            ref = activation_patching(hm, check, "heads", batch_size=a.batch_size)
+            top5 = [r for r in ref.results if r.get("position") is None][:5]
+            nodes = set(circ.nodes())
+            out["reference"] = {"method": "activation patching of every head's output (denoising)",
+                                "seconds": round(time.perf_counter() - t, 1),
+                                "top5": [{"head": r["component"], "effect": r["effect"],
+                                          "in_circuit": r["component"] in nodes} for r in top5],
+                                "in_circuit": sum(r["component"] in nodes for r in top5)}
     out["platform"] = platform.platform()
     if a.json:
         print(json.dumps(out, indent=1))
@@ -122,9 +172,19 @@ def main() -> None:
           + (f"; EAP-IG {rc['spearman_ig']:.3f}" if rc.get("spearman_ig") is not None else ""))
     for r in rc["top_exact"]:
         print(f"  {r['edge']:<32} exact {r['exact']:+.4f}  eap {r['eap']:+.4f}")
-    for p in out.get("faithfulness_curve", []):
-        print(f"  top {p['n_edges']:>6} edges: faithfulness {p['faithfulness']:.3f} ({p['seconds']} s)")
-
+    if "faithfulness" in out:
+        fa = out["faithfulness"]
+        print(f"faithfulness ({fa['ablation']} ablation), {fa['pairs']} pairs: circuit at target {fa['target']}: {fa['n_edges']} edges, "
+              f"faithfulness {fa['faithfulness']:.3f}{'' if fa['reached_target'] else ' (target not reached)'}; "
+              f"{fa['circuit_runs']} circuit runs, {fa['seconds']} s ({fa['seconds_per_run']} s each), "
+              f"peak {fa['peak_mib']} MiB")
+        print("  curve: " + "  ".join(f"{p['n_edges']}:{p['faithfulness']:.3f}" for p in fa["curve"]))
+    if "reference" in out:
+        ref = out["reference"]
+        print(f"reference ({ref['method']}, {ref['seconds']} s): {ref['in_circuit']} of its top 5 heads are "
+              f"nodes of the circuit")
+        for r in ref["top5"]:
+            print(f"  {r['head']:<8} effect {r['effect']:+.3f}  {'in' if r['in_circuit'] else 'NOT in'} the circuit")
 
 if __name__ == "__main__":
     main()

@@ -377,7 +377,7 @@ def auto_circuit_json(c: Circuit) -> dict:
                    "dest_module": _ac_dest(g, r)[1], "score": _f(sc[e]), "in_circuit": e in in_c}
                   for e, (s, r) in enumerate(g.edges) if e in in_c or not math.isnan(sc[e])],
         "circuit": [f"{_ac_src(g, g.edges[e][0])}->{_ac_dest(g, g.edges[e][1])[0]}" for e in c.edges],
-        "faithfulness": c.faithfulness, "method": c.method, "n_edges": len(c.edges),
+        "faithfulness": c.faithfulness, "method": c.method, "ablation": c.ablation, "n_edges": len(c.edges),
     }
 
 

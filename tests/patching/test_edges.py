@@ -420,6 +420,7 @@ def test_mean_ablation_circuit_found_stored_and_shown(toy, toy_pairs, tmp_path):
     assert f == pytest.approx(c.faithfulness, abs=1e-4)      # the stored figure is what running it gives
     row = store.get_circuit(c.circuit_id)
     assert row["ablation"] == "mean" and store.get_circuit(cc.circuit_id)["ablation"] == "corrupt"
+    assert auto_circuit_json(c)["ablation"] == "mean" and auto_circuit_json(cc)["ablation"] == "corrupt"
     again = find_circuit(store, toy, ds, "eap", target=0.8, points=6, ablation="mean")
     assert again.reused and again.ablation == "mean" and again.edge_names() == c.edge_names()
     assert {r["id"]: r["ablation"] for r in store.list_circuits("toy")} == {c.circuit_id: "mean", cc.circuit_id: "corrupt"}
