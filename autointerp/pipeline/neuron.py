@@ -142,7 +142,7 @@ class Scoring:
         out: dict[str, ScoreRecord] = {}
         rows: list[dict] = []
         rec_key = (records_hash(splits.test_top), records_hash(splits.test_random),
-                   records_hash(splits.spare[: self.s.n_spare]))
+                   records_hash(splits.spare[: self.s.n_spare])) + (("active>0",) if splits.sparse else ())
         for sc in self.all():
             key = content_hash(PIPELINE_VERSION, sc.identity(), expl_key, control if self.s.control else None, rec_key)
             got = {k: store.get_score(f"{key}:{k}") for k in sc.kinds} if store is not None else {}

@@ -7,6 +7,12 @@ texts, and the score is the balanced accuracy of those yes/no calls.
   each shown twice: once with its active tokens (act >= frac * unit max) marked <<like this>>
   (label True), once with as many randomly chosen inactive tokens marked (label False; seeded).
 
+Active means act >= frac * unit max for neurons and heads, whose activations are dense (a GELU
+or SiLU neuron is rarely exactly 0, so "fires" needs a threshold). For SAE latents (sparse=True:
+exactly 0 when off) it means act > 0, as in delphi: every activating example (top and quantile
+records) is a positive, the non-activating random examples are the negatives, and fuzzing marks
+every token the latent fires on. frac=0 gives the same rule.
+
 The judge answers yes/no; with prompt logprobs p(yes) = P(" yes") / (P(" yes") + P(" no")), the
 prediction is p(yes) > 0.5, and AUROC of p(yes) is reported beside the accuracy. Without
 logprobs the chat answer is parsed (an answer that is neither yes nor no counts as 0.5 and bad).
@@ -40,20 +46,31 @@ def record_text(tokens: Sequence[str], marked: Sequence[int] = ()) -> str:
     return " ".join(text.split())
 
 
-def detection_items(records: Sequence, unit_max: float, *, frac: float = 0.25) -> list[Item]:
+def is_active(unit_max: float, frac: float, sparse: bool = False):
+    """The predicate act -> active (see the module docstring)."""
+    if unit_max <= 0:
+        return lambda a: False
+    if sparse or frac == 0:
+        return lambda a: a > 0
     thr = frac * unit_max
-    return [Item(ctx_idx=r.ctx_idx, kind=r.kind, label=bool(unit_max > 0 and r.max_act >= thr), text=record_text(r.tokens))
+    return lambda a: a >= thr
+
+
+def detection_items(records: Sequence, unit_max: float, *, frac: float = 0.25, sparse: bool = False) -> list[Item]:
+    on = is_active(unit_max, frac, sparse)
+    return [Item(ctx_idx=r.ctx_idx, kind=r.kind, label=bool(on(r.max_act)), text=record_text(r.tokens))
             for r in records]
 
 
-def fuzzing_items(records: Sequence, unit_max: float, *, frac: float = 0.25, seed: int = 0) -> list[Item]:
-    thr = frac * unit_max
+def fuzzing_items(records: Sequence, unit_max: float, *, frac: float = 0.25, seed: int = 0,
+                  sparse: bool = False) -> list[Item]:
+    on = is_active(unit_max, frac, sparse)
     items = []
     for r in records:
-        if unit_max <= 0 or r.max_act < thr:
+        if not on(r.max_act):
             continue
-        active = [i for i, a in enumerate(r.acts) if a >= thr]
-        inactive = [i for i, a in enumerate(r.acts) if a < thr and r.tokens[i].strip()]
+        active = [i for i, a in enumerate(r.acts) if on(a)]
+        inactive = [i for i, a in enumerate(r.acts) if not on(a) and r.tokens[i].strip()]
         if not active or len(inactive) < len(active):
             continue
         rng = _random.Random(content_hash(seed, r.ctx_idx))

@@ -184,8 +184,8 @@ class ClassificationScorer:
     def items(self, splits, unit_max: float):
         pool = splits.test + list(splits.spare[: self.n_spare])
         if self.task == "detection":
-            return detection_items(pool, unit_max, frac=self.frac)
-        return fuzzing_items(pool, unit_max, frac=self.frac, seed=self.seed)
+            return detection_items(pool, unit_max, frac=self.frac, sparse=splits.sparse)
+        return fuzzing_items(pool, unit_max, frac=self.frac, seed=self.seed, sparse=splits.sparse)
 
     def _p(self, text, items):
         key = (text, tuple((it.ctx_idx, it.label, it.text) for it in items))
@@ -199,7 +199,8 @@ class ClassificationScorer:
             return []
         p, bad = self._p(text, items)
         sc = classification_score(items, p, n_boot=self.n_boot, seed=self.seed)
-        details = {"auroc": sc["auroc"], "n_pos": sc["n_pos"], "n_bad": bad, "threshold_frac": self.frac,
+        details = {"auroc": sc["auroc"], "n_pos": sc["n_pos"], "n_bad": bad,
+                   "active": "act > 0 (sparse latent)" if splits.sparse else f"act >= {self.frac} x unit max",
                    "definition": "balanced accuracy of p(yes) > 0.5 against the labels",
                    "items": [{"ctx_idx": it.ctx_idx, "label": it.label, "p_yes": round(pi, 4), "marked": it.marked}
                              for it, pi in zip(items, p)]}

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from pydantic import BaseModel, ConfigDict
 
 from ..core.keys import content_hash
+from ..core.units import Unit
 
 
 class SplitSizes(BaseModel):
@@ -32,6 +33,7 @@ class Splits(BaseModel):
     test_top: list[Any]
     test_random: list[Any]
     spare: list[Any] = []     # quantile records of contexts in no other split (detection/fuzzing)
+    sparse: bool = False      # an SAE latent (exactly 0 when off): detection/fuzzing count any act > 0 as active
 
     @property
     def calibration(self) -> list[Any]:
@@ -94,7 +96,8 @@ def split_records(unit: str, top: Sequence, random: Sequence, quantiles: Sequenc
     used |= {r.ctx_idx for r in test_random + calib_random}
     spare = [r for r in _dedupe(quantiles) if r.ctx_idx not in used]
     return Splits(train=dealt["train"], calib_top=dealt["calib"], calib_random=calib_random,
-                  test_top=dealt["test"], test_random=test_random, spare=spare)
+                  test_top=dealt["test"], test_random=test_random, spare=spare, sparse=Unit.is_id(unit)
+                  and Unit.parse(unit).kind == "feature")
 
 
 def _deal(tops: list, quota: dict[str, int]) -> dict[str, list]:

@@ -220,3 +220,25 @@ def test_mine_planted_records():
     again = mine_planted([months], ctxs, top_k=8, n_random=6)["months"]
     assert [r.ctx_idx for r in again.random] == [r.ctx_idx for r in ex.random]
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
+
+
+def test_sparse_latents_count_any_positive_activation_as_active():
+    """delphi's rule for SAE latents: a weak (quantile) activation is still a positive for
+    detection, and fuzzing marks every firing token; a neuron keeps the frac * max threshold."""
+    from autointerp.score.classify import detection_items, fuzzing_items
+
+    toks = ["a", " cat", " sat", " on", " the", " mat"]
+    strong = make_rec(1, toks, [0, 4.0, 0, 0, 0, 0])
+    weak = make_rec(2, toks, [0, 0.3, 0, 0.2, 0, 0], kind="quantile")
+    off = make_rec(3, toks, [0] * 6, kind="random")
+    recs = [strong, weak, off]
+    assert [i.label for i in detection_items(recs, 4.0)] == [True, False, False]
+    assert [i.label for i in detection_items(recs, 4.0, sparse=True)] == [True, True, False]
+    fz = fuzzing_items(recs, 4.0, sparse=True)
+    assert [(i.ctx_idx, i.label, i.marked) for i in fz if i.label] == [(1, True, [1]), (2, True, [1, 3])]
+    assert all(len(i.marked) == 2 for i in fz if i.ctx_idx == 2)
+    assert [i.ctx_idx for i in fuzzing_items(recs, 4.0)] == [1, 1]
+    # the split knows from the unit id: features are sparse, neurons are not
+    sp_f = split_records("L1/F3@res", [strong, weak], [off])
+    sp_n = split_records("L1/N3", [strong, weak], [off])
+    assert sp_f.sparse and not sp_n.sparse
