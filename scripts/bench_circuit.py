@@ -13,9 +13,10 @@ Builds --pairs IOI pairs validated on the model, then
   * with --faithfulness: the top-k EAP edges run as circuits (every other edge patched), the
     faithfulness-vs-edges curve (--points sizes) and the circuit pruned to --target (bisected
     inside the last grid step, as `autointerp circuit` does), seconds per circuit run;
-  * with --reference (implies --faithfulness): the node-level reference, activation patching of
-    every head's output (denoising, as investigate's confirm step) on the same pairs: which of
-    its top-5 heads by |effect| are nodes of the EAP circuit at --target.
+  * with --reference: the node-level reference, activation patching of every head's output
+    (denoising, as investigate's confirm step) on the same pairs: which of its top-5 heads by
+    |effect| are nodes of the top-k EAP edges for k on the grid, and (with --faithfulness) of
+    the circuit pruned to --target.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ def main() -> None:
         ap.error(f"--target {a.target} out of range: use a fraction in (0, 1]")
     if a.points < 2:
         ap.error("--points must be >= 2")
-    a.faithfulness = a.faithfulness or a.reference
 
+    import numpy as np
     import torch
 
     from autointerp.models import HookedModel
     from autointerp.patching.core import prepare
     from autointerp.patching import activation_patching
-    from autointerp.patching.edge_search import ablated_logit_diff, prune_to_target
+    from autointerp.patching.edge_search import ablated_logit_diff, prune_to_target, size_grid
     from autointerp.patching.edges import EdgeGraph, eap_scores, exact_edge_scores, sender_means, spearman
     from autointerp.tasks.api import builtin_pairs
 
@@ -120,6 +121,9 @@ def main() -> None:
         last = [time.perf_counter()]
 
         def tick(k, f):
+            if k == 0 and a.ablation == "mean":      # no run: the all-ablated run was timed above
+                last[0] = time.perf_counter()
+                return
             now = time.perf_counter()
             times.append(now - last[0])
             last[0] = now
@@ -144,16 +148,28 @@ def main() -> None:
                                "n_edges": len(circ.edges), "faithfulness": circ.faithfulness,
                                "curve": [{"n_edges": k, "faithfulness": f} for k, f in circ.curve],
                                "nodes": circ.nodes()}
-        if a.reference:
-            t = time.perf_counter()
-            ref = activation_patching(hm, check, "heads", batch_size=a.batch_size)
-            top5 = [r for r in ref.results if r.get("position") is None][:5]
+    if a.reference:
+        t = time.perf_counter()
+        ref = activation_patching(hm, check, "heads", batch_size=a.batch_size)
+        top5 = [r["component"] for r in ref.results if r.get("position") is None][:5]
+        scores = circ.scores if a.faithfulness else eap
+        order = [e for e in scores.ranked() if not np.isnan(scores.scores[e])]
+
+        def nodes_of(edges) -> set:
+            return {graph.senders[graph.edges[e][0]].name for e in edges} | \
+                   {graph.receivers[graph.edges[e][1]].name.split(":")[0] for e in edges}
+
+        sizes = sorted(set(size_grid(len(order), a.points)) | ({len(circ.edges)} if a.faithfulness else set()))
+        out["reference"] = {
+            "method": "activation patching of every head's output (denoising)", "seconds": round(time.perf_counter() - t, 1),
+            "top5": [{"head": h, "effect": next(r["effect"] for r in ref.results if r["component"] == h)} for h in top5],
+            "scores": scores.method + (f" ({a.ablation} ablation)" if a.faithfulness else ""),
+            "by_size": [{"n_edges": k, "heads_in": [h for h in top5 if h in nodes_of(order[:k])],
+                         "n_nodes": len(nodes_of(order[:k]))} for k in sizes if k > 0]}
+        if a.faithfulness:
             nodes = set(circ.nodes())
-            out["reference"] = {"method": "activation patching of every head's output (denoising)",
-                                "seconds": round(time.perf_counter() - t, 1),
-                                "top5": [{"head": r["component"], "effect": r["effect"],
-                                          "in_circuit": r["component"] in nodes} for r in top5],
-                                "in_circuit": sum(r["component"] in nodes for r in top5)}
+            out["reference"]["circuit_n_edges"] = len(circ.edges)
+            out["reference"]["in_circuit"] = [h for h in top5 if h in nodes]
     out["platform"] = platform.platform()
     if a.json:
         print(json.dumps(out, indent=1))
@@ -181,10 +197,15 @@ def main() -> None:
         print("  curve: " + "  ".join(f"{p['n_edges']}:{p['faithfulness']:.3f}" for p in fa["curve"]))
     if "reference" in out:
         ref = out["reference"]
-        print(f"reference ({ref['method']}, {ref['seconds']} s): {ref['in_circuit']} of its top 5 heads are "
-              f"nodes of the circuit")
-        for r in ref["top5"]:
-            print(f"  {r['head']:<8} effect {r['effect']:+.3f}  {'in' if r['in_circuit'] else 'NOT in'} the circuit")
+        print(f"reference ({ref['method']}, {ref['seconds']} s), top 5: "
+              + ", ".join(f"{r['head']} {r['effect']:+.3f}" for r in ref["top5"]))
+        if "in_circuit" in ref:
+            print(f"  in the circuit at target {a.target} ({ref['circuit_n_edges']} edges): {len(ref['in_circuit'])} "
+                  f"of 5 ({', '.join(ref['in_circuit']) or 'none'})")
+        for r in ref["by_size"]:
+            print(f"  top {r['n_edges']:>6} {ref['scores']} edges ({r['n_nodes']} nodes): {len(r['heads_in'])} of 5 "
+                  f"({', '.join(r['heads_in']) or 'none'})")
+
 
 if __name__ == "__main__":
     main()
