@@ -160,12 +160,18 @@ def main() -> None:
                    {graph.receivers[graph.edges[e][1]].name.split(":")[0] for e in edges}
 
         sizes = sorted(set(size_grid(len(order), a.points)) | ({len(circ.edges)} if a.faithfulness else set()))
+
+        def by_size(order) -> list[dict]:
+            return [{"n_edges": k, "heads_in": [h for h in top5 if h in nodes_of(order[:k])],
+                     "n_nodes": len(nodes_of(order[:k]))} for k in sizes if k > 0]
+
         out["reference"] = {
             "method": "activation patching of every head's output (denoising)", "seconds": round(time.perf_counter() - t, 1),
             "top5": [{"head": h, "effect": next(r["effect"] for r in ref.results if r["component"] == h)} for h in top5],
             "scores": scores.method + (f" ({a.ablation} ablation)" if a.faithfulness else ""),
-            "by_size": [{"n_edges": k, "heads_in": [h for h in top5 if h in nodes_of(order[:k])],
-                         "n_nodes": len(nodes_of(order[:k]))} for k in sizes if k > 0]}
+            "by_size": by_size(order)}
+        if scores is not eap:       # mean ablation: the corrupt-scored EAP ranking too
+            out["reference"]["by_size_corrupt_eap"] = by_size([e for e in eap.ranked() if not np.isnan(eap.scores[e])])
         if a.faithfulness:
             nodes = set(circ.nodes())
             out["reference"]["circuit_n_edges"] = len(circ.edges)
@@ -202,9 +208,10 @@ def main() -> None:
         if "in_circuit" in ref:
             print(f"  in the circuit at target {a.target} ({ref['circuit_n_edges']} edges): {len(ref['in_circuit'])} "
                   f"of 5 ({', '.join(ref['in_circuit']) or 'none'})")
-        for r in ref["by_size"]:
-            print(f"  top {r['n_edges']:>6} {ref['scores']} edges ({r['n_nodes']} nodes): {len(r['heads_in'])} of 5 "
-                  f"({', '.join(r['heads_in']) or 'none'})")
+        for key, what in (("by_size", ref["scores"]), ("by_size_corrupt_eap", "eap (corrupt)")):
+            for r in ref.get(key, []):
+                print(f"  top {r['n_edges']:>6} {what} edges ({r['n_nodes']} nodes): {len(r['heads_in'])} of 5 "
+                      f"({', '.join(r['heads_in']) or 'none'})")
 
 
 if __name__ == "__main__":
