@@ -35,6 +35,9 @@ def _context_line(r, n_chars: int = 160) -> str:
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Contexts per forward pass.")
 @click.option("--metric", type=click.Choice(["logp", "p", "clip"]), default="logp", show_default=True,
               help="Per-token value that ranks contexts: Δ log p, Δ p or Δ max(-5, log p).")
+@click.option("--rank", type=click.Choice(["max", "sum"]), default="max", show_default=True,
+              help="Rank contexts by their largest per-token Δ (max) or their total Δ (sum: for logp, the "
+                   "log-likelihood ratio of the whole context).")
 @click.option("--tasks", default="", help="Comma-separated built-in tasks to compare (ioi, greater_than, ...).")
 @click.option("--task-items", type=int, default=32, show_default=True, help="Items per task.")
 @click.option("--level", type=click.Choice(["auto", "blackbox", "components"]), default="auto", show_default=True,
@@ -56,7 +59,7 @@ def _context_line(r, n_chars: int = 160) -> str:
 @llm_options
 @store_option
 @json_option
-def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric, tasks, task_items, level, act_tokens,
+def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric, rank, tasks, task_items, level, act_tokens,
              n_contexts, patch_top, side, explain, top, plot, seed, device, dtype, llm_spec, llm_base_url, store_path,
              as_json) -> None:
     """Diff two causal LMs: where B predicts text better or worse than A, on tasks, and (same
@@ -77,7 +80,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
     from ..store import DEFAULT_STORE, Store
 
     s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
-                     tasks=[t for t in tasks.split(",") if t.strip()], task_items=task_items, level=level,
+                     rank=rank, tasks=[t for t in tasks.split(",") if t.strip()], task_items=task_items, level=level,
                      act_tokens=act_tokens, n_contexts=n_contexts, patch_top=patch_top, side=side, explain=explain, seed=seed).check()
     check_out_file("--plot", plot)
     path = check_store_path(store_path or DEFAULT_STORE)
@@ -107,11 +110,14 @@ def _human(res, top: int, plot) -> None:
         click.echo(f"  note: {note}")
     for side in ("a_better", "b_better"):
         recs = bb.top[side][:top]
+        scores = bb.scores.get(side) or [r.max_act for r in recs]
         rep = sm.get(f"repeat_frac_top10_{side}")
         extra = f", {100 * rep:.0f}% of the top 10 complete a repeat" if rep is not None else ""
-        click.echo(f"top contexts where {_ARROW[side]} (Δ {bb.metric}{extra}){'  <- explained' if side == res.side else ''}:")
-        for i, r in enumerate(recs):
-            click.echo(f"  {i + 1}. [{r.max_act:+.2f}] {_context_line(r)}")
+        how = f"Δ {bb.metric}" if bb.rank == "max" else f"total Δ {bb.metric} [peak]"
+        click.echo(f"top contexts where {_ARROW[side]} ({how}{extra}){'  <- explained' if side == res.side else ''}:")
+        for i, (r, sc) in enumerate(zip(recs, scores)):
+            score = f"{sc:+.2f}" if bb.rank == "max" else f"{sc:+.2f} [{r.max_act:+.2f}]"
+            click.echo(f"  {i + 1}. [{score}] {_context_line(r)}")
     for t in res.tasks:
         o = t["outliers"][0] if t["outliers"] else None
         click.echo(f"task {t['task']} (n={t['n_items']}): logit diff A {t['logit_diff_a']:+.2f}  B {t['logit_diff_b']:+.2f}"

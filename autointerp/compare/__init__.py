@@ -13,13 +13,14 @@ does, and it composes models/, corpus/, tasks/ and patching/ (DLA's frozen-norm 
 one direction only. The face diff/ runs it, explains its records with the pipeline and stores it.
 """
 
-from .blackbox import METRICS, SIDES, BlackBoxResult, blackbox_diff, is_repeat_context, repeated_token_flags, same_tokenizer
+from .blackbox import (METRICS, RANKS, SIDES, BlackBoxResult, blackbox_diff, is_repeat_context, repeated_token_flags,
+                       same_tokenizer)
 from .components import activation_diff, check_same_architecture, dla_diff, patch_diff, weight_diff
 from .plant import Planted, plant_heads, save_model, strongest_heads, zero_head_outputs
 from .spans import Span, common_spans, span_sums
 from .tasks import TaskDiff, check_tasks, compare_task
 
-__all__ = ["METRICS", "SIDES", "BlackBoxResult", "blackbox_diff", "is_repeat_context", "repeated_token_flags",
+__all__ = ["METRICS", "RANKS", "SIDES", "BlackBoxResult", "blackbox_diff", "is_repeat_context", "repeated_token_flags",
            "same_tokenizer", "activation_diff", "check_same_architecture", "dla_diff", "patch_diff", "weight_diff",
            "Planted", "plant_heads", "save_model", "strongest_heads", "zero_head_outputs", "Span", "common_spans", "span_sums", "TaskDiff",
            "check_tasks", "compare_task"]

@@ -9,10 +9,19 @@ lp = log p(actual next text | the text before it):
                                  hopeless counts as a tie; Δ log p there is noise)
     kl     KL(A || B) of the next-token distributions (tokens only, when the vocabularies match)
 
-A diff value sits on the token (span) it predicts. Contexts are ranked like a unit's top records:
-by their largest value of the chosen metric, on each side ("b_better": largest Δ, "a_better":
-most negative Δ). The records are ActivationRecords whose acts are the metric oriented towards
-the side (so the explain pipeline explains "where B is better than A" as it explains a neuron).
+A diff value sits on the token (span) it predicts. Contexts are ranked on each side
+("b_better": B - A large, "a_better": B - A very negative) by one of two scores (`rank`), with
+m_t the chosen metric's per-token Δ (B - A) and s = +1 for b_better, -1 for a_better:
+
+    max   max_t s·m_t    the context's single largest difference, like a unit's top records
+    sum   Σ_t s·m_t      the context's total difference; for logp it is s·(log p_B(context) -
+                         log p_A(context)), the log-likelihood ratio of the whole context, so a
+                         context ranks high when one model predicts it better as a whole, not
+                         when one token of it happens to move a lot
+
+The records are ActivationRecords whose acts are the metric oriented towards the side (so the
+explain pipeline explains "where B is better than A" as it explains a neuron); a record's
+max_act is its peak token's value whichever score ranked it.
 
 Cost and memory: one forward of each model per batch (the same batches stream through both);
 only running sums, a top-k heap per side and a reservoir of random contexts are kept, so memory
@@ -35,6 +44,7 @@ from ..mine.records import ActivationRecord
 from .spans import common_spans, span_sums
 
 METRICS = ("logp", "p", "clip")
+RANKS = ("max", "sum")
 SIDES = ("b_better", "a_better")
 CLIP = -5.0
 
@@ -58,11 +68,13 @@ def same_tokenizer(tok_a, tok_b) -> bool:
 class BlackBoxResult(BaseModel):
     mode: str                                     # token | span
     metric: str
+    rank: str = "max"                             # max | sum: how contexts were ranked (module doc)
     n_contexts: int
     n_units: int                                  # tokens (token mode) or spans (span mode) compared
     n_tokens_a: int
     summary: dict[str, float | None]              # mean lp_A, lp_B, Δ of each metric, KL, frac B better
     top: dict[str, list[ActivationRecord]]        # side -> records, best first (acts oriented to the side)
+    scores: dict[str, list[float]] = Field(default_factory=dict)   # side -> the rank score of each top record
     random: list[ActivationRecord]                # random contexts, acts = Δ (B - A) of the metric
     values: dict[str, dict[int, dict[str, list[float]]]] = Field(default_factory=dict)
     # side -> ctx_idx -> {metric: per-token Δ (B - A), 'lp_a', 'lp_b', 'kl'?} (for the store and the viewer)
@@ -83,6 +95,7 @@ class _Acc:
     top_k: int
     n_random: int
     seed: int
+    rank: str = "max"
     sums: dict[str, float] = field(default_factory=lambda: {k: 0.0 for k in ("lp_a", "lp_b", "logp", "p", "clip", "kl", "b_better")})
     n: int = 0
     n_kl: int = 0
@@ -118,7 +131,8 @@ class _Acc:
             vals["kl"] = [round(float(x), 5) for x in kl]
         m = d[self.metric]
         item = (ctx_idx, tokens, ids, vals)
-        for side, score in (("b_better", float(m.max())), ("a_better", float((-m).max()))):
+        scores = ((float(m.max()), float((-m).max())) if self.rank == "max" else (float(m.sum()), float(-m.sum())))
+        for side, score in zip(SIDES, scores):
             h = self.heaps[side]
             entry = (score, -ctx_idx, item)
             if len(h) < self.top_k:
@@ -143,16 +157,19 @@ class _Acc:
                    "kl_a_b": self.sums["kl"] / self.n_kl if self.n_kl else None}
         summary = {k: (None if v is None else round(v, 6)) for k, v in summary.items()}
         top: dict[str, list[ActivationRecord]] = {}
+        scores: dict[str, list[float]] = {}
         values: dict[str, dict[int, dict]] = {}
         for side in SIDES:
             sign = 1.0 if side == "b_better" else -1.0
             entries = sorted(self.heaps[side], key=lambda e: (-e[0], -e[1]))
             top[side] = [_record(item, self.metric, sign, "top", rank) for rank, (_, _, item) in enumerate(entries)]
+            scores[side] = [round(e[0], 5) for e in entries]
             values[side] = {item[0]: item[3] for _, _, item in entries}
         rand = [_record(item, self.metric, 1.0, "random", 0) for item in sorted(self.reservoir, key=lambda it: it[0])]
         values["random"] = {item[0]: item[3] for item in self.reservoir}
-        return BlackBoxResult(mode=mode, metric=self.metric, n_contexts=self.n_ctx, n_units=n, n_tokens_a=n_tokens_a,
-                              summary=summary, top=top, random=rand, values=values, seconds=round(seconds, 3))
+        return BlackBoxResult(mode=mode, metric=self.metric, rank=self.rank, n_contexts=self.n_ctx, n_units=n,
+                              n_tokens_a=n_tokens_a, summary=summary, top=top, scores=scores, random=rand, values=values,
+                              seconds=round(seconds, 3))
 
 
 def _record(item, metric: str, sign: float, kind: str, rank: int) -> ActivationRecord:
@@ -176,14 +193,14 @@ def _next_token_logprobs(hm, ids: torch.Tensor, mask: torch.Tensor | None = None
 
 
 def token_pass(hm_a, hm_b, source, *, n_tokens: int, context_len: int = 64, batch_size: int = 8,
-               metric: str = "logp", top_k: int = 24, n_random: int = 24, seed: int = 0,
+               metric: str = "logp", top_k: int = 24, n_random: int = 24, seed: int = 0, rank: str = "max",
                progress: Callable | None = None) -> BlackBoxResult:
     """Token-level diff (the tokenizers match): the same token batches through both models."""
     import time
 
     t0 = time.perf_counter()
     n_ctx = max(1, n_tokens // context_len)
-    acc = _Acc(metric, top_k, n_random, seed)
+    acc = _Acc(metric, top_k, n_random, seed, rank)
     kl_ok = hm_a.vocab_size == hm_b.vocab_size
     tok = hm_a.tokenizer
     bar = progress(total=n_ctx) if progress else None
@@ -260,7 +277,7 @@ def _span_logprobs(hm, encs: list[tuple[list[int], list, int]]) -> list[torch.Te
 
 
 def span_pass(hm_a, hm_b, source, *, n_tokens: int, context_len: int = 64, batch_size: int = 8,
-              metric: str = "logp", top_k: int = 24, n_random: int = 24, seed: int = 0,
+              metric: str = "logp", top_k: int = 24, n_random: int = 24, seed: int = 0, rank: str = "max",
               progress: Callable | None = None) -> BlackBoxResult:
     """Span-level diff (different tokenizers): the same text chunks through both models, log p
     summed over the common spans (spans.py). Chunks are `context_len` tokens of A."""
@@ -270,7 +287,7 @@ def span_pass(hm_a, hm_b, source, *, n_tokens: int, context_len: int = 64, batch
     body = context_len - 1
     n_chunks = max(1, n_tokens // context_len)
     max_b = hm_b.max_context or 4 * context_len
-    acc = _Acc(metric, top_k, n_random, seed)
+    acc = _Acc(metric, top_k, n_random, seed, rank)
     n_tok_a = 0
     bar = progress(total=n_chunks) if progress else None
     chunk_iter = _chunks(hm_a.tokenizer, source, body, n_chunks)
@@ -304,11 +321,13 @@ def span_pass(hm_a, hm_b, source, *, n_tokens: int, context_len: int = 64, batch
 
 def blackbox_diff(hm_a, hm_b, corpus: Any = None, *, n_tokens: int = 4096, context_len: int = 64,
                   batch_size: int = 8, metric: str = "logp", top_k: int = 24, n_random: int = 24, seed: int = 0,
-                  mode: str = "auto", progress: Callable | None = None) -> BlackBoxResult:
+                  mode: str = "auto", rank: str = "max", progress: Callable | None = None) -> BlackBoxResult:
     """The black-box diff (module doc). mode: auto (token when the tokenizers match, else span),
-    token or span."""
+    token or span. rank: max or sum, how contexts are ranked (module doc)."""
     if metric not in METRICS:
         raise UsageError(f"--metric {metric!r}: use {', '.join(METRICS)}")
+    if rank not in RANKS:
+        raise UsageError(f"--rank {rank!r}: use {', '.join(RANKS)}")
     if mode not in ("auto", "token", "span"):
         raise UsageError(f"mode {mode!r}: use auto, token or span")
     same = same_tokenizer(hm_a.tokenizer, hm_b.tokenizer)
@@ -317,7 +336,7 @@ def blackbox_diff(hm_a, hm_b, corpus: Any = None, *, n_tokens: int = 4096, conte
     source = open_source(corpus) if corpus is None or isinstance(corpus, str) else corpus
     fn = token_pass if (mode == "token" or (mode == "auto" and same)) else span_pass
     return fn(hm_a, hm_b, source, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
-              top_k=top_k, n_random=n_random, seed=seed, progress=progress)
+              top_k=top_k, n_random=n_random, seed=seed, rank=rank, progress=progress)
 
 
 def repeated_token_flags(ids: list[int], first_pos: int = 1) -> list[bool]:
@@ -346,5 +365,5 @@ def is_repeat_context(rec: ActivationRecord, n_peaks: int = 1) -> bool:
     return sum(flags[i] for i in order) * 2 > len(order)
 
 
-__all__ = ["METRICS", "SIDES", "BlackBoxResult", "blackbox_diff", "token_pass", "span_pass", "same_tokenizer",
+__all__ = ["METRICS", "RANKS", "SIDES", "BlackBoxResult", "blackbox_diff", "token_pass", "span_pass", "same_tokenizer",
            "repeated_token_flags", "is_repeat_context"]

@@ -8,7 +8,8 @@ explain pipeline (exactly as a unit is explained from its top records; the per-t
     res.components["weight_head"][:3], res.explanation["text"]
 
 Sides. Δ = B - A. "b_better" contexts are those with the largest Δ, "a_better" the most negative;
-side='auto' explains and patches the side whose top contexts differ more (by their mean peak).
+side='auto' explains and patches the side whose top contexts differ more (by their mean rank score:
+peak or total Δ, DiffSettings.rank).
 Patching goes from the better model of that side into the worse one.
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
-from ..compare import (METRICS, SIDES, BlackBoxResult, activation_diff, blackbox_diff, check_same_architecture,
+from ..compare import (METRICS, RANKS, SIDES, BlackBoxResult, activation_diff, blackbox_diff, check_same_architecture,
                        check_tasks, compare_task, dla_diff, is_repeat_context, patch_diff, weight_diff)
 from ..core.keys import content_hash
 from ..corpus import DEFAULT_CORPUS, open_source
@@ -36,6 +37,7 @@ class DiffSettings(BaseModel):
     context_len: int = 64
     batch_size: int = 8
     metric: str = "logp"                 # logp | p | clip: the per-token value records carry
+    rank: str = "max"                    # max | sum: contexts ranked by their peak or total Δ (compare/blackbox.py)
     top_k: int = 24                      # top contexts kept per side
     n_random: int = 24                   # random contexts (the explanation's held-out negatives)
     seed: int = 0
@@ -53,6 +55,8 @@ class DiffSettings(BaseModel):
     def check(self) -> "DiffSettings":
         if self.metric not in METRICS:
             raise UsageError(f"--metric {self.metric!r}: use {', '.join(METRICS)}")
+        if self.rank not in RANKS:
+            raise UsageError(f"--rank {self.rank!r}: use {', '.join(RANKS)}")
         if self.level not in LEVELS:
             raise UsageError(f"--level {self.level!r}: use {', '.join(LEVELS)}")
         if self.explain not in EXPLAIN:
@@ -89,14 +93,20 @@ class DiffResult(BaseModel):
         """The JSON document of `autointerp diff --json` (top records only, no per-token side values)."""
         d = self.model_dump(exclude={"blackbox"})
         bb = self.blackbox
-        d["blackbox"] = {"mode": bb.mode, "metric": bb.metric, "n_contexts": bb.n_contexts, "n_units": bb.n_units,
-                         "n_tokens_a": bb.n_tokens_a, "summary": bb.summary, "seconds": bb.seconds,
-                         "top": {s: [_rec_json(r) for r in bb.top[s][:n_records]] for s in SIDES}}
+        d["blackbox"] = {"mode": bb.mode, "metric": bb.metric, "rank": bb.rank, "n_contexts": bb.n_contexts,
+                         "n_units": bb.n_units, "n_tokens_a": bb.n_tokens_a, "summary": bb.summary, "seconds": bb.seconds,
+                         "top": {s: [_rec_json(r, sc) for r, sc in zip(bb.top[s][:n_records], _scores(bb, s))]
+                                 for s in SIDES}}
         return d
 
 
-def _rec_json(r) -> dict:
-    return {"ctx_idx": r.ctx_idx, "max_act": round(r.max_act, 4), "tokens": r.tokens,
+def _scores(bb: BlackBoxResult, side: str) -> list[float]:
+    """The rank score of each top record of a side (its peak when the result predates rank)."""
+    return bb.scores.get(side) or [r.max_act for r in bb.top[side]]
+
+
+def _rec_json(r, score: float) -> dict:
+    return {"ctx_idx": r.ctx_idx, "score": round(score, 4), "max_act": round(r.max_act, 4), "tokens": r.tokens,
             "acts": [round(a, 4) for a in r.acts], "repeated_text": is_repeat_context(r) if r.input_ids else None}
 
 
@@ -115,7 +125,7 @@ def _load(spec: str, device: str, dtype: str):
 def _choose_side(bb: BlackBoxResult, side: str) -> str:
     if side != "auto":
         return side
-    mean = {s: sum(r.max_act for r in bb.top[s]) / max(1, len(bb.top[s])) for s in SIDES}
+    mean = {s: sum(_scores(bb, s)) / max(1, len(bb.top[s])) for s in SIDES}
     return max(SIDES, key=lambda s: (mean[s], s == "b_better"))
 
 
@@ -150,7 +160,7 @@ def diff_models(store, spec_a: str | None = None, spec_b: str | None = None, set
 
     t = time.perf_counter()
     bb = blackbox_diff(hm_a, hm_b, source, n_tokens=s.n_tokens, context_len=s.context_len, batch_size=s.batch_size,
-                       metric=s.metric, top_k=s.top_k, n_random=s.n_random, seed=s.seed, progress=progress)
+                       metric=s.metric, top_k=s.top_k, n_random=s.n_random, seed=s.seed, rank=s.rank, progress=progress)
     timings["blackbox_s"] = time.perf_counter() - t
     side = _choose_side(bb, s.side)
     tops = bb.top[side]
@@ -206,8 +216,8 @@ def diff_models(store, spec_a: str | None = None, spec_b: str | None = None, set
 
 
 def _summary(bb: BlackBoxResult, side: str, comps: dict, tasks: list[dict]) -> dict:
-    out: dict[str, Any] = {**bb.summary, "mode": bb.mode, "metric": bb.metric, "n_contexts": bb.n_contexts,
-                           "n_units": bb.n_units, "side": side}
+    out: dict[str, Any] = {**bb.summary, "mode": bb.mode, "metric": bb.metric, "rank": bb.rank,
+                           "n_contexts": bb.n_contexts, "n_units": bb.n_units, "side": side}
     if bb.mode == "token":
         for sd in SIDES:
             top10 = bb.top[sd][:10]

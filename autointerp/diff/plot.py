@@ -21,9 +21,10 @@ def plot_diff(res, path: str | Path, top: int = 10) -> Path:
     ax = axes[0][0]
     bb = res.blackbox
     for side, colour in (("a_better", "tab:blue"), ("b_better", "tab:orange")):
-        vals = [r.max_act for r in bb.top[side][:top]]
+        vals = (bb.scores.get(side) or [r.max_act for r in bb.top[side]])[:top]
         ax.plot(range(1, len(vals) + 1), vals, "o-", color=colour, label=side.replace("_", " "))
-    ax.set_title(f"{res.model_a} vs {res.model_b}: peak Δ {bb.metric} of the top contexts")
+    what = "peak" if bb.rank == "max" else "total"
+    ax.set_title(f"{res.model_a} vs {res.model_b}: {what} Δ {bb.metric} of the top contexts")
     ax.set_xlabel("rank")
     ax.legend()
     for (name, rows), row in zip(panels[1:], axes[1:]):

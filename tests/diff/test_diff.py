@@ -56,6 +56,40 @@ def test_character_spans_by_hand():
     assert [s.text for s in common_spans(text, a, b[:3])] == ["the", " cat"]
 
 
+def test_rank_max_and_sum_by_hand():
+    """max ranks a context by its largest Δ, sum by its total Δ (the log-likelihood ratio)."""
+    from autointerp.compare.blackbox import _Acc
+
+    lp_a = torch.zeros(4)
+    deltas = {0: [-3.0, 0.0, 0.0, 0.5], 1: [-1.0, -1.0, -1.0, -1.0], 2: [0.2, 0.2, 0.2, 0.2]}
+    order = {}
+    for rank in ("max", "sum"):
+        acc = _Acc("logp", top_k=3, n_random=0, seed=0, rank=rank)
+        for i, d in deltas.items():
+            acc.add(i, list("abcd"), [2, 5, 6, 7, 8], lp_a, lp_a + torch.tensor(d), None)
+        res = acc.result("token", 12, 0.0)
+        order[rank] = {sd: [r.ctx_idx for r in res.top[sd]] for sd in ("a_better", "b_better")}
+        assert res.rank == rank and all(r.max_act == max(r.acts) for r in res.top["a_better"])
+        if rank == "sum":
+            assert res.scores["a_better"] == pytest.approx([4.0, 2.5, -0.8])
+            assert res.scores["b_better"] == pytest.approx([0.8, -2.5, -4.0])
+    assert order["max"] == {"a_better": [0, 1, 2], "b_better": [0, 2, 1]}
+    assert order["sum"] == {"a_better": [1, 0, 2], "b_better": [2, 0, 1]}
+    with pytest.raises(UsageError, match="--rank"):
+        DiffSettings(rank="mean").check()
+
+
+@pytest.mark.parametrize("rank", ["max", "sum"])
+def test_both_ranks_put_repeated_text_on_top(models, corpus, rank):
+    a, b = models
+    bb = blackbox_diff(a, b, corpus, n_tokens=2048, context_len=32, top_k=10, n_random=2, rank=rank)
+    top = bb.top["a_better"]
+    assert sum(is_repeat_context(r) for r in top) >= 9 and sum(is_repeat_context(r) for r in bb.top["b_better"]) <= 2
+    agg = max if rank == "max" else sum
+    assert bb.scores["a_better"] == pytest.approx([agg(r.acts) for r in top], abs=1e-4)
+    assert bb.scores["a_better"] == sorted(bb.scores["a_better"], reverse=True)
+
+
 def test_span_mode_with_two_tokenizers(models, corpus):
     """Different tokenizers (a word-level and a copy whose vocabulary differs): span mode, and on
     one word per token both ways the spans are the words."""
@@ -90,6 +124,10 @@ def test_planted_difference_end_to_end(models, corpus, tmp_path):
     assert res.side == "a_better"                     # A (with its induction head) is the better model
     top10 = res.blackbox.top["a_better"][:10]
     assert sum(is_repeat_context(r) for r in top10) >= 8
+    assert res.blackbox.rank == s.rank and res.summary["rank"] == s.rank
+    if s.rank == "sum":                               # a context's score is its total Δ log p, towards A
+        for r, sc in zip(top10, res.blackbox.scores["a_better"]):
+            assert sc == pytest.approx(sum(r.acts), abs=1e-3)
     assert res.summary["repeat_frac_top10_a_better"] >= 0.8 > res.summary["repeat_frac_top10_b_better"]
     for analysis in ("weight_head", "head_out", "dla", "patching"):
         assert res.components[analysis][0]["component"] == "L1/H0", analysis
