@@ -46,6 +46,8 @@ def main() -> None:
                     help="--faithfulness: stop bisecting once the bracket is within this fraction (0: to one edge)")
     ap.add_argument("--reference", action="store_true",
                     help="check the circuit's nodes against the top-5 heads of node-level activation patching")
+    ap.add_argument("--sizes", type=int, nargs="*", default=[],
+                    help="--reference: also these top-k sizes (e.g. a circuit size measured earlier)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (CPU)")
     ap.add_argument("--json", action="store_true")
@@ -159,7 +161,8 @@ def main() -> None:
             return {graph.senders[graph.edges[e][0]].name for e in edges} | \
                    {graph.receivers[graph.edges[e][1]].name.split(":")[0] for e in edges}
 
-        sizes = sorted(set(size_grid(len(order), a.points)) | ({len(circ.edges)} if a.faithfulness else set()))
+        sizes = sorted(set(size_grid(len(order), a.points)) | set(a.sizes)
+                       | ({len(circ.edges)} if a.faithfulness else set()))
 
         def by_size(order) -> list[dict]:
             return [{"n_edges": k, "heads_in": [h for h in top5 if h in nodes_of(order[:k])],
