@@ -33,10 +33,11 @@ def _context_line(r, n_chars: int = 160) -> str:
 @click.option("--tokens", "n_tokens", type=int, default=4096, show_default=True, help="Tokens of text (of A's tokenizer).")
 @click.option("--context-len", type=int, default=64, show_default=True, help="Tokens per context.")
 @click.option("--batch-size", type=int, default=8, show_default=True, help="Contexts per forward pass.")
-@click.option("--metric", type=click.Choice(["logp", "p", "clip"]), default="logp", show_default=True,
-              help="Per-token value that ranks contexts: Δ log p, Δ p or Δ max(-5, log p).")
+@click.option("--metric", type=click.Choice(["clip", "logp", "p"]), default="clip", show_default=True,
+              help="Per-token value that ranks contexts: Δ max(-5, log p) (clip: a token both models find "
+                   "hopeless is a tie), Δ log p or Δ p.")
 @click.option("--rank", type=click.Choice(["max", "sum"]), default="max", show_default=True,
-              help="Rank contexts by their largest per-token Δ (max) or their total Δ (sum: for logp, the "
+              help="Rank contexts by their largest per-token Δ (max) or their total Δ (sum; for logp, the "
                    "log-likelihood ratio of the whole context).")
 @click.option("--tasks", default="", help="Comma-separated built-in tasks to compare (ioi, greater_than, ...).")
 @click.option("--task-items", type=int, default=32, show_default=True, help="Items per task.")

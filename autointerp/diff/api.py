@@ -9,7 +9,7 @@ explain pipeline (exactly as a unit is explained from its top records; the per-t
 
 Sides. Δ = B - A. "b_better" contexts are those with the largest Δ, "a_better" the most negative;
 side='auto' explains and patches the side whose top contexts differ more (by their mean rank score:
-peak or total Δ, DiffSettings.rank).
+peak or total Δ, DiffSettings.rank; a tie by their mean total Δ).
 Patching goes from the better model of that side into the worse one.
 """
 
@@ -36,7 +36,7 @@ class DiffSettings(BaseModel):
     n_tokens: int = 4096                 # black-box tokens (of A's tokenizer)
     context_len: int = 64
     batch_size: int = 8
-    metric: str = "logp"                 # logp | p | clip: the per-token value records carry
+    metric: str = "clip"                 # clip | logp | p: the per-token value records carry (blackbox.py)
     rank: str = "max"                    # max | sum: contexts ranked by their peak or total Δ (compare/blackbox.py)
     top_k: int = 24                      # top contexts kept per side
     n_random: int = 24                   # random contexts (the explanation's held-out negatives)
@@ -125,8 +125,12 @@ def _load(spec: str, device: str, dtype: str):
 def _choose_side(bb: BlackBoxResult, side: str) -> str:
     if side != "auto":
         return side
-    mean = {s: sum(_scores(bb, s)) / max(1, len(bb.top[s])) for s in SIDES}
-    return max(SIDES, key=lambda s: (mean[s], s == "b_better"))
+    n = {s: max(1, len(bb.top[s])) for s in SIDES}
+    mean = {s: round(sum(_scores(bb, s)) / n[s], 3) for s in SIDES}
+    # a tie (clip saturates at 5 when both sides have tokens one model gets and the other finds
+    # hopeless) goes to the side whose top contexts differ on more tokens: their mean total Δ
+    total = {s: sum(sum(r.acts) for r in bb.top[s]) / n[s] for s in SIDES}
+    return max(SIDES, key=lambda s: (mean[s], total[s], s == "b_better"))
 
 
 def diff_models(store, spec_a: str | None = None, spec_b: str | None = None, settings: DiffSettings | None = None, *,

@@ -141,7 +141,7 @@ def test_planted_difference_end_to_end(models, corpus, tmp_path):
     assert d["model_a"] == "toy-a" and d["components"]["patching"][0]["component"] == "L1/H0"
     assert {c["side"] for c in d["contexts"]} == {"a_better", "b_better", "random"}
     top = [c for c in d["contexts"] if c["side"] == "a_better"][0]
-    assert max(-v for v in top["values"]["logp"]) == pytest.approx(top["score"], abs=1e-3)
+    assert s.metric == "clip" and max(-v for v in top["values"]["clip"]) == pytest.approx(top["score"], abs=1e-3)
     # the explanation: the baseline, scored on held-out contexts with the exact scorer and its control
     e = d["explanations"][0]
     assert e["side"] == "a_better" and e["explainer"] == "baseline"
