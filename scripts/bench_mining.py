@@ -15,8 +15,9 @@ For each corpus length, in its own subprocess (so peak RSS is per length):
     .venv/bin/python scripts/bench_mining.py --sae-latents 4096 --sae-layer 6   # SAE overhead (target <= 1.2x)
 
 --sae-latents N: mining one layer's MLP neurons with and without an SAE of N latents attached on
-that layer's residual stream (a random ReLU SAE in SAELens shape; the cost does not depend on
-the weights), in one process, alternating the two runs twice; the ratio of the streaming-loop
+that layer's residual stream (random weights in SAELens shape; the cost depends on the density,
+not on what the latents mean: --sae-arch topk has L0 = --sae-k like a trained TopK SAE, relu
+fires about half the latents on every token, a worst case), in one process, alternating the two runs twice; the ratio of the streaming-loop
 times is the SAE's overhead. --sae-mine all compares the whole-model mine with and without it.
 """
 
@@ -114,9 +115,13 @@ def sae_overhead(a) -> dict:
     hm = HookedModel.load(a.model, device=a.device, dtype=a.dtype, progress=False)
     g = torch.Generator().manual_seed(0)
     d, n = hm.d_model, a.sae_latents
-    sae = SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) / d ** 0.5, b_enc=torch.full((n,), -0.5),
-              W_dec=torch.randn(n, d, generator=g) / n ** 0.5, b_dec=torch.zeros(d),
-              hook=act_name("resid_post", a.sae_layer), name="bench")
+    W_enc, W_dec = torch.randn(d, n, generator=g) / d ** 0.5, torch.randn(n, d, generator=g) / n ** 0.5
+    if a.sae_arch == "topk":      # L0 = k exactly, as a trained TopK SAE
+        sae = SAE(architecture="topk", k=a.sae_k, W_enc=W_enc, b_enc=torch.zeros(n), W_dec=W_dec, b_dec=torch.zeros(d),
+                  hook=act_name("resid_post", a.sae_layer), name="bench")
+    else:                         # a random ReLU SAE: about half the latents fire on every token (a worst case)
+        sae = SAE(architecture="standard", W_enc=W_enc, b_enc=torch.full((n,), -0.5), W_dec=W_dec, b_dec=torch.zeros(d),
+                  hook=act_name("resid_post", a.sae_layer), name="bench")
     tokens = int(a.tokens.split(",")[0])
     times: dict[str, list[float]] = {"without": [], "with": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -129,7 +134,7 @@ def sae_overhead(a) -> dict:
                     stats = st.get_mining_run(rid)["stats"]
                 times[kind].append(float(stats["loop_s"]))
     w, wo = min(times["with"]), min(times["without"])
-    return {"model": a.model, "layer": a.sae_layer, "mined_layers": a.sae_mine, "latents": n, "tokens": tokens, "loop_s_without": times["without"],
+    return {"model": a.model, "layer": a.sae_layer, "arch": a.sae_arch, "l0": stats["latents"][0]["l0"], "mined_layers": a.sae_mine, "latents": n, "tokens": tokens, "loop_s_without": times["without"],
             "loop_s_with": times["with"], "overhead": round(w / wo, 3), "target": 1.2,
             "loadavg": os.getloadavg()[0]}
 
@@ -150,6 +155,9 @@ def main() -> None:
     ap.add_argument("--sae-mine", choices=["one", "all"], default="one",
                     help="mine only the SAE's layer (neurons of that layer, the strict comparison) or all layers")
     ap.add_argument("--sae-reps", type=int, default=2)
+    ap.add_argument("--sae-arch", choices=["topk", "relu"], default="topk",
+                    help="topk: random TopK SAE, L0 = --sae-k (as trained SAEs); relu: random ReLU SAE, L0 ~ d_sae/2")
+    ap.add_argument("--sae-k", type=int, default=64)
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.sae_latents:
@@ -158,7 +166,7 @@ def main() -> None:
             print(json.dumps(r, indent=2))
         else:
             print(f"{a.model} SAE on layer {r['layer']}, mining {r['mined_layers']} layer(s), {r['tokens']} tokens: mining loop {min(r['loop_s_without']):.2f} s "
-                  f"without, {min(r['loop_s_with']):.2f} s with {r['latents']} SAE latents: {r['overhead']:.2f}x "
+                  f"without, {min(r['loop_s_with']):.2f} s with {r['latents']} SAE latents ({r['arch']}, L0 {r['l0']:.0f}): {r['overhead']:.2f}x "
                   f"(target <= 1.2x; best of {a.sae_reps} each; load {r['loadavg']:.1f})")
         return
     if a.child is not None:

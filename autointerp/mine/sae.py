@@ -56,11 +56,11 @@ class LatentLayer:
         return Unit.feature(self.L, i, self.name).id
 
     def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
+        if z.dtype != torch.float32:
+            z = z.float()
         x = z[:, self.first_pos:, :]                         # [b, p, n]
-        if x.dtype != torch.float32:
-            x = x.float()
         mx = x.amax(dim=1)                                   # [b, n]
-        self.stats.update(x, mx)
+        self.stats.update_nonneg(z, self.first_pos, mx)
         score = mx.T                                         # [n, b]
         active = score > 0
         neg = torch.full_like(score, float("-inf"))

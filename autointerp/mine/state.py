@@ -130,6 +130,38 @@ class Stats:
         self.min = torch.minimum(self.min, X.amin(dim=0))
         self.pos += X.gt(0).sum(dim=0, dtype=torch.int32).long()
 
+    def update_nonneg(self, z: torch.Tensor, first_pos: int, ctx_max: torch.Tensor) -> None:
+        """The same update for units that are never negative (SAE latents: relu'd, exactly 0 when
+        off), from the whole batch z [b, P, n] (positions < first_pos are left out by a zero
+        weight, so no copy of the slice is made). Sums and the positive count are matrix-vector
+        products; the minimum is 0 for a unit with any zero in the batch, so the only reduction
+        left is over the units that were positive on every token (rare for a sparse latent)."""
+        b, P, n = z.shape
+        Z = z.reshape(b * P, n)
+        w = torch.ones(b, P, dtype=Z.dtype, device=Z.device)
+        w[:, :first_pos] = 0
+        w = w.reshape(1, -1)
+        nb = b * (P - first_pos)
+        s1 = (w @ Z)[0].double()
+        s2 = (w @ (Z * Z))[0].double()
+        cnt = (w @ torch.sign(Z))[0]                             # 0/1 summed in float32: exact below 2^24
+        mean_b = s1 / nb
+        m2_b = (s2 - s1 * mean_b).clamp_min(0.0)
+        n0 = self.n
+        tot = n0 + nb
+        delta = mean_b - self.mean
+        self.mean += delta * (nb / tot)
+        self.m2 += m2_b + delta * delta * (n0 * nb / tot)
+        self.n = tot
+        self.max = torch.maximum(self.max, ctx_max.amax(dim=0).float())
+        cnt_l = cnt.round().long()
+        always = (cnt_l == nb).nonzero().squeeze(1)
+        bmin = torch.zeros(n, dtype=torch.float32, device=Z.device)
+        if always.numel():
+            bmin[always] = z[:, first_pos:, :].index_select(2, always).amin(dim=(0, 1))
+        self.min = torch.minimum(self.min, bmin)
+        self.pos += cnt_l
+
     def std(self) -> torch.Tensor:
         return (self.m2 / max(self.n, 1)).sqrt()
 

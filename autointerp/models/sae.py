@@ -333,16 +333,21 @@ class SAE:
         xn, ctx = self._norm_in(x)
         if self.apply_b_dec_to_input and not self.is_transcoder:
             xn = xn - self.b_dec
-        return xn @ self.W_enc + self.b_enc, ctx
+        lead = xn.shape[:-1]
+        pre = torch.addmm(self.b_enc, xn.reshape(-1, xn.shape[-1]), self.W_enc)   # bias fused into the matmul
+        return pre.reshape(*lead, pre.shape[-1]), ctx
 
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
+        """Latents of pre-activations. Outside autograd `pre` is consumed (overwritten in place:
+        one [tokens, d_sae] buffer fewer per batch); pass a clone to keep it."""
         a = self.architecture
         if a in ("jumprelu", "jumprelu_transcoder"):
             return torch.relu(pre) * (pre > self.threshold)
         if a == "topk":
             top = pre.topk(self.k, dim=-1)
-            return torch.zeros_like(pre).scatter_(-1, top.indices, torch.relu(top.values))
-        return torch.relu(pre)
+            out = torch.zeros_like(pre) if pre.requires_grad else pre.zero_()
+            return out.scatter_(-1, top.indices, torch.relu(top.values))
+        return torch.relu(pre) if pre.requires_grad else pre.relu_()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents [..., d_sae] of inputs [..., d_in] (float32)."""

@@ -294,3 +294,27 @@ def test_parse_layers_refuses_an_empty_list():
     for bad in ("", ",", " , "):
         with pytest.raises(UsageError, match="no layers"):
             parse_layers(bad, 4)
+
+
+def test_nonneg_stats_update_equals_the_general_one():
+    """SAE latents take Stats.update_nonneg (no copy of the sliced batch, min only where a unit
+    never hit 0); it must give what the general update gives on the same positions, for
+    always-on, dead and ordinary units, with and without a BOS position left out."""
+    import torch
+
+    from autointerp.mine.state import Stats
+
+    g = torch.Generator().manual_seed(0)
+    for fp in (0, 1):
+        a, b = Stats(50, "cpu"), Stats(50, "cpu")
+        for _ in range(4):
+            z = torch.randn(3, 7, 50, generator=g).relu()
+            z[:, :, :3] = torch.rand(3, 7, 3, generator=g) + 0.1     # always on: min > 0
+            z[:, :, 3:6] = 0                                          # dead
+            x = z[:, fp:, :]
+            a.update(x, x.amax(1))
+            b.update_nonneg(z, fp, x.amax(1))
+        assert a.n == b.n == 4 * 3 * (7 - fp)
+        for k in ("mean", "m2", "max", "min", "pos"):
+            assert torch.allclose(getattr(a, k).double(), getattr(b, k).double(), atol=1e-6), k
+        assert float(b.min[0]) > 0.1 - 1e-6 and float(b.min[10]) == 0.0 and int(b.pos[4]) == 0
