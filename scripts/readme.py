@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     text = path.read_text()
     env = {**os.environ, "AUTOINTERP_STORE": os.environ.get("AUTOINTERP_STORE", "store/readme.db"),
            "COLUMNS": "200", "NO_COLOR": "1"}
-    out_parts, pos, bad = [], 0, []
+    done, bad = [], []
     for m, cmd, opts in blocks(text):
         keep = not opts.get("skip") and (not a.fast or opts.get("fast")) and (not a.only or a.only in cmd)
         if not keep:
@@ -98,13 +98,18 @@ def main(argv=None) -> int:
         old = text[m.start("pre") + len(m.group("pre")): m.end()]
         if a.check and mask(new) != mask(old):
             bad.append((cmd, old, new))
-        out_parts.append(text[pos: m.start("pre") + len(m.group("pre"))])
-        out_parts.append(new)
-        pos = m.end()
+        done.append((cmd, old, new))
         print(f"{'checked' if a.check else 'updated'}: {cmd}", file=sys.stderr)
-    out_parts.append(text[pos:])
     if a.update:
-        path.write_text("".join(out_parts))
+        # The examples can take minutes: splice each new block into the file as it is *now*, so
+        # edits made to the rest of the README meanwhile are kept.
+        text = path.read_text()
+        for cmd, old, new in done:
+            if old not in text:
+                print(f"not updated (its block changed while it ran): {cmd}", file=sys.stderr)
+                continue
+            text = text.replace(old, new, 1)
+        path.write_text(text)
         return 0
     for cmd, old, new in bad:
         print(f"README example differs from the code: $ {cmd}\n--- README\n{old}\n--- now\n{new}", file=sys.stderr)
