@@ -446,3 +446,21 @@ def test_cli_circuit_ablation(tmp_path, toy_dir, toy_pairs, capsys):
     assert code == 0 and "(mean ablation)" in out
     code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--ablation", "zero", *base)
     assert code != 0 and "--ablation" in err and "'zero'" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_acdc_under_mean_ablation_keeps_the_planted_path(toy, toy_pairs, tmp_path):
+    from autointerp.store import Store
+
+    store = Store(tmp_path / "s.db")
+    store.put_dataset("toy", "toy", "test", toy_pairs)
+    ds = Dataset(name="toy", task="toy", source="test", items=toy_pairs)
+    # (under mean ablation the top 12 mean-scored edges are needed: the heads' position inputs too)
+    c = find_circuit(store, toy, ds, "acdc", tau=0.05, candidates=20, ablation="mean")
+    assert c.ablation == "mean" and set(PLANTED) <= set(c.edge_names()) and len(c.edges) < 20
+    data = prepare(toy, toy_pairs, 16)
+    from autointerp.patching.edges import sender_means
+
+    f = faithfulness_of(toy, data, c.graph, c.edges, c.clean_logit_diff, c.corrupt_logit_diff,
+                        means=sender_means(toy, data))
+    assert f == pytest.approx(c.faithfulness, abs=1e-4) and f > 0.8
+    assert c.corrupt_logit_diff != c.baseline_logit_diff
