@@ -86,9 +86,9 @@ class LatentLayer:
         n_tok = max(self.stats.n, 1)
         return {"sae": self.name, "d_sae": self.n, "dead": int((self.stats.pos == 0).sum()),
                 "dead_frac": round(float((self.stats.pos == 0).double().mean()), 6),
-                "l0": round(float(self.stats.pos.sum()) / n_tok, 3),   # active latents per token: the
-                # positive counts Stats already keeps, summed over latents "median_freq": float(fa.median()),
-                "max_freq": float(fa.max())}
+                # L0, active latents per token: the positive counts Stats already keeps, summed over latents
+                "l0": round(float(self.stats.pos.sum()) / n_tok, 3),
+                "median_freq": float(fa.median()), "max_freq": float(fa.max())}
 
     def unit_stats(self) -> Iterator[tuple]:
         from .miner import _f, _histograms

@@ -42,6 +42,12 @@ def test_train_mine_explain_from_the_cli(env, capsys):
     got = json.loads(out)
     assert got["units"] == "latents" and got["saes"][0]["name"] == "l1" and got["n_units"] == 128
     assert got["latents"][0]["d_sae"] == 128 and got["records"]["top"] > 0
+    d = got["latents"][0]
+    assert 0 < d["median_freq"] <= d["max_freq"] <= 1 and 0 < d["l0"] <= 4
+    code, out, err = _main(["mine", *common, "--sae", s, "--tokens", "2048", "--context-len", "32", "--corpus", c,
+                            "--top-k", "6", "--random", "4", "--quantiles", "3", "--store", st], capsys)
+    assert code == 0, err                                 # the same run again (stored): the human summary
+    assert f"SAE l1 (blocks.1.resid_post, 128 latents): L0 {d['l0']:.1f}, dead {d['dead']}" in out
     from autointerp.store import Store
 
     stats = Store(st).query("select unit, frac_active from unit_stats where unit like 'L1/F%@l1' order by frac_active desc")
