@@ -98,7 +98,8 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         for d in out["latents"] or []:
             x = next(x for x in saes if x.name == d["sae"])
             click.echo(f"  SAE {d['sae']} ({x.hook}, {d['d_sae']:,} latents): L0 {d['l0']:.1f}, dead {d['dead']:,} "
-                       f"({100 * d['dead_frac']:.1f}%), median firing frequency {d['median_freq']:.2g}; "
+                       f"({100 * d['dead_frac']:.1f}%), median firing frequency "
+                       f"{'-' if d.get('median_freq') is None else format(d['median_freq'], '.2g')}; "
                        f"units L{x.layer}/F<i>@{d['sae']}")
         tps = f"{out['tokens_per_s']:,.0f} tokens/s" if out["tokens_per_s"] else "-"
         click.echo(f"  mined in {out['seconds']} s ({tps}; writing {out['finalize_s']} s)"
