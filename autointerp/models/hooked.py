@@ -626,12 +626,17 @@ class HookedModel:
     # --- forward
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
                 cache: Iterable[str] = (), hooks: dict[str, HookFn] | None = None, return_logits: bool = True,
-                stop_at_layer: int | None = None, grad: bool = False) -> Run:
+                stop_at_layer: int | None = None, start_at_layer: int | None = None,
+                resid: torch.Tensor | None = None, grad: bool = False) -> Run:
         """Run the model with hooks.
 
         cache: hook names whose values to keep (only those). hooks: name -> fn(value) returning a
         replacement tensor or None. return_logits=False runs the base model only (no unembedding).
         stop_at_layer=L runs blocks 0..L-1 only (blocks.L.resid_pre is still available; logits None).
+        start_at_layer=L with resid ([b,p,d_model], the value of blocks.L.resid_pre) starts there: the
+        embedding and blocks 0..L-1 are not computed (hooks and caches on them are refused); the
+        masks and rotary embeddings are still made from input_ids / attention_mask as usual, and a
+        hook on blocks.L.resid_pre sees resid. With stop_at_layer, start <= stop.
         grad=True keeps the graph: cached tensors are live, with retain_grad(), so callers can
         backprop a metric of the logits to them (attribution patching).
         """
@@ -651,6 +656,17 @@ class HookedModel:
                     reached = L < stop_at_layer or n == act_name("resid_pre", stop_at_layer)
                 if not reached:
                     raise HookError(f"hook {n!r} is not reached with stop_at_layer={stop_at_layer}")
+        if (start_at_layer is None) != (resid is None):
+            raise HookError("start_at_layer and resid go together (resid is the value of blocks.<start>.resid_pre)")
+        if start_at_layer is not None:
+            top = self.n_layers - 1 if stop_at_layer is None else min(stop_at_layer, self.n_layers - 1)
+            if not 0 <= start_at_layer <= top:
+                raise HookError(f"start_at_layer={start_at_layer} out of range 0..{top}"
+                                + ("" if stop_at_layer is None else f" (stop_at_layer={stop_at_layer})"))
+            for n in sorted(cache_names | set(hooks)):
+                L = self._layer_of(n)
+                if L is not None and L < start_at_layer:
+                    raise HookError(f"hook {n!r} is on layer {L}, not computed with start_at_layer={start_at_layer}")
         input_ids = torch.as_tensor(input_ids)
         if input_ids.ndim == 1:
             input_ids = input_ids[None]
@@ -660,6 +676,16 @@ class HookedModel:
             if attention_mask.ndim == 1:
                 attention_mask = attention_mask[None]
             attention_mask = attention_mask.to(self.device)
+        if resid is not None:
+            resid = torch.as_tensor(resid)
+            if resid.ndim == 2:
+                resid = resid[None]
+            want = (*input_ids.shape, self.d_model)
+            if tuple(resid.shape) != want:
+                raise HookError(f"resid has shape {tuple(resid.shape)}, expected {want} (input_ids [b,p] x d_model)")
+            resid = resid.to(device=self.device, dtype=self.dtype)
+            if grad and not resid.requires_grad:
+                resid = resid.detach().requires_grad_(True)
 
         wanted = cache_names | set(hooks)
         # SAE sites are computed at their SAE's input point (and a transcoder's output point)
@@ -692,7 +718,13 @@ class HookedModel:
         handles = []
         token = _ACTIVE.set(state)
         restore_attn = self._set_attn_impl(_ATTN_IMPL) if need_pattern else None
+        restore_fwd = None
         try:
+            if start_at_layer is not None:
+                restore_fwd = self._skip_below(start_at_layer)
+                # registered before the capture hooks, so a hook or cache on blocks.{start}.resid_pre sees resid
+                handles.append(self._blocks[start_at_layer].register_forward_pre_hook(
+                    self._inject_fn(resid), with_kwargs=True))
             if grad:
                 def _leaf(mod, args, out):
                     return out.detach().requires_grad_(True)
@@ -723,6 +755,8 @@ class HookedModel:
         finally:
             for h in handles:
                 h.remove()
+            if restore_fwd is not None:
+                restore_fwd()
             if restore_attn is not None:
                 restore_attn()
             _ACTIVE.reset(token)
@@ -736,6 +770,50 @@ class HookedModel:
         if L is None:
             return (10**9, 0)
         return (L, site_order(parse_hook(name)[1]))
+
+    def _skip_below(self, start: int) -> Callable[[], None]:
+        """Make the embedding and blocks 0..start-1 no-ops (on their instances); returns the undo.
+
+        The embedding gives zeros of the right shape, each skipped block returns its input
+        hidden_states (the decoder layers of the supported families, and GPT2Block, return a plain
+        tensor); block `start` gets its real input from _inject_fn."""
+        emb = self.adapter.embed()
+        weight = getattr(emb, "weight", None)
+        dtype = weight.dtype if weight is not None else self.dtype
+        d = self.d_model
+
+        def zeros(*args, **kwargs):
+            ids = args[0] if args else next(iter(kwargs.values()))
+            return torch.zeros((*ids.shape, d), dtype=dtype, device=ids.device)
+
+        def passthrough(hidden_states, *args, **kwargs):
+            return hidden_states
+
+        saved = []
+        try:
+            for mod, fn in [(emb, zeros)] + [(b, passthrough) for b in self._blocks[:start]]:
+                saved.append((mod, mod.__dict__.get("forward")))    # an instance forward (accelerate) or None
+                mod.forward = fn
+        except BaseException:
+            self._restore_forwards(saved)
+            raise
+        return lambda: self._restore_forwards(saved)
+
+    @staticmethod
+    def _restore_forwards(saved) -> None:
+        for mod, old in reversed(saved):
+            mod.__dict__.pop("forward", None)
+            if old is not None:
+                mod.forward = old
+
+    @staticmethod
+    def _inject_fn(x: torch.Tensor):
+        def fn(mod, args, kwargs):
+            if args:
+                return (x, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": x}
+
+        return fn
 
     @staticmethod
     def _pre_fn(state: _RunState, items):

@@ -603,7 +603,7 @@ def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: to
 
     dt = hm.dtype
     for L in range(nL):
-        rpre, zn = act_name("resid_pre", L), act_name("attn.z", L)
+        zn = act_name("attn.z", L)
         kn, vn = act_name("attn.k", L), act_name("attn.v", L)
         inputs: dict[tuple[int, str], torch.Tensor] = {}
         for ci, c in enumerate(CHANNELS):
@@ -617,7 +617,7 @@ def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: to
         n = len(rows)
         X = torch.cat(rows)
         runA = hm.forward(_rep(b.clean, n), mask.repeat(n, 1), cache=[zn, kn, vn], return_logits=False,
-                          hooks={rpre: lambda v, X=X: X.to(v.dtype)}, stop_at_layer=L + 1)
+                          start_at_layer=L, resid=X, stop_at_layer=L + 1)
         z_cur = runA.cache[zn][:B].clone()
         kA = runA.cache[kn].view(n, B, *runA.cache[kn].shape[1:])
         vA = runA.cache[vn].view(n, B, *runA.cache[vn].shape[1:])
@@ -634,9 +634,9 @@ def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: to
                 if (h, "v") in inputs:
                     vB[j, :, :, g] = vA[1 + kv_var.index((h, "v")), :, :, g]
             kB, vB = kB.flatten(0, 1), vB.flatten(0, 1)
-            runB = hm.forward(_rep(b.clean, m), mask.repeat(m, 1), cache=[zn], return_logits=False, stop_at_layer=L + 1,
-                              hooks={rpre: lambda v, X=XB: X.to(v.dtype), kn: lambda v, t=kB: t.to(v.dtype),
-                                     vn: lambda v, t=vB: t.to(v.dtype)})
+            runB = hm.forward(_rep(b.clean, m), mask.repeat(m, 1), cache=[zn], return_logits=False,
+                              start_at_layer=L, resid=XB, stop_at_layer=L + 1,
+                              hooks={kn: lambda v, t=kB: t.to(v.dtype), vn: lambda v, t=vB: t.to(v.dtype)})
             zB = runB.cache[zn].view(m, B, *runB.cache[zn].shape[1:])
             for j, h in enumerate(heads):
                 z_cur[:, :, h] = zB[j, :, :, h]
@@ -645,10 +645,10 @@ def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: to
         dm = patched_sum(L * R_per + 3 * H)
         dm = torch.zeros_like(resid) if dm is None else dm
         rpost, mo = act_name("resid_post", L), act_name("mlp.out", L)
-        runC = hm.forward(b.clean, mask, cache=[rpost, mo], return_logits=False, stop_at_layer=L + 1,
-                          hooks={rpre: lambda v: resid.to(v.dtype), zn: lambda v: z_cur.to(v.dtype),
-                                 act_name("attn.out", L): lambda v: v - dm.to(v.dtype),
-                                 mo: lambda v: v + dm.to(v.dtype)})
+        runC = hm.forward(b.clean, mask, cache=[rpost, mo], return_logits=False, start_at_layer=L, resid=resid,
+                          stop_at_layer=L + 1, hooks={zn: lambda v: z_cur.to(v.dtype),
+                                                      act_name("attn.out", L): lambda v: v - dm.to(v.dtype),
+                                                      mo: lambda v: v + dm.to(v.dtype)})
         cur.append(runC.cache[mo].float() - dm)
         resid = runC.cache[rpost].float()
     d = patched_sum(len(graph.receivers) - 1)

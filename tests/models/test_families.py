@@ -77,3 +77,18 @@ def test_gemma3_specifics(tiny_gemma3):
     i, j = torch.meshgrid(torch.arange(p), torch.arange(p), indexing="ij")
     assert torch.all(pat[..., (i - j) >= 4] == 0) and torch.all(pat[..., j > i] == 0)
     assert torch.allclose(pat.sum(-1), torch.ones(pat.shape[:-1]), atol=1e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_gemma3", "tiny_qwen2"])
+def test_start_at_layer(fixture, request):
+    """Blocks from L on, fed blocks.L.resid_pre of a full run: the same later values (Gemma3's
+    sliding-window layers and per-layer-type rotary embeddings are still made by the base model)."""
+    m = request.getfixturevalue(fixture)
+    ids, mask = m.tokenize(TEXT)
+    full = m.forward(ids, mask, cache=m.hook_names())
+    for L in range(1, m.n_layers):
+        names = [n for n in m.hook_names() if not n.startswith("blocks.") or int(n.split(".")[1]) >= L]
+        run = m.forward(ids, mask, cache=names, start_at_layer=L, resid=full.cache[f"blocks.{L}.resid_pre"])
+        for n in names:
+            assert torch.allclose(run.cache[n], full.cache[n], atol=1e-5), (L, n)
+        assert torch.allclose(run.logits, full.logits, atol=1e-5)

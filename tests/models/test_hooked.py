@@ -241,3 +241,92 @@ def test_stop_at_last_layer_reaches_ln_final(tiny):
     for L in (0, 1):
         early = tiny.forward(ids, mask, cache=[f"blocks.{L}.resid_pre"], stop_at_layer=L)
         assert torch.equal(early.cache[f"blocks.{L}.resid_pre"], full.cache[f"blocks.{L}.resid_pre"])
+
+
+def _later(m, L):
+    """Every layer hook of layers L.. and ln_final.out."""
+    return [n for n in m.hook_names() if not n.startswith("blocks.") or int(n.split(".")[1]) >= L]
+
+
+def test_start_at_layer_matches_the_full_run_and_skips_the_blocks_before(tiny):
+    ids, mask = batch(tiny)
+    full = tiny.forward(ids, mask, cache=tiny.hook_names())
+    calls = []
+    handles = [tiny.adapter.mlp(b).register_forward_hook(lambda mod, a, o, i=i: calls.append(i))
+               for i, b in enumerate(tiny._blocks)]
+    handles.append(tiny.adapter.embed().register_forward_hook(lambda mod, a, o: calls.append(("embed", o.abs().sum()))))
+    try:
+        for L in range(tiny.n_layers):
+            calls.clear()
+            names = _later(tiny, L)
+            run = tiny.forward(ids, mask, cache=names, start_at_layer=L, resid=full.cache[f"blocks.{L}.resid_pre"])
+            assert calls == [("embed", 0.0)] + list(range(L, tiny.n_layers))   # blocks < L never ran
+            assert set(run.cache) == set(names)
+            for n in names:
+                assert torch.allclose(run.cache[n], full.cache[n], atol=1e-5), (L, n)
+            assert torch.allclose(run.logits, full.logits, atol=1e-5)
+            # with a stop too, and hooks on the start layer: patching resid_pre there sees resid
+            stop = tiny.forward(ids, mask, cache=[f"blocks.{L}.resid_post", f"blocks.{L}.resid_pre"], stop_at_layer=L + 1,
+                                start_at_layer=L, resid=full.cache[f"blocks.{L}.resid_pre"],
+                                hooks={f"blocks.{L}.attn.z": ablate("zero", heads=1)})
+            ref = tiny.forward(ids, mask, cache=[f"blocks.{L}.resid_post"], hooks={f"blocks.{L}.attn.z": ablate("zero", heads=1)})
+            assert stop.logits is None
+            assert torch.equal(stop.cache[f"blocks.{L}.resid_pre"], full.cache[f"blocks.{L}.resid_pre"])
+            assert torch.allclose(stop.cache[f"blocks.{L}.resid_post"], ref.cache[f"blocks.{L}.resid_post"], atol=1e-5)
+    finally:
+        for h in handles:
+            h.remove()
+    # the real forwards are back: a plain run is the full run again
+    assert not any("forward" in vars(m) for m in [tiny.adapter.embed(), *tiny._blocks])
+    assert torch.allclose(tiny.forward(ids, mask).logits, full.logits, atol=1e-5)   # (full ran eager attention)
+
+
+def test_start_at_layer_resid_is_what_block_reads(tiny):
+    """An arbitrary resid (not the model's own) gives what a full run patched to it gives."""
+    ids, mask = batch(tiny)
+    x = torch.randn(*ids.shape, tiny.d_model, generator=torch.Generator().manual_seed(3))
+    ref = tiny.forward(ids, mask, cache=["blocks.2.mlp.post"], hooks={"blocks.1.resid_pre": lambda v: x})
+    run = tiny.forward(ids, mask, cache=["blocks.2.mlp.post"], start_at_layer=1, resid=x)
+    assert torch.allclose(run.cache["blocks.2.mlp.post"], ref.cache["blocks.2.mlp.post"], atol=1e-5)
+    assert torch.allclose(run.logits, ref.logits, atol=1e-5)
+
+
+def test_start_at_layer_grad(tiny):
+    ids, mask = batch(tiny)
+    names = ["blocks.1.resid_pre", "blocks.2.attn.z"]
+    full = tiny.forward(ids, mask, cache=names, grad=True)
+    full.logits[:, -1, 3].sum().backward()
+    run = tiny.forward(ids, mask, cache=names, grad=True, start_at_layer=1, resid=full.cache["blocks.1.resid_pre"].detach())
+    run.logits[:, -1, 3].sum().backward()
+    for n in names:
+        assert run.cache[n].grad is not None
+        assert torch.allclose(run.cache[n].grad, full.cache[n].grad, atol=1e-5), n
+
+
+def test_start_at_layer_errors(tiny):
+    ids, mask = batch(tiny)
+    x = tiny.forward(ids, mask, cache=["blocks.1.resid_pre"]).cache["blocks.1.resid_pre"]
+    with pytest.raises(HookError, match="blocks.0.mlp.post.*not computed with start_at_layer=1"):
+        tiny.forward(ids, mask, hooks={"blocks.0.mlp.post": lambda v: v}, start_at_layer=1, resid=x)
+    with pytest.raises(HookError, match="blocks.0.resid_post.*not computed"):
+        tiny.forward(ids, mask, cache=["blocks.0.resid_post"], start_at_layer=1, resid=x)
+    with pytest.raises(HookError, match="go together"):
+        tiny.forward(ids, mask, start_at_layer=1)
+    with pytest.raises(HookError, match="go together"):
+        tiny.forward(ids, mask, resid=x)
+    with pytest.raises(HookError, match="out of range"):
+        tiny.forward(ids, mask, start_at_layer=tiny.n_layers, resid=x)
+    with pytest.raises(HookError, match="out of range"):
+        tiny.forward(ids, mask, start_at_layer=-1, resid=x)
+    with pytest.raises(HookError, match=r"out of range 0\.\.1 \(stop_at_layer=1\)"):
+        tiny.forward(ids, mask, start_at_layer=2, stop_at_layer=1, resid=x)
+    with pytest.raises(HookError, match="resid has shape"):
+        tiny.forward(ids, mask, start_at_layer=1, resid=x[:, :-1])
+
+    def boom(v):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        tiny.forward(ids, mask, hooks={"blocks.2.mlp.post": boom}, start_at_layer=1, resid=x)
+    assert not any("forward" in vars(m) for m in [tiny.adapter.embed(), *tiny._blocks])
+    assert tiny.forward(ids, mask, cache=["blocks.1.resid_pre"]).cache["blocks.1.resid_pre"].equal(x)

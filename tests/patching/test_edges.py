@@ -464,3 +464,32 @@ def test_acdc_under_mean_ablation_keeps_the_planted_path(toy, toy_pairs, tmp_pat
                         means=sender_means(toy, data))
     assert f == pytest.approx(c.faithfulness, abs=1e-4) and f > 0.8
     assert c.corrupt_logit_diff != c.baseline_logit_diff
+
+
+@pytest.mark.parametrize("ablation", ["corrupt", "mean"])
+def test_circuit_run_starting_at_each_layer_is_the_full_forward_one(tiny_llama, monkeypatch, ablation):
+    """circuit_logit_diff runs each layer from its resid_pre (start_at_layer): the same value as
+    running blocks 0..L-1 too and replacing their output, for a random mask on a 3-layer GQA Llama."""
+    from autointerp.patching.edges import sender_means
+
+    hm = tiny_llama
+    data = prepare(hm, tiny_items(), 3)
+    g = EdgeGraph.of(hm)
+    means = sender_means(hm, data) if ablation == "mean" else None
+    p = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(0)) < 0.5
+    new = circuit_logit_diff(hm, data, p, g, means=means)
+    real = hm.forward
+    starts = []
+
+    def full_forward(*args, start_at_layer=None, resid=None, hooks=None, **kw):
+        hooks = dict(hooks or {})
+        if start_at_layer is not None:
+            starts.append(start_at_layer)
+            hooks[f"blocks.{start_at_layer}.resid_pre"] = lambda v, x=resid: x.to(v.dtype)
+        return real(*args, hooks=hooks, **kw)
+
+    monkeypatch.setattr(hm, "forward", full_forward)
+    old = circuit_logit_diff(hm, data, p, g, means=means)
+    assert set(starts) == set(range(hm.n_layers))
+    assert new == pytest.approx(old, rel=1e-5, abs=1e-5)
+    assert new != pytest.approx(circuit_logit_diff(hm, data, torch.zeros_like(p), g, means=means), abs=1e-3)
