@@ -36,6 +36,8 @@ def rss_mb() -> float:
 def repeat_counts(records) -> dict:
     """Of these contexts, how many have a peak token that completes a bigram seen earlier in the
     context (is_repeat_context), and how many a peak token that occurred earlier at all."""
+    from autointerp.compare import is_repeat_context
+
     def seen(r) -> bool:
         first = len(r.input_ids) - len(r.acts)
         i = max(range(len(r.acts)), key=lambda j: r.acts[j])
