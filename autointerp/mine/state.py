@@ -116,8 +116,13 @@ class Stats:
         X = x.reshape(-1, x.shape[-1]).float()                   # one contiguous copy; the reductions below are cheap on it
         nb = X.shape[0]
         ones = torch.ones(1, nb, dtype=X.dtype, device=X.device)
-        s1 = (ones @ X)[0].double()
-        s2 = (ones @ X.square())[0].double()
+        self._add_moments((ones @ X)[0].double(), (ones @ X.square())[0].double(), nb, ctx_max)
+        self.min = torch.minimum(self.min, X.amin(dim=0))
+        self.pos += X.gt(0).sum(dim=0, dtype=torch.int32).long()
+
+    def _add_moments(self, s1: torch.Tensor, s2: torch.Tensor, nb: int, ctx_max: torch.Tensor) -> None:
+        """Merge a batch of nb values per unit, given their sums s1 and sums of squares s2 (float64),
+        into mean/m2 (Chan's parallel update), n and max."""
         mean_b = s1 / nb
         m2_b = (s2 - s1 * mean_b).clamp_min(0.0)                 # float64: sum (x - mean_b)^2
         n = self.n
@@ -127,8 +132,6 @@ class Stats:
         self.m2 += m2_b + delta * delta * (n * nb / tot)
         self.n = tot
         self.max = torch.maximum(self.max, ctx_max.amax(dim=0).float())
-        self.min = torch.minimum(self.min, X.amin(dim=0))
-        self.pos += X.gt(0).sum(dim=0, dtype=torch.int32).long()
 
     def update_nonneg(self, z: torch.Tensor, first_pos: int, ctx_max: torch.Tensor) -> None:
         """The same update for units that are never negative (SAE latents: relu'd, exactly 0 when
@@ -142,18 +145,8 @@ class Stats:
         w[:, :first_pos] = 0
         w = w.reshape(1, -1)
         nb = b * (P - first_pos)
-        s1 = (w @ Z)[0].double()
-        s2 = (w @ (Z * Z))[0].double()
+        self._add_moments((w @ Z)[0].double(), (w @ (Z * Z))[0].double(), nb, ctx_max)
         cnt = (w @ torch.sign(Z))[0]                             # 0/1 summed in float32: exact below 2^24
-        mean_b = s1 / nb
-        m2_b = (s2 - s1 * mean_b).clamp_min(0.0)
-        n0 = self.n
-        tot = n0 + nb
-        delta = mean_b - self.mean
-        self.mean += delta * (nb / tot)
-        self.m2 += m2_b + delta * delta * (n0 * nb / tot)
-        self.n = tot
-        self.max = torch.maximum(self.max, ctx_max.amax(dim=0).float())
         cnt_l = cnt.round().long()
         always = (cnt_l == nb).nonzero().squeeze(1)
         bmin = torch.zeros(n, dtype=torch.float32, device=Z.device)

@@ -230,7 +230,8 @@ def _cli(capsys, *args):
     return run_cli(capsys, *args)
 
 
-def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
+def _toy_dataset(tmp_path, toy_dir, toy_pairs, capsys) -> list[str]:
+    """The toy pairs imported as dataset 'toy' into a fresh store; the CLI options that reach it."""
     store = str(tmp_path / "s.db")
     f = tmp_path / "toy.jsonl"
     f.write_text("".join(json.dumps({"clean": p.clean, "corrupt": p.corrupt, "answer": p.answer, "wrong": p.wrong})
@@ -238,6 +239,12 @@ def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
     base = ["--model", str(toy_dir), "--device", "cpu", "--store", store]
     code, out, err = _cli(capsys, "pairs", "--import", str(f), "--name", "toy", "--margin", "-1e9", *base)
     assert code == 0, err
+    return base
+
+
+def test_cli_circuit(tmp_path, toy_dir, toy_pairs, capsys):
+    base = _toy_dataset(tmp_path, toy_dir, toy_pairs, capsys)
+    store = base[-1]
     exp = tmp_path / "c.json"
     code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--points", "6", "--export", str(exp), "--json", *base)
     assert code == 0, err
@@ -431,12 +438,8 @@ def test_mean_ablation_circuit_found_stored_and_shown(toy, toy_pairs, tmp_path):
 
 
 def test_cli_circuit_ablation(tmp_path, toy_dir, toy_pairs, capsys):
-    store = str(tmp_path / "s.db")
-    f = tmp_path / "toy.jsonl"
-    f.write_text("".join(json.dumps({"clean": p.clean, "corrupt": p.corrupt, "answer": p.answer, "wrong": p.wrong})
-                         + "\n" for p in toy_pairs))
-    base = ["--model", str(toy_dir), "--device", "cpu", "--store", store]
-    assert _cli(capsys, "pairs", "--import", str(f), "--name", "toy", "--margin", "-1e9", *base)[0] == 0
+    base = _toy_dataset(tmp_path, toy_dir, toy_pairs, capsys)
+    store = base[-1]
     code, out, err = _cli(capsys, "circuit", "--dataset", "toy", "--points", "6", "--ablation", "mean", "--json", *base)
     assert code == 0, err
     doc = json.loads(out)
