@@ -111,7 +111,7 @@ def heads_cmd(recompute, n_seqs, seq_len, min_score, model_spec, device, dtype, 
     duplicate-token and first-token detectors (on repeated random tokens), and its role.
     Computed once per model and stored."""
     from ..patching import DETECTORS, head_wiki, role
-    from ..units import Unit
+    from ..core.units import Unit
 
     from ..store import Store
 

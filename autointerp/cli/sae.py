@@ -50,7 +50,7 @@ def bind_unit(unit: str, saes: list):
     from ..errors import UnitError
 
     u = Unit.parse(unit)
-    if u.kind != "feature":
+    if not u.record.needs_sae:
         if saes:
             raise UnitError(f"--unit {u}: --sae applies to SAE latents (L<layer>/F<latent>), not a {u.kind}")
         return u
@@ -68,7 +68,7 @@ def bind_unit(unit: str, saes: list):
         raise UnitError(f"--unit {u}: SAE {sae.name} reads layer {sae.layer} ({sae.hook}), not layer {u.layer}")
     if not 0 <= u.index < sae.d_sae:
         raise UnitError(f"--unit {u}: latent {u.index} out of range (SAE {sae.name} has latents 0..{sae.d_sae - 1})")
-    return Unit.feature(u.layer, u.index, sae.name)
+    return Unit.latent(u.layer, u.index, sae.name)
 
 
 @cli.group("sae")

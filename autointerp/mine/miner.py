@@ -43,7 +43,7 @@ from ..errors import UsageError
 from ..models.hooked import HookedModel
 from ..core.keys import content_hash
 from ..core.hooks import act_name
-from ..core.units import Unit
+from ..core.units import Unit, kind_of_letter
 from .logits import TokenDecoder, direct_logit_effects
 from .state import Stats, TopK
 
@@ -430,7 +430,7 @@ def _unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
             hist = _histograms(x.res, st.min, st.max)
             mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
             for i in range(x.n):
-                yield (Unit(L, "neuron" if kind == "N" else "head", i).id, L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
+                yield (Unit(L, kind_of_letter(kind).name, i).id, L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
 
 
 def _f(v: float) -> float | None:
@@ -498,10 +498,10 @@ def _records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: 
     """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
     in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
     that SQLite inserts append instead of seeking."""
-    jobs = [(Unit(L, "neuron" if ch == "N" else "head", 0).id[:-1], ch, L, x)
+    jobs = [(Unit(L, kind_of_letter(ch).name, 0).id[:-1], ch, L, x)
             for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
     for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
-        names = [Unit(L, "neuron" if ch == "N" else "head", i).id for i in range(x.n)]
+        names = [Unit(L, kind_of_letter(ch).name, i).id for i in range(x.n)]
         parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
         tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
         for kind, tk in tops:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 
-from ..core.units import Unit
+from ..core.units import HEAD, Unit
 from ..errors import UnitError
 from .pages import dataset_url, esc, fnum, layout, table, unit_url
 
@@ -47,7 +47,7 @@ def _place(name: str) -> tuple[float, int, str] | None:
             u = Unit.parse(name)
         except UnitError:
             return None
-        if u.kind == "head":
+        if u.record is HEAD:
             return float(u.layer), u.index, name
     return None
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import quote, urlencode
 
-from ..core.units import UNIT_RE  # the one unit-id regex
+from ..core.units import HEAD, UNIT_KINDS, UNIT_RE  # the one unit-id regex
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
@@ -201,8 +201,8 @@ def sae_html(sae: dict, stats: dict | None) -> str:
 
 
 def unit_page(v: dict) -> str:
-    model, unit, head = v["model_id"], v["unit"], v["kind"] == "head"
-    what = {"head": "head", "neuron": "neuron", "feature": "latent"}.get(v["kind"], v["kind"])
+    model, unit, head = v["model_id"], v["unit"], v["kind"] == HEAD.name
+    what = UNIT_KINDS[v["kind"]].noun if v["kind"] in UNIT_KINDS else v["kind"]
     sae = v.get("sae")
     of = f" of SAE {esc(sae['name'])}" if sae else ""
     parts = [f"<h1>{esc(unit)} <span class='muted'>· {esc(model)} · layer {esc(v['layer'])} "
