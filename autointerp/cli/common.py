@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any, Callable
 import click
 
 from ..config import Settings
+from ..core.files import check_output, probe_writable
 from ..errors import StoreError, UsageError
 
 
@@ -205,24 +205,6 @@ def check_context_len(option: str, value: int | None, model_spec: str | None = N
         raise UsageError(str(e).replace("--context-len", option)) from None
 
 
-def _probe_writable(folder: Path) -> str | None:
-    """Why files cannot be made in `folder` (its nearest existing ancestor is probed), or None."""
-    p = folder
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    if p.exists() and not p.is_dir():
-        return f"{p} is a file, not a folder"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".autointerp-probe-", dir=p)
-    except OSError as e:
-        return f"cannot write in {p} ({e.strerror or e})"
-    os.close(fd)
-    os.unlink(name)
-    return None
-
-
 def check_out_dir(option: str, path: Path | None) -> None:
     """An output folder that exists and is writable, or can be created; nothing is created here."""
     if path is None:
@@ -230,21 +212,19 @@ def check_out_dir(option: str, path: Path | None) -> None:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: a file, not a folder")
-    why = _probe_writable(path)
+    why = probe_writable(path)
     if why:
         raise UsageError(f"{option} {path}: {why}")
 
 
-def check_out_file(option: str, path: Path | None) -> None:
-    """An output file that can be written (its folder exists or can be made); nothing is written here."""
-    if path is None:
-        return
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: a folder, not a file")
-    why = _probe_writable(path.parent)
-    if why:
-        raise UsageError(f"{option} {path}: {why}")
+def check_out_file(option: str, path: Path | None, *, force: bool = False) -> None:
+    """An output file that may be written: not there yet (or force), not a symlink/FIFO/device,
+    its folder existing or makeable (core/files.py); nothing is written here."""
+    check_output(option, path, force=force)
+
+
+def force_option(f: Callable) -> Callable:
+    return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
 
 
 def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
@@ -257,7 +237,7 @@ def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
         return path
     if must_exist:       # the same line (and exit code) as every read-only open of a missing store
         raise StoreError(f"no store at {path} (run a command that writes, e.g. `autointerp mine`, first)")
-    why = _probe_writable(path.parent)
+    why = probe_writable(path.parent)
     if why:
         raise UsageError(f"--store {path}: {why}")
     return path
