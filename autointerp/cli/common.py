@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
 from dataclasses import dataclass
 from functools import wraps
@@ -15,6 +17,77 @@ import click
 from ..config import Settings
 from ..core.files import check_output, probe_writable
 from ..errors import StoreError, UsageError
+
+
+# ----------------------------------------------------------------------------- option types
+# Every numeric option of every command goes through these (HardenedGroup applies them when a
+# command is registered), so no command checks them by hand: a float must be finite (nan and
+# inf are refused, including by click.FloatRange, which lets nan through), and an integer is
+# written in ASCII digits (int() would take '٣' or '1_0') and lies within +-MAX_INT.
+MAX_INT = 2 ** 31 - 1
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+class _FiniteFloat:
+    __slots__ = ()
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)  # type: ignore[misc]
+        if isinstance(v, float) and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)  # type: ignore[attr-defined]
+        return v
+
+
+class _BoundedInt:
+    __slots__ = ()
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not _INT_TEXT.fullmatch(value):
+            self.fail(f"{value[:40]!r} is not an integer (ASCII digits)", param, ctx)  # type: ignore[attr-defined]
+        v = super().convert(value, param, ctx)  # type: ignore[misc]
+        if isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
+            self.fail(f"{str(v)[:24]} is out of range (at most {MAX_INT:,} in size)", param, ctx)  # type: ignore[attr-defined]
+        return v
+
+
+_HARDENED: dict[type, type] = {}
+
+
+def harden_param(param: click.Parameter) -> None:
+    """Give a numeric parameter the checks above (a new instance of its type with them mixed in,
+    so range types keep their range and help text; click's shared FLOAT/INT are left alone)."""
+    t = param.type
+    if isinstance(t, (_FiniteFloat, _BoundedInt)):
+        return
+    mixin = _FiniteFloat if isinstance(t, click.types.FloatParamType) else _BoundedInt if isinstance(
+        t, click.types.IntParamType) else None
+    if mixin is None:
+        return
+    cls = _HARDENED.get(type(t))
+    if cls is None:
+        cls = _HARDENED[type(t)] = type(f"Checked{type(t).__name__}", (mixin, type(t)), {})
+    if isinstance(t, click.types._NumberRangeBase):
+        param.type = cls(min=t.min, max=t.max, min_open=t.min_open, max_open=t.max_open, clamp=t.clamp)
+    else:
+        param.type = cls()
+
+
+def harden_command(cmd: click.Command) -> None:
+    for p in cmd.params:
+        harden_param(p)
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            harden_command(sub)
+
+
+class HardenedGroup(click.Group):
+    """A group whose commands (and their subcommands) get the numeric option checks above."""
+
+    group_class = type           # its subgroups (`llm`, `sae`) are HardenedGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        harden_command(cmd)
+        super().add_command(cmd, name)
 
 
 @dataclass
