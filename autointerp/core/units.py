@@ -64,8 +64,8 @@ class Unit:
             if not (digits.isascii() and digits.isdigit()):
                 raise UnitError(f"bad unit id {m.group(0)[:40]!r}: the {what} must be ASCII digits")
             if len(digits.lstrip("0")) > MAX_DIGITS:
-                raise UnitError(f"bad unit id {m.group(0)[:24]!r}...: the {what} has {len(digits)} digits "
-                                f"(at most {MAX_DIGITS})")
+                raise UnitError(f"bad unit id {m.group(0)[:24]!r}...: the {what} is out of range ({len(digits)} digits; "
+                                f"at most {MAX_DIGITS})")
         return cls(int(m.group(1)), LETTER_KIND[m.group(2).upper()], int(m.group(3)), sae or "")
 
     @classmethod
