@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import click
 
 from ..errors import StoreError, UsageError
+from ..core.files import atomic_output
 from . import cli
-from .common import check_out_file, emit, json_option, settings, store_option
+from .common import check_out_file, emit, force_option, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
@@ -158,17 +160,17 @@ def stats_cmd(model_id, store_path, as_json):
               show_default=True, help="Which rows.")
 @click.option("--model", "model_id", default=None, help="Only this model's rows.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@force_option
 @store_option
-def export_cmd(fmt, what, model_id, out, store_path):
+def export_cmd(fmt, what, model_id, out, force, store_path):
     """Export explanations (with their best score), scores, records (activations and tokens as
-    lists) or patching results as JSON lines or CSV (lists as JSON text)."""
-    check_out_file("--out", out)
+    lists) or patching results as JSON lines or CSV (lists as JSON text). --out never replaces an
+    existing file unless --force is given, and is written whole or not at all."""
+    check_out_file("--out", out, force=force)
     with open_store(store_path) as store:
         rows = store.export_rows(what, model=model_id)
-        tmp = out.with_name(out.name + ".part") if out else None
-        f = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
-        n = 0
-        try:
+        with (atomic_output(out, force=force, option="--out", newline="") if out else contextlib.nullcontext(sys.stdout)) as f:
+            n = 0
             writer = None
             for r in rows:
                 if fmt == "jsonl":
@@ -179,14 +181,7 @@ def export_cmd(fmt, what, model_id, out, store_path):
                         writer.writeheader()
                     writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
                 n += 1
-        except BaseException:
-            if tmp:
-                f.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp:
-            f.close()
-            tmp.replace(out)
+        if out:
             click.echo(f"exported {n} {what} rows to {out}", err=True)
 
 

@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import (check_min, check_out_file, check_store_path, emit, json_option, llm_options, model_options, settings,
+from .common import (check_min, check_out_file, check_store_path, emit, force_option, json_option, llm_options, model_options, settings,
                      store_option)
 from .models import load_subject
 
@@ -47,11 +47,12 @@ def _print_dataset(ds, out: Path | None) -> None:
 @click.option("--replace", is_flag=True, help="Replace a dataset of the same name (and its patching runs).")
 @click.option("--list", "list_", is_flag=True, help="List the stored datasets.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Prompts per forward pass in validation.")
+@force_option
 @model_options
 @llm_options
 @store_option
 @json_option
-def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, replace, list_, batch_size, model_spec,
+def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, replace, list_, batch_size, force, model_spec,
               device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Counterfactual datasets for patching: (clean, corrupt, answer, wrong) items, each validated
     on the subject model (same token count, differing only at the edit, single-token answers, the
@@ -70,7 +71,7 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     modes = [x for x in (task, import_path, dataset_name) if x]
     check_min("--n", n, 1)
     check_min("--batch-size", batch_size, 1)
-    check_out_file("--out", out)
+    check_out_file("--out", out, force=force)
     if list_:
         if modes:
             raise UsageError("--list takes no --task/--import/--dataset")
@@ -125,7 +126,7 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
             ds = make_dataset(store, hm, task, n, name=name, seed=seed, margin=1.0 if margin is None else margin,
                               llm=llm, batch_size=batch_size, replace=replace)
     if out:
-        export_dataset(ds, out, fmt)
+        export_dataset(ds, out, fmt, force=force)
     data = {"name": ds.name, "task": ds.task, "source": ds.source, "model_id": ds.model_id, "n_items": ds.n_items,
             "stats": ds.stats, "out": str(out) if out else None}
     emit(as_json, data, lambda: _print_dataset(ds, out))

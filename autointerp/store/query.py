@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
-from .base import APP_ID, SCHEMA_VERSION, unpack_f16
+from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
 SIM_KIND = "simulation"
 
@@ -452,7 +452,7 @@ def open_source(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise StoreError(f"no store at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30)
         conn.row_factory = sqlite3.Row
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
         meta = dict(conn.execute("select key, value from meta").fetchall()) if "meta" in tables else {}
@@ -461,7 +461,11 @@ def open_source(path: Path) -> sqlite3.Connection:
     if meta.get("app") != APP_ID:
         conn.close()
         raise StoreError(f"{path} is not an autointerp store")
-    version = int(meta.get("schema_version", 0))
+    try:
+        version = parse_schema_version(meta, path)
+    except StoreError:
+        conn.close()
+        raise
     if version != SCHEMA_VERSION:
         conn.close()
         raise StoreError(f"{path} has schema version {version}, this autointerp has {SCHEMA_VERSION}: "
