@@ -8,6 +8,7 @@ every call for every backend.
     llm.prompt_logprobs(prefix, segments, ["0", ..., "10"])             -> np.ndarray [slots, candidates]
 
 Backends implement `_chat`, `_complete`, `_prompt_logprobs_batch`; this module does the rest.
+They are registered by name in llm/backends.py, which also holds get_llm.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pydantic
 
-from ..errors import AutointerpError, BudgetExceeded, LLMError, UsageError
+from ..errors import AutointerpError, BudgetExceeded, LLMError
 from .budget import Budget
 from .pricing import cost_usd
 from .prompts import Prompt
@@ -290,46 +291,7 @@ def parse_json_as(text: str, schema: type[pydantic.BaseModel]) -> pydantic.BaseM
         raise ValueError(f"JSON does not match {schema.__name__}: {loc} {first.get('msg', '')}".strip()) from None
 
 
-# ---- factory and batch helper -------------------------------------------------------------
-def parse_spec(spec: str) -> tuple[str, str]:
-    if ":" in spec:
-        backend, model = spec.split(":", 1)
-        if backend in ("embedded", "openai"):
-            if not model:
-                raise UsageError(f"LLM spec {spec!r} names no model (e.g. embedded:smollm2-135m, openai:gpt-4o-mini)")
-            return backend, model
-    raise UsageError(f"unknown LLM spec {spec!r}: use embedded:SPEC (e.g. embedded:smollm2-135m) or openai:MODEL")
-
-
-def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None, budget: Budget | None = None,
-            settings=None, **kw) -> LLM:
-    """spec: 'embedded:smollm2-135m' (in-process, loaded through the model loader) or
-    'openai:MODEL' (OPENAI_API_KEY from the environment; base_url or AUTOINTERP_LLM_BASE_URL for
-    any OpenAI-compatible server). Defaults come from settings (flags > env > config file)."""
-    if settings is None:
-        from ..config import Settings
-
-        settings = Settings.load()
-    spec = spec or settings.llm
-    backend, model = parse_spec(spec)
-    if budget is None and (settings.max_llm_tokens is not None or settings.max_cost_usd is not None):
-        budget = Budget(settings.max_llm_tokens, settings.max_cost_usd)
-    if backend == "embedded":
-        from .embedded import EmbeddedLLM
-
-        kw.setdefault("device", settings.device)
-        kw.setdefault("dtype", settings.dtype)
-        return EmbeddedLLM(model, store=store, budget=budget, **kw)
-    from .openai_backend import OpenAILLM
-
-    kw.setdefault("concurrency", settings.llm_concurrency)
-    if getattr(settings, "llm_timeout", None) is not None:
-        kw.setdefault("timeout", settings.llm_timeout)
-    if getattr(settings, "llm_max_attempts", None) is not None:
-        kw.setdefault("max_attempts", settings.llm_max_attempts)
-    return OpenAILLM(model, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)
-
-
+# ---- batch helper (the backends and get_llm: llm/backends.py) -------------------------------
 def map_chat(llm: LLM, list_of_messages: list[list[dict]], *, concurrency: int | None = None,
              **kw) -> list[list[str] | LLMError]:
     """Chat over many message lists. Remote backends run up to `concurrency` requests at once

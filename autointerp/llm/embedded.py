@@ -27,7 +27,7 @@ import torch
 
 from ..errors import LLMError
 from .base import LLM, Result
-from .base import starts_with as _starts_with
+from .base import starts_with
 from .budget import Budget
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -183,7 +183,7 @@ class EmbeddedLLM(LLM):
             for i in range(0, len(list_of_segments), self.batch_size):
                 chunk = list_of_segments[i:i + self.batch_size]
                 arrs, n = self._lp_chunk(head, st if reuse else None, chunk, cids)
-                out.extend(_starts_with(a, candidates, cids) for a in arrs)
+                out.extend(starts_with(a, candidates, cids) for a in arrs)
                 ntok += n
         return Result(out, ntok, 0)
 
