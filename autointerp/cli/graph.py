@@ -11,7 +11,8 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import check_fraction, check_min, emit, json_option, model_options
+from .common import (check_fraction, check_min, check_store_path, emit, json_option, model_options, settings,
+                     store_option)
 
 
 @cli.command("graph")
@@ -27,11 +28,15 @@ from .common import check_fraction, check_min, emit, json_option, model_options
 @click.option("--max-feature-nodes", type=int, default=2048, show_default=True,
               help="Latent nodes whose inputs are attributed (most influential first).")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Targets per batched backward pass.")
+@click.option("--validate", "validate_k", type=int, default=0, show_default=True,
+              help="Ablate the K most influential latents in the real model (transcoder splice with the error "
+                   "term) and compare the target logit's change with the graph's prediction.")
 @click.option("--top", type=int, default=10, show_default=True, help="Latent nodes listed in the text output.")
+@store_option
 @model_options
 @json_option
-def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_share, max_feature_nodes, batch_size, top,
-              model_spec, device, dtype, as_json) -> None:
+def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_share, max_feature_nodes, batch_size,
+              validate_k, top, store_path, model_spec, device, dtype, as_json) -> None:
     """The attribution graph of PROMPT (Ameisen et al. 2025): MLPs replaced by the transcoders plus
     per-position error terms, attention patterns and norm scales frozen from the real forward; nodes
     are token embeddings, active latents, error nodes and the top logits; edges are direct linear
@@ -45,6 +50,8 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
                    ("--batch-size", batch_size)):
         check_min(opt, v, 1)
     check_min("--top", top, 0)
+    check_min("--validate", validate_k, 0)
+    spath = check_store_path(settings(store=store_path).store)
     for opt, v in (("--logit-prob", logit_prob), ("--node-share", node_share), ("--edge-share", edge_share)):
         check_fraction(opt, v)
     if not prompt.strip():
@@ -54,7 +61,13 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     g = build_graph(hm, tset, prompt, target=target, max_logits=max_logits, logit_prob=logit_prob,
                     max_feature_nodes=max_feature_nodes, batch_size=batch_size, node_share=node_share,
                     edge_share=edge_share, progress=not as_json)
-    data = g.to_json()
+    from ..graph.validate import validate_graph
+    from ..store import Store
+
+    validation = validate_graph(hm, tset, g, validate_k) if validate_k else None
+    key, row, nodes, edges, stored = g.store_records()
+    gid = Store(spath).put_graph(key, {**row, "validation": validation}, nodes, edges, stored)
+    data = {"graph_id": gid, "store": str(spath), **g.to_json(), "validation": validation}
 
     def human() -> None:
         d, s, pr = g.direct, g.scores, g.pruning
@@ -73,6 +86,11 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
             for r in g.top_latents(top):
                 click.echo(f"    L{r['layer']}/F{r['latent']}@{tset.name} at {r['pos']} {r['token']!r}  act {r['activation']:.3f}  "
                            f"influence {r['influence']:.4f}{'' if r['kept'] else '  (pruned)'}")
-        click.echo(f"  {g.timing['rows']} attribution rows in {g.timing['total_s']:.1f} s")
+        if validation:
+            v = validation
+            c = "null (" + v.get("correlation_reason", "") + ")" if v["correlation"] is None else f"{v['correlation']:.3f}"
+            click.echo(f"  validation ({v['k']} latents ablated in the real model): correlation of predicted and observed "
+                       f"logit changes {c}, MAE {v['mae']:.4g} (mean |observed| {v['mean_abs_observed']:.4g})")
+        click.echo(f"  {g.timing['rows']} attribution rows in {g.timing['total_s']:.1f} s; stored as graph {gid} in {spath}")
 
     emit(as_json, data, human)

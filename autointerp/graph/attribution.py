@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from ..core.keys import content_hash
+from ..core.units import Unit
 from ..errors import UsageError
 from ..models.replacement import LocalReplacement
 from .prune import compute_influence, graph_scores, logit_weights, normalize_matrix, prune
@@ -46,6 +48,8 @@ class AttributionGraph:
     pruning: dict = field(default_factory=dict)
     timing: dict = field(default_factory=dict)
     n_active: int = 0
+    target_given: bool = False
+    max_feature_nodes: int = 0
 
     # ---- node layout: [features, errors (layer-major), tokens, logits]
     @property
@@ -104,6 +108,39 @@ class AttributionGraph:
         recs = [r for r in self.node_records() if r["kind"] == "latent"]
         recs.sort(key=lambda r: (not r.get("kept", True), -r.get("influence", 0.0)))
         return recs[:n]
+
+    def unit(self, layer: int, latent: int) -> str:
+        return str(Unit.feature(layer, latent, self.transcoder_set["name"]))
+
+    def settings(self) -> dict:
+        return {"node_share": self.pruning.get("node_share"), "edge_share": self.pruning.get("edge_share"),
+                "target": self.direct["target"] if self.target_given else None, "max_feature_nodes": self.max_feature_nodes}
+
+    def key(self) -> str:
+        return content_hash({"model": self.model, "prompt": self.prompt, "set": self.transcoder_set["id"],
+                             **self.settings()})
+
+    def store_records(self) -> tuple[str, dict, list[dict], list[dict], dict]:
+        """(key, graphs row, graph_nodes rows, kept edges, data) for Store.put_graph."""
+        nodes = self.node_records()
+        for r in nodes:
+            r["idx"] = r.pop("index")
+            if r["kind"] == "latent":
+                r["unit"] = self.unit(r["layer"], r["latent"])
+            if r["kind"] == "logit":
+                r["activation"] = r["logit"]
+        edges = self.edge_records(pruned=True)
+        d = self.direct
+        row = {"model": self.model, "prompt": self.prompt, "transcoder_set": self.transcoder_set["name"],
+               "transcoder_set_id": self.transcoder_set["id"], "target": d["target"], "raw_logit": d["raw_logit"],
+               "bias_terms": d["bias_terms"], "completeness_error": d["relative_error"],
+               "replacement_score": self.scores.get("replacement_score"),
+               "completeness_score": self.scores.get("completeness_score"),
+               "node_share": self.pruning["node_share"], "edge_share": self.pruning["edge_share"],
+               "n_nodes": sum(1 for r in nodes if r.get("kept")), "n_edges": len(edges)}
+        data = {k: v for k, v in self.to_json().items() if k not in ("nodes", "edges")}
+        data["settings"] = self.settings()
+        return self.key(), row, nodes, edges, data
 
     def to_json(self, full: bool = True) -> dict[str, Any]:
         nodes = self.node_records()
@@ -276,7 +313,8 @@ def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits:
     g = AttributionGraph(prompt=prompt, model=hm.spec,
                          transcoder_set={"name": tset.name, "id": tset.id, "path": tset.path, "layers": tset.layers},
                          tokens=[hm.tokenizer.decode([t]) for t in ids.tolist()], token_ids=ids.tolist(), n_layers=L,
-                         features=[active[j] for j in sel], logits=logits, adjacency=A, direct=direct, n_active=n_act)
+                         features=[active[j] for j in sel], logits=logits, adjacency=A, direct=direct, n_active=n_act,
+                         target_given=target is not None, max_feature_nodes=max_feature_nodes)
     probs = w_logit.float()
     g.scores = graph_scores(A, probs, F, L * P, P)
     g.pruning = {**prune(A, probs, F, P, node_share, edge_share), "node_share": node_share, "edge_share": edge_share}

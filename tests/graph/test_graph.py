@@ -116,14 +116,21 @@ def test_pruning_keeps_the_stated_influence_share(tiny_llama, llama_set):
 def test_graph_cli_json_and_one_line_errors(tiny_llama, llama_set, corpus, tmp_path, capsys):
     m = str(save_model_dir(tiny_llama, tmp_path / "model"))
     tdir = llama_set.save(tmp_path / "set")
-    common = ["--model", m, "--device", "cpu"]
-    code, out, err = run_cli_lines(["graph", PROMPT, "--transcoders", tdir, "--target", "mary", "--json", *common], capsys)
+    common = ["--model", m, "--device", "cpu", "--store", tmp_path / "s.db"]
+    code, out, err = run_cli_lines(["graph", PROMPT, "--transcoders", tdir, "--target", "mary", "--json", "--validate", 4,
+                                    *common], capsys)
     assert code == 0, err
     d = json.loads(out)
     c = d["completeness"]
     assert c["target"] == "mary" and len(d["logits"]) == 1
     assert c["raw_logit"] == pytest.approx(c["bias_terms"] + sum(x["contribution"] for x in c["contributions"]), rel=1e-3)
     assert d["nodes"] and d["edges"] and 0 <= d["scores"]["completeness_score"] <= 1
+    v = d["validation"]
+    assert v["k"] == 4 and v["mae"] is not None and len(v["latents"]) == 4
+    from autointerp.store import Store
+    stored = Store(tmp_path / "s.db", readonly=True).get_graph(d["graph_id"])
+    assert stored["validation"] == v and stored["target"] == "mary"
+    n_graphs = len(Store(tmp_path / "s.db", readonly=True).list_graphs())
     other = tmp_path / "other"
     TranscoderSet(name="o", model="x", by_layer=llama_set.by_layer, fingerprint="0" * 16).save(other)
     long_prompt = " ".join(["the"] * 80)
@@ -134,3 +141,4 @@ def test_graph_cli_json_and_one_line_errors(tiny_llama, llama_set, corpus, tmp_p
         code, _, err = run_cli_lines(["graph", *args, *common], capsys)
         err = [ln for ln in err if not ln.startswith("Loading weights")]
         assert code == 2 and len(err) == 1 and msg in err[0], err
+    assert len(Store(tmp_path / "s.db", readonly=True).list_graphs()) == n_graphs      # nothing stored on bad input
