@@ -145,7 +145,7 @@ class AttributionGraph:
     def to_json(self, full: bool = True) -> dict[str, Any]:
         nodes = self.node_records()
         return {"prompt": self.prompt, "model": self.model, "transcoder_set": self.transcoder_set,
-                "tokens": self.tokens, "token_ids": self.token_ids, "logits": self.logits, "scores": self.scores,
+                "tokens": self.tokens, "token_ids": self.token_ids, "n_layers": self.n_layers, "logits": self.logits, "scores": self.scores,
                 "n_active_latents": self.n_active, "n_selected_latents": self.n_features,
                 "n_nodes": self.n_nodes, "n_nodes_kept": sum(1 for r in nodes if r.get("kept")),
                 "n_edges_nonzero": int((self.adjacency != 0).sum()),

@@ -131,6 +131,23 @@ def test_graph_cli_json_and_one_line_errors(tiny_llama, llama_set, corpus, tmp_p
     stored = Store(tmp_path / "s.db", readonly=True).get_graph(d["graph_id"])
     assert stored["validation"] == v and stored["target"] == "mary"
     n_graphs = len(Store(tmp_path / "s.db", readonly=True).list_graphs())
+    # export: circuit-tracer's graph JSON (frontend/graph_models.py: Model = metadata, qParams, nodes, links)
+    code, _, err = run_cli_lines(["export", "--what", "graph", "--graph", d["graph_id"], "--out", tmp_path / "g.json",
+                                  "--store", tmp_path / "s.db"], capsys)
+    assert code == 0, err
+    ex = json.loads((tmp_path / "g.json").read_text())
+    assert set(ex) == {"metadata", "qParams", "nodes", "links"} and ex["metadata"]["prompt"] == PROMPT
+    node_fields = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
+                   "reverse_ctx_idx", "jsNodeId", "clerp", "influence", "activation"}
+    assert all(set(n) == node_fields for n in ex["nodes"])
+    ids = [n["node_id"] for n in ex["nodes"]]
+    assert len(ids) == len(set(ids)) == len(stored["nodes"]) - sum(1 for n in stored["nodes"] if not n["kept"])
+    assert ex["links"] and all(lk["source"] in ids and lk["target"] in ids for lk in ex["links"])
+    logit = [n for n in ex["nodes"] if n["feature_type"] == "logit"]
+    assert len(logit) == 1 and logit[0]["is_target_logit"] and logit[0]["layer"] == str(tiny_llama.n_layers + 1)
+    assert sorted(n["ctx_idx"] for n in ex["nodes"] if n["feature_type"] == "embedding") == list(range(len(d["tokens"])))
+    code, _, err = run_cli_lines(["export", "--what", "graph", "--store", tmp_path / "s.db"], capsys)
+    assert code == 2 and "needs --graph" in err[-1]
     other = tmp_path / "other"
     TranscoderSet(name="o", model="x", by_layer=llama_set.by_layer, fingerprint="0" * 16).save(other)
     long_prompt = " ".join(["the"] * 80)
