@@ -196,6 +196,15 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 from .circuit import circuit_page
 
                 return 200, circuit_page(row)
+            if len(segs) == 2 and segs[0] == "graph":
+                if not segs[1].isdigit():
+                    raise BadRequest("a graph id is a number")
+                g = store.get_graph(int(segs[1]))
+                if g is None:
+                    raise NotFound(f"no graph {segs[1]} in this store")
+                from .graph import graph_page, with_explanations
+
+                return 200, graph_page(with_explanations(store, g))
             raise NotFound(f"no page at {url.path}")
     except NotFound as e:
         return 404, pages.error_page(404, str(e))
