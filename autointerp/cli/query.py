@@ -217,22 +217,40 @@ def _export_graph(graph_id, out, force, store_path) -> None:
 def merge_cmd(sources, target, as_json):
     """Combine stores (e.g. the shards of `batch --shard i/n`) into one, without duplicates: rows
     are matched by their keys and integer ids are remapped. One transaction: on any error the
-    target is left as it was."""
+    target is left as it was. The corpus shards of a mine (`mine --shard i/n`) are merged into
+    the one finished run that a single `mine` gives (every shard must be there), written after
+    the copy (a merge that stops there is completed by running it again)."""
     from ..store import Store
+    from ..store.query import mining_shards
     from ..store.query import open_source as _open_source
 
     for p in sources:  # check every source before the target is created or touched
         _open_source(p).close()
         if target.exists() and p.resolve() == target.resolve():
             raise UsageError(f"{p} is the merge target itself; name it once, with --into")
+    plan = {}
+    shards = {p: mining_shards(p) for p in sources}
+    if any(shards.values()):                        # corpus shards of a mine: checked complete before any write
+        from ..mine.shards import plan_merge
+
+        plan = plan_merge(shards)
     with Store(target) as store:
         added = store.merge_from(sources)
+        mined = []
+        if plan:
+            from ..mine.shards import merge_shards
+
+            mined = merge_shards(store, plan)
         counts = store.counts()
-    data = {"into": str(target), "sources": [str(p) for p in sources], "added": added, "counts": counts}
+    data = {"into": str(target), "sources": [str(p) for p in sources], "added": added, "counts": counts,
+            "mining_runs": mined}
 
     def human() -> None:
         new = ", ".join(f"{t} +{n}" for t, n in added.items() if n) or "nothing new"
         click.echo(f"merged {len(sources)} store(s) into {target}: {new}")
+        for m in mined:
+            click.echo(f"  mining run {m['run_id']}: " + ("already merged" if m["already"] else
+                       f"{m['shards']} corpus shards, {m['n_contexts']:,} contexts, merged in {m['seconds']} s"))
 
     emit(as_json, data, human)
 

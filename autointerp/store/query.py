@@ -506,6 +506,19 @@ def open_source(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def mining_shards(path: Path) -> list[dict]:
+    """The finished corpus shards of mining runs (status 'shard', from `mine --shard i/n`) in a
+    store, read-only: id, model_id, corpus_id, n_done, state_path, settings, stats."""
+    conn = open_source(Path(path))
+    try:
+        rows = conn.execute("select id, model_id, corpus_id, n_done, state_path, settings_json, stats_json "
+                            "from mining_runs where status = 'shard' order by id").fetchall()
+    finally:
+        conn.close()
+    return [{"id": r[0], "model_id": r[1], "corpus_id": r[2], "n_done": r[3], "state_path": r[4],
+             "settings": json.loads(r[5]), "stats": json.loads(r[6]) if r[6] else {}} for r in rows]
+
+
 # tables copied in this order (foreign keys first); the rest (new tables) are copied generically
 _ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "explanations",
           "scores", "llm_calls", "llm_cache", "datasets", "pairs", "patch_runs", "patch_results", "head_scores", "jobs"]
@@ -532,7 +545,9 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
             continue
         cols = [c for c in _cols(src, t) if c in set(_cols(db, t))]
         before = count(t)
-        rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]")
+        # a corpus shard of a mining run is not copied: `merge` writes the merged run (mine/shards.py)
+        where = " where status != 'shard'" if t == "mining_runs" else ""
+        rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]{where}")
         if t in ("explanations", "patch_runs", "records"):
             # integer id: insert without it, then find the row's id in the target by its natural key
             nat = ["key"] if t != "records" else ["run_id", "unit", "kind", "bin", "ctx_idx"]
