@@ -16,10 +16,6 @@ from layering_check import ALLOWED, FACES, GROUND, allowed_is_acyclic, check_tre
 ROOT = Path(__file__).resolve().parents[1] / "autointerp"
 
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("autointerp/mine", "cycle mine.miner->mine.sae->mine.miner"): "helper 'mine' splits the SAE pass out (issue 22)",
-    ("autointerp/mine/sae.py", "private mine.miner._f"): "the same",
-    ("autointerp/mine/sae.py", "private mine.miner._histograms"): "the same",
-    ("autointerp/mine/sae.py", "private mine.miner._select_sample"): "the same",
 }
 
 

@@ -104,9 +104,9 @@ LATENT = register_unit_kind(UnitKind("latent", "F", "latents", None, "d_sae", ex
 @functools.lru_cache(maxsize=None)
 def _regexes(letters: str) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     cls = f"[{letters}]"
-    return (re.compile(rf"^L(\d+)/({cls})(\d+)(?:@({SAE_NAME}))?$"),
-            re.compile(rf"\bL(\d+)/({cls})(\d+)(?:@({SAE_NAME}))?(?![\w@])"),
-            re.compile(rf"^[Ll](\d+)/({cls}|{cls.lower()})(\d+)(?:@({SAE_NAME}))?$"))
+    return (re.compile(rf"^L([0-9]+)/({cls})([0-9]+)(?:@({SAE_NAME}))?$"),
+            re.compile(rf"\bL([0-9]+)/({cls})([0-9]+)(?:@({SAE_NAME}))?(?![\w@])"),
+            re.compile(rf"^[Ll]([0-9]+)/({cls}|{cls.lower()})([0-9]+)(?:@({SAE_NAME}))?$"))
 
 
 def _current() -> tuple[re.Pattern, re.Pattern, re.Pattern]:
@@ -121,6 +121,9 @@ def __getattr__(name: str):
     if name == "UNIT_IN_TEXT_RE":
         return _current()[1]
     raise AttributeError(name)
+
+
+MAX_DIGITS = 9             # a layer or index of at most 999,999,999: far beyond any model, and an SQLite integer
 
 
 @dataclass(frozen=True, order=True)
@@ -155,6 +158,12 @@ class Unit:
     def from_match(cls, m: "re.Match[str]") -> "Unit":
         """The unit of a regex match whose groups are (layer, a kind's letter in any case, index[, sae])."""
         sae = m.group(4) if m.re.groups >= 4 else None
+        for what, digits in (("layer", m.group(1)), ("index", m.group(3))):
+            if not (digits.isascii() and digits.isdigit()):
+                raise UnitError(f"bad unit id {m.group(0)[:40]!r}: the {what} must be ASCII digits")
+            if len(digits.lstrip("0")) > MAX_DIGITS:
+                raise UnitError(f"bad unit id {m.group(0)[:24]!r}...: the {what} is out of range ({len(digits)} digits; "
+                                f"at most {MAX_DIGITS})")
         return cls(int(m.group(1)), kind_of_letter(m.group(2)).name, int(m.group(3)), sae or "")
 
     @classmethod
