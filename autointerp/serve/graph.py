@@ -11,7 +11,15 @@ effect, blue for a negative one. At most MAX_DRAWN edges are drawn, the largest 
 
 from __future__ import annotations
 
-from .pages import esc, fnum, layout, table, unit_url
+from .pages import esc, fnum, layout, unit_url
+
+
+def table(headers, rows, cls: str = "") -> str:
+    """rows hold already-escaped HTML cells (kept from the pre-template viewer until this page
+    moves to a template)."""
+    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 MAX_DRAWN = 300
 POS, NEG = "#c62828", "#1565c0"

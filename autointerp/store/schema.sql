@@ -52,7 +52,7 @@ CREATE TABLE IF NOT EXISTS mining_runs (
     corpus_id   TEXT NOT NULL REFERENCES corpora(id),
     settings_json TEXT NOT NULL,
     n_done      INTEGER NOT NULL DEFAULT 0,
-    status      TEXT NOT NULL DEFAULT 'running',   -- running | done | failed (a rerun resumes it)
+    status      TEXT NOT NULL DEFAULT 'running',   -- running | done | failed (a rerun resumes it) | shard (a corpus shard, merged by `merge`)
     state_path  TEXT,                      -- checkpoint of the running top-k state
     stats_json  TEXT,                      -- when done: tokens, seconds, tokens/s
     created_at  TEXT NOT NULL,
