@@ -40,7 +40,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import AutointerpError, BudgetExceeded, StoreError, UsageError
-from ..units import Unit
+from ..core.units import Unit
 from .plan import (STAGE, BatchOptions, UnitJob, check_options, is_todo, layer_runs, llm_name, mark_dead, plan_jobs,
                    select_units, template_hashes, unit_kind)
 

@@ -51,7 +51,7 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     direct contribution into it (unpruned), so the sum can be checked."""
     from ..graph import build_graph
     from ..models.transcoders import load_transcoder_set
-    from .models import load_subject
+    from .common import load_subject
 
     for opt, v in (("--max-logits", max_logits), ("--max-feature-nodes", max_feature_nodes),
                    ("--batch-size", batch_size)):

@@ -56,7 +56,7 @@ class LatentLayer(LayerState):
         return self.sae.latents_hook
 
     def unit(self, i: int) -> str:
-        return Unit.feature(self.L, i, self.name).id
+        return Unit.latent(self.L, i, self.name).id
 
     def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
         if z.dtype != torch.float32:

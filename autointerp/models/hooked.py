@@ -455,12 +455,12 @@ class HookedModel:
         u = Unit.parse(unit) if isinstance(unit, str) else unit
         if not isinstance(u, Unit):
             raise UnitError(f"not a unit: {unit!r}")
-        if u.kind == "feature":
+        if u.record.needs_sae:
             sae = self.sae_named(u.sae, u.layer) if u.sae else None
             if sae is not None and sae.layer != u.layer:
                 raise UnitError(f"{u}: SAE {sae.name} reads layer {sae.layer}, not layer {u.layer}")
-            return u.check(self.n_layers, self.d_mlp, self.n_heads, None if sae is None else sae.d_sae)
-        return u.check(self.n_layers, self.d_mlp, self.n_heads)
+            return u.check(self.n_layers, n_latents=None if sae is None else sae.d_sae)
+        return u.check(self.n_layers, **{u.record.size: getattr(self, u.record.size)})
 
     # --- SAEs (models/sae.py)
     def hook_width(self, name: str) -> int:

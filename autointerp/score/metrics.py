@@ -9,6 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
+# An LLM's scores are "calibrated" when the lower end of its simulation AUROC's 95% interval on
+# planted units (autointerp calibrate) is at least this; below it they are printed as uncalibrated.
+CALIBRATED_AUROC_LOW = 0.7
+
+
+def is_calibrated(auroc_low: float | None) -> bool:
+    return auroc_low is not None and auroc_low >= CALIBRATED_AUROC_LOW
+
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson's r of two equal-length sequences; None when undefined (fewer than two values, or

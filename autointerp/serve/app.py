@@ -165,7 +165,7 @@ def render(store_path: Path, raw_path: str, tester=None) -> tuple[int, str]:
                 try:
                     u = Unit.parse(unit)
                     m = store.get_model(model)
-                    if u.kind == "feature":
+                    if u.record.needs_sae:
                         sae = _sae_of(store, u, model, m)
                     elif m is not None and None not in (m.get("n_layers"), m.get("d_mlp"), m.get("n_heads")):
                         u.check(int(m["n_layers"]), int(m["d_mlp"]), int(m["n_heads"]))

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
+from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
@@ -83,7 +83,7 @@ class QueryMixin:
         if min_margin is not None:   # the margin over the null control on the same records
             where.append("b.margin >= ?"); params.append(float(min_margin))
         if kind is not None:
-            where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
+            where.append("e.unit like ?"); params.append(f"%/{unit_kind(kind).letter}%")
         select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
                   "b.value as score, b.ci_low, b.ci_high, b.n, b.control, b.margin, b.margin_low, b.margin_high")
         text = (text or "").strip()

@@ -99,7 +99,7 @@ def parse_explanation(text: str, max_words: int = 6) -> dict:
     return {"input": inp[:max_words], "output": out[:max_words], "source": source}
 
 
-def _norm(tok: str) -> str:
+def norm_word(tok: str) -> str:
     return tok.strip().lower()
 
 
@@ -129,14 +129,14 @@ def neutral_records(ex, threshold: float, window: int = 12) -> list:
 def filler_tokens(records: Sequence, tokenizer, exclude: Sequence[str], n: int = 12) -> list[tuple[int, str]]:
     """The most frequent word-like tokens of `records` (ids as the model saw them) that are not
     key words: (id, decoded string). Unrelated words for the negatives."""
-    excl = {_norm(w) for w in exclude}
+    excl = {norm_word(w) for w in exclude}
     cnt: Counter = Counter()
     for r in records:
         cnt.update(r.input_ids)
     out = []
     for tid, _ in cnt.most_common():
         s = tokenizer.decode([tid])
-        w = _norm(s)
+        w = norm_word(s)
         if len(w) < 2 or not w.isalpha() or w in excl or w in _STOP or any(w in e or e in w for e in excl if len(e) > 2):
             continue
         if tid in (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
