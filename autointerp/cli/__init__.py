@@ -21,7 +21,7 @@ from .common import STATE, HardenedGroup, harden_command, quiet_library_warnings
 
 # command modules register themselves on `cli` when imported; missing modules are skipped so the
 # CLI lists exactly the commands that exist.
-COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit", "diff", "sae"]
+COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit", "diff", "sae", "graph"]
 
 
 @click.group(cls=HardenedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -56,6 +56,9 @@ PROBE_PROMPT = "Counting: 1, 2, 3, 4, 5, 6"
 PROBE_SLOT = len("Counting: 1, 2, 3, 4,")
 
 _PROBES: dict[tuple, dict] = {}
+# a schema that admits one reply only, which no model writes unasked: the probe of structured output
+STRUCTURED_PROBE_SCHEMA = {"type": "object", "properties": {"probe": {"type": "string", "enum": ["autointerp-structured"]}},
+                           "required": ["probe"], "additionalProperties": False}
 _SERVED: dict[tuple, str | None] = {}
 _GLOBAL = threading.Lock()
 
@@ -571,6 +574,60 @@ class OpenAILLM(LLM):
                             note=f"echoed prompt logprobs line up with the prompt; top-{min(used, width)}")
         return Result(caps, pt, 1)
 
+    # ---- structured output, found by asking ------------------------------------------------------
+    def structured_support(self) -> str | None:
+        """How the endpoint enforces a JSON schema on chat replies: 'json_schema' (OpenAI's
+        response_format: OpenAI, vLLM, llama.cpp's server, Ollama), 'guided_json' (older vLLM), or
+        None (parse the reply and retry). Probed once per process and endpoint with one tiny chat
+        request whose schema admits a single reply no model writes unasked (recorded in
+        llm_calls as kind 'probe')."""
+        k = (public_url(self.base_url), self.model, "structured")
+        with _GLOBAL:
+            if k in _PROBES:
+                return _PROBES[k]["structured"]
+        found = self._call("probe", {"structured": STRUCTURED_PROBE_SCHEMA}, {"cache": False}, None, self._probe_structured)
+        with _GLOBAL:
+            _PROBES[k] = found
+        return found["structured"]
+
+    def _structured_body(self, schema: dict, how: str, name: str = "reply") -> dict:
+        if how == "json_schema":
+            return {"response_format": {"type": "json_schema",
+                                        "json_schema": {"name": name, "schema": strict_schema(schema), "strict": True}}}
+        return {"extra_body": {"guided_json": schema}}
+
+    def _structured(self, messages, schema, how, *, temperature, max_tokens, n, seed, stop) -> Result:
+        args = {**self._chat_args(messages, temperature, max_tokens, n, seed, stop), **self._structured_body(schema, how)}
+        resp = self._request(lambda c, t: c.chat.completions.create(**args, timeout=t),
+                             self._est(self._msg_text(messages), max_tokens, n))
+        return self._parse(self._chat_result, resp, messages)
+
+    def _probe_structured(self) -> Result:
+        from .structured import parse_strict
+
+        msgs = [{"role": "user", "content": "Say hello."}]
+        notes = []
+        for how in ("json_schema", "guided_json"):
+            args = {**self._chat_args(msgs, 0.0, 64, 1, None, None), **self._structured_body(STRUCTURED_PROBE_SCHEMA, how, "probe")}
+            try:
+                resp = self._request(lambda c, t, a=args: c.chat.completions.create(**a, timeout=t), 72)
+                text = self._chat_result(resp, msgs).value[0]
+            except LLMError as e:
+                if getattr(e, "status", None) in (400, 404, 405, 422, 501):
+                    notes.append(f"{how} refused")
+                    continue
+                raise
+            except Exception:  # noqa: BLE001 - a malformed reply: the field is not honoured
+                notes.append(f"{how}: malformed reply")
+                continue
+            try:
+                parse_strict(text, STRUCTURED_PROBE_SCHEMA)
+            except ValueError:
+                notes.append(f"{how} ignored (the reply does not follow the schema)")
+                continue
+            return Result({"structured": how, "note": f"chat replies follow a JSON schema given as {how}"}, 0, 1)
+        return Result({"structured": None, "note": "; ".join(notes) + ": JSON is parsed from the reply and re-asked"}, 0, 1)
+
     # ---- prompt logprobs: exact P(starts with candidate) ------------------------------------------
     def _echo(self, prompts: list[str], k: int) -> tuple[list[Any], int]:
         """Echo + logprobs for many prompts: `echo_batch` prompts a request, requests in parallel."""
@@ -654,6 +711,20 @@ class OpenAILLM(LLM):
             rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
             out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
         return Result(out, total_pt, len(mains) + len(extra))
+
+
+def strict_schema(schema: Any) -> Any:
+    """The schema as OpenAI's strict mode wants it: every object closed (additionalProperties
+    false) and all its properties required; pydantic's $defs/$ref kept."""
+    if isinstance(schema, list):
+        return [strict_schema(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_schema(v) for k, v in schema.items()}
+    if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+        out["additionalProperties"] = False
+        out["required"] = list(out["properties"])
+    return out
 
 
 def _plain(raw) -> Any:

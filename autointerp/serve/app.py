@@ -9,6 +9,7 @@ Routes (GET/HEAD only):
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
     /diffs, /diff/<id>         stored model diffs (`autointerp diff A B`; id or a unique prefix)
     /static/viewer.js          the viewer's one script (the true/simulated toggle)
+    /unit/...?text=TEXT        with `serve --model SPEC`: the unit on a typed text (serve/tryit.py)
 
 Every response carries CSP (a Content-Security-Policy) that allows scripts from this server only
 (`script-src 'self'`, no 'unsafe-inline'): the pages hold no inline script or event handler.
@@ -49,7 +50,8 @@ from ..core.units import Unit
 from ..errors import AutointerpError, UnitError, UsageError
 from . import pages
 from .diff import diff_page, diffs_page
-from .investigation import investigation_html
+from .investigation import investigation_page
+from .tryit import Busy, TextError
 
 
 class NotFound(Exception):
@@ -64,6 +66,12 @@ REQUEST_QUEUE_SIZE = 256
 MAX_CONNECTIONS = 64         # open connections at once (threads and descriptors), far below a 256-fd limit
 READ_TIMEOUT = 10.0          # seconds to send a complete request, from connecting or from the last answer
 EVICT_IDLE_S = 1.0           # at the limit, a connection idle this long makes room for a new one
+
+
+class Unavailable(Exception):
+    pass
+
+
 MAX_LAYER = 100_000          # far beyond any model; keeps the value an SQLite integer
 MAX_LIMIT = 1000
 MAX_QUERY_CHARS = 500
@@ -114,11 +122,13 @@ def _sae_of(store, u: Unit, model: str, m: dict | None) -> dict:
     return row
 
 
-def render(store_path: Path, raw_path: str) -> tuple[int, str]:
-    """(status, html) for a request path. Pure apart from reading the store: testable without HTTP."""
+def render(store_path: Path, raw_path: str, tester=None) -> tuple[int, str]:
+    """(status, html) for a request path. Pure apart from reading the store (and, with a tester,
+    running its model on a unit page's ?text=): testable without HTTP."""
     url = urlsplit(raw_path)
     segs = url.path.split("/")[1:]
     q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    text = parse_qs(url.query, keep_blank_values=True).get("text", [None])[-1]
     try:
         if url.path == "/search":  # checked before the store is opened
             text = q.get("q", "").strip()
@@ -129,10 +139,7 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
             limit = _int_param(q, "limit", 1, MAX_LIMIT)
         with _open(store_path) as store:
             if url.path in ("/", "/index.html"):
-                page = pages.index_page(store.overview(), store.search(None, limit=20))
-                if store.list_diffs():
-                    page = page.replace("</main>", '<h2>model diffs</h2><p><a href="/diffs">every stored diff</a></p></main>')
-                return 200, page
+                return 200, pages.index_page(store.overview(), store.search(None, limit=20), bool(store.list_diffs()))
             if url.path == "/diffs":
                 return 200, diffs_page(store.list_diffs())
             if len(segs) == 2 and segs[0] == "diff" and segs[1]:
@@ -170,7 +177,18 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                         raise NotFound(f"no model {model!r} in this store")
                     raise NotFound(f"the store has nothing on {u} of {model}")
                 v["sae"] = sae
-                return 200, pages.unit_page(v)
+                if tester is None:
+                    if text is not None:
+                        raise BadRequest("test-your-text needs a model: start the viewer with autointerp serve --model SPEC")
+                    box = {"enabled": False, "hint": model}
+                else:
+                    try:
+                        box = tester.box(v, text, url.path)
+                    except TextError as e:
+                        raise BadRequest(str(e)) from None
+                    except Busy as e:
+                        raise Unavailable(str(e)) from None
+                return 200, pages.unit_page(v, box)
             if len(segs) >= 2 and segs[0] == "dataset" and segs[1]:
                 name = unquote("/".join(segs[1:]))
                 v = store.dataset_view(name)
@@ -184,9 +202,7 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 if inv is None:
                     raise NotFound(f"no investigation {unquote(segs[1])!r} in this store")
                 figs = {f["name"]: store.get_investigation_figure(inv["id"], f["name"]) for f in inv["figures"]}
-                body = investigation_html(inv, {k: v for k, v in figs.items() if v},
-                                          lambda u: f'<a href="{pages.esc(pages.unit_url(inv["model_id"], u))}">{u}</a>')
-                return 200, pages.layout(f"investigation: {inv['task']}", body)
+                return 200, investigation_page(inv, {k: v for k, v in figs.items() if v})
             if len(segs) == 2 and segs[0] == "circuit":
                 if not INT_RE.fullmatch(segs[1]):
                     raise BadRequest("a circuit id is a number")
@@ -196,11 +212,22 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 from .circuit import circuit_page
 
                 return 200, circuit_page(row)
+            if len(segs) == 2 and segs[0] == "graph":
+                if not segs[1].isdigit():
+                    raise BadRequest("a graph id is a number")
+                g = store.get_graph(int(segs[1]))
+                if g is None:
+                    raise NotFound(f"no graph {segs[1]} in this store")
+                from .graph import graph_page, with_explanations
+
+                return 200, graph_page(with_explanations(store, g))
             raise NotFound(f"no page at {url.path}")
     except NotFound as e:
         return 404, pages.error_page(404, str(e))
     except (BadRequest, UsageError) as e:
         return 400, pages.error_page(400, str(e))
+    except Unavailable as e:
+        return 503, pages.error_page(503, str(e))
 
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -210,6 +237,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-sr
 class Handler(BaseHTTPRequestHandler):
     store_path: Path = Path("store/autointerp.db")
     quiet: bool = False
+    tester = None                 # a TextTester with `serve --model` (test-your-text), else None
     server_version = "autointerp-viewer"
     timeout = READ_TIMEOUT          # seconds a socket read may wait (StreamRequestHandler applies it)
 
@@ -245,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, pages.TOGGLE_JS, head_only, "text/javascript; charset=utf-8", "public, max-age=86400")
             return
         try:
-            status, body = render(self.store_path, self.path)
+            status, body = render(self.store_path, self.path, self.tester)
         except AutointerpError as e:
             status, body = 500, pages.error_page(500, str(e))
         except Exception as e:  # one line, never a traceback in the page
@@ -358,12 +386,13 @@ def check_store(store_path: str | Path) -> None:
 
 
 def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
-                read_timeout: float | None = None, max_connections: int | None = None) -> ViewerServer:
+                read_timeout: float | None = None, max_connections: int | None = None, tester=None) -> ViewerServer:
     """A viewer server (not yet serving). The store is checked now: a missing file or one that is
-    not an autointerp store raises StoreError. port=0 picks a free port (server.server_address)."""
+    not an autointerp store raises StoreError. port=0 picks a free port (server.server_address).
+    tester: a serve.tryit.TextTester (a loaded subject model) for the test-your-text box."""
     path = Path(store_path)
     check_store(path)
-    handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet,
+    handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet, "tester": tester,
                                                "timeout": read_timeout or READ_TIMEOUT})
     server = ViewerServer((host, port), handler)
     server.read_timeout = read_timeout or READ_TIMEOUT
@@ -371,8 +400,9 @@ def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 800
     return server
 
 
-def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
-    server = make_server(store_path, host, port, quiet)
+def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
+          tester=None) -> None:
+    server = make_server(store_path, host, port, quiet, tester=tester)
     h, p = server.server_address[:2]
     print(f"autointerp viewer on http://{h}:{p}/ (read-only: {store_path}); Ctrl-C stops it", file=sys.stderr, flush=True)
     try:

@@ -18,7 +18,7 @@ import sqlite_utils
 from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APP_ID = "autointerp"
 DEFAULT_STORE = Path("store") / "autointerp.db"
 
@@ -39,6 +39,9 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite_utils.Database], None]]] = {
           ("control REAL", "margin REAL", "margin_low REAL", "margin_high REAL", "reason TEXT"))],
     # v3: a circuit records what the edges outside it were patched to (corrupt | mean)
     2: [add_column("circuits", "ablation", "TEXT NOT NULL DEFAULT 'corrupt'")],
+    # v4: attribution graphs (graphs, graph_nodes, graph_edges): new tables only, made by schema.sql
+    # right after the migrations run; nothing in a v3 store changes
+    3: [],
 }
 
 
