@@ -164,7 +164,8 @@ def _advice(stats: dict) -> str:
     if rej.get("clean_logit_diff_not_positive") or rej.get("corruption_too_weak"):
         tips.append("a lower --margin, or a task the subject model already does")
     if not stats["candidates"]:
-        tips.append("a task phrased as 'the word that comes after ...', or a stronger --llm")
+        tips.append("say what the next word depends on, with an example (e.g. 'the pronoun after a name: she for Mary, "
+                    "he for John')")
     tips.append("a stronger --llm (an endpoint: --llm-base-url), or write items and `pairs --import` them")
     return "; ".join(tips)
 
