@@ -151,7 +151,7 @@ def _train_transcoders(layers_text, l1, skip, latents, n_tokens, corpus, context
     from ..mine.miner import parse_layers
     from ..mine.sae_train import train_transcoders
     from ..models.sae import safe_name
-    from ..models.transcoders import TranscoderSet
+    from ..models.transcoders import TranscoderSet, model_fingerprint
     from .models import load_subject
 
     if layers_text is None:
@@ -170,7 +170,7 @@ def _train_transcoders(layers_text, l1, skip, latents, n_tokens, corpus, context
     name = safe_name(out.name)
     tcs, rep = train_transcoders(hm, layers, latents, l1, n_tokens, skip=skip, corpus=corpus, context_len=context_len,
                                  lr=lr, minibatch=minibatch, seed=seed, name=name, progress=not as_json)
-    TranscoderSet(name=name, model=hm.spec, by_layer=tcs, report=rep).save(out)
+    TranscoderSet(name=name, model=hm.spec, by_layer=tcs, report=rep, fingerprint=model_fingerprint(hm)).save(out)
     rep = {**rep, "out": str(out), "model": hm.spec, "name": name}
 
     def human() -> None:

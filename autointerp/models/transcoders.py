@@ -21,6 +21,15 @@ from .sae import SAE, SAEError, safe_name
 SET_FILE = "transcoder_set.json"
 
 
+def model_fingerprint(hm) -> str:
+    """A short hash of the model's shape and first embedding rows: tells models apart whatever spec
+    (alias, path) loaded them."""
+    w = hm.adapter.embed().weight.detach()
+    h = hashlib.sha256(f"{hm.n_layers}:{tuple(w.shape)}".encode())
+    h.update(w.reshape(-1)[:4096].float().cpu().numpy().round(5).tobytes())
+    return h.hexdigest()[:16]
+
+
 def layer_dir(root: Path, layer: int) -> Path:
     return Path(root) / f"layer_{int(layer)}"
 
@@ -32,6 +41,7 @@ class TranscoderSet:
     by_layer: dict[int, SAE]
     path: str | None = None
     report: dict = field(default_factory=dict)
+    fingerprint: str | None = None
 
     @property
     def layers(self) -> list[int]:
@@ -44,7 +54,9 @@ class TranscoderSet:
         return h.hexdigest()[:24]
 
     def check_model(self, hm) -> "TranscoderSet":
-        """Refuse a set trained for another model (by its recorded spec, and by the widths)."""
+        """Refuse a set trained for another model (by the model's fingerprint, and by the widths)."""
+        if self.fingerprint and self.fingerprint != model_fingerprint(hm):
+            raise SAEError(f"transcoder set {self.name} was trained on another model ({self.model}), not {hm.spec}")
         for L, tc in self.by_layer.items():
             if L >= hm.n_layers:
                 raise SAEError(f"transcoder set {self.name} has layer {L}; {hm.spec} has {hm.n_layers} layers "
@@ -60,7 +72,7 @@ class TranscoderSet:
         for L, tc in self.by_layer.items():
             tc.save(layer_dir(root, L), model_name=self.model)
         (root / SET_FILE).write_text(json.dumps({"name": self.name, "model": self.model, "layers": self.layers,
-                                                 "report": self.report}, indent=1))
+                                                 "fingerprint": self.fingerprint, "report": self.report}, indent=1))
         return root
 
 
@@ -85,4 +97,4 @@ def load_transcoder_set(root: str | Path, name: str | None = None) -> Transcoder
                            f"of layer {L}")
         by_layer[L] = tc
     return TranscoderSet(name=nm, model=meta.get("model"), by_layer=by_layer, path=str(root.resolve()),
-                         report=meta.get("report") or {})
+                         report=meta.get("report") or {}, fingerprint=meta.get("fingerprint"))

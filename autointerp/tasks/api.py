@@ -152,8 +152,8 @@ def resolve_dataset(store, hm, name_or_file: str) -> Dataset:
     return get_dataset(store, name_or_file)   # raises with the list of names
 
 
-def export_dataset(ds: Dataset, path: str | Path, fmt: str = "jsonl") -> Path:
-    return export_items(ds.items, path, fmt)
+def export_dataset(ds: Dataset, path: str | Path, fmt: str = "jsonl", force: bool = False) -> Path:
+    return export_items(ds.items, path, fmt, force=force)
 
 
 __all__ = ["make_dataset", "import_dataset", "export_dataset", "get_dataset", "resolve_dataset", "builtin_pairs",
