@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from ..score.metrics import auroc
 
@@ -195,8 +195,15 @@ def code_probes(ex, tokenizer, key_words: Sequence[str], threshold: float, *, pe
 
 # ---- LLM-written probes -----------------------------------------------------------------------
 class LLMProbes(BaseModel):
-    positive: list[str] = []
-    negative: list[str] = []
+    """The LLM's probe texts; the bounds keep a constrained reply (llm.structured) short."""
+
+    positive: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+    negative: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _cap(cls, v):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
+        return [x[:200] if isinstance(x, str) else x for x in v][:8] if isinstance(v, list) else v
 
 
 def _has(text: str, word: str) -> bool:
