@@ -139,6 +139,10 @@ class StoreBase:
             return
         if self.db.journal_mode != "wal":
             self.db.enable_wal()
+        # WAL + NORMAL: a commit is safe against a crash of the process (the WAL is synced at
+        # checkpoints, not at every commit); a batch's many small commits (LLM calls, cache rows) stop
+        # waiting on fsync
+        self.db.execute("PRAGMA synchronous = NORMAL")
         # one transaction: a killed first open leaves no half-made store behind
         self.db.conn.executescript(
             "BEGIN IMMEDIATE;\n" + schema_sql() + "\n"

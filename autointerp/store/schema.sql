@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     created_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
+CREATE INDEX IF NOT EXISTS explanations_layer ON explanations(model_id, layer);   -- query --layer at a million units
 
 CREATE TABLE IF NOT EXISTS scores (
     id          INTEGER PRIMARY KEY,
