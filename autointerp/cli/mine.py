@@ -32,16 +32,20 @@ from .common import (check_context_len, check_layers, check_min, check_store_pat
               help="MLP neurons, attention heads (needs eager attention: slower), both, or only the --sae latents "
                    "[default: neurons; latents with --sae].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Contexts per forward pass.")
+@click.option("--shard", default=None,
+              help="i/n: mine only the i-th of n equal ranges of the contexts (needs --tokens; one worker of n, each "
+                   "with its own --store), then `autointerp merge` the n stores into exactly the run one process gives.")
 @sae_options
 @model_options
 @store_option
 @json_option
 def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units,
-             batch_size, sae_specs, sae_name, model_spec, device, dtype, store_path, as_json) -> None:
+             batch_size, shard, sae_specs, sae_name, model_spec, device, dtype, store_path, as_json) -> None:
     """Mine top, quantile and random records and statistics for every unit of the chosen layers
     over a corpus, and each neuron's promoted/suppressed tokens. Resumable: rerun the same command
     after an interruption; a finished mine is not redone. With --sae, the SAE's latents are mined
-    in the same pass (the encoder runs on the hooked activation)."""
+    in the same pass (the encoder runs on the hooked activation). With --shard i/n, one of n
+    workers: its part is kept for `autointerp merge` (no records until then)."""
     from ..corpus import open_source
     from ..mine import mine
     from ..mine.records import get_run
@@ -52,6 +56,13 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     s = settings(store=store_path)
     # every option is checked before the model loads or the store is touched
     check_min("--tokens", n_tokens, 0)
+    from ..batch.plan import parse_shard
+
+    shard = parse_shard(shard)
+    if shard is not None and not n_tokens:
+        raise UsageError("--shard needs --tokens N: the corpus is split into n equal ranges of contexts")
+    if shard is not None and shard[1] > n_tokens // context_len:
+        raise UsageError(f"--shard {shard[0]}/{shard[1]}: {n_tokens // context_len} contexts cannot be split in {shard[1]}")
     check_layers("--layers", layers, model_spec)
     check_context_len("--context-len", context_len, model_spec)
     for opt, v, low in (("--top-k", top_k, 1), ("--quantiles", n_quantiles, 1), ("--per-quantile", per_quantile, 0),
@@ -73,7 +84,7 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     store = store or Store(s.store)
     rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
                top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,
-               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes)
+               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes, shard=shard)
     run = get_run(store, rid)
     st = run.stats or {}
     out = {"run_id": rid, "model": run.model_id, "corpus": run.corpus, "corpus_id": run.corpus_id,
@@ -83,7 +94,7 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
            "finalize_s": st.get("finalize_s"), "resumed_from": st.get("resumed_from"),
            "this_call_s": round(time.perf_counter() - t0, 2), "store": str(s.store),
            "saes": [{"name": x.name, "id": x.id, "hook": x.hook, "d_sae": x.d_sae} for x in saes],
-           "latents": st.get("latents")}
+           "latents": st.get("latents"), "shard": run.settings.get("shard")}
 
     def human() -> None:
         lay = run.layers
@@ -94,7 +105,12 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         what = {"neurons": f"{nl * hm.d_mlp:,} neurons", "heads": f"{nl * hm.n_heads:,} heads",
                 "both": f"{nl * hm.d_mlp:,} neurons + {nl * hm.n_heads:,} heads", "latents": "SAE latents only"}[run.units]
         click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, {what}")
-        click.echo(f"  records: {recs}")
+        if out["shard"]:
+            sh = out["shard"]
+            click.echo(f"  shard {sh['index']}/{sh['of']} of run {sh['run_id']}: contexts {sh['start']}..{sh['stop'] - 1}; "
+                       f"no records until `autointerp merge` combines the {sh['of']} shard stores")
+        else:
+            click.echo(f"  records: {recs}")
         for d in out["latents"] or []:
             x = next(x for x in saes if x.name == d["sae"])
             click.echo(f"  SAE {d['sae']} ({x.hook}, {d['d_sae']:,} latents): L0 {d['l0']:.1f}, dead {d['dead']:,} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import click
 
 from ..errors import StoreError, UsageError
+from ..core.files import atomic_output
 from . import cli
-from .common import check_out_file, emit, json_option, settings, store_option
+from .common import check_out_file, emit, force_option, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
@@ -156,28 +158,34 @@ def stats_cmd(model_id, store_path, as_json):
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "neuronpedia"]), default="jsonl", show_default=True,
               help="neuronpedia: a folder of upload batches for Neuronpedia (explanations, records, logits, "
                    "density) and scores.jsonl; --out names the folder.")
-@click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching"]), default="explanations",
-              show_default=True, help="Which rows (jsonl, csv).")
+@click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching", "graph"]),
+              default="explanations", show_default=True,
+              help="Which rows (jsonl, csv); graph: one stored attribution graph (--graph ID) as circuit-tracer / "
+                   "Neuronpedia JSON.")
+@click.option("--graph", "graph_id", type=int, default=None, help="--what graph: the graph's id.")
 @click.option("--model", "model_id", default=None, help="Only this model's rows.")
 @click.option("--np-model", default=None, help="neuronpedia: the model's id on Neuronpedia [default: the store's].")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Write here instead of stdout.")
+@force_option
 @store_option
-def export_cmd(fmt, what, model_id, np_model, out, store_path):
+def export_cmd(fmt, what, model_id, np_model, out, graph_id, force, store_path):
     """Export explanations (with their best score), scores, records (activations and tokens as
-    lists) or patching results as JSON lines or CSV (lists as JSON text); or, with --format
-    neuronpedia, the explained units in Neuronpedia's upload format."""
+    lists) or patching results as JSON lines or CSV (lists as JSON text); or one attribution graph
+    in circuit-tracer's graph JSON (which its local server and Neuronpedia read); or, with --format
+    neuronpedia, the explained units in Neuronpedia's upload format (a new folder). --out never
+    replaces an existing file unless --force is given, and is written whole or not at all."""
     if fmt == "neuronpedia":
         _export_neuronpedia(store_path, model_id, np_model, out)
         return
     if np_model is not None:
         raise UsageError("--np-model is for --format neuronpedia")
-    check_out_file("--out", out)
+    check_out_file("--out", out, force=force)
+    if what == "graph":
+        return _export_graph(graph_id, out, force, store_path)
     with open_store(store_path) as store:
         rows = store.export_rows(what, model=model_id)
-        tmp = out.with_name(out.name + ".part") if out else None
-        f = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
-        n = 0
-        try:
+        with (atomic_output(out, force=force, option="--out", newline="") if out else contextlib.nullcontext(sys.stdout)) as f:
+            n = 0
             writer = None
             for r in rows:
                 if fmt == "jsonl":
@@ -188,14 +196,7 @@ def export_cmd(fmt, what, model_id, np_model, out, store_path):
                         writer.writeheader()
                     writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
                 n += 1
-        except BaseException:
-            if tmp:
-                f.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp:
-            f.close()
-            tmp.replace(out)
+        if out:
             click.echo(f"exported {n} {what} rows to {out}", err=True)
 
 
@@ -243,6 +244,25 @@ def _export_neuronpedia(store_path, model_id, np_model, out: Path | None) -> Non
                "(upload each batch with neuronpedia's Source.upload_batch)", err=True)
 
 
+def _export_graph(graph_id, out, force, store_path) -> None:
+    from ..graph.export import neuronpedia_json
+    from ..serve.graph import with_explanations
+
+    if graph_id is None:
+        raise UsageError("--what graph needs --graph ID (see the ids `autointerp graph` prints)")
+    with open_store(store_path) as store:
+        g = store.get_graph(graph_id)
+        if g is None:
+            raise UsageError(f"--graph {graph_id}: no such graph in {store.path}")
+        text = json.dumps(neuronpedia_json(with_explanations(store, g)), indent=1)
+    if out is None:
+        click.echo(text)
+        return
+    with atomic_output(out, force=force, option="--out") as f:
+        f.write(text)
+    click.echo(f"exported graph {graph_id} to {out}", err=True)
+
+
 @cli.command("merge")
 @click.argument("sources", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--into", "target", required=True, type=click.Path(dir_okay=False, path_type=Path),
@@ -251,22 +271,40 @@ def _export_neuronpedia(store_path, model_id, np_model, out: Path | None) -> Non
 def merge_cmd(sources, target, as_json):
     """Combine stores (e.g. the shards of `batch --shard i/n`) into one, without duplicates: rows
     are matched by their keys and integer ids are remapped. One transaction: on any error the
-    target is left as it was."""
+    target is left as it was. The corpus shards of a mine (`mine --shard i/n`) are merged into
+    the one finished run that a single `mine` gives (every shard must be there), written after
+    the copy (a merge that stops there is completed by running it again)."""
     from ..store import Store
+    from ..store.query import mining_shards
     from ..store.query import open_source as _open_source
 
     for p in sources:  # check every source before the target is created or touched
         _open_source(p).close()
         if target.exists() and p.resolve() == target.resolve():
             raise UsageError(f"{p} is the merge target itself; name it once, with --into")
+    plan = {}
+    shards = {p: mining_shards(p) for p in sources}
+    if any(shards.values()):                        # corpus shards of a mine: checked complete before any write
+        from ..mine.shards import plan_merge
+
+        plan = plan_merge(shards)
     with Store(target) as store:
         added = store.merge_from(sources)
+        mined = []
+        if plan:
+            from ..mine.shards import merge_shards
+
+            mined = merge_shards(store, plan)
         counts = store.counts()
-    data = {"into": str(target), "sources": [str(p) for p in sources], "added": added, "counts": counts}
+    data = {"into": str(target), "sources": [str(p) for p in sources], "added": added, "counts": counts,
+            "mining_runs": mined}
 
     def human() -> None:
         new = ", ".join(f"{t} +{n}" for t, n in added.items() if n) or "nothing new"
         click.echo(f"merged {len(sources)} store(s) into {target}: {new}")
+        for m in mined:
+            click.echo(f"  mining run {m['run_id']}: " + ("already merged" if m["already"] else
+                       f"{m['shards']} corpus shards, {m['n_contexts']:,} contexts, merged in {m['seconds']} s"))
 
     emit(as_json, data, human)
 

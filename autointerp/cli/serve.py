@@ -13,7 +13,8 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import settings, store_option
+from ..core.files import write_output
+from .common import check_out_file, force_option, settings, store_option
 
 
 def _find_datasette() -> str | None:
@@ -61,6 +62,7 @@ def _run_datasette(store: Path, host: str, port: int) -> int:
               default=None, metavar="FILE",
               help="Write Datasette metadata keyed by this store's file name to FILE ('-': stdout) and exit; "
                    "then: datasette STORE -m FILE.")
+@force_option
 @click.option("--model", "model_spec", default=None, metavar="SPEC",
               help="Load this subject model for the test-your-text box on unit pages (opt-in; nothing is stored).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
@@ -68,7 +70,7 @@ def _run_datasette(store: Path, host: str, port: int) -> int:
 @click.option("--llm", "llm_spec", default=None,
               help="With --model: also simulate the typed text from the unit's best explanation with this LLM.")
 @store_option
-def serve_cmd(host, port, quiet, use_datasette, metadata_out, model_spec, device, llm_spec, store_path):
+def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec, device, llm_spec, store_path):
     """A local web viewer of the store, read-only: search explanations, unit pages (explanations,
     scores, baseline, promoted tokens, records coloured by true or simulated activation), head
     pages (detector scores, attention) and dataset pages (patching heatmap, top components)."""
@@ -79,13 +81,14 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, model_spec, device
     if metadata_out is not None:
         from ..serve.datasette import metadata_for
 
+        check_out_file("--datasette-metadata", metadata_out, force=force)
         check_store(store)
         text = json.dumps(metadata_for(store), indent=2, ensure_ascii=False) + "\n"
         if metadata_out == "-":
             sys.stdout.write(text)
         else:
             try:
-                Path(metadata_out).write_text(text, encoding="utf-8")
+                write_output(metadata_out, text, force=force, option="--datasette-metadata")
             except OSError as e:
                 raise UsageError(f"cannot write {metadata_out} ({e.strerror or e})") from None
             click.echo(f"wrote {metadata_out}: datasette {store} -m {metadata_out}", err=True)

@@ -26,14 +26,12 @@ Design (see also mine/state.py):
 from __future__ import annotations
 
 import itertools
-import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
-import numpy as np
 import torch
 
 from ..corpus import corpus_id as make_corpus_id
@@ -44,12 +42,13 @@ from ..models.hooked import HookedModel
 from ..core.keys import content_hash
 from ..core.hooks import act_name
 from ..core.units import Unit
+from .finalize import finish_run
+from .layers import HeadLayer, NeuronLayer
 from .logits import TokenDecoder, direct_logit_effects
-from .state import Stats, TopK
+from .sae import LatentLayer, latent_logit_effects, mining_saes
 
 DEFAULT_TOKENS = 100_000
 UNIT_KINDS = ("neurons", "heads", "both", "latents")   # latents: only the given SAEs' (mine/sae.py)
-HIST_BINS = 20
 STATE_VERSION = 1
 
 
@@ -88,84 +87,6 @@ def parse_layers(text: str | Sequence[int] | None, n_layers: int) -> list[int]:
     return sorted(out)
 
 
-# ----------------------------------------------------------------------------- per-layer processors
-
-
-class _NeuronLayer:
-    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
-        self.L, self.n, self.first_pos = L, n, first_pos
-        self.top = TopK(n, top_k, p, device)
-        self.res = TopK(n, res, p, device, aux=True)
-        self.stats = Stats(n, device)
-
-    def process(self, acts: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
-        x = acts[:, self.first_pos:, :]                     # [b, p, n]
-        if x.dtype != torch.float32:
-            x = x.float()
-        mx = x.amax(dim=1)                                  # [b, n]
-        self.stats.update(x, mx)
-        score = mx.T                                        # [n, b]
-
-        def take(c, r):
-            return x[c, :, r], None
-
-        self.top.update(score, ctx_ids, take)
-        self.res.update(prio, ctx_ids, take, aux=score)
-
-    def state_dict(self) -> dict:
-        return {"top": self.top.state_dict(), "res": self.res.state_dict(), "stats": self.stats.state_dict()}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.top.load_state_dict(d["top"])
-        self.res.load_state_dict(d["res"])
-        self.stats.load_state_dict(d["stats"])
-
-
-class _HeadLayer:
-    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
-        self.L, self.n, self.first_pos = L, n, first_pos
-        self.top = TopK(n, top_k, p, device, extra_len=p)
-        self.top_attn = TopK(n, top_k, p, device, extra_len=p)
-        self.res = TopK(n, res, p, device, extra_len=p, aux=True)
-        self.stats = Stats(n, device)
-        self.pattern: torch.Tensor | None = None
-
-    def stash_pattern(self, pattern: torch.Tensor) -> None:
-        self.pattern = pattern
-
-    def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
-        fp = self.first_pos
-        zn = z[:, fp:].float().norm(dim=-1)                 # [b, p, h] norm of each head's output
-        pat = self.pattern[:, :, fp:, :].float()            # [b, h, p(query), P(key)]
-        self.pattern = None
-        attn = pat[..., 1:].amax(dim=-1).permute(0, 2, 1)   # [b, p, h] max attention to a non-first key
-        mx = zn.amax(dim=1)
-        self.stats.update(zn, mx)
-        peak_z = zn.argmax(dim=1)                           # [b, h]
-        amx = attn.amax(dim=1)
-        peak_a = attn.argmax(dim=1)
-
-        def take_z(c, r):
-            return zn[c, :, r], pat[c, r, peak_z[c, r], fp:]
-
-        def take_a(c, r):
-            return attn[c, :, r], pat[c, r, peak_a[c, r], fp:]
-
-        self.top.update(mx.T, ctx_ids, take_z)
-        self.top_attn.update(amx.T, ctx_ids, take_a)
-        self.res.update(prio, ctx_ids, take_z, aux=mx.T)
-
-    def state_dict(self) -> dict:
-        return {"top": self.top.state_dict(), "top_attn": self.top_attn.state_dict(), "res": self.res.state_dict(),
-                "stats": self.stats.state_dict()}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.top.load_state_dict(d["top"])
-        self.top_attn.load_state_dict(d["top_attn"])
-        self.res.load_state_dict(d["res"])
-        self.stats.load_state_dict(d["stats"])
-
-
 # ----------------------------------------------------------------------------- mine
 
 
@@ -180,11 +101,14 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
          context_len: int = 64, layers: str | Sequence[int] | None = None, top_k: int = 40, n_quantiles: int = 10,
          per_quantile: int = 2, n_random: int = 20, batch_size: int = 16, units: str = "neurons",
          progress: bool = True, text_field: str = "text", checkpoint_every: int | None = None,
-         checkpoint_s: float = 300.0, saes: Sequence = ()) -> str:
+         checkpoint_s: float = 300.0, saes: Sequence = (), shard: tuple[int, int] | None = None) -> str:
     """Mine records and statistics of every unit of `layers` over `n_tokens` tokens of `corpus`
     (None: the whole corpus); returns the run id. Idempotent and resumable (see module doc).
     saes: SAEs (models.sae.SAE) whose latents are mined in the same pass (units='latents': only
-    them; their layers are then the default layers)."""
+    them; their layers are then the default layers).
+    shard (i, n): mine only the i-th of n equal ranges of the run's contexts (needs n_tokens) and
+    keep the final state for `autointerp merge`, which merges the n shards into exactly the run
+    that one call without shard gives (mine/shards.py); returns the shard's run id."""
     t_start = time.perf_counter()
     if units not in UNIT_KINDS:
         raise UsageError(f"bad units {units!r}: use neurons, heads, both or latents")
@@ -198,8 +122,6 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     if n_tokens is not None and int(n_tokens) < 1:
         raise UsageError(f"n_tokens must be at least 1 (or None for the whole corpus), got {n_tokens}")
     check_context_len(context_len, hm.max_context)
-    from .sae import mining_saes
-
     saes = mining_saes(hm, saes)
     if units == "latents" and layers is None:
         layers = sorted({x.layer for x in saes})
@@ -228,8 +150,20 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
                 "text_field": text_field if source.kind in ("jsonl", "hf") else None}
     if saes:
         settings["saes"] = [{"id": x.id, "name": x.name, "hook": x.hook, "layer": x.layer, "d_sae": x.d_sae} for x in saes]
+    full_rid, span = rid, (0, n_contexts)
+    if shard is not None:
+        i, n = shard
+        if n_contexts is None:
+            raise UsageError("mining a shard needs --tokens N: the corpus is split into n equal ranges of contexts")
+        if not 0 <= i < n:
+            raise UsageError(f"bad shard {i}/{n}: use i/n with 0 <= i < n")
+        if n > n_contexts:
+            raise UsageError(f"{n} shards of {n_contexts} contexts: use at most {n_contexts} shards")
+        span = (i * n_contexts // n, (i + 1) * n_contexts // n)
+        settings = {**settings, "shard": {"index": i, "of": n, "run_id": full_rid, "start": span[0], "stop": span[1]}}
+        rid = content_hash("mine-shard-v1", full_rid, i, n)
     row = store.get_mining_run(rid) or store.start_mining_run(rid, model_id, cid, settings)
-    if row["status"] == "done":
+    if row["status"] in ("done", "shard"):
         return rid
     if row["status"] == "failed":
         store.set_mining_status(rid, "running")
@@ -237,7 +171,8 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
         return _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start,
                          top_k=top_k, res_size=res_size, n_random=n_random, n_quantiles=n_quantiles,
                          per_quantile=per_quantile, batch_size=batch_size, context_len=context_len, progress=progress,
-                         checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s, saes=saes)
+                         checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s, saes=saes, seed_rid=full_rid,
+                         span=span, shard=shard)
     except Exception as e:                  # a bad corpus line, a model error...: the run is failed, not "running"
         try:
             store.set_mining_status(rid, "failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -256,15 +191,14 @@ def check_context_len(context_len: int, max_context: int | None) -> None:
 
 def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start, *, top_k, res_size,
               n_random, n_quantiles, per_quantile, batch_size, context_len, progress, checkpoint_every,
-              checkpoint_s, saes=()) -> str:
-    from .sae import LatentLayer, latent_logit_effects
-
+              checkpoint_s, saes=(), seed_rid=None, span=(0, None), shard=None) -> str:
     model_id = hm.spec
+    ctx_start, ctx_stop = span                  # the contexts [ctx_start, ctx_stop) of this run (None: to the end)
 
     device = hm.device
     p = layout.body_len
-    nl = {L: _NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
-    hl = {L: _HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
+    nl = {L: NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
+    hl = {L: HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
     fl = {x.name: LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, layout.first_pos, device) for x in saes}
     state_path = _state_path(store, rid)
     n_done = 0
@@ -279,7 +213,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
             for name, d in ck.get("latents", {}).items():
                 fl[name].load_state_dict(d)
     resumed_from = n_done
-    seed = int(rid[:8], 16)
+    seed = int((seed_rid or rid)[:8], 16)       # a shard draws the priorities of the whole run
     # the priority draw order: neuron layers then head layers, each [n_units]
     prio_sizes = [(("n", L), hm.d_mlp) for L in nl] + [(("h", L), hm.n_heads) for L in hl] + \
         [(("f", name), x.n) for name, x in fl.items()]
@@ -316,14 +250,14 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     stop = max([*layers, *(x.L for x in fl.values())]) + 1
 
     pending: list[tuple[int, list[int], list[str]]] = []
-    bar = _bar(progress, n_contexts, context_len, n_done)
+    bar = _bar(progress, None if ctx_stop is None else ctx_stop - ctx_start, context_len, n_done)
     t_loop = time.perf_counter()
     tokens_here = 0
     last_ck_t, batches_since = time.perf_counter(), 0
-    remaining = None if n_contexts is None else max(0, n_contexts - n_done)
+    remaining = None if ctx_stop is None else max(0, ctx_stop - ctx_start - n_done)
     try:
         batches: Iterable = [] if remaining == 0 else iter_batches(hm.tokenizer, source, context_len, batch_size,
-                                                                      start=n_done, limit=remaining, layout=layout)
+                                                                      start=ctx_start + n_done, limit=remaining, layout=layout)
         for first, ids in batches:
             b = ids.shape[0]
             ctx = torch.arange(first, first + b, dtype=torch.long)
@@ -333,7 +267,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
             toks = decoder(ids[:, fp:].reshape(-1).tolist())
             for j in range(b):
                 pending.append((first + j, ids[j].tolist(), toks[j * p:(j + 1) * p]))
-            n_done = first + b
+            n_done = first + b - ctx_start
             tokens_here += b * context_len
             bar.update(b * context_len)
             batches_since += 1
@@ -352,23 +286,30 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
 
     t_fin = time.perf_counter()
+    if shard is not None and shard[0] != 0:     # the logit effects are the model's: one shard computes them
+        nl_logits, fl_logits = [], []
+    else:
+        nl_logits, fl_logits = list(nl), list(fl.values())
     skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
-    logit_rows = direct_logit_effects(hm, list(nl), k=10, skip=skip, decoder=decoder) if nl else iter(())
-    if fl:
+    logit_rows = direct_logit_effects(hm, nl_logits, k=10, skip=skip, decoder=decoder) if nl_logits else iter(())
+    if fl_logits:
         f_skip = store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values() for i in range(x.n)])
-        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, list(fl.values()), k=10, skip=f_skip,
+        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, fl_logits, k=10, skip=f_skip,
                                                                       decoder=decoder))
     stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
              "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
              "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
              "n_units": len(nl) * hm.d_mlp + len(hl) * hm.n_heads + sum(x.n for x in fl.values())}
-    if fl:
-        stats["latents"] = [x.density() for x in fl.values()]
-    unit_stats = list(_unit_stats(nl, hl)) + [r for x in fl.values() for r in x.unit_stats()]
-    records = itertools.chain(_records(nl, hl, n_random, n_quantiles, per_quantile),
-                              *(x.records(n_random, n_quantiles, per_quantile) for x in fl.values()))
-    store.finish_mining_run(rid, n_done, stats, unit_stats, records,
-                            unit_logits=(model_id, logit_rows), contexts=(cid, pending))
+    if shard is not None:                       # keep the final state for the merge; no records of a part
+        if fl:
+            stats["latents"] = [x.density() for x in fl.values()]
+        final = shard_state_path(store, rid)
+        _save_state(final, rid, n_done, nl, hl, fl)
+        store.finish_mining_shard(rid, n_done, str(final), stats, contexts=(cid, pending),
+                                  unit_logits=(model_id, logit_rows) if shard[0] == 0 else None)
+    else:
+        finish_run(store, rid, n_done, stats, nl, hl, fl, n_random=n_random, n_quantiles=n_quantiles,
+                   per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending))
     fin_s = time.perf_counter() - t_fin
     total_s = time.perf_counter() - t_start
     stats.update(finalize_s=round(fin_s, 3), seconds=round(total_s, 3))
@@ -409,7 +350,13 @@ def _state_path(store, rid: str) -> Path:
     return base.parent / f".{base.name}.mine-{rid}.pt"
 
 
-def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None) -> None:
+def shard_state_path(store, rid: str) -> Path:
+    """Where a finished corpus shard keeps its final state (beside its store, for the merge)."""
+    base = Path(store.path).resolve()
+    return base.parent / f"{base.name}.shard-{rid}.pt"
+
+
+def _save_state(path: Path, rid, n_done, nl, hl, fl=None) -> None:
     state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done,
              "neurons": {L: x.state_dict() for L, x in nl.items()},
              "heads": {L: x.state_dict() for L, x in hl.items()},
@@ -417,119 +364,8 @@ def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None) -
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None) -> None:
+    _save_state(path, rid, n_done, nl, hl, fl)
     store.checkpoint_mining_run(rid, n_done, str(path), contexts=(cid, pending))
-
-
-# ----------------------------------------------------------------------------- finalisation
-
-
-def _unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
-    for kind, layers in (("N", nl), ("H", hl)):
-        for L, x in layers.items():
-            st = x.stats
-            hist = _histograms(x.res, st.min, st.max)
-            mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
-            for i in range(x.n):
-                yield (Unit(L, "neuron" if kind == "N" else "head", i).id, L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
-
-
-def _f(v: float) -> float | None:
-    return None if v is None or not math.isfinite(v) else float(v)
-
-
-def _histograms(res: TopK, lo: torch.Tensor, hi: torch.Tensor) -> list[dict]:
-    """Per unit: HIST_BINS equal-width bins over [min, max] (exact, streamed) of the per-token
-    activations of the reservoir (a uniform sample of contexts, every text token)."""
-    valid = res.idx >= 0                                     # [n, R]
-    v = res.rows.float()                                     # [n, R, p]
-    n, R, p = v.shape
-    lo_, hi_ = lo.float().cpu(), hi.float().cpu()
-    width = (hi_ - lo_).clamp_min(1e-12)
-    v = v.cpu()
-    b = ((v - lo_[:, None, None]) / width[:, None, None] * HIST_BINS).floor().clamp(0, HIST_BINS - 1).long()
-    w = valid.cpu()[:, :, None].expand(-1, -1, p).float()
-    counts = torch.zeros(n, HIST_BINS).scatter_add_(1, b.reshape(n, -1), w.reshape(n, -1)).long().tolist()
-    lo_l, hi_l = lo_.tolist(), hi_.tolist()
-    out = []
-    for i in range(n):
-        if not math.isfinite(lo_l[i]):
-            out.append({"edges": [], "counts": [], "sample_tokens": 0})
-            continue
-        edges = np.linspace(lo_l[i], hi_l[i], HIST_BINS + 1).round(5).tolist()
-        out.append({"edges": edges, "counts": counts[i], "sample_tokens": int(sum(counts[i]))})
-    return out
-
-
-def _select_sample(res: TopK, exclude_idx: Sequence[torch.Tensor], n_random: int, n_quantiles: int,
-                   per_quantile: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """From a reservoir: (random mask [n, R], quantile mask [n, R], bin [n, R]).
-
-    Entries whose context is among `exclude_idx` (the unit's top records) are skipped. Random:
-    the n_random highest priorities. Quantile: the rest are binned by equal-count quantiles of
-    their max activation; the per_quantile highest priorities of each bin are taken."""
-    idx, prio, mx = res.idx.cpu(), res.val.cpu(), res.aux.cpu()
-    n, R = idx.shape
-    ok = idx >= 0
-    for ex in exclude_idx:
-        ex = ex.cpu()
-        ok &= ~(idx[:, :, None] == ex[:, None, :]).any(-1)
-    pr = torch.where(ok, prio, torch.full_like(prio, -1.0))
-    order = pr.argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(R).expand(n, R))
-    rand = ok & (rank < n_random)
-    cand = ok & ~rand
-    c = cand.sum(dim=1, keepdim=True)                        # [n, 1]
-    key = torch.where(cand, mx, torch.full_like(mx, float("inf")))
-    order_m = key.argsort(dim=1, stable=True)
-    rank_m = torch.empty_like(order_m).scatter_(1, order_m, torch.arange(R).expand(n, R))
-    bins = torch.where(cand, (rank_m * n_quantiles) // c.clamp_min(1), torch.zeros_like(rank_m))
-    key2 = torch.where(cand, bins.double() + (1.0 - prio.double()) * 0.5, torch.full_like(prio, float("inf"), dtype=torch.float64))
-    order2 = key2.argsort(dim=1, stable=True)
-    pos2 = torch.empty_like(order2).scatter_(1, order2, torch.arange(R).expand(n, R))
-    start = -((-bins * c) // n_quantiles)                    # ceil(bin * c / n_q): first rank of the bin
-    quant = cand & ((pos2 - start) < per_quantile)
-    return rand, quant, bins
-
-
-_KIND_ORDER = ("quantile", "random", "top", "top_attn")   # the order of the UNIQUE index: appends stay local
-
-
-def _records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
-    """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
-    in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
-    that SQLite inserts append instead of seeking."""
-    jobs = [(Unit(L, "neuron" if ch == "N" else "head", 0).id[:-1], ch, L, x)
-            for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
-    for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
-        names = [Unit(L, "neuron" if ch == "N" else "head", i).id for i in range(x.n)]
-        parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
-        tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
-        for kind, tk in tops:
-            order, valid = tk.sorted()
-            u, j = valid.nonzero(as_tuple=True)
-            slot = order[u, j]
-            parts.append((_KIND_ORDER.index(kind), u, j, tk.idx[u, slot], tk.val[u, slot], tk.rows[u, slot],
-                          None if tk.extra is None else tk.extra[u, slot]))
-        rand, quant, bins = _select_sample(x.res, [tk.idx for _, tk in tops], n_random, n_quantiles, per_quantile)
-        res = x.res
-        for kind, mask in (("random", rand), ("quantile", quant)):
-            u, s = mask.nonzero(as_tuple=True)
-            b = torch.zeros_like(u) if kind == "random" else bins[u, s]
-            parts.append((_KIND_ORDER.index(kind), u, b, res.idx.cpu()[u, s], res.aux.cpu()[u, s], res.rows.cpu()[u, s],
-                          None if res.extra is None else res.extra.cpu()[u, s]))
-        kind_c = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])
-        unit = np.concatenate([p[1].cpu().numpy() for p in parts])
-        binv = np.concatenate([p[2].cpu().numpy() for p in parts])
-        ctx = np.concatenate([p[3].cpu().numpy() for p in parts])
-        mx = np.concatenate([p[4].cpu().numpy() for p in parts])
-        rows = np.concatenate([p[5].cpu().numpy() for p in parts]).astype("<f2")
-        has_extra = any(p[6] is not None for p in parts)
-        extra = np.concatenate([p[6].cpu().numpy() for p in parts]).astype("<f2") if has_extra else None
-        name_rank = np.argsort(np.array(names, dtype=object), kind="stable")
-        rank_of = np.empty(len(names), dtype=np.int64)
-        rank_of[name_rank] = np.arange(len(names))
-        order = np.lexsort((ctx, binv, kind_c, rank_of[unit]))
-        kinds = _KIND_ORDER
-        for i in order.tolist():
-            yield (names[unit[i]], kinds[kind_c[i]], int(binv[i]), int(ctx[i]), float(mx[i]), rows[i].tobytes(),
-                   None if extra is None else extra[i].tobytes())

@@ -28,16 +28,19 @@ import torch
 
 from ..core.hooks import parse_hook
 from ..core.units import Unit
+from .finalize import finite, histograms, select_sample
+from .layers import LayerState
 from .logits import TokenDecoder, top_effects
 from .state import Stats, TopK
 
 RESID_SITES = ("resid_pre", "resid_post", "mlp.out", "attn.out")
 
 
-class LatentLayer:
+class LatentLayer(LayerState):
     """The mining state of one SAE's latents."""
 
     kind = "F"
+    parts = ("top", "res", "act")
 
     def __init__(self, sae, top_k: int, n_random: int, n_quantiles: int, per_quantile: int, p: int, first_pos: int,
                  device):
@@ -72,13 +75,10 @@ class LatentLayer:
         self.res.update(prio, ctx_ids, take, aux=score)
         self.act.update(torch.where(active, prio, neg), ctx_ids, take, aux=score)
 
-    def state_dict(self) -> dict:
-        return {"top": self.top.state_dict(), "res": self.res.state_dict(), "act": self.act.state_dict(),
-                "stats": self.stats.state_dict()}
-
-    def load_state_dict(self, d: dict) -> None:
-        for k in ("top", "res", "act", "stats"):
-            getattr(self, k).load_state_dict(d[k])
+    @classmethod
+    def from_saved(cls, info: dict, first_pos: int, d: dict) -> "LatentLayer":
+        """Rebuilt from state_dict() and the run's settings["saes"] entry (no SAE weights needed)."""
+        return cls.from_state(int(info["layer"]), first_pos, d, sae=None, name=info["name"])
 
     # ---- finalisation -------------------------------------------------------------------
     def density(self) -> dict:
@@ -91,21 +91,17 @@ class LatentLayer:
                 "median_freq": float(fa.median()), "max_freq": float(fa.max())}
 
     def unit_stats(self) -> Iterator[tuple]:
-        from .miner import _f, _histograms
-
         st = self.stats
         hist = []
         for a in range(0, self.n, 1024):                     # in chunks: the float copies stay small for 16k+ latents
             part = _Slice(self.res.idx[a:a + 1024], self.res.rows[a:a + 1024])
-            hist += _histograms(part, st.min[a:a + 1024], st.max[a:a + 1024])
+            hist += histograms(part, st.min[a:a + 1024], st.max[a:a + 1024])
         mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
         for i in range(self.n):
-            yield (self.unit(i), self.L, _f(mx[i]), _f(mean[i]), _f(std[i]), _f(fa[i]), hist[i])
+            yield (self.unit(i), self.L, finite(mx[i]), finite(mean[i]), finite(std[i]), finite(fa[i]), hist[i])
 
     def records(self, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
-        """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, None) like miner._records."""
-        from .miner import _select_sample
-
+        """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, None) like finalize.records."""
         parts = []
         order, valid = self.top.sorted()
         u, j = valid.nonzero(as_tuple=True)
@@ -114,7 +110,7 @@ class LatentLayer:
         top_idx = self.top.idx
         quant, q_mask = None, None
         if per_quantile > 0:
-            _, q_mask, bins = _select_sample(self.act, [top_idx], 0, n_quantiles, per_quantile)
+            _, q_mask, bins = select_sample(self.act, [top_idx], 0, n_quantiles, per_quantile)
             u, s = q_mask.nonzero(as_tuple=True)
             a = self.act
             parts.append(("quantile", u, bins[u, s], a.idx.cpu()[u, s], a.aux.cpu()[u, s], a.rows.cpu()[u, s]))
@@ -122,7 +118,7 @@ class LatentLayer:
             quant = qi
         if n_random > 0:
             excl = [top_idx] + ([quant] if quant is not None else [])
-            r_mask, _, _ = _select_sample(self.res, excl, n_random, 1, 0)
+            r_mask, _, _ = select_sample(self.res, excl, n_random, 1, 0)
             u, s = r_mask.nonzero(as_tuple=True)
             r = self.res
             parts.append(("random", u, torch.zeros_like(u), r.idx.cpu()[u, s], r.aux.cpu()[u, s], r.rows.cpu()[u, s]))
@@ -134,7 +130,7 @@ class LatentLayer:
 
 
 class _Slice:
-    """The part of a TopK state that miner._histograms reads, for a range of units."""
+    """The part of a TopK state that finalize.histograms reads, for a range of units."""
 
     def __init__(self, idx, rows):
         self.idx, self.rows = idx, rows

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
-from .base import APP_ID, SCHEMA_VERSION, unpack_f16
+from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
 SIM_KIND = "simulation"
 
@@ -388,23 +388,13 @@ class QueryMixin:
         }
 
     def _unit_graphs(self, model: str, unit: str) -> list[dict]:
-        """Attribution graphs (the `graphs` table, where this store has one) with a node on this unit."""
-        names = set(self.db.table_names())
-        if "graphs" not in names:
+        """Attribution graphs (`autointerp graph`, schema v4) with a kept node on this unit."""
+        if "graph_nodes" not in self.db.table_names():
             return []
-        cols = {c.name for c in self.db["graphs"].columns}
-        node_table = next((t for t in ("graph_nodes", "graph_node") if t in names), None)
-        if node_table is None:
-            return []
-        ncols = {c.name for c in self.db[node_table].columns}
-        ucol = next((c for c in ("unit", "node", "feature", "name") if c in ncols), None)
-        if ucol is None or "graph_id" not in ncols:
-            return []
-        sel = "g.id" + (", g.prompt" if "prompt" in cols else ", null as prompt")
-        where = " and g.model_id = ?" if "model_id" in cols else ""
-        args = [unit] + ([model] if where else [])
-        return self.query(f"select distinct {sel} from graphs g join [{node_table}] n on n.graph_id = g.id "
-                          f"where n.[{ucol}] = ?{where} order by g.id", args)
+        return self.query("""
+            select g.id, g.prompt, g.target, count(*) as n_nodes, max(n.influence) as influence
+            from graph_nodes n join graphs g on g.id = n.graph_id
+            where g.model = ? and n.unit = ? and n.kept = 1 group by g.id order by g.id""", [model, unit])
 
     def dataset_view(self, name: str, top: int = 30) -> dict | None:
         ds = self.query("select * from datasets where name = ?", [name])
@@ -485,7 +475,7 @@ def open_source(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise StoreError(f"no store at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30)
         conn.row_factory = sqlite3.Row
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
         meta = dict(conn.execute("select key, value from meta").fetchall()) if "meta" in tables else {}
@@ -494,12 +484,29 @@ def open_source(path: Path) -> sqlite3.Connection:
     if meta.get("app") != APP_ID:
         conn.close()
         raise StoreError(f"{path} is not an autointerp store")
-    version = int(meta.get("schema_version", 0))
+    try:
+        version = parse_schema_version(meta, path)
+    except StoreError:
+        conn.close()
+        raise
     if version != SCHEMA_VERSION:
         conn.close()
         raise StoreError(f"{path} has schema version {version}, this autointerp has {SCHEMA_VERSION}: "
                          "open it once with the same autointerp version (it upgrades) and merge again")
     return conn
+
+
+def mining_shards(path: Path) -> list[dict]:
+    """The finished corpus shards of mining runs (status 'shard', from `mine --shard i/n`) in a
+    store, read-only: id, model_id, corpus_id, n_done, state_path, settings, stats."""
+    conn = open_source(Path(path))
+    try:
+        rows = conn.execute("select id, model_id, corpus_id, n_done, state_path, settings_json, stats_json "
+                            "from mining_runs where status = 'shard' order by id").fetchall()
+    finally:
+        conn.close()
+    return [{"id": r[0], "model_id": r[1], "corpus_id": r[2], "n_done": r[3], "state_path": r[4],
+             "settings": json.loads(r[5]), "stats": json.loads(r[6]) if r[6] else {}} for r in rows]
 
 
 # tables copied in this order (foreign keys first); the rest (new tables) are copied generically
@@ -528,7 +535,9 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
             continue
         cols = [c for c in _cols(src, t) if c in set(_cols(db, t))]
         before = count(t)
-        rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]")
+        # a corpus shard of a mining run is not copied: `merge` writes the merged run (mine/shards.py)
+        where = " where status != 'shard'" if t == "mining_runs" else ""
+        rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]{where}")
         if t in ("explanations", "patch_runs", "records"):
             # integer id: insert without it, then find the row's id in the target by its natural key
             nat = ["key"] if t != "records" else ["run_id", "unit", "kind", "bin", "ctx_idx"]

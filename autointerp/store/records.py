@@ -101,19 +101,34 @@ class RecordsMixin:
             self.db.conn.executemany(
                 "insert into records(run_id, unit, kind, bin, ctx_idx, max_act, acts, extra) values (?, ?, ?, ?, ?, ?, ?, ?)",
                 ((run_id, *r) for r in records))
-            if unit_logits is not None:
-                model_id, rows = unit_logits
-                self.db.conn.executemany(
-                    "insert or ignore into unit_logits(model_id, unit, promoted_json, suppressed_json) values (?, ?, ?, ?)",
-                    ((model_id, u, _j(p), _j(s)) for u, p, s in rows))
+            self._put_unit_logits(unit_logits)
             self.db.execute("update mining_runs set n_done = ?, status = 'done', state_path = null, stats_json = ?, "
                             "updated_at = ? where id = ?", [n_done, _j(stats), now(), run_id])
+
+    def _put_unit_logits(self, unit_logits: tuple[str, Iterable[tuple]] | None) -> None:
+        if unit_logits is not None:
+            model_id, rows = unit_logits
+            self.db.conn.executemany(
+                "insert or ignore into unit_logits(model_id, unit, promoted_json, suppressed_json) values (?, ?, ?, ?)",
+                ((model_id, u, _j(p), _j(s)) for u, p, s in rows))
+
+    def finish_mining_shard(self, run_id: str, n_done: int, state_path: str, stats: dict,
+                            unit_logits: tuple[str, Iterable[tuple]] | None = None,
+                            contexts: tuple[str, Iterable] | None = None) -> None:
+        """Mark a corpus shard of a mining run finished (status 'shard'), in one transaction: its
+        final state stays in state_path for `autointerp merge`, which writes the records."""
+        with self.tx(immediate=True):
+            if contexts is not None:
+                self._put_contexts(*contexts)
+            self._put_unit_logits(unit_logits)
+            self.db.execute("update mining_runs set n_done = ?, status = 'shard', state_path = ?, stats_json = ?, "
+                            "updated_at = ? where id = ?", [n_done, state_path, _j(stats), now(), run_id])
 
     def set_mining_status(self, run_id: str, status: str, error: str | None = None) -> None:
         """Mark a run that is not done: 'failed' (with the error in stats_json) or 'running' again."""
         with self.tx():
             self.db.execute("update mining_runs set status = ?, stats_json = ?, updated_at = ? where id = ? "
-                            "and status != 'done'", [status, _j({"error": error}) if error else None, now(), run_id])
+                            "and status not in ('done', 'shard')", [status, _j({"error": error}) if error else None, now(), run_id])
 
     def set_mining_stats(self, run_id: str, stats: dict) -> None:
         with self.tx():
