@@ -49,6 +49,7 @@ class BatchOptions(BaseModel):
     corpus: str | None = None              # corpus to mine / runs to use [default: the offline gensim corpus]
     max_attempts: int = 3                  # per job, over all runs
     claim_timeout_s: float = 1800.0        # a running claim not refreshed for this long is stale
+    unit_timeout_s: float = 900.0          # every LLM request of one unit ends by then (the unit then fails)
     retry_failed: bool = False             # failed-for-good jobs get a fresh set of attempts
     device: str = "auto"
     dtype: str = "float32"

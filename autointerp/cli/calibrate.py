@@ -70,7 +70,7 @@ def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_e
         for name, r in rep["scorers"].items():
             a = r["auroc"]
             iv = f"  95% CI [{r['low']:.2f}, {r['high']:.2f}]" if r["low"] is not None else ""
-            val = f"{a:.3f}" if a is not None else "  n/a"
+            val = f"{a:.3f}" if a is not None else f"null ({r.get('reason') or 'no scores'})"
             null = f", {r['n_null']} null" if r["n_null"] else ""
             click.echo(f"  {name:<11} {val}{iv}  ({r['n_true']} true, {r['n_decoy']} decoys{null}; true beats every decoy "
                        f"in {r['units_true_beats_all']}/{rep['summary']['n_units']} units; {r['seconds']:.1f}s)")

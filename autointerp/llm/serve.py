@@ -39,6 +39,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
 import torch
 
 from ..errors import UsageError
@@ -296,7 +297,7 @@ class LLMServer:
                     super().log_message(fmt, *args)
 
             def _send(self, status: int, payload: Any, headers: dict | None = None) -> None:
-                raw = json.dumps(payload).encode()
+                raw = orjson.dumps(payload)
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")

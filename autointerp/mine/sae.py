@@ -143,7 +143,7 @@ def mining_saes(hm, saes: Sequence) -> list:
         if hm.saes.get(s.hook) is not s:
             hm.attach_sae(s)
         out.append(s)
-    names = [s.name for s in out]
+    names = [(s.name, s.layer) for s in out]          # unit ids L<layer>/F<i>@name: (name, layer) is the key
     if len(set(names)) != len(names):
         from ..errors import UsageError
 

@@ -165,7 +165,11 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
             if tv is not None and all(tv > d for d in dv) and (dv or tv > 0):
                 wins += 1
         a, lo, hi = bootstrap_auroc(labels, vals, groups, n_boot=s.n_boot, seed=s.seed)
-        rec = {"auroc": a, "low": lo, "high": hi, "n_true": sum(labels), "n_decoy": len(labels) - sum(labels),
+        why = None
+        if a is None:
+            why = ("no true or no decoy score" if all(labels) or not any(labels)
+                   else "every score is the same (no information)")
+        rec = {"auroc": a, "low": lo, "high": hi, "reason": why, "n_true": sum(labels), "n_decoy": len(labels) - sum(labels),
                "n_null": n_null, "units_true_beats_all": wins, "seconds": round(timings[name], 2)}
         if s.explain and SCORERS[name].needs_llm:
             rec["recovery"] = _recovery(per_unit, name)

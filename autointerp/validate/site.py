@@ -22,7 +22,7 @@ def unit_sae(hm, unit):
     """The attached SAE of an SAE-latent unit (None for a neuron or head)."""
     if not unit.record.needs_sae:
         return None
-    sae = hm.sae_named(unit.sae) if unit.sae else None
+    sae = hm.sae_named(unit.sae, unit.layer) if unit.sae else None
     if sae is None:
         raise UsageError(f"{unit}: attach its SAE to the model first (validate_explanation(..., sae=SAE) or --sae PATH)")
     return sae
