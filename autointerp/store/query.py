@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
+from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
@@ -90,7 +90,7 @@ class QueryMixin:
         if min_margin is not None:   # the margin over the null control on the same records
             where.append("b.margin >= ?"); params.append(float(min_margin))
         if kind is not None:
-            where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
+            where.append("e.unit like ?"); params.append(f"%/{unit_kind(kind).letter}%")
         select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
                   "b.value as score, b.ci_low, b.ci_high, b.n, b.control, b.margin, b.margin_low, b.margin_high")
         text = (text or "").strip()
@@ -395,23 +395,13 @@ class QueryMixin:
         }
 
     def _unit_graphs(self, model: str, unit: str) -> list[dict]:
-        """Attribution graphs (the `graphs` table, where this store has one) with a node on this unit."""
-        names = set(self.db.table_names())
-        if "graphs" not in names:
+        """Attribution graphs (`autointerp graph`, schema v4) with a kept node on this unit."""
+        if "graph_nodes" not in self.db.table_names():
             return []
-        cols = {c.name for c in self.db["graphs"].columns}
-        node_table = next((t for t in ("graph_nodes", "graph_node") if t in names), None)
-        if node_table is None:
-            return []
-        ncols = {c.name for c in self.db[node_table].columns}
-        ucol = next((c for c in ("unit", "node", "feature", "name") if c in ncols), None)
-        if ucol is None or "graph_id" not in ncols:
-            return []
-        sel = "g.id" + (", g.prompt" if "prompt" in cols else ", null as prompt")
-        where = " and g.model_id = ?" if "model_id" in cols else ""
-        args = [unit] + ([model] if where else [])
-        return self.query(f"select distinct {sel} from graphs g join [{node_table}] n on n.graph_id = g.id "
-                          f"where n.[{ucol}] = ?{where} order by g.id", args)
+        return self.query("""
+            select g.id, g.prompt, g.target, count(*) as n_nodes, max(n.influence) as influence
+            from graph_nodes n join graphs g on g.id = n.graph_id
+            where g.model = ? and n.unit = ? and n.kept = 1 group by g.id order by g.id""", [model, unit])
 
     def dataset_view(self, name: str, top: int = 30) -> dict | None:
         ds = self.query("select * from datasets where name = ?", [name])

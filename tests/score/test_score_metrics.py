@@ -67,6 +67,18 @@ def test_auroc():
     assert auroc([1, 1], [0.1, 0.2]) is None
 
 
+def test_degenerate_samples_have_no_interval():
+    """No zero-width interval from a degenerate sample: null instead of [0.00, 0.00] / [0.50, 0.50]."""
+    from autointerp.score.metrics import bootstrap_auroc, bootstrap_balanced_accuracy
+
+    assert bootstrap_ci([], []) == (None, None)
+    assert bootstrap_ci([[1.0, 1.0, 1.0]], [[0.2, 0.5, 0.1]]) == (None, None)   # constant truth: no r anywhere
+    assert bootstrap_balanced_accuracy([], []) == (None, None)
+    assert bootstrap_auroc([True, False, True, False], [0.3, 0.3, 0.3, 0.3]) == (None, None, None)
+    a, lo, hi = bootstrap_auroc([True, False, True, False], [0.9, 0.1, 0.8, 0.2], n_boot=50)
+    assert a == 1.0 and lo is not None
+
+
 def test_vectorised_balanced_accuracy_bootstraps_equal_the_loops_bit_for_bit():
     """The bootstraps of detection/fuzzing draw every resample in one array (issue 24): the
     interval and the paired margin equal, float for float, the one-resample-at-a-time loops."""
