@@ -142,10 +142,12 @@ def parallel_map(llm, fn, items: Sequence) -> list:
     n = int(getattr(llm, "concurrency", 1) or 1)
     if n <= 1 or getattr(llm, "backend", "") == "embedded" or len(items) <= 1:
         return [fn(x) for x in items]
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
+    ctx = contextvars.copy_context()       # the caller's context (e.g. batch's per-unit LLM deadline) in every thread
     with ThreadPoolExecutor(max_workers=min(n, len(items))) as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(lambda x: ctx.copy().run(fn, x), items))
 
 class LogprobSimulator:
     """All-at-once simulation from prompt logprobs (exact on the embedded backend).
