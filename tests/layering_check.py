@@ -50,6 +50,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "score": GROUND | {"llm", "mine", "models"},     # probes and interventions run the model
     "validate": GROUND | {"llm", "mine", "models", "score"},
     "report": GROUND,                                # checks on report text (prose numbers)
+    "graph": GROUND | {"models"},                    # attribution graphs over transcoder latents; store-free
     "compare": GROUND | {"models", "corpus", "mine", "tasks", "patching"},   # model diffs: two models at once
     "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate"},
     "__main__": frozenset({"cli"}),

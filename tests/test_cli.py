@@ -113,6 +113,8 @@ INVALID = [
     (["heads", "--seq-len", "1"], "--seq-len"),
     (["pairs", "--task", "ioi", "--n", "0"], "--n"),
     (["pairs", "--task", "ioi", "--batch-size", "0"], "--batch-size"),
+    (["pairs", "--task", "a new task", "--max-llm-calls", "0"], "--max-llm-calls"),
+    (["pairs", "--task", "a new task", "--time-budget", "0"], "--time-budget"),
     (["pairs", "--task", "ioi", "--out", "/proc/x/d.jsonl"], "--out"),
     (["pairs", "--import", "BIGLINE"], "line 1"),
     (["pairs", "--import", "/no/such.jsonl"], "--import"),

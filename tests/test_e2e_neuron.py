@@ -19,10 +19,7 @@ def mined(tmp_path_factory):
     from autointerp.models.hooked import HookedModel
     from autointerp.store import Store
 
-    try:
-        hm = HookedModel.load("smollm2-135m", device="cpu", dtype="float32")
-    except Exception as e:  # the packaged model is not installed
-        pytest.skip(f"smollm2-135m not available: {e}")
+    hm = HookedModel.load("smollm2-135m", device="cpu", dtype="float32")   # a missing model fails the test
     store = Store(tmp_path_factory.mktemp("e2e") / "e2e.db")
     run_id = mine(hm, store, n_tokens=1536, context_len=32, layers=[LAYER], top_k=14, n_random=20,
                   n_quantiles=4, per_quantile=1, progress=False)

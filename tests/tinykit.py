@@ -105,3 +105,39 @@ def run_cli_lines(args, capsys):
     """run_cli with stderr as its non-empty lines: (exit code, stdout, [stderr lines])."""
     code, out, err = run_cli(capsys, *args)
     return code, out, [ln for ln in err.splitlines() if ln.strip()]
+
+
+JSON_TEXTS = ['{"slot": "name", "templates": ["When {name} came home,", "Then {name} said that"], "values": '
+              '[{"value": "Mary", "answer": "she"}, {"value": "John", "answer": "he"}], "fillers": []}',
+              '{"probe": "autointerp-structured", "ok": true, "items": [1, 2, 3], "text": "hello world"}']
+
+
+def json_tokenizer(vocab_size: int = 300):
+    """A tiny byte-level BPE tokenizer (every byte is a token, so any JSON can be spelt; a few
+    merges learnt from JSON_TEXTS), built in code."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<eos>", "<bos>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tk.train_from_iterator(JSON_TEXTS * 4, trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", eos_token="<eos>", bos_token="<bos>")
+
+
+def tiny_json_llm(seed: int = 0, spec: str = "tiny-json"):
+    """An EmbeddedLLM over a random-init 2-layer Llama with json_tokenizer(): real generation,
+    no sense at all, so only a constraint makes its output parse."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from autointerp.llm.embedded import EmbeddedLLM
+
+    tok = json_tokenizer()
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+    return EmbeddedLLM(spec, model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, device="cpu")

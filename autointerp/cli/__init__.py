@@ -17,14 +17,14 @@ import sys
 import click
 
 from ..errors import AutointerpError
-from .common import STATE, quiet_library_warnings
+from .common import STATE, HardenedGroup, harden_command, quiet_library_warnings
 
 # command modules register themselves on `cli` when imported; missing modules are skipped so the
 # CLI lists exactly the commands that exist.
-COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit", "diff", "sae"]
+COMMAND_MODULES = ["models", "llm", "mine", "explain", "tasks", "patching", "batch", "query", "serve", "validate", "investigate", "calibrate", "circuit", "diff", "sae", "graph"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=HardenedGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
 @click.version_option(package_name="autointerp")
 def cli(debug: bool) -> None:
@@ -44,6 +44,7 @@ def _load_commands() -> None:
         except ModuleNotFoundError as e:
             if e.name != f"{__name__}.{name}":
                 raise
+    harden_command(cli)         # options added to a group after it was registered (idempotent)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_fraction, check_min, check_out_file, check_store_path, emit, json_option, model_options,
+from ..core.files import write_output
+from .common import (check_fraction, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
                      settings, store_option)
 from .models import open_dataset
 
@@ -35,11 +36,12 @@ from .models import open_dataset
               help="Write the circuit as auto-circuit JSON (PruneScores by dest module, edges 'A0.0->A1.0.K').")
 @click.option("--show", "show_id", type=int, default=None, help="Print a stored circuit (by id) instead of running.")
 @click.option("--rerun", is_flag=True, help="Recompute even if an identical run is stored.")
+@force_option
 @model_options
 @store_option
 @json_option
 def circuit_cmd(dataset, method, ablation, target, ig_steps, tau, candidates, points, batch_size, top, export_path, show_id,
-                rerun, model_spec, device, dtype, store_path, as_json) -> None:
+                rerun, force, model_spec, device, dtype, store_path, as_json) -> None:
     """Find the circuit of a task as edges between nodes (embed, heads, MLPs, logits), score them,
     prune to a faithfulness target, and store it with the faithfulness-vs-edges curve (each
     point measured by running the circuit: every edge outside it patched to its corrupt value,
@@ -67,10 +69,10 @@ def circuit_cmd(dataset, method, ablation, target, ig_steps, tau, candidates, po
         check_min(opt, v, 1)
     if tau < 0 or tau != tau:
         raise UsageError(f"--tau must be >= 0, got {tau}")
-    check_out_file("--export", export_path)
+    check_out_file("--export", export_path, force=force)
     if show_id is not None:
         check_store_path(s.store, must_exist=True)
-        store = Store(s.store, create=False)
+        store = Store(s.store, readonly=True, create=False)
         row = store.get_circuit(show_id)
         if row is None:
             raise UsageError(f"--show {show_id}: no stored circuit with that id")
@@ -90,7 +92,7 @@ def circuit_cmd(dataset, method, ablation, target, ig_steps, tau, candidates, po
                         batch_size=batch_size, points=points, ablation=ablation, reuse=not rerun,
                         progress=prog)
     if export_path is not None:
-        Path(export_path).expanduser().write_text(json.dumps(auto_circuit_json(circ), indent=1))
+        write_output(export_path, json.dumps(auto_circuit_json(circ), indent=1), force=force, option="--export")
     data = circ.to_json()
     data.update({"dataset": ds.name, "model": hm.spec, "export": str(export_path) if export_path else None})
     if top is not None:

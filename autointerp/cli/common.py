@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
@@ -14,7 +15,79 @@ from typing import Any, Callable
 import click
 
 from ..config import Settings
+from ..core.files import check_output, probe_writable
 from ..errors import StoreError, UsageError
+
+
+# ----------------------------------------------------------------------------- option types
+# Every numeric option of every command goes through these (HardenedGroup applies them when a
+# command is registered), so no command checks them by hand: a float must be finite (nan and
+# inf are refused, including by click.FloatRange, which lets nan through), and an integer is
+# written in ASCII digits (int() would take '٣' or '1_0') and lies within +-MAX_INT.
+MAX_INT = 2 ** 31 - 1
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+class _FiniteFloat:
+    __slots__ = ()
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)  # type: ignore[misc]
+        if isinstance(v, float) and not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)  # type: ignore[attr-defined]
+        return v
+
+
+class _BoundedInt:
+    __slots__ = ()
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not _INT_TEXT.fullmatch(value):
+            self.fail(f"{value[:40]!r} is not an integer (ASCII digits)", param, ctx)  # type: ignore[attr-defined]
+        v = super().convert(value, param, ctx)  # type: ignore[misc]
+        if isinstance(v, int) and not -MAX_INT <= v <= MAX_INT:
+            self.fail(f"{str(v)[:24]} is out of range (at most {MAX_INT:,} in size)", param, ctx)  # type: ignore[attr-defined]
+        return v
+
+
+_HARDENED: dict[type, type] = {}
+
+
+def harden_param(param: click.Parameter) -> None:
+    """Give a numeric parameter the checks above (a new instance of its type with them mixed in,
+    so range types keep their range and help text; click's shared FLOAT/INT are left alone)."""
+    t = param.type
+    if isinstance(t, (_FiniteFloat, _BoundedInt)):
+        return
+    mixin = _FiniteFloat if isinstance(t, click.types.FloatParamType) else _BoundedInt if isinstance(
+        t, click.types.IntParamType) else None
+    if mixin is None:
+        return
+    cls = _HARDENED.get(type(t))
+    if cls is None:
+        cls = _HARDENED[type(t)] = type(f"Checked{type(t).__name__}", (mixin, type(t)), {})
+    if isinstance(t, click.types._NumberRangeBase):
+        param.type = cls(min=t.min, max=t.max, min_open=t.min_open, max_open=t.max_open, clamp=t.clamp)
+    else:
+        param.type = cls()
+
+
+def harden_command(cmd: click.Command) -> None:
+    for p in cmd.params:
+        harden_param(p)
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            harden_command(sub)
+
+
+class HardenedGroup(click.Group):
+    """A group whose commands (and their subcommands) get the numeric option checks above."""
+
+    group_class = type           # its subgroups (`llm`, `sae`) are HardenedGroups too
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        harden_command(cmd)
+        super().add_command(cmd, name)
 
 
 @dataclass
@@ -205,24 +278,6 @@ def check_context_len(option: str, value: int | None, model_spec: str | None = N
         raise UsageError(str(e).replace("--context-len", option)) from None
 
 
-def _probe_writable(folder: Path) -> str | None:
-    """Why files cannot be made in `folder` (its nearest existing ancestor is probed), or None."""
-    p = folder
-    while not p.exists():
-        if p.parent == p:
-            break
-        p = p.parent
-    if p.exists() and not p.is_dir():
-        return f"{p} is a file, not a folder"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".autointerp-probe-", dir=p)
-    except OSError as e:
-        return f"cannot write in {p} ({e.strerror or e})"
-    os.close(fd)
-    os.unlink(name)
-    return None
-
-
 def check_out_dir(option: str, path: Path | None) -> None:
     """An output folder that exists and is writable, or can be created; nothing is created here."""
     if path is None:
@@ -230,21 +285,19 @@ def check_out_dir(option: str, path: Path | None) -> None:
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option} {path}: a file, not a folder")
-    why = _probe_writable(path)
+    why = probe_writable(path)
     if why:
         raise UsageError(f"{option} {path}: {why}")
 
 
-def check_out_file(option: str, path: Path | None) -> None:
-    """An output file that can be written (its folder exists or can be made); nothing is written here."""
-    if path is None:
-        return
-    path = Path(path).expanduser()
-    if path.is_dir():
-        raise UsageError(f"{option} {path}: a folder, not a file")
-    why = _probe_writable(path.parent)
-    if why:
-        raise UsageError(f"{option} {path}: {why}")
+def check_out_file(option: str, path: Path | None, *, force: bool = False) -> None:
+    """An output file that may be written: not there yet (or force), not a symlink/FIFO/device,
+    its folder existing or makeable (core/files.py); nothing is written here."""
+    check_output(option, path, force=force)
+
+
+def force_option(f: Callable) -> Callable:
+    return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
 
 
 def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
@@ -257,7 +310,7 @@ def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
         return path
     if must_exist:       # the same line (and exit code) as every read-only open of a missing store
         raise StoreError(f"no store at {path} (run a command that writes, e.g. `autointerp mine`, first)")
-    why = _probe_writable(path.parent)
+    why = probe_writable(path.parent)
     if why:
         raise UsageError(f"--store {path}: {why}")
     return path

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_out_dir as check_out_dir_writable, check_out_file, check_store_path, emit, json_option,
+from .common import (check_out_dir as check_out_dir_writable, check_out_file, check_store_path, emit, force_option, json_option,
                      llm_options, model_options, progress, store_option)
 
 _ARROW = {"b_better": "B better than A", "a_better": "A better than B"}
@@ -57,11 +57,12 @@ def _context_line(r, n_chars: int = 160) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default="float32", show_default=True)
+@force_option
 @llm_options
 @store_option
 @json_option
 def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric, rank, tasks, task_items, level, act_tokens,
-             n_contexts, patch_top, side, explain, top, plot, seed, device, dtype, llm_spec, llm_base_url, store_path,
+             n_contexts, patch_top, side, explain, top, plot, seed, device, dtype, force, llm_spec, llm_base_url, store_path,
              as_json) -> None:
     """Diff two causal LMs: where B predicts text better or worse than A, on tasks, and (same
     architecture) which heads, neurons and layers changed and carry the difference.
@@ -83,7 +84,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
     s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
                      rank=rank, tasks=[t for t in tasks.split(",") if t.strip()], task_items=task_items, level=level,
                      act_tokens=act_tokens, n_contexts=n_contexts, patch_top=patch_top, side=side, explain=explain, seed=seed).check()
-    check_out_file("--plot", plot)
+    check_out_file("--plot", plot, force=force)
     path = check_store_path(store_path or DEFAULT_STORE)
     from ..corpus import DEFAULT_CORPUS, open_source
 
@@ -94,7 +95,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
     if plot:
         from ..diff.plot import plot_diff
 
-        plot_diff(res, plot)
+        plot_diff(res, plot, force=force)
     emit(as_json, res.to_json(), lambda: _human(res, top, plot))
 
 

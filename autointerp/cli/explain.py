@@ -106,7 +106,7 @@ def _fmt_tokens(pairs, n: int = 8) -> str:
 @click.option("--run", "run_id", default=None, help="Mining run to use [default: the latest covering the unit's layer].")
 @click.option("--corpus", default=None, help="Corpus to mine when nothing is stored [default: the offline gensim corpus].")
 @click.option("--n-tokens", type=int, default=None, help="Tokens to mine when nothing is stored [default: 16384].")
-@click.option("--records", "n_show", type=int, default=5, show_default=True, help="Top records printed.")
+@click.option("--records", "n_show", type=click.IntRange(min=0), default=5, show_default=True, help="Top records printed.")
 @sae_options
 @model_options
 @llm_options
@@ -200,7 +200,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
 @cli.command("show")
 @click.argument("unit")
 @click.option("--model", "model_id", default=None, envvar="AUTOINTERP_MODEL", help="Model as stored [default: smollm2-135m].")
-@click.option("--records", "n_show", type=int, default=5, show_default=True, help="Top records printed.")
+@click.option("--records", "n_show", type=click.IntRange(min=0), default=5, show_default=True, help="Top records printed.")
 @store_option
 @json_option
 def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:

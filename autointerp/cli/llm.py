@@ -64,8 +64,9 @@ def check(llm_spec: str | None, llm_base_url: str | None, store_path, as_json: b
 @llm_group.command("serve")
 @click.option("--model", "model_spec", default="smollm2-135m", show_default=True,
               help="The embedded model to serve (packaged alias, .gguf file, local dir or hub id).")
-@click.option("--mode", type=click.Choice(["vllm", "llamacpp", "chat-only"]), default="vllm", show_default=True,
-              help="vllm: echo gives prompt logprobs; llamacpp: logprobs for generated tokens only; chat-only: no /v1/completions.")
+@click.option("--mode", type=click.Choice(["vllm", "llamacpp", "chat-only", "structured"]), default="vllm", show_default=True,
+              help="vllm: echo gives prompt logprobs; llamacpp: logprobs for generated tokens only; chat-only: no "
+                   "/v1/completions; structured: vllm + chat honours a JSON schema (response_format / guided_json).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (127.0.0.1: this machine only).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="Port; 0 picks a free one.")
 @click.option("--latency", type=float, default=0.0, show_default=True, help="Seconds added to every request.")

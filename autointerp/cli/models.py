@@ -8,6 +8,7 @@ import click
 
 from . import cli
 from .common import check_layers, check_min, emit, json_option, model_options, settings
+from .sae import bind_unit, resolve_sae, sae_options
 
 
 def load_subject(model_spec, device, dtype):
@@ -73,13 +74,26 @@ def models_cmd(as_json: bool) -> None:
 @click.argument("text")
 @click.option("--layer", "layers", type=int, multiple=True, help="Layer(s) to look at [default: all]. Repeatable.")
 @click.option("--top", type=int, default=5, show_default=True, help="Neurons and heads shown per token.")
+@click.option("--unit", "unit_id", default=None, metavar="UNIT",
+              help="Instead: one unit's activation on every token (L3/N7, L2/H5, or L6/F12 with --sae), "
+                   "as mining measures it and the viewer's test-your-text box shows it.")
+@sae_options
 @model_options
 @json_option
-def trace_cmd(text, layers, top, model_spec, device, dtype, as_json) -> None:
-    """Run the subject model on TEXT: per token, the most active neurons and where heads attend.
-    Stores nothing."""
-    from ..mine.trace import trace
+def trace_cmd(text, layers, top, unit_id, sae_specs, sae_name, model_spec, device, dtype, as_json) -> None:
+    """Run the subject model on TEXT: per token, the most active neurons and where heads attend
+    (or, with --unit, that unit's activation). Stores nothing."""
+    from ..mine.trace import trace, unit_trace
 
+    if unit_id is not None:
+        saes = [resolve_sae(x, None, sae_name) for x in sae_specs]
+        u = bind_unit(unit_id, saes)
+        hm = load_subject(model_spec, device, dtype)
+        sae = next((s for s in saes if s.name == u.sae), None) if u.sae else None
+        ut = unit_trace(hm, text, u, sae)
+        emit(as_json, ut.model_dump(), lambda: [click.echo(f"{i:>4} {t!r:<16} {a:+.4f}")
+                                                 for i, (t, a) in enumerate(zip(ut.tokens, ut.acts))])
+        return
     check_min("--top", top, 1)
     if layers:
         check_layers("--layer", ",".join(map(str, layers)), model_spec)

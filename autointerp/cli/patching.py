@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_layers, check_min, check_out_file, check_store_path, emit, json_option, model_options,
+from .common import (check_layers, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
                      progress, settings, store_option)
 from .models import load_subject, open_dataset
 
@@ -37,11 +37,12 @@ def _component_label(r: dict) -> str:
 @click.option("--max-batch", type=int, default=256, show_default=True,
               help="Rows per forward pass: components patched at once = max_batch // items per batch.")
 @click.option("--rerun", is_flag=True, help="Recompute even if an identical run is stored.")
+@force_option
 @model_options
 @store_option
 @json_option
 def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers, no_freeze_mlps, compare, top, plot,
-              batch_size, max_batch, rerun, model_spec, device, dtype, store_path, as_json) -> None:
+              batch_size, max_batch, rerun, force, model_spec, device, dtype, store_path, as_json) -> None:
     """Patch components of the subject model on a counterfactual dataset and rank them by effect.
 
     Metric: logit(answer) - logit(wrong), normalised so 0 = corrupt run and 1 = clean run; an
@@ -60,7 +61,7 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
         check_min(opt, v, 1)
     if layer is not None:
         check_layers("--layer", str(layer), model_spec)
-    check_out_file("--plot", plot)
+    check_out_file("--plot", plot, force=force)
     store, hm, ds = open_dataset(s.store, dataset, model_spec, device, dtype)
     bar = None if as_json else (lambda total: progress(total=total, desc=f"{method} {what}"))
     res = patch(store, hm, ds, what, method, direction=direction, layer=layer,
@@ -69,7 +70,8 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
     if plot:
         from ..patching.plot import plot_result
 
-        plot_result(res, plot, hm.n_layers, hm.n_heads, title=f"{ds.name}: {method} {res.what} ({res.direction or 'clean'})")
+        plot_result(res, plot, hm.n_layers, hm.n_heads, title=f"{ds.name}: {method} {res.what} ({res.direction or 'clean'})",
+                    force=force)
     data = res.to_json()
     data.pop("settings", None)
     data["dataset"] = ds.name

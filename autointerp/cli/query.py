@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
@@ -10,8 +11,9 @@ from pathlib import Path
 import click
 
 from ..errors import StoreError, UsageError
+from ..core.files import atomic_output
 from . import cli
-from .common import check_out_file, emit, json_option, settings, store_option
+from .common import check_out_file, emit, force_option, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
@@ -154,21 +156,26 @@ def stats_cmd(model_id, store_path, as_json):
 
 @cli.command("export")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
-@click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching"]), default="explanations",
-              show_default=True, help="Which rows.")
+@click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching", "graph"]),
+              default="explanations", show_default=True,
+              help="Which rows; graph: one stored attribution graph (--graph ID) as circuit-tracer / Neuronpedia JSON.")
+@click.option("--graph", "graph_id", type=int, default=None, help="--what graph: the graph's id.")
 @click.option("--model", "model_id", default=None, help="Only this model's rows.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@force_option
 @store_option
-def export_cmd(fmt, what, model_id, out, store_path):
+def export_cmd(fmt, what, model_id, out, graph_id, force, store_path):
     """Export explanations (with their best score), scores, records (activations and tokens as
-    lists) or patching results as JSON lines or CSV (lists as JSON text)."""
-    check_out_file("--out", out)
+    lists) or patching results as JSON lines or CSV (lists as JSON text); or one attribution graph
+    in circuit-tracer's graph JSON (which its local server and Neuronpedia read). --out never
+    replaces an existing file unless --force is given, and is written whole or not at all."""
+    check_out_file("--out", out, force=force)
+    if what == "graph":
+        return _export_graph(graph_id, out, force, store_path)
     with open_store(store_path) as store:
         rows = store.export_rows(what, model=model_id)
-        tmp = out.with_name(out.name + ".part") if out else None
-        f = open(tmp, "w", newline="", encoding="utf-8") if tmp else sys.stdout
-        n = 0
-        try:
+        with (atomic_output(out, force=force, option="--out", newline="") if out else contextlib.nullcontext(sys.stdout)) as f:
+            n = 0
             writer = None
             for r in rows:
                 if fmt == "jsonl":
@@ -179,15 +186,27 @@ def export_cmd(fmt, what, model_id, out, store_path):
                         writer.writeheader()
                     writer.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()})
                 n += 1
-        except BaseException:
-            if tmp:
-                f.close()
-                tmp.unlink(missing_ok=True)
-            raise
-        if tmp:
-            f.close()
-            tmp.replace(out)
+        if out:
             click.echo(f"exported {n} {what} rows to {out}", err=True)
+
+
+def _export_graph(graph_id, out, force, store_path) -> None:
+    from ..graph.export import neuronpedia_json
+    from ..serve.graph import with_explanations
+
+    if graph_id is None:
+        raise UsageError("--what graph needs --graph ID (see the ids `autointerp graph` prints)")
+    with open_store(store_path) as store:
+        g = store.get_graph(graph_id)
+        if g is None:
+            raise UsageError(f"--graph {graph_id}: no such graph in {store.path}")
+        text = json.dumps(neuronpedia_json(with_explanations(store, g)), indent=1)
+    if out is None:
+        click.echo(text)
+        return
+    with atomic_output(out, force=force, option="--out") as f:
+        f.write(text)
+    click.echo(f"exported graph {graph_id} to {out}", err=True)
 
 
 @cli.command("merge")

@@ -13,7 +13,8 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import settings, store_option
+from ..core.files import write_output
+from .common import check_out_file, force_option, settings, store_option
 
 
 def _find_datasette() -> str | None:
@@ -61,8 +62,15 @@ def _run_datasette(store: Path, host: str, port: int) -> int:
               default=None, metavar="FILE",
               help="Write Datasette metadata keyed by this store's file name to FILE ('-': stdout) and exit; "
                    "then: datasette STORE -m FILE.")
+@force_option
+@click.option("--model", "model_spec", default=None, metavar="SPEC",
+              help="Load this subject model for the test-your-text box on unit pages (opt-in; nothing is stored).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Device of --model [default: auto].")
+@click.option("--llm", "llm_spec", default=None,
+              help="With --model: also simulate the typed text from the unit's best explanation with this LLM.")
 @store_option
-def serve_cmd(host, port, quiet, use_datasette, metadata_out, store_path):
+def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec, device, llm_spec, store_path):
     """A local web viewer of the store, read-only: search explanations, unit pages (explanations,
     scores, baseline, promoted tokens, records coloured by true or simulated activation), head
     pages (detector scores, attention) and dataset pages (patching heatmap, top components)."""
@@ -73,13 +81,14 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, store_path):
     if metadata_out is not None:
         from ..serve.datasette import metadata_for
 
+        check_out_file("--datasette-metadata", metadata_out, force=force)
         check_store(store)
         text = json.dumps(metadata_for(store), indent=2, ensure_ascii=False) + "\n"
         if metadata_out == "-":
             sys.stdout.write(text)
         else:
             try:
-                Path(metadata_out).write_text(text, encoding="utf-8")
+                write_output(metadata_out, text, force=force, option="--datasette-metadata")
             except OSError as e:
                 raise UsageError(f"cannot write {metadata_out} ({e.strerror or e})") from None
             click.echo(f"wrote {metadata_out}: datasette {store} -m {metadata_out}", err=True)
@@ -87,8 +96,22 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, store_path):
     if use_datasette:
         check_store(store)
         sys.exit(_run_datasette(Path(store), host, port))
+    tester = None
+    if llm_spec and not model_spec:
+        raise UsageError("--llm simulates typed text: give --model SPEC too")
+    if model_spec:
+        from ..serve.tryit import TextTester
+        from .models import load_subject
+
+        check_store(store)                      # a bad store fails before the model loads
+        llm = None
+        if llm_spec:
+            from ..llm import get_llm
+
+            llm = get_llm(llm_spec)
+        tester = TextTester(load_subject(model_spec, device, None), llm)
     try:
-        serve(store, host=host, port=port, quiet=quiet)
+        serve(store, host=host, port=port, quiet=quiet, tester=tester)
     except KeyboardInterrupt:
         click.echo("viewer stopped", err=True)
     except OSError as e:

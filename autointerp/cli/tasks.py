@@ -8,7 +8,7 @@ import click
 
 from ..errors import UsageError
 from . import cli
-from .common import (check_min, check_out_file, check_store_path, emit, json_option, llm_options, model_options, settings,
+from .common import (check_min, check_out_file, check_store_path, emit, force_option, json_option, llm_options, model_options, settings,
                      store_option)
 from .models import load_subject
 
@@ -22,7 +22,13 @@ def _print_dataset(ds, out: Path | None) -> None:
                    f"  (margin {st.get('margin')})")
         rej = st.get("rejected") or {}
         if rej:
-            click.echo("  rejected: " + ", ".join(f"{r} {n}" for r, n in sorted(rej.items(), key=lambda x: -x[1])))
+            from ..tasks.llm_pairs import describe
+
+            click.echo("  rejected: " + describe(rej))
+        if st.get("llm_calls") is not None:
+            click.echo(f"  {st['llm_calls']} LLM call(s), {st.get('seconds')} s" + (f"; stopped: {st['stopped']}" if st.get("stopped") else ""))
+        for ex in (st.get("examples") or [])[:3]:
+            click.echo(f"  rejected e.g. {ex['clean']!r} -> {ex['answer']!r} vs {ex['wrong']!r}: {ex['why']}")
     for it in ds.items[:3]:
         click.echo(f"  {it.clean!r} -> {it.answer!r} vs {it.wrong!r}   (LD {it.clean_logit_diff})")
         click.echo(f"  {it.corrupt!r}   (LD {it.corrupt_logit_diff})")
@@ -47,12 +53,17 @@ def _print_dataset(ds, out: Path | None) -> None:
 @click.option("--replace", is_flag=True, help="Replace a dataset of the same name (and its patching runs).")
 @click.option("--list", "list_", is_flag=True, help="List the stored datasets.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Prompts per forward pass in validation.")
+@force_option
+@click.option("--max-llm-calls", type=int, default=4, show_default=True,
+              help="A described task: at most this many LLM calls (each gives templates and slot values).")
+@click.option("--time-budget", type=float, default=300.0, show_default=True,
+              help="A described task: no new LLM call after this many seconds.")
 @model_options
 @llm_options
 @store_option
 @json_option
-def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, replace, list_, batch_size, model_spec,
-              device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
+def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, replace, list_, batch_size, force,
+              max_llm_calls, time_budget, model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Counterfactual datasets for patching: (clean, corrupt, answer, wrong) items, each validated
     on the subject model (same token count, differing only at the edit, single-token answers, the
     model prefers the answer on clean, and the corruption lowers the logit difference by --margin).
@@ -70,7 +81,10 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     modes = [x for x in (task, import_path, dataset_name) if x]
     check_min("--n", n, 1)
     check_min("--batch-size", batch_size, 1)
-    check_out_file("--out", out)
+    check_min("--max-llm-calls", max_llm_calls, 1)
+    if not time_budget > 0:
+        raise UsageError(f"--time-budget must be positive, not {time_budget:g}")
+    check_out_file("--out", out, force=force)
     if list_:
         if modes:
             raise UsageError("--list takes no --task/--import/--dataset")
@@ -123,9 +137,10 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
 
                 llm = get_llm(s.llm, store=store, base_url=s.llm_base_url, settings=s)
             ds = make_dataset(store, hm, task, n, name=name, seed=seed, margin=1.0 if margin is None else margin,
-                              llm=llm, batch_size=batch_size, replace=replace)
+                              llm=llm, batch_size=batch_size, replace=replace, max_llm_calls=max_llm_calls,
+                              time_budget=time_budget, progress=lambda m: click.echo(m, err=True))
     if out:
-        export_dataset(ds, out, fmt)
+        export_dataset(ds, out, fmt, force=force)
     data = {"name": ds.name, "task": ds.task, "source": ds.source, "model_id": ds.model_id, "n_items": ds.n_items,
             "stats": ds.stats, "out": str(out) if out else None}
     emit(as_json, data, lambda: _print_dataset(ds, out))

@@ -24,10 +24,11 @@ from .hooks import act_name, parse_hook
 
 SAE_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,62}[A-Za-z0-9])?"
 SAE_NAME_RE = re.compile(rf"^{SAE_NAME}$")
-UNIT_RE = re.compile(rf"^L(\d+)/([NHF])(\d+)(?:@({SAE_NAME}))?$")
-UNIT_IN_TEXT_RE = re.compile(rf"\bL(\d+)/([NHF])(\d+)(?:@({SAE_NAME}))?(?![\w@])")
-_PARSE_RE = re.compile(rf"^[Ll](\d+)/([NHFnhf])(\d+)(?:@({SAE_NAME}))?$")
+UNIT_RE = re.compile(rf"^L([0-9]+)/([NHF])([0-9]+)(?:@({SAE_NAME}))?$")
+UNIT_IN_TEXT_RE = re.compile(rf"\bL([0-9]+)/([NHF])([0-9]+)(?:@({SAE_NAME}))?(?![\w@])")
+_PARSE_RE = re.compile(rf"^[Ll]([0-9]+)/([NHFnhf])([0-9]+)(?:@({SAE_NAME}))?$")
 KIND_LETTER = {"neuron": "N", "head": "H", "feature": "F"}
+MAX_DIGITS = 9             # a layer or index of at most 999,999,999: far beyond any model, and an SQLite integer
 LETTER_KIND = {v: k for k, v in KIND_LETTER.items()}
 
 
@@ -59,6 +60,12 @@ class Unit:
     def from_match(cls, m: "re.Match[str]") -> "Unit":
         """The unit of a regex match whose groups are (layer, 'N'|'H'|'F' in any case, index[, sae])."""
         sae = m.group(4) if m.re.groups >= 4 else None
+        for what, digits in (("layer", m.group(1)), ("index", m.group(3))):
+            if not (digits.isascii() and digits.isdigit()):
+                raise UnitError(f"bad unit id {m.group(0)[:40]!r}: the {what} must be ASCII digits")
+            if len(digits.lstrip("0")) > MAX_DIGITS:
+                raise UnitError(f"bad unit id {m.group(0)[:24]!r}...: the {what} is out of range ({len(digits)} digits; "
+                                f"at most {MAX_DIGITS})")
         return cls(int(m.group(1)), LETTER_KIND[m.group(2).upper()], int(m.group(3)), sae or "")
 
     @classmethod

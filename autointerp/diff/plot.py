@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..core.files import atomic_output
 from ..errors import UsageError
 
 
-def plot_diff(res, path: str | Path, top: int = 10) -> Path:
+def plot_diff(res, path: str | Path, top: int = 10, force: bool = False) -> Path:
     try:
         import matplotlib
 
@@ -36,7 +37,7 @@ def plot_diff(res, path: str | Path, top: int = 10) -> Path:
         ax.set_title(name)
     fig.tight_layout()
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
+    with atomic_output(out, force=force, binary=True, option="--plot") as f:
+        fig.savefig(f, format="png", dpi=90)
     plt.close(fig)
     return out

@@ -8,6 +8,7 @@ import io
 
 import numpy as np
 
+from ..core.palette import sign_hex
 from ..core.units import layer_of
 from ..errors import UsageError
 
@@ -67,8 +68,8 @@ def bars_png(labels: list[str], series: dict[str, list[float]], title: str, ylab
 def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dict[str, str], effects: dict[str, float],
                 n_layers: int, *, min_edge: float = 0.02, title: str = "") -> bytes:
     """The circuit: heads and MLP layers as nodes at their layer (bottom = early), the logits on
-    top; an arrow per path-patching edge with |effect| >= min_edge (width ~ |effect|, blue =
-    positive, red = negative; label = the receiver's input: q/k/v or direct). MLP layers have no
+    top; an arrow per path-patching edge with |effect| >= min_edge (width ~ |effect|, red =
+    positive, blue = negative: core.palette's convention, as the viewer's circuit page; label = the receiver's input: q/k/v or direct). MLP layers have no
     path-patching edges (path patching senders are heads): they are drawn unconnected."""
     plt = _plt()
     nodes = list(heads) + list(mlps)
@@ -91,7 +92,7 @@ def circuit_png(heads: list[str], mlps: list[str], edges: list[dict], roles: dic
     emax = max((abs(e["effect"]) for e in shown), default=1.0) or 1.0
     for e in shown:
         (x0, y0), (x1, y1) = pos[e["sender"]], pos[e["receiver"]]
-        col = "#1f5fbf" if e["effect"] > 0 else "#c0392b"
+        col = sign_hex(e["effect"])            # core.palette: red positive, blue negative (as the viewer)
         lw = 0.8 + 4.0 * abs(e["effect"]) / emax
         rad = 0.15 if e["receiver"] != "logits" else 0.05
         ax.annotate("", xy=(x1, y1 - 0.28), xytext=(x0, y0 + 0.28),

@@ -8,6 +8,7 @@ every call for every backend.
     llm.prompt_logprobs(prefix, segments, ["0", ..., "10"])             -> np.ndarray [slots, candidates]
 
 Backends implement `_chat`, `_complete`, `_prompt_logprobs_batch`; this module does the rest.
+They are registered by name in llm/backends.py, which also holds get_llm.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pydantic
 
-from ..errors import AutointerpError, BudgetExceeded, LLMError, UsageError
+from ..errors import AutointerpError, BudgetExceeded, LLMError
 from .budget import Budget
 from .pricing import cost_usd
 from .prompts import Prompt
@@ -81,19 +82,39 @@ class LLM:
         return self._call("complete", prompt, params, template,
                           lambda: self._complete(prompt, prefix=_template_prefix(template, prompt), **params))
 
-    def structured(self, messages: list[dict], schema: type[pydantic.BaseModel], *, retries: int = 2,
-                   template: Prompt | None = None, **kw) -> pydantic.BaseModel:
-        """Ask for JSON matching `schema`; tolerate code fences and prose around it; on a parse
-        or validation failure re-ask (up to `retries` times) with the error, then raise LLMError."""
+    def structured(self, messages: list[dict], schema: Any, *, retries: int = 2,
+                   template: Prompt | None = None, **kw) -> Any:
+        """Ask for JSON matching `schema` (a pydantic model class, or a JSON schema dict) and return
+        the validated object. Where the backend enforces the schema (`structured_support()`:
+        constrained decoding in-process, an endpoint's json_schema / guided_json) one call, no
+        retry: a reply that still does not parse (cut off by max_tokens) is an LLMError. Where it
+        cannot, the fallback: tolerate code fences and prose, and on a parse or validation failure
+        re-ask (up to `retries` times) with the error, recorded as kind `structured_parse`. The
+        schema is part of the cache key either way."""
+        from .structured import json_schema_of, parse_strict, schema_name, validate_as
+
         kw.setdefault("max_tokens", 512)
+        js = json_schema_of(schema)
+        name = schema_name(schema)
+        params = dict(temperature=kw.get("temperature", 0.0), max_tokens=kw["max_tokens"], n=1, seed=kw.get("seed"),
+                      stop=None)
+        how = self.structured_support()
+        if how:
+            msgs = list(messages)
+            text = self._call("structured", {"messages": msgs, "schema": js, "how": how}, params, template,
+                              lambda: self._structured(msgs, js, how, **params))[0]
+            try:
+                return parse_strict(text, schema)
+            except ValueError as e:
+                raise LLMError(f"{self.name} ({how} structured output) gave no valid {name}: {e}") from None
         msgs = list(messages)
         last_err = ""
+        params["stop"] = kw.get("stop")
         for attempt in range(retries + 1):
-            params = dict(temperature=kw.get("temperature", 0.0), max_tokens=kw["max_tokens"], n=1,
-                          seed=kw.get("seed"), stop=kw.get("stop"))
-            text = self._call("structured", msgs, params, template, lambda m=msgs: self._chat(m, **params))[0]
+            text = self._call("structured_parse", {"messages": msgs, "schema": js}, params, template,
+                              lambda m=msgs: self._chat(m, **params))[0]
             try:
-                return parse_json_as(text, schema)
+                return validate_as(extract_json(text), schema)
             except ValueError as e:
                 last_err = str(e)
                 msgs = msgs + [
@@ -101,7 +122,12 @@ class LLM:
                     {"role": "user", "content": f"That reply could not be used: {last_err}. "
                                                 f"Answer again with only the JSON, no other text."},
                 ]
-        raise LLMError(f"{self.name} did not return valid {schema.__name__} JSON after {retries + 1} tries ({last_err[:200]})")
+        raise LLMError(f"{self.name} did not return valid {name} JSON after {retries + 1} tries ({last_err[:200]})")
+
+    def structured_support(self) -> str | None:
+        """How this backend enforces a JSON schema: 'constrained', 'json_schema', 'guided_json',
+        or None (parse the reply and retry)."""
+        return None
 
     def prompt_logprobs(self, prefix: str, segments: list[str], candidates: list[str], *,
                         template: Prompt | None = None) -> np.ndarray:
@@ -123,6 +149,9 @@ class LLM:
         raise NotImplementedError
 
     def _complete(self, prompt, *, prefix, temperature, max_tokens, n, seed, stop) -> Result:  # pragma: no cover
+        raise NotImplementedError
+
+    def _structured(self, messages, schema: dict, how: str, *, temperature, max_tokens, n, seed, stop) -> Result:  # pragma: no cover
         raise NotImplementedError
 
     def _prompt_logprobs_batch(self, prefix, list_of_segments, candidates) -> Result:  # pragma: no cover
@@ -280,56 +309,14 @@ def extract_json(text: str) -> Any:
     raise ValueError("no JSON object or array found in the reply")
 
 
-def parse_json_as(text: str, schema: type[pydantic.BaseModel]) -> pydantic.BaseModel:
-    value = extract_json(text)
-    try:
-        return schema.model_validate(value)
-    except pydantic.ValidationError as e:
-        first = e.errors()[0] if e.errors() else {}
-        loc = ".".join(str(x) for x in first.get("loc", ()))
-        raise ValueError(f"JSON does not match {schema.__name__}: {loc} {first.get('msg', '')}".strip()) from None
+def parse_json_as(text: str, schema: Any) -> Any:
+    """The first JSON value in `text`, validated as `schema` (a pydantic model or a schema dict)."""
+    from .structured import validate_as
+
+    return validate_as(extract_json(text), schema)
 
 
-# ---- factory and batch helper -------------------------------------------------------------
-def parse_spec(spec: str) -> tuple[str, str]:
-    if ":" in spec:
-        backend, model = spec.split(":", 1)
-        if backend in ("embedded", "openai"):
-            if not model:
-                raise UsageError(f"LLM spec {spec!r} names no model (e.g. embedded:smollm2-135m, openai:gpt-4o-mini)")
-            return backend, model
-    raise UsageError(f"unknown LLM spec {spec!r}: use embedded:SPEC (e.g. embedded:smollm2-135m) or openai:MODEL")
-
-
-def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None, budget: Budget | None = None,
-            settings=None, **kw) -> LLM:
-    """spec: 'embedded:smollm2-135m' (in-process, loaded through the model loader) or
-    'openai:MODEL' (OPENAI_API_KEY from the environment; base_url or AUTOINTERP_LLM_BASE_URL for
-    any OpenAI-compatible server). Defaults come from settings (flags > env > config file)."""
-    if settings is None:
-        from ..config import Settings
-
-        settings = Settings.load()
-    spec = spec or settings.llm
-    backend, model = parse_spec(spec)
-    if budget is None and (settings.max_llm_tokens is not None or settings.max_cost_usd is not None):
-        budget = Budget(settings.max_llm_tokens, settings.max_cost_usd)
-    if backend == "embedded":
-        from .embedded import EmbeddedLLM
-
-        kw.setdefault("device", settings.device)
-        kw.setdefault("dtype", settings.dtype)
-        return EmbeddedLLM(model, store=store, budget=budget, **kw)
-    from .openai_backend import OpenAILLM
-
-    kw.setdefault("concurrency", settings.llm_concurrency)
-    if getattr(settings, "llm_timeout", None) is not None:
-        kw.setdefault("timeout", settings.llm_timeout)
-    if getattr(settings, "llm_max_attempts", None) is not None:
-        kw.setdefault("max_attempts", settings.llm_max_attempts)
-    return OpenAILLM(model, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)
-
-
+# ---- batch helper (the backends and get_llm: llm/backends.py) -------------------------------
 def map_chat(llm: LLM, list_of_messages: list[list[dict]], *, concurrency: int | None = None,
              **kw) -> list[list[str] | LLMError]:
     """Chat over many message lists. Remote backends run up to `concurrency` requests at once

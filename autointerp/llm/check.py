@@ -49,7 +49,9 @@ def check_llm(llm: LLM) -> dict:
         except LogprobsUnsupported as e:
             caps["prompt_logprobs"] = False
             note = caps["note"] = str(e)
+    structured = llm.structured_support()
     return {**llm.info(), "latency_s": round(latency, 3), "reply": reply.strip()[:80],
+            "structured_output": structured or "parse-and-retry",
             "capabilities": caps, "prompt_logprobs": lp_ok, "top_k": caps.get("top_k"),
             "prompt_logprobs_latency_s": round(lp_latency, 3) if lp_latency else None,
             "prompt_logprobs_note": note, "p_5": p5, **choices_for(caps)}

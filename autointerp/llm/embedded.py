@@ -27,7 +27,7 @@ import torch
 
 from ..errors import LLMError
 from .base import LLM, Result
-from .base import starts_with as _starts_with
+from .base import starts_with
 from .budget import Budget
 
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any]] = {}
@@ -183,7 +183,7 @@ class EmbeddedLLM(LLM):
             for i in range(0, len(list_of_segments), self.batch_size):
                 chunk = list_of_segments[i:i + self.batch_size]
                 arrs, n = self._lp_chunk(head, st if reuse else None, chunk, cids)
-                out.extend(_starts_with(a, candidates, cids) for a in arrs)
+                out.extend(starts_with(a, candidates, cids) for a in arrs)
                 ntok += n
         return Result(out, ntok, 0)
 
@@ -291,6 +291,23 @@ class EmbeddedLLM(LLM):
         text = self._render_chat(messages)
         return self._generate(self._ids(text), None, temperature, max_tokens, n, seed, stop)
 
+    def structured_support(self) -> str | None:
+        try:
+            import lmformatenforcer  # noqa: F401
+        except ImportError:  # pragma: no cover - a declared dependency
+            return None
+        return "constrained"
+
+    def _structured(self, messages, schema, how, *, temperature, max_tokens, n, seed, stop) -> Result:
+        """Decode under the schema (see llm/structured.py): every token keeps the text a valid
+        prefix of a JSON value of `schema`, so a reply that ends by itself always parses."""
+        from .structured import SchemaLogitsProcessor
+
+        ids = self._ids(self._render_chat(messages))
+        proc = SchemaLogitsProcessor(self.tok, schema, len(ids), self.hf.config.vocab_size)
+        seqs = self.generate_ids(ids, None, temperature, max_tokens, 1, seed, None, logits_processor=proc)
+        return Result([t for _, t, _ in seqs], len(ids), sum(len(g) for g, _, _ in seqs))
+
     def _complete(self, prompt, *, prefix=None, temperature, max_tokens, n, seed, stop) -> Result:
         if prefix:
             with self._lock:
@@ -306,9 +323,11 @@ class EmbeddedLLM(LLM):
         return Result([t for _, t, _ in seqs], len(ids), sum(len(g) for g, _, _ in seqs))
 
     def generate_ids(self, ids: list[int], st: _PrefixState | None = None, temperature: float = 0.0, max_tokens: int = 16,
-                     n: int = 1, seed: int | None = None, stop=None) -> list[tuple[list[int], str, str]]:
+                     n: int = 1, seed: int | None = None, stop=None,
+                     logits_processor=None) -> list[tuple[list[int], str, str]]:
         """n continuations of `ids`: (generated ids up to EOS, text cut at the first stop string,
-        finish reason 'stop' or 'length'). Greedy when temperature is 0 (n copies of one run)."""
+        finish reason 'stop' or 'length'). Greedy when temperature is 0 (n copies of one run).
+        `logits_processor`: one more processor (e.g. a schema's) applied at every step."""
         if max_tokens <= 0:
             return [([], "", "length")] * max(1, n)
         sample = (temperature or 0.0) > 0
@@ -322,6 +341,10 @@ class EmbeddedLLM(LLM):
         kw["pad_token_id"] = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
         if stop:
             kw.update(stop_strings=list(stop), tokenizer=self.tok)
+        if logits_processor is not None:
+            from transformers import LogitsProcessorList
+
+            kw["logits_processor"] = LogitsProcessorList([logits_processor])
         inp = torch.tensor([ids], device=self.device)
         with self._lock, torch.inference_mode(), _seeded(seed if sample else None, self.device):
             if st is not None and st.kv is not None and len(st.ids) < len(ids):

@@ -10,7 +10,9 @@ server is probably still working on the request, so re-sending at once only queu
 it. After a read timeout the next attempt is sent at once with twice the time, and only if the
 total time (`total_timeout`, default 4 x timeout) allows all of it: by default one timeout, one
 retry with twice the time, then a clear error. Every failed attempt is one row in
-llm_calls.
+llm_calls. The timeout bounds a whole attempt (connect, send and every read, however slowly the
+bytes trickle in: llm/deadline.py), and no attempt runs past the call's total time, so a call
+ends within `total_timeout` whatever the server does.
 
 Prompt logprobs: P(text after a slot starts with a candidate) is exact even when the endpoint's
 tokenizer splits a candidate into several tokens. One echo request per row gives the first-token
@@ -42,6 +44,7 @@ import openai
 from ..errors import LLMError
 from .base import LLM, LogprobsUnsupported, Result
 from .budget import Budget
+from .deadline import deadline, deadline_async_transport, deadline_transport
 from .ratelimit import limiter_for
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -53,6 +56,9 @@ PROBE_PROMPT = "Counting: 1, 2, 3, 4, 5, 6"
 PROBE_SLOT = len("Counting: 1, 2, 3, 4,")
 
 _PROBES: dict[tuple, dict] = {}
+# a schema that admits one reply only, which no model writes unasked: the probe of structured output
+STRUCTURED_PROBE_SCHEMA = {"type": "object", "properties": {"probe": {"type": "string", "enum": ["autointerp-structured"]}},
+                           "required": ["probe"], "additionalProperties": False}
 _SERVED: dict[tuple, str | None] = {}
 _GLOBAL = threading.Lock()
 
@@ -62,6 +68,18 @@ def forget_endpoints() -> None:
     with _GLOBAL:
         _PROBES.clear()
         _SERVED.clear()
+
+
+MAX_REPORTED_TOKENS = 100_000_000  # far above any context window: a larger count is not a real one
+
+
+def usage_count(v: Any) -> int | None:
+    """A server-reported token count if it is a whole number in [0, MAX_REPORTED_TOKENS], else None."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
+        return None
+    return int(v) if 0 <= v <= MAX_REPORTED_TOKENS else None
 
 
 class MalformedResponse(LLMError):
@@ -244,7 +262,8 @@ class OpenAILLM(LLM):
                 return _SERVED[k]
         served = None
         try:
-            page = self.client.models.list(timeout=min(10.0, self.timeout))
+            with deadline(time.monotonic() + min(10.0, self.timeout)):
+                page = self.client.models.list(timeout=min(10.0, self.timeout))
             data = list(getattr(page, "data", None) or [])
             match = [m for m in data if getattr(m, "id", None) == self.model] or (data if len(data) == 1 else [])
             if match:
@@ -263,14 +282,16 @@ class OpenAILLM(LLM):
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None:
-            self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.timeout)
+            self._client = openai.OpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+                                         http_client=openai.DefaultHttpxClient(transport=deadline_transport()))
         return self._client
 
     def _aclient(self) -> tuple[openai.AsyncOpenAI, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
         entry = self._aclients.get(id(loop))
         if entry is None or entry[0] is not loop:
-            entry = (loop, openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.timeout),
+            entry = (loop, openai.AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=0, timeout=self.timeout,
+                                              http_client=openai.DefaultAsyncHttpxClient(transport=deadline_async_transport())),
                      asyncio.Semaphore(self.concurrency))
             self._aclients = {id(loop): entry}
         return entry[1], entry[2]
@@ -299,6 +320,11 @@ class OpenAILLM(LLM):
             return None
         return wait, nxt
 
+    def _attempt_deadline(self, started: float, timeout: float) -> float:
+        """When an attempt must be over (time.monotonic()): connect + send + every read within its
+        timeout, and never past the call's total (`total_timeout` after it started)."""
+        return min(time.monotonic() + timeout, started + self.total_timeout)
+
     def _request(self, fn, est_tokens: int):
         """fn(client, timeout) -> response, retried as the module docstring says."""
         started, timeout, attempt, timeouts = time.monotonic(), self.timeout, 0, []
@@ -308,7 +334,8 @@ class OpenAILLM(LLM):
                 self.limiter.acquire(est_tokens)
             t0 = time.perf_counter()
             try:
-                return fn(self.client, timeout)
+                with deadline(self._attempt_deadline(started, timeout)):
+                    return fn(self.client, timeout)
             except Exception as e:  # noqa: BLE001
                 timeouts.append(timeout)
                 step = self._next(e, attempt, timeout, started)
@@ -329,7 +356,8 @@ class OpenAILLM(LLM):
                     await self.limiter.aacquire(est_tokens)
                 t0 = time.perf_counter()
                 try:
-                    return await fn(client, timeout)
+                    with deadline(self._attempt_deadline(started, timeout)):
+                        return await fn(client, timeout)
                 except Exception as e:  # noqa: BLE001
                     timeouts.append(timeout)
                     step = self._next(e, attempt, timeout, started)
@@ -391,16 +419,23 @@ class OpenAILLM(LLM):
     def _complete_args(self, prompt, temperature, max_tokens, n, seed, stop) -> dict:
         return self._args(temperature, max_tokens, n, seed, stop, prompt=prompt)
 
-    @staticmethod
-    def _usage(resp, fallback_prompt: str, texts: list[str]) -> tuple[int, int]:
+    def _usage(self, resp, fallback_prompt: str, texts: list[str]) -> tuple[int, int]:
+        """(prompt, completion) tokens as the server reports them, when they are sane (whole,
+        non-negative, at most MAX_REPORTED_TOKENS); otherwise estimated from the text (4
+        characters a token), and the rejected report recorded as its own llm_calls row."""
         u = getattr(resp, "usage", None)
         pt = getattr(u, "prompt_tokens", None) if u is not None else None
         ct = getattr(u, "completion_tokens", None) if u is not None else None
+        bad = [f"{name}={v!r}"[:60] for name, v in (("prompt_tokens", pt), ("completion_tokens", ct))
+               if v is not None and usage_count(v) is None]
+        if bad:
+            self._record_attempt(f"usage rejected: the server reported {', '.join(bad)}; estimated from the text instead", None)
+        pt, ct = usage_count(pt), usage_count(ct)
         if pt is None:
             pt = max(1, len(fallback_prompt) // 4)
         if ct is None:
             ct = sum(max(1, len(t) // 4) for t in texts)
-        return int(pt), int(ct)
+        return pt, ct
 
     @staticmethod
     def _check(resp) -> list:
@@ -539,6 +574,60 @@ class OpenAILLM(LLM):
                             note=f"echoed prompt logprobs line up with the prompt; top-{min(used, width)}")
         return Result(caps, pt, 1)
 
+    # ---- structured output, found by asking ------------------------------------------------------
+    def structured_support(self) -> str | None:
+        """How the endpoint enforces a JSON schema on chat replies: 'json_schema' (OpenAI's
+        response_format: OpenAI, vLLM, llama.cpp's server, Ollama), 'guided_json' (older vLLM), or
+        None (parse the reply and retry). Probed once per process and endpoint with one tiny chat
+        request whose schema admits a single reply no model writes unasked (recorded in
+        llm_calls as kind 'probe')."""
+        k = (public_url(self.base_url), self.model, "structured")
+        with _GLOBAL:
+            if k in _PROBES:
+                return _PROBES[k]["structured"]
+        found = self._call("probe", {"structured": STRUCTURED_PROBE_SCHEMA}, {"cache": False}, None, self._probe_structured)
+        with _GLOBAL:
+            _PROBES[k] = found
+        return found["structured"]
+
+    def _structured_body(self, schema: dict, how: str, name: str = "reply") -> dict:
+        if how == "json_schema":
+            return {"response_format": {"type": "json_schema",
+                                        "json_schema": {"name": name, "schema": strict_schema(schema), "strict": True}}}
+        return {"extra_body": {"guided_json": schema}}
+
+    def _structured(self, messages, schema, how, *, temperature, max_tokens, n, seed, stop) -> Result:
+        args = {**self._chat_args(messages, temperature, max_tokens, n, seed, stop), **self._structured_body(schema, how)}
+        resp = self._request(lambda c, t: c.chat.completions.create(**args, timeout=t),
+                             self._est(self._msg_text(messages), max_tokens, n))
+        return self._parse(self._chat_result, resp, messages)
+
+    def _probe_structured(self) -> Result:
+        from .structured import parse_strict
+
+        msgs = [{"role": "user", "content": "Say hello."}]
+        notes = []
+        for how in ("json_schema", "guided_json"):
+            args = {**self._chat_args(msgs, 0.0, 64, 1, None, None), **self._structured_body(STRUCTURED_PROBE_SCHEMA, how, "probe")}
+            try:
+                resp = self._request(lambda c, t, a=args: c.chat.completions.create(**a, timeout=t), 72)
+                text = self._chat_result(resp, msgs).value[0]
+            except LLMError as e:
+                if getattr(e, "status", None) in (400, 404, 405, 422, 501):
+                    notes.append(f"{how} refused")
+                    continue
+                raise
+            except Exception:  # noqa: BLE001 - a malformed reply: the field is not honoured
+                notes.append(f"{how}: malformed reply")
+                continue
+            try:
+                parse_strict(text, STRUCTURED_PROBE_SCHEMA)
+            except ValueError:
+                notes.append(f"{how} ignored (the reply does not follow the schema)")
+                continue
+            return Result({"structured": how, "note": f"chat replies follow a JSON schema given as {how}"}, 0, 1)
+        return Result({"structured": None, "note": "; ".join(notes) + ": JSON is parsed from the reply and re-asked"}, 0, 1)
+
     # ---- prompt logprobs: exact P(starts with candidate) ------------------------------------------
     def _echo(self, prompts: list[str], k: int) -> tuple[list[Any], int]:
         """Echo + logprobs for many prompts: `echo_batch` prompts a request, requests in parallel."""
@@ -622,6 +711,20 @@ class OpenAILLM(LLM):
             rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
             out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
         return Result(out, total_pt, len(mains) + len(extra))
+
+
+def strict_schema(schema: Any) -> Any:
+    """The schema as OpenAI's strict mode wants it: every object closed (additionalProperties
+    false) and all its properties required; pydantic's $defs/$ref kept."""
+    if isinstance(schema, list):
+        return [strict_schema(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict_schema(v) for k, v in schema.items()}
+    if out.get("type") == "object" and isinstance(out.get("properties"), dict):
+        out["additionalProperties"] = False
+        out["required"] = list(out["properties"])
+    return out
 
 
 def _plain(raw) -> Any:

@@ -13,6 +13,11 @@ Modes make it behave like the common servers:
   vllm       echo + logprobs give prompt logprobs, token by token, as vLLM returns them
   llamacpp   echo is ignored; logprobs cover only the generated tokens (llama.cpp's server)
   chat-only  no /v1/completions (404), like many hosted chat APIs
+  structured as vllm, and chat requests honour a JSON schema, given as OpenAI's
+             `response_format={"type": "json_schema", "json_schema": {"schema": ...}}` or as vLLM's
+             `guided_json`, by constrained decoding of the served model (llm/structured.py), as
+             vLLM, llama.cpp's server and Ollama do; the other modes ignore both fields, like a
+             server without structured output
 
 In-process use (tests, benchmarks):
 
@@ -38,7 +43,7 @@ import torch
 
 from ..errors import UsageError
 
-MODES = ("vllm", "llamacpp", "chat-only")
+MODES = ("vllm", "llamacpp", "chat-only", "structured")
 MAX_LOGPROBS = 20  # vLLM's default --max-logprobs
 
 
@@ -404,7 +409,17 @@ class LLMServer:
         if not isinstance(k, int) or not 0 <= k <= MAX_LOGPROBS:
             raise BadRequest(400, f"'top_logprobs' must be an integer from 0 to {MAX_LOGPROBS}")
         ids = self.llm._ids(self.llm._render_chat(msgs))
-        gens = self.llm.generate_ids(ids, None, p["temperature"], p["max_tokens"], p["n"], p["seed"], p["stop"])
+        schema = self._schema(body)
+        proc = None
+        if schema is not None:
+            from .structured import SchemaLogitsProcessor
+
+            try:
+                proc = SchemaLogitsProcessor(self.llm.tok, schema, len(ids), self.llm.hf.config.vocab_size)
+            except Exception as e:  # noqa: BLE001 - a schema the enforcer cannot compile is the client's error
+                raise BadRequest(400, f"unsupported JSON schema: {type(e).__name__}: {str(e)[:200]}") from None
+        gens = self.llm.generate_ids(ids, None, p["temperature"], p["max_tokens"], p["n"], p["seed"], p["stop"],
+                                     logits_processor=proc)
         choices = []
         scored = self.engine.score([ids + g for g, _, _ in gens], k) if want_lp and any(g for g, _, _ in gens) else None
         for i, (g, text, reason) in enumerate(gens):
@@ -423,6 +438,31 @@ class LLMServer:
         return {"id": f"chatcmpl-{uuid.uuid4().hex[:24]}", "object": "chat.completion", "created": int(time.time()),
                 "model": self.served_name, "choices": choices,
                 "usage": self._usage(len(ids), sum(len(g) for g, _, _ in gens))}
+
+    def _schema(self, body: dict) -> dict | None:
+        """The JSON schema a chat request asks the reply to follow (mode `structured` only)."""
+        if self.mode != "structured":
+            return None
+        rf = body.get("response_format")
+        guided = body.get("guided_json")
+        if rf is not None:
+            if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_schema"):
+                raise BadRequest(400, "'response_format' must be {\"type\": \"text\"} or {\"type\": \"json_schema\", ...}")
+            if rf["type"] == "json_schema":
+                js = rf.get("json_schema")
+                if not isinstance(js, dict) or not isinstance(js.get("schema"), dict):
+                    raise BadRequest(400, "'response_format.json_schema.schema' must be a JSON schema object")
+                return js["schema"]
+        if guided is not None:
+            if isinstance(guided, str):
+                try:
+                    guided = json.loads(guided)
+                except ValueError:
+                    raise BadRequest(400, "'guided_json' is not valid JSON") from None
+            if not isinstance(guided, dict):
+                raise BadRequest(400, "'guided_json' must be a JSON schema object")
+            return guided
+        return None
 
     def _prompts(self, body: dict) -> list[tuple[str, list[int], list[str]]]:
         pr = body.get("prompt")
@@ -456,7 +496,7 @@ class LLMServer:
         lpk = body.get("logprobs")
         if lpk is not None and (isinstance(lpk, bool) or not isinstance(lpk, int) or not 0 <= lpk <= MAX_LOGPROBS):
             raise BadRequest(400, f"'logprobs' must be an integer from 0 to {MAX_LOGPROBS}")
-        echo = bool(body.get("echo")) and self.mode == "vllm"  # llama.cpp's server ignores echo
+        echo = bool(body.get("echo")) and self.mode in ("vllm", "structured")  # llama.cpp's server ignores echo
         greedy1 = p["temperature"] == 0 and p["max_tokens"] == 1
         k = lpk or 0
         # generation: one greedy token falls out of the scoring pass; longer runs generate

@@ -141,3 +141,181 @@ def train_topk(hm, hook: str, n_latents: int, k: int = 32, n_tokens: int = 200_0
               "loss_first": round(losses[0], 4), "loss_last": round(sum(losses[-10:]) / len(losses[-10:]), 4)}
     sae.cfg["autointerp_training"]["report"] = report
     return sae, report
+
+
+# ----------------------------------------------------------------------------- transcoders
+
+
+def mlp_replaced_ce(hm, transcoders: dict, contexts: list[torch.Tensor], first_pos: int = 0) -> dict[str, float]:
+    """Next-token loss on `contexts` with the MLPs of `transcoders` ({layer: SAE}) replaced by their
+    reconstruction at once (each reads the MLP input of the already-replaced stream), with the same
+    MLPs zero-ablated, and clean. ce_recovered = (zero - replaced) / (zero - clean), as SAE papers
+    report it (e.g. Dunefsky et al. 2024, transcoders; Gao et al. 2024 for SAEs)."""
+    from ..core.hooks import act_name
+
+    def hooks(mode: str) -> dict:
+        if mode == "clean":
+            return {}
+        h, seen = {}, {}
+        for L, tc in transcoders.items():
+            if mode == "zero":
+                h[act_name("mlp.out", L)] = lambda v: torch.zeros_like(v)
+                continue
+
+            def keep(v, L=L):
+                seen[L] = v
+
+            def put(v, L=L, tc=tc):
+                x = seen.pop(L)
+                return tc(x.float())[1].to(v.dtype)
+
+            h[act_name("mlp.in", L)], h[act_name("mlp.out", L)] = keep, put
+        return h
+
+    out = {}
+    for mode in ("clean", "replaced", "zero"):
+        tot, n = 0.0, 0
+        for ids in contexts:
+            logits = hm.forward(ids.to(hm.device), hooks=hooks(mode)).logits.float()
+            lp = torch.log_softmax(logits[:, first_pos:-1], -1)
+            tgt = ids[:, first_pos + 1:].to(lp.device)
+            tot += float(-lp.gather(-1, tgt[..., None]).sum())
+            n += tgt.numel()
+        out[mode] = tot / max(n, 1)
+    gap = out["zero"] - out["clean"]
+    rec = (out["zero"] - out["replaced"]) / gap if gap > 1e-9 else None
+    return {"ce_clean": round(out["clean"], 4), "ce_replaced": round(out["replaced"], 4),
+            "ce_zero_ablated": round(out["zero"], 4), "ce_recovered": None if rec is None else round(rec, 4),
+            **({} if rec is not None else {"ce_recovered_reason": "zero-ablating these MLPs does not raise the loss"})}
+
+
+def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_tokens: int = 200_000, *,
+                      skip: bool = False, corpus: str = DEFAULT_CORPUS, text_field: str = "text",
+                      context_len: int = 64, batch_size: int = 16, minibatch: int = 512, lr: float | None = None,
+                      l1_warmup: float = 0.2, eval_contexts: int = 32, seed: int = 0, name: str = "transcoders",
+                      progress: bool = False) -> tuple[dict[int, SAE], dict[str, Any]]:
+    """Per-layer MLP transcoders (ReLU; `skip` adds a linear skip W_skip) trained from ONE streamed
+    pass: each forward caches every requested layer's MLP input (after its norm) and output, and
+    every layer's transcoder takes an Adam step on the same minibatch. The loss is the MSE of the
+    MLP output (in units of its mean norm) + l1 * sum_i z_i |W_dec_i| (Anthropic's sparsity
+    penalty), l1 ramped up linearly over the first `l1_warmup` of training. Returns
+    ({layer: SAE in the SAELens transcoder format}, report with per-layer explained variance of the
+    MLP output, L0, dead latents, and the CE loss with all these MLPs replaced at once)."""
+    from ..core.hooks import act_name
+
+    layers = sorted(set(int(L) for L in layers))
+    if not layers or not all(0 <= L < hm.n_layers for L in layers):
+        raise UsageError(f"--layers must be in 0..{hm.n_layers - 1}, got {layers}")
+    if n_latents < 1 or l1 < 0:
+        raise UsageError(f"--latents must be >= 1 and --l1 >= 0, got latents={n_latents}, l1={l1}")
+    if n_tokens < context_len:
+        raise UsageError(f"--tokens must be at least one context ({context_len}), got {n_tokens}")
+    source = open_source(corpus, text_field)
+    layout = layout_for(hm.tokenizer, context_len)
+    fp = layout.first_pos
+    n_ctx = max(1, n_tokens // context_len)
+    dev = hm.device
+    d = hm.d_model
+    hin = {L: act_name("mlp.in", L) for L in layers}
+    hout = {L: act_name("mlp.out", L) for L in layers}
+    stop = max(layers) + 1
+
+    def acts(ids: torch.Tensor) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        run = hm.forward(ids.to(dev), cache=list(hin.values()) + list(hout.values()), return_logits=False,
+                         stop_at_layer=stop if stop < hm.n_layers else None)
+        return {L: tuple(run[h][:, fp:].reshape(-1, d).float() for h in (hin[L], hout[L])) for L in layers}
+
+    held = [ids for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=n_ctx,
+                                           limit=eval_contexts, layout=layout)]
+    if not held:
+        raise UsageError(f"corpus {source.spec!r} has fewer than {n_ctx} + 1 contexts of {context_len} tokens: "
+                         "lower --tokens")
+    ev = [acts(ids) for ids in held]
+    x_eval = {L: torch.cat([e[L][0] for e in ev]) for L in layers}
+    y_eval = {L: torch.cat([e[L][1] for e in ev]) for L in layers}
+    g = torch.Generator().manual_seed(seed)
+    torch_rng = torch.Generator(device="cpu").manual_seed(seed + 1)
+    lr = lr or 2e-4 / math.sqrt(n_latents / (2 ** 14))
+    st: dict[int, dict] = {}
+    for L in layers:
+        sx = float(x_eval[L].norm(dim=-1).mean()) or 1.0
+        sy = float(y_eval[L].norm(dim=-1).mean()) or 1.0
+        W = torch.randn(n_latents, d, generator=g)
+        W = W / W.norm(dim=-1, keepdim=True)
+        p = {"W_enc": (0.5 * W.T).clone().contiguous().to(dev), "b_enc": torch.zeros(n_latents, device=dev),
+             "W_dec": (0.5 * W).clone().to(dev), "b_dec": (y_eval[L].mean(0) / sy).to(dev).clone()}
+        if skip:
+            p["W_skip"] = torch.zeros(d, d, device=dev)
+        for t in p.values():
+            t.requires_grad_(True)
+        st[L] = {"p": p, "sx": sx, "sy": sy, "opt": torch.optim.Adam(list(p.values()), lr=lr),
+                 "fired": torch.zeros(n_latents, dtype=torch.bool, device=dev), "losses": []}
+    total_steps = max(1, (n_ctx * (context_len - fp) + minibatch - 1) // minibatch)
+    steps, seen, t0 = 0, 0, time.perf_counter()
+
+    def fwd(s, x):
+        p = s["p"]
+        xn = x / s["sx"]
+        z = torch.relu(xn @ p["W_enc"] + p["b_enc"])
+        y = z @ p["W_dec"] + p["b_dec"]
+        if "W_skip" in p:
+            y = y + xn @ p["W_skip"].T
+        return z, y
+
+    for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=0, limit=n_ctx, layout=layout):
+        with torch.no_grad():
+            got = acts(ids)
+        n = next(iter(got.values()))[0].shape[0]
+        perm = torch.randperm(n, generator=torch_rng).to(dev)
+        for a in range(0, n, minibatch):
+            idx = perm[a:a + minibatch]
+            coef = l1 * min(1.0, steps / max(1.0, l1_warmup * total_steps))
+            for L in layers:
+                s = st[L]
+                x, y = got[L][0][idx], got[L][1][idx] / s["sy"]
+                z, yh = fwd(s, x)
+                mse = (yh - y).pow(2).sum(-1).mean()
+                sparsity = (z * s["p"]["W_dec"].norm(dim=-1)).sum(-1).mean()
+                loss = mse + coef * sparsity
+                s["opt"].zero_grad(set_to_none=True)
+                loss.backward()
+                s["opt"].step()
+                with torch.no_grad():
+                    s["fired"] |= (z > 0).any(0)
+                s["losses"].append(float(mse.detach()))
+            steps += 1
+            seen += int(idx.numel())
+        if progress:
+            print(f"\rsae train --kind transcoder: {seen:,} tokens x {len(layers)} layers, {steps} steps",
+                  end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    if steps == 0:
+        raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
+    arch = "skip_transcoder" if skip else "transcoder"
+    out, per_layer = {}, []
+    for L in layers:
+        s, p = st[L], st[L]["p"]
+        with torch.no_grad():   # fold the input and output scales into the weights: plain SAELens maths
+            tc = SAE(architecture=arch, W_enc=(p["W_enc"] / s["sx"]).cpu(), b_enc=p["b_enc"].cpu(),
+                     W_dec=(p["W_dec"] * s["sy"]).cpu(), b_dec=(p["b_dec"] * s["sy"]).cpu(),
+                     W_skip=(p["W_skip"] * (s["sy"] / s["sx"])).cpu() if skip else None,
+                     hook=hin[L], hook_out=hout[L], name=name,
+                     cfg={"metadata": {"model_name": hm.spec, "hook_name": hin[L], "hook_name_out": hout[L],
+                                       "context_size": context_len, "dataset_path": source.spec},
+                          "autointerp_training": {"tokens": seen, "steps": steps, "lr": lr, "l1": l1,
+                                                  "minibatch": minibatch, "seed": seed,
+                                                  "trainer": "relu-l1-adam-one-pass"}})
+            z, yh = tc(x_eval[L])
+        rep = {"layer": L, "explained_variance": round(1 - _fvu(y_eval[L], yh), 4),
+               "l0": round(float((z > 0).sum(-1).float().mean()), 2),
+               "dead_frac": round(float((~s["fired"].cpu()).float().mean()), 4),
+               "mse_first": round(s["losses"][0], 4), "mse_last": round(sum(s["losses"][-10:]) / len(s["losses"][-10:]), 4)}
+        tc.cfg["autointerp_training"]["report"] = rep
+        out[L] = tc
+        per_layer.append(rep)
+    ce = mlp_replaced_ce(hm, out, held, fp)
+    report = {"kind": arch, "layers": layers, "latents": n_latents, "l1": l1, "tokens": seen, "steps": steps,
+              "one_pass": True, "seconds": round(time.perf_counter() - t0, 2), "lr": lr,
+              "eval_tokens": int(next(iter(x_eval.values())).shape[0]), "per_layer": per_layer, **ce}
+    return out, report

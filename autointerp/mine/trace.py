@@ -9,6 +9,7 @@ from pydantic import BaseModel
 from ..models.hooked import HookedModel
 from ..core.hooks import act_name
 from ..core.units import Unit
+from ..errors import UnitError
 
 
 class NeuronHit(BaseModel):
@@ -75,3 +76,45 @@ def trace(hm: HookedModel, text: str, layers: list[int] | None = None, top: int 
                     heads.append(HeadHit(unit=str(Unit.head(layers[i // nh], i % nh)), attends_to=kp, token=toks[kp], weight=round(v, 4)))
         out.append(TokenTrace(pos=p, token=toks[p], neurons=neurons, heads=heads))
     return Trace(model=hm.spec, text=text, layers=layers, tokens=out)
+
+
+class UnitTrace(BaseModel):
+    """One unit's activation on every token of a text: what the miner records for it (a neuron's
+    mlp.post, the norm of a head's attn.z output, an SAE latent's value)."""
+
+    model: str
+    unit: str
+    text: str
+    tokens: list[str]
+    acts: list[float]
+
+
+def unit_trace(hm: HookedModel, text: str, unit: Unit | str, sae=None) -> UnitTrace:
+    """Per token of `text`, the activation of one unit, as mining measures it. An SAE latent needs
+    its SAE (attached for this call, then detached unless it was already attached)."""
+    u = Unit.parse(unit) if isinstance(unit, str) else unit
+    if u.kind == "feature":
+        if sae is None:
+            raise UnitError(f"{u} is an SAE latent: give its SAE")
+        if sae.layer != u.layer or not 0 <= u.index < sae.d_sae:
+            raise UnitError(f"{u}: not a latent of SAE {sae.name} (layer {sae.layer}, latents 0..{sae.d_sae - 1})")
+        was = hm.saes.get(sae.hook)
+        hm.attach_sae(sae)
+        name = sae.latents_hook
+    else:
+        hm.check_unit(u)
+        was, name = None, u.hook
+    ids, mask = hm.tokenize([text])
+    try:
+        with torch.no_grad():
+            run = hm.forward(ids, mask, cache=[name], return_logits=False)
+    finally:
+        if u.kind == "feature" and was is not sae:
+            hm.detach_sae(sae)
+            if was is not None:
+                hm.attach_sae(was)
+    n_tok = int(mask[0].sum())
+    x = run.cache[name][0, :n_tok].float()
+    acts = x[:, u.index] if u.kind != "head" else x[:, u.index].norm(dim=-1)
+    return UnitTrace(model=hm.spec, unit=str(u), text=text, tokens=hm.to_str_tokens(ids[0, :n_tok]),
+                     acts=[round(float(a), 6) for a in acts.tolist()])

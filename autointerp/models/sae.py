@@ -5,7 +5,8 @@ A directory holds ``cfg.json`` and ``sae_weights.safetensors``:
     W_enc [d_in, d_sae]   b_enc [d_sae]   W_dec [d_sae, d_out]   b_dec [d_out]
     threshold [d_sae]     (JumpReLU only)     W_skip [d_out, d_in]  (skip transcoders only)
 
-(d_out = d_in for an SAE.) The facts of the format follow SAELens' own classes (sae_lens/saes/):
+(d_out = d_in for an SAE.) The architectures are classes registered by name in models/sae_arch.py;
+the facts of the format follow SAELens' own classes (sae_lens/saes/):
 
     standard     latents = relu((x' - b_dec*a) @ W_enc + b_enc)             a = apply_b_dec_to_input
     jumprelu     pre = (x' - b_dec*a) @ W_enc + b_enc;  latents = relu(pre) * (pre > threshold)
@@ -43,12 +44,8 @@ import torch
 from ..core.hooks import HookNameError, act_name, parse_hook, sae_hook
 from ..core.units import SAE_NAME_RE
 from ..errors import HookError, ModelSpecError, UsageError
+from .sae_arch import ARCHITECTURES, CFG_FILE, WEIGHTS_FILE, Architecture
 
-CFG_FILE = "cfg.json"
-WEIGHTS_FILE = "sae_weights.safetensors"
-SAE_ARCHITECTURES = ("standard", "jumprelu", "topk")
-TRANSCODER_ARCHITECTURES = ("transcoder", "jumprelu_transcoder", "skip_transcoder")
-ARCHITECTURES = SAE_ARCHITECTURES + TRANSCODER_ARCHITECTURES
 NORMALISATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
 
 # TransformerLens hook names (as SAELens configs write them) -> autointerp sites
@@ -122,6 +119,7 @@ class SAE:
         a = self.architecture
         if a not in ARCHITECTURES:
             raise SAEError(f"unknown SAE architecture {a!r}: use {', '.join(ARCHITECTURES)}")
+        arch = ARCHITECTURES[a]
         if self.normalize_activations not in NORMALISATIONS:
             raise SAEError(f"unknown normalize_activations {self.normalize_activations!r}: use {', '.join(NORMALISATIONS)}")
         if not SAE_NAME_RE.match(self.name):
@@ -129,22 +127,18 @@ class SAE:
         d_in, d_sae = self.W_enc.shape if self.W_enc.ndim == 2 else (None, None)
         shapes = {"W_enc": (d_in, d_sae), "b_enc": (d_sae,), "W_dec": (d_sae, self.W_dec.shape[-1]),
                   "b_dec": (self.W_dec.shape[-1],)}
-        if a == "jumprelu" or a == "jumprelu_transcoder":
-            if self.threshold is None:
-                raise SAEError(f"a {a} SAE needs a `threshold` tensor in {WEIGHTS_FILE}")
-            shapes["threshold"] = (d_sae,)
-        if a == "skip_transcoder":
-            if self.W_skip is None:
-                raise SAEError(f"a skip_transcoder needs a `W_skip` tensor in {WEIGHTS_FILE}")
-            shapes["W_skip"] = (self.W_dec.shape[-1], d_in)
+        for nm, want in arch.extra_shapes(d_in, d_sae, self.W_dec.shape[-1]).items():
+            if getattr(self, nm) is None:
+                raise SAEError(f"a {a} {'' if arch.transcoder else 'SAE '}needs a `{nm}` tensor in {WEIGHTS_FILE}")
+            shapes[nm] = want
         for nm, want in shapes.items():
             t = getattr(self, nm)
             if d_in is None or tuple(t.shape) != want or self.W_dec.ndim != 2:
                 raise SAEError(f"SAE tensor {nm} has shape {tuple(t.shape)}, expected {want} "
                                f"(W_enc is {tuple(self.W_enc.shape)})")
-        if a == "topk":
-            if not isinstance(self.k, int) or isinstance(self.k, bool) or not 1 <= self.k <= d_sae:
-                raise SAEError(f"a topk SAE needs an integer k in 1..d_sae={d_sae} in {CFG_FILE}, got {self.k!r}")
+        problem = arch.check(self, d_sae)
+        if problem:
+            raise SAEError(problem)
         if self.is_transcoder:
             if self.hook_out is None:
                 raise SAEError(f"a {a} needs an output hook (hook_name_out in {CFG_FILE})")
@@ -214,7 +208,7 @@ class SAE:
             k = int(k)
         sae = cls(architecture=arch, W_enc=w["W_enc"], b_enc=w["b_enc"], W_dec=w["W_dec"], b_dec=w["b_dec"],
                   threshold=w.get("threshold"), W_skip=w.get("W_skip"), k=k, hook=_meta(cfg, "hook_name"),
-                  hook_out=_meta(cfg, "hook_name_out") if arch in TRANSCODER_ARCHITECTURES else None,
+                  hook_out=_meta(cfg, "hook_name_out") if getattr(ARCHITECTURES.get(arch), "transcoder", False) else None,
                   apply_b_dec_to_input=bool(cfg.get("apply_b_dec_to_input", True)),
                   normalize_activations=cfg.get("normalize_activations") or "none", name=name, cfg=dict(cfg))
         if sae.d_in != cfg["d_in"] or sae.d_sae != cfg["d_sae"]:
@@ -265,7 +259,12 @@ class SAE:
 
     @property
     def is_transcoder(self) -> bool:
-        return self.architecture in TRANSCODER_ARCHITECTURES
+        return self.arch.transcoder
+
+    @property
+    def arch(self) -> Architecture:
+        """The registered architecture (models/sae_arch.py)."""
+        return ARCHITECTURES[self.architecture]
 
     @property
     def layer(self) -> int:
@@ -340,14 +339,7 @@ class SAE:
     def activate(self, pre: torch.Tensor) -> torch.Tensor:
         """Latents of pre-activations. Outside autograd `pre` is consumed (overwritten in place:
         one [tokens, d_sae] buffer fewer per batch); pass a clone to keep it."""
-        a = self.architecture
-        if a in ("jumprelu", "jumprelu_transcoder"):
-            return torch.relu(pre) * (pre > self.threshold)
-        if a == "topk":
-            top = pre.topk(self.k, dim=-1)
-            out = torch.zeros_like(pre) if pre.requires_grad else pre.zero_()
-            return out.scatter_(-1, top.indices, torch.relu(top.values))
-        return torch.relu(pre) if pre.requires_grad else pre.relu_()
+        return self.arch.activate(self, pre)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Latents [..., d_sae] of inputs [..., d_in] (float32)."""

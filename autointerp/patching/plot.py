@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.files import atomic_output
 from ..core.units import Unit
 from ..errors import UsageError
 from .core import PatchResult
@@ -65,7 +66,8 @@ def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarr
     return g, [str(L) for L in layers], [rows[0]["component"].split(".", 2)[-1] if rows else ""], "layer", ""
 
 
-def plot_result(res: PatchResult, path: str | Path, n_layers: int, n_heads: int, title: str | None = None) -> Path:
+def plot_result(res: PatchResult, path: str | Path, n_layers: int, n_heads: int, title: str | None = None,
+                force: bool = False) -> Path:
     try:
         import matplotlib
 
@@ -91,6 +93,7 @@ def plot_result(res: PatchResult, path: str | Path, n_layers: int, n_heads: int,
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    with atomic_output(path, force=force, binary=True, option="--plot") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)
     return path

@@ -9,11 +9,14 @@ Routes (GET/HEAD only):
     /investigation/<id>        an `autointerp investigate` report (id or a unique prefix), figures inlined
     /diffs, /diff/<id>         stored model diffs (`autointerp diff A B`; id or a unique prefix)
     /static/viewer.js          the viewer's one script (the true/simulated toggle)
+    /unit/...?text=TEXT        with `serve --model SPEC`: the unit on a typed text (serve/tryit.py)
 
 Every response carries CSP (a Content-Security-Policy) that allows scripts from this server only
 (`script-src 'self'`, no 'unsafe-inline'): the pages hold no inline script or event handler.
 
-Stdlib only: http.server.ThreadingHTTPServer, one daemon thread per connection. Each request opens
+Stdlib only: http.server.ThreadingHTTPServer, one daemon thread per connection, at most
+MAX_CONNECTIONS of them; a connection that sends no complete request within READ_TIMEOUT is
+closed, and at the limit the longest-idle one makes room (ViewerServer). Each request opens
 its own read-only connection (sqlite `mode=ro`), so the viewer never writes and never blocks a
 running batch for long.
 
@@ -34,7 +37,10 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import sys
+import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -44,7 +50,8 @@ from ..core.units import Unit
 from ..errors import AutointerpError, UnitError, UsageError
 from . import pages
 from .diff import diff_page, diffs_page
-from .investigation import investigation_html
+from .investigation import investigation_page
+from .tryit import Busy, TextError
 
 
 class NotFound(Exception):
@@ -52,6 +59,16 @@ class NotFound(Exception):
 
 
 class BadRequest(Exception):
+    pass
+
+
+REQUEST_QUEUE_SIZE = 256
+MAX_CONNECTIONS = 64         # open connections at once (threads and descriptors), far below a 256-fd limit
+READ_TIMEOUT = 10.0          # seconds to send a complete request, from connecting or from the last answer
+EVICT_IDLE_S = 1.0           # at the limit, a connection idle this long makes room for a new one
+
+
+class Unavailable(Exception):
     pass
 
 
@@ -105,11 +122,13 @@ def _sae_of(store, u: Unit, model: str, m: dict | None) -> dict:
     return row
 
 
-def render(store_path: Path, raw_path: str) -> tuple[int, str]:
-    """(status, html) for a request path. Pure apart from reading the store: testable without HTTP."""
+def render(store_path: Path, raw_path: str, tester=None) -> tuple[int, str]:
+    """(status, html) for a request path. Pure apart from reading the store (and, with a tester,
+    running its model on a unit page's ?text=): testable without HTTP."""
     url = urlsplit(raw_path)
     segs = url.path.split("/")[1:]
     q = {k: v[-1] for k, v in parse_qs(url.query).items()}
+    text = parse_qs(url.query, keep_blank_values=True).get("text", [None])[-1]
     try:
         if url.path == "/search":  # checked before the store is opened
             text = q.get("q", "").strip()
@@ -120,10 +139,7 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
             limit = _int_param(q, "limit", 1, MAX_LIMIT)
         with _open(store_path) as store:
             if url.path in ("/", "/index.html"):
-                page = pages.index_page(store.overview(), store.search(None, limit=20))
-                if store.list_diffs():
-                    page = page.replace("</main>", '<h2>model diffs</h2><p><a href="/diffs">every stored diff</a></p></main>')
-                return 200, page
+                return 200, pages.index_page(store.overview(), store.search(None, limit=20), bool(store.list_diffs()))
             if url.path == "/diffs":
                 return 200, diffs_page(store.list_diffs())
             if len(segs) == 2 and segs[0] == "diff" and segs[1]:
@@ -161,7 +177,18 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                         raise NotFound(f"no model {model!r} in this store")
                     raise NotFound(f"the store has nothing on {u} of {model}")
                 v["sae"] = sae
-                return 200, pages.unit_page(v)
+                if tester is None:
+                    if text is not None:
+                        raise BadRequest("test-your-text needs a model: start the viewer with autointerp serve --model SPEC")
+                    box = {"enabled": False, "hint": model}
+                else:
+                    try:
+                        box = tester.box(v, text, url.path)
+                    except TextError as e:
+                        raise BadRequest(str(e)) from None
+                    except Busy as e:
+                        raise Unavailable(str(e)) from None
+                return 200, pages.unit_page(v, box)
             if len(segs) >= 2 and segs[0] == "dataset" and segs[1]:
                 name = unquote("/".join(segs[1:]))
                 v = store.dataset_view(name)
@@ -175,11 +202,9 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 if inv is None:
                     raise NotFound(f"no investigation {unquote(segs[1])!r} in this store")
                 figs = {f["name"]: store.get_investigation_figure(inv["id"], f["name"]) for f in inv["figures"]}
-                body = investigation_html(inv, {k: v for k, v in figs.items() if v},
-                                          lambda u: f'<a href="{pages.esc(pages.unit_url(inv["model_id"], u))}">{u}</a>')
-                return 200, pages.layout(f"investigation: {inv['task']}", body)
+                return 200, investigation_page(inv, {k: v for k, v in figs.items() if v})
             if len(segs) == 2 and segs[0] == "circuit":
-                if not segs[1].isdigit():
+                if not INT_RE.fullmatch(segs[1]):
                     raise BadRequest("a circuit id is a number")
                 row = store.get_circuit(int(segs[1]), in_circuit_only=True)
                 if row is None:
@@ -187,11 +212,22 @@ def render(store_path: Path, raw_path: str) -> tuple[int, str]:
                 from .circuit import circuit_page
 
                 return 200, circuit_page(row)
+            if len(segs) == 2 and segs[0] == "graph":
+                if not segs[1].isdigit():
+                    raise BadRequest("a graph id is a number")
+                g = store.get_graph(int(segs[1]))
+                if g is None:
+                    raise NotFound(f"no graph {segs[1]} in this store")
+                from .graph import graph_page, with_explanations
+
+                return 200, graph_page(with_explanations(store, g))
             raise NotFound(f"no page at {url.path}")
     except NotFound as e:
         return 404, pages.error_page(404, str(e))
     except (BadRequest, UsageError) as e:
         return 400, pages.error_page(400, str(e))
+    except Unavailable as e:
+        return 503, pages.error_page(503, str(e))
 
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src data:; form-action 'self'; "
@@ -201,7 +237,22 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-sr
 class Handler(BaseHTTPRequestHandler):
     store_path: Path = Path("store/autointerp.db")
     quiet: bool = False
+    tester = None                 # a TextTester with `serve --model` (test-your-text), else None
     server_version = "autointerp-viewer"
+    timeout = READ_TIMEOUT          # seconds a socket read may wait (StreamRequestHandler applies it)
+
+    def handle_one_request(self) -> None:
+        try:
+            super().handle_one_request()
+        finally:
+            self.server.track(self.connection, busy=False)   # idle again (keep-alive) from now
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        if ok and not self.server.track(self.connection, busy=True):   # closed meanwhile: answer nothing
+            self.close_connection = True
+            return False
+        return ok
 
     def _send(self, status: int, body: str, head_only: bool = False,
               content_type: str = "text/html; charset=utf-8", cache: str = "no-store") -> None:
@@ -222,7 +273,7 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, pages.TOGGLE_JS, head_only, "text/javascript; charset=utf-8", "public, max-age=86400")
             return
         try:
-            status, body = render(self.store_path, self.path)
+            status, body = render(self.store_path, self.path, self.tester)
         except AutointerpError as e:
             status, body = 500, pages.error_page(500, str(e))
         except Exception as e:  # one line, never a traceback in the page
@@ -248,16 +299,85 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} {fmt % args}\n")
 
 
-REQUEST_QUEUE_SIZE = 256
+_BUSY, _CLOSED = "busy", "closed"
 
 
 class ViewerServer(ThreadingHTTPServer):
     """ThreadingHTTPServer with a listen backlog sized for bursts, daemon threads (Ctrl-C never
-    waits on a slow client)."""
+    waits on a slow client), and bounded connections:
+
+    - at most `max_connections` are open at once (each holds a thread and a file descriptor);
+      when a new one arrives at the limit, the connection idle longest (no request in
+      progress, idle for at least EVICT_IDLE_S) is closed to make room, else the new one waits
+      in the backlog until one ends;
+    - a connection that has not sent a complete request within `read_timeout` seconds of
+      opening (or of its last answer) is closed, however slowly its bytes arrive, and every
+      socket read waits at most `read_timeout` (Handler.timeout).
+    So idle or trickling clients cannot exhaust threads or descriptors, and a normal request is
+    answered while hundreds of them are connected."""
 
     request_queue_size = REQUEST_QUEUE_SIZE
     daemon_threads = True
     allow_reuse_address = True
+    max_connections = MAX_CONNECTIONS
+    read_timeout = READ_TIMEOUT
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self._conns: dict = {}                # socket -> idle since (monotonic), BUSY or CLOSED (until its thread ends)
+        self._cv = threading.Condition()
+        self._closing = False
+        threading.Thread(target=self._janitor, daemon=True, name="viewer-janitor").start()
+
+    def track(self, sock, *, busy: bool) -> bool:
+        """Mark a connection busy (a request read, being answered) or idle; False if it was closed."""
+        with self._cv:
+            state = self._conns.get(sock, _CLOSED)
+            if state is _CLOSED:
+                return False
+            self._conns[sock] = _BUSY if busy else time.monotonic()
+            return True
+
+    def _drop(self, sock) -> None:
+        """Close a connection's socket for reading and writing: its handler's read returns at once
+        and it answers nothing. It still counts against the limit until its thread ends."""
+        self._conns[sock] = _CLOSED
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._cv.notify_all()
+
+    def process_request(self, request, client_address):
+        with self._cv:
+            while len(self._conns) >= self.max_connections and not self._closing:
+                now = time.monotonic()
+                idle = [(since, s) for s, since in self._conns.items()
+                        if isinstance(since, float) and now - since >= EVICT_IDLE_S]
+                if idle:
+                    self._drop(min(idle, key=lambda x: x[0])[1])
+                self._cv.wait(0.05)
+            self._conns[request] = time.monotonic()
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):
+        with self._cv:
+            self._conns.pop(request, None)
+            self._cv.notify_all()
+        super().shutdown_request(request)
+
+    def _janitor(self) -> None:
+        while not self._closing:
+            time.sleep(min(1.0, self.read_timeout / 4))
+            now = time.monotonic()
+            with self._cv:
+                for s, since in list(self._conns.items()):
+                    if isinstance(since, float) and now - since > self.read_timeout:
+                        self._drop(s)
+
+    def server_close(self) -> None:
+        self._closing = True
+        super().server_close()
 
 
 def check_store(store_path: str | Path) -> None:
@@ -265,17 +385,24 @@ def check_store(store_path: str | Path) -> None:
     _open(Path(store_path)).close()
 
 
-def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> ViewerServer:
+def make_server(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
+                read_timeout: float | None = None, max_connections: int | None = None, tester=None) -> ViewerServer:
     """A viewer server (not yet serving). The store is checked now: a missing file or one that is
-    not an autointerp store raises StoreError. port=0 picks a free port (server.server_address)."""
+    not an autointerp store raises StoreError. port=0 picks a free port (server.server_address).
+    tester: a serve.tryit.TextTester (a loaded subject model) for the test-your-text box."""
     path = Path(store_path)
     check_store(path)
-    handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet})
-    return ViewerServer((host, port), handler)
+    handler = type("BoundHandler", (Handler,), {"store_path": path, "quiet": quiet, "tester": tester,
+                                               "timeout": read_timeout or READ_TIMEOUT})
+    server = ViewerServer((host, port), handler)
+    server.read_timeout = read_timeout or READ_TIMEOUT
+    server.max_connections = max_connections or MAX_CONNECTIONS
+    return server
 
 
-def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False) -> None:
-    server = make_server(store_path, host, port, quiet)
+def serve(store_path: str | Path, host: str = "127.0.0.1", port: int = 8000, quiet: bool = False,
+          tester=None) -> None:
+    server = make_server(store_path, host, port, quiet, tester=tester)
     h, p = server.server_address[:2]
     print(f"autointerp viewer on http://{h}:{p}/ (read-only: {store_path}); Ctrl-C stops it", file=sys.stderr, flush=True)
     try:

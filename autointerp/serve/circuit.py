@@ -8,7 +8,8 @@ last, in fixed columns, so one head stays in one column. One node per head / MLP
 logits that an edge of the circuit touches. Edges run from the sender's top to the receiver's
 bottom, into a head at its q, k or v port (left, middle, right, each labelled); stroke width and
 opacity scale with |score| (the largest drawn = widest), blue for a negative score (patching the
-edge lowers the logit difference: it carries the behaviour), red for a positive one. At most
+edge lowers the logit difference: it carries the behaviour), red for a positive one: the
+sign colours of core/palette.py, shared with the investigation report's circuit figure. At most
 MAX_DRAWN edges are drawn, the circuit's first by rank; the caption says when more exist."""
 
 from __future__ import annotations
@@ -17,20 +18,13 @@ import re
 
 from ..core.units import Unit
 from ..errors import UnitError
-from .pages import dataset_url, esc, fnum, layout, table, unit_url
+from ..core.palette import NEG_HEX as NEG, POS_HEX as POS, sign_hex
+from .render import fnum, render, unit_url
 
 MAX_DRAWN = 100
-NEG, POS, NONE = "#1565c0", "#c62828", "#9e9e9e"     # score < 0 (carries the behaviour), > 0, unscored
 _MLP_RE = re.compile(r"^blocks\.(\d+)\.mlp\.out$")
 _W, _H, _COL, _ROW, _PAD = 64, 22, 78, 70, 24       # node box, column and row pitch, margin (px)
 _PORTS = {"q": -_W / 3, "k": 0.0, "v": _W / 3}
-
-
-def _node(name: str, model: str) -> str:
-    base, sep, ch = name.partition(":")
-    if Unit.is_id(base):
-        return f'<a href="{esc(unit_url(model, base))}">{esc(base)}</a>' + (f":{esc(ch)}" if sep else "")
-    return esc(name)
 
 
 def _place(name: str) -> tuple[float, int, str] | None:
@@ -56,9 +50,9 @@ def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def circuit_svg(edges: list[dict], model: str, max_drawn: int = MAX_DRAWN) -> str:
-    """The circuit's edges ({sender, receiver, score, edge}, most important first) as an SVG graph
-    with a caption; '' if there is nothing to draw."""
+def circuit_svg(edges: list[dict], model: str, max_drawn: int = MAX_DRAWN) -> dict | None:
+    """The geometry of the circuit's edges ({sender, receiver, score, edge}, most important first)
+    as an SVG graph with a caption (drawn by templates/circuit.html); None if nothing can be drawn."""
     drawn, skipped = [], 0
     for e in edges[:max_drawn]:
         base, _, ch = str(e["receiver"]).partition(":")
@@ -68,7 +62,7 @@ def circuit_svg(edges: list[dict], model: str, max_drawn: int = MAX_DRAWN) -> st
             continue
         drawn.append((e, str(e["sender"]), base, ch, s, r))
     if not drawn:
-        return ""
+        return None
     nodes: dict[str, tuple[float, int, str]] = {}
     for _, sn, rn, _, s, r in drawn:
         nodes.setdefault(sn, s)
@@ -93,44 +87,26 @@ def circuit_svg(edges: list[dict], model: str, max_drawn: int = MAX_DRAWN) -> st
             ports.add((rn, ch))
         sc = e.get("score")
         a = 0.0 if sc is None else min(1.0, abs(sc) / vmax)
-        colour = NONE if sc is None else (NEG if sc < 0 else POS)
         if abs(sy - ry) < 1:      # same row (a head into its own layer's MLP): an arc above
             d = f"M{_num(x1)},{_num(y1)} C{_num(x1)},{_num(y1 - 40)} {_num(x2)},{_num(y1 - 40)} {_num(x2)},{_num(ry)}"
         else:
             my = (y1 + y2) / 2
             d = f"M{_num(x1)},{_num(y1)} C{_num(x1)},{_num(my)} {_num(x2)},{_num(my)} {_num(x2)},{_num(y2)}"
         name = e.get("edge") or f"{sn} -> {e['receiver']}"
-        title = f"{name}  score {fnum(sc, '+.4f')}"
-        paths.append(f'<path class="edge" d="{d}" fill="none" stroke="{colour}" stroke-width="{0.6 + 3.4 * a:.2f}" '
-                     f'stroke-opacity="{0.3 + 0.65 * a:.2f}" data-edge="{esc(e.get("edge") or "")}" '
-                     f'data-sender="{esc(sn)}" data-receiver="{esc(rn)}" data-channel="{esc(ch)}" '
-                     f'data-score="{esc(sc)}"><title>{esc(title)}</title></path>')
+        paths.append({"d": d, "stroke": sign_hex(sc), "width": f"{0.6 + 3.4 * a:.2f}", "opacity": f"{0.3 + 0.65 * a:.2f}",
+                      "edge": e.get("edge") or "", "sender": sn, "receiver": rn, "channel": ch,
+                      "score": "" if sc is None else sc, "title": f"{name}  score {fnum(sc, '+.4f')}"})
     boxes = []
     for n, (_, _, label) in nodes.items():
         x, y = xy[n]
         w = _W if label not in ("embed", "logits") else _W + 16
-        box = (f'<rect x="{_num(x - w / 2)}" y="{_num(y)}" width="{w}" height="{_H}" rx="4" fill="#eceff1" '
-               f'stroke="#546e7a"/><text x="{_num(x)}" y="{_num(y + 15)}" text-anchor="middle" font-size="11" '
-               f'font-family="ui-monospace,monospace">{esc(label)}</text><title>{esc(n)}</title>')
-        if Unit.is_id(n):
-            boxes.append(f'<a class="node" data-node="{esc(n)}" href="{esc(unit_url(model, n))}">{box}</a>')
-        else:
-            boxes.append(f'<g class="node" data-node="{esc(n)}">{box}</g>')
-    labels = [f'<text class="port" x="{_num(xy[n][0] + _PORTS[c])}" y="{_num(xy[n][1] + _H + 10)}" '
-              f'text-anchor="middle" font-size="9" fill="#37474f" data-node="{esc(n)}">{esc(c)}</text>'
+        boxes.append({"name": n, "label": label, "x": _num(x - w / 2), "y": _num(y), "w": w, "h": _H,
+                      "tx": _num(x), "ty": _num(y + 15), "href": unit_url(model, n) if Unit.is_id(n) else None})
+    labels = [{"x": _num(xy[n][0] + _PORTS[c]), "y": _num(xy[n][1] + _H + 10), "node": n, "port": c}
               for n, c in sorted(ports)]
-    svg = (f'<svg class="circuit-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_num(width)} '
-           f'{_num(height)}" width="{_num(width)}" height="{_num(height)}" role="img" '
-           f'aria-label="circuit graph">{"".join(paths)}{"".join(boxes)}{"".join(labels)}</svg>')
-    shown = len(drawn)
-    more = (f"; the first {min(len(edges), max_drawn)} of {len(edges)} edges by rank are drawn"
-            if len(edges) > max_drawn else "")
-    bad = f"; {skipped} with a node this page cannot place left out" if skipped else ""
-    cap = (f"{shown} edges between {len(nodes)} nodes{more}{bad}. Embed at the bottom, logits at the top; into a "
-           f"head at its q / k / v port. Width and opacity: |score|; "
-           f'<span style="color:{NEG}">blue</span>: negative score (patching the edge lowers the logit '
-           f'difference), <span style="color:{POS}">red</span>: positive. Heads link to their pages.')
-    return f'<figure class="wide">{svg}<figcaption class="muted">{cap}</figcaption></figure>'
+    return {"width": _num(width), "height": _num(height), "paths": paths, "boxes": boxes, "labels": labels,
+            "shown": len(drawn), "n_nodes": len(nodes), "n_edges": len(edges), "max_drawn": max_drawn,
+            "skipped": skipped, "neg": NEG, "pos": POS}
 
 
 def circuit_page(row: dict) -> str:
@@ -138,22 +114,15 @@ def circuit_page(row: dict) -> str:
     edges = [e for e in row["edges"] if e["in_circuit"]]
     abl = row.get("ablation") or "corrupt"
     base = (row.get("settings") or {}).get("baseline_logit_diff")
-    head = (f'<p class="muted">circuit {esc(row["id"])} · {esc(row["method"])} · {esc(abl)} ablation · dataset '
-            f'<a href="{esc(dataset_url(row["dataset"]))}">{esc(row["dataset"])}</a> · model {esc(model)} · '
-            f'{esc(row["n_items"])} items</p>')
-    fa = row.get("faithfulness")
-    summary = (f"<p>{len(edges)} of {esc(row['n_edges_total'])} edges; faithfulness "
-               f"<b>{'-' if fa is None else esc(f'{fa:.3f}')}</b>"
-               + (f" (target {esc(row['target'])})" if row.get("target") else "")
-               + f", edges outside it patched to their {esc(abl)} values"
-               + f"; logit diff clean {fnum(row['clean_logit_diff'], '.3f')}, corrupt "
-                 f"{fnum(row['corrupt_logit_diff'], '.3f')}"
-               + (f", every edge mean-ablated {fnum(base, '.3f')}" if abl == "mean" else "") + "</p>")
-    graph = circuit_svg(edges, model)
-    curve = table(["edges kept", "faithfulness"], [[esc(k), fnum(f, ".3f")] for k, f in row.get("curve", [])])
-    rows = [[esc(e["rank"]), _node(e["sender"], model), _node(e["receiver"], model), fnum(e["score"], "+.4f")]
+    rows = [{"rank": e["rank"], "score": e["score"], "sender": _node(e["sender"]), "receiver": _node(e["receiver"])}
             for e in edges]
-    body = (head + f"<h1>circuit: {esc(row['dataset'])}</h1>" + summary
-            + (f"<h2>graph</h2>{graph}" if graph else "") + "<h2>faithfulness vs edges</h2>" + curve
-            + "<h2>edges</h2>" + table(["rank", "sender", "receiver", "score"], rows))
-    return layout(f"circuit {row['id']}", body)
+    return render("circuit.html", title=f"circuit {row['id']}", row=row, model=model, n_edges=len(edges), abl=abl,
+                  base=base, graph=circuit_svg(edges, model), edges=rows)
+
+
+def _node(name: str) -> dict:
+    """A node name split for linking: {unit (a unit id, linked) or None, rest (':q' or the whole name)}."""
+    base, sep, ch = name.partition(":")
+    if Unit.is_id(base):
+        return {"unit": base, "rest": f":{ch}" if sep else ""}
+    return {"unit": None, "rest": name}

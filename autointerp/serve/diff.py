@@ -1,10 +1,13 @@
 """The viewer's model-diff pages: /diffs (every stored diff) and /diff/<id> (one diff: metrics,
 top differing contexts with tokens coloured by the difference, component rankings, tasks and the
-explanations with their scores). Everything from the store goes through esc()."""
+explanations with their scores). Rendered by templates/diff.html; contexts are records drawn by
+the same record_view / `record` macro as a unit page's."""
 
 from __future__ import annotations
 
-from .pages import NEG_RGB, POS_RGB, colour, esc, fnum, layout, table, unit_url
+from ..core.units import Unit
+from .pages import NEG_RGB, POS_RGB, colour, record_view
+from .render import fnum, render
 
 SIDE_TITLE = {"a_better": "where A is better than B", "b_better": "where B is better than A", "random": "random contexts"}
 ANALYSES = {"weight_tensor": "weight change per tensor (relative Frobenius norm)",
@@ -17,86 +20,45 @@ ANALYSES = {"weight_tensor": "weight change per tensor (relative Frobenius norm)
             "patching": "patching from the better model into the worse (fraction of the gap recovered)"}
 
 
-def diff_url(diff_id: str) -> str:
-    return f"/diff/{esc(diff_id)}"
-
-
-def diffs_list(rows: list[dict]) -> str:
-    if not rows:
-        return '<p class="muted" id="no-diffs">no model diffs</p>'
-    return table(["diff", "A", "B", "mode", "level", "Δ log p", "KL(A‖B)", "updated"],
-                 [[f'<a class="diff-link" href="{diff_url(r["id"])}">{esc(r["id"][:12])}</a>', esc(r["model_a"]),
-                   esc(r["model_b"]), esc(r["mode"]), esc(r["level"]), fnum((r["summary"] or {}).get("delta_logp")),
-                   fnum((r["summary"] or {}).get("kl_a_b"), ".4f"), esc(r["updated_at"])] for r in rows], cls="diffs")
-
-
 def diffs_page(rows: list[dict]) -> str:
-    return layout("model diffs", f"<h1>model diffs</h1>{diffs_list(rows)}")
+    return render("diffs.html", title="model diffs", rows=rows)
 
 
-def _context_html(c: dict, metric: str, vmax: float) -> str:
+def _context(c: dict, metric: str, vmax: float) -> dict:
     """Tokens coloured by Δ (B - A): orange where B is better, blue where A is better."""
     vals = c["values"].get(metric) or []
-    spans = []
-    for i, t in enumerate(c["tokens"]):
-        v = vals[i] if i < len(vals) else None
-        bg = "" if v is None else (colour(v, vmax, POS_RGB) if v >= 0 else colour(-v, vmax, NEG_RGB))
-        tip = "" if v is None else f"Δ {metric} {v:+.3f}"
-        if v is not None and "lp_a" in c["values"]:
-            tip += f" · log p A {c['values']['lp_a'][i]:.2f} · B {c['values']['lp_b'][i]:.2f}"
-        style = f' style="background:{bg}"' if bg else ""
-        spans.append(f'<span class="tok" title="{esc(tip)}"{style}>{esc(t)}</span>')
-    label = f'{esc(c["side"])} {esc(c["rank"] + 1)} · ctx {esc(c["ctx_idx"])} · peak {fnum(c["score"])}'
-    return f'<div class="rec diff-rec" data-side="{esc(c["side"])}"><span class="muted">{label}</span>\n{"".join(spans)}</div>'
 
+    def tip(i, v, _s):
+        if v is None:
+            return ""
+        t = f"Δ {metric} {v:+.3f}"
+        if "lp_a" in c["values"]:
+            t += f" · log p A {c['values']['lp_a'][i]:.2f} · B {c['values']['lp_b'][i]:.2f}"
+        return t
 
-def _component_cell(name: str, model: str) -> str:
-    from ..core.units import Unit
-
-    if Unit.is_id(name):
-        return f'<a href="{esc(unit_url(model, name))}">{esc(name)}</a>'
-    return esc(name)
+    return record_view(c["tokens"], vals, label=f'{c["side"]} {c["rank"] + 1} · ctx {c["ctx_idx"]} · peak {fnum(c["score"])}',
+                       bg=lambda v: "" if v is None else (colour(v, vmax, POS_RGB) if v >= 0 else colour(-v, vmax, NEG_RGB)),
+                       tip=tip, cls="diff-rec", data=[("side", c["side"])])
 
 
 def diff_page(d: dict, n_contexts: int = 10, n_components: int = 10) -> str:
     s = d.get("summary") or {}
     metric = s.get("metric", "logp")
-    head = (f"<h1>model diff <span class='muted'>{esc(d['id'][:12])}</span></h1>"
-            f"<p><b>A</b> {esc(d['model_a'])} · <b>B</b> {esc(d['model_b'])} · {esc(d['mode'])} level · "
-            f"{esc(d['level'])} · corpus {esc(d['corpus'])} · {esc(d['n_tokens'])} tokens</p>")
-    metrics = table(["mean log p A", "mean log p B", "Δ log p", "Δ p", "Δ max(-5, log p)", "KL(A‖B)", "B better on"],
-                    [[fnum(s.get("mean_logp_a"), ".3f"), fnum(s.get("mean_logp_b"), ".3f"), fnum(s.get("delta_logp")),
-                      fnum(s.get("delta_p"), "+.4f"), fnum(s.get("delta_clip_logp")), fnum(s.get("kl_a_b"), ".4f"),
-                      f"{100 * s['frac_b_better']:.0f}%" if s.get("frac_b_better") is not None else "-"]], cls="metrics")
-    legend = ('<p class="legend">Δ = B - A per token:<span class="sw" style="background:rgb(255,140,0)"></span>B better'
-              '<span class="sw" style="background:rgb(30,136,229)"></span>A better</p>')
-    parts = [head, "<h2>metrics</h2>", metrics]
-    for note in (d.get("settings") or {}).get("notes") or []:
-        parts.append(f'<p class="muted">{esc(note)}</p>')
-    for e in d.get("explanations", []):
-        scores = "; ".join(f"{esc(r.get('kind'))} {fnum(r.get('value'))} (control {fnum(r.get('control'))})"
-                           for r in e["scores"])
-        parts.append(f"<h2>explanation: {esc(SIDE_TITLE.get(e['side'], e['side']))} ({esc(e['explainer'])})</h2>"
-                     f'<p class="expl">{esc(e["text"])}</p><p class="muted">{scores}</p>')
+    heads = ["mean log p A", "mean log p B", "Δ log p", "Δ p", "Δ max(-5, log p)", "KL(A‖B)", "B better on"]
+    cells = [fnum(s.get("mean_logp_a"), ".3f"), fnum(s.get("mean_logp_b"), ".3f"), fnum(s.get("delta_logp")),
+             fnum(s.get("delta_p"), "+.4f"), fnum(s.get("delta_clip_logp")), fnum(s.get("kl_a_b"), ".4f"),
+             f"{100 * s['frac_b_better']:.0f}%" if s.get("frac_b_better") is not None else "-"]
+    expls = [{"title": SIDE_TITLE.get(e["side"], e["side"]), "explainer": e["explainer"], "text": e["text"],
+              "scores_line": "; ".join(f"{r.get('kind')} {fnum(r.get('value'))} (control {fnum(r.get('control'))})"
+                                       for r in e["scores"])} for e in d.get("explanations", [])]
     ctxs = d.get("contexts", [])
     vmax = max((abs(v) for c in ctxs if c["side"] != "random" for v in (c["values"].get(metric) or [])), default=1.0)
-    for side in ("a_better", "b_better"):
-        rows = [c for c in ctxs if c["side"] == side][:n_contexts]
-        rep = s.get(f"repeat_frac_top10_{side}")
-        sub = f' <span class="muted">{100 * rep:.0f}% of the top 10 complete a repeat</span>' if rep is not None else ""
-        parts.append(f"<h2>top contexts {esc(SIDE_TITLE[side])}{sub}</h2>" + (legend if side == "a_better" else "")
-                     + "".join(_context_html(c, metric, vmax) for c in rows))
-    for task in d.get("tasks", []):
-        out = table(["clean prompt", "answer", "wrong", "LD A", "LD B", "Δ"],
-                    [[esc(o["clean"]), esc(o["answer"]), esc(o["wrong"]), fnum(o["ld_a"], "+.2f"), fnum(o["ld_b"], "+.2f"),
-                      fnum(o["delta"], "+.2f")] for o in task.get("outliers") or []])
-        parts.append(f"<h2>task {esc(task['task'])} <span class='muted'>n={esc(task['n_items'])}</span></h2>"
-                     f"<p>logit diff A {fnum(task['logit_diff_a'], '+.2f')} · B {fnum(task['logit_diff_b'], '+.2f')} · "
-                     f"accuracy A {fnum(task['accuracy_a'], '.2f')} · B {fnum(task['accuracy_b'], '.2f')}</p>{out}")
-    for analysis, rows in (d.get("components") or {}).items():
-        model = d["model_a"]
-        parts.append(f"<h2>{esc(ANALYSES.get(analysis, analysis))}</h2>" + table(
-            ["rank", "component", "value"],
-            [[esc(r["rank"] + 1), _component_cell(r["component"], model), fnum(r["value"], "+.4f")]
-             for r in rows[:n_components]], cls=f"comp comp-{esc(analysis)}"))
-    return layout(f"diff {d['model_a']} vs {d['model_b']}", "".join(parts))
+    sides = [{"title": SIDE_TITLE[side], "rep": s.get(f"repeat_frac_top10_{side}"),
+              "records": [_context(c, metric, vmax) for c in ctxs if c["side"] == side][:n_contexts]}
+             for side in ("a_better", "b_better")]
+    analyses = [{"name": a, "title": ANALYSES.get(a, a),
+                 "rows": [dict(r, is_unit=Unit.is_id(r["component"])) for r in rows[:n_components]]}
+                for a, rows in (d.get("components") or {}).items()]
+    return render("diff.html", title=f"diff {d['model_a']} vs {d['model_b']}", d=d, metric_heads=heads,
+                  metric_cells=cells, notes=(d.get("settings") or {}).get("notes") or [], explanations=expls,
+                  sides=sides, tasks=d.get("tasks", []), analyses=analyses, model_a=d["model_a"])

@@ -1,40 +1,26 @@
-"""Server-side rendering of the viewer's pages: small functions from the store's read methods'
-dicts to HTML strings. Everything that came from the store goes through esc(). No third-party
-assets: inline CSS, and one small script of our own (the true/simulated toggle) served by the
-viewer itself at SCRIPT_URL, so the Content-Security-Policy can forbid inline scripts."""
+"""The viewer's pages: small functions from the store's read methods' dicts to HTML, through the
+Jinja2 templates in serve/templates (autoescape on: everything from the store is escaped there).
+Python here prepares values (colours, labels, chart geometry); markup lives in the templates. No
+third-party assets: inline CSS, and one small script of our own (the true/simulated toggle) served
+by the viewer itself at SCRIPT_URL, so the Content-Security-Policy can forbid inline scripts.
+
+Records are turned into token spans once (record_view), for unit pages, test-your-text and model
+diffs alike, and drawn by one template macro (macros.html `record`)."""
 
 from __future__ import annotations
 
 import hashlib
 import html
-import re
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import quote, urlencode
+from typing import Any
+from urllib.parse import urlencode
 
-from ..core.units import UNIT_RE  # the one unit-id regex
+from ..core.units import UNIT_RE, Unit  # the one unit-id regex
+from . import charts
+from .render import dataset_url, fnum, render, unit_url
 
-CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,sans-serif;margin:0;color:#222;background:#fafafa}
-header{background:#263238;color:#fff;padding:8px 16px;display:flex;gap:16px;align-items:center}
-header a{color:#fff;text-decoration:none;font-weight:600}
-header form{margin-left:auto}
-main{padding:12px 20px;max-width:1200px}
-h1{font-size:20px;margin:8px 0} h2{font-size:16px;margin:18px 0 6px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:4px 0} td,th{padding:3px 8px;border-bottom:1px solid #eee;text-align:left;vertical-align:top}
-th{background:#f0f0f0;font-weight:600} .num{text-align:right;font-variant-numeric:tabular-nums}
-.muted{color:#777} .expl{font-size:16px;margin:4px 0} .ci{color:#666;font-size:12px}
-.rec{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:13px;margin:3px 0;white-space:pre-wrap;line-height:1.9;
-  overflow-wrap:anywhere;word-break:break-word;max-width:100%}
-.tok{white-space:pre-wrap;border-radius:2px;padding:1px 0} .q{outline:2px solid #333}
-.legend .sw{display:inline-block;width:12px;height:12px;vertical-align:middle;border-radius:2px;margin:0 3px 0 8px}
-.wide{max-width:100%;overflow-x:auto}
-td{overflow-wrap:anywhere}
-.hm td{width:38px;height:22px;text-align:center;font-size:11px;padding:0;border:1px solid #fff}
-.hm td a{color:#000;text-decoration:none;display:block}
-.pill{display:inline-block;background:#eceff1;border-radius:10px;padding:0 8px;margin:1px;font-family:ui-monospace,monospace}
-button{cursor:pointer}
-"""
+__all__ = ["esc", "unit_url", "dataset_url", "fnum", "layout", "unit_page", "index_page", "search_page",
+           "dataset_page", "error_page", "record_view", "colour", "act_colour", "effect_colour"]
 
 STATIC = Path(__file__).parent / "static"
 TOGGLE_JS = (STATIC / "viewer.js").read_text(encoding="utf-8")
@@ -45,43 +31,15 @@ SCRIPT_URL = f"{SCRIPT_PATH}?v={hashlib.sha256(TOGGLE_JS.encode()).hexdigest()[:
 
 
 def esc(x: Any) -> str:
+    """HTML-escaped text (for callers outside the templates, e.g. the Markdown renderer's links)."""
     return html.escape("" if x is None else str(x), quote=True)
 
 
-def unit_url(model: str, unit: str) -> str:
-    return f"/unit/{quote(model, safe='')}/{unit}"
-
-
-def dataset_url(name: str) -> str:
-    return f"/dataset/{quote(name, safe='')}"
-
-
-def fnum(x: Any, fmt: str = "+.3f") -> str:
-    return "-" if x is None else format(x, fmt)
-
-
-def score_html(value, lo=None, hi=None) -> str:
-    if value is None:
-        return '<span class="muted">-</span>'
-    ci = f' <span class="ci">[{lo:.2f}, {hi:.2f}]</span>' if lo is not None and hi is not None else ""
-    return f"{value:+.3f}{ci}"
-
-
 def layout(title: str, body: str, q: str = "") -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)} · autointerp</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>
-<body data-view="true"><header><a href="/">autointerp</a>
-<form action="/search" method="get" role="search"><input type="search" name="q" id="q" value="{esc(q)}" placeholder="search explanations" size="32">
-<button type="submit">search</button></form></header>
-<main>{body}</main></body></html>"""
+    """A page around a body that is already HTML (rendered by a template or the Markdown renderer)."""
+    from markupsafe import Markup
 
-
-def table(headers: Iterable[str], rows: Iterable[Iterable[str]], cls: str = "") -> str:
-    """rows hold already-escaped HTML cells."""
-    head = "".join(f"<th>{esc(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    return render("page.html", title=title, body=Markup(body), q=q)
 
 
 POS_RGB = (255, 140, 0)    # positive activations: orange
@@ -106,177 +64,115 @@ def act_colour(v: float | None, pos_max: float, neg_max: float) -> str:
 
 
 def effect_colour(v: float, vmax: float) -> str:
-    if vmax <= 0:
-        return "#fff"
-    a = max(-1.0, min(1.0, v / vmax))
-    return f"rgba(211,47,47,{a:.3f})" if a >= 0 else f"rgba(25,118,210,{-a:.3f})"
+    """Patching effects: red positive, blue negative (core.palette's sign convention)."""
+    from ..core.palette import sign_rgba
+
+    return sign_rgba(v, vmax) if vmax > 0 else "#fff"
 
 
-# ---- pages ------------------------------------------------------------------------
-def index_page(ov: dict, best: list[dict]) -> str:
-    models = table(["model", "family", "layers", "d_mlp", "heads", "explained units", ""],
-                   [[esc(m["id"]), esc(m["family"]), esc(m["n_layers"]), esc(m["d_mlp"]), esc(m["n_heads"]),
-                     esc(m["explained_units"]),
-                     f'<a href="/search?{esc(urlencode({"model": m["id"]}))}">best explanations</a>'] for m in ov["models"]])
-    datasets = table(["dataset", "task", "source", "items", "patch runs"],
-                     [[f'<a href="{esc(dataset_url(d["name"]))}">{esc(d["name"])}</a>', esc(d["task"]), esc(d["source"]),
-                       esc(d["n_items"]), esc(d["runs"])] for d in ov["datasets"]]) if ov["datasets"] else \
-        '<p class="muted">no datasets</p>'
-    cals = ov.get("calibrations") or []
-    cal_html = table(["LLM", "calibration", "scorer", "AUROC [95% CI]", "true / decoys / null"],
-                     [[esc(c["llm"]), f"#{esc(c['id'])} {esc(c['created_at'])}", esc(k),
-                       score_html(v["auroc"], v["low"], v["high"]).replace("+", ""),
-                       f"{esc(v['n_true'])} / {esc(v['n_decoy'])} / {esc(v['n_null'])}"]
-                      for c in cals for k, v in c["scorers"].items()]) if cals else \
-        ('<p class="muted">none: the LLM scores in this store are uncalibrated (run <code>autointerp calibrate</code>)</p>')
-    body = (f"<h1>autointerp store</h1><h2>models</h2>{models}<h2>datasets</h2>{datasets}"
-            f"<h2>scorer calibration (planted units: AUROC of true vs decoy explanations; 0.5 = chance)</h2>{cal_html}"
-            f"<h2>best-scored explanations</h2>{results_table(best)}")
-    return layout("store", body)
-
-
-def results_table(rows: list[dict]) -> str:
-    if not rows:
-        return '<p class="muted" id="no-results">no matches</p>'
-    return table(["unit", "model", "layer", "score [ci]", "explainer", "explanation"],
-                 [[f'<a class="unit-link" href="{esc(unit_url(r["model_id"], r["unit"]))}">{esc(r["unit"])}</a>',
-                   esc(r["model_id"]), esc(r["layer"]), score_html(r["score"], r["ci_low"], r["ci_high"]),
-                   esc(r["explainer"]), esc(r["text"])] for r in rows], cls="results")
-
-
-def search_page(q: str, params: dict, rows: list[dict], models: list[str]) -> str:
-    opts = "".join(f'<option value="{esc(m)}"{" selected" if params.get("model") == m else ""}>{esc(m)}</option>'
-                   for m in models)
-    form = (f'<form action="/search" method="get" id="search-form"><input type="search" name="q" value="{esc(q)}" size="40" '
-            f'placeholder="e.g. day of the week"> min score <input name="min_score" size="5" value="{esc(params.get("min_score", ""))}"> '
-            f'layer <input name="layer" size="3" value="{esc(params.get("layer", ""))}"> '
-            f'model <select name="model"><option value="">any</option>{opts}</select> '
-            f'<button type="submit">search</button></form>')
-    title = f"search: {q}" if q else "search"
-    return layout(title, f"<h1>{esc(title)}</h1>{form}<p class='muted'>{len(rows)} result(s)</p>{results_table(rows)}", q)
-
-
-def record_html(r: dict, max_act: float, sim_max: float, head: bool, neg_max: float = 0.0) -> str:
-    acts, sim, toks = r["acts"], r.get("sim"), r["tokens"]
-    q = max(range(len(acts)), key=lambda i: acts[i]) if acts else -1
+# ---- records: token spans, built once --------------------------------------------------
+def record_view(tokens: list[str], values: list[float | None], *, label: str, bg, tip, sim: list | None = None,
+                sim_bg=None, outline: int = -1, cls: str = "", data: list[tuple[str, Any]] = (),
+                toggle: bool = False) -> dict:
+    """A record as the `record` macro draws it: per token its text, background (bg(value)), tooltip
+    (tip(i, value)), and with toggle the simulated colour (sim_bg(sim value)) the script swaps in."""
     spans = []
-    for i, t in enumerate(toks):
-        a = acts[i] if i < len(acts) else None
+    for i, t in enumerate(tokens):
+        v = values[i] if i < len(values) else None
         s = sim[i] if sim and i < len(sim) else None
-        ct, cs = act_colour(a, max_act, neg_max), colour(s, sim_max, SIM_RGB)
-        tip = f"act {a:.3f}" if a is not None else "act -"
-        if s is not None:
-            tip += f" · sim {s:.3f}"
-        style = f' style="background:{ct}"' if ct else ""
-        spans.append(f'<span class="tok{" q" if head and i == q else ""}" data-t="{ct}" data-s="{cs}" '
-                     f'title="{esc(tip)}"{style}>{esc(t)}</span>')
-    label = f'{esc(r["kind"])} {esc(r["bin"])} · ctx {esc(r["ctx_idx"])} · max {r["max_act"]:.3f}'
-    out = f'<div class="rec" data-record="{esc(r["id"])}"><span class="muted">{label}</span>\n{"".join(spans)}</div>'
+        spans.append({"text": t, "bg": bg(v), "tip": tip(i, v, s), "q": i == outline, "toggle": toggle,
+                      "sim": sim_bg(s) if sim_bg else "", "extra_cls": "", "force_bg": False})
+    return {"label": label, "spans": spans, "cls": cls, "data": list(data)}
+
+
+def _act_tip(i: int, a, s) -> str:
+    t = f"act {a:.3f}" if a is not None else "act -"
+    return t + (f" · sim {s:.3f}" if s is not None else "")
+
+
+def unit_record(r: dict, max_act: float, sim_max: float, neg_max: float, head: bool) -> list[dict]:
+    """A stored record (and a head's attention row) as record views."""
+    acts = r["acts"]
+    q = max(range(len(acts)), key=lambda i: acts[i]) if acts else -1
+    out = [record_view(r["tokens"], acts, label=f'{r["kind"]} {r["bin"]} · ctx {r["ctx_idx"]} · max {r["max_act"]:.3f}',
+                       bg=lambda a: act_colour(a, max_act, neg_max), tip=_act_tip, sim=r.get("sim"),
+                       sim_bg=lambda s: colour(s, sim_max, SIM_RGB), outline=q if head else -1,
+                       data=[("record", r["id"])], toggle=True)]
     if head and r.get("extra"):
-        att = r["extra"]
+        att, toks = r["extra"], r["tokens"]
         amax = max(att) if att else 0
-        aspans = "".join(f'<span class="tok attn{" q" if i == q else ""}" title="attention {w:.3f}" '
-                         f'style="background:{colour(w, amax, (106, 27, 154)) or "transparent"}">{esc(toks[i] if i < len(toks) else "")}</span>'
-                         for i, w in enumerate(att))
-        out += f'<div class="rec attn-row"><span class="muted">attention from the outlined token</span>\n{aspans}</div>'
+        v = record_view([toks[i] if i < len(toks) else "" for i in range(len(att))], att,
+                        label="attention from the outlined token", bg=lambda w: colour(w, amax, (106, 27, 154)),
+                        tip=lambda i, w, s: f"attention {w:.3f}", outline=q, cls="attn-row")
+        for sp in v["spans"]:
+            sp.update(extra_cls="attn", force_bg=True)
+        out.append(v)
     return out
 
 
-def sae_html(sae: dict, stats: dict | None) -> str:
-    """An SAE latent's SAE (identity, hook points, sizes) and the latent's density in its run."""
-    hook = esc(sae["hook"]) + (f" &rarr; {esc(sae['hook_out'])}" if sae.get("hook_out") else "")
-    rows = [["name", esc(sae["name"])], ["id (content hash)", f"<code>{esc(sae['id'])}</code>"],
-            ["architecture", esc(sae["architecture"])], ["hook point", hook],
-            ["d_in / d_sae", f"{esc(sae['d_in'])} / {esc(sae['d_sae'])}"],
-            ["normalisation", esc(sae.get("normalisation") or "none")], ["loaded from", esc(sae.get("path") or "-")]]
-    fa = stats.get("frac_active") if stats else None
-    if fa is None:
-        dens = "<span class='muted'>not mined</span>"
-    elif fa > 0:
-        dens = f"<span id='density'>{fa:.3%}</span> of tokens (firing about once every {1 / fa:,.0f} tokens)"
-    else:
-        dens = "<span id='density'>0</span> <span class='muted'>(dead: never fired in its mining run)</span>"
-    return ("<h2>density</h2><p>" + dens + "</p><h2>SAE</h2>"
-            + table(["", ""], rows, cls="sae-info").replace("<thead><tr><th></th><th></th></tr></thead>", ""))
+# ---- pages ------------------------------------------------------------------------
+def index_page(ov: dict, best: list[dict], has_diffs: bool = False) -> str:
+    models = [dict(m, search_query=urlencode({"model": m["id"]})) for m in ov["models"]]
+    return render("index.html", title="store", ov=dict(ov, models=models), cals=ov.get("calibrations") or [],
+                  best=best, has_diffs=has_diffs)
 
 
-def unit_page(v: dict) -> str:
+def search_page(q: str, params: dict, rows: list[dict], models: list[str]) -> str:
+    title = f"search: {q}" if q else "search"
+    return render("search.html", title=title, q=q, params=params, rows=rows, models=models)
+
+
+def _groups(v: dict, shown: list[dict], max_act: float, sim_max: float, neg_max: float, head: bool) -> list[dict]:
+    """Shown records grouped by kind and quantile bin, each with the interval of its records' max
+    activation (over every stored record of the group, not only the ones shown)."""
+    ivals = v.get("groups") or {}
+    groups: dict[tuple, dict] = {}
+    for r in shown:
+        key = (r["kind"], r["bin"]) if r["kind"] == "quantile" else (r["kind"],)
+        g = groups.get(key)
+        if g is None:
+            iv = ivals.get("/".join(map(str, key))) or {}
+            if r["kind"] == "quantile":
+                title = f"quantile interval {r['bin']}"
+            else:
+                title = {"top": "top activations", "top_attn": "top attention", "random": "random contexts"}.get(
+                    r["kind"], r["kind"])
+            lo, hi, n = iv.get("lo"), iv.get("hi"), iv.get("n")
+            interval = (f"max act {lo:.3f} to {hi:.3f} · {n} record(s) stored" if lo is not None else "")
+            g = groups[key] = {"key": "/".join(map(str, key)), "title": title, "interval": interval, "records": []}
+        g["records"] += unit_record(r, max_act, sim_max, neg_max, head)
+    return list(groups.values())
+
+
+def unit_page(v: dict, tryit: dict | None = None) -> str:
     model, unit, head = v["model_id"], v["unit"], v["kind"] == "head"
     what = {"head": "head", "neuron": "neuron", "feature": "latent"}.get(v["kind"], v["kind"])
-    sae = v.get("sae")
-    of = f" of SAE {esc(sae['name'])}" if sae else ""
-    parts = [f"<h1>{esc(unit)} <span class='muted'>· {esc(model)} · layer {esc(v['layer'])} "
-             f"{what} {esc(v['index'])}{of}</span></h1>"]
-
-    def value_cell(s: dict) -> str:
-        if s.get("value") is None and s.get("reason"):
-            return f"<span class='muted'>null: {esc(s['reason'])}</span>"
-        return score_html(s["value"], s["ci_low"], s["ci_high"])
-
-    def expl_block(e: dict, cls: str) -> str:
-        sc = "".join(f"<tr><td>{esc(s['kind'])}</td><td class='num'>{value_cell(s)}</td>"
-                     f"<td class='num'>{score_html(s.get('control'))}</td>"
-                     f"<td class='num'>{score_html(s.get('margin'), s.get('margin_low'), s.get('margin_high'))}</td>"
-                     f"<td class='num'>{esc(s['n'])}</td><td>{esc(s['scorer'])}</td></tr>" for s in e["scores"])
-        sc_t = (f"<table><thead><tr><th>score</th><th>value [ci]</th><th>control</th><th>margin [ci]</th><th>n</th>"
-                f"<th>scorer</th></tr></thead><tbody>{sc}</tbody></table>"
-                if sc else "<p class='muted'>not scored</p>")
-        return (f"<div class='{cls}' data-explanation='{esc(e['id'])}'><p class='expl'>{esc(e['text'])}</p>"
-                f"<p class='muted'>{esc(e['explainer'])} · {esc(e['method'])} · {esc(e['created_at'])}</p>{sc_t}</div>")
-
-    if sae:
-        parts.append(sae_html(sae, v["stats"]))
-    parts.append("<h2>explanations</h2>")
-    parts += [expl_block(e, "explanation") for e in v["explanations"]] or ["<p class='muted'>no LLM explanation yet</p>"]
-    parts.append("<h2>baseline</h2>")
-    parts += [expl_block(e, "baseline") for e in v["baselines"]] or ["<p class='muted'>no baseline</p>"]
-    if v["promoted"] or v["suppressed"]:
-        def pills(xs):
-            return "".join(f"<span class='pill' title='{esc(fnum(w))}'>{esc(t)}</span>" for t, w in xs[:20])
-        parts.append(f"<h2>logit effect</h2><p>promoted: <span id='promoted'>{pills(v['promoted'])}</span></p>"
-                     f"<p>suppressed: <span id='suppressed'>{pills(v['suppressed'])}</span></p>")
-    if v["head_scores"]:
-        parts.append("<h2>head detectors</h2>" + table(["detector", "score"], [[esc(h["detector"]), f"<span class='num'>{h['score']:.3f}</span>"]
-                                                                            for h in v["head_scores"]], cls="head-scores"))
-    st = v["stats"]
-    if st:
-        parts.append(f"<p class='muted'>max act {fnum(st['max_act'], '.3f')} · mean {fnum(st['mean_act'], '.3f')} · "
-                     f"std {fnum(st['std_act'], '.3f')} · active {fnum(st['frac_active'], '.2%')}</p>")
     recs = v["records"]
     has_sim = any(r.get("sim") for r in recs)
     sim_max = max([max(r["sim"]) for r in recs if r.get("sim")] + [0.0])
-    toggle = ('<button id="toggle" type="button">show simulated activations</button> '
-              "<span class='muted'>(simulated by the best-scored explanation)</span>") if has_sim else \
-        "<span class='muted'>no simulated activations stored</span>"
     neg_max = max([-min(r["acts"]) for r in recs if r["acts"]] + [0.0])
-    legend = (f"<p class='legend muted'><span class='sw' style='background:rgb{POS_RGB}'></span>positive "
-              f"(to {fnum(v['max_act'], '.3f')})")
-    if neg_max > 0:
-        legend += (f"<span class='sw' style='background:rgb{NEG_RGB}'></span>negative "
-                   f"(to {fnum(-neg_max, '.3f')})")
-    if has_sim:
-        legend += f"<span class='sw' style='background:rgb{SIM_RGB}'></span>simulated"
-    legend += "</p>"
-    parts.append(f"<h2>records <span class='muted'>({len(recs)} of {v['n_records']})</span></h2><p>{toggle}</p>")
-    if recs:
-        parts.append(legend)
-        parts += [record_html(r, v["max_act"], sim_max, head, neg_max) for r in recs]
-    else:
-        parts.append("<p class='muted'>not mined</p>")
-    if v["patching"]:
-        parts.append("<h2>patching effects</h2>" + table(
-            ["dataset", "run", "position", "effect"],
-            [[f'<a href="{esc(dataset_url(p["dataset"]))}">{esc(p["dataset"])}</a>', esc(f"{p['what']} / {p['method']}"),
-              esc("all" if p["position"] in (None, -1) else p["position"]), f"<span class='num'>{p['effect']:+.3f}</span>"]
-             for p in v["patching"]]))
-    parts.append(f'<script src="{SCRIPT_URL}" defer></script>')
-    return layout(f"{unit} · {model}", "".join(parts))
+    st = v["stats"]
+    hist = charts.histogram(st.get("hist") if st else None, log=v["kind"] == "feature",
+                            frac_active=st.get("frac_active") if st else None)
+    logit = charts.logit_bars(v["promoted"], v["suppressed"])
+    tryit = tryit or {"enabled": False, "hint": "SPEC"}
+    return render("unit.html", title=f"{unit} · {model}", model=model, unit=unit, layer=v["layer"], what=what,
+                  index=v["index"], sae=v.get("sae"), density=st.get("frac_active") if st else None, stats=st,
+                  hist=hist, logit=logit, explanations=v["explanations"], baselines=v["baselines"],
+                  promoted=v["promoted"], suppressed=v["suppressed"], head_scores=v["head_scores"],
+                  n_shown=len(recs), n_records=v["n_records"], has_sim=has_sim, max_act=v["max_act"], neg_max=neg_max,
+                  pos_rgb=POS_RGB, neg_rgb=NEG_RGB, sim_rgb=SIM_RGB,
+                  groups=_groups(v, recs, v["max_act"], sim_max, neg_max, head),
+                  patching=v["patching"], circuits=v.get("circuits") or [], graphs=v.get("graphs") or [],
+                  tryit=tryit, script_url=SCRIPT_URL)
 
 
-def heatmap(run: dict, model: str, max_cols: int = 64) -> str:
+def heatmap(run: dict, max_cols: int = 64) -> dict:
+    """A patching run's results as a grid (layer x unit, component x position) or, when too wide,
+    its strongest components as a list."""
     res = run["results"]
     if not res:
-        return "<p class='muted'>no results</p>"
+        return {"kind": "empty"}
     vmax = max(abs(r["effect"]) for r in res) or 1.0
     all_pos = all(r["position"] in (None, -1) for r in res)
     units = all(UNIT_RE.match(r["component"]) for r in res)
@@ -299,63 +195,39 @@ def heatmap(run: dict, model: str, max_cols: int = 64) -> str:
         rows = list(dict.fromkeys(r["component"] for r in res))
         cols = sorted({k[1] for k in cells}, key=lambda p: (p is None or p < 0, p))
         row_label = str
+    pos = lambda p: "all" if p in (None, -1) else p  # noqa: E731
     if len(cols) > max_cols:  # too wide for a grid (e.g. thousands of neurons): the strongest ones as a list
         top = sorted(res, key=lambda r: -abs(r["effect"]))[:40]
-        return table(["component", "position", "effect"],
-                     [[_comp_link(r["component"], model), esc("all" if r["position"] in (None, -1) else r["position"]),
-                       f"<span style='background:{effect_colour(r['effect'], vmax)}'>{r['effect']:+.3f}</span>"] for r in top],
-                     cls="hm-list")
-    head = "<th></th>" + "".join(f"<th>{esc('all' if c in (None, -1) else c)}</th>" for c in cols)
-    body = []
+        return {"kind": "list", "top": [{"component": r["component"], "is_unit": bool(UNIT_RE.match(r["component"])),
+                                         "pos": pos(r["position"]), "effect": r["effect"],
+                                         "bg": effect_colour(r["effect"], vmax)} for r in top]}
+    grid = []
     for row in rows:
         tds = []
         for c in cols:
             r = cells.get((row, c))
-            if r is None:
-                tds.append("<td></td>")
-                continue
-            inner = f"{r['effect']:+.2f}"
-            if UNIT_RE.match(r["component"]):
-                inner = f'<a href="{esc(unit_url(model, r["component"]))}">{inner}</a>'
-            tds.append(f"<td style='background:{effect_colour(r['effect'], vmax)}' "
-                       f"title='{esc(r['component'])} pos {esc(r['position'])}: {r['effect']:+.4f}'>{inner}</td>")
-        body.append(f"<tr><th>{esc(row_label(row))}</th>{''.join(tds)}</tr>")
-    return (f"<div class='wide'><table class='hm' data-run='{esc(run['id'])}'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table></div>")
-
-
-def _comp_link(component: str, model: str) -> str:
-    if UNIT_RE.match(component):
-        return f'<a class="unit-link" href="{esc(unit_url(model, component))}">{esc(component)}</a>'
-    return esc(component)
+            tds.append(None if r is None else {
+                "component": r["component"], "effect": r["effect"], "bg": effect_colour(r["effect"], vmax),
+                "is_unit": bool(UNIT_RE.match(r["component"])),
+                "tip": f"{r['component']} pos {r['position']}: {r['effect']:+.4f}"})
+        grid.append({"label": row_label(row), "cells": tds})
+    return {"kind": "grid", "cols": [pos(c) for c in cols], "rows": grid}
 
 
 def dataset_page(v: dict) -> str:
-    d = v["dataset"]
-    parts = [f"<h1>dataset {esc(d['name'])}</h1>",
-             f"<p class='muted'>task {esc(d.get('task'))} · source {esc(d.get('source'))} · {esc(d.get('n_items'))} items · "
-             f"model {esc(d.get('model_id'))}</p>"]
-    if v["pairs"]:
-        parts.append("<h2>pairs (first 5)</h2>" + table(
-            ["clean", "corrupt", "answer", "wrong"],
-            [[esc(p["clean"]), esc(p["corrupt"]), esc(p["answer"]), esc(p["wrong"])] for p in v["pairs"]]))
-    parts.append("<h2>top components</h2>")
-    if v["top"]:
-        parts.append(table(["component", "effect", "run", "score [ci]", "explanation"],
-                           [[_comp_link(r["unit"], r["model_id"]), f"<span class='num'>{r['effect']:+.3f}</span>",
-                             esc(f"{r['what']} / {r['method']}"), score_html(r["score"], r["ci_low"], r["ci_high"]),
-                             esc(r["explanation"]) if r["explanation"] else "<span class='muted'>not explained</span>"]
-                            for r in v["top"]], cls="top-components"))
-    else:
-        parts.append("<p class='muted'>no unit-level results</p>")
+    runs = []
     for run in v["runs"]:
         cld = f" · clean {run['clean_logit_diff']:+.3f} / corrupt {run['corrupt_logit_diff']:+.3f}" \
             if run.get("clean_logit_diff") is not None and run.get("corrupt_logit_diff") is not None else ""
-        parts.append(f"<h2>run {esc(run['id'])}: {esc(run['what'])} · {esc(run['method'])} · {esc(run['direction'])} "
-                     f"<span class='muted'>{esc(run['model_id'])}{esc(cld)}</span></h2>")
-        parts.append(heatmap(run, run["model_id"]))
-    return layout(f"dataset {d['name']}", "".join(parts))
+        runs.append(dict(run, cld=cld, heatmap=heatmap(run)))
+    top = [dict(r, is_unit=bool(UNIT_RE.match(r["unit"]))) for r in v["top"]]
+    return render("dataset.html", title=f"dataset {v['dataset']['name']}", d=v["dataset"], pairs=v["pairs"],
+                  top=top, runs=runs)
 
 
 def error_page(status: int, message: str) -> str:
-    return layout(f"{status}", f"<h1>{status}</h1><p id='error'>{esc(message)}</p><p><a href='/'>back to the store</a></p>")
+    return render("error.html", title=str(status), status=status, message=message)
+
+
+def is_unit(name: str) -> bool:
+    return Unit.is_id(name)

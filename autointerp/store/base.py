@@ -11,13 +11,14 @@ from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator
+from urllib.parse import quote
 
 import sqlite_utils
 
 from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APP_ID = "autointerp"
 DEFAULT_STORE = Path("store") / "autointerp.db"
 
@@ -38,7 +39,29 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite_utils.Database], None]]] = {
           ("control REAL", "margin REAL", "margin_low REAL", "margin_high REAL", "reason TEXT"))],
     # v3: a circuit records what the edges outside it were patched to (corrupt | mean)
     2: [add_column("circuits", "ablation", "TEXT NOT NULL DEFAULT 'corrupt'")],
+    # v4: attribution graphs (graphs, graph_nodes, graph_edges): new tables only, made by schema.sql
+    # right after the migrations run; nothing in a v3 store changes
+    3: [],
 }
+
+
+def readonly_uri(path: str | Path) -> str:
+    """The SQLite URI that opens `path` read-only. The path is percent-escaped, so a file named
+    `a#b.db` or `a?b.db` is that file (unescaped, SQLite reads `#`/`?` as the URI's fragment or
+    query: a different file, and mode=ro lost)."""
+    return "file:" + quote(str(Path(path).resolve()), safe="/") + "?mode=ro"
+
+
+def parse_schema_version(meta: dict, path: str | Path) -> int:
+    """The store's schema version from its meta table, or StoreError with one clear line."""
+    raw = meta.get("schema_version", 0)
+    try:
+        version = int(str(raw).strip())
+    except ValueError:
+        version = -1
+    if version < 0 or str(raw).strip() not in (str(version), ""):
+        raise StoreError(f"{path}: schema version {str(raw)[:40]!r} unreadable (not an autointerp store, or a damaged one)")
+    return version
 
 
 def now() -> str:
@@ -65,7 +88,7 @@ class StoreBase:
                 raise StoreError(f"cannot create a store at {self.path}: {e.strerror or e}") from None
         try:
             if readonly:
-                conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+                conn = sqlite3.connect(readonly_uri(self.path), uri=True, timeout=30, check_same_thread=False)
             else:
                 conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
             conn.isolation_level = None
@@ -79,13 +102,15 @@ class StoreBase:
     # ---- schema -------------------------------------------------------------------
     def _check_and_migrate(self, readonly: bool) -> None:
         tables = set(self.db.table_names())
+        if not tables and readonly:              # a read never turns an empty file into a store
+            raise StoreError(f"{self.path} is not an autointerp store (it is empty)")
         if tables and "meta" not in tables:
             raise StoreError(f"{self.path} is not an autointerp store (it has other tables: {', '.join(sorted(tables)[:5])})")
         if "meta" in tables:
             meta = {r["key"]: r["value"] for r in self.db.query("select key, value from meta")}
             if meta.get("app") != APP_ID:
                 raise StoreError(f"{self.path} is not an autointerp store")
-            version = int(meta.get("schema_version", 0))
+            version = parse_schema_version(meta, self.path)
             if version > SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has schema version {version}, newer than this autointerp ({SCHEMA_VERSION}); upgrade autointerp"
@@ -120,7 +145,7 @@ class StoreBase:
     @property
     def schema_version(self) -> int:
         row = self.db.execute("select value from meta where key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        return parse_schema_version({"schema_version": row[0]}, self.path) if row else 0
 
     # ---- transactions -------------------------------------------------------------
     @contextlib.contextmanager

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
-from .base import APP_ID, SCHEMA_VERSION, unpack_f16
+from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
 SIM_KIND = "simulation"
 
@@ -323,6 +323,8 @@ class QueryMixin:
         logits = self.query("select * from unit_logits where model_id = ? and unit = ?", [model, u])
         stats = self.query("select s.*, r.corpus_id from unit_stats s join mining_runs r on r.id = s.run_id "
                            "where r.model_id = ? and s.unit = ? order by r.updated_at desc", [model, u])
+        for st in stats:
+            st["hist"] = _json(st.pop("hist_json", None), None)
         recs = self.query("""
             select x.id, x.run_id, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, c.tokens_json
             from records x join mining_runs r on r.id = x.run_id
@@ -336,8 +338,20 @@ class QueryMixin:
             select r.dataset, r.id as run_id, r.what, r.method, p.position, p.effect from patch_results p
             join patch_runs r on r.id = p.run_id where r.model_id = ? and p.component = ?
             order by abs(p.effect) desc limit 50""", [model, u])
-        if not (expls or recs or stats or logits or heads or patching):
+        circuits = self.query("""
+            select c.id, c.dataset, c.method, count(*) as n_edges, min(e.rank) as best_rank
+            from circuit_edges e join circuits c on c.id = e.circuit_id
+            where c.model_id = ? and e.in_circuit = 1 and (e.sender = ? or e.receiver = ? or e.receiver like ?)
+            group by c.id order by c.id""", [model, u, u, u + ":%"])
+        graphs = self._unit_graphs(model, u)
+        if not (expls or recs or stats or logits or heads or patching or circuits or graphs):
             return None
+        # the interval of every record group (kind, and quantile bin): its records' max activations
+        groups: dict[str, dict] = {}
+        for r in recs:
+            key = f"quantile/{r['bin']}" if r["kind"] == "quantile" else r["kind"]
+            g = groups.setdefault(key, {"lo": r["max_act"], "hi": r["max_act"], "n": 0})
+            g["lo"], g["hi"], g["n"] = min(g["lo"], r["max_act"]), max(g["hi"], r["max_act"]), g["n"] + 1
         # records: top ones, then a few per quantile bin, then a few random
         shown, per = [], {}
         for r in recs:
@@ -370,8 +384,27 @@ class QueryMixin:
             "promoted": _json(logits[0]["promoted_json"], []) if logits else [],
             "suppressed": _json(logits[0]["suppressed_json"], []) if logits else [],
             "stats": stats[0] if stats else None, "records": shown, "n_records": len(recs), "max_act": max_act,
-            "head_scores": heads, "patching": patching,
+            "head_scores": heads, "patching": patching, "circuits": circuits, "graphs": graphs, "groups": groups,
         }
+
+    def _unit_graphs(self, model: str, unit: str) -> list[dict]:
+        """Attribution graphs (the `graphs` table, where this store has one) with a node on this unit."""
+        names = set(self.db.table_names())
+        if "graphs" not in names:
+            return []
+        cols = {c.name for c in self.db["graphs"].columns}
+        node_table = next((t for t in ("graph_nodes", "graph_node") if t in names), None)
+        if node_table is None:
+            return []
+        ncols = {c.name for c in self.db[node_table].columns}
+        ucol = next((c for c in ("unit", "node", "feature", "name") if c in ncols), None)
+        if ucol is None or "graph_id" not in ncols:
+            return []
+        sel = "g.id" + (", g.prompt" if "prompt" in cols else ", null as prompt")
+        where = " and g.model_id = ?" if "model_id" in cols else ""
+        args = [unit] + ([model] if where else [])
+        return self.query(f"select distinct {sel} from graphs g join [{node_table}] n on n.graph_id = g.id "
+                          f"where n.[{ucol}] = ?{where} order by g.id", args)
 
     def dataset_view(self, name: str, top: int = 30) -> dict | None:
         ds = self.query("select * from datasets where name = ?", [name])
@@ -452,7 +485,7 @@ def open_source(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise StoreError(f"no store at {path}")
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        conn = sqlite3.connect(readonly_uri(path), uri=True, timeout=30)
         conn.row_factory = sqlite3.Row
         tables = {r[0] for r in conn.execute("select name from sqlite_master where type = 'table'")}
         meta = dict(conn.execute("select key, value from meta").fetchall()) if "meta" in tables else {}
@@ -461,7 +494,11 @@ def open_source(path: Path) -> sqlite3.Connection:
     if meta.get("app") != APP_ID:
         conn.close()
         raise StoreError(f"{path} is not an autointerp store")
-    version = int(meta.get("schema_version", 0))
+    try:
+        version = parse_schema_version(meta, path)
+    except StoreError:
+        conn.close()
+        raise
     if version != SCHEMA_VERSION:
         conn.close()
         raise StoreError(f"{path} has schema version {version}, this autointerp has {SCHEMA_VERSION}: "

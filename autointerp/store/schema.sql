@@ -395,3 +395,44 @@ CREATE TABLE IF NOT EXISTS diff_scores (
     record_json TEXT NOT NULL,             -- the whole score record (interval, n, details)
     created_at  TEXT NOT NULL
 );
+
+-- attribution graphs over transcoder latents (`autointerp graph`, schema v4): one row per prompt
+-- and settings; its nodes (all, with the pruning's verdict) and its kept edges
+CREATE TABLE IF NOT EXISTS graphs (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT NOT NULL UNIQUE,      -- content hash of model, prompt, transcoder set, target, settings
+    model       TEXT NOT NULL,
+    prompt      TEXT NOT NULL,
+    transcoder_set TEXT NOT NULL,          -- the set's name (unit ids L3/F12@name)
+    transcoder_set_id TEXT NOT NULL,       -- its content id
+    target      TEXT NOT NULL,             -- the first target token
+    raw_logit   REAL NOT NULL,             -- the real model's logit of the target
+    bias_terms  REAL NOT NULL,             -- the frozen replacement's logit at zero leaves
+    completeness_error REAL NOT NULL,      -- |bias + sum of direct contributions - raw logit| / |raw logit|
+    replacement_score REAL, completeness_score REAL,
+    node_share  REAL NOT NULL, edge_share REAL NOT NULL,
+    n_nodes     INTEGER NOT NULL, n_edges INTEGER NOT NULL,   -- kept by the pruning
+    validation_json TEXT,                  -- graph --validate: per-latent predicted vs observed, correlation, MAE
+    data_json   TEXT NOT NULL,             -- tokens, target logits, scores, timing, every direct contribution
+    created_at  TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS graph_nodes (
+    graph_id    INTEGER NOT NULL REFERENCES graphs(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,          -- circuit-tracer's node order: latents, errors, tokens, logits
+    kind        TEXT NOT NULL,             -- latent | error | embedding | logit
+    layer       INTEGER, pos INTEGER, latent INTEGER,
+    unit        TEXT,                      -- L3/F12@set for a latent
+    token       TEXT,
+    activation  REAL, influence REAL,
+    kept        INTEGER NOT NULL,
+    PRIMARY KEY (graph_id, idx)
+);
+
+CREATE TABLE IF NOT EXISTS graph_edges (
+    graph_id    INTEGER NOT NULL REFERENCES graphs(id) ON DELETE CASCADE,
+    source      INTEGER NOT NULL,          -- node idx
+    target      INTEGER NOT NULL,
+    weight      REAL NOT NULL,             -- direct effect of source on target (target's input units)
+    PRIMARY KEY (graph_id, source, target)
+);

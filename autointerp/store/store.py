@@ -10,11 +10,13 @@ Each mixin lives in its own module and holds the named methods of one stage's ta
     diffs.py         model diffs: contexts, components, tasks, explanations     (compare/, diff/)
     circuits.py      edge-level circuits and their scored edges               (patching/edge_search.py)
     saes.py          SAEs and transcoders whose latents are units             (models/sae.py)
+    graphs.py        attribution graphs, their nodes and kept edges           (graph/)
 """
 
 from .base import StoreBase
 from .diffs import DiffsMixin
 from .circuits import CircuitsMixin
+from .graphs import GraphsMixin
 from .explanations import ExplanationsMixin
 from .investigations import InvestigationsMixin
 from .jobs import JobsMixin
@@ -26,5 +28,5 @@ from .tasks import TasksMixin
 
 
 class Store(RecordsMixin, ExplanationsMixin, LLMMixin, TasksMixin, JobsMixin, InvestigationsMixin, QueryMixin, SAEsMixin,
-            CircuitsMixin, DiffsMixin, StoreBase):
+            CircuitsMixin, DiffsMixin, GraphsMixin, StoreBase):
     pass

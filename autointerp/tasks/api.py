@@ -62,10 +62,13 @@ def slugify(text: str, max_len: int = 40) -> str:
 
 
 def make_dataset(store, hm, task: str, n: int = 100, *, name: str | None = None, seed: int = 0, margin: float = 1.0,
-                 llm=None, batch_size: int = 32, replace: bool = False) -> Dataset:
+                 llm=None, batch_size: int = 32, replace: bool = False, max_llm_calls: int = 4,
+                 time_budget: float | None = 300.0, progress=None) -> Dataset:
     """Make, validate on `hm` and store a dataset. A built-in task name (`ioi`, `greater_than`,
     `pronouns`, `successor`, `capitals`) uses the hand-written generator; any other text is a task
-    description given to the LLM (which writes templates and fillers; the code composes items)."""
+    description given to the LLM (which writes templates with named slots and the answer for each
+    slot value; the code composes and validates items), bounded by `max_llm_calls` and
+    `time_budget` seconds (see tasks/llm_pairs.py)."""
     if n < 1:
         raise UsageError("--n must be at least 1")
     bname = builtin_name(task)
@@ -79,7 +82,8 @@ def make_dataset(store, hm, task: str, n: int = 100, *, name: str | None = None,
                              "a described task needs an LLM (--llm)")
         from .llm_pairs import llm_pairs
 
-        items, stats, extra = llm_pairs(hm, llm, task, n, seed=seed, margin=margin, batch_size=batch_size)
+        items, stats, extra = llm_pairs(hm, llm, task, n, seed=seed, margin=margin, batch_size=batch_size,
+                                        max_llm_calls=max_llm_calls, time_budget=time_budget, progress=progress)
         settings.update(extra)
         source, task_name = "llm", task
     name = name or (bname or slugify(task))
@@ -148,8 +152,8 @@ def resolve_dataset(store, hm, name_or_file: str) -> Dataset:
     return get_dataset(store, name_or_file)   # raises with the list of names
 
 
-def export_dataset(ds: Dataset, path: str | Path, fmt: str = "jsonl") -> Path:
-    return export_items(ds.items, path, fmt)
+def export_dataset(ds: Dataset, path: str | Path, fmt: str = "jsonl", force: bool = False) -> Path:
+    return export_items(ds.items, path, fmt, force=force)
 
 
 __all__ = ["make_dataset", "import_dataset", "export_dataset", "get_dataset", "resolve_dataset", "builtin_pairs",

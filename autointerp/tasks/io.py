@@ -17,6 +17,7 @@ from typing import Iterable
 
 from pydantic import ValidationError
 
+from ..core.files import write_output
 from ..core.lines import bounded_lines, decode_utf8, json_lines
 from ..errors import DatasetError, UsageError
 from .items import PairItem
@@ -47,13 +48,9 @@ def dumps(items: Iterable[PairItem], fmt: str = "jsonl") -> str:
     raise UsageError(f"unknown format {fmt!r}: use {' or '.join(FORMATS)}")
 
 
-def export_items(items: Iterable[PairItem], path: str | Path, fmt: str = "jsonl") -> Path:
-    path = Path(path)
-    text = dumps(items, fmt)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+def export_items(items: Iterable[PairItem], path: str | Path, fmt: str = "jsonl", force: bool = False) -> Path:
+    """Write the items to `path` (never over an existing file unless force; core/files.py)."""
+    return write_output(path, dumps(items, fmt), force=force, option="--out")
 
 
 def _item(obj, where: str) -> PairItem:

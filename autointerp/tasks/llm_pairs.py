@@ -1,128 +1,277 @@
-"""LLM-written counterfactual pairs: the LLM supplies what it is good at, the code does the rest.
+"""LLM-written counterfactual pairs, the small-model way: the LLM gives what a small model can
+give, the code does the rest.
 
-The LLM is asked (prompts/pairs_chat.txt, structured output) for a small JSON object:
-    {"templates": ["The capital of {X} is", ...], "fillers": [{"x": "France", "answer": "Paris"}, ...]}
-The code composes items from every template and every ordered pair of fillers (x1, x2) whose
-answers differ: clean = template(x1), corrupt = template(x2), answer = " " + answer(x1), wrong =
-" " + answer(x2) (the corrupt prompt's own answer, so the corruption flips the preference).
-Candidates are then validated on the subject model like any other item. Small local models
-(SmolLM2-135M) manage this small schema; ill-formed templates and fillers are dropped and counted.
+The LLM is asked (prompts/pairs_chat.txt, structured output: the schema is enforced where the
+backend can) for a small object:
+
+    {"slot": "name",
+     "templates": ["After {name} got home from {place},", ...],        # named slots in braces
+     "values": [{"value": "Mary", "answer": "she"}, {"value": "John", "answer": "he"}, ...],
+     "fillers": [{"slot": "place", "values": ["work", "school"]}]}       # other slots
+
+The answer is a function of the key slot's value (the `values` mapping: name -> " she" / " he").
+The code expands every template with every ordered pair of values (v1, v2) whose answers differ,
+other slots filled alike in both prompts: clean = template(v1), corrupt = template(v2), answer =
+" " + answer(v1), wrong = " " + answer(v2). Each candidate is validated on the subject model
+(aligned tokens, single-token answers, clean logit difference > 0, corruption drop >= margin).
+
+The command is bounded: at most `max_llm_calls` LLM calls and `time_budget` seconds, and it
+stops early, with the reasons, when the first LLM answer yields no valid item.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from typing import Any
+import time
+from typing import Annotated, Any
 
 from pydantic import BaseModel, Field
 
-from ..errors import LLMError
+from ..errors import BudgetExceeded, DatasetError, LLMError
 from .items import PairItem
-from .validate import validate_items
+from .validate import REASON_WORDS, validate_items
 
-SLOT = "{X}"
+_SLOT = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_ ]{0,23}?)\s*\}")
+
+
+class Value(BaseModel):
+    value: str = Field(max_length=32)       # what fills the key slot
+    answer: str = Field(max_length=20)      # the word that comes next when the slot holds `value`
 
 
 class Filler(BaseModel):
-    x: str
-    answer: str
+    slot: str = Field(max_length=20)        # another slot, filled the same in clean and corrupt
+    values: list[Annotated[str, Field(max_length=24)]] = Field(max_length=6)
 
 
 class TaskSpec(BaseModel):
-    templates: list[str] = Field(default_factory=list)
-    fillers: list[Filler] = Field(default_factory=list)
+    """What the LLM is asked for; the lengths bound a constrained reply (~300 tokens at most)."""
+
+    slot: str = Field(max_length=20)
+    templates: list[Annotated[str, Field(max_length=72)]] = Field(max_length=5)
+    values: list[Value] = Field(max_length=12)
+    fillers: list[Filler] = Field(default_factory=list, max_length=2)
 
 
-def clean_spec(spec: TaskSpec) -> tuple[list[str], list[Filler], dict[str, int]]:
-    """Usable templates and fillers, and counts of what was dropped and why."""
+class Plan(BaseModel):
+    """What is left of a TaskSpec once the unusable parts are dropped."""
+
+    templates: list[str]                    # slots normalised to {name}; each holds the key slot
+    slot: str
+    values: list[Value]
+    fillers: dict[str, list[str]]
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"\W+", "_", name.strip().lower()).strip("_")
+
+
+def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
+    """The usable plan, and counts of what was dropped and why (in words)."""
     dropped: dict[str, int] = {}
 
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    templates = []
-    for t in spec.templates:
-        t = re.sub(r"\{\s*[xX]\s*\}", SLOT, (t or "").strip())
-        t = t.rstrip()
-        if SLOT not in t:
-            drop("template_without_slot")
-        elif t.endswith(SLOT):
-            drop("template_ends_with_slot")
+    key = _norm(spec.slot)
+    fillers: dict[str, list[str]] = {}
+    for f in spec.fillers:
+        vals = [v.strip() for v in f.values if v.strip()]
+        if _norm(f.slot) and vals and _norm(f.slot) != key:
+            fillers.setdefault(_norm(f.slot), [])
+            fillers[_norm(f.slot)] += [v for v in vals if v not in fillers[_norm(f.slot)]]
+    templates: list[str] = []
+    for raw in spec.templates:
+        t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
+        names = set(_SLOT.findall(t))
+        if key not in names and len(names - set(fillers)) == 1:   # one unknown slot: take it as the key
+            t = t.replace("{" + (names - set(fillers)).pop() + "}", "{" + key + "}")
+            names = set(_SLOT.findall(t))
+        if key not in names:
+            drop("template without the {slot}")
+        elif names - {key} - set(fillers):
+            drop("template with a slot no filler fills")
+        elif t.endswith("}"):
+            drop("template ends with a slot")
         elif t in templates:
-            drop("template_duplicate")
+            drop("template repeated")
         else:
             templates.append(t)
-    fillers, seen = [], set()
-    for f in spec.fillers:
-        x, a = f.x.strip(), f.answer.strip().split("\n")[0].strip()
+    values, seen = [], set()
+    for v in spec.values:
+        x, a = v.value.strip(), v.answer.strip().split("\n")[0].strip()
         if not x or not a:
-            drop("filler_empty")
+            drop("value or answer empty")
         elif x.lower() in seen:
-            drop("filler_duplicate")
+            drop("value repeated")
         else:
             seen.add(x.lower())
-            fillers.append(Filler(x=x, answer=a))
-    return templates, fillers, dropped
+            values.append(Value(value=x, answer=a))
+    if len({v.answer.lower() for v in values}) < 2 and values:
+        drop("all values have the same answer")
+    return Plan(templates=templates, slot=key, values=values, fillers=fillers), dropped
 
 
-def compose(templates: list[str], fillers: list[Filler], n: int, seed: int = 0) -> list[PairItem]:
-    """Up to n candidate items (random sample of template x ordered filler pairs with different answers)."""
-    combos = [(ti, i, j) for ti in range(len(templates)) for i in range(len(fillers)) for j in range(len(fillers))
-              if i != j and fillers[i].answer.lower() != fillers[j].answer.lower()]
-    random.Random(seed).shuffle(combos)
+def compose(plan: Plan, n: int, seed: int = 0) -> list[PairItem]:
+    """Up to n candidate items: a random sample of template x ordered value pairs with different
+    answers, the other slots filled alike in clean and corrupt."""
+    vals = plan.values
+    combos = [(ti, i, j) for ti in range(len(plan.templates)) for i in range(len(vals)) for j in range(len(vals))
+              if i != j and vals[i].answer.lower() != vals[j].answer.lower()]
+    rng = random.Random(seed)
+    rng.shuffle(combos)
     out = []
     for ti, i, j in combos[:n]:
-        t, a, b = templates[ti], fillers[i], fillers[j]
-        out.append(PairItem(clean=t.replace(SLOT, a.x), corrupt=t.replace(SLOT, b.x), answer=" " + a.answer,
-                            wrong=" " + b.answer, meta={"template": ti, "x": a.x, "x_corrupt": b.x, "source": "llm"}))
+        t = plan.templates[ti]
+        for s, options in plan.fillers.items():
+            if "{" + s + "}" in t:
+                t = t.replace("{" + s + "}", rng.choice(options))
+        a, b = vals[i], vals[j]
+        key = "{" + plan.slot + "}"
+        clean, corrupt = t.replace(key, a.value), t.replace(key, b.value)
+        out.append(PairItem(clean=clean, corrupt=corrupt, answer=" " + a.answer, wrong=" " + b.answer,
+                            meta={"template": ti, "x": a.value, "x_corrupt": b.value, "source": "llm"}))
     return out
 
 
-def ask_spec(llm, task: str, *, n_templates: int = 4, n_fillers: int = 10, seed: int = 0) -> TaskSpec:
+def ask_spec(llm, task: str, *, n_templates: int = 4, n_values: int = 10, seed: int = 0) -> TaskSpec:
     from ..llm import load_prompt
 
     p = load_prompt("pairs_chat")
-    msgs = p.render(task=task.strip(), n_templates=n_templates, n_fillers=n_fillers)
-    return llm.structured(msgs, TaskSpec, template=p, max_tokens=700, seed=seed)
+    msgs = p.render(task=task.strip(), n_templates=n_templates, n_values=n_values)
+    return llm.structured(msgs, TaskSpec, template=p, max_tokens=400, seed=seed, temperature=0.0 if seed == 0 else 0.7)
+
+
+def describe(counts: dict[str, int]) -> str:
+    """'answer not one token: 14; clean LD below margin: 9' (largest first)."""
+    return "; ".join(f"{REASON_WORDS.get(r, r)}: {c}" for r, c in sorted(counts.items(), key=lambda x: -x[1])) or "none"
+
+
+def _advice(stats: dict) -> str:
+    rej = stats["rejected"]
+    tips = []
+    if rej.get("answer_not_single_token") or rej.get("wrong_not_single_token"):
+        tips.append("name answers that are single common words")
+    if rej.get("clean_logit_diff_not_positive") or rej.get("corruption_too_weak"):
+        tips.append("a lower --margin, or a task the subject model already does")
+    if not stats["candidates"]:
+        tips.append("a task phrased as 'the word that comes after ...', or a stronger --llm")
+    tips.append("a stronger --llm (an endpoint: --llm-base-url), or write items and `pairs --import` them")
+    return "; ".join(tips)
+
+
+def failure_message(task: str, stats: dict, spent: str) -> str:
+    parts = [f"no item of {task!r} passed validation ({spent})"]
+    if stats.get("llm_error"):
+        parts.append(f"LLM: {stats['llm_error']}")
+    if stats["llm_dropped"]:
+        parts.append(f"dropped from the LLM's answer: {describe(stats['llm_dropped'])}")
+    parts.append(f"{stats['candidates']} candidates rejected: {describe(stats['rejected'])}")
+    for ex in stats["examples"][:3]:
+        parts.append(f"e.g. {ex['clean']!r} -> {ex['answer']!r} vs {ex['wrong']!r}: {ex['why']}")
+    parts.append(f"try: {_advice(stats)}")
+    return "\n  ".join(parts)
 
 
 def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0, batch_size: int = 32,
-              rounds: int = 3, n_templates: int = 4, n_fillers: int = 10) -> tuple[list[PairItem], dict, dict[str, Any]]:
-    """(validated items, stats, settings) for a task described in words. Asks the LLM up to `rounds`
-    times (different seeds) until n items pass validation."""
+              max_llm_calls: int = 4, time_budget: float | None = 300.0, n_templates: int = 4,
+              n_values: int = 10, progress=None) -> tuple[list[PairItem], dict, dict[str, Any]]:
+    """(validated items, stats, settings) for a task described in words. Asks the LLM (different
+    seeds) until n items pass, `max_llm_calls` calls are made or `time_budget` seconds pass.
+    Raises DatasetError with the rejection reasons, 3 rejected examples and what to try when the
+    first answer yields no valid item (early stop) or when nothing passed at the end."""
+    t0 = time.monotonic()
     kept: list[PairItem] = []
-    stats: dict[str, Any] = {"candidates": 0, "accepted": 0, "rejected": {}, "margin": margin}
-    all_templates: list[str] = []
-    all_fillers: list[Filler] = []
-    dropped_total: dict[str, int] = {}
+    stats: dict[str, Any] = {"candidates": 0, "accepted": 0, "rejected": {}, "margin": margin, "llm_calls": 0,
+                             "llm_dropped": {}, "examples": [], "stopped": None}
+    templates: list[str] = []
+    values: list[Value] = []
+    fillers: dict[str, list[str]] = {}
+    slot = None
     seen: set = set()
-    errors = []
-    for r in range(rounds):
+    examples: list[tuple[str, PairItem]] = []
+
+    def spent() -> str:
+        return f"{stats['llm_calls']} LLM call(s), {time.monotonic() - t0:.0f} s"
+
+    for r in range(max(1, int(max_llm_calls))):
+        if time_budget is not None and r > 0 and time.monotonic() - t0 >= time_budget:
+            stats["stopped"] = f"time budget of {time_budget:g} s spent"
+            break
+        stats["llm_calls"] += 1
         try:
-            spec = ask_spec(llm, task, n_templates=n_templates, n_fillers=n_fillers, seed=seed + r)
+            spec = ask_spec(llm, task, n_templates=n_templates, n_values=n_values, seed=seed + r)
+        except BudgetExceeded:
+            raise
         except LLMError as e:
-            errors.append(str(e))
+            stats["llm_error"] = str(e)
+            if r == 0:
+                stats["stopped"] = "the first LLM answer was unusable"
+                raise DatasetError(failure_message(task, _public(stats, examples), spent())) from None
             continue
-        templates, fillers, dropped = clean_spec(spec)
+        plan, dropped = clean_spec(spec)
         for k, v in dropped.items():
-            dropped_total[k] = dropped_total.get(k, 0) + v
-        all_templates += [t for t in templates if t not in all_templates]
-        known = {f.x.lower() for f in all_fillers}
-        all_fillers += [f for f in fillers if f.x.lower() not in known]
-        cands = [c for c in compose(all_templates, all_fillers, 3 * n + 16, seed=seed + r) if c.key() not in seen]
-        k, s = validate_items(hm, cands, margin=margin, batch_size=batch_size, seen=seen)
+            stats["llm_dropped"][k] = stats["llm_dropped"].get(k, 0) + v
+        if slot is None or plan.slot == slot:   # answers from later calls join when they name the same slot
+            slot = plan.slot
+            templates += [t for t in plan.templates if t not in templates]
+            known = {v.value.lower() for v in values}
+            values += [v for v in plan.values if v.value.lower() not in known]
+            for s, opts in plan.fillers.items():
+                fillers.setdefault(s, [])
+                fillers[s] += [o for o in opts if o not in fillers[s]]
+        merged = Plan(templates=templates, slot=slot or plan.slot, values=values, fillers=fillers)
+        cands = [c for c in compose(merged, 3 * (n - len(kept)) + 16, seed=seed + r) if c.key() not in seen]
+        k, s = validate_items(hm, cands, margin=margin, batch_size=batch_size, seen=seen, examples=examples)
         kept += k
         stats["candidates"] += s["candidates"]
         stats["accepted"] += s["accepted"]
         for reason, c in s["rejected"].items():
             stats["rejected"][reason] = stats["rejected"].get(reason, 0) + c
+        if progress is not None:
+            progress(f"LLM call {r + 1}: {len(plan.templates)} templates, {len(plan.values)} values -> "
+                     f"{len(cands)} candidates, {s['accepted']} valid ({spent()})")
         if len(kept) >= n:
             break
-    if not all_templates and errors:
-        raise LLMError(f"the LLM gave no usable templates for {task!r}: {errors[-1]}")
+        if r == 0 and not kept:
+            stats["stopped"] = "the first LLM answer yielded no valid item"
+            raise DatasetError(failure_message(task, _public(stats, examples), spent()))
+    else:
+        if len(kept) < n:
+            stats["stopped"] = f"--max-llm-calls {max_llm_calls} reached"
+    stats = _public(stats, examples)
+    if not kept:
+        raise DatasetError(failure_message(task, stats, spent()))
     stats["kept"] = min(n, len(kept))
-    stats["llm_dropped"] = dropped_total
-    settings = {"llm": getattr(llm, "name", None) or type(llm).__name__, "templates": all_templates,
-                "fillers": [f.model_dump() for f in all_fillers], "prompt": "pairs_chat"}
+    stats["seconds"] = round(time.monotonic() - t0, 1)
+    settings = {"llm": getattr(llm, "name", None) or type(llm).__name__, "slot": slot, "templates": templates,
+                "values": [v.model_dump() for v in values], "fillers": fillers, "prompt": "pairs_chat",
+                "structured": _how(llm)}
     return kept[:n], stats, settings
+
+
+def _how(llm) -> str | None:
+    try:
+        return llm.structured_support()
+    except Exception:  # noqa: BLE001 - a stub or an unreachable endpoint: not known
+        return None
+
+
+def _lds(it: PairItem) -> str:
+    if it.clean_logit_diff is None:
+        return ""
+    return f" (LD clean {it.clean_logit_diff:+.2f}, corrupt {it.corrupt_logit_diff:+.2f})"
+
+
+def _public(stats: dict, examples: list[tuple[str, PairItem]]) -> dict:
+    """stats with 3 rejected examples (one per reason first) in words."""
+    picked, reasons = [], set()
+    for why, it in examples:
+        if why not in reasons:
+            reasons.add(why)
+            picked.append((why, it))
+    picked += [e for e in examples if e not in picked]
+    stats["examples"] = [{"clean": it.clean, "corrupt": it.corrupt, "answer": it.answer, "wrong": it.wrong,
+                          "reason": why, "why": REASON_WORDS.get(why, why) + _lds(it)} for why, it in picked[:3]]
+    return stats

@@ -29,6 +29,18 @@ REASONS = ["duplicate", "answer_equals_wrong", "identical", "length_mismatch", "
 # problems of the item itself (not of the model's behaviour): an error on import
 STRUCTURAL = {"answer_equals_wrong", "identical", "length_mismatch", "misaligned", "answer_not_single_token",
               "wrong_not_single_token"}
+# the reasons in words, for reports ("answer not one token: 14; clean LD below margin: 9")
+REASON_WORDS = {
+    "duplicate": "duplicate",
+    "answer_equals_wrong": "answer equals wrong answer",
+    "identical": "clean equals corrupt",
+    "length_mismatch": "clean/corrupt token counts differ",
+    "misaligned": "tokens differ outside the edit",
+    "answer_not_single_token": "answer not one token",
+    "wrong_not_single_token": "wrong answer not one token",
+    "clean_logit_diff_not_positive": "clean LD not above 0",
+    "corruption_too_weak": "corruption drops LD by less than the margin",
+}
 EXPLAIN = {
     "answer_equals_wrong": "answer and wrong answer are the same",
     "identical": "clean and corrupt are the same text",
@@ -102,12 +114,13 @@ def final_logit_diffs(hm, texts: Sequence[str], answer_ids: Sequence[int], wrong
 
 def validate_items(hm, items: Sequence[PairItem], *, margin: float = 1.0, batch_size: int = 32,
                    seen: set | None = None, strict_lines: Sequence[int] | None = None,
-                   source: str = "<input>") -> tuple[list[PairItem], dict]:
+                   source: str = "<input>", examples: list | None = None) -> tuple[list[PairItem], dict]:
     """(kept items with their logit diffs filled in, stats). stats = {"candidates", "accepted",
     "rejected": {reason: count}, "margin"}; candidates == accepted + sum(rejected).
 
     strict_lines (one line number per item, for imports): a STRUCTURAL problem raises
-    DatasetError naming the item's line instead of being counted."""
+    DatasetError naming the item's line instead of being counted. examples (a list): each
+    rejected item is appended to it as (reason, item)."""
     rejected: Counter = Counter()
     seen = set() if seen is None else seen
     todo: list[tuple[PairItem, int, int]] = []
@@ -141,6 +154,8 @@ def validate_items(hm, items: Sequence[PairItem], *, margin: float = 1.0, batch_
             raise DatasetError(f"{source} line {strict_lines[i]}: {msg} (as {hm.spec} tokenises it); nothing imported")
         if reason:
             rejected[reason] += 1
+            if examples is not None:
+                examples.append((reason, it))
         else:
             todo.append((it, a, w))
     kept: list[PairItem] = []
@@ -150,10 +165,12 @@ def validate_items(hm, items: Sequence[PairItem], *, margin: float = 1.0, batch_
         ld_clean = final_logit_diffs(hm, [it.clean for it, _, _ in todo], a_ids, w_ids, batch_size)
         ld_corr = final_logit_diffs(hm, [it.corrupt for it, _, _ in todo], a_ids, w_ids, batch_size)
         for (it, _, _), lc, lx in zip(todo, ld_clean, ld_corr):
-            if lc <= 0:
-                rejected["clean_logit_diff_not_positive"] += 1
-            elif lc - lx < margin:
-                rejected["corruption_too_weak"] += 1
+            why = "clean_logit_diff_not_positive" if lc <= 0 else "corruption_too_weak" if lc - lx < margin else None
+            if why:
+                rejected[why] += 1
+                if examples is not None:
+                    examples.append((why, it.model_copy(update=dict(clean_logit_diff=round(lc, 4),
+                                                                    corrupt_logit_diff=round(lx, 4)))))
             else:
                 kept.append(it.model_copy(update=dict(clean_logit_diff=round(lc, 4), corrupt_logit_diff=round(lx, 4))))
     stats = {"candidates": len(items), "accepted": len(kept),

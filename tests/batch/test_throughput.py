@@ -1,6 +1,6 @@
 """batch --concurrency against a latency-bound endpoint: the real local HTTP test server with a
 fixed delay per request. Units run in parallel workers and the requests of one unit (the records
-of a simulation) in parallel too, so wall time falls with concurrency and results do not change.
+of a simulation) in parallel too, so more requests are in flight at once (counted at the server) and results do not change.
 (scripts/bench_batch.py --endpoint measures the same at 0.5 s a request against `autointerp llm serve`.)"""
 
 from __future__ import annotations
@@ -65,9 +65,8 @@ def test_concurrency_scales_against_a_latency_bound_server(tiny_dir, corpus_file
                          llm="openai:test", llm_base_url=srv.url, concurrency=n, device="cpu",
                          settings=ExplainSettings(k=1, scorers=("simulation",), simulator="json", n_boot=20))
         state["max"] = 0
-        t0 = time.perf_counter()
         s = run_batch(path, o, hm=hm, progress=False, log=open(tmp_path / f"c{n}.log", "w"))
-        runs[n] = {"s": time.perf_counter() - t0, "max": state["max"], "summary": s, "path": path}
+        runs[n] = {"max": state["max"], "summary": s, "path": path}
         assert (s.done, s.failed) == (UNITS, 0), s
 
     one, many = runs[1], runs[UNITS]
@@ -75,8 +74,7 @@ def test_concurrency_scales_against_a_latency_bound_server(tiny_dir, corpus_file
     assert 2 <= one["max"] <= 4, one["max"]
     # several workers: more than one unit's requests in flight at once
     assert many["max"] > 4, many["max"]
-    # the wall time falls with concurrency (ideal: 1/UNITS of it; half leaves room for a busy machine)
-    assert many["s"] < one["s"] / 2, (one["s"], many["s"])
-    assert many["summary"].units_per_hour > 2 * one["summary"].units_per_hour
+    # (the wall time is not asserted: on a shared machine it measures the load, not the batch; the
+    # in-flight counts above are what concurrency changes)
     # and the results are the same
     assert _results(one["path"]) == _results(many["path"])

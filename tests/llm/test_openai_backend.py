@@ -203,16 +203,40 @@ def test_structured_reasks_on_bad_json(make_llm, server, store):
         clean: str
         corrupt: str
 
+    # the structured-output probe: this server ignores response_format and guided_json
+    server.queue("chat/completions", 200, chat_body(["Hello!"]), times=2)
     server.queue("chat/completions", 200, chat_body(["Sure! here it is: {broken"]))
     server.queue("chat/completions", 200, chat_body(['Here:\n```json\n{"clean": "a b", "corrupt": "a c"}\n```\nDone.']))
     out = make_llm(store=store).structured(MSG, Pair)
     assert out == Pair(clean="a b", corrupt="a c")
-    second = [q for q in server.requests if q["path"] == "/v1/chat/completions"][1]["body"]["messages"]
+    second = [q for q in server.requests if q["path"] == "/v1/chat/completions"][3]["body"]["messages"]
     assert second[-1]["role"] == "user" and "could not be used" in second[-1]["content"]
-    assert [r["kind"] for r in rows(store)] == ["structured", "structured"]
+    assert [r["kind"] for r in rows(store)] == ["probe", "structured_parse", "structured_parse"]
     server.queue("chat/completions", 200, chat_body(["no json at all"]), times=3)
     with pytest.raises(LLMError, match="valid Pair JSON after 2 tries"):
         make_llm().structured([{"role": "user", "content": "x"}], Pair, retries=1)
+
+
+def test_structured_uses_response_format_where_the_probe_finds_it_and_never_retries(make_llm, server, store):
+    class Pair(BaseModel):
+        clean: str
+        corrupt: str
+
+    server.queue("chat/completions", 200, chat_body(['{"probe": "autointerp-structured"}']))
+    server.queue("chat/completions", 200, chat_body(['{"clean": "a b", "corrupt": "a c"}']))
+    llm = make_llm(store=store)
+    assert llm.structured(MSG, Pair) == Pair(clean="a b", corrupt="a c")
+    chats = [q["body"] for q in server.requests if q["path"] == "/v1/chat/completions"]
+    rf = chats[1]["response_format"]
+    assert rf["type"] == "json_schema" and rf["json_schema"]["strict"] is True
+    assert rf["json_schema"]["schema"]["additionalProperties"] is False
+    assert rf["json_schema"]["schema"]["required"] == ["clean", "corrupt"]
+    # a reply cut short (max_tokens) is one clear error: no re-ask where the server enforces the schema
+    server.queue("chat/completions", 200, chat_body(['{"clean": "a b", "corr']))
+    with pytest.raises(LLMError, match="json_schema structured output.*not complete JSON"):
+        llm.structured([{"role": "user", "content": "again"}], Pair)
+    assert [r["kind"] for r in rows(store)] == ["probe", "structured", "structured"]
+    assert len([q for q in server.requests if q["path"] == "/v1/chat/completions"]) == 3
 
 
 def test_map_chat_concurrent_and_errors_in_slots(make_llm, server, store):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from autointerp.llm.embedded import _starts_with
+from autointerp.llm.base import starts_with as _starts_with
 from autointerp.score.simulate import expected_values
 
 CANDS = [str(v) for v in range(11)]

@@ -1,16 +1,26 @@
-"""LLM-written pairs with a stub LLM: the code composes and validates; bad templates are dropped."""
+"""LLM-written pairs, the small-model way: templates with named slots, slot values with their
+answers; the code expands and validates them on the subject model, reports the rejections by
+reason with examples, stops early when the first answer yields nothing, and is bounded by
+--max-llm-calls and a time budget."""
 
 from __future__ import annotations
 
-import pytest
+import time
 
+import pytest
+from tinykit import tiny_json_llm
+
+from autointerp.errors import DatasetError
 from autointerp.store import Store
 from autointerp.tasks import make_dataset
-from autointerp.tasks.llm_pairs import TaskSpec, clean_spec, compose
+from autointerp.tasks.llm_pairs import TaskSpec, clean_spec, compose, describe
 
 
-class StubLLM:
-    name = "stub"
+class ScriptedLLM:
+    """Replays a fixed TaskSpec through the same `structured` interface (the composing and
+    validating code under test is real; the LLM's answer is fixed so the counts are known)."""
+
+    name = "scripted"
 
     def __init__(self, spec: dict):
         self.spec = spec
@@ -20,34 +30,86 @@ class StubLLM:
         self.calls.append(messages)
         return schema.model_validate(self.spec)
 
+    def structured_support(self):
+        return "constrained"
 
-SPEC = {"templates": ["the cat sat on the {X} and ran to the", "the { x } is big", "no slot here", "ends with {X}"],
-        "fillers": [{"x": "mat", "answer": "park"}, {"x": "house", "answer": "tree"}, {"x": "store", "answer": "mat"},
-                    {"x": "mat", "answer": "dog"}, {"x": "dog", "answer": "house"}]}
+
+SPEC = {"slot": "place",
+        "templates": ["the cat sat on the {Place} and ran to the", "when {who} went to the { place } then", "no slot here",
+                      "ends with {place}", "the {place} by the {where} is"],
+        "values": [{"value": "mat", "answer": "park"}, {"value": "house", "answer": "tree"},
+                   {"value": "store", "answer": "big house"}, {"value": "mat", "answer": "dog"},
+                   {"value": "dog", "answer": "house"}],
+        "fillers": [{"slot": "who", "values": ["mary", "john"]}]}
 
 
 def test_clean_spec_and_compose():
-    templates, fillers, dropped = clean_spec(TaskSpec.model_validate(SPEC))
-    assert templates == ["the cat sat on the {X} and ran to the", "the {X} is big"]
-    assert [f.x for f in fillers] == ["mat", "house", "store", "dog"]
-    assert dropped == {"template_without_slot": 1, "template_ends_with_slot": 1, "filler_duplicate": 1}
-    items = compose(templates, fillers, 100)
+    plan, dropped = clean_spec(TaskSpec.model_validate(SPEC))
+    assert plan.slot == "place"
+    assert plan.templates == ["the cat sat on the {place} and ran to the", "when {who} went to the {place} then"]
+    assert [v.value for v in plan.values] == ["mat", "house", "store", "dog"]
+    assert dropped == {"template without the {slot}": 1, "template ends with a slot": 1,
+                       "template with a slot no filler fills": 1, "value repeated": 1}
+    items = compose(plan, 1000)
     assert len(items) == 2 * 4 * 3
     for it in items:
-        assert it.answer != it.wrong and it.clean != it.corrupt
+        assert it.answer != it.wrong and it.clean != it.corrupt and "{" not in it.clean
+        assert ("mary" in it.clean) == ("mary" in it.corrupt)   # other slots filled alike in a pair
+    by_x = {v.value: v.answer for v in plan.values}
+    assert all(it.answer == " " + by_x[it.meta["x"]] and it.wrong == " " + by_x[it.meta["x_corrupt"]] for it in items)
 
 
-def test_make_dataset_from_a_described_task(tiny_gpt2, tmp_path):
+def test_rejections_by_reason_with_examples(tiny_gpt2, tmp_path):
     store = Store(tmp_path / "s.db")
-    llm = StubLLM(SPEC)
-    ds = make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, margin=-1e9)
-    assert ds.source == "llm" and 1 <= ds.n_items <= 5
+    llm = ScriptedLLM(SPEC)
+    ds = make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, margin=-1e9, max_llm_calls=1)
     st = ds.stats
+    assert ds.source == "llm" and 1 <= ds.n_items <= 5
     assert st["candidates"] == st["accepted"] + sum(st["rejected"].values())
-    assert st["llm_dropped"]["template_without_slot"] >= 1
+    assert st["rejected"]["answer_not_single_token"] >= 1           # " big house"
+    assert "answer not one token: " in describe(st["rejected"])
+    assert len(st["examples"]) == 3 and st["examples"][0]["reason"] in st["rejected"]
+    assert {e["reason"] for e in st["examples"]} >= {"answer_not_single_token"}
+    assert st["llm_calls"] == 1 and st["llm_dropped"]["template without the {slot}"] == 1
     assert "where things are" in llm.calls[0][-1]["content"]
     stored = store.get_dataset(ds.name)
-    assert stored["source"] == "llm" and stored["settings"]["templates"]
+    assert stored["settings"]["slot"] == "place" and stored["settings"]["structured"] == "constrained"
+
+
+def test_early_stop_when_the_first_answer_yields_nothing(tiny_gpt2, tmp_path):
+    bad = {**SPEC, "values": [{"value": "mat", "answer": "big house"}, {"value": "dog", "answer": "red tree"},
+                              {"value": "house", "answer": "small cat"}]}
+    llm = ScriptedLLM(bad)
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(DatasetError) as e:
+        make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, max_llm_calls=4)
+    msg = str(e.value)
+    assert len(llm.calls) == 1                                          # stopped after the first answer
+    assert "answer not one token: 12" in msg and msg.count("\n  e.g. ") == 3 and "try: " in msg
+    assert store.list_datasets() == []
+
+
+def test_max_llm_calls_and_time_budget_bound_the_command(tiny_gpt2, tmp_path):
+    store = Store(tmp_path / "s.db")
+    llm = ScriptedLLM(SPEC)
+    ds = make_dataset(store, tiny_gpt2, "where things are", n=500, llm=llm, margin=-1e9, max_llm_calls=3)
+    assert len(llm.calls) == 3 and ds.stats["stopped"] == "--max-llm-calls 3 reached"
+    llm2 = ScriptedLLM(SPEC)
+    ds = make_dataset(store, tiny_gpt2, "where things are", n=500, llm=llm2, margin=-1e9, max_llm_calls=9,
+                      time_budget=1e-6, name="again")
+    assert len(llm2.calls) == 1 and ds.stats["stopped"].startswith("time budget")
+
+
+def test_a_real_llm_writing_noise_stops_early_with_reasons(tiny_gpt2, tmp_path):
+    """A random-init LLM under constrained decoding: its answer parses, nothing in it is usable,
+    and the command says so after one call, in seconds."""
+    t0 = time.monotonic()
+    with pytest.raises(DatasetError) as e:
+        make_dataset(Store(tmp_path / "s.db"), tiny_gpt2, "gendered pronoun after a name", n=24, llm=tiny_json_llm(),
+                     max_llm_calls=4)
+    msg = str(e.value)
+    assert "no item of 'gendered pronoun after a name' passed validation (1 LLM call(s)" in msg
+    assert "try: " in msg and time.monotonic() - t0 < 60
 
 
 def test_described_task_without_llm_is_a_usage_error(tiny_gpt2, tmp_path):
