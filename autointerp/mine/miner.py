@@ -214,7 +214,8 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         for x in saes:
             lo, hi = (c * latent_chunk, min(x.d_sae, (c + 1) * latent_chunk)) if latent_chunk else (0, x.d_sae)
             if lo < hi:
-                fl[x.name] = LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, fp, device, lo=lo, hi=hi)
+                # keyed by input hook (one SAE per hook point): a transcoder set shares its name across layers
+                fl[x.hook] = LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, fp, device, lo=lo, hi=hi)
         return nl, hl, fl
 
     state_path = _state_path(store, rid)
@@ -230,9 +231,9 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     decoder = TokenDecoder(hm.tokenizer)
     # the priority draw order: neuron layers then head layers then latents, each [n_units] (all latents in every pass)
     prio_sizes = ([(("n", L), hm.d_mlp) for L in layers] if do_neurons else []) + \
-        ([(("h", L), hm.n_heads) for L in layers] if do_heads else []) + [(("f", x.name), x.d_sae) for x in saes]
+        ([(("h", L), hm.n_heads) for L in layers] if do_heads else []) + [(("f", x.hook), x.d_sae) for x in saes]
     total_prio = sum(s for _, s in prio_sizes)
-    densities: dict[str, list] = {x.name: [] for x in saes}    # per chunk: positive counts (for the density stats)
+    densities: dict[str, list] = {x.hook: [] for x in saes}    # per chunk: positive counts (for the density stats)
     if ck:
         for name, pos in ck.get("density", {}).items():
             densities[name] = list(pos)
@@ -248,8 +249,8 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
                 nl[int(L)].load_state_dict(d)
             for L, d in ck["heads"].items():
                 hl[int(L)].load_state_dict(d)
-            for name, d in ck.get("latents", {}).items():
-                fl[name].load_state_dict(d)
+            for name, d in ck.get("latents", {}).items():     # older checkpoints keyed latents by SAE name
+                (fl.get(name) or next(x for x in fl.values() if x.name == name)).load_state_dict(d)
         extra = {"chunk": c, "density": densities} if n_passes > 1 else {}
         stop = max([*nl, *hl, *(x.L for x in fl.values())]) + 1       # the forward ends after the last layer read
         n_done, t_here, pending = _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, total_prio,
@@ -294,7 +295,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         for name, x in fl.items():
             densities[name].append(x.stats.pos.cpu())
         n_tok = n_done * p
-        stats["latents"] = [latent_density(x.name, torch.cat(densities[x.name]), n_tok) for x in saes]
+        stats["latents"] = [latent_density(x.name, torch.cat(densities[x.hook]), n_tok) for x in saes]
     if shard is not None:                       # keep the final state for the merge; no records of a part
         final = shard_state_path(store, rid)
         _save_state(final, rid, n_done, nl, hl, fl)
