@@ -8,8 +8,10 @@ import signal
 import click
 
 from . import cli
+from ..score.metrics import is_calibrated
 from ..errors import UsageError
-from .common import check_layers, check_min, emit, explain_options, json_option, llm_options, model_options, settings, store_option
+from .common import (UnitKindNames, check_layers, check_min, emit, explain_options, json_option, llm_options, model_options,
+                     settings, store_option)
 from .sae import resolve_sae, sae_options
 
 
@@ -31,7 +33,7 @@ def _fmt(v) -> str:
 
 @cli.command("batch")
 @click.option("--layers", default=None, help="Layers, e.g. 0-3 or 0,2,5 [default: all].")
-@click.option("--units", "unit_kind", type=click.Choice(["neurons", "heads"]), default=None,
+@click.option("--units", "unit_kind", type=UnitKindNames(), default=None,
               help="Which units of those layers [default: neurons; with --sae: the SAE's latents].")
 @click.option("--unit", "unit_ids", multiple=True, help="Only these units (L3/N42, or L1/F3 with --sae; repeatable or "
                                                         "comma-separated).")
@@ -181,7 +183,7 @@ def _print_summary(s, calibration: dict | None = None, llm_scores: bool = False)
             c = calibration or {}
             if c.get("simulation_auroc") is None:
                 what += " (uncalibrated: no `autointerp calibrate` for this LLM in the store)"
-            elif (c.get("simulation_auroc_low") or 0) < 0.7:
+            elif not is_calibrated(c.get("simulation_auroc_low") or 0):
                 what += f" (uncalibrated: this LLM's simulation AUROC on planted units is {c['simulation_auroc']:.2f})"
         click.echo(f"  {what} over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
                    f"quartiles [{_fmt(sc['q1'])}, {_fmt(sc['q3'])}], range [{_fmt(sc['min'])}, {_fmt(sc['max'])}]")

@@ -13,7 +13,7 @@ import click
 from ..errors import StoreError, UsageError
 from ..core.files import atomic_output
 from . import cli
-from .common import check_out_file, emit, force_option, json_option, settings, store_option
+from .common import UnitKindNames, check_out_file, emit, force_option, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
@@ -47,7 +47,7 @@ def _fmt_margin(r: dict) -> str:
 @click.option("--layer", type=int, default=None, help="Only units of this layer.")
 @click.option("--model", "model_id", default=None, help="Only units of this model (as stored, e.g. smollm2-135m).")
 @click.option("--explainer", default=None, help="Only explanations by this explainer ('baseline' for the non-LLM baseline).")
-@click.option("--kind", type=click.Choice(["neuron", "head"]), default=None, help="Only neurons or only heads.")
+@click.option("--kind", type=UnitKindNames(plural=False), default=None, help="Only neurons or only heads.")
 @click.option("--any", "any_word", is_flag=True, help="Match any of the words (default: all of them).")
 @click.option("--dataset", default=None, help="Units that matter for this dataset (patching results), with their explanations.")
 @click.option("--min-effect", type=float, default=0.0, show_default=True, help="With --dataset: minimum |effect|.")
@@ -155,20 +155,30 @@ def stats_cmd(model_id, store_path, as_json):
 
 
 @cli.command("export")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "neuronpedia"]), default="jsonl", show_default=True,
+              help="neuronpedia: a folder of upload batches for Neuronpedia (explanations, records, logits, "
+                   "density) and scores.jsonl; --out names the folder.")
 @click.option("--what", type=click.Choice(["explanations", "scores", "records", "patching", "graph"]),
               default="explanations", show_default=True,
-              help="Which rows; graph: one stored attribution graph (--graph ID) as circuit-tracer / Neuronpedia JSON.")
+              help="Which rows (jsonl, csv); graph: one stored attribution graph (--graph ID) as circuit-tracer / "
+                   "Neuronpedia JSON.")
 @click.option("--graph", "graph_id", type=int, default=None, help="--what graph: the graph's id.")
 @click.option("--model", "model_id", default=None, help="Only this model's rows.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write here instead of stdout.")
+@click.option("--np-model", default=None, help="neuronpedia: the model's id on Neuronpedia [default: the store's].")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write here instead of stdout.")
 @force_option
 @store_option
-def export_cmd(fmt, what, model_id, out, graph_id, force, store_path):
+def export_cmd(fmt, what, model_id, np_model, out, graph_id, force, store_path):
     """Export explanations (with their best score), scores, records (activations and tokens as
     lists) or patching results as JSON lines or CSV (lists as JSON text); or one attribution graph
-    in circuit-tracer's graph JSON (which its local server and Neuronpedia read). --out never
+    in circuit-tracer's graph JSON (which its local server and Neuronpedia read); or, with --format
+    neuronpedia, the explained units in Neuronpedia's upload format (a new folder). --out never
     replaces an existing file unless --force is given, and is written whole or not at all."""
+    if fmt == "neuronpedia":
+        _export_neuronpedia(store_path, model_id, np_model, out)
+        return
+    if np_model is not None:
+        raise UsageError("--np-model is for --format neuronpedia")
     check_out_file("--out", out, force=force)
     if what == "graph":
         return _export_graph(graph_id, out, force, store_path)
@@ -188,6 +198,50 @@ def export_cmd(fmt, what, model_id, out, graph_id, force, store_path):
                 n += 1
         if out:
             click.echo(f"exported {n} {what} rows to {out}", err=True)
+
+
+def _export_neuronpedia(store_path, model_id, np_model, out: Path | None) -> None:
+    """Write <out>/<source>.<n>.json (one upload batch each), <out>/scores.jsonl and
+    <out>/manifest.json into a new folder (built as <out>.part, then renamed: nothing is overwritten)."""
+    import shutil
+
+    from ..store.neuronpedia import neuronpedia_export
+
+    if out is None:
+        raise UsageError("--format neuronpedia writes a folder: give it with --out DIR")
+    out = Path(out).expanduser()
+    if out.exists():
+        raise UsageError(f"--out {out} exists; name a new folder (nothing is overwritten)")
+    check_out_file("--out", out)
+    tmp = out.with_name(out.name + ".part")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    files, n_feat, n_scores = [], 0, 0
+    try:
+        with open_store(store_path) as store, open(tmp / "scores.jsonl", "w", encoding="utf-8") as sf:
+            counts: dict[str, int] = {}
+            for source, payload, scores in neuronpedia_export(store, model_id, np_model):
+                k = counts[source] = counts.get(source, 0) + 1
+                name = f"{payload['modelId']}.{source}.{k}.json"
+                (tmp / name).write_text(json.dumps(payload, ensure_ascii=False), encoding="utf-8")
+                files.append({"file": name, "modelId": payload["modelId"], "source": source,
+                              "features": len(payload["features"])})
+                n_feat += len(payload["features"])
+                for r in scores:
+                    sf.write(json.dumps(r, ensure_ascii=False) + "\n")
+                n_scores += len(scores)
+        if not files:
+            raise UsageError("nothing to export: no explained unit" + (f" of {model_id}" if model_id else "")
+                             + " in this store")
+        (tmp / "manifest.json").write_text(json.dumps({"format": "neuronpedia upload-batch (neuronpedia 1.2.x)",
+                                                       "batches": files, "scores": "scores.jsonl"}, indent=1))
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    click.echo(f"exported {n_feat} features in {len(files)} batch(es) and {n_scores} scores to {out}/ "
+               "(upload each batch with neuronpedia's Source.upload_batch)", err=True)
 
 
 def _export_graph(graph_id, out, force, store_path) -> None:

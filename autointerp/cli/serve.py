@@ -42,7 +42,7 @@ def _run_datasette(store: Path, host: str, port: int) -> int:
         if config is not None:
             cpath = Path(tmp) / "datasette.json"
             cpath.write_text(json.dumps(config, indent=2))
-        click.echo(f"Datasette on http://{host}:{port}/{ds.database_name(store)} (store {store}); Ctrl-C stops it",
+        click.echo(f"Datasette on http://{host}:{port}/{ds.url_name(ds.database_name(store))} (store {store}); Ctrl-C stops it",
                    err=True)
         try:
             return subprocess.run([exe, *ds.datasette_args(store, mpath, cpath, host, port)]).returncode
@@ -101,7 +101,7 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec,
         raise UsageError("--llm simulates typed text: give --model SPEC too")
     if model_spec:
         from ..serve.tryit import TextTester
-        from .models import load_subject
+        from .common import load_subject
 
         check_store(store)                      # a bad store fails before the model loads
         llm = None

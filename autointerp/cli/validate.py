@@ -77,7 +77,7 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, sae_spec
     check_fraction("--frac", frac)
     u0 = Unit.parse(unit)
     sae = None
-    if sae_specs or u0.kind == "feature":           # an SAE latent: bound to its SAE (--sae or its @name)
+    if sae_specs or u0.record.needs_sae:           # an SAE latent: bound to its SAE (--sae or its @name)
         check_store_path(s.store, must_exist=True)
         with Store(s.store, readonly=True, create=False) as ro:
             specs = sae_specs or ((u0.sae,) if u0.sae else ())

@@ -9,6 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
+# An LLM's scores are "calibrated" when the lower end of its simulation AUROC's 95% interval on
+# planted units (autointerp calibrate) is at least this; below it they are printed as uncalibrated.
+CALIBRATED_AUROC_LOW = 0.7
+
+
+def is_calibrated(auroc_low: float | None) -> bool:
+    return auroc_low is not None and auroc_low >= CALIBRATED_AUROC_LOW
+
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson's r of two equal-length sequences; None when undefined (fewer than two values, or
@@ -163,22 +171,51 @@ def balanced_accuracy(labels: Sequence[bool], preds: Sequence[bool]) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
+def _balanced_accuracy_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """balanced_accuracy of every row of [b, n] labels and predictions at once (the same
+    arithmetic, so the same floats: each present class's rate, their mean)."""
+    pos = y.sum(axis=1)
+    neg = y.shape[1] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = (p & y).sum(axis=1) / pos
+        tnr = (~p & ~y).sum(axis=1) / neg
+    both = (tpr + tnr) / 2
+    return np.where((pos > 0) & (neg > 0), both, np.where(pos > 0, tpr, np.where(neg > 0, tnr, 0.0)))
+
+
 def bootstrap_balanced_accuracy(labels, preds, *, n_boot: int = 1000, seed: int = 0,
                                 alpha: float = 0.05) -> tuple[float, float] | tuple[None, None]:
-    """Percentile bootstrap interval of `balanced_accuracy` over items (seeded); (None, None)
-    without items."""
+    """Percentile bootstrap interval of `balanced_accuracy` over items (seeded; all resamples in
+    one array: the same draws, in the same order, as one draw of n items per resample); (None,
+    None) without items."""
     y = np.asarray(labels, bool)
     p = np.asarray(preds, bool)
     n = len(y)
     if n == 0:
         return (None, None)
-    rng = np.random.default_rng(seed)
-    vals = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        vals[b] = balanced_accuracy(y[idx], p[idx])
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    vals = _balanced_accuracy_rows(y[idx], p[idx])
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
+
+
+def paired_balanced_accuracy_margin(labels, preds_a, preds_b, *, n_boot: int = 1000, seed: int = 0,
+                                    alpha: float = 0.05) -> tuple[float | None, float | None, float | None]:
+    """paired_margin with balanced accuracy as the statistic (detection/fuzzing against their
+    control), every resample at once: the same margin and interval as
+    paired_margin(stat, ...) gives, without a Python loop over resamples."""
+    y = np.asarray(labels, bool)
+    a = np.asarray(preds_a, bool)
+    b = np.asarray(preds_b, bool)
+    n = len(y)
+    if n == 0:
+        return None, None, None
+    m = balanced_accuracy(y, a) - balanced_accuracy(y, b)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    yy = y[idx]
+    d = _balanced_accuracy_rows(yy, a[idx]) - _balanced_accuracy_rows(yy, b[idx])
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return float(m), float(lo), float(hi)
 
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:

@@ -14,6 +14,8 @@ Prompt building (pure, testable) is kept apart from the model calls.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -92,6 +94,13 @@ def build_json_prompt(template, explanation: str, tokens: Sequence[str]) -> Any:
     template takes $explanation, $tokens (`index<TAB>token` lines) and $n_tokens."""
     lines = "\n".join(f"{i}\t{show_token(t)}" for i, t in enumerate(tokens))
     return template.render(explanation=explanation.strip(), tokens=lines, n_tokens=len(tokens))
+
+
+def activations_schema(n: int) -> dict:
+    """The JSON simulator's reply: {"activations": [n integers 0..10]}."""
+    return {"title": "Activations", "type": "object", "required": ["activations"],
+            "properties": {"activations": {"type": "array", "minItems": n, "maxItems": n,
+                                           "items": {"type": "integer", "enum": list(range(11))}}}}
 
 
 def parse_json_values(text: str, n: int) -> tuple[list[float], int]:
@@ -213,6 +222,18 @@ class JsonSimulator:
         def one(r):
             prompt = build_json_prompt(self.template, explanation, r.tokens)
             max_tokens = 16 + self.max_tokens_per_value * len(r.tokens)
+            if isinstance(prompt, list) and self.llm.structured_support():
+                # the backend enforces the schema: exactly one integer 0..10 per token
+                from ..errors import LLMError
+
+                try:
+                    obj = self.llm.structured(prompt, activations_schema(len(r.tokens)), max_tokens=max_tokens,
+                                              temperature=0.0, template=self.template)
+                except LLMError as e:
+                    if "gave no valid" not in str(e):   # a reply cut short counts as all bad; a failed call raises
+                        raise
+                    return [0.0] * len(r.tokens), len(r.tokens)
+                return parse_json_values(json.dumps(obj), len(r.tokens))
             if isinstance(prompt, list):
                 text = self.llm.chat(prompt, temperature=0.0, max_tokens=max_tokens, template=self.template)[0]
             else:

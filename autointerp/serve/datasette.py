@@ -26,6 +26,13 @@ def database_name(store_path: str | Path) -> str:
     return Path(store_path).stem
 
 
+def url_name(name: str) -> str:
+    """A database name as Datasette spells it in URLs (0.62+ "tilde encoding": every character
+    but letters, digits, '_' and '-' as ~XX; 'my run 2' -> 'my~20run~202')."""
+    return "".join(c if c.isascii() and (c.isalnum() or c in "_-") else
+                   "".join(f"~{b:02X}" for b in c.encode("utf-8")) for c in name)
+
+
 def template() -> dict:
     return json.loads(TEMPLATE.read_text(encoding="utf-8"))
 

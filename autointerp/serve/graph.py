@@ -7,14 +7,14 @@ Layout: one column per prompt position (the token under it), one row per layer, 
 the bottom and the target logits at the top (at the last position). In a cell, a layer's latent
 nodes (circles) side by side and its error node (a square) last. Edges run from source to target;
 width and opacity scale with |weight| (the largest drawn = widest), red for a positive direct
-effect, blue for a negative one. At most MAX_DRAWN edges are drawn, the largest first."""
+effect, blue for a negative one (core/palette.py's convention). Rendered by templates/graph.html. At most MAX_DRAWN edges are drawn, the largest first."""
 
 from __future__ import annotations
 
-from .pages import esc, fnum, layout, table, unit_url
+from ..core.palette import NEG_HEX as NEG, POS_HEX as POS, sign_hex
+from .render import render, unit_url
 
 MAX_DRAWN = 300
-POS, NEG = "#c62828", "#1565c0"
 _COL, _ROW, _PAD, _R, _SLOT = 120, 64, 30, 6, 15
 
 
@@ -22,8 +22,9 @@ def _num(x: float) -> str:
     return f"{x:.1f}".rstrip("0").rstrip(".")
 
 
-def graph_svg(g: dict) -> tuple[str, int]:
-    """(the SVG of the kept nodes and edges, the number of edges drawn)."""
+def graph_svg(g: dict) -> dict:
+    """The geometry of the kept nodes and edges (drawn by templates/graph.html), with the number of
+    edges drawn."""
     nodes = {n["idx"]: n for n in g["nodes"] if n["kept"]}
     tokens = g["data"].get("tokens") or []
     P = max(1, len(tokens))
@@ -45,44 +46,32 @@ def graph_svg(g: dict) -> tuple[str, int]:
             xy[j] = (x, y + (k // n_slots) * 4)
     edges = [e for e in g["edges"] if e["source"] in xy and e["target"] in xy][:MAX_DRAWN]
     vmax = max((abs(e["weight"]) for e in edges), default=0.0) or 1.0
-    paths = []
+    lines = []
     for e in reversed(edges):
         (x1, y1), (x2, y2) = xy[e["source"]], xy[e["target"]]
         a = min(1.0, abs(e["weight"]) / vmax)
-        colour = POS if e["weight"] > 0 else NEG
         s, t = nodes[e["source"]], nodes[e["target"]]
-        title = f"{_label(s)} -> {_label(t)}  weight {e['weight']:+.4g}"
-        paths.append(f'<line class="edge" x1="{_num(x1)}" y1="{_num(y1)}" x2="{_num(x2)}" y2="{_num(y2)}" '
-                     f'stroke="{colour}" stroke-width="{0.5 + 3.5 * a:.2f}" stroke-opacity="{0.25 + 0.7 * a:.2f}" '
-                     f'data-source="{e["source"]}" data-target="{e["target"]}" data-weight="{e["weight"]:.6g}">'
-                     f'<title>{esc(title)}</title></line>')
+        lines.append({"x1": _num(x1), "y1": _num(y1), "x2": _num(x2), "y2": _num(y2),
+                      "stroke": POS if e["weight"] > 0 else NEG if e["weight"] < 0 else sign_hex(None),
+                      "width": f"{0.5 + 3.5 * a:.2f}", "opacity": f"{0.25 + 0.7 * a:.2f}", "source": e["source"],
+                      "target": e["target"], "weight": f"{e['weight']:.6g}",
+                      "title": f"{_label(s)} -> {_label(t)}  weight {e['weight']:+.4g}"})
     marks = []
     for j, n in nodes.items():
         x, y = xy[j]
-        title = esc(_label(n) + (f"  influence {n['influence']:.4f}" if n.get("influence") is not None else "")
-                    + (f"  act {n['activation']:.3f}" if n.get("activation") is not None else "")
-                    + (f"  {n['explanation']}" if n.get("explanation") else ""))
-        if n["kind"] == "latent":
-            shape = f'<circle cx="{_num(x)}" cy="{_num(y)}" r="{_R}" fill="#ffb74d" stroke="#e65100"/>'
-            marks.append(f'<a class="node latent" data-node="{j}" data-unit="{esc(n["unit"])}" '
-                         f'href="{esc(unit_url(g["model"], n["unit"]))}">{shape}<title>{title}</title></a>')
-        else:
-            fill = {"error": "#cfd8dc", "embedding": "#e8f5e9", "logit": "#e3f2fd"}[n["kind"]]
-            shape = (f'<rect x="{_num(x - _R)}" y="{_num(y - _R)}" width="{2 * _R}" height="{2 * _R}" fill="{fill}" '
-                     f'stroke="#546e7a"/>')
-            marks.append(f'<g class="node {n["kind"]}" data-node="{j}">{shape}<title>{title}</title></g>')
-    labels = []
-    for p, tok in enumerate(tokens):
-        labels.append(f'<text x="{_num(_PAD + (p + 0.5) * _COL)}" y="{_num(height - 8)}" text-anchor="middle" '
-                      f'font-size="11" font-family="ui-monospace,monospace">{esc(repr(tok))}</text>')
-    for r in rows:
-        y = _PAD + (len(rows) - 1 - rows.index(r)) * _ROW + 14
-        lab = "emb" if r == -1 else "logit" if r == top else f"L{r}"
-        labels.append(f'<text x="4" y="{_num(y)}" font-size="10" fill="#607d8b">{lab}</text>')
-    svg = (f'<svg class="attribution-graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {_num(width)} '
-           f'{_num(height)}" width="{_num(width)}" height="{_num(height)}" role="img" aria-label="attribution graph">'
-           f'{"".join(paths)}{"".join(marks)}{"".join(labels)}</svg>')
-    return svg, len(edges)
+        title = (_label(n) + (f"  influence {n['influence']:.4f}" if n.get("influence") is not None else "")
+                 + (f"  act {n['activation']:.3f}" if n.get("activation") is not None else "")
+                 + (f"  {n['explanation']}" if n.get("explanation") else ""))
+        marks.append({"idx": j, "kind": n["kind"], "unit": n.get("unit"), "title": title, "x": _num(x), "y": _num(y),
+                      "rx": _num(x - _R), "ry": _num(y - _R), "r": _R, "side": 2 * _R,
+                      "href": unit_url(g["model"], n["unit"]) if n["kind"] == "latent" else None,
+                      "fill": {"error": "#cfd8dc", "embedding": "#e8f5e9", "logit": "#e3f2fd"}.get(n["kind"], "#ffb74d")})
+    tok_labels = [{"x": _num(_PAD + (p + 0.5) * _COL), "y": _num(height - 8), "text": repr(tok)}
+                  for p, tok in enumerate(tokens)]
+    row_labels = [{"y": _num(_PAD + (len(rows) - 1 - rows.index(r)) * _ROW + 14),
+                   "text": "emb" if r == -1 else "logit" if r == top else f"L{r}"} for r in rows]
+    return {"width": _num(width), "height": _num(height), "lines": lines, "marks": marks, "tok_labels": tok_labels,
+            "row_labels": row_labels, "drawn": len(edges)}
 
 
 def _label(n: dict) -> str:
@@ -98,46 +87,13 @@ def _label(n: dict) -> str:
 
 def graph_page(g: dict) -> str:
     """g: Store.get_graph's row, each latent node optionally with explanation / score / control / margin."""
-    d, model = g["data"], g["model"]
-    svg, drawn = graph_svg(g)
-    n_kept_edges = len(g["edges"])
-    c = d.get("completeness") or {}
-    head = (f'<p class="muted">graph {esc(g["id"])} · model {esc(model)} · transcoders {esc(g["transcoder_set"])} · '
-            f'{esc(len(d.get("tokens") or []))} tokens</p><h1>attribution graph: {esc(g["prompt"])}</h1>')
-    targets = ", ".join(f"{esc(repr(t['token']))} p={t['prob']:.3f}" for t in d.get("logits") or [])
-    summary = (f"<p>targets: {targets}</p>"
-               f"<p>{esc(g['n_nodes'])} nodes and {esc(n_kept_edges)} edges kept ({100 * g['node_share']:.0f}% of node "
-               f"influence, {100 * g['edge_share']:.0f}% of edge influence); replacement score "
-               f"<b>{fnum(g['replacement_score'], '.3f')}</b>, completeness score "
-               f"<b>{fnum(g['completeness_score'], '.3f')}</b> (circuit-tracer's definitions)</p>"
-               f"<p>completeness identity for {esc(repr(g['target']))}: raw logit {g['raw_logit']:.4f} = bias terms "
-               f"{g['bias_terms']:.4f} + {esc(len(c.get('contributions') or []))} direct contributions "
-               f"{fnum(c.get('sum_of_contributions'), '.4f')} (relative error {g['completeness_error']:.1e})</p>")
-    v = g.get("validation")
-    val = ""
-    if v:
-        corr = (f"<b>{v['correlation']:.3f}</b>" if v.get("correlation") is not None
-                else f'null <span class="muted">({esc(v.get("correlation_reason"))})</span>')
-        val = (f"<h2>intervention check</h2><p>{esc(v['k'])} latents ablated in the real model (transcoder splice with "
-               f"the error term): correlation of predicted and observed changes of the target logit {corr}, MAE "
-               f"{fnum(v.get('mae'), '.4g')} (mean |observed| {fnum(v.get('mean_abs_observed'), '.4g')})</p>"
-               + table(["latent", "position", "predicted", "observed"],
-                       [[f'<a href="{esc(unit_url(model, r["unit"]))}">{esc(r["unit"])}</a>', esc(r["pos"]),
-                         fnum(r["predicted"], "+.4g"), fnum(r["observed"], "+.4g")] for r in v["latents"]]))
+    d = g["data"]
     lat = sorted((n for n in g["nodes"] if n["kind"] == "latent" and n["kept"]), key=lambda n: -(n["influence"] or 0))
-    rows = [[f'<a href="{esc(unit_url(model, n["unit"]))}">{esc(n["unit"])}</a>', esc(n["pos"]), esc(repr(n["token"])),
-             fnum(n["activation"], ".3f"), fnum(n["influence"], ".4f"), esc(n.get("explanation") or "-"),
-             fnum(n.get("score"), "+.3f"), fnum(n.get("control"), "+.3f"), fnum(n.get("margin"), "+.3f")]
-            for n in lat]
-    cap = (f'<figcaption class="muted">{drawn} of {n_kept_edges} kept edges drawn (largest |weight| first). Columns: '
-           f'positions; rows: embeddings (bottom), layers, target logits (top). Circles: latents (link to their unit '
-           f'pages), squares: error, embedding and logit nodes. <span style="color:{POS}">red</span>: positive direct '
-           f'effect, <span style="color:{NEG}">blue</span>: negative; width and opacity: |weight|.</figcaption>')
-    body = (head + summary + f'<h2>graph</h2><figure class="wide">{svg}{cap}</figure>' + val
-            + "<h2>latent nodes</h2>"
-            + table(["latent", "pos", "token", "activation", "influence", "explanation", "score", "control", "margin"],
-                    rows))
-    return layout(f"graph {g['id']}", body)
+    return render("graph.html", title=f"graph {g['id']}", g=g, d=d, model=g["model"], svg=graph_svg(g),
+                  n_kept_edges=len(g["edges"]), c=d.get("completeness") or {}, v=g.get("validation"),
+                  targets=[{"token": repr(t["token"]), "prob": t["prob"]} for t in d.get("logits") or []],
+                  latents=[dict(n, token_repr=repr(n["token"])) for n in lat], pos=POS, neg=NEG,
+                  target_repr=repr(g["target"]))
 
 
 def with_explanations(store, g: dict) -> dict:

@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
+from ..core.stats import summary
+from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
@@ -32,6 +33,13 @@ best as (
     from scores s where kind = '{SIM_KIND}' and value is not null)
   where rn = 1)
 """
+
+
+# the same best score looked up per explanation through the scores_expl index: a search touches
+# only the explanations it returns or filters, not every score of the store (the window above
+# reads them all: seconds at a million units)
+_BEST_JOIN = (f"left join scores b on b.id = (select s2.id from scores s2 where s2.explanation_id = e.id "
+              f"and s2.kind = '{SIM_KIND}' and s2.value is not null order by s2.value desc, s2.id limit 1)")
 
 
 def fts_query(text: str, any_word: bool = False) -> str:
@@ -83,7 +91,7 @@ class QueryMixin:
         if min_margin is not None:   # the margin over the null control on the same records
             where.append("b.margin >= ?"); params.append(float(min_margin))
         if kind is not None:
-            where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
+            where.append("e.unit like ?"); params.append(f"%/{unit_kind(kind).letter}%")
         select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
                   "b.value as score, b.ci_low, b.ci_high, b.n, b.control, b.margin, b.margin_low, b.margin_high")
         text = (text or "").strip()
@@ -92,23 +100,23 @@ class QueryMixin:
                 match = fts_query(text, any_word)
                 if not match:
                     return []
-                sql = (f"with {_BEST_SQL} select {select}, bm25(explanations_fts) as rank "
+                sql = (f"select {select}, bm25(explanations_fts) as rank "
                        "from explanations_fts join explanations e on e.rowid = explanations_fts.rowid "
-                       "left join best b on b.explanation_id = e.id "
+                       f"{_BEST_JOIN} "
                        f"where explanations_fts match ? {''.join(' and ' + w for w in where)} "
                        "order by rank, b.value desc")
                 params = [match, *params]
             else:  # a store without the FTS index (made by hand): substring search
                 words = re.findall(r"\w+", text)
                 conds = [f"e.text like ?" for _ in words]
-                sql = (f"with {_BEST_SQL} select {select}, 0.0 as rank from explanations e "
-                       "left join best b on b.explanation_id = e.id where "
+                sql = (f"select {select}, 0.0 as rank from explanations e "
+                       f"{_BEST_JOIN} where "
                        f"({(' or ' if any_word else ' and ').join(conds) or '1'}) "
                        f"{''.join(' and ' + w for w in where)} order by b.value desc")
                 params = [f"%{w}%" for w in words] + params
         else:
-            sql = (f"with {_BEST_SQL} select {select}, null as rank from explanations e "
-                   "left join best b on b.explanation_id = e.id "
+            sql = (f"select {select}, null as rank from explanations e "
+                   f"{_BEST_JOIN} "
                    f"{'where ' + ' and '.join(where) if where else ''} "
                    "order by b.value is null, b.value desc, e.model_id, e.layer, e.unit")
         if limit:
@@ -209,13 +217,14 @@ class QueryMixin:
             if not values:
                 return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "histogram": []}
             a = np.asarray(values, dtype=float)
+            s = summary(values)
             lo = min(-1.0, float(np.floor(a.min() * bins) / bins))
             hi = max(1.0, float(np.ceil(a.max() * bins) / bins))
             edges = np.round(np.arange(lo, hi + 1e-9, 1.0 / bins), 6)
             counts, _ = np.histogram(a, bins=edges)
             hist = [{"low": float(edges[i]) + 0.0, "high": float(edges[i + 1]) + 0.0, "count": int(c)} for i, c in enumerate(counts)]
-            return {"n": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
-                    "min": float(a.min()), "max": float(a.max()), "histogram": hist}
+            return {"n": s["n"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
+                    "histogram": hist}
 
         best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value, b.margin "
                           f"from explanations e join best b on b.explanation_id = e.id where 1 {ef}", mp)
@@ -388,23 +397,13 @@ class QueryMixin:
         }
 
     def _unit_graphs(self, model: str, unit: str) -> list[dict]:
-        """Attribution graphs (the `graphs` table, where this store has one) with a node on this unit."""
-        names = set(self.db.table_names())
-        if "graphs" not in names:
+        """Attribution graphs (`autointerp graph`, schema v4) with a kept node on this unit."""
+        if "graph_nodes" not in self.db.table_names():
             return []
-        cols = {c.name for c in self.db["graphs"].columns}
-        node_table = next((t for t in ("graph_nodes", "graph_node") if t in names), None)
-        if node_table is None:
-            return []
-        ncols = {c.name for c in self.db[node_table].columns}
-        ucol = next((c for c in ("unit", "node", "feature", "name") if c in ncols), None)
-        if ucol is None or "graph_id" not in ncols:
-            return []
-        sel = "g.id" + (", g.prompt" if "prompt" in cols else ", null as prompt")
-        where = " and g.model_id = ?" if "model_id" in cols else ""
-        args = [unit] + ([model] if where else [])
-        return self.query(f"select distinct {sel} from graphs g join [{node_table}] n on n.graph_id = g.id "
-                          f"where n.[{ucol}] = ?{where} order by g.id", args)
+        return self.query("""
+            select g.id, g.prompt, g.target, count(*) as n_nodes, max(n.influence) as influence
+            from graph_nodes n join graphs g on g.id = n.graph_id
+            where g.model = ? and n.unit = ? and n.kept = 1 group by g.id order by g.id""", [model, unit])
 
     def dataset_view(self, name: str, top: int = 30) -> dict | None:
         ds = self.query("select * from datasets where name = ?", [name])

@@ -24,7 +24,7 @@ from pydantic import BaseModel
 
 from ..errors import UsageError
 from ..core.keys import content_hash
-from ..units import Unit
+from ..core.units import Unit
 from .intervene import InterventionResult, intervene
 from .site import unit_site
 from .probes import (Probe, ProbeScores, code_probes, filler_tokens, llm_probes, neutral_records, parse_explanation,
@@ -205,7 +205,7 @@ def validate_explanation(store, hm, llm, model_id: str, unit: str | Unit, explan
     An SAE latent (L6/F12@name) is validated through its SAE: `sae` (a models.sae.SAE; attached
     to hm for the call when it is not already), or the SAE of that name already attached."""
     u = Unit.parse(unit) if isinstance(unit, str) else unit
-    if sae is not None and u.kind == "feature":
+    if sae is not None and u.record.needs_sae:
         u = u.with_sae(sae.name)
         if hm.saes.get(sae.hook) is not sae:
             prev = hm.saes.get(sae.hook)
@@ -220,7 +220,7 @@ def validate_explanation(store, hm, llm, model_id: str, unit: str | Unit, explan
     t0 = time.perf_counter()
     s = settings or ValidateSettings()
     u = hm.check_unit(u)
-    if u.kind not in ("neuron", "feature"):
+    if not u.record.intervene:
         raise UsageError(f"{u}: causal validation covers MLP neurons (L<layer>/N<index>) and SAE latents "
                          "(L<layer>/F<latent>@<sae>), not heads")
     unit_site(hm, u)                        # a latent whose SAE is not attached fails here, before any work

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from ..score.metrics import auroc
 
@@ -102,7 +102,7 @@ def parse_explanation(text: str, max_words: int = 6) -> dict:
     return {"input": inp[:max_words], "output": out[:max_words], "source": source}
 
 
-def _norm(tok: str) -> str:
+def norm_word(tok: str) -> str:
     return tok.strip().lower()
 
 
@@ -132,14 +132,14 @@ def neutral_records(ex, threshold: float, window: int = 12) -> list:
 def filler_tokens(records: Sequence, tokenizer, exclude: Sequence[str], n: int = 12) -> list[tuple[int, str]]:
     """The most frequent word-like tokens of `records` (ids as the model saw them) that are not
     key words: (id, decoded string). Unrelated words for the negatives."""
-    excl = {_norm(w) for w in exclude}
+    excl = {norm_word(w) for w in exclude}
     cnt: Counter = Counter()
     for r in records:
         cnt.update(r.input_ids)
     out = []
     for tid, _ in cnt.most_common():
         s = tokenizer.decode([tid])
-        w = _norm(s)
+        w = norm_word(s)
         if len(w) < 2 or not w.isalpha() or w in excl or w in _STOP or any(w in e or e in w for e in excl if len(e) > 2):
             continue
         if tid in (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
@@ -195,8 +195,15 @@ def code_probes(ex, tokenizer, key_words: Sequence[str], threshold: float, *, pe
 
 # ---- LLM-written probes -----------------------------------------------------------------------
 class LLMProbes(BaseModel):
-    positive: list[str] = []
-    negative: list[str] = []
+    """The LLM's probe texts; the bounds keep a constrained reply (llm.structured) short."""
+
+    positive: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+    negative: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _cap(cls, v):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
+        return [x[:200] if isinstance(x, str) else x for x in v][:8] if isinstance(v, list) else v
 
 
 def _has(text: str, word: str) -> bool:

@@ -134,3 +134,75 @@ def test_template_is_packaged():
 
     data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["autointerp"]
     assert "serve/datasette_metadata.json" in data
+
+
+def _real_datasette() -> str | None:
+    import shutil
+
+    for c in (os.environ.get("AUTOINTERP_DATASETTE"), "/work/venvs/datasette/bin/datasette",
+              str(Path(sys.executable).parent / "datasette"), shutil.which("datasette")):
+        if c and Path(c).exists():
+            return c
+    return None
+
+
+def test_real_datasette_serves_any_file_name_with_its_metadata(odd_store, tmp_path):
+    """Datasette itself (its own venv; a subprocess on 127.0.0.1) started by `serve --datasette` on
+    'my run 2.db': the table descriptions and the canned queries are there, and a canned query runs."""
+    import socket
+    import time
+    import urllib.parse
+    import urllib.request
+
+    exe = _real_datasette()
+    if exe is None:
+        pytest.skip("Datasette is not installed (pip install datasette, in any venv; AUTOINTERP_DATASETTE=its path)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "autointerp", "serve", "--store", str(odd_store), "--datasette",
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    base = f"http://127.0.0.1:{port}"
+    db = ds.url_name("my run 2")
+    assert db == "my~20run~202"
+
+    def get_json(path):
+        with urllib.request.urlopen(base + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                meta = get_json("/-/metadata.json")
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "Datasette did not answer in 90 s"
+                time.sleep(0.5)
+        t = ds.template()["database"]
+        version = get_json("/-/versions.json")["datasette"]["version"]
+        if version.startswith("0."):
+            assert meta["databases"]["my run 2"]["tables"]["explanations"]["description"] == \
+                t["tables"]["explanations"]["description"]
+        dbinfo = get_json(f"/{db}.json")
+        assert {"explanations", "scores", "records"} <= {x["name"] for x in dbinfo["tables"]}
+        assert set(t["queries"]) <= {q["name"] for q in dbinfo["queries"]}
+        with urllib.request.urlopen(f"{base}/{db}/explanations", timeout=10) as r:   # the table's description shown
+            assert html_unescape(r.read().decode()).count(t["tables"]["explanations"]["description"]) >= 1
+        rows = get_json(f"/{db}/search_explanations.json?" + urllib.parse.urlencode({"q": "week", "_shape": "array"}))
+        assert rows and any("week" in r["text"] for r in rows)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def html_unescape(s: str) -> str:
+    import html
+
+    return html.unescape(s)
