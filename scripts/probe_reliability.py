@@ -13,7 +13,10 @@ llm_faults   `explain` and `pairs` against the project's test LLM server (`autoi
              trickling one byte every 2 s, an unreachable endpoint: each ends in bounded time with
              exit 0 or one error line
 
-The fast probe (bad_inputs) also runs in the suite (tests/test_probe_reliability.py).
+STATUS (rel branch, 07:56 UTC): not yet run to completion. bad_inputs ran >10 min without
+output and ignored SIGTERM (an in-process `batch` case installs batch's SIGTERM->interrupt
+handler, and some case does real work without going through HookedModel.load); it needs a
+per-case subprocess with a timeout. kill9 / concurrency / llm_faults have not been run.
 """
 
 from __future__ import annotations
