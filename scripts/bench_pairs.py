@@ -97,12 +97,18 @@ def main() -> None:
     print("\n| backend (structured output) | task | valid | seconds | LLM calls | rejections (or why none) |")
     print("|---|---|---:|---:|---:|---|")
     for r in rows:
-        why = r["rejected"] if r["rejected"] is not None else (r["error"] or "")
+        why = r["rejected"] if r["rejected"] is not None else _why(r["error_full"])
         print(f"| {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
               f"{r['llm_calls']} | {why} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+
+
+def _why(err: str | None) -> str:
+    """A failed task's reasons (the error's 'dropped'/'rejected'/'LLM' lines), not its headline."""
+    lines = [x.strip() for x in (err or "").splitlines()[1:]]
+    return "; ".join(x for x in lines if not x.startswith(("try:", "e.g."))) or (err or "")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,12 @@ class Filler(BaseModel):
 
 class Group(BaseModel):
     answer: str = Field(max_length=20)      # the word that comes next when the key slot holds any of `values`
-    values: list[Annotated[str, Field(max_length=32)]] = Field(max_length=8)
+    values: list[Annotated[str, Field(max_length=32)]] = Field(max_length=6)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _cap(cls, v):   # a free-form reply (no schema enforced) with more values is cut, not refused
+        return v[:6] if isinstance(v, list) else v
 
 
 class TaskSpec(BaseModel):

@@ -136,3 +136,14 @@ def test_cli_pairs_for_a_task_in_words_stops_early_with_reasons(tiny_gpt2, tmp_p
     assert "error: no item of 'gendered pronoun after a name' passed validation (1 LLM call(s)" in err
     assert "try: " in err
     assert Store(store).list_datasets() == []
+
+
+def test_a_free_form_reply_longer_than_the_bounds_is_cut_not_refused():
+    # an endpoint without structured output can return more than the schema allows; the spec keeps the first ones
+    spec = TaskSpec.model_validate({"slot": "n", "templates": [f"T{i} {{n}} is" for i in range(7)],
+                                    "groups": [{"answer": "even", "values": [str(2 * i) for i in range(9)]},
+                                               {"answer": "odd", "values": ["1", "3"]}]})
+    assert len(spec.templates) == 5
+    assert spec.groups[0].values == ["0", "2", "4", "6", "8", "10"]
+    plan, _ = clean_spec(spec)
+    assert len(plan.values) == 8
