@@ -136,3 +136,28 @@ def test_cli_pairs_for_a_task_in_words_stops_early_with_reasons(tiny_gpt2, tmp_p
     assert "error: no item of 'gendered pronoun after a name' passed validation (1 LLM call(s)" in err
     assert "try: " in err
     assert Store(store).list_datasets() == []
+
+
+class FailingLLM(ScriptedLLM):
+    """Every call fails the way a backend reports a dead endpoint (after its retries)."""
+
+    def structured(self, messages, schema, **kw):
+        from autointerp.errors import LLMError
+
+        self.calls.append(messages)
+        raise LLMError("openai:test: HTTP 500 from http://127.0.0.1:9/v1 (after 3 attempts)\nsecond line")
+
+
+def test_first_llm_call_failing_is_an_llm_error_not_a_validation_failure(tiny_gpt2, tmp_path):
+    """A server error on the first call was reported as 'no item passed validation' with exit 2
+    (a usage code) and tips about templates (scripts/probe_reliability.py, llm_faults)."""
+    from autointerp.errors import LLMError
+
+    llm = FailingLLM(SPEC)
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(LLMError) as e:
+        make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, max_llm_calls=4)
+    msg = str(e.value)
+    assert not isinstance(e.value, DatasetError) and e.value.exit_code == 1
+    assert "\n" not in msg and "first LLM call failed" in msg and "HTTP 500" in msg and "passed validation" not in msg
+    assert len(llm.calls) == 1 and store.list_datasets() == []
