@@ -137,6 +137,9 @@ def bad_input_cases(model_dir: Path, all_values: bool = False, only: set[str] | 
             continue
         positional = ["L0/N1" if "unit" in (a.name or "") else "x"
                       for a in cmd.params if isinstance(a, click.Argument) and a.required]
+        for q in cmd.params:    # the other required options, valid (so only the bad value is wrong)
+            if isinstance(q, click.Option) and q.required:
+                positional += [max(q.opts, key=len), "L0/N1" if "unit" in (q.name or "") else "x"]
         for p in cmd.params:
             if not isinstance(p, click.Option):
                 continue
@@ -443,6 +446,8 @@ def _stored(store: Path) -> dict:
     for table in ("explanations", "scores", "datasets"):
         with contextlib.suppress(sqlite3.Error):
             out[table] = _rows(store, f"select count(*) n from {table}")[0]["n"]
+    with contextlib.suppress(sqlite3.Error):    # scores with a value (a null one carries its reason)
+        out["valued_scores"] = _rows(store, "select count(*) n from scores where value is not null")[0]["n"]
     return out
 
 
@@ -468,7 +473,7 @@ def probe_llm_faults(tmp: Path, faults=LLM_FAULTS, commands=("explain", "pairs")
             common = ["--llm", "openai:test", "--llm-base-url", url, "--llm-timeout", f"{llm_timeout:g}",
                       "--model", d, "--device", "cpu", "--store", store]
             if cmd == "explain":
-                argv = ["explain", "L0/N1", "--corpus", corpus, "--n-tokens", "2048", "--k", "1", "--scorers", "simulation",
+                argv = ["explain", "--unit", "L0/N1", "--corpus", corpus, "--n-tokens", "8192", "--k", "1", "--scorers", "simulation",
                         "--simulator", "json", *common]
             else:
                 argv = ["pairs", "--task", "places: 'the cat sat on the mat and ran to the' -> ' park'", "--n", "4",
@@ -494,9 +499,9 @@ def probe_llm_faults(tmp: Path, faults=LLM_FAULTS, commands=("explain", "pairs")
                 problems.append(f"{len(errors)} error lines")
             if r["code"] not in (0, None) and (stored.get("explanations") or stored.get("scores") or stored.get("datasets")):
                 problems.append(f"failed but stored {stored}")
-            if fault != "ok" and r["code"] == 0 and cmd == "explain" and stored.get("scores"):
-                # a faulty LLM cannot have produced a score: a stored score here is a fake one
-                problems.append(f"exit 0 with scores stored {stored}")
+            if fault != "ok" and r["code"] == 0 and cmd == "explain" and stored.get("valued_scores"):
+                # a faulty LLM cannot have produced a score: a score with a value here is a fake one
+                problems.append(f"exit 0 with scores valued {stored}")
             res = {"cmd": cmd, "fault": fault, "exit": r["code"], "seconds": round(r["seconds"], 1),
                    "clean": not problems, "problems": problems, "error": (errors or lines or [""])[-1][:150],
                    "stored": stored}
@@ -515,6 +520,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="bad_inputs,kill9,concurrency,llm_faults")
     ap.add_argument("--all-values", action="store_true", help="also -inf and text for every numeric option")
+    ap.add_argument("--commands", help="bad_inputs: only these commands (comma-separated, e.g. 'explain,sae train')")
     ap.add_argument("--jobs", type=int, default=2, help="bad-input cases run at once")
     ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     a = ap.parse_args()
@@ -526,7 +532,8 @@ def main() -> int:
         tmp = Path(t)
         tiny_model(tmp)
         if "bad_inputs" in only:
-            out["bad_inputs"] = probe_bad_inputs(tmp, a.jobs, a.all_values, say=lambda s: print(s, flush=True))
+            out["bad_inputs"] = probe_bad_inputs(tmp, a.jobs, a.all_values,
+                                                 only=set(a.commands.split(",")) if a.commands else None, say=lambda s: print(s, flush=True))
         if "kill9" in only:
             out["kill9"] = probe_kill9(tmp, say=lambda s: print(s, flush=True))
         if "concurrency" in only:

@@ -6,6 +6,7 @@ run in the script; tests/batch covers one kill and two workers)."""
 from __future__ import annotations
 
 import importlib.util
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -33,15 +34,16 @@ def test_bad_values_to_model_commands_are_clean(probe, probe_tmp):
     bad kinds): exit 2, one error line, no traceback, nothing made, the model never used."""
     model_dir, _ = probe.tiny_model(probe_tmp)
     cases = probe.bad_input_cases(model_dir, only={"explain", "pairs", "batch"})
-    picked = cases[::4]
-    assert len(picked) >= 8
-    results = [probe.run_bad_input(argv, probe_tmp / "cases", i) for i, argv in enumerate(picked)]
+    picked = cases[::10]
+    assert len(picked) >= 6
+    with ThreadPoolExecutor(2) as ex:
+        results = list(ex.map(lambda ia: probe.run_bad_input(ia[1], probe_tmp / "cases", ia[0]), enumerate(picked)))
     unclean = [(" ".join(r["argv"][:4]), r["problems"], r["error"]) for r in results if not r["clean"]]
     assert not unclean, unclean
     assert all(r["seconds"] < 30 for r in results), [(r["argv"][:4], r["seconds"]) for r in results]
 
 
-@pytest.mark.parametrize("cmd,faults", [("explain", ("500", "garbage", "trickle")), ("pairs", ("429", "prose", "unreachable"))])
+@pytest.mark.parametrize("cmd,faults", [("explain", ("trickle",)), ("pairs", ("garbage", "unreachable"))])
 def test_llm_faults_bounded_one_line_nothing_stored(probe, probe_tmp, cmd, faults):
     said = []
     r = probe.probe_llm_faults(probe_tmp, faults=faults, commands=(cmd,), llm_timeout=3.0, bound=45.0, say=said.append)
@@ -51,4 +53,4 @@ def test_llm_faults_bounded_one_line_nothing_stored(probe, probe_tmp, cmd, fault
     for c in r["cases"]:
         assert c["exit"] != 0, c          # a faulty LLM cannot make this succeed
         assert c["error"].startswith("error:"), c
-    assert said[-1].startswith("SUMMARY llm_faults: 3 tried")
+    assert said[-1].startswith(f"SUMMARY llm_faults: {len(faults)} tried")
