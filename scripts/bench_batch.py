@@ -54,14 +54,18 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 
 
 def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d_mlp: int = 8, n_layers: int = 2,
-                         seed: int = 0) -> Path:
+                         seed: int = 0, context: float = 0.0) -> Path:
     """A tiny Llama (n_layers x d_mlp neurons) saved to `d` with a byte-level BPE tokenizer trained
     on the prompt templates and the bench corpus (so prompts are a few hundred tokens, and "0".."10",
     " yes", " no" are single tokens, as in most real tokenizers) and a minimal chat template. Its
     weights are random except that the attention and MLP outputs are zeroed and the head is set so
     that it answers every prompt with REPLY and then EOS: replies cost a few forward passes, so a
     server over it is latency-bound, not compute-bound. Its MLP neurons still respond to the token
-    (random gate/up weights on the embedding), so mining gives every neuron real records."""
+    (random gate/up weights on the embedding), so mining gives every neuron real records.
+    context > 0 keeps the attention outputs (random, std `context`) and gives the values and
+    yes/no random head weights of that std: then every next-token distribution depends on the text before it, so simulations and
+    yes/no judgements vary from record to record and their scores are real numbers (the golden
+    scores test, tests/batch/test_scores_golden.py)."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -92,8 +96,11 @@ def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d
     m = LlamaForCausalLM(cfg).eval()
     F = 1 + len(chain)                        # dims 0..F-1: a constant (the head's bias) and one flag per reply token
     with torch.no_grad():
-        for layer in m.model.layers:          # the residual stream is the token's embedding
-            layer.self_attn.o_proj.weight.zero_()
+        for layer in m.model.layers:          # the residual stream is the token's embedding (+ context * attention)
+            if context:
+                layer.self_attn.o_proj.weight.normal_(0, context)
+            else:
+                layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         E = m.model.embed_tokens.weight
         E.normal_(0, 1)
@@ -105,6 +112,8 @@ def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d
         H[chain[0], 0] = 3.0                  # after anything: the reply's first token ...
         for c in cands:
             H[c, 0] = 2.0                     # ... with the values and yes/no next (in every top-k)
+        if context:                           # the values and yes/no differ by context, not only in their sum
+            H[[c[0] for c in cands], F:] = torch.randn(len(cands), hidden - F) * context
         for i, t in enumerate(chain):         # after reply token i: token i+1 (after the last: EOS)
             E[t, 1 + i] = 8.0
             H[chain[0], 1 + i] = -6.0
@@ -200,16 +209,18 @@ def endpoint_bench(a) -> dict:
                                      settings=ExplainSettings(k=a.k))
                     n_req0 = len(srv.requests)
                     srv.max_in_flight = 0 if a.server == "thread" else None
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     s = run_batch(path, o, hm=hm, progress=False, log=open(os.devnull, "w") if not a.verbose else sys.stderr)
-                    dt = time.perf_counter() - t0
+                    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                     reqs = len(srv.requests) - n_req0
                     res[n] = {"done": s.done, "failed": s.failed, "seconds": round(dt, 1),
                               "units_per_hour": round(s.done / dt * 3600, 1) if dt > 0 else None,
                               "requests": reqs, "requests_per_unit": round(reqs / max(s.done + s.failed, 1), 1),
+                              "client_cpu_s": round(cpu, 1), "client_cpu_s_per_unit": round(cpu / max(s.done + s.failed, 1), 2),
                               "max_in_flight": srv.max_in_flight, "load": round(os.getloadavg()[0], 2)}
                     print(f"  {mode:9s} concurrency {n}: {s.done} done, {s.failed} failed in {dt:.1f} s = "
-                          f"{res[n]['units_per_hour']} units/hour; {reqs} requests ({res[n]['requests_per_unit']}/unit)",
+                          f"{res[n]['units_per_hour']} units/hour; {reqs} requests ({res[n]['requests_per_unit']}/unit), "
+                          f"client CPU {cpu:.1f} s ({res[n]['client_cpu_s_per_unit']} s/unit)",
                           file=sys.stderr, flush=True)
             lo, hi = min(levels), max(levels)
             ratio = (res[hi]["units_per_hour"] or 0) / res[lo]["units_per_hour"] if res[lo]["units_per_hour"] else None
@@ -248,7 +259,8 @@ def main() -> None:
             for mode, r in out["modes"].items():
                 for n, x in r["runs"].items():
                     print(f"  {mode:9s} N={n}: {x['units_per_hour']:8.1f} units/hour ({x['seconds']} s, {x['done']} done, "
-                          f"{x['failed']} failed), {x['requests_per_unit']} requests/unit"
+                          f"{x['failed']} failed), {x['requests_per_unit']} requests/unit, "
+                          f"client CPU {x['client_cpu_s_per_unit']} s/unit"
                           + (f", {x['max_in_flight']} in flight at most" if x["max_in_flight"] is not None else ""))
                 ratio = [v for k, v in r.items() if k.startswith("ratio")]
                 print(f"  {mode:9s} ratio N={max(r['runs'])}/N={min(r['runs'])}: {ratio[0]}")

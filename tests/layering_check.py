@@ -1,8 +1,7 @@
 """The import contract of autointerp/, checked from the source (ast; nothing is imported).
 
 The allowed arrows between packages are written once, in ALLOWED. A "package" is a top-level
-subpackage of the checked root (store, patching, ...) or a top-level module (errors, config,
-units). Relative imports are resolved against the importing file. Rules, each reported as
+subpackage of the checked root (store, patching, ...) or a top-level module (errors, config). Relative imports are resolved against the importing file. Rules, each reported as
 (file, rule) so an allowlist can name them:
 
     arrow A->B        A imports B and B is not in ALLOWED[A] (a back-arrow or a sideways one)
@@ -10,7 +9,10 @@ units). Relative imports are resolved against the importing file. Rules, each re
     sql               SQL outside store/: a call of .execute/.executemany/.executescript, or a
                       string that reads as SQL (select ... from, insert into, ...)
     openai / tenacity imported outside llm/
-    private M._x      a name starting with "_" imported from another package
+    private M._x      a name starting with "_" imported from another module (of another package, or
+                      of the same package: a private name is its module's own)
+    cycle P: a->b->a  modules of one package import each other in a cycle (imports inside functions
+                      count; a package's __init__ is left out: it re-exports its modules)
     hook-name         an f-string (or "blocks." + ...) building a hook name outside core/ and models/
     unit-id           an f-string formatting a unit id (f"L{l}/N{i}") outside core/
 """
@@ -26,8 +28,8 @@ from typing import Iterable, Iterator
 # ----------------------------------------------------------------------------- the layering, written once
 #
 # Ground: every package may import these (core is the neutral core; errors and config are the
-# neutral modules it stands on; units is the transition shim of core.units).
-GROUND = frozenset({"core", "errors", "config", "units"})
+# neutral modules it stands on).
+GROUND = frozenset({"core", "errors", "config"})
 # Faces compose stages; no face imports another, except cli, the entry point, which starts them.
 FACES = frozenset({"cli", "serve", "batch", "investigate", "diff"})
 # Stages and infrastructure: what each may import besides GROUND and itself. Arrows point down
@@ -38,7 +40,6 @@ ALLOWED: dict[str, frozenset[str]] = {
     "errors": frozenset(),
     "config": frozenset({"errors"}),
     "core": frozenset({"errors"}),
-    "units": frozenset({"core", "errors"}),
     "store": GROUND,
     "models": GROUND,
     "corpus": GROUND,
@@ -144,11 +145,20 @@ def check_file(root: Path, path: Path) -> tuple[list[Violation], set[tuple[str, 
     tree = ast.parse(path.read_text(), filename=str(path))
     out: list[Violation] = []
     edges: set[tuple[str, str]] = set()
+    module_edges: set[tuple[str, str]] = set()
+    mod_parts = list(path.relative_to(root.parent).with_suffix("").parts)
     allowed = ALLOWED.get(pkg)  # None: an unknown package (check_tree reports it once)
     for node, parts, names in imports_of(root, path, tree):
         if parts[0] in LLM_ONLY_MODULES and pkg != LLM_HOME:
             out.append(Violation(rel, parts[0], node.lineno))
         dep = _target_package(root, parts)
+        if dep is not None and dep == pkg and parts[2:] != mod_parts[2:]:   # another module of this package
+            mod_name = ".".join(parts[1:])
+            for n in names:
+                if n.startswith("_") and not n.startswith("__"):
+                    out.append(Violation(rel, f"private {mod_name}.{n}", node.lineno))
+            if len(parts) > 2 and len(mod_parts) > 2 and mod_parts[-1] != "__init__" and path.name != "__init__.py":
+                module_edges.add((".".join(mod_parts[1:]), ".".join(parts[1:])))
         if dep is None or dep == pkg:
             continue
         edges.add((pkg, dep))
@@ -179,7 +189,12 @@ def check_file(root: Path, path: Path) -> tuple[list[Violation], set[tuple[str, 
               and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)
               and node.left.value.startswith("blocks.")):
             out.append(Violation(rel, "hook-name", node.lineno))
+    MODULE_EDGES.setdefault(str(root), set()).update(module_edges)
     return out, edges
+
+
+# module -> module edges inside one package, per checked root (filled by check_file)
+MODULE_EDGES: dict[str, set[tuple[str, str]]] = {}
 
 
 def cycles(edges: Iterable[tuple[str, str]]) -> list[list[str]]:
@@ -248,6 +263,7 @@ def check_tree(root: Path) -> tuple[list[Violation], set[tuple[str, str]]]:
     violations: list[Violation] = []
     edges: set[tuple[str, str]] = set()
     unknown: set[str] = set()
+    MODULE_EDGES[str(root)] = set()
     for path in sorted(root.rglob("*.py")):
         v, e = check_file(root, path)
         violations += v
@@ -258,6 +274,9 @@ def check_tree(root: Path) -> tuple[list[Violation], set[tuple[str, str]]]:
         violations.append(Violation(f"{root.name}/{pkg}", "unknown package (add it to ALLOWED)"))
     for cyc in cycles(edges):
         violations.append(Violation(root.name, "cycle " + "->".join(cyc + cyc[:1])))
+    for cyc in cycles(MODULE_EDGES[str(root)]):   # inside a package (edges never cross packages)
+        pkg = cyc[0].split(".")[0]
+        violations.append(Violation(f"{root.name}/{pkg}", "cycle " + "->".join(cyc + cyc[:1])))
     return sorted(violations), edges
 
 

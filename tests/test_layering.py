@@ -119,11 +119,11 @@ def test_relative_imports_resolve_to_top_level_packages(tmp_path):
         "mine/sub/deep.py": "from ...corpus import x\nfrom .. import records\nfrom . import sibling\n",
         "mine/__init__.py": "from .records import r\nfrom ..models import m\n",
         "__main__.py": "from .cli import main\n",
-        "units.py": "from .core.units import Unit\n",
+        "store/base.py": "from ..core.units import Unit\n",
     })
     violations, edges = check_tree(root)
     assert violations == []
-    assert edges == {("mine", "corpus"), ("mine", "models"), ("__main__", "cli"), ("units", "core")}
+    assert edges == {("mine", "corpus"), ("mine", "models"), ("__main__", "cli"), ("store", "core")}
 
 
 @pytest.mark.parametrize("src", ['X = "select a from b"', "import tenacity", 'f = lambda L: f"blocks.{L}.mlp.post"'])
@@ -131,3 +131,23 @@ def test_each_rule_is_reported_alone(tmp_path, src):
     root = _write(tmp_path / "autointerp", {"mine/x.py": src + "\n"})
     violations, _ = check_tree(root)
     assert len(violations) == 1 and violations[0].file == "autointerp/mine/x.py"
+
+
+def test_module_cycles_and_private_names_inside_a_package(tmp_path):
+    root = _write(tmp_path / "autointerp", {
+        "errors.py": "class E(Exception): pass\n",
+        "llm/base.py": "def get():\n    from .embedded import Emb\n    return Emb\n",   # a cycle through a local import
+        "llm/embedded.py": "from .base import get\nclass Emb: pass\n",
+        "llm/serve.py": "from .embedded import _cache\nfrom . import base\n",            # private across modules
+        "llm/__init__.py": "from .base import get\n",                                    # re-exports: no cycle
+        "llm/budget.py": "from ._util import x\n_y = 1\n",                               # a private module: fine here
+        "llm/_util.py": "from .budget import _y\nx = 1\n",                               # private name + cycle
+    })
+    violations, _ = check_tree(root)
+    got = {(v.file, v.rule) for v in violations}
+    assert got == {
+        ("autointerp/llm", "cycle llm._util->llm.budget->llm._util"),
+        ("autointerp/llm", "cycle llm.base->llm.embedded->llm.base"),
+        ("autointerp/llm/serve.py", "private llm.embedded._cache"),
+        ("autointerp/llm/_util.py", "private llm.budget._y"),
+    }

@@ -1,7 +1,7 @@
 import pytest
 
 from autointerp.errors import UnitError
-from autointerp.units import Unit
+from autointerp.core.units import Unit
 
 
 def test_parse_and_format():

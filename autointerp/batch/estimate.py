@@ -49,7 +49,12 @@ def unit_tokens(ex, llm_spec: str, s, count: Callable[[str], int]) -> dict:
         dry = ex.model_copy(update={"run_id": None}) if hasattr(ex, "model_copy") else ex   # no mining run in this store
         explain_exemplars(st, dry, llm, settings=s.model_copy(update={"n_boot": 10}))
         st.close()
-    part = {"explain": ("explain_",), "simulate": ("simulate_",), "judge": ("detection", "fuzzing")}
+    from ..score.registry import SCORERS
+
+    part: dict[str, tuple[str, ...]] = {"explain": ("explain_",)}
+    for spec in SCORERS.values():      # each scorer's templates counted under its usage group
+        if spec.usage:
+            part[spec.usage] = part.get(spec.usage, ()) + spec.templates
     out: dict[str, int] = {}
     for name, prefixes in part.items():
         rows = [u for t, u in llm.usage.items() if t.startswith(prefixes)]

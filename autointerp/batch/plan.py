@@ -18,14 +18,19 @@ from pydantic import BaseModel, Field
 from ..errors import UsageError
 from ..pipeline import PIPELINE_VERSION, ExplainSettings
 from ..core.keys import content_hash
-from ..units import Unit
+from ..core.units import UNIT_KINDS, Unit, kind_of_plural
 
 JOB_VERSION = 1
 STAGE = "explain"
-UNIT_KINDS = ("neurons", "heads", "latents")   # latents: those of the SAE given to run_batch(sae=...)
-# every template explain_exemplars may load (which ones depends on the backend and the simulator)
-TEMPLATES = ("explain_completion", "explain_chat", "simulate_all_at_once", "simulate_json", "detection", "detection_chat",
-             "fuzzing", "fuzzing_chat")
+# every template explain_exemplars may load (which ones depends on the backend and the simulator): the
+# explainer's and each registered scorer's (score/registry.py)
+EXPLAIN_TEMPLATES = ("explain_completion", "explain_chat")
+
+
+def templates() -> tuple[str, ...]:
+    from ..score.registry import all_templates
+
+    return EXPLAIN_TEMPLATES + all_templates()
 
 
 class BatchOptions(BaseModel):
@@ -44,6 +49,7 @@ class BatchOptions(BaseModel):
     corpus: str | None = None              # corpus to mine / runs to use [default: the offline gensim corpus]
     max_attempts: int = 3                  # per job, over all runs
     claim_timeout_s: float = 1800.0        # a running claim not refreshed for this long is stale
+    unit_timeout_s: float = 900.0          # every LLM request of one unit ends by then (the unit then fails)
     retry_failed: bool = False             # failed-for-good jobs get a fresh set of attempts
     device: str = "auto"
     dtype: str = "float32"
@@ -77,9 +83,11 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def check_options(o: BatchOptions, sae=None) -> None:
-    if o.units not in UNIT_KINDS:
-        raise UsageError(f"bad --units {o.units!r}: use neurons or heads (or give --sae for an SAE's latents)")
-    if (o.units == "latents") != (sae is not None):
+    kinds = {k.plural: k for k in UNIT_KINDS.values()}    # latents: those of the SAE given to run_batch(sae=...)
+    if o.units not in kinds:
+        plain = " or ".join(p for p, k in kinds.items() if not k.needs_sae)
+        raise UsageError(f"bad --units {o.units!r}: use {plain} (or give --sae for an SAE's latents)")
+    if kinds[o.units].needs_sae != (sae is not None):
         raise UsageError("a batch of SAE latents needs the SAE (--sae PATH_OR_NAME), and an SAE batches only its latents"
                          if sae is None else f"--units {o.units} with --sae: an SAE batch does the SAE's latents")
     if o.limit is not None and o.limit < 0:
@@ -97,7 +105,7 @@ def check_options(o: BatchOptions, sae=None) -> None:
 
 
 def unit_kind(o: BatchOptions) -> str:
-    return {"neurons": "neuron", "heads": "head", "latents": "feature"}[o.units]
+    return kind_of_plural(o.units).name
 
 
 def _sae_units(o: BatchOptions, sizes: dict, sae) -> list[Unit]:
@@ -110,11 +118,11 @@ def _sae_units(o: BatchOptions, sizes: dict, sae) -> list[Unit]:
     if o.layers is not None and sae.layer not in parse_layers(o.layers, n_layers):
         raise UsageError(f"--layers {o.layers}: SAE {sae.name} reads layer {sae.layer}")
     if not o.unit_ids:
-        return [Unit.feature(sae.layer, i, sae.name) for i in range(sae.d_sae)]
+        return [Unit.latent(sae.layer, i, sae.name) for i in range(sae.d_sae)]
     out = set()
     for text in o.unit_ids:
         u = Unit.parse(text)
-        if u.kind != "feature":
+        if not u.record.needs_sae:
             raise UsageError(f"--unit {u}: an SAE batch does SAE latents (L{sae.layer}/F<latent>), not a {u.kind}")
         u = u.with_sae(sae.name)
         if u.layer != sae.layer:
@@ -129,20 +137,21 @@ def select_units(o: BatchOptions, sizes: dict, sae=None) -> list[Unit]:
     latents: against the SAE), sharded."""
     from ..mine import parse_layers
 
-    n_layers, d_mlp, n_heads = int(sizes["n_layers"]), int(sizes["d_mlp"]), int(sizes["n_heads"])
+    n_layers = int(sizes["n_layers"])
     kind = unit_kind(o)
-    if kind == "feature":
+    if UNIT_KINDS[kind].needs_sae:
         units = _sae_units(o, sizes, sae)
     elif o.unit_ids:
-        units = sorted({Unit.parse(u).check(n_layers, d_mlp, n_heads) for u in o.unit_ids})
-        wrong = [u for u in units if u.kind != kind]
+        other = {k: int(v) for k, v in sizes.items() if k != "n_layers" and isinstance(v, (int, float))}
+        units = sorted({Unit.parse(u).check(n_layers, **other) for u in o.unit_ids})
+        wrong = [u for u in units if u.record is not UNIT_KINDS[kind]]
         if wrong:
             raise UsageError(f"{wrong[0]} is not one of the --units {o.units}")
         if o.layers is not None:
             keep = set(parse_layers(o.layers, n_layers))
             units = [u for u in units if u.layer in keep]
     else:
-        width = d_mlp if kind == "neuron" else n_heads
+        width = int(sizes[UNIT_KINDS[kind].size])
         units = [Unit(L, kind, i) for L in parse_layers(o.layers, n_layers) for i in range(width)]
     if o.shard is not None:
         i, n = o.shard
@@ -160,7 +169,7 @@ def llm_name(spec: str) -> str:
 def template_hashes() -> dict[str, str]:
     from ..llm import load_prompt
 
-    return {t: load_prompt(t).hash for t in TEMPLATES}
+    return {t: load_prompt(t).hash for t in templates()}
 
 
 def job_key(model_id: str, unit: str, run_id: str, o: BatchOptions, templates: dict[str, str], sae_id: str | None = None) -> str:
@@ -178,7 +187,7 @@ def job_key(model_id: str, unit: str, run_id: str, o: BatchOptions, templates: d
 def _covers(run, layer: int, kind: str, sae=None) -> bool:
     """Whether a run mined this layer's units of this kind (an SAE's latents: this very SAE, by
     content id, not only by name)."""
-    if kind != "feature":
+    if not UNIT_KINDS[kind].needs_sae:
         return run.covers(Unit(layer, kind, 0))
     return any(x.get("id") == sae.id and x.get("layer") == layer and x.get("d_sae") == sae.d_sae
                for x in run.settings.get("saes", []))
@@ -189,7 +198,7 @@ def layer_runs(store, model_id: str, layers: Sequence[int], kind: str, o: BatchO
 
     Stable choice: among done runs covering the layer (on --corpus if given; with --tokens if
     given), the one with the most contexts, then the oldest; so a later small `explain` mine of
-    one layer does not move the batch to new jobs. kind 'feature': runs that mined `sae`."""
+    one layer does not move the batch to new jobs. a latent kind: runs that mined `sae`."""
     from ..mine.records import run_from_row as _run
 
     if store is None:
@@ -214,7 +223,7 @@ def plan_jobs(store, model_id: str, units: Sequence[Unit], runs: dict[int, str],
     for u in units:
         j = UnitJob(unit=str(u), layer=u.layer, index=u.index, run_id=runs.get(u.layer))
         if j.run_id is not None:
-            j.key = job_key(model_id, j.unit, j.run_id, o, templates, sae.id if sae is not None and u.kind == "feature" else None)
+            j.key = job_key(model_id, j.unit, j.run_id, o, templates, sae.id if sae is not None and u.record.needs_sae else None)
         jobs.append(j)
     rows = store.jobs_by_key([j.key for j in jobs if j.key]) if store is not None else {}
     for j in jobs:
@@ -230,7 +239,7 @@ def mark_dead(store, jobs: Sequence[UnitJob]) -> int:
     failing them. A latent with a job row already keeps its status. Returns how many."""
     n = 0
     for j in jobs:
-        if j.status != "new" or j.run_id is None or Unit.parse(j.unit).kind != "feature":
+        if j.status != "new" or j.run_id is None or not Unit.parse(j.unit).record.sparse:
             continue
         st = store.get_unit_stats(j.run_id, j.unit)
         if st is None or not (st.get("frac_active") or 0) > 0 or not (st.get("max_act") or 0) > 0:

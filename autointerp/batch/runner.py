@@ -40,7 +40,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import AutointerpError, BudgetExceeded, StoreError, UsageError
-from ..units import Unit
+from ..core.units import Unit
+from ..llm.deadline import deadline as llm_deadline
 from .plan import (STAGE, BatchOptions, UnitJob, check_options, is_todo, layer_runs, llm_name, mark_dead, plan_jobs,
                    select_units, template_hashes, unit_kind)
 
@@ -282,7 +283,8 @@ class _Run:
                 t0 = time.perf_counter()
                 try:
                     ex = load_exemplars(store, j.run_id, j.unit)
-                    res = explain_exemplars(store, ex, self.llm, model_id=self.model_id, settings=self.o.settings)
+                    with llm_deadline(time.monotonic() + self.o.unit_timeout_s):   # a per-unit bound on every LLM request
+                        res = explain_exemplars(store, ex, self.llm, model_id=self.model_id, settings=self.o.settings)
                     e = res.explanation or res.baseline        # --explainer baseline: the baseline is the result
                     store.finish_job(j.key, e.id)
                     sim = e.scores.get("simulation") if res.explanation else e.scores.get("simulation_exact")

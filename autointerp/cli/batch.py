@@ -8,8 +8,10 @@ import signal
 import click
 
 from . import cli
+from ..score.metrics import is_calibrated
 from ..errors import UsageError
-from .common import check_layers, check_min, emit, explain_options, json_option, llm_options, model_options, settings, store_option
+from .common import (UnitKindNames, check_layers, check_min, emit, explain_options, json_option, llm_options, model_options,
+                     settings, store_option)
 from .sae import resolve_sae, sae_options
 
 
@@ -31,7 +33,7 @@ def _fmt(v) -> str:
 
 @cli.command("batch")
 @click.option("--layers", default=None, help="Layers, e.g. 0-3 or 0,2,5 [default: all].")
-@click.option("--units", "unit_kind", type=click.Choice(["neurons", "heads"]), default=None,
+@click.option("--units", "unit_kind", type=UnitKindNames(), default=None,
               help="Which units of those layers [default: neurons; with --sae: the SAE's latents].")
 @click.option("--unit", "unit_ids", multiple=True, help="Only these units (L3/N42, or L1/F3 with --sae; repeatable or "
                                                         "comma-separated).")
@@ -52,6 +54,8 @@ def _fmt(v) -> str:
 @click.option("--max-attempts", type=int, default=3, show_default=True, help="Attempts per unit before it is left failed.")
 @click.option("--claim-timeout", type=float, default=1800.0, show_default=True,
               help="Seconds after which another host's unrefreshed claim is taken over.")
+@click.option("--unit-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0, show_default=True,
+              help="Seconds one unit may take in LLM requests: no request of it runs past this (the unit then fails).")
 @click.option("--retry-failed", is_flag=True, help="Give units left failed a fresh set of attempts.")
 @click.option("--dry-run", is_flag=True, help="Only say what would run and its estimated LLM tokens and cost; write nothing.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr [default: when stderr is a terminal; "
@@ -62,7 +66,7 @@ def _fmt(v) -> str:
 @store_option
 @json_option
 def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, k, seed,
-              style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, retry_failed, dry_run, progress,
+              style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, unit_timeout, retry_failed, dry_run, progress,
               sae_specs, sae_name, model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain and score every unit of a model, unattended: mines the layers that have no mining
     run, then for each unit not done yet explains it and scores the explanation (as `explain`
@@ -73,7 +77,7 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     With --sae PATH_OR_NAME the units are that SAE's (or transcoder's) latents L<layer>/F<i>@<name>,
     mined with it when no run has; latents that never fired are counted dead, not explained."""
     from ..batch import BatchOptions, parse_shard, plan_batch, run_batch
-    from ..errors import BudgetExceeded
+    from ..errors import AutointerpError, BudgetExceeded
     from ..pipeline import ExplainSettings
 
     s = settings(model=model_spec, device=device, dtype=dtype, llm=llm_spec, llm_base_url=llm_base_url, store=store_path,
@@ -101,7 +105,7 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     o = BatchOptions(model=s.model, layers=layers, units=unit_kind, unit_ids=ids, limit=limit, shard=parse_shard(shard),
                      concurrency=concurrency, llm=s.llm, llm_base_url=s.llm_base_url, max_llm_tokens=s.max_llm_tokens,
                      max_cost_usd=s.max_cost_usd, n_tokens=n_tokens, corpus=corpus, max_attempts=max_attempts,
-                     claim_timeout_s=claim_timeout, retry_failed=retry_failed, device=s.device, dtype=s.dtype, settings=es)
+                     claim_timeout_s=claim_timeout, unit_timeout_s=unit_timeout, retry_failed=retry_failed, device=s.device, dtype=s.dtype, settings=es)
     if dry_run:
         summary = plan_batch(s.store, o, sae=sae)
         emit(as_json, summary.model_dump(), lambda: _print_plan(summary))
@@ -113,6 +117,10 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     emit(as_json, data, lambda: _print_summary(summary, data["calibration"], es.explainer == "llm"))
     if summary.stopped:
         raise BudgetExceeded(summary.stopped)
+    if summary.failed and not summary.done:
+        first = summary.failures[0]["error"] if summary.failures else "?"
+        raise AutointerpError(f"batch: every unit this run tried failed ({summary.failed} of {summary.failed}; "
+                              f"first error: {str(first)[:160]})")
 
 
 def _resolve(spec: str, store_path, name: str | None):
@@ -175,7 +183,7 @@ def _print_summary(s, calibration: dict | None = None, llm_scores: bool = False)
             c = calibration or {}
             if c.get("simulation_auroc") is None:
                 what += " (uncalibrated: no `autointerp calibrate` for this LLM in the store)"
-            elif (c.get("simulation_auroc_low") or 0) < 0.7:
+            elif not is_calibrated(c.get("simulation_auroc_low") or 0):
                 what += f" (uncalibrated: this LLM's simulation AUROC on planted units is {c['simulation_auroc']:.2f})"
         click.echo(f"  {what} over {sc['n']} done units: mean {_fmt(sc['mean'])}, median {_fmt(sc['median'])}, "
                    f"quartiles [{_fmt(sc['q1'])}, {_fmt(sc['q3'])}], range [{_fmt(sc['min'])}, {_fmt(sc['max'])}]")

@@ -5,14 +5,15 @@ from __future__ import annotations
 import click
 
 from . import cli
+from ..score.registry import default_scorers, scorer_names
 from .common import emit, json_option, llm_options, model_options, settings, store_option
 
 
 @cli.command("calibrate")
 @click.option("--units", "units_file", default=None, type=click.Path(dir_okay=False),
               help="Planted units (JSON: name, explanation, rule, decoys) [default: the built-in set].")
-@click.option("--scorers", default="simulation,exact,detection,fuzzing", show_default=True,
-              help="Comma-separated scorers to calibrate: simulation, exact, detection, fuzzing.")
+@click.option("--scorers", default=",".join(default_scorers()), show_default=True,
+              help=f"Comma-separated scorers to calibrate: {', '.join(scorer_names())}.")
 @click.option("--simulator", type=click.Choice(["auto", "logprobs", "yesno", "contrastive", "json"]), default="auto", show_default=True,
               help="The LLM simulator to calibrate.")
 @click.option("--corpus", default=None, help="Corpus the planted units are mined from [default: the offline corpus].")
@@ -69,7 +70,7 @@ def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_e
         for name, r in rep["scorers"].items():
             a = r["auroc"]
             iv = f"  95% CI [{r['low']:.2f}, {r['high']:.2f}]" if r["low"] is not None else ""
-            val = f"{a:.3f}" if a is not None else "  n/a"
+            val = f"{a:.3f}" if a is not None else f"null ({r.get('reason') or 'no scores'})"
             null = f", {r['n_null']} null" if r["n_null"] else ""
             click.echo(f"  {name:<11} {val}{iv}  ({r['n_true']} true, {r['n_decoy']} decoys{null}; true beats every decoy "
                        f"in {r['units_true_beats_all']}/{rep['summary']['n_units']} units; {r['seconds']:.1f}s)")

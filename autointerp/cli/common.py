@@ -17,6 +17,7 @@ import click
 from ..config import Settings
 from ..core.files import check_output, probe_writable
 from ..errors import StoreError, UsageError
+from ..score.registry import default_scorers, scorer_names
 
 
 # ----------------------------------------------------------------------------- option types
@@ -174,12 +175,32 @@ def progress(iterable=None, **kw):
     return tqdm(iterable, **kw)
 
 
+class UnitKindNames(click.Choice):
+    """A choice of the registered unit kinds' plurals (or names), read when asked, so a kind
+    registered after the CLI is imported is a choice too. SAE kinds are left out: --sae selects
+    latents."""
+
+    def __init__(self, plural: bool = True):
+        self.plural = plural
+        super().__init__([])
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        from ..core.units import UNIT_KINDS
+
+        return tuple(k.plural if self.plural else k.name for k in UNIT_KINDS.values() if not k.needs_sae)
+
+    @choices.setter
+    def choices(self, _value) -> None:   # click.Choice.__init__ sets it; the registry is the list
+        pass
+
+
 def explain_options(f: Callable) -> Callable:
     """--k/--seed/--style/--simulator/--scorers: the explain pipeline's settings (explain, batch)."""
     f = click.option("--explainer", type=click.Choice(["llm", "baseline"]), default="llm", show_default=True,
                      help="baseline: no LLM at all; the data-built baseline and its exact simulation score only.")(f)
-    f = click.option("--scorers", default="simulation,exact,detection,fuzzing", show_default=True,
-                     help="Comma-separated scorers: simulation, exact, detection, fuzzing.")(f)
+    f = click.option("--scorers", default=",".join(default_scorers()), show_default=True,
+                     help=f"Comma-separated scorers: {', '.join(scorer_names())}.")(f)
     f = click.option("--simulator", type=click.Choice(["auto", "logprobs", "yesno", "contrastive", "json"]), default="auto", show_default=True,
                      help="logprobs: all-at-once expected values (needs prompt logprobs); json: the model writes the values.")(f)
     f = click.option("--style", type=click.Choice(["auto", "completion", "chat"]), default="auto", show_default=True,
@@ -343,10 +364,18 @@ _KNOWN_LOG_LINES: list[tuple[str, str]] = [
 def check_unit(option: str, unit: str, model_spec: str | None):
     """A unit id (L3/N42, L9/H9) parsed, and checked against the model's sizes when they are known
     before loading (e.g. `--unit L3/N99999` -> out of range (d_mlp 1536)). Returns the Unit."""
-    from ..units import Unit
+    from ..core.units import Unit
 
     u = Unit.parse(unit)
     sizes = known_sizes(model_spec)
     if sizes and all(k in sizes for k in ("n_layers", "d_mlp", "n_heads")):
         u = u.check(sizes["n_layers"], sizes["d_mlp"], sizes["n_heads"])
     return u
+
+
+def load_subject(model_spec, device, dtype):
+    """The subject model named by flags/env/config (one place, for every command)."""
+    from ..models.hooked import HookedModel
+
+    s = settings(model=model_spec, device=device, dtype=dtype)
+    return HookedModel.load(s.model, device=s.device, dtype=s.dtype)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from . import cli
+from ..score.registry import headline_kinds
 from .common import (check_out_dir as check_out_dir_writable, check_out_file, check_store_path, emit, force_option, json_option,
                      llm_options, model_options, progress, store_option)
 
@@ -147,7 +148,7 @@ def _human(res, top: int, plot) -> None:
             if kind in e:
                 sc = e[kind]["scores"]
                 parts = [f"{k} {_fmt(v.get('value'))} (control {_fmt(v.get('control'))})" for k, v in sc.items()
-                         if k in ("simulation", "simulation_exact", "detection", "fuzzing")]
+                         if k in headline_kinds()]
                 click.echo(f"  {kind}: {e[kind]['text']}")
                 click.echo(f"    {'; '.join(parts)}")
     if plot:
@@ -175,7 +176,7 @@ def plant_cmd(out, heads_spec, detector, model_spec, device, dtype, as_json) -> 
     """
     from ..compare import plant_heads
     from ..compare.plant import check_detector, check_out_dir, parse_heads
-    from .models import load_subject
+    from .common import load_subject
 
     heads = parse_heads(heads_spec)                 # these checks before the model loads
     check_detector(detector)

@@ -8,6 +8,8 @@ import click
 
 from . import cli
 from ..core.units import Unit
+from ..score.metrics import is_calibrated
+from ..score.registry import llm_score_kinds, score_labels
 from .sae import bind_unit, resolve_sae, sae_options
 from .common import check_min, check_store_path, check_unit, emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
@@ -54,24 +56,20 @@ def _score_line(name: str, sc) -> str:
     return f"  {name:<18} {v:+.3f}{ci}{n}{ctl}"
 
 
-_LABELS = {"simulation": "simulation r", "simulation_top": "  top-only r", "simulation_random": "  random-only r",
-           "simulation_exact": "exact sim. r", "detection": "detection bal.acc", "fuzzing": "fuzzing bal.acc"}
-
-
 def _print_scores(scores: dict) -> None:
-    for k, lab in _LABELS.items():
+    labels = score_labels()
+    for k, lab in labels.items():
         if k in scores:
             click.echo(_score_line(lab, scores[k]))
     for k, v in scores.items():
-        if k not in _LABELS:
+        if k not in labels:
             click.echo(_score_line(k, v))
 
 
 def _chance_line(scores: dict, llm_name: str) -> str | None:
     """One plain line naming the LLM scores that cannot be told from their control (the margin's
     interval includes 0)."""
-    names = {"simulation": "simulation", "detection": "detection", "fuzzing": "fuzzing"}
-    weak = [label for k, label in names.items() if (sc := scores.get(k)) is not None and sc.chance]
+    weak = [name for k, name in llm_score_kinds().items() if (sc := scores.get(k)) is not None and sc.chance]
     if not weak:
         return None
     what = " and ".join(weak) + (" score" if len(weak) == 1 else " scores")
@@ -89,7 +87,7 @@ def _calibration_line(res) -> str:
     if a is None:
         return f"LLM scores: calibration #{c.get('id')} has no simulation AUROC for {name}"
     lo, hi = c.get("simulation_auroc_low"), c.get("simulation_auroc_high")
-    word = "uncalibrated (discrimination too low to trust)" if (lo is None or lo < 0.7) else "calibrated"
+    word = "calibrated" if is_calibrated(lo) else "uncalibrated (discrimination too low to trust)"
     iv = f" [{lo:.2f}, {hi:.2f}]" if lo is not None else ""
     return (f"LLM scores: {word}: simulation AUROC {a:.2f}{iv} on {c.get('n_units')} planted units "
             f"(calibration #{c.get('id')}, {c.get('created_at', '')[:10]})")
@@ -133,7 +131,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
         es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
     es.check()
     mine_kw = None
-    if sae_specs or Unit.parse(unit).kind == "feature":   # an SAE latent: bound to its SAE (--sae or its @name)
+    if sae_specs or Unit.parse(unit).record.needs_sae:   # an SAE latent: bound to its SAE (--sae or its @name)
         store = Store(check_store_path(s.store))
         u0 = Unit.parse(unit)
         specs = sae_specs or ((u0.sae,) if u0.sae else ())
@@ -215,7 +213,7 @@ def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
 
     u = Unit.parse(unit)
     m = store.get_model(s.model)
-    if u.kind in ("neuron", "head"):      # a unit beyond the model's sizes is named as such
+    if not u.record.needs_sae:            # a unit beyond the model's sizes is named as such
         if m is not None:
             u.check(m["n_layers"], m["d_mlp"], m["n_heads"])
         else:

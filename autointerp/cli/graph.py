@@ -31,12 +31,19 @@ from .common import (check_fraction, check_min, check_store_path, emit, json_opt
 @click.option("--validate", "validate_k", type=int, default=0, show_default=True,
               help="Ablate the K most influential latents in the real model (transcoder splice with the error "
                    "term) and compare the target logit's change with the graph's prediction.")
+@click.option("--explain", "explain_n", type=int, default=0, show_default=True,
+              help="Mine (if needed), explain and score the N most influential latents: the exact baseline always, "
+                   "the LLM's explanation when --llm is given.")
+@click.option("--corpus", default=None, help="--explain: text to mine [default: the offline gensim corpus].")
+@click.option("--explain-tokens", type=int, default=16384, show_default=True, help="--explain: tokens to mine.")
+@click.option("--llm", "llm_spec", default=None, help="--explain: an LLM (embedded:SPEC or openai:MODEL) to explain with.")
 @click.option("--top", type=int, default=10, show_default=True, help="Latent nodes listed in the text output.")
 @store_option
 @model_options
 @json_option
 def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_share, max_feature_nodes, batch_size,
-              validate_k, top, store_path, model_spec, device, dtype, as_json) -> None:
+              validate_k, explain_n, corpus, explain_tokens, llm_spec, top, store_path, model_spec, device, dtype,
+              as_json) -> None:
     """The attribution graph of PROMPT (Ameisen et al. 2025): MLPs replaced by the transcoders plus
     per-position error terms, attention patterns and norm scales frozen from the real forward; nodes
     are token embeddings, active latents, error nodes and the top logits; edges are direct linear
@@ -44,13 +51,15 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     direct contribution into it (unpruned), so the sum can be checked."""
     from ..graph import build_graph
     from ..models.transcoders import load_transcoder_set
-    from .models import load_subject
+    from .common import load_subject
 
     for opt, v in (("--max-logits", max_logits), ("--max-feature-nodes", max_feature_nodes),
                    ("--batch-size", batch_size)):
         check_min(opt, v, 1)
     check_min("--top", top, 0)
     check_min("--validate", validate_k, 0)
+    check_min("--explain", explain_n, 0)
+    check_min("--explain-tokens", explain_tokens, 1)
     spath = check_store_path(settings(store=store_path).store)
     for opt, v in (("--logit-prob", logit_prob), ("--node-share", node_share), ("--edge-share", edge_share)):
         check_fraction(opt, v)
@@ -65,9 +74,25 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     from ..store import Store
 
     validation = validate_graph(hm, tset, g, validate_k) if validate_k else None
+    store = Store(spath)
     key, row, nodes, edges, stored = g.store_records()
-    gid = Store(spath).put_graph(key, {**row, "validation": validation}, nodes, edges, stored)
-    data = {"graph_id": gid, "store": str(spath), **g.to_json(), "validation": validation}
+    explained = {}
+    if explain_n:
+        from ..corpus.sources import DEFAULT_CORPUS
+        from ..pipeline import make_llm
+        from ..pipeline.latents import explain_latents
+
+        top_units = [g.unit(r["layer"], r["latent"]) for r in g.top_latents(explain_n)]
+        layers = sorted({r["layer"] for r in g.top_latents(explain_n)})
+        llm = make_llm(llm_spec, store=store, hm=hm) if llm_spec else None
+        explained = explain_latents(store, hm, [tset.by_layer[L] for L in layers], top_units,
+                                    corpus=corpus or DEFAULT_CORPUS, n_tokens=explain_tokens, llm=llm,
+                                    progress=not as_json)
+    gid = store.put_graph(key, {**row, "validation": validation}, nodes, edges, stored)
+    data = {"graph_id": gid, "store": str(spath), **g.to_json(), "validation": validation, "explained": explained}
+    for n in data["nodes"]:
+        if n["kind"] == "latent" and g.unit(n["layer"], n["latent"]) in explained:
+            n.update({k: v for k, v in explained[g.unit(n["layer"], n["latent"])].items() if k != "baseline"})
 
     def human() -> None:
         d, s, pr = g.direct, g.scores, g.pruning
@@ -83,9 +108,16 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
                    f"(relative error {d['relative_error']:.1e})")
         if top:
             click.echo("  most influential latents:")
-            for r in g.top_latents(top):
-                click.echo(f"    L{r['layer']}/F{r['latent']}@{tset.name} at {r['pos']} {r['token']!r}  act {r['activation']:.3f}  "
+            for r in g.top_latents(max(top, explain_n)):
+                u = g.unit(r["layer"], r["latent"])
+                click.echo(f"    {u} at {r['pos']} {r['token']!r}  act {r['activation']:.3f}  "
                            f"influence {r['influence']:.4f}{'' if r['kept'] else '  (pruned)'}")
+                e = explained.get(u)
+                if e and e.get("explanation"):
+                    click.echo(f"        {e['explainer']}: {e['explanation']!r}  {e.get('score_kind', 'score')} "
+                               f"{_f(e.get('score'))}, control {_f(e.get('control'))}, margin {_f(e.get('margin'))}")
+                elif e:
+                    click.echo(f"        not explained: {e.get('reason')}")
         if validation:
             v = validation
             c = "null (" + v.get("correlation_reason", "") + ")" if v["correlation"] is None else f"{v['correlation']:.3f}"
@@ -94,3 +126,7 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
         click.echo(f"  {g.timing['rows']} attribution rows in {g.timing['total_s']:.1f} s; stored as graph {gid} in {spath}")
 
     emit(as_json, data, human)
+
+
+def _f(x) -> str:
+    return "null" if x is None else f"{x:+.3f}"

@@ -9,7 +9,7 @@ import click
 from . import cli
 from .common import (check_fraction, check_min, check_out_dir, check_store_path, emit, json_option, llm_options, model_options, settings,
                      store_option)
-from .models import load_subject
+from .common import load_subject
 
 
 @cli.command("investigate")

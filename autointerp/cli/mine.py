@@ -50,7 +50,7 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     from ..mine import mine
     from ..mine.records import get_run
     from ..store import Store
-    from .models import load_subject
+    from .common import load_subject
 
     t0 = time.perf_counter()
     s = settings(store=store_path)

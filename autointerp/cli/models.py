@@ -7,16 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import check_layers, check_min, emit, json_option, model_options, settings
+from .common import check_layers, check_min, emit, json_option, load_subject, model_options, settings
 from .sae import bind_unit, resolve_sae, sae_options
-
-
-def load_subject(model_spec, device, dtype):
-    """The subject model named by flags/env/config (one place, for every command)."""
-    from ..models.hooked import HookedModel
-
-    s = settings(model=model_spec, device=device, dtype=dtype)
-    return HookedModel.load(s.model, device=s.device, dtype=s.dtype)
 
 
 def open_dataset(store_path, dataset: str, model_spec, device, dtype):

@@ -9,7 +9,8 @@ import click
 from . import cli
 from .common import (check_layers, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
                      progress, settings, store_option)
-from .models import load_subject, open_dataset
+from .common import load_subject
+from .models import open_dataset
 
 
 def _component_label(r: dict) -> str:
@@ -113,7 +114,7 @@ def heads_cmd(recompute, n_seqs, seq_len, min_score, model_spec, device, dtype, 
     duplicate-token and first-token detectors (on repeated random tokens), and its role.
     Computed once per model and stored."""
     from ..patching import DETECTORS, head_wiki, role
-    from ..units import Unit
+    from ..core.units import Unit
 
     from ..store import Store
 

@@ -13,7 +13,7 @@ import click
 from ..errors import StoreError, UsageError
 from ..core.files import atomic_output
 from . import cli
-from .common import check_out_file, emit, force_option, json_option, settings, store_option
+from .common import UnitKindNames, check_out_file, emit, force_option, json_option, settings, store_option
 
 
 def open_store(store_path: Path | None, readonly: bool = True):
@@ -47,7 +47,7 @@ def _fmt_margin(r: dict) -> str:
 @click.option("--layer", type=int, default=None, help="Only units of this layer.")
 @click.option("--model", "model_id", default=None, help="Only units of this model (as stored, e.g. smollm2-135m).")
 @click.option("--explainer", default=None, help="Only explanations by this explainer ('baseline' for the non-LLM baseline).")
-@click.option("--kind", type=click.Choice(["neuron", "head"]), default=None, help="Only neurons or only heads.")
+@click.option("--kind", type=UnitKindNames(plural=False), default=None, help="Only neurons or only heads.")
 @click.option("--any", "any_word", is_flag=True, help="Match any of the words (default: all of them).")
 @click.option("--dataset", default=None, help="Units that matter for this dataset (patching results), with their explanations.")
 @click.option("--min-effect", type=float, default=0.0, show_default=True, help="With --dataset: minimum |effect|.")

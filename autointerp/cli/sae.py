@@ -50,7 +50,7 @@ def bind_unit(unit: str, saes: list):
     from ..errors import UnitError
 
     u = Unit.parse(unit)
-    if u.kind != "feature":
+    if not u.record.needs_sae:
         if saes:
             raise UnitError(f"--unit {u}: --sae applies to SAE latents (L<layer>/F<latent>), not a {u.kind}")
         return u
@@ -68,7 +68,7 @@ def bind_unit(unit: str, saes: list):
         raise UnitError(f"--unit {u}: SAE {sae.name} reads layer {sae.layer} ({sae.hook}), not layer {u.layer}")
     if not 0 <= u.index < sae.d_sae:
         raise UnitError(f"--unit {u}: latent {u.index} out of range (SAE {sae.name} has latents 0..{sae.d_sae - 1})")
-    return Unit.feature(u.layer, u.index, sae.name)
+    return Unit.latent(u.layer, u.index, sae.name)
 
 
 @cli.group("sae")
@@ -116,7 +116,7 @@ def sae_train_cmd(kind, layer, layers_text, l1, skip, hook, latents, k, n_tokens
     from ..corpus.sources import DEFAULT_CORPUS, open_source
     from ..mine.sae_train import train_topk
     from ..models.sae import safe_name
-    from .models import load_subject
+    from .common import load_subject
 
     for opt, v, low in (("--layer", layer, 0), ("--latents", latents, 1), ("--k", k, 1), ("--tokens", n_tokens, 1),
                         ("--minibatch", minibatch, 1), ("--context-len", context_len, 2)):
@@ -152,7 +152,7 @@ def _train_transcoders(layers_text, l1, skip, latents, n_tokens, corpus, context
     from ..mine.sae_train import train_transcoders
     from ..models.sae import safe_name
     from ..models.transcoders import TranscoderSet, model_fingerprint
-    from .models import load_subject
+    from .common import load_subject
 
     if layers_text is None:
         raise UsageError("--kind transcoder needs --layers (e.g. 0-29)")

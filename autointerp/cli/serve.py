@@ -101,7 +101,7 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec,
         raise UsageError("--llm simulates typed text: give --model SPEC too")
     if model_spec:
         from ..serve.tryit import TextTester
-        from .models import load_subject
+        from .common import load_subject
 
         check_store(store)                      # a bad store fails before the model loads
         llm = None

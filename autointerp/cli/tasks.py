@@ -10,7 +10,7 @@ from ..errors import UsageError
 from . import cli
 from .common import (check_min, check_out_file, check_store_path, emit, force_option, json_option, llm_options, model_options, settings,
                      store_option)
-from .models import load_subject
+from .common import load_subject
 
 
 def _print_dataset(ds, out: Path | None) -> None:

@@ -22,10 +22,12 @@ def _print_validation(v, title: str) -> None:
     click.echo(f"  key words ({v.key_source}): {', '.join(repr(w) for w in v.key_words) or '-'}"
                + (f"; names as output: {', '.join(repr(w) for w in v.output_words)}" if v.output_words else ""))
     ci = f"  95% CI [{p.auc_ci[0]:.2f}, {p.auc_ci[1]:.2f}]" if p.auc_ci else ""
-    click.echo(f"  probe AUC       {_f(p.auc, '{:.3f}')}{ci}  (n={p.n}, {p.n_pos} predicted to fire, {p.n_fired} fired)")
+    auc = f"null ({p.auc_reason})" if p.auc is None and p.auc_reason else _f(p.auc, '{:.3f}')
+    click.echo(f"  probe AUC       {auc}{ci}  (n={p.n}, {p.n_pos} predicted to fire, {p.n_fired} fired)")
     click.echo(f"  probe precision {_f(p.precision, '{:.3f}')}   recall {_f(p.recall, '{:.3f}')}")
     for src, d in p.by_source.items():
-        click.echo(f"    {src:<5} AUC {_f(d['auc'], '{:.3f}')}  precision {_f(d['precision'], '{:.3f}')}  "
+        auc_s = f"null ({d['auc_reason']})" if d.get("auc") is None and d.get("auc_reason") else _f(d["auc"], "{:.3f}")
+        click.echo(f"    {src:<5} AUC {auc_s}  precision {_f(d['precision'], '{:.3f}')}  "
                    f"recall {_f(d['recall'], '{:.3f}')}  (n={d['n']})")
     if v.llm_info.get("error"):
         click.echo(f"    llm probes failed: {v.llm_info['error'][:120]}")
@@ -75,7 +77,7 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, sae_spec
     check_fraction("--frac", frac)
     u0 = Unit.parse(unit)
     sae = None
-    if sae_specs or u0.kind == "feature":           # an SAE latent: bound to its SAE (--sae or its @name)
+    if sae_specs or u0.record.needs_sae:           # an SAE latent: bound to its SAE (--sae or its @name)
         check_store_path(s.store, must_exist=True)
         with Store(s.store, readonly=True, create=False) as ro:
             specs = sae_specs or ((u0.sae,) if u0.sae else ())

@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 from pydantic import BaseModel
 
-from ..core.units import Unit
+from ..core.units import HEAD, Unit
 from ..errors import UnitError, UsageError
 from ..patching import DETECTORS, detect_heads
 
@@ -36,7 +36,7 @@ def zero_head_outputs(hm, heads: Sequence[str]) -> list[str]:
     done = []
     for h in heads:
         u = hm.check_unit(h)
-        if u.kind != "head":
+        if u.record is not HEAD:
             raise UsageError(f"{h}: not a head (use L<layer>/H<head>)")
         w = hm.W_O(u.layer)
         w[u.index].zero_()
@@ -95,7 +95,7 @@ def parse_heads(spec: str) -> int | list[str]:
             u = Unit.parse(h)
         except UnitError:
             u = None
-        if not isinstance(u, Unit) or u.kind != "head":
+        if not isinstance(u, Unit) or u.record is not HEAD:
             raise UsageError(f"--heads {h}: not a head (give a count or heads like L18/H6,L17/H4)")
         out.append(u.id)
     return out

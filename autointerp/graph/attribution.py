@@ -110,7 +110,7 @@ class AttributionGraph:
         return recs[:n]
 
     def unit(self, layer: int, latent: int) -> str:
-        return str(Unit.feature(layer, latent, self.transcoder_set["name"]))
+        return str(Unit.latent(layer, latent, self.transcoder_set["name"]))
 
     def settings(self) -> dict:
         return {"node_share": self.pruning.get("node_share"), "edge_share": self.pruning.get("edge_share"),

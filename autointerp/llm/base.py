@@ -356,7 +356,8 @@ def _run_async(coro):
         return asyncio.run(coro)
     # called from inside a running loop (e.g. a notebook): run in a helper thread
     box: dict = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+    ctx = contextvars.copy_context()
+    t = threading.Thread(target=lambda: box.setdefault("r", ctx.run(asyncio.run, coro)))
     t.start()
     t.join()
     return box["r"]

@@ -33,7 +33,11 @@ LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
 
 @contextlib.contextmanager
 def deadline(at: float | None) -> Iterator[None]:
-    """Requests made inside end by time.monotonic() == `at` (None: no deadline)."""
+    """Requests made inside end by time.monotonic() == `at` (None: no deadline of its own). A
+    deadline set outside (e.g. batch's per-unit one) still holds: the earlier of the two wins."""
+    outer = _DEADLINE.get()
+    if at is None or (outer is not None and outer < at):
+        at = outer
     token = _DEADLINE.set(at)
     try:
         yield

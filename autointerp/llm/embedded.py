@@ -63,7 +63,7 @@ class _PrefixState:
         self.ids, self.kv, self.last_logprobs = ids, kv, last_logprobs
 
 
-def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+def plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     """(keys, values) per layer when every layer is a plain DynamicLayer (no sliding window);
     None for caches whose reuse is not a plain concatenation."""
     from transformers.cache_utils import DynamicLayer
@@ -74,7 +74,7 @@ def _plain_layers(cache) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
     return [(layer.keys, layer.values) for layer in layers]
 
 
-def _cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int):
+def cache_from(kv: list[tuple[torch.Tensor, torch.Tensor]], batch: int):
     """A fresh DynamicCache whose layers view the prefix tensors expanded to `batch` rows (no copy)."""
     from transformers.cache_utils import DynamicCache, DynamicLayer
 
@@ -160,7 +160,7 @@ class EmbeddedLLM(LLM):
         if ids:
             with torch.inference_mode():
                 out = self._base()(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
-            kv = _plain_layers(out.past_key_values)
+            kv = plain_layers(out.past_key_values)
             last = self._logprobs_of(out.last_hidden_state[0, -1])
         st = _PrefixState(ids, kv, last)
         self._prefixes[prefix] = st
@@ -206,7 +206,7 @@ class EmbeddedLLM(LLM):
         # right padding needs no mask: causal attention never lets a real token see a later pad
         if st is not None:
             inp = torch.tensor([r + [pad] * (L - len(r)) for r in row_ids], device=dev)
-            res = self._base()(input_ids=inp, past_key_values=_cache_from(st.kv, B), use_cache=True)
+            res = self._base()(input_ids=inp, past_key_values=cache_from(st.kv, B), use_cache=True)
             off = P
         else:
             inp = torch.tensor([head + r + [pad] * (L - len(r)) for r in row_ids], device=dev)
@@ -348,7 +348,7 @@ class EmbeddedLLM(LLM):
         inp = torch.tensor([ids], device=self.device)
         with self._lock, torch.inference_mode(), _seeded(seed if sample else None, self.device):
             if st is not None and st.kv is not None and len(st.ids) < len(ids):
-                kw["past_key_values"] = _cache_from(st.kv, runs)
+                kw["past_key_values"] = cache_from(st.kv, runs)
                 inp = inp.expand(runs, -1).contiguous()
                 kw["num_return_sequences"] = 1
             out = self.hf.generate(input_ids=inp, attention_mask=torch.ones_like(inp), **kw)

@@ -732,8 +732,10 @@ def _plain(raw) -> Any:
     plain dict) and .usage, the attributes the parsing above reads."""
     from types import SimpleNamespace
 
+    import orjson
+
     try:
-        data = raw.http_response.json()
+        data = orjson.loads(raw.http_response.content)   # ~3x json.loads on these float-heavy answers, the same values
     except ValueError:
         return raw.text
     if not isinstance(data, dict) or not isinstance(data.get("choices"), list):

@@ -39,6 +39,7 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import orjson
 import torch
 
 from ..errors import UsageError
@@ -128,7 +129,7 @@ class Engine:
         """Per row: (for every position, (logprob of its token, top-k [(id, logprob)]) or None
         at position 0; the next token after the row: (argmax id, its logprob, top-k)). Rows that
         share a prefix share its one forward pass (the embedded backend's KV reuse)."""
-        from .embedded import _cache_from, _plain_layers
+        from .embedded import cache_from, plain_layers
 
         llm = self.llm
         dev = llm.device
@@ -146,7 +147,7 @@ class Engine:
             kv = shared = None
             if P >= 1:
                 res = llm._base()(input_ids=torch.tensor([rows[0][:P]], device=dev), use_cache=True)
-                kv = _plain_layers(res.past_key_values)
+                kv = plain_layers(res.past_key_values)
                 if kv is None:
                     P = 0
                 else:
@@ -162,7 +163,7 @@ class Engine:
                 L = max(len(t) for t in tails)
                 inp = torch.tensor([t + [pad] * (L - len(t)) for t in tails], device=dev)
                 if P >= 1:
-                    hid = llm._base()(input_ids=inp, past_key_values=_cache_from(kv, len(chunk)), use_cache=True).last_hidden_state
+                    hid = llm._base()(input_ids=inp, past_key_values=cache_from(kv, len(chunk)), use_cache=True).last_hidden_state
                 else:
                     hid = llm._base()(input_ids=inp).last_hidden_state
                 for b, (r, t) in enumerate(zip(chunk, tails)):
@@ -296,7 +297,7 @@ class LLMServer:
                     super().log_message(fmt, *args)
 
             def _send(self, status: int, payload: Any, headers: dict | None = None) -> None:
-                raw = json.dumps(payload).encode()
+                raw = orjson.dumps(payload)
                 try:
                     self.send_response(status)
                     self.send_header("content-type", "application/json")

@@ -12,7 +12,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..core.units import Unit
+from ..core.units import Unit, kind_of_letter
 from .state import TopK
 
 HIST_BINS = 20
@@ -39,7 +39,7 @@ def unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
             hist = histograms(x.res, st.min, st.max)
             mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
             for i in range(x.n):
-                yield (Unit(L, "neuron" if kind == "N" else "head", i).id, L, finite(mx[i]), finite(mean[i]), finite(std[i]), finite(fa[i]), hist[i])
+                yield (Unit(L, kind_of_letter(kind).name, i).id, L, finite(mx[i]), finite(mean[i]), finite(std[i]), finite(fa[i]), hist[i])
 
 
 def finite(v: float) -> float | None:
@@ -107,10 +107,10 @@ def records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: i
     """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
     in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
     that SQLite inserts append instead of seeking."""
-    jobs = [(Unit(L, "neuron" if ch == "N" else "head", 0).id[:-1], ch, L, x)
+    jobs = [(Unit(L, kind_of_letter(ch).name, 0).id[:-1], ch, L, x)
             for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
     for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
-        names = [Unit(L, "neuron" if ch == "N" else "head", i).id for i in range(x.n)]
+        names = [Unit(L, kind_of_letter(ch).name, i).id for i in range(x.n)]
         parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
         tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
         for kind, tk in tops:

@@ -199,7 +199,8 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     p = layout.body_len
     nl = {L: NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
     hl = {L: HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
-    fl = {x.name: LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, layout.first_pos, device) for x in saes}
+    # keyed by input hook (one SAE per hook point): a transcoder set shares its name across layers
+    fl = {x.hook: LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, layout.first_pos, device) for x in saes}
     state_path = _state_path(store, rid)
     n_done = 0
     if state_path.exists():
@@ -210,8 +211,8 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
                 nl[int(L)].load_state_dict(d)
             for L, d in ck["heads"].items():
                 hl[int(L)].load_state_dict(d)
-            for name, d in ck.get("latents", {}).items():
-                fl[name].load_state_dict(d)
+            for name, d in ck.get("latents", {}).items():     # older checkpoints keyed latents by SAE name
+                (fl.get(name) or next(x for x in fl.values() if x.name == name)).load_state_dict(d)
     resumed_from = n_done
     seed = int((seed_rid or rid)[:8], 16)       # a shard draws the priorities of the whole run
     # the priority draw order: neuron layers then head layers, each [n_units]

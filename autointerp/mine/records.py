@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from ..errors import UnitError, UsageError
 from ..core.keys import unpack_f16
-from ..units import Unit
+from ..core.units import HEAD, NEURON, UNIT_KINDS, Unit
 
 RecordKind = Literal["top", "quantile", "random", "top_attn", "probe"]
 
@@ -75,10 +75,11 @@ class MiningRun(BaseModel):
 
     def covers(self, unit: str | Unit) -> bool:
         u = Unit.parse(unit) if isinstance(unit, str) else unit
-        if u.kind == "feature":              # an SAE latent: mined when the run mined that SAE (by name)
+        if u.record.needs_sae:               # an SAE latent: mined when the run mined that SAE (by name)
             return any(s.get("name") == u.sae and s.get("layer") == u.layer and 0 <= u.index < s.get("d_sae", 0)
                        for s in self.settings.get("saes", []))
-        kinds = {"neurons": {"neuron"}, "heads": {"head"}, "both": {"neuron", "head"}}.get(self.units, set())
+        kinds = {"both": {NEURON.name, HEAD.name}}.get(self.units) or {k.name for k in UNIT_KINDS.values()
+                                                                        if k.plural == self.units}
         return u.layer in self.layers and u.kind in kinds
 
 
@@ -142,7 +143,7 @@ def load_exemplars(store, run_id: str, unit: str | Unit) -> UnitExemplars:
     for r in store.get_records(run_id, str(u)):
         by_kind.setdefault(r["kind"], []).append(_record(r, fp))
     st = store.get_unit_stats(run_id, str(u)) or {}
-    logits = store.get_unit_logits(run.model_id, str(u)) if u.kind in ("neuron", "feature") else None
+    logits = store.get_unit_logits(run.model_id, str(u)) if u.record.logits else None
     quant = sorted(by_kind.get("quantile", []), key=lambda r: (r.bin, r.max_act))
     return UnitExemplars(
         model_id=run.model_id, run_id=run_id, unit=str(u), first_pos=fp,

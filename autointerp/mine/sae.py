@@ -56,7 +56,7 @@ class LatentLayer(LayerState):
         return self.sae.latents_hook
 
     def unit(self, i: int) -> str:
-        return Unit.feature(self.L, i, self.name).id
+        return Unit.latent(self.L, i, self.name).id
 
     def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
         if z.dtype != torch.float32:
@@ -143,7 +143,7 @@ def mining_saes(hm, saes: Sequence) -> list:
         if hm.saes.get(s.hook) is not s:
             hm.attach_sae(s)
         out.append(s)
-    names = [s.name for s in out]
+    names = [(s.name, s.layer) for s in out]          # unit ids L<layer>/F<i>@name: (name, layer) is the key
     if len(set(names)) != len(names):
         from ..errors import UsageError
 

@@ -93,7 +93,7 @@ def unit_trace(hm: HookedModel, text: str, unit: Unit | str, sae=None) -> UnitTr
     """Per token of `text`, the activation of one unit, as mining measures it. An SAE latent needs
     its SAE (attached for this call, then detached unless it was already attached)."""
     u = Unit.parse(unit) if isinstance(unit, str) else unit
-    if u.kind == "feature":
+    if u.record.needs_sae:
         if sae is None:
             raise UnitError(f"{u} is an SAE latent: give its SAE")
         if sae.layer != u.layer or not 0 <= u.index < sae.d_sae:
@@ -109,12 +109,12 @@ def unit_trace(hm: HookedModel, text: str, unit: Unit | str, sae=None) -> UnitTr
         with torch.no_grad():
             run = hm.forward(ids, mask, cache=[name], return_logits=False)
     finally:
-        if u.kind == "feature" and was is not sae:
+        if u.record.needs_sae and was is not sae:
             hm.detach_sae(sae)
             if was is not None:
                 hm.attach_sae(was)
     n_tok = int(mask[0].sum())
     x = run.cache[name][0, :n_tok].float()
-    acts = x[:, u.index] if u.kind != "head" else x[:, u.index].norm(dim=-1)
+    acts = x[:, u.index] if u.record.axis != "head" else x[:, u.index].norm(dim=-1)   # a head: its output norm
     return UnitTrace(model=hm.spec, unit=str(u), text=text, tokens=hm.to_str_tokens(ids[0, :n_tok]),
                      acts=[round(float(a), 6) for a in acts.tolist()])

@@ -455,12 +455,12 @@ class HookedModel:
         u = Unit.parse(unit) if isinstance(unit, str) else unit
         if not isinstance(u, Unit):
             raise UnitError(f"not a unit: {unit!r}")
-        if u.kind == "feature":
-            sae = self.sae_named(u.sae) if u.sae else None
+        if u.record.needs_sae:
+            sae = self.sae_named(u.sae, u.layer) if u.sae else None
             if sae is not None and sae.layer != u.layer:
                 raise UnitError(f"{u}: SAE {sae.name} reads layer {sae.layer}, not layer {u.layer}")
-            return u.check(self.n_layers, self.d_mlp, self.n_heads, None if sae is None else sae.d_sae)
-        return u.check(self.n_layers, self.d_mlp, self.n_heads)
+            return u.check(self.n_layers, n_latents=None if sae is None else sae.d_sae)
+        return u.check(self.n_layers, **{u.record.size: getattr(self, u.record.size)})
 
     # --- SAEs (models/sae.py)
     def hook_width(self, name: str) -> int:
@@ -486,8 +486,10 @@ class HookedModel:
         if sae.is_transcoder and self.hook_width(sae.hook_out) != sae.d_out:
             raise SAEError(f"transcoder {sae.name} writes d_out={sae.d_out} values but {sae.hook_out} of "
                            f"{self.spec} has {self.hook_width(sae.hook_out)}")
-        for other in self.saes.values():
-            if other.name == sae.name and other.hook != sae.hook:
+        for other in self.saes.values():   # unit ids L<layer>/F<i>@name: one name per layer (a transcoder set
+            # shares its name across layers)
+            if other.name == sae.name and other.hook != sae.hook and not (
+                    other.layer != sae.layer and other.is_transcoder and sae.is_transcoder):
                 raise SAEError(f"an SAE named {sae.name!r} is already attached at {other.hook}")
         self.saes[sae.hook] = sae.to(self.device)
         return sae
@@ -495,9 +497,11 @@ class HookedModel:
     def detach_sae(self, sae_or_hook) -> None:
         self.saes.pop(getattr(sae_or_hook, "hook", sae_or_hook), None)
 
-    def sae_named(self, name: str):
-        """The attached SAE of this name, or None."""
-        return next((s for s in self.saes.values() if s.name == name), None)
+    def sae_named(self, name: str, layer: int | None = None):
+        """The attached SAE of this name, or None; with `layer`, the one at that layer first (a
+        transcoder set shares one name across layers), else any of that name."""
+        named = [s for s in self.saes.values() if s.name == name]
+        return next((s for s in named if s.layer == layer), named[0] if named else None)
 
     # --- tokens
     def tokenize(self, texts: str | Sequence[str], max_length: int | None = None,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from ..tasks.items import PairItem
 from .activation import check_direction, result_rows
+from ..core.stats import spearman
 from .core import Component, PatchResult, components_for, normalise, prepare, run_ld
 
 
@@ -79,20 +79,4 @@ def rank_correlation(a: PatchResult, b: PatchResult) -> float | None:
     keys = [k for k in ea if k in eb]
     if len(keys) < 3:
         return None
-    x = np.array([ea[k] for k in keys])
-    y = np.array([eb[k] for k in keys])
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank)."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(len(x), dtype=float)
-    vals, inv = np.unique(x, return_inverse=True)
-    sums = np.bincount(inv, weights=ranks)
-    counts = np.bincount(inv)
-    return (sums / counts)[inv]
+    return spearman([ea[k] for k in keys], [eb[k] for k in keys])

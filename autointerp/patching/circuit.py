@@ -33,7 +33,8 @@ from typing import Iterable, Sequence
 import torch
 
 from ..core.hooks import act_name
-from ..core.units import Unit
+from ..core.stats import normalised
+from ..core.units import HEAD, Unit
 from ..tasks.items import PairItem
 from .core import FINAL, Batch, Data, logit_diff_from_final, prepare
 from .dla import logit_direction
@@ -45,7 +46,7 @@ def parse_heads(units: Iterable[str]) -> list[Head]:
     out = []
     for u in units:
         x = Unit.parse(u)
-        if x.kind == "head":
+        if x.record is HEAD:
             out.append((x.layer, x.index))
     return out
 
@@ -146,10 +147,6 @@ def _ablate_fn(abl: torch.Tensor, mean: torch.Tensor, k: int, B: int):
     return fn
 
 
-def _norm(x: float, lo: float, hi: float) -> float | None:
-    return None if abs(hi - lo) < 1e-9 else (x - lo) / (hi - lo)
-
-
 def evaluate_circuit(hm, items: Sequence[PairItem], circuit: Sequence[str], *, batch_size: int = 32,
                      max_batch: int = 256) -> dict:
     """Faithfulness and completeness of the head set `circuit` (unit ids; neurons/MLPs ignored)."""
@@ -167,8 +164,8 @@ def evaluate_circuit(hm, items: Sequence[PairItem], circuit: Sequence[str], *, b
         fck, fmk = vals[4 + 2 * i], vals[5 + 2 * i]
         per_k.append({"removed": name, "F_circuit_minus": round(fck, 4), "F_model_minus": round(fmk, 4),
                       "incompleteness": round(abs(fck - fmk) / abs(FM), 4) if abs(FM) > 1e-9 else None})
-    faith = _norm(FC, F0, FM)
-    compl = _norm(FMC, F0, FM)
+    faith = normalised(FC, F0, FM)
+    compl = normalised(FMC, F0, FM)
     inc = [k["incompleteness"] for k in per_k if k["incompleteness"] is not None]
     return {
         "F_model": round(FM, 4), "F_empty": round(F0, 4), "F_circuit": round(FC, 4), "F_model_minus_circuit": round(FMC, 4),

@@ -10,7 +10,8 @@ averaged over the dataset. Effects are normalised by the clean-vs-corrupt gap:
 
 i.e. on both directions the normalised metric has 0 = corrupt run and 1 = clean run, and an
 effect is the change it makes against the unpatched run (so |effect| ranks components either way).
-If the gap is ~0 (clean == corrupt) effects are reported unnormalised (raw logit-diff change).
+If the gap is ~0 (|clean - corrupt| < 1e-6: core/stats.py, the one zero-gap rule) effects are reported
+unnormalised (raw logit-diff change).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from pydantic import BaseModel, Field
 
 from ..core.hooks import act_name, parse_hook
+from ..core.stats import gap_divisor
 from ..core.units import Unit
 from ..errors import DatasetError, UsageError
 from ..tasks.items import PairItem
@@ -29,7 +31,6 @@ from ..tasks.validate import single_token_in_context
 
 WHATS = ("resid", "heads", "heads_pos", "mlp", "attn", "neurons")
 DIRECTIONS = ("denoising", "noising")
-EPS = 1e-6
 FINAL = act_name("ln_final.out")
 
 
@@ -176,9 +177,7 @@ def component_named(name: str) -> Component:
     hook name (blocks.3.mlp.out, blocks.3.resid_pre)."""
     if Unit.is_id(name):
         u = Unit.parse(name)
-        if u.kind == "head":
-            return Component(name, u.hook, u.layer, None, head=u.index)
-        return Component(name, u.hook, u.layer, None, neuron=u.index)
+        return Component(name, u.hook, u.layer, None, **{u.record.axis: u.index})
     L, _ = parse_hook(name)
     if L is None:
         raise UsageError(f"component {name!r}: use a unit id (L9/H9) or a per-layer hook name (blocks.3.mlp.out)")
@@ -223,10 +222,8 @@ def by_hook(comps: Sequence[Component]) -> dict[str, list[int]]:
 
 
 def normalise(value: float, base: float, clean: float, corrupt: float) -> tuple[float, bool]:
-    gap = clean - corrupt
-    if abs(gap) < EPS:
-        return value - base, False
-    return (value - base) / gap, True
+    gap, normed = gap_divisor(clean, corrupt)      # the zero-gap rule: core/stats.py
+    return (value - base) / gap, normed
 
 
 def mean_effects(sums, clean_sum: float, corrupt_sum: float, n: int, denoise: bool) -> tuple[float, float, list[float], bool]:

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 
 from ..core.hooks import act_name
-from ..core.units import Unit
+from ..core.units import Unit, kind_of_plural
 from ..errors import UsageError
 from ..tasks.items import PairItem
 from .core import Batch, PatchResult, prepare, run_ld, sort_results
@@ -83,7 +83,7 @@ def direct_logit_attribution(hm, items: Sequence[PairItem], what: str = "heads",
     rows_out = []
     for L in layers:
         for i, v in enumerate((sums[L] / N).tolist()):
-            name = Unit(L, "head" if what == "heads" else "neuron", i).id
+            name = Unit(L, kind_of_plural(what).name, i).id
             rows_out.append({"component": name, "layer": L, "position": None, "effect": round(v, 6)})
     return PatchResult(what=f"dla_{what}", method="dla", direction=None, clean_logit_diff=round(clean_sum / N, 6),
                        corrupt_logit_diff=round(corrupt_sum / N, 6), normalised=False, n_items=N,

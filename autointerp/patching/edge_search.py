@@ -29,10 +29,11 @@ import torch
 
 from ..core.hooks import act_name
 from ..core.keys import content_hash
+from ..core.stats import gap_divisor
 from ..errors import UsageError
 from ..tasks.api import dataset_hash
 from ..tasks.items import Dataset, PairItem
-from .edges import (EdgeGraph, EdgeScores, _gap, _prepare, check_ablation, circuit_logit_diff, eap_scores,
+from .edges import (EdgeGraph, EdgeScores, check_ablation, prepare_data, circuit_logit_diff, eap_scores,
                     exact_edge_scores, sender_means, spearman)
 
 SEARCH_METHODS = ("eap", "eap-ig", "acdc")
@@ -114,7 +115,7 @@ def faithfulness_of(hm, data, graph: EdgeGraph, keep: Sequence[int], clean: floa
     ld = circuit_logit_diff(hm, data, patched, graph, means=means)
     if means is not None:
         corrupt = ablated_logit_diff(hm, data, graph, means) if baseline is None else baseline
-    gap, _ = _gap(clean, corrupt)
+    gap, _ = gap_divisor(clean, corrupt)
     return (ld - corrupt) / gap
 
 
@@ -193,7 +194,7 @@ def acdc(hm, data, graph: EdgeGraph, *, tau: float = 0.01, candidates: Sequence[
     if len(cand) > max_edges:
         raise UsageError(f"acdc over {len(cand)} edges is one circuit run per edge: pre-prune (--candidates N) "
                          f"to at most {max_edges}")
-    gap, _ = _gap(clean, corrupt)
+    gap, _ = gap_divisor(clean, corrupt)
     patched = torch.ones(graph.n_edges, dtype=torch.bool)
     patched[cand] = False
     cur = (circuit_logit_diff(hm, data, patched, graph, means=means) - corrupt) / gap
@@ -254,7 +255,7 @@ def find_circuit(store, hm, ds: Dataset, method: str = "eap", *, target: float =
         row = store.get_circuit(key=key)
         if row is not None:
             return circuit_from_row(row, graph)
-    data = _prepare(hm, ds.items, batch_size)
+    data = prepare_data(hm, ds.items, batch_size)
     means = base = None
     if ablation == "mean":
         means = sender_means(hm, data)

@@ -58,6 +58,7 @@ import numpy as np
 import torch
 
 from ..core.hooks import act_name
+from ..core.stats import gap_divisor, spearman  # noqa: F401  (spearman: re-exported)
 from ..core.units import Unit
 from ..errors import DatasetError, ModelSpecError, UnitError, UsageError
 from ..tasks.items import PairItem
@@ -211,11 +212,6 @@ class EdgeScores:
         return [int(i) for i in np.argsort(-a, kind="stable")]
 
 
-def _gap(clean: float, corrupt: float) -> tuple[float, bool]:
-    g = clean - corrupt
-    return (g, True) if abs(g) > 1e-6 else (1.0, False)
-
-
 def _head_outputs(hm, z: torch.Tensor, L: int) -> torch.Tensor:
     """[B, p, H, d] each head's write to the residual stream (z_h @ W_O[h], no bias)."""
     W = hm.W_O(L).to(z.dtype)
@@ -296,7 +292,7 @@ def check_additive(hm, b: Batch, tol: float = 1e-3) -> None:
                                  f"{hm.spec} ({hm.family}) is not (layer {L}, error {err:.3g}), e.g. post-norms")
 
 
-def _prepare(hm, items: Sequence[PairItem], batch_size: int) -> Data:
+def prepare_data(hm, items: Sequence[PairItem], batch_size: int) -> Data:
     if batch_size < 1:
         raise UsageError("batch_size must be >= 1")
     data = prepare(hm, items, batch_size)
@@ -358,7 +354,7 @@ def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int
     if method == "eap-ig" and steps < 1:
         raise UsageError("--ig-steps must be >= 1")
     graph = graph or EdgeGraph.of(hm)
-    data = _prepare(hm, items, batch_size)
+    data = prepare_data(hm, items, batch_size)
     if means is not None:
         _check_means(means, graph, data)
     nL, H = hm.n_layers, hm.n_heads
@@ -421,7 +417,7 @@ def eap_scores(hm, items: Sequence[PairItem], *, method: str = "eap", steps: int
         del delta
     N = data.n_items
     clean, corrupt = clean_sum / N, corrupt_sum / N
-    gap, normed = _gap(clean, corrupt if baseline is None else baseline)
+    gap, normed = gap_divisor(clean, corrupt if baseline is None else baseline)
     m = acc / N / gap
     m[~graph.valid] = float("nan")
     scores = np.array([float(m[s, r]) for r, s in [(r, s) for s, r in graph.edges]])
@@ -460,7 +456,7 @@ def exact_edge_scores(hm, items: Sequence[PairItem], edges: Sequence[int | str] 
         for e in idx:
             if not 0 <= e < graph.n_edges:
                 raise UsageError(f"edge index {e} out of range 0..{graph.n_edges - 1}")
-    data = _prepare(hm, items, batch_size)
+    data = prepare_data(hm, items, batch_size)
     nL = hm.n_layers
     by_recv: dict[int, list[int]] = {}
     for e in idx:
@@ -489,7 +485,7 @@ def exact_edge_scores(hm, items: Sequence[PairItem], edges: Sequence[int | str] 
         del xrun, crun, delta
     N = data.n_items
     clean, corrupt = clean_sum / N, corrupt_sum / N
-    gap, normed = _gap(clean, corrupt)
+    gap, normed = gap_divisor(clean, corrupt)
     scores = np.full(graph.n_edges, np.nan)
     scores[idx] = (sums[idx] / N - clean) / gap
     return EdgeScores(graph, scores, "exact", round(clean, 6), round(corrupt, 6), N, normed,
@@ -657,18 +653,3 @@ def _circuit_ld_batch(hm, graph: EdgeGraph, b: Batch, P: torch.Tensor, means: to
     rows = torch.arange(B, device=final.device)
     logits = hm.unembed(final[rows, b.last])
     return (logits[rows, b.ans] - logits[rows, b.wrong]).float()
-
-
-def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None if either side is constant."""
-    from .attribution import _ranks
-
-    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    ok = ~(np.isnan(x) | np.isnan(y))
-    x, y = x[ok], y[ok]
-    if len(x) < 3:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from ..core.hooks import act_name, parse_hook
-from ..core.units import Unit
+from ..core.units import HEAD, Unit
 from ..errors import UnitError, UsageError
 from ..tasks.items import PairItem
 from .activation import check_direction, result_rows
@@ -46,7 +46,7 @@ def parse_receivers(hm, receivers: str | Sequence[str]) -> list[tuple[int, int, 
             u = Unit.parse(unit)
         except UnitError:
             u = None
-        if u is None or u.kind != "head" or ch not in CHANNELS:
+        if u is None or u.record is not HEAD or ch not in CHANNELS:
             raise UsageError(f"bad receiver {r!r}: use logits or L<layer>/H<head>[:q|:k|:v] (e.g. L9/H9:q)")
         L, h = hm.check_unit(u).layer, u.index
         if L == 0:
@@ -88,7 +88,7 @@ def path_patching(hm, items: Sequence[PairItem], receivers: str | Sequence[str] 
         comps = []
         for s in senders:
             u = hm.check_unit(s)
-            if u.kind != "head":
+            if u.record is not HEAD:
                 raise UsageError(f"sender {s}: senders are heads (L<layer>/H<head>)")
             if u.layer >= top:
                 raise UsageError(f"sender {s} is not before the receivers (layer < {top})")

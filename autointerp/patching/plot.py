@@ -7,34 +7,34 @@ from pathlib import Path
 import numpy as np
 
 from ..core.files import atomic_output
-from ..core.units import Unit
+from ..core.units import HEAD, NEURON, Unit, UnitKind
 from ..errors import UsageError
 from .core import PatchResult
 
 
-def _unit(component: str, kind: str) -> Unit | None:
+def _unit(component: str, kind: UnitKind) -> Unit | None:
     """The unit a result row names, if it is a unit of this kind ("blocks.3.mlp.out" rows are not)."""
     if not Unit.is_id(component):
         return None
     u = Unit.parse(component)
-    return u if u.kind == kind else None
+    return u if u.record is kind else None
 
 
 def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarray, list[str], list[str], str, str]:
     """(grid [rows, cols], row labels, column labels, row axis name, column axis name)."""
     rows = res.results
     per_pos = any(r.get("position") is not None for r in rows)
-    heads = all(_unit(r["component"], "head") for r in rows)
-    neurons = all(_unit(r["component"], "neuron") for r in rows)
+    heads = all(_unit(r["component"], HEAD) for r in rows)
+    neurons = all(_unit(r["component"], NEURON) for r in rows)
     toks = res.settings.get("str_tokens") or []
     if per_pos:
         P = max(r["position"] for r in rows) + 1
         if heads:
-            keys = sorted({_unit(r["component"], "head") for r in rows})
+            keys = sorted({_unit(r["component"], HEAD) for r in rows})
             index = {k: i for i, k in enumerate(keys)}
             g = np.full((len(keys), P), np.nan)
             for r in rows:
-                g[index[_unit(r["component"], "head")], r["position"]] = r["effect"]
+                g[index[_unit(r["component"], HEAD)], r["position"]] = r["effect"]
             ylab = [u.id for u in keys]
             yname = "head"
         else:
@@ -48,11 +48,11 @@ def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarr
     if heads:
         g = np.full((n_layers, n_heads), np.nan)
         for r in rows:
-            u = _unit(r["component"], "head")
+            u = _unit(r["component"], HEAD)
             g[u.layer, u.index] = r["effect"]
         return g, [str(L) for L in range(n_layers)], [str(h) for h in range(n_heads)], "layer", "head"
     if neurons:
-        units = [_unit(r["component"], "neuron") for r in rows]
+        units = [_unit(r["component"], NEURON) for r in rows]
         layers = sorted({u.layer for u in units})
         width = max(u.index for u in units) + 1
         g = np.full((len(layers), width), np.nan)

@@ -25,18 +25,17 @@ from pydantic import BaseModel, Field
 from ..core.keys import content_hash
 from ..errors import UsageError
 from ..score.metrics import bootstrap_auroc
-from ..score.scorers import ClassificationScorer, ExactScorer, SimulationScorer
+from ..score.registry import SCORERS, check_scorers, default_scorers
 from ..score.splits import SplitSizes, split_records
 
 CALIBRATION_VERSION = 1
-SCORER_KINDS = {"simulation": "simulation", "exact": "simulation_exact", "detection": "detection", "fuzzing": "fuzzing"}
 
 
 class CalibrateSettings(BaseModel):
     n_tokens: int = 16384
     context_len: int = 64
     corpus: str | None = None
-    scorers: tuple[str, ...] = ("simulation", "exact", "detection", "fuzzing")
+    scorers: tuple[str, ...] = Field(default_factory=default_scorers)   # names in score/registry.py
     simulator: str = "auto"
     explain: bool = True                 # also let the LLM explain each planted unit (recovery)
     sizes: SplitSizes = Field(default_factory=lambda: SplitSizes(n_train=6, n_calib=0, n_test=3))
@@ -47,9 +46,7 @@ class CalibrateSettings(BaseModel):
                                          # (they are pooled across units in the AUROC anyway)
 
     def check(self) -> "CalibrateSettings":
-        bad = [s for s in self.scorers if s not in SCORER_KINDS]
-        if bad:
-            raise UsageError(f"--scorers: unknown scorer {bad[0]!r}: use {', '.join(SCORER_KINDS)}")
+        check_scorers(self.scorers)
         if self.n_tokens < self.context_len * 8:
             raise UsageError(f"--tokens must be at least {self.context_len * 8} (eight contexts)")
         return self
@@ -79,8 +76,6 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
     from ..explain.api import choose_style, write_candidates
     from ..llm import load_prompt
     from ..mine.planted import describe, fire_counts, load_planted, mine_planted
-    from ..score.classify import YesNoJudge
-    from ..score.simulate import get_simulator
 
     s = (settings or CalibrateSettings()).check()
     units = load_planted(units_file)            # a malformed file fails here, before any work
@@ -90,15 +85,10 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
     exemplars = mine_planted(units, contexts)
     t_mine = time.perf_counter() - t0
 
-    scorers: dict[str, Any] = {}
-    if "exact" in s.scorers:
-        scorers["exact"] = ExactScorer(n_boot=s.n_boot, seed=s.seed)
-    if llm is not None:
-        if "simulation" in s.scorers:
-            scorers["simulation"] = SimulationScorer(get_simulator(llm, s.simulator), n_boot=s.n_boot, seed=s.seed)
-        for t in ("detection", "fuzzing"):
-            if t in s.scorers:
-                scorers[t] = ClassificationScorer(YesNoJudge(llm, t), t, n_spare=s.n_spare, n_boot=s.n_boot, seed=s.seed)
+    scorers: dict[str, Any] = {}          # the scorers that need no LLM first, then the LLM's (registry order)
+    for spec in sorted(SCORERS.values(), key=lambda sp: sp.needs_llm):
+        if spec.name in s.scorers and (sc := spec.build(llm, s)) is not None:
+            scorers[spec.name] = sc
 
     template = load_prompt(f"explain_{choose_style(llm, 'auto')}") if s.explain and llm is not None else None
     per_unit = []
@@ -135,10 +125,10 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
                 continue
             for name, sc in scorers.items():
                 ts = time.perf_counter()
-                kw = {"rule": c["rule"]} if name == "exact" else {}
+                kw = {"rule": c["rule"]} if SCORERS[name].rule else {}
                 recs = sc.score(c["text"], splits, unit_max, **kw)
                 timings[name] += time.perf_counter() - ts
-                r = next((x for x in recs if x.kind == SCORER_KINDS[name]), None)
+                r = next((x for x in recs if x.kind == SCORERS[name].kinds[0]), None)
                 c["scores"][name] = None if r is None else {"value": r.value, "reason": r.reason}
         per_unit.append({"name": u.name, "fires_in": fires[u.name], "n_test": len(splits.test),
                          "candidates": [{"role": c["role"], "text": c["text"], "has_rule": c["rule"] is not None,
@@ -175,9 +165,13 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
             if tv is not None and all(tv > d for d in dv) and (dv or tv > 0):
                 wins += 1
         a, lo, hi = bootstrap_auroc(labels, vals, groups, n_boot=s.n_boot, seed=s.seed)
-        rec = {"auroc": a, "low": lo, "high": hi, "n_true": sum(labels), "n_decoy": len(labels) - sum(labels),
+        why = None
+        if a is None:
+            why = ("no true or no decoy score" if all(labels) or not any(labels)
+                   else "every score is the same (no information)")
+        rec = {"auroc": a, "low": lo, "high": hi, "reason": why, "n_true": sum(labels), "n_decoy": len(labels) - sum(labels),
                "n_null": n_null, "units_true_beats_all": wins, "seconds": round(timings[name], 2)}
-        if s.explain and name != "exact":
+        if s.explain and SCORERS[name].needs_llm:
             rec["recovery"] = _recovery(per_unit, name)
         results["scorers"][name] = rec
         summary[f"{name}_auroc"] = a

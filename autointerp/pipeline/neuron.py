@@ -25,12 +25,12 @@ from ..errors import LLMError, UsageError
 from ..explain.api import baseline_explanation, choose_style, pairs, write_candidates
 from ..score.controls import control_explanation
 from ..score.metrics import pearson, pooled_correlation
-from ..score.scorers import ClassificationScorer, ExactScorer, ScoreRecord, SimulationScorer
+from ..score.registry import SCORERS, check_scorers, default_scorers
+from ..score.scorers import ScoreRecord
 from ..score.splits import SplitSizes, Splits, records_hash, split_records
 
 # bump when a change in this pipeline should invalidate stored explanations/scores
 PIPELINE_VERSION = 2
-SCORERS = ("simulation", "exact", "detection", "fuzzing")
 
 
 class ExplainSettings(BaseModel):
@@ -42,7 +42,7 @@ class ExplainSettings(BaseModel):
     window: int | None = 24               # tokens of each train record shown around its peak
     style: str = "auto"                   # auto | completion | chat
     simulator: str = "auto"               # auto | logprobs | json
-    scorers: tuple[str, ...] = ("simulation", "exact", "detection", "fuzzing")
+    scorers: tuple[str, ...] = Field(default_factory=default_scorers)   # names in score/registry.py
     explainer: str = "llm"                # llm | baseline (baseline: no LLM at all, exact scores only)
     sizes: SplitSizes = Field(default_factory=SplitSizes)
     n_boot: int = 1000
@@ -51,9 +51,7 @@ class ExplainSettings(BaseModel):
     control: bool = True                  # score a mismatched explanation on the same records
 
     def check(self) -> "ExplainSettings":
-        bad = [s for s in self.scorers if s not in SCORERS]
-        if bad:
-            raise UsageError(f"--scorers: unknown scorer {bad[0]!r}: use {', '.join(SCORERS)}")
+        check_scorers(self.scorers)
         if self.k < 1:
             raise UsageError("--k must be at least 1")
         if self.explainer not in ("llm", "baseline"):
@@ -119,22 +117,19 @@ def _stats_dict(stats: Any) -> dict:
 class Scoring:
     """The scorers of one run, built once (their simulations are memoised across explanations)."""
 
-    def __init__(self, sim_llm, s: ExplainSettings):
-        from ..score.classify import YesNoJudge
-        from ..score.simulate import get_simulator
-
+    def __init__(self, sim_llm, s: ExplainSettings, unit_kind: str | None = None):
         self.s = s
-        self.sim = None
-        if sim_llm is not None and ("simulation" in s.scorers or s.k > 1):
-            self.sim = SimulationScorer(get_simulator(sim_llm, s.simulator), n_boot=s.n_boot, seed=s.seed)
-        self.exact = ExactScorer(n_boot=s.n_boot, seed=s.seed) if "exact" in s.scorers else None
-        self.cls = [ClassificationScorer(YesNoJudge(sim_llm, t), t, frac=s.active_frac, n_spare=s.n_spare,
-                                         n_boot=s.n_boot, seed=s.seed)
-                    for t in ("detection", "fuzzing") if sim_llm is not None and t in s.scorers]
+        # the simulation scorer also picks the best of k explanations on the calibration split
+        self.sim = SCORERS["simulation"].build(sim_llm, s) if ("simulation" in s.scorers or s.k > 1) else None
+        self.scorers = []                 # (spec, scorer) in registry order
+        for name, spec in SCORERS.items():
+            if name in s.scorers and spec.applies_to(unit_kind):
+                sc = self.sim if name == "simulation" else spec.build(sim_llm, s)
+                if sc is not None:
+                    self.scorers.append((spec, sc))
 
     def all(self) -> list:
-        out = [self.sim] if self.sim is not None and "simulation" in self.s.scorers else []
-        return out + ([self.exact] if self.exact else []) + self.cls
+        return [sc for _, sc in self.scorers]
 
     def score(self, store, expl_key: str, text: str, splits: Splits, unit_max: float, control: str | None,
               rule=None) -> tuple[dict[str, ScoreRecord], list[dict]]:
@@ -143,13 +138,13 @@ class Scoring:
         rows: list[dict] = []
         rec_key = (records_hash(splits.test_top), records_hash(splits.test_random),
                    records_hash(splits.spare[: self.s.n_spare])) + (("active>0",) if splits.sparse else ())
-        for sc in self.all():
+        for spec, sc in self.scorers:
             key = content_hash(PIPELINE_VERSION, sc.identity(), expl_key, control if self.s.control else None, rec_key)
             got = {k: store.get_score(f"{key}:{k}") for k in sc.kinds} if store is not None else {}
             if got and all(v is not None for v in got.values()):
                 out.update({k: _from_row(v) for k, v in got.items()})
                 continue
-            kw = {"rule": rule} if sc is self.exact else {}
+            kw = {"rule": rule} if spec.rule else {}
             recs = sc.score(text, splits, unit_max, control=control if self.s.control else None, **kw)
             for r in recs:
                 out[r.kind] = r
@@ -198,7 +193,10 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
                          f"{len(ex.random)} random from other contexts); mine more text (e.g. --n-tokens 16384)")
     use_llm = s.explainer == "llm" and llm is not None
     sim_llm = (simulator_llm or llm) if use_llm else None
-    scoring = Scoring(sim_llm, s if use_llm else s.model_copy(update={"scorers": ("exact",), "k": 1}))
+    # without an LLM: the scorers that need none (the rule's exact simulation always: it scores the baseline)
+    no_llm = tuple(n for n, sp in SCORERS.items() if not sp.needs_llm and (n in s.scorers or sp.rule))
+    scoring = Scoring(sim_llm, s if use_llm else s.model_copy(update={"scorers": no_llm, "k": 1}),
+                      Unit.parse(unit).kind if Unit.is_id(unit) else None)
     train_hash = records_hash(splits.train)
 
     # -- the baseline (no LLM)

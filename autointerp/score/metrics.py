@@ -9,6 +9,14 @@ from typing import Sequence
 
 import numpy as np
 
+# An LLM's scores are "calibrated" when the lower end of its simulation AUROC's 95% interval on
+# planted units (autointerp calibrate) is at least this; below it they are printed as uncalibrated.
+CALIBRATED_AUROC_LOW = 0.7
+
+
+def is_calibrated(auroc_low: float | None) -> bool:
+    return auroc_low is not None and auroc_low >= CALIBRATED_AUROC_LOW
+
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Pearson's r of two equal-length sequences; None when undefined (fewer than two values, or
@@ -91,20 +99,22 @@ def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
     return W
 
 
-def bootstrap_ci(true, sim, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+def bootstrap_ci(true, sim, *, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float] | tuple[None, None]:
     """A percentile bootstrap (1 - alpha) interval of `pooled_correlation` over *records*: draw
     len(records) records with replacement (numpy Generator seeded with `seed`), recompute the pooled
     correlation, repeat n_boot times, take the alpha/2 and 1 - alpha/2 quantiles. Records, not
     tokens, are resampled because tokens within a record are not independent. (Computed from
     per-record sufficient statistics, so a resample costs one matrix product; a resample whose true
-    activations are constant has no correlation and is left out.)"""
+    activations are constant has no correlation and is left out.) (None, None) when no resample
+    has one: a degenerate sample has no interval, never [0.00, 0.00]."""
     n = len(true)
     if n == 0:
-        return (0.0, 0.0)
+        return (None, None)
     vals = _r_of(_boot_weights(n, n_boot, seed) @ _suff(true, sim))
     vals = vals[np.isfinite(vals)]
     if vals.size == 0:
-        return (0.0, 0.0)
+        return (None, None)
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
 
@@ -161,20 +171,51 @@ def balanced_accuracy(labels: Sequence[bool], preds: Sequence[bool]) -> float:
     return float(np.mean(rates)) if rates else 0.0
 
 
-def bootstrap_balanced_accuracy(labels, preds, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile bootstrap interval of `balanced_accuracy` over items (seeded)."""
+def _balanced_accuracy_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """balanced_accuracy of every row of [b, n] labels and predictions at once (the same
+    arithmetic, so the same floats: each present class's rate, their mean)."""
+    pos = y.sum(axis=1)
+    neg = y.shape[1] - pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpr = (p & y).sum(axis=1) / pos
+        tnr = (~p & ~y).sum(axis=1) / neg
+    both = (tpr + tnr) / 2
+    return np.where((pos > 0) & (neg > 0), both, np.where(pos > 0, tpr, np.where(neg > 0, tnr, 0.0)))
+
+
+def bootstrap_balanced_accuracy(labels, preds, *, n_boot: int = 1000, seed: int = 0,
+                                alpha: float = 0.05) -> tuple[float, float] | tuple[None, None]:
+    """Percentile bootstrap interval of `balanced_accuracy` over items (seeded; all resamples in
+    one array: the same draws, in the same order, as one draw of n items per resample); (None,
+    None) without items."""
     y = np.asarray(labels, bool)
     p = np.asarray(preds, bool)
     n = len(y)
     if n == 0:
-        return (0.0, 0.0)
-    rng = np.random.default_rng(seed)
-    vals = np.empty(n_boot)
-    for b in range(n_boot):
-        idx = rng.integers(0, n, size=n)
-        vals[b] = balanced_accuracy(y[idx], p[idx])
+        return (None, None)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    vals = _balanced_accuracy_rows(y[idx], p[idx])
     lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))
+
+
+def paired_balanced_accuracy_margin(labels, preds_a, preds_b, *, n_boot: int = 1000, seed: int = 0,
+                                    alpha: float = 0.05) -> tuple[float | None, float | None, float | None]:
+    """paired_margin with balanced accuracy as the statistic (detection/fuzzing against their
+    control), every resample at once: the same margin and interval as
+    paired_margin(stat, ...) gives, without a Python loop over resamples."""
+    y = np.asarray(labels, bool)
+    a = np.asarray(preds_a, bool)
+    b = np.asarray(preds_b, bool)
+    n = len(y)
+    if n == 0:
+        return None, None, None
+    m = balanced_accuracy(y, a) - balanced_accuracy(y, b)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    yy = y[idx]
+    d = _balanced_accuracy_rows(yy, a[idx]) - _balanced_accuracy_rows(yy, b[idx])
+    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
+    return float(m), float(lo), float(hi)
 
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -221,7 +262,7 @@ def bootstrap_auroc(labels: Sequence[bool], scores: Sequence[float], groups: Seq
     y = np.asarray(labels, bool)
     s = np.asarray(scores, float)
     a = auroc(y, s)
-    if a is None:
+    if a is None or len(np.unique(s)) < 2:     # one class, or one score for all: 0.5 [0.50, 0.50] says nothing
         return None, None, None
     g = np.asarray(groups if groups is not None else range(len(y)))
     uniq = list(dict.fromkeys(g.tolist()))

@@ -29,7 +29,8 @@ from pydantic import BaseModel
 
 from .classify import classification_score, detection_items, fuzzing_items
 from .exact import ExactSimulator, Rule
-from .metrics import auroc, balanced_accuracy, paired_corr_margin, paired_margin, pooled_correlation, simulation_scores
+from .metrics import (auroc, balanced_accuracy, paired_balanced_accuracy_margin, paired_corr_margin, pooled_correlation,
+                      simulation_scores)
 from .splits import records_hash
 
 MAX_BAD_FRAC = 0.2   # more unparseable values than this fraction: the score is null
@@ -217,10 +218,9 @@ class ClassificationScorer:
             cp, cbad = self._p(control, items)
             c_const = len({pi > 0.5 for pi in cp}) == 1
             c_val = 0.5 if c_const else balanced_accuracy([it.label for it in items], [pi > 0.5 for pi in cp])
-            def stat(rows):
-                return balanced_accuracy([r[0] for r in rows], [r[1] > 0.5 for r in rows]) if rows else None
             labels = [it.label for it in items]
-            m, lo, hi = paired_margin(stat, list(zip(labels, p)), list(zip(labels, cp)), n_boot=self.n_boot, seed=self.seed)
+            m, lo, hi = paired_balanced_accuracy_margin(labels, [pi > 0.5 for pi in p], [pi > 0.5 for pi in cp],
+                                                        n_boot=self.n_boot, seed=self.seed)
             ctl = {"control": c_val, "margin": m, "margin_low": lo, "margin_high": hi}
             details["control"] = {"text": control, "p_yes": [round(x, 4) for x in cp], "n_bad": cbad,
                                   "auroc": auroc([it.label for it in items], cp)}

@@ -14,6 +14,8 @@ Prompt building (pure, testable) is kept apart from the model calls.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -94,6 +96,13 @@ def build_json_prompt(template, explanation: str, tokens: Sequence[str]) -> Any:
     return template.render(explanation=explanation.strip(), tokens=lines, n_tokens=len(tokens))
 
 
+def activations_schema(n: int) -> dict:
+    """The JSON simulator's reply: {"activations": [n integers 0..10]}."""
+    return {"title": "Activations", "type": "object", "required": ["activations"],
+            "properties": {"activations": {"type": "array", "minItems": n, "maxItems": n,
+                                           "items": {"type": "integer", "enum": list(range(11))}}}}
+
+
 def parse_json_values(text: str, n: int) -> tuple[list[float], int]:
     """The first JSON list in `text` (or the first list value of a JSON object) as n values in
     0..10; each missing, non-numeric or out-of-range value becomes 0 and is counted as bad (so a
@@ -133,10 +142,12 @@ def parallel_map(llm, fn, items: Sequence) -> list:
     n = int(getattr(llm, "concurrency", 1) or 1)
     if n <= 1 or getattr(llm, "backend", "") == "embedded" or len(items) <= 1:
         return [fn(x) for x in items]
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
+    ctx = contextvars.copy_context()       # the caller's context (e.g. batch's per-unit LLM deadline) in every thread
     with ThreadPoolExecutor(max_workers=min(n, len(items))) as pool:
-        return list(pool.map(fn, items))
+        return list(pool.map(lambda x: ctx.copy().run(fn, x), items))
 
 class LogprobSimulator:
     """All-at-once simulation from prompt logprobs (exact on the embedded backend).
@@ -211,6 +222,18 @@ class JsonSimulator:
         def one(r):
             prompt = build_json_prompt(self.template, explanation, r.tokens)
             max_tokens = 16 + self.max_tokens_per_value * len(r.tokens)
+            if isinstance(prompt, list) and self.llm.structured_support():
+                # the backend enforces the schema: exactly one integer 0..10 per token
+                from ..errors import LLMError
+
+                try:
+                    obj = self.llm.structured(prompt, activations_schema(len(r.tokens)), max_tokens=max_tokens,
+                                              temperature=0.0, template=self.template)
+                except LLMError as e:
+                    if "gave no valid" not in str(e):   # a reply cut short counts as all bad; a failed call raises
+                        raise
+                    return [0.0] * len(r.tokens), len(r.tokens)
+                return parse_json_values(json.dumps(obj), len(r.tokens))
             if isinstance(prompt, list):
                 text = self.llm.chat(prompt, temperature=0.0, max_tokens=max_tokens, template=self.template)[0]
             else:

@@ -97,7 +97,7 @@ def split_records(unit: str, top: Sequence, random: Sequence, quantiles: Sequenc
     spare = [r for r in _dedupe(quantiles) if r.ctx_idx not in used]
     return Splits(train=dealt["train"], calib_top=dealt["calib"], calib_random=calib_random,
                   test_top=dealt["test"], test_random=test_random, spare=spare, sparse=Unit.is_id(unit)
-                  and Unit.parse(unit).kind == "feature")
+                  and Unit.parse(unit).record.sparse)
 
 
 def _deal(tops: list, quota: dict[str, int]) -> dict[str, list]:

@@ -112,7 +112,7 @@ def _sae_of(store, u: Unit, model: str, m: dict | None) -> dict:
     """The store's SAE of an SAE-latent unit (L1/F3@name), its latent checked against it."""
     if not u.sae:
         raise BadRequest(f"{u} is an SAE latent: name its SAE, e.g. /unit/<model>/L{u.layer}/F{u.index}@<sae>")
-    row = store.get_sae(u.sae)
+    row = store.get_sae(u.sae, u.layer)
     if row is None or row["name"] != u.sae or row["model_id"] != model:
         raise NotFound(f"no SAE named {u.sae!r} for model {model!r} in this store")
     if row["layer"] != u.layer:
@@ -165,7 +165,7 @@ def render(store_path: Path, raw_path: str, tester=None) -> tuple[int, str]:
                 try:
                     u = Unit.parse(unit)
                     m = store.get_model(model)
-                    if u.kind == "feature":
+                    if u.record.needs_sae:
                         sae = _sae_of(store, u, model, m)
                     elif m is not None and None not in (m.get("n_layers"), m.get("d_mlp"), m.get("n_heads")):
                         u.check(int(m["n_layers"]), int(m["d_mlp"]), int(m["n_heads"]))

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 
-from ..core.units import Unit
+from ..core.units import HEAD, Unit
 from ..errors import UnitError
 from ..core.palette import NEG_HEX as NEG, POS_HEX as POS, sign_hex
 from .render import fnum, render, unit_url
@@ -41,7 +41,7 @@ def _place(name: str) -> tuple[float, int, str] | None:
             u = Unit.parse(name)
         except UnitError:
             return None
-        if u.kind == "head":
+        if u.record is HEAD:
             return float(u.layer), u.index, name
     return None
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from ..core.units import UNIT_RE, Unit  # the one unit-id regex
+from ..core.units import HEAD, UNIT_KINDS, UNIT_RE, Unit  # the one unit-id regex
 from . import charts
 from .render import dataset_url, fnum, render, unit_url
 
@@ -145,14 +145,14 @@ def _groups(v: dict, shown: list[dict], max_act: float, sim_max: float, neg_max:
 
 
 def unit_page(v: dict, tryit: dict | None = None) -> str:
-    model, unit, head = v["model_id"], v["unit"], v["kind"] == "head"
-    what = {"head": "head", "neuron": "neuron", "feature": "latent"}.get(v["kind"], v["kind"])
+    model, unit, head = v["model_id"], v["unit"], v["kind"] == HEAD.name
+    what = UNIT_KINDS[v["kind"]].noun if v["kind"] in UNIT_KINDS else v["kind"]
     recs = v["records"]
     has_sim = any(r.get("sim") for r in recs)
     sim_max = max([max(r["sim"]) for r in recs if r.get("sim")] + [0.0])
     neg_max = max([-min(r["acts"]) for r in recs if r["acts"]] + [0.0])
     st = v["stats"]
-    hist = charts.histogram(st.get("hist") if st else None, log=v["kind"] == "feature",
+    hist = charts.histogram(st.get("hist") if st else None, log=v["kind"] in UNIT_KINDS and UNIT_KINDS[v["kind"]].sparse,
                             frac_active=st.get("frac_active") if st else None)
     logit = charts.logit_bars(v["promoted"], v["suppressed"])
     tryit = tryit or {"enabled": False, "hint": "SPEC"}

@@ -87,7 +87,7 @@ class TextTester:
         from ..mine.trace import unit_trace
 
         u = Unit.parse(v["unit"])
-        sae = self._sae(v["sae"]) if u.kind == "feature" else None
+        sae = self._sae(v["sae"]) if u.record.needs_sae else None
         with self._model_lock:
             t = unit_trace(self.hm, text, u, sae)
         scale = v["max_act"] if v["max_act"] > 0 else max(t.acts + [0.0])

@@ -39,10 +39,22 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite_utils.Database], None]]] = {
           ("control REAL", "margin REAL", "margin_low REAL", "margin_high REAL", "reason TEXT"))],
     # v3: a circuit records what the edges outside it were patched to (corrupt | mean)
     2: [add_column("circuits", "ablation", "TEXT NOT NULL DEFAULT 'corrupt'")],
-    # v4: attribution graphs (graphs, graph_nodes, graph_edges): new tables only, made by schema.sql
-    # right after the migrations run; nothing in a v3 store changes
-    3: [],
+    # v4: attribution graphs (graphs, graph_nodes, graph_edges: new tables, made by schema.sql right
+    # after the migrations run); an SAE name is unique per layer, not globally (a transcoder set's
+    # layers share its name): the saes table is rebuilt with UNIQUE (name, layer), rows kept
+    3: [lambda db: _saes_unique_per_layer(db)],
 }
+
+
+def _saes_unique_per_layer(db: sqlite_utils.Database) -> None:
+    if "saes" not in db.table_names():
+        return
+    cols = ", ".join(db["saes"].columns_dict)
+    db.execute("ALTER TABLE saes RENAME TO saes_v3")
+    ddl = schema_sql().split("CREATE TABLE IF NOT EXISTS saes (", 1)[1].split("\n);", 1)[0]
+    db.execute("CREATE TABLE saes (" + ddl + ")")
+    db.execute(f"INSERT INTO saes ({cols}) SELECT {cols} FROM saes_v3")
+    db.execute("DROP TABLE saes_v3")
 
 
 def readonly_uri(path: str | Path) -> str:
@@ -127,6 +139,10 @@ class StoreBase:
             return
         if self.db.journal_mode != "wal":
             self.db.enable_wal()
+        # WAL + NORMAL: a commit is safe against a crash of the process (the WAL is synced at
+        # checkpoints, not at every commit); a batch's many small commits (LLM calls, cache rows) stop
+        # waiting on fsync
+        self.db.execute("PRAGMA synchronous = NORMAL")
         # one transaction: a killed first open leaves no half-made store behind
         self.db.conn.executescript(
             "BEGIN IMMEDIATE;\n" + schema_sql() + "\n"

@@ -8,7 +8,7 @@ LLM, `put_explanation(row)` after (idempotent: returns the existing id on a key 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from .base import now
 
@@ -52,6 +52,33 @@ class ExplanationsMixin:
                 f"insert into explanations ({', '.join(row)}) values ({', '.join('?' * len(row))}) on conflict(key) do nothing",
                 list(row.values()))
             return self.db.execute("select id from explanations where key = ?", [key]).fetchone()[0]
+
+    def put_explanations_bulk(self, items: Iterable[tuple[dict, list[dict]]]) -> int:
+        """Many explanations, each with its scores, in ONE transaction (bulk loads: imports,
+        scripts/bench_store.py). items: (explanation: put_explanation's keywords, [score:
+        put_score's keywords without explanation_id]). Idempotent on the keys like the one-row
+        methods. Returns the number of explanations given."""
+        n = 0
+        cols = ["key", "model_id", "unit", "layer", "run_id", "explainer", "method", "text", "template", "template_hash",
+                "records_hash", "settings_json", "created_at"]
+        scols = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash",
+                 "details_json", "created_at", "control", "margin", "margin_low", "margin_high", "reason"]
+        e_sql = f"insert into explanations ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) on conflict(key) do nothing"
+        s_sql = f"insert into scores ({', '.join(scols)}) values ({', '.join('?' * len(scols))}) on conflict(key) do nothing"
+        conn = self.db.conn
+        t = now()
+        with self.tx():
+            for e, scores in items:
+                row = {**{c: None for c in cols}, **{k: v for k, v in e.items() if k != "settings"},
+                       "settings_json": _dumps(e.get("settings")), "created_at": t}
+                cur = conn.execute(e_sql, [row[c] for c in cols])
+                eid = cur.lastrowid if cur.rowcount else conn.execute("select id from explanations where key = ?",
+                                                                      [e["key"]]).fetchone()[0]
+                conn.executemany(s_sql, ([{**{c: None for c in scols}, **{k: v for k, v in sc.items() if k != "details"},
+                                           "details_json": _dumps(sc.get("details")), "explanation_id": eid,
+                                           "created_at": t}[c] for c in scols] for sc in scores))
+                n += 1
+        return n
 
     def get_explanation(self, key: str | None = None, *, id: int | None = None) -> dict | None:
         """One explanation by key or id (settings_json decoded into 'settings'), or None."""

@@ -20,8 +20,9 @@ class LLMMixin:
         row = dict(backend=backend, model=model, kind=kind, template=template, template_hash=template_hash,
                    prompt_tokens=prompt_tokens, completion_tokens=completion_tokens, latency_s=latency_s,
                    cost_usd=cost_usd, cache_hit=int(bool(cache_hit)), error=error, created_at=now())
-        with _LOCK, self.tx():
-            return self.db["llm_calls"].insert(row).last_pk
+        with _LOCK, self.tx():   # plain SQL: sqlite-utils' insert reads the table's columns on every call
+            return self.db.conn.execute(f"insert into llm_calls ({', '.join(row)}) values ({', '.join('?' * len(row))})",
+                                        list(row.values())).lastrowid
 
     def llm_cache_get(self, key: str) -> Any | None:
         with _LOCK:

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from ..core.units import UNIT_RE, Unit  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
+from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
@@ -32,6 +32,13 @@ best as (
     from scores s where kind = '{SIM_KIND}' and value is not null)
   where rn = 1)
 """
+
+
+# the same best score looked up per explanation through the scores_expl index: a search touches
+# only the explanations it returns or filters, not every score of the store (the window above
+# reads them all: seconds at a million units)
+_BEST_JOIN = (f"left join scores b on b.id = (select s2.id from scores s2 where s2.explanation_id = e.id "
+              f"and s2.kind = '{SIM_KIND}' and s2.value is not null order by s2.value desc, s2.id limit 1)")
 
 
 def fts_query(text: str, any_word: bool = False) -> str:
@@ -83,7 +90,7 @@ class QueryMixin:
         if min_margin is not None:   # the margin over the null control on the same records
             where.append("b.margin >= ?"); params.append(float(min_margin))
         if kind is not None:
-            where.append("e.unit like ?"); params.append("%/N%" if kind == "neuron" else "%/H%")
+            where.append("e.unit like ?"); params.append(f"%/{unit_kind(kind).letter}%")
         select = ("e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, e.created_at, "
                   "b.value as score, b.ci_low, b.ci_high, b.n, b.control, b.margin, b.margin_low, b.margin_high")
         text = (text or "").strip()
@@ -92,23 +99,23 @@ class QueryMixin:
                 match = fts_query(text, any_word)
                 if not match:
                     return []
-                sql = (f"with {_BEST_SQL} select {select}, bm25(explanations_fts) as rank "
+                sql = (f"select {select}, bm25(explanations_fts) as rank "
                        "from explanations_fts join explanations e on e.rowid = explanations_fts.rowid "
-                       "left join best b on b.explanation_id = e.id "
+                       f"{_BEST_JOIN} "
                        f"where explanations_fts match ? {''.join(' and ' + w for w in where)} "
                        "order by rank, b.value desc")
                 params = [match, *params]
             else:  # a store without the FTS index (made by hand): substring search
                 words = re.findall(r"\w+", text)
                 conds = [f"e.text like ?" for _ in words]
-                sql = (f"with {_BEST_SQL} select {select}, 0.0 as rank from explanations e "
-                       "left join best b on b.explanation_id = e.id where "
+                sql = (f"select {select}, 0.0 as rank from explanations e "
+                       f"{_BEST_JOIN} where "
                        f"({(' or ' if any_word else ' and ').join(conds) or '1'}) "
                        f"{''.join(' and ' + w for w in where)} order by b.value desc")
                 params = [f"%{w}%" for w in words] + params
         else:
-            sql = (f"with {_BEST_SQL} select {select}, null as rank from explanations e "
-                   "left join best b on b.explanation_id = e.id "
+            sql = (f"select {select}, null as rank from explanations e "
+                   f"{_BEST_JOIN} "
                    f"{'where ' + ' and '.join(where) if where else ''} "
                    "order by b.value is null, b.value desc, e.model_id, e.layer, e.unit")
         if limit:

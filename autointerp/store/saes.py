@@ -25,11 +25,15 @@ class SAEsMixin:
                 if info.get("path") and info["path"] != row["path"]:
                     self.db.execute("update saes set path = ? where id = ?", [info["path"], info["id"]])
                 return row["name"]
-            other = self.query("select id, path from saes where name = ?", [info["name"]])
+            from ..core.hooks import parse_hook
+
+            layer = parse_hook(info["hook"])[0]
+            other = [r for r in self.query("select path, layer, hook_out from saes where name = ?", [info["name"]])
+                     if r["layer"] == layer or not r["hook_out"] or not info.get("hook_out")]   # a set: transcoders,
+            #                                                                   one name, one per layer
             if other:
                 raise UsageError(f"the store already has a different SAE named {info['name']!r} (from {other[0]['path']}): "
                                  "give this one another name (--sae-name)")
-            from ..core.hooks import parse_hook
 
             self.db.execute(
                 "insert into saes(id, name, model_id, hook, hook_out, layer, architecture, d_in, d_sae, normalisation, "
@@ -39,21 +43,25 @@ class SAEsMixin:
                  info.get("path"), json.dumps(cfg, sort_keys=True), now()])
             return info["name"]
 
-    def sae_name_for(self, sae_id: str, name: str) -> str:
+    def sae_name_for(self, sae_id: str, name: str, layer: int | None = None) -> str:
         """The name this store gives (or will give) an SAE: its registered name when known, else
-        `name`, refused when a different SAE holds it. Reads only (for faces, before any mining)."""
+        `name`, refused when a different SAE holds it (at `layer`, when given: a transcoder set's
+        layers share one name). Reads only (for faces, before any mining)."""
         row = self.query("select name from saes where id = ?", [sae_id])
         if row:
             return row[0]["name"]
-        other = self.query("select path from saes where name = ?", [name])
+        other = self.query("select path from saes where name = ? and (? is null or layer = ? or hook_out is null)",
+                           [name, layer, layer])
         if other:
             raise UsageError(f"the store already has a different SAE named {name!r} (from {other[0]['path']}): "
                              "give this one another name (--sae-name)")
         return name
 
-    def get_sae(self, id_or_name: str) -> dict | None:
-        """An SAE's row by content id (or a unique prefix of 8+ characters) or by name, else None."""
-        rows = self.query("select * from saes where id = ? or name = ?", [id_or_name, id_or_name])
+    def get_sae(self, id_or_name: str, layer: int | None = None) -> dict | None:
+        """An SAE's row by content id (or a unique prefix of 8+ characters) or by name (at `layer`: a
+        transcoder set shares one name across layers), else None."""
+        rows = self.query("select * from saes where id = ? or (name = ? and (? is null or layer = ?)) "
+                          "order by layer", [id_or_name, id_or_name, layer, layer])
         if not rows and len(id_or_name) >= 8:
             rows = self.query("select * from saes where id like ? || '%'", [id_or_name])
             if len(rows) > 1:

@@ -112,6 +112,7 @@ CREATE TABLE IF NOT EXISTS explanations (
     created_at  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
+CREATE INDEX IF NOT EXISTS explanations_layer ON explanations(model_id, layer);   -- query --layer at a million units
 
 CREATE TABLE IF NOT EXISTS scores (
     id          INTEGER PRIMARY KEY,
@@ -277,7 +278,8 @@ CREATE TABLE IF NOT EXISTS calibrations (
 -- several SAEs on one model share a store. id: content hash of cfg.json and the weights file.
 CREATE TABLE IF NOT EXISTS saes (
     id          TEXT PRIMARY KEY,
-    name        TEXT NOT NULL UNIQUE,      -- the SAE part of its unit ids (L6/F12@name)
+    name        TEXT NOT NULL,             -- the SAE part of its unit ids (L6/F12@name); a transcoder set
+                                           -- shares one name across its layers (unique per layer, schema v4)
     model_id    TEXT NOT NULL REFERENCES models(id),
     hook        TEXT NOT NULL,             -- the hook point read, e.g. blocks.6.resid_post (transcoders: blocks.6.mlp.in)
     hook_out    TEXT,                      -- transcoders: the hook point predicted (blocks.6.mlp.out)
@@ -288,7 +290,8 @@ CREATE TABLE IF NOT EXISTS saes (
     normalisation TEXT NOT NULL,           -- cfg normalize_activations
     path        TEXT,                      -- where it was loaded from (so --sae NAME finds it again)
     cfg_json    TEXT NOT NULL,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    UNIQUE (name, layer)
 );
 
 -- edge-level circuits (autointerp circuit): one row per discovery run, keyed by a hash of its inputs

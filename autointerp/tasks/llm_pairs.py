@@ -26,7 +26,7 @@ import re
 import time
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..errors import BudgetExceeded, DatasetError, LLMError
 from .items import PairItem
@@ -52,6 +52,14 @@ class TaskSpec(BaseModel):
     templates: list[Annotated[str, Field(max_length=72)]] = Field(max_length=5)
     values: list[Value] = Field(max_length=12)
     fillers: list[Filler] = Field(default_factory=list, max_length=2)
+
+    @field_validator("templates", "values", "fillers", mode="before")
+    @classmethod
+    def _cap(cls, v, info):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
+        cap = {"templates": 5, "values": 12, "fillers": 2}[info.field_name]
+        if isinstance(v, list) and info.field_name == "templates":
+            v = [x[:72] if isinstance(x, str) else x for x in v]
+        return v[:cap] if isinstance(v, list) else v
 
 
 class Plan(BaseModel):
@@ -135,7 +143,7 @@ def compose(plan: Plan, n: int, seed: int = 0) -> list[PairItem]:
     return out
 
 
-def ask_spec(llm, task: str, *, n_templates: int = 4, n_values: int = 10, seed: int = 0) -> TaskSpec:
+def ask_spec(llm, task: str, *, n_templates: int = 3, n_values: int = 8, seed: int = 0) -> TaskSpec:
     from ..llm import load_prompt
 
     p = load_prompt("pairs_chat")
@@ -156,7 +164,8 @@ def _advice(stats: dict) -> str:
     if rej.get("clean_logit_diff_not_positive") or rej.get("corruption_too_weak"):
         tips.append("a lower --margin, or a task the subject model already does")
     if not stats["candidates"]:
-        tips.append("a task phrased as 'the word that comes after ...', or a stronger --llm")
+        tips.append("say what the next word depends on, with an example (e.g. 'the pronoun after a name: she for Mary, "
+                    "he for John')")
     tips.append("a stronger --llm (an endpoint: --llm-base-url), or write items and `pairs --import` them")
     return "; ".join(tips)
 
@@ -175,8 +184,8 @@ def failure_message(task: str, stats: dict, spent: str) -> str:
 
 
 def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0, batch_size: int = 32,
-              max_llm_calls: int = 4, time_budget: float | None = 300.0, n_templates: int = 4,
-              n_values: int = 10, progress=None) -> tuple[list[PairItem], dict, dict[str, Any]]:
+              max_llm_calls: int = 4, time_budget: float | None = 300.0, n_templates: int = 3,
+              n_values: int = 8, progress=None) -> tuple[list[PairItem], dict, dict[str, Any]]:
     """(validated items, stats, settings) for a task described in words. Asks the LLM (different
     seeds) until n items pass, `max_llm_calls` calls are made or `time_budget` seconds pass.
     Raises DatasetError with the rejection reasons, 3 rejected examples and what to try when the

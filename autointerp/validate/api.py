@@ -24,13 +24,13 @@ from pydantic import BaseModel
 
 from ..errors import UsageError
 from ..core.keys import content_hash
-from ..units import Unit
+from ..core.units import Unit
 from .intervene import InterventionResult, intervene
 from .site import unit_site
 from .probes import (Probe, ProbeScores, code_probes, filler_tokens, llm_probes, neutral_records, parse_explanation,
                      probe_scores, run_probes)
 
-VALIDATE_VERSION = 1
+VALIDATE_VERSION = 2          # 2: a degenerate probe AUC is null with its reason
 KINDS = ("probe_auc", "probe_precision", "probe_recall", "intervention")
 
 
@@ -54,6 +54,7 @@ class ScoreRow(BaseModel):
     ci_high: float | None = None
     n: int | None = None
     id: int | None = None
+    reason: str | None = None       # why value is null
 
 
 class ExplanationValidation(BaseModel):
@@ -145,7 +146,8 @@ def _validate_one(store, hm, llm, u: Unit, ex, row: dict, unit_max: float, s: Va
             output_words=keys_out, key_source=parsed["source"], probes=ProbeScores(**d["scores"]),
             probe_list=[Probe(**p) for p in d.get("probes", [])], llm_info=d.get("llm", {}),
             intervention=InterventionResult(**inter) if inter else None,
-            scores={k: ScoreRow(kind=k, value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"], id=r["id"])
+            scores={k: ScoreRow(kind=k, value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"], n=r["n"], id=r["id"],
+                                reason=r.get("reason"))
                     for k, r in stored.items()},
             cached=True)
 
@@ -173,18 +175,21 @@ def _validate_one(store, hm, llm, u: Unit, ex, row: dict, unit_max: float, s: Va
     ids = {
         "probe_auc": store.put_score(key=keys["probe_auc"], kind="probe_auc", value=sc.auc,
                                      ci_low=sc.auc_ci[0] if sc.auc_ci else None, ci_high=sc.auc_ci[1] if sc.auc_ci else None,
-                                     n=sc.n, details=probe_details, **common),
+                                     n=sc.n, details=probe_details, reason=sc.auc_reason, **common),
         "probe_precision": store.put_score(key=keys["probe_precision"], kind="probe_precision", value=sc.precision,
-                                           n=sc.n_fired, details={"n_fired": sc.n_fired, "n": sc.n}, **common),
+                                           n=sc.n_fired, details={"n_fired": sc.n_fired, "n": sc.n},
+                                           reason=sc.precision_reason, **common),
         "probe_recall": store.put_score(key=keys["probe_recall"], kind="probe_recall", value=sc.recall, n=sc.n_pos,
-                                        details={"n_pos": sc.n_pos, "n": sc.n}, **common),
+                                        details={"n_pos": sc.n_pos, "n": sc.n}, reason=sc.recall_reason, **common),
         "intervention": store.put_score(key=keys["intervention"], kind="intervention", value=inter.value,
                                         n=inter.n_positions, details=inter.model_dump(), **common),
     }
-    vals = {"probe_auc": (sc.auc, sc.auc_ci, sc.n), "probe_precision": (sc.precision, None, sc.n_fired),
-            "probe_recall": (sc.recall, None, sc.n_pos), "intervention": (inter.value, None, inter.n_positions)}
-    scores = {k: ScoreRow(kind=k, value=v, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, n=n, id=ids[k])
-              for k, (v, ci, n) in vals.items()}
+    vals = {"probe_auc": (sc.auc, sc.auc_ci, sc.n, sc.auc_reason),
+            "probe_precision": (sc.precision, None, sc.n_fired, sc.precision_reason),
+            "probe_recall": (sc.recall, None, sc.n_pos, sc.recall_reason),
+            "intervention": (inter.value, None, inter.n_positions, None)}
+    scores = {k: ScoreRow(kind=k, value=v, ci_low=ci[0] if ci else None, ci_high=ci[1] if ci else None, n=n, id=ids[k],
+                          reason=why) for k, (v, ci, n, why) in vals.items()}
     return ExplanationValidation(explanation_id=row["id"], explainer=row["explainer"], text=row["text"],
                                  key_words=keys_in, output_words=keys_out, key_source=parsed["source"], probes=sc,
                                  probe_list=probes, llm_info=info, intervention=inter, scores=scores)
@@ -200,7 +205,7 @@ def validate_explanation(store, hm, llm, model_id: str, unit: str | Unit, explan
     An SAE latent (L6/F12@name) is validated through its SAE: `sae` (a models.sae.SAE; attached
     to hm for the call when it is not already), or the SAE of that name already attached."""
     u = Unit.parse(unit) if isinstance(unit, str) else unit
-    if sae is not None and u.kind == "feature":
+    if sae is not None and u.record.needs_sae:
         u = u.with_sae(sae.name)
         if hm.saes.get(sae.hook) is not sae:
             prev = hm.saes.get(sae.hook)
@@ -215,7 +220,7 @@ def validate_explanation(store, hm, llm, model_id: str, unit: str | Unit, explan
     t0 = time.perf_counter()
     s = settings or ValidateSettings()
     u = hm.check_unit(u)
-    if u.kind not in ("neuron", "feature"):
+    if not u.record.intervene:
         raise UsageError(f"{u}: causal validation covers MLP neurons (L<layer>/N<index>) and SAE latents "
                          "(L<layer>/F<latent>@<sae>), not heads")
     unit_site(hm, u)                        # a latent whose SAE is not attached fails here, before any work

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 
 from ..models.hooked import ablate, patch_value
-from .probes import _norm, word_ids
+from .probes import norm_word, word_ids
 from .site import unit_logit_effect, unit_site
 
 
@@ -86,7 +86,7 @@ def _key_positions(ids: Sequence[int], first_pos: int, key_seqs: list[list[int]]
             if list(ids[i:i + n]) == seq:
                 hit.update(range(i, i + n))
     for i in range(first_pos, len(ids)):
-        if i not in hit and _norm(decode(ids[i])) in key_norms:
+        if i not in hit and norm_word(decode(ids[i])) in key_norms:
             hit.add(i)
     return sorted(hit)
 
@@ -115,7 +115,7 @@ def intervene(hm, unit, records: Sequence, *, unit_max: float, mean_act: float |
     named_t = torch.tensor(named_ids, dtype=torch.long, device=hm.device) if named_ids else None
 
     key_seqs = [s for w in key_words if (s := word_ids(hm.tokenizer, w))]
-    key_norms = {_norm(w) for w in key_words}
+    key_norms = {norm_word(w) for w in key_words}
     thr = frac * unit_max
 
     if base is None:

@@ -28,11 +28,11 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Sequence
+from typing import Annotated, Any, Sequence
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_validator
 
 from ..score.metrics import auroc
 
@@ -69,6 +69,9 @@ class ProbeScores(BaseModel):
     threshold: float
     auc_ci: tuple[float, float] | None = None
     by_source: dict[str, dict] = {}
+    auc_reason: str | None = None          # why auc is null (a degenerate sample), else None
+    precision_reason: str | None = None
+    recall_reason: str | None = None
 
 
 # ---- what an explanation says ----------------------------------------------------------------
@@ -99,7 +102,7 @@ def parse_explanation(text: str, max_words: int = 6) -> dict:
     return {"input": inp[:max_words], "output": out[:max_words], "source": source}
 
 
-def _norm(tok: str) -> str:
+def norm_word(tok: str) -> str:
     return tok.strip().lower()
 
 
@@ -129,14 +132,14 @@ def neutral_records(ex, threshold: float, window: int = 12) -> list:
 def filler_tokens(records: Sequence, tokenizer, exclude: Sequence[str], n: int = 12) -> list[tuple[int, str]]:
     """The most frequent word-like tokens of `records` (ids as the model saw them) that are not
     key words: (id, decoded string). Unrelated words for the negatives."""
-    excl = {_norm(w) for w in exclude}
+    excl = {norm_word(w) for w in exclude}
     cnt: Counter = Counter()
     for r in records:
         cnt.update(r.input_ids)
     out = []
     for tid, _ in cnt.most_common():
         s = tokenizer.decode([tid])
-        w = _norm(s)
+        w = norm_word(s)
         if len(w) < 2 or not w.isalpha() or w in excl or w in _STOP or any(w in e or e in w for e in excl if len(e) > 2):
             continue
         if tid in (tokenizer.unk_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id):
@@ -192,8 +195,15 @@ def code_probes(ex, tokenizer, key_words: Sequence[str], threshold: float, *, pe
 
 # ---- LLM-written probes -----------------------------------------------------------------------
 class LLMProbes(BaseModel):
-    positive: list[str] = []
-    negative: list[str] = []
+    """The LLM's probe texts; the bounds keep a constrained reply (llm.structured) short."""
+
+    positive: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+    negative: list[Annotated[str, Field(max_length=200)]] = Field(default_factory=list, max_length=8)
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _cap(cls, v):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
+        return [x[:200] if isinstance(x, str) else x for x in v][:8] if isinstance(v, list) else v
 
 
 def _has(text: str, word: str) -> bool:
@@ -299,16 +309,40 @@ def _auc_ci(labels, scores, n_boot: int, seed: int) -> tuple[float, float] | Non
     return float(lo), float(hi)
 
 
+def auc_null_reason(labels: Sequence[bool], fires: Sequence[bool], acts: Sequence[float | None]) -> str | None:
+    """Why a probe AUC carries no information (and is null), or None. Null when there is no
+    positive or no negative on either side: no probe predicted to fire (or every one), no probe
+    fired (or every one), or one max activation for all (the AUC would be 0.5 [0.50, 0.50])."""
+    n = len(labels)
+    if n == 0:
+        return "no probes"
+    if not any(labels):
+        return f"the explanation predicts none of the {n} probes to fire"
+    if all(labels):
+        return f"the explanation predicts all {n} probes to fire (no negatives)"
+    if not any(fires):
+        return f"no probe fired (all {n} stayed below the threshold)"
+    if all(fires):
+        return f"every probe fired (all {n} reached the threshold)"
+    vals = {float(a) for a in acts if a is not None}
+    if len(vals) <= 1:
+        return f"every probe has the same max activation ({next(iter(vals), float('nan')):.3g})"
+    return None
+
+
 def probe_scores(probes: Sequence[Probe], threshold: float, *, n_boot: int = 200, seed: int = 0) -> ProbeScores:
     def one(ps):
         y = [p.label for p in ps]
         f = [bool(p.fires) for p in ps]
         tp = sum(a and b for a, b in zip(y, f))
-        return dict(auc=auroc(y, [p.max_act for p in ps]) if ps else None,
+        why = auc_null_reason(y, f, [p.max_act for p in ps])
+        return dict(auc=None if why else auroc(y, [p.max_act for p in ps]), auc_reason=why,
                     precision=tp / sum(f) if sum(f) else None, recall=tp / sum(y) if sum(y) else None,
+                    precision_reason=None if sum(f) else "no probe fired",
+                    recall_reason=None if sum(y) else "no probe predicted to fire",
                     n=len(ps), n_pos=sum(y), n_fired=sum(f))
 
     by = {src: one([p for p in probes if p.source == src]) for src in sorted({p.source for p in probes})}
     allp = one(list(probes))
-    ci = _auc_ci([p.label for p in probes], [p.max_act for p in probes], n_boot, seed) if probes else None
+    ci = None if allp["auc_reason"] else _auc_ci([p.label for p in probes], [p.max_act for p in probes], n_boot, seed)
     return ProbeScores(**allp, threshold=threshold, auc_ci=ci, by_source=by)

@@ -20,9 +20,9 @@ from ..errors import UsageError
 
 def unit_sae(hm, unit):
     """The attached SAE of an SAE-latent unit (None for a neuron or head)."""
-    if unit.kind != "feature":
+    if not unit.record.needs_sae:
         return None
-    sae = hm.sae_named(unit.sae) if unit.sae else None
+    sae = hm.sae_named(unit.sae, unit.layer) if unit.sae else None
     if sae is None:
         raise UsageError(f"{unit}: attach its SAE to the model first (validate_explanation(..., sae=SAE) or --sae PATH)")
     return sae
@@ -30,7 +30,7 @@ def unit_sae(hm, unit):
 
 def unit_site(hm, unit) -> tuple[str, int]:
     """(hook point, index on its last axis) of a neuron or an SAE latent."""
-    if unit.kind == "head":
+    if not unit.record.intervene:
         raise UsageError(f"{unit}: causal validation covers MLP neurons and SAE latents, not heads")
     sae = unit_sae(hm, unit)
     return (sae.latents_hook if sae is not None else unit.hook), unit.index

@@ -70,7 +70,7 @@ def test_unit_format_and_parse():
     with pytest.raises(UnitError, match="bad unit id"):
         Unit.parse("L1/X2")
     with pytest.raises(UnitError, match="bad unit kind"):
-        Unit(1, "latent", 2)
+        Unit(1, "feature", 2)   # the word is "latent"
     with pytest.raises(UnitError, match="out of range"):
         Unit.head(2, 0).check(2, 10, 4)
 
@@ -83,24 +83,22 @@ def test_keys_and_packing():
 
 
 def test_old_import_paths_are_the_core_objects():
-    from autointerp import units
     from autointerp.store import base
 
-    assert units.Unit is Unit
     assert base.content_hash is content_hash and base.unpack_f16 is unpack_f16
 
 
-def test_feature_units_name_their_sae_and_round_trip():
-    f = Unit.feature(6, 1234, "res6k")
+def test_latent_units_name_their_sae_and_round_trip():
+    f = Unit.latent(6, 1234, "res6k")
     assert f.id == "L6/F1234@res6k" and Unit.parse(f.id) == f and Unit.is_id(f.id)
     assert Unit.parse("l6/f1234@res6k") == f                     # the SAE name keeps its case
     assert Unit.parse("L6/F1234@Res6k") != f
-    assert Unit.parse("L6/F12").with_sae("x") == Unit.feature(6, 12, "x")
+    assert Unit.parse("L6/F12").with_sae("x") == Unit.latent(6, 12, "x")
     with pytest.raises(UnitError, match="names SAE"):
         f.with_sae("other")
     with pytest.raises(UnitError, match="not an SAE latent"):
         Unit.neuron(1, 2).with_sae("x")
-    with pytest.raises(UnitError, match="only features"):
+    with pytest.raises(UnitError, match="only latents"):
         Unit(1, "neuron", 2, "x")
     assert [u.id for u in Unit.find_all("see L6/F12@res6k. and L5/N3")] == ["L6/F12@res6k", "L5/N3"]
     with pytest.raises(UnitError, match="out of range"):

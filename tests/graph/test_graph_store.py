@@ -59,3 +59,40 @@ def test_a_v3_store_opens_and_gains_the_graph_tables(tmp_path):
     s = Store(p)
     assert s.schema_version == SCHEMA_VERSION == 4
     assert {"graphs", "graph_nodes", "graph_edges"} <= set(s.db.table_names())
+
+
+def test_v4_lets_a_transcoder_set_share_its_name_across_layers(tiny_llama, tmp_path):
+    """v3 -> v4 rebuilds saes with UNIQUE (name, layer), rows kept; then a set's transcoders register
+    under one name (one per layer), while a plain SAE or a second one at a layer is still refused."""
+    import sqlite3
+
+    from autointerp.errors import UsageError
+
+    p = tmp_path / "s.db"
+    s = Store(p)
+    s.put_model(tiny_llama.spec, tiny_llama.info())
+    info = {"id": "a" * 24, "name": "tcs", "hook": "blocks.0.mlp.in", "hook_out": "blocks.0.mlp.out",
+            "architecture": "transcoder", "d_in": 64, "d_sae": 8, "path": "/x"}
+    s.put_sae(info, tiny_llama.spec, {})
+    ddl = s.db.execute("select sql from sqlite_master where name = 'saes'").fetchone()[0]
+    s.db.execute("drop table saes")
+    s.db.execute(ddl.replace("name        TEXT NOT NULL,", "name        TEXT NOT NULL UNIQUE,").replace(
+        ",\n    UNIQUE (name, layer)", ""))
+    s.db.execute("insert into saes (id, name, model_id, hook, hook_out, layer, architecture, d_in, d_sae, normalisation, "
+                 "path, cfg_json, created_at) values (?, 'tcs', ?, 'blocks.0.mlp.in', 'blocks.0.mlp.out', 0, "
+                 "'transcoder', 64, 8, 'none', '/x', '{}', 'x')", ["a" * 24, tiny_llama.spec])
+    s.db.execute("update meta set value = '3' where key = 'schema_version'")
+    s.close()
+    s = Store(p)
+    assert s.schema_version == 4 and s.get_sae("tcs")["id"] == "a" * 24
+    s.put_sae({**info, "id": "b" * 24, "hook": "blocks.1.mlp.in", "hook_out": "blocks.1.mlp.out"}, tiny_llama.spec, {})
+    assert s.get_sae("tcs", 1)["id"] == "b" * 24 and s.get_sae("tcs", 0)["id"] == "a" * 24
+    with pytest.raises(UsageError, match="different SAE named 'tcs'"):
+        s.put_sae({**info, "id": "c" * 24}, tiny_llama.spec, {})                          # the same layer
+    with pytest.raises(UsageError, match="different SAE named 'tcs'"):
+        s.put_sae({**info, "id": "d" * 24, "hook": "blocks.2.resid_post", "hook_out": None,
+                   "architecture": "topk"}, tiny_llama.spec, {})                           # not a transcoder
+    with pytest.raises(sqlite3.IntegrityError):
+        s.db.execute("insert into saes (id, name, model_id, hook, layer, architecture, d_in, d_sae, normalisation, "
+                     "cfg_json, created_at) values ('e', 'tcs', ?, 'h', 1, 'transcoder', 1, 1, 'none', '{}', 'x')",
+                     [tiny_llama.spec])

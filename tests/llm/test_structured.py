@@ -119,3 +119,20 @@ def test_a_server_without_it_falls_back_to_parse_and_retry(servers, tmp_path):
     with pytest.raises(LLMError, match="did not return valid Pet JSON after 2 tries"):
         llm.structured(MSGS, Pet, retries=1, max_tokens=20, temperature=1.0, seed=0)
     assert [r["kind"] for r in calls(store)] == ["probe", "structured_parse", "structured_parse"]
+
+
+def test_json_simulator_uses_the_schema(tiny, tmp_path):
+    from tinykit import make_rec
+
+    from autointerp.score.simulate import JsonSimulator
+
+    store = Store(tmp_path / "s.db")
+    tiny.store = store
+    try:
+        recs = [make_rec(0, ["The", " cat", " sat"], [0, 3, 0]), make_rec(1, ["A", " dog"], [1, 0])]
+        sim = JsonSimulator(tiny).simulate("cats.", recs)
+        assert [len(e) for e in sim.expected] == [3, 2]
+        assert all(v in range(11) for e in sim.expected for v in e)    # every value an integer 0..10
+        assert [r["kind"] for r in calls(store)] == ["structured", "structured"]
+    finally:
+        tiny.store = None

@@ -4,7 +4,7 @@ import torch.nn.functional as F
 
 from autointerp.errors import HookError, UnitError
 from autointerp.models import HookedModel, ablate, patch_value
-from autointerp.units import Unit
+from autointerp.core.units import Unit
 
 TEXTS = ["the cat sat on the mat and ran to the park", "a big dog ran", "when mary and john went to the store"]
 

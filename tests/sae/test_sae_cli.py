@@ -66,7 +66,7 @@ def test_train_mine_explain_from_the_cli(env, capsys):
     code, out, err = _main(["show", busiest + "@l1", "--model", m, "--store", st, "--json"], capsys)
     assert code == 0, err
     shown = json.loads(out)
-    assert shown["kind"] == "feature" and [b["text"] for b in shown["baselines"]] == [res["baseline"]["text"]]
+    assert shown["kind"] == "latent" and [b["text"] for b in shown["baselines"]] == [res["baseline"]["text"]]
 
 
 @pytest.mark.parametrize("args,msg", [

@@ -86,7 +86,7 @@ def test_mined_latents_equal_a_brute_force_encode(tiny_llama, mined, trained, tr
     fired = (mx > 0).sum(0)
     checked = 0
     for i in [int(j) for j in torch.argsort(fired, descending=True)[:6]]:
-        ex = load_exemplars(st, rid, Unit.feature(1, i, sae.name))
+        ex = load_exemplars(st, rid, Unit.latent(1, i, sae.name))
         tol = 2e-3 * max(1.0, float(mx[:, i].max()))                 # float16 rows; near-ties may swap places
         want = mx[:, i].sort(descending=True).values[: min(8, int(fired[i]))]
         assert len(ex.top) == len(want) and np.allclose([r.max_act for r in ex.top], want.numpy(), atol=tol)
@@ -104,13 +104,13 @@ def test_mined_latents_equal_a_brute_force_encode(tiny_llama, mined, trained, tr
     assert abs(dead["l0"] - float((z > 0).sum(-1).float().mean())) < 1e-3
     never = int(torch.nonzero(fired == 0)[0]) if (fired == 0).any() else None
     if never is not None:                                            # a dead latent has no top records at all
-        assert load_exemplars(st, rid, Unit.feature(1, never, sae.name)).top == []
+        assert load_exemplars(st, rid, Unit.latent(1, never, sae.name)).top == []
 
 
 def test_output_token_effect_is_W_dec_through_the_unembedding(tiny_llama, mined, trained):
     st, rid = mined
     sae = trained[0]
-    ex = load_exemplars(st, rid, Unit.feature(1, 5, sae.name))
+    ex = load_exemplars(st, rid, Unit.latent(1, 5, sae.name))
     eff = (sae.W_dec[5] * tiny_llama.ln_final_scale.float()) @ tiny_llama.W_U.float()
     top = eff.topk(10).indices.tolist()
     assert [t for t, _ in ex.promoted] == tiny_llama.to_str_tokens(torch.tensor(top))
@@ -149,9 +149,9 @@ def test_a_latent_is_explained_and_scored_through_the_pipeline(mined, trained, t
 
     st, rid = mined
     sae = trained[0]
-    z_rank = sorted(range(sae.d_sae), key=lambda i: -(st.get_unit_stats(rid, Unit.feature(1, i, sae.name).id)
+    z_rank = sorted(range(sae.d_sae), key=lambda i: -(st.get_unit_stats(rid, Unit.latent(1, i, sae.name).id)
                                                       or {}).get("frac_active", 0) or 0)
-    u = Unit.feature(1, z_rank[0], sae.name)
+    u = Unit.latent(1, z_rank[0], sae.name)
     llm = _fake_llm()(replies=('the tokens "cat" and "dog"',))
     res = explain_unit(st, u, model_spec=tiny_llama.spec, llm=llm, hm=tiny_llama, run_id=rid, k=1)
     assert res.unit == u.id and res.run_id == rid and res.explanation.text == 'the tokens "cat" and "dog"'

@@ -65,3 +65,45 @@ def test_auroc():
     assert auroc([1, 1, 0, 0], [0.9, 0.8, 0.1, 0.2]) == 1.0
     assert auroc([1, 0], [0.5, 0.5]) == 0.5
     assert auroc([1, 1], [0.1, 0.2]) is None
+
+
+def test_degenerate_samples_have_no_interval():
+    """No zero-width interval from a degenerate sample: null instead of [0.00, 0.00] / [0.50, 0.50]."""
+    from autointerp.score.metrics import bootstrap_auroc, bootstrap_balanced_accuracy
+
+    assert bootstrap_ci([], []) == (None, None)
+    assert bootstrap_ci([[1.0, 1.0, 1.0]], [[0.2, 0.5, 0.1]]) == (None, None)   # constant truth: no r anywhere
+    assert bootstrap_balanced_accuracy([], []) == (None, None)
+    assert bootstrap_auroc([True, False, True, False], [0.3, 0.3, 0.3, 0.3]) == (None, None, None)
+    a, lo, hi = bootstrap_auroc([True, False, True, False], [0.9, 0.1, 0.8, 0.2], n_boot=50)
+    assert a == 1.0 and lo is not None
+
+
+def test_vectorised_balanced_accuracy_bootstraps_equal_the_loops_bit_for_bit():
+    """The bootstraps of detection/fuzzing draw every resample in one array (issue 24): the
+    interval and the paired margin equal, float for float, the one-resample-at-a-time loops."""
+    import numpy as np
+
+    from autointerp.score.metrics import (balanced_accuracy, bootstrap_balanced_accuracy, paired_balanced_accuracy_margin,
+                                          paired_margin)
+
+    def loop_ci(y, p, n_boot, seed):
+        rng = np.random.default_rng(seed)
+        vals = np.empty(n_boot)
+        for b in range(n_boot):
+            idx = rng.integers(0, len(y), size=len(y))
+            vals[b] = balanced_accuracy(y[idx], p[idx])
+        lo, hi = np.quantile(vals, [0.025, 0.975])
+        return float(lo), float(hi)
+
+    def stat(rows):
+        return balanced_accuracy([r[0] for r in rows], [r[1] for r in rows]) if rows else None
+
+    g = np.random.default_rng(7)
+    for n in (1, 2, 5, 13, 28):
+        for trial in range(4):
+            y = g.random(n) < (0.5 if trial else 1.0)          # trial 0: one class only
+            a, b = g.random(n) < 0.6, g.random(n) < 0.4
+            assert bootstrap_balanced_accuracy(y, a, n_boot=300, seed=trial) == loop_ci(y, a, 300, trial)
+            want = paired_margin(stat, list(zip(y, a)), list(zip(y, b)), n_boot=300, seed=trial)
+            assert paired_balanced_accuracy_margin(y, a, b, n_boot=300, seed=trial) == want

@@ -108,3 +108,29 @@ def test_helpers():
     assert content_hash("x") != content_hash("y")
     x = [0.0, 1.5, -2.25, 3.0]
     assert list(unpack_f16(pack_f16(x))) == x
+
+
+def test_put_explanations_bulk_writes_like_the_one_row_path_and_search_finds_the_best_score(tmp_path):
+    """The bulk path (scripts/bench_store.py's million units) stores what put_explanation +
+    put_scores store, idempotently, and search ranks by each explanation's best simulation score."""
+    from autointerp.store import Store
+
+    def item(i, values):
+        return ({"key": f"e{i}", "model_id": "m", "unit": f"L0/N{i}", "layer": 0, "explainer": "x", "method": "chat",
+                 "text": f"commas and quotes {i}", "settings": {"k": 3}},
+                [{"key": f"e{i}:s{j}", "kind": "simulation", "value": v, "ci_low": None if v is None else v - 0.1,
+                  "ci_high": None if v is None else v + 0.1, "n": 10, "details": {"j": j}} for j, v in enumerate(values)])
+
+    with Store(tmp_path / "s.db") as st:
+        st.put_model("m", {"family": "llama", "n_layers": 1, "d_model": 8, "n_heads": 2, "n_kv_heads": 2, "d_head": 4,
+                           "d_mlp": 8, "vocab_size": 10})
+        assert st.put_explanations_bulk([item(0, [0.2, 0.7, None]), item(1, [0.5]), item(2, [None])]) == 3
+        assert st.put_explanations_bulk([item(0, [0.2, 0.7, None])]) == 1          # again: nothing new
+        assert st.db["explanations"].count == 3 and st.db["scores"].count == 5
+        e0 = st.get_explanation("e0")
+        assert e0["settings"] == {"k": 3} if "settings" in e0 else '"k"' in e0["settings_json"]
+        assert [sc["details"] for sc in st.scores_for(e0["id"])] == [{"j": 0}, {"j": 1}, {"j": 2}]
+        rows = st.search("commas")
+        assert sorted((r["unit"], r["score"]) for r in rows) == [("L0/N0", 0.7), ("L0/N1", 0.5), ("L0/N2", None)]
+        assert next(r for r in rows if r["unit"] == "L0/N0")["ci_low"] == pytest.approx(0.6)
+        assert [(r["unit"], r["score"]) for r in st.search(None, layer=0, min_score=0.6)] == [("L0/N0", 0.7)]

@@ -117,3 +117,22 @@ def test_described_task_without_llm_is_a_usage_error(tiny_gpt2, tmp_path):
 
     with pytest.raises(UsageError, match="needs an LLM"):
         make_dataset(Store(tmp_path / "s.db"), tiny_gpt2, "something new", n=3)
+
+
+def test_cli_pairs_for_a_task_in_words_stops_early_with_reasons(tiny_gpt2, tmp_path, capsys):
+    """The whole command: a subject model directory, an embedded LLM directory (random weights,
+    constrained decoding), one LLM call, exit 2 with the reasons and what to try; no dataset."""
+    from tinykit import run_cli, save_model_dir
+
+    subject = save_model_dir(tiny_gpt2, tmp_path / "subject")
+    llm = tiny_json_llm()
+    llm.hf.save_pretrained(tmp_path / "llm")
+    llm.tok.save_pretrained(tmp_path / "llm")
+    store = tmp_path / "s.db"
+    t0 = time.monotonic()
+    code, out, err = run_cli(capsys, "pairs", "--task", "gendered pronoun after a name", "--n", "24", "--model", subject,
+                             "--llm", f"embedded:{tmp_path / 'llm'}", "--max-llm-calls", "3", "--store", store)
+    assert code == 2 and time.monotonic() - t0 < 60
+    assert "error: no item of 'gendered pronoun after a name' passed validation (1 LLM call(s)" in err
+    assert "try: " in err
+    assert Store(store).list_datasets() == []

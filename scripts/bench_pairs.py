@@ -1,0 +1,109 @@
+#!/usr/bin/env python
+"""`pairs` for task descriptions that are not built in, offline: SmolLM2-135M as the subject
+model and as the LLM, the LLM embedded (constrained decoding) and behind the test server
+(`autointerp llm serve`) in each mode.
+
+    .venv/bin/python scripts/bench_pairs.py [--backends embedded,structured,vllm] [--tasks 0,1,2]
+        [--n 24] [--max-llm-calls 3] [--time-budget 240] [--json out.json]
+
+Backends: embedded = in-process constrained decoding; structured = the test server's
+`--mode structured` (response_format json_schema, found by the probe); vllm / llamacpp /
+chat-only = the server without structured output (parse-and-retry). Each backend gets a fresh
+store (no cached LLM answers). Per task it prints: validated items (of --n), the rejection
+reasons with counts, seconds (the whole make_dataset: LLM calls + validation), LLM calls and
+why it stopped. The descriptions are ones a user would write; none is in prompts/pairs_chat.txt's
+few-shot examples (capital cities, opposites) or a built-in task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+TASKS = [
+    "gendered pronoun after a name",
+    "the language spoken in a country",
+    "the color of a common fruit or vegetable",
+    "the sound an animal makes",
+    "the day of the week after a given day",
+    "is or are after a singular or plural subject",
+]
+BACKENDS = ("embedded", "structured", "vllm", "llamacpp", "chat-only")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default="smollm2-135m", help="subject model and LLM")
+    ap.add_argument("--backends", default="embedded,structured,vllm")
+    ap.add_argument("--tasks", default=",".join(str(i) for i in range(len(TASKS))), help="indices into TASKS")
+    ap.add_argument("--n", type=int, default=24)
+    ap.add_argument("--max-llm-calls", type=int, default=3)
+    ap.add_argument("--time-budget", type=float, default=240.0)
+    ap.add_argument("--json", default=None, help="also write the rows here")
+    a = ap.parse_args()
+
+    from autointerp.errors import AutointerpError
+    from autointerp.llm.embedded import EmbeddedLLM
+    from autointerp.llm.openai_backend import OpenAILLM
+    from autointerp.llm.serve import start_server
+    from autointerp.models.hooked import HookedModel
+    from autointerp.store import Store
+    from autointerp.tasks import make_dataset
+    from autointerp.tasks.llm_pairs import describe
+
+    t = time.perf_counter()
+    hm = HookedModel.load(a.model, device="cpu")
+    emb = EmbeddedLLM(a.model, device="cpu")
+    print(f"loaded {a.model} as subject and LLM in {time.perf_counter() - t:.1f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+    rows = []
+    tasks = [TASKS[int(i)] for i in a.tasks.split(",")]
+    for backend in a.backends.split(","):
+        if backend not in BACKENDS:
+            raise SystemExit(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
+        srv = None
+        if backend == "embedded":
+            llm = emb
+        else:
+            srv = start_server(llm=emb, mode=backend)
+            llm = OpenAILLM(a.model, base_url=srv.url, timeout=600)
+        with tempfile.TemporaryDirectory() as d:
+            store = Store(os.path.join(d, "bench.db"))
+            llm.store = store
+            how = llm.structured_support() or "parse-and-retry"
+            for i, task in enumerate(tasks):
+                t0 = time.perf_counter()
+                load0 = os.getloadavg()[0]
+                try:
+                    ds = make_dataset(store, hm, task, a.n, name=f"t{i}", llm=llm, max_llm_calls=a.max_llm_calls,
+                                      time_budget=a.time_budget)
+                    st, valid, err = ds.stats, ds.n_items, None
+                except AutointerpError as e:
+                    st, valid, err = None, 0, str(e)
+                secs = time.perf_counter() - t0
+                calls = store.db.execute("SELECT COUNT(*) FROM llm_calls WHERE kind != 'probe'").fetchone()[0]
+                store.db.execute("DELETE FROM llm_calls")
+                row = {"backend": backend, "structured": how, "task": task, "valid": valid, "n": a.n,
+                       "seconds": round(secs, 1), "llm_calls": calls, "load": round((load0 + os.getloadavg()[0]) / 2, 1),
+                       "rejected": describe(st["rejected"]) if st else None, "stopped": st.get("stopped") if st else "error",
+                       "error": err.splitlines()[0] if err else None, "error_full": err}
+                rows.append(row)
+                print(f"{backend:<10} {task[:44]:<44} valid {valid:>2}/{a.n}  {secs:6.1f} s  {calls} LLM calls  "
+                      f"load {row['load']}  " + (f"rejected: {row['rejected']}" if st else f"FAILED: {err}"), flush=True)
+        if srv is not None:
+            srv.close()
+    print("\n| backend (structured output) | task | valid | seconds | LLM calls | rejections (or why none) |")
+    print("|---|---|---:|---:|---:|---|")
+    for r in rows:
+        why = r["rejected"] if r["rejected"] is not None else (r["error"] or "")
+        print(f"| {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
+              f"{r['llm_calls']} | {why} |")
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

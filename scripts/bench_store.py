@@ -1,0 +1,246 @@
+"""Benchmark: the store at a real model's scale (issue 24): a million units, then the viewer,
+search, query, show, stats, export and merge on it.
+
+    .venv/bin/python scripts/bench_store.py                     # 10^6 units (a few minutes; ~2 GB on disk)
+    .venv/bin/python scripts/bench_store.py --units 100000 --json
+
+The store is built through the store's own write path: one mining run written by
+finish_mining_run (unit_stats + records, streamed, one transaction) over a pool of contexts
+(put_contexts), then an explanation per unit with its simulation, exact and detection scores by
+put_explanations_bulk (the FTS index kept by its triggers). Synthetic records: a pool of
+--contexts contexts of 64 tokens drawn (seeded) from a 2,000-word vocabulary; each unit gets
+--records records (top, quantile, random) pointing into the pool with random f16 activations;
+its explanation names 3 words of the vocabulary; scores are uniform random with intervals.
+
+Measured (each --reps times on random units, p50/p95 in ms): the unit page of the viewer served
+for real on 127.0.0.1 (GET /unit/<model>/<unit>), the viewer's search page (GET /search?q=word),
+Store.search (what `autointerp query` runs) with and without text, show_unit (`autointerp show`),
+Store.stats (`autointerp stats`, once: it reads everything); `autointerp export` of explanations
+(a subprocess: wall time and peak RSS, at a tenth and at all of the store: flat memory means the
+same peak); `autointerp merge` of two stores of half the units each; the file sizes. The stores
+live in --dir (default a temporary folder) and are deleted at the end unless --keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+MODEL = "bench-model"
+D_MLP = 16384
+
+
+def vocab(n: int = 2000, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    out: set[str] = set()
+    while len(out) < n:
+        out.add("".join(rng.choice(letters) for _ in range(rng.randint(3, 9))))
+    return sorted(out)
+
+
+def unit_of(i: int) -> tuple[str, int]:
+    return f"L{i // D_MLP}/N{i % D_MLP}", i // D_MLP
+
+
+def build(path: Path, units: range, *, n_contexts: int, n_records: int, seed: int = 0) -> dict:
+    """A store with `units` (indices into layer-major neurons) mined and explained."""
+    import numpy as np
+
+    from autointerp.core.keys import content_hash, pack_f16
+    from autointerp.store import Store
+
+    words = vocab()
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    n_layers = max(u for u in units) // D_MLP + 1
+    with Store(path) as st:
+        st.put_model(MODEL, {"family": "llama", "n_layers": n_layers, "d_model": 2048, "n_heads": 32, "n_kv_heads": 8,
+                             "d_head": 64, "d_mlp": D_MLP, "vocab_size": len(words)})
+        corpus = content_hash("bench-store-corpus", seed)
+        st.put_corpus(corpus, "bench:synthetic", MODEL, 64, {"synthetic": True})
+        ctx_words = rng.integers(0, len(words), size=(n_contexts, 64))
+        st.put_contexts(corpus, ((i, ids.tolist(), [" " + words[w] for w in ids]) for i, ids in enumerate(ctx_words)))
+        run = content_hash("bench-store-run", seed, units.start, units.stop)
+        st.start_mining_run(run, MODEL, corpus, {"synthetic": True, "layers": list(range(n_layers))})
+
+        def unit_stats():
+            for i in units:
+                u, L = unit_of(i)
+                yield u, L, 5.0, 0.1, 0.5, 0.05, {"edges": [0, 1], "counts": [1]}
+
+        kinds = (["top"] * max(1, n_records // 2) + ["quantile"] * max(0, n_records // 4))
+        kinds += ["random"] * (n_records - len(kinds))
+
+        def records():
+            r = np.random.default_rng(seed + 1)
+            for i in units:
+                u, _ = unit_of(i)
+                ctx = r.choice(n_contexts, size=n_records, replace=False)
+                acts = (r.random((n_records, 64)) * 5).astype(np.float16)
+                for j, (k, c) in enumerate(zip(kinds, ctx)):
+                    yield u, k, j, int(c), float(acts[j].max()), pack_f16(acts[j]), None
+
+        st.finish_mining_run(run, n_contexts, {"synthetic": True}, unit_stats(), records())
+        t_mined = time.perf_counter() - t0
+
+        def explained():
+            r = np.random.default_rng(seed + 2)
+            for i in units:
+                u, L = unit_of(i)
+                w = r.integers(0, len(words), size=3)
+                text = f"the words {words[w[0]]}, {words[w[1]]} and {words[w[2]]}"
+                key = content_hash("bench-expl", u)
+                v = float(r.uniform(-0.2, 0.9))
+                yield ({"key": key, "model_id": MODEL, "unit": u, "layer": L, "run_id": run, "explainer": "openai:bench",
+                        "method": "chat-bestof3", "text": text},
+                       [{"key": key + ":simulation", "kind": "simulation", "value": v, "ci_low": v - 0.1, "ci_high": v + 0.1,
+                         "n": 10, "scorer": "openai:bench", "control": 0.0, "margin": v, "margin_low": v - 0.15,
+                         "margin_high": v + 0.15},
+                        {"key": key + ":detection", "kind": "detection", "value": float(r.uniform(0.4, 1.0)), "n": 14,
+                         "scorer": "openai:bench"}])
+
+        st.put_explanations_bulk(explained())
+    return {"mine_write_s": round(t_mined, 1), "build_s": round(time.perf_counter() - t0, 1),
+            "bytes": path.stat().st_size}
+
+
+def pct(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    return {"p50_ms": round(1000 * statistics.median(xs), 1),
+            "p95_ms": round(1000 * xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))], 1), "n": len(xs)}
+
+
+def timed(fn, args_list) -> dict:
+    out = []
+    for a in args_list:
+        t = time.perf_counter()
+        fn(a)
+        out.append(time.perf_counter() - t)
+    return pct(out)
+
+
+def cli_run(args: list[str]) -> dict:
+    """`autointerp ARGS` in a subprocess: wall seconds and the child's peak RSS (MB)."""
+    code = ("import resource, runpy, sys; sys.argv = ['autointerp'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('autointerp', run_name='__main__')\n"
+            "except SystemExit as e:\n    rc = e.code\nelse:\n    rc = 0\n"
+            "print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc or 0)")
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if p.returncode != 0:
+        raise SystemExit(f"bench_store: autointerp {' '.join(args)} failed: {p.stderr[-500:]}")
+    rss = [int(ln.split()[1]) for ln in p.stderr.splitlines() if ln.startswith("MAXRSS")]
+    return {"s": round(dt, 1), "peak_rss_mb": round(rss[-1] / 1024, 1) if rss else None}
+
+
+def measure(path: Path, units: range, reps: int, seed: int = 1) -> dict:
+    from autointerp.pipeline import show_unit
+    from autointerp.serve.app import make_server
+    from autointerp.store import Store
+
+    rng = random.Random(seed)
+    sample = [unit_of(rng.choice(units))[0] for _ in range(reps)]
+    words = vocab()
+    queries = [rng.choice(words) for _ in range(reps)]
+    out: dict = {}
+    srv = make_server(path, port=0, quiet=True)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    base = f"http://127.0.0.1:{srv.server_address[1]}"
+
+    def get(url):
+        with urllib.request.urlopen(url, timeout=60) as r:
+            r.read()
+            assert r.status == 200
+
+    try:
+        get(f"{base}/unit/{MODEL}/{sample[0]}")   # first request opens the store
+        out["unit_page"] = timed(lambda u: get(f"{base}/unit/{MODEL}/{u}"), sample)
+        out["search_page"] = timed(lambda q: get(f"{base}/search?q={q}"), queries)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    with Store(path, readonly=True, create=False) as st:
+        out["query_text"] = timed(lambda q: st.search(q, limit=20), queries)
+        out["query_min_score_layer"] = timed(lambda u: st.search(None, model=MODEL, layer=int(u[1:u.index("/")]),
+                                                                 min_score=0.5, limit=20), sample)
+        out["show"] = timed(lambda u: show_unit(st, MODEL, u), sample)
+        t = time.perf_counter()
+        st.stats()
+        out["stats_s"] = round(time.perf_counter() - t, 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--units", type=int, default=1_000_000)
+    ap.add_argument("--records", type=int, default=4, help="records per unit (pointing into the context pool)")
+    ap.add_argument("--contexts", type=int, default=20_000, help="the pool of 64-token contexts")
+    ap.add_argument("--reps", type=int, default=40)
+    ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--skip-merge", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    d = a.dir or Path(tempfile.mkdtemp(prefix="bench-store-", dir="/work/tmp" if Path("/work/tmp").is_dir() else None))
+    d.mkdir(parents=True, exist_ok=True)
+    out: dict = {"units": a.units, "records_per_unit": a.records, "contexts": a.contexts, "cpus": os.cpu_count(),
+                 "load_before": round(os.getloadavg()[0], 2)}
+    try:
+        full = d / "full.db"
+        out["build"] = build(full, range(a.units), n_contexts=a.contexts, n_records=a.records)
+        print(f"bench_store: built {a.units} units in {out['build']['build_s']} s, {out['build']['bytes'] / 1e9:.2f} GB",
+              file=sys.stderr, flush=True)
+        out["measure"] = measure(full, range(a.units), a.reps)
+        print(f"bench_store: {json.dumps(out['measure'])}", file=sys.stderr, flush=True)
+        tenth = d / "tenth.db"
+        build(tenth, range(a.units // 10), n_contexts=a.contexts, n_records=a.records)
+        out["export_tenth"] = cli_run(["export", "--what", "explanations", "--store", str(tenth), "--out", str(d / "t.jsonl")])
+        out["export"] = cli_run(["export", "--what", "explanations", "--store", str(full), "--out", str(d / "e.jsonl")])
+        out["export"]["bytes"] = (d / "e.jsonl").stat().st_size
+        for f in ("t.jsonl", "e.jsonl", "tenth.db"):
+            (d / f).unlink(missing_ok=True)
+        print(f"bench_store: export {out['export']} (a tenth: {out['export_tenth']})", file=sys.stderr, flush=True)
+        if not a.skip_merge:
+            half = a.units // 2
+            build(d / "a.db", range(0, half), n_contexts=a.contexts, n_records=a.records, seed=0)
+            build(d / "b.db", range(half, a.units), n_contexts=a.contexts, n_records=a.records, seed=0)
+            out["merge"] = cli_run(["merge", str(d / "a.db"), str(d / "b.db"), "--into", str(d / "merged.db")])
+            out["merge"]["bytes"] = (d / "merged.db").stat().st_size
+            print(f"bench_store: merge {out['merge']}", file=sys.stderr, flush=True)
+        out["load_after"] = round(os.getloadavg()[0], 2)
+    finally:
+        if not a.keep:
+            shutil.rmtree(d, ignore_errors=True)
+    if a.json:
+        print(json.dumps(out, indent=2))
+    else:
+        m = out["measure"]
+        print(f"bench_store: {a.units} units ({a.records} records each over {a.contexts} contexts), "
+              f"{out['build']['bytes'] / 1e9:.2f} GB, built in {out['build']['build_s']} s; load {out['load_before']}")
+        for k in ("unit_page", "search_page", "query_text", "query_min_score_layer", "show"):
+            print(f"  {k:22s} p50 {m[k]['p50_ms']} ms, p95 {m[k]['p95_ms']} ms (n={m[k]['n']})")
+        print(f"  stats                  {m['stats_s']} s")
+        print(f"  export                 {out['export']['s']} s, peak RSS {out['export']['peak_rss_mb']} MB "
+              f"(a tenth of the store: {out['export_tenth']['s']} s, {out['export_tenth']['peak_rss_mb']} MB)")
+        if "merge" in out:
+            print(f"  merge of 2 x {a.units // 2}   {out['merge']['s']} s, peak RSS {out['merge']['peak_rss_mb']} MB, "
+                  f"{out['merge']['bytes'] / 1e9:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
