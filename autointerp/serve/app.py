@@ -112,7 +112,7 @@ def _sae_of(store, u: Unit, model: str, m: dict | None) -> dict:
     """The store's SAE of an SAE-latent unit (L1/F3@name), its latent checked against it."""
     if not u.sae:
         raise BadRequest(f"{u} is an SAE latent: name its SAE, e.g. /unit/<model>/L{u.layer}/F{u.index}@<sae>")
-    row = store.get_sae(u.sae, u.layer) or store.get_sae(u.sae)   # at another layer: say which, below
+    row = store.get_sae(u.sae, u.layer) or store.get_sae(u.sae)    # the latter: another layer's (said below)
     if row is None or row["name"] != u.sae or row["model_id"] != model:
         raise NotFound(f"no SAE named {u.sae!r} for model {model!r} in this store")
     if row["layer"] != u.layer:
