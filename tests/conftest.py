@@ -73,3 +73,20 @@ def cli(capsys):
         return CliRun((code, o.out, o.err))
 
     return run
+
+
+@pytest.fixture(scope="module")
+def dummy_extensions():
+    """The dummy scorer and unit kind (tests/dummy_scorer.py, tests/dummy_unit_kind.py) registered
+    for one test module and removed after it: the registries are global, and other modules' tests
+    must see only the real entries (e.g. the unit-id error message lists every kind)."""
+    import dummy_scorer
+    import dummy_unit_kind
+    from autointerp.core.units import UNIT_KINDS, register_unit_kind
+    from autointerp.score.registry import SCORERS, register_scorer
+
+    register_unit_kind(dummy_unit_kind.RESID)       # again, if an earlier module's teardown removed them
+    register_scorer(dummy_scorer.SPEC)
+    yield
+    UNIT_KINDS.pop(dummy_unit_kind.RESID.name, None)
+    SCORERS.pop(dummy_scorer.SPEC.name, None)
