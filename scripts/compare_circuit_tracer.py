@@ -27,7 +27,9 @@ Figures (one line each): the active latents (count, overlap, max activation diff
 edge weights into the target logit over every shared node (Pearson r, max abs difference,
 relative to the largest weight), every shared feature-to-feature edge, and the top-20 nodes by
 influence (overlap and Spearman correlation over the union), plus the replacement/completeness
-scores of both. Run under the heavy lock: `flock /tmp/heavy.lock nice -n 5 ...`.
+scores of both. Last, autointerp's `export --what graph` JSON (stored, then exported) is read with
+circuit-tracer's frontend pydantic Model and compared with circuit-tracer's own
+`create_graph_files` output (keys, feature types, pruned node ids). Run under the heavy lock: `flock /tmp/heavy.lock nice -n 5 ...`.
 """
 
 from __future__ import annotations
@@ -86,6 +88,25 @@ def ct_side(work: Path) -> None:
     w = torch.zeros(g.adjacency_matrix.shape[0])
     w[-n_logits:] = g.logit_probabilities
     rep, comp = compute_graph_scores(g)
+    # the graph JSON: circuit-tracer's own file, and ours read with its frontend's pydantic Model
+    from circuit_tracer.frontend.graph_models import Model
+    from circuit_tracer.utils.create_graph_files import create_graph_files
+
+    g.cfg.tokenizer_name = str(work / "ct_tokenizer")
+    create_graph_files(g, "ct", str(work / "ct_json"), scan="autointerp-compare")
+    theirs = json.loads((work / "ct_json" / "ct.json").read_text())
+    export = {}
+    try:
+        Model(**json.loads((work / "ours_export.json").read_text()))
+        export["ours_loads_in_ct_model"] = True
+    except Exception as e:                      # noqa: BLE001 - reported, it is the figure
+        export["ours_loads_in_ct_model"] = f"{type(e).__name__}: {str(e)[:300]}"
+    export["ct_node_keys"] = sorted({k for n in theirs["nodes"] for k in n})
+    export["ct_metadata_keys"] = sorted(theirs["metadata"])
+    export["ct_feature_types"] = sorted({n["feature_type"] for n in theirs["nodes"]})
+    export["ct_node_ids"] = [n["node_id"] for n in theirs["nodes"]]
+    export["ct_n_links"] = len(theirs["links"])
+    (work / "ct_export_check.json").write_text(json.dumps(export))
     torch.save({"adjacency": g.adjacency_matrix, "active_features": g.active_features,
                 "activation_values": g.activation_values, "selected_features": g.selected_features,
                 "logit_token_ids": g.logit_token_ids, "logit_probabilities": g.logit_probabilities,
@@ -180,6 +201,13 @@ def main() -> None:
     ours_s = time.perf_counter() - t0
     graw = build_graph(hm, tset, PROMPT, max_logits=args.max_logits, max_feature_nodes=10 ** 9)
     tids = [r["token_id"] for r in g.logits]
+    from autointerp.graph.export import neuronpedia_json
+    from autointerp.store import Store
+
+    with Store(work / "store.db") as st:
+        gid = st.put_graph(*g.store_records())
+        ours_json = neuronpedia_json(st.get_graph(gid))
+    (work / "ours_export.json").write_text(json.dumps(ours_json))
     (work / "input.json").write_text(json.dumps({"token_ids": g.token_ids, "target_ids": tids, "n_layers": hm.n_layers}))
     t0 = time.perf_counter()
     p = subprocess.run([args.ct_python, __file__, "--ct-side", str(work)], capture_output=True, text=True,
@@ -284,6 +312,18 @@ def main() -> None:
                      "ours_as_built": {k: round(float(v), 4) for k, v in g.scores.items()},
                      "ct": {"replacement_score": round(ct["replacement_score"], 4),
                             "completeness_score": round(ct["completeness_score"], 4)}}
+    ex = json.loads((work / "ct_export_check.json").read_text())
+    ours_ids = {n["node_id"] for n in ours_json["nodes"]}
+    ct_ids = set(ex["ct_node_ids"])
+    res["export"] = {"ours_loads_with_ct_frontend_model": ex["ours_loads_in_ct_model"],
+                     "node_keys_only_in_ct": sorted(set(ex["ct_node_keys"]) - {k for n in ours_json["nodes"] for k in n}),
+                     "node_keys_only_in_ours": sorted({k for n in ours_json["nodes"] for k in n} - set(ex["ct_node_keys"])),
+                     "metadata_keys_only_in_ct": sorted(set(ex["ct_metadata_keys"]) - set(ours_json["metadata"])),
+                     "feature_types_ct": ex["ct_feature_types"],
+                     "feature_types_ours": sorted({n["feature_type"] for n in ours_json["nodes"]}),
+                     "pruned_nodes_ours": len(ours_ids), "pruned_nodes_ct": len(ct_ids),
+                     "pruned_node_ids_shared": len(ours_ids & ct_ids),
+                     "links_ours": len(ours_json["links"]), "links_ct": ex["ct_n_links"]}
     res["completeness_identity_rel_error_ours_demeaned"] = g.direct["relative_error"]
     res["time_s"] = {"ours_graph": round(ours_s, 2), "ct_subprocess_incl_import": round(ct_s, 1)}
     res["load"] = {"before": [round(x, 2) for x in load0], "after": [round(x, 2) for x in os.getloadavg()]}
