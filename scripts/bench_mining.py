@@ -14,6 +14,14 @@ For each corpus length, in its own subprocess (so peak RSS is per length):
     .venv/bin/python scripts/bench_mining.py --tokens 8192,16384 --json
     .venv/bin/python scripts/bench_mining.py --sae-latents 4096 --sae-layer 6   # SAE overhead (target <= 1.2x)
 
+--wide N --latent-chunk C: peak RSS and time of mining only the latents of a random TopK SAE of
+N latents (L0 = --sae-k; the memory of the state does not depend on what the latents mean) on
+--sae-layer, in chunks of C latents (one pass over the corpus per chunk), each run in its own
+process, for each corpus length of --tokens; --wide-baseline B adds one pass of a B-latent SAE
+(the cost reference):
+
+    .venv/bin/python scripts/bench_mining.py --wide 131072 --latent-chunk 16384,32768 --wide-baseline 16384 --tokens 2048,4096
+
 --sae-latents N: mining one layer's MLP neurons with and without an SAE of N latents attached on
 that layer's residual stream (random weights in SAELens shape; the cost depends on the density,
 not on what the latents mean: --sae-arch topk has L0 = --sae-k like a trained TopK SAE, relu
@@ -139,6 +147,75 @@ def sae_overhead(a) -> dict:
             "loadavg": os.getloadavg()[0]}
 
 
+def random_topk_sae(hm, n: int, k: int, layer: int):
+    import torch
+
+    from autointerp.core.hooks import act_name
+    from autointerp.models.sae import SAE
+
+    g = torch.Generator().manual_seed(0)
+    d = hm.d_model
+    return SAE(architecture="topk", k=k, W_enc=torch.randn(d, n, generator=g) / d ** 0.5, b_enc=torch.zeros(n),
+               W_dec=torch.randn(n, d, generator=g) / n ** 0.5, b_dec=torch.zeros(d),
+               hook=act_name("resid_post", layer), name=f"rnd{n}")
+
+
+def wide_child(a) -> dict:
+    """One mine of a random TopK SAE's latents (a.wide_n latents, chunks of a.wide_chunk) over
+    a.length tokens: peak RSS (whole process) and times."""
+    import torch
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    from autointerp.mine import miner
+    from autointerp.models import HookedModel
+    from autointerp.store import Store
+
+    hm = HookedModel.load(a.model, device=a.device, dtype=a.dtype, progress=False)
+    sae = random_topk_sae(hm, a.wide_n, a.sae_k, a.sae_layer)
+    rss_ready = rss_mb()
+    with tempfile.TemporaryDirectory() as d:
+        with Store(os.path.join(d, "wide.db")) as store:
+            t = time.perf_counter()
+            rid = miner.mine(hm, store, corpus=a.corpus, n_tokens=a.length, context_len=a.context_len,
+                             batch_size=a.batch_size, units="latents", saes=[sae], progress=False,
+                             latent_chunk=a.wide_chunk or None)
+            total = time.perf_counter() - t
+            st = store.get_mining_run(rid)["stats"]
+            n_records = sum(store.count_records(rid).values())
+        db_mb = os.path.getsize(os.path.join(d, "wide.db")) / 1e6
+    return {"latents": a.wide_n, "chunk": a.wide_chunk or a.wide_n, "passes": st.get("latent_passes", 1),
+            "tokens": a.length, "loop_s": st["loop_s"], "total_s": round(total, 1), "finalize_s": st.get("finalize_s"),
+            "records": n_records, "db_mb": round(db_mb, 1), "l0": st["latents"][0]["l0"],
+            "rss_mb_model_and_sae": round(rss_ready, 1), "rss_mb_peak": round(rss_mb(), 1),
+            "threads": torch.get_num_threads(), "loadavg": os.getloadavg()[0]}
+
+
+def wide(a) -> list[dict]:
+    configs = [(a.wide, int(c)) for c in a.latent_chunk.split(",")]
+    if a.wide_baseline:
+        configs.insert(0, (a.wide_baseline, 0))
+    rows = []
+    for length in [int(x) for x in a.tokens.split(",")]:
+        for n, chunk in configs:
+            cmd = [sys.executable, __file__, "--wide-child", str(length), "--wide", str(n), "--latent-chunk", str(chunk),
+                   "--model", a.model, "--corpus", a.corpus, "--context-len", str(a.context_len), "--batch-size",
+                   str(a.batch_size), "--device", a.device, "--dtype", a.dtype, "--threads", str(a.threads),
+                   "--sae-layer", str(a.sae_layer), "--sae-k", str(a.sae_k)]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+            if out.returncode != 0 or line is None:
+                sys.exit(f"child for {n} latents / chunk {chunk} / {length} tokens failed:\n{out.stderr[-3000:]}")
+            rows.append(json.loads(line[6:]))
+            if not a.json:
+                r = rows[-1]
+                print(f"{r['latents']:>7} latents, chunk {r['chunk']:>6} ({r['passes']} passes), {r['tokens']:>6} tokens: "
+                      f"loop {r['loop_s']:>7.1f} s, total {r['total_s']:>7.1f} s, peak RSS {r['rss_mb_peak']:>7.0f} MB "
+                      f"(model + SAE {r['rss_mb_model_and_sae']:.0f} MB), records {r['records']:,}, L0 {r['l0']:.0f}, "
+                      f"load {r['loadavg']:.1f}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -158,8 +235,21 @@ def main() -> None:
     ap.add_argument("--sae-arch", choices=["topk", "relu"], default="topk",
                     help="topk: random TopK SAE, L0 = --sae-k (as trained SAEs); relu: random ReLU SAE, L0 ~ d_sae/2")
     ap.add_argument("--sae-k", type=int, default=64)
+    ap.add_argument("--wide", type=int, default=0, help="peak RSS of mining a random TopK SAE of this many latents")
+    ap.add_argument("--latent-chunk", default="0", help="with --wide: latents per pass, comma-separated (0: one pass)")
+    ap.add_argument("--wide-baseline", type=int, default=0, help="with --wide: also one pass of an SAE this wide")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--wide-child", type=int, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.wide_child is not None:
+        a.length, a.wide_n, a.wide_chunk = a.wide_child, a.wide, int(a.latent_chunk)
+        print("BENCH " + json.dumps(wide_child(a)), flush=True)
+        return
+    if a.wide:
+        rows = wide(a)
+        if a.json:
+            print(json.dumps(rows, indent=2))
+        return
     if a.sae_latents:
         r = sae_overhead(a)
         if a.json:

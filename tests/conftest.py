@@ -48,3 +48,28 @@ def tiny(request):
 def make_tiny_tokenizer():
     """Factory for the in-code WordLevel tokenizer used by the tiny models."""
     return tiny_tokenizer
+
+
+class CliRun(tuple):
+    """(exit code, stdout, stderr) of one in-process CLI run; also .returncode/.stdout/.stderr."""
+    returncode = property(lambda self: self[0])
+    stdout = property(lambda self: self[1])
+    stderr = property(lambda self: self[2])
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*args): run autointerp's CLI in this process and return a CliRun."""
+    from autointerp.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        o = capsys.readouterr()
+        return CliRun((code, o.out, o.err))
+
+    return run

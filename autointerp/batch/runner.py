@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import queue
 import socket
-import statistics
 import sys
 import threading
 import time
@@ -40,6 +39,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..errors import AutointerpError, BudgetExceeded, StoreError, UsageError
+from ..core.stats import summary
 from ..core.units import Unit
 from ..llm.deadline import deadline as llm_deadline
 from .plan import (STAGE, BatchOptions, UnitJob, check_options, is_todo, layer_runs, llm_name, mark_dead, plan_jobs,
@@ -116,12 +116,10 @@ def make_is_stale(me: str, timeout_s: float):
 
 
 def score_stats(values: list[float]) -> dict:
-    vals = sorted(v for v in values if v is not None)
-    if not vals:
+    s = summary(values)
+    if not s["n"]:
         return {"n": 0}
-    q = statistics.quantiles(vals, n=4, method="inclusive") if len(vals) > 1 else [vals[0]] * 3
-    return {"n": len(vals), "mean": round(statistics.fmean(vals), 4), "median": round(statistics.median(vals), 4),
-            "q1": round(q[0], 4), "q3": round(q[2], 4), "min": round(vals[0], 4), "max": round(vals[-1], 4)}
+    return {"n": s["n"], **{k: round(s[k], 4) for k in ("mean", "median", "q1", "q3", "min", "max")}}
 
 
 def _one_line(e: BaseException) -> str:

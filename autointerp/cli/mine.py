@@ -35,12 +35,15 @@ from .common import (check_context_len, check_layers, check_min, check_store_pat
 @click.option("--shard", default=None,
               help="i/n: mine only the i-th of n equal ranges of the contexts (needs --tokens; one worker of n, each "
                    "with its own --store), then `autointerp merge` the n stores into exactly the run one process gives.")
+@click.option("--latent-chunk", type=int, default=None,
+              help="Mine SAE latents in chunks of this many, one pass over the corpus per chunk: memory for wide "
+                   "SAEs (e.g. 16384 for a 131k SAE in 8 passes); the same records as one pass.")
 @sae_options
 @model_options
 @store_option
 @json_option
 def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantiles, per_quantile, n_random, units,
-             batch_size, shard, sae_specs, sae_name, model_spec, device, dtype, store_path, as_json) -> None:
+             batch_size, shard, latent_chunk, sae_specs, sae_name, model_spec, device, dtype, store_path, as_json) -> None:
     """Mine top, quantile and random records and statistics for every unit of the chosen layers
     over a corpus, and each neuron's promoted/suppressed tokens. Resumable: rerun the same command
     after an interruption; a finished mine is not redone. With --sae, the SAE's latents are mined
@@ -59,6 +62,9 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     from ..batch.plan import parse_shard
 
     shard = parse_shard(shard)
+    check_min("--latent-chunk", latent_chunk)
+    if latent_chunk is not None and shard is not None:
+        raise UsageError("--latent-chunk and --shard do not combine: shard the corpus, or chunk the latents")
     if shard is not None and not n_tokens:
         raise UsageError("--shard needs --tokens N: the corpus is split into n equal ranges of contexts")
     if shard is not None and shard[1] > n_tokens // context_len:
@@ -84,7 +90,8 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     store = store or Store(s.store)
     rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
                top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,
-               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes, shard=shard)
+               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes, shard=shard,
+               latent_chunk=latent_chunk)
     run = get_run(store, rid)
     st = run.stats or {}
     out = {"run_id": rid, "model": run.model_id, "corpus": run.corpus, "corpus_id": run.corpus_id,

@@ -51,3 +51,15 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     if rx.std() == 0 or ry.std() == 0:
         return None
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def summary(values: Sequence[float | None]) -> dict:
+    """n, mean, median, quartiles (linear interpolation, as statistics.quantiles 'inclusive'),
+    min and max of the values that are not None; every statistic None when there are none."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    a = np.sort(x)
+    if not a.size:
+        return {"n": 0, "mean": None, "median": None, "q1": None, "q3": None, "min": None, "max": None}
+    q1, med, q3 = np.percentile(a, [25, 50, 75])
+    return {"n": int(a.size), "mean": float(x.mean()), "median": float(med), "q1": float(q1), "q3": float(q3),
+            "min": float(a[0]), "max": float(a[-1])}

@@ -22,7 +22,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
-import pydantic
 
 from ..errors import AutointerpError, BudgetExceeded, LLMError
 from .budget import Budget

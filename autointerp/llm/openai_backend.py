@@ -608,9 +608,9 @@ class OpenAILLM(LLM):
         msgs = [{"role": "user", "content": "Say hello."}]
         notes = []
         for how in ("json_schema", "guided_json"):
-            args = {**self._chat_args(msgs, 0.0, 64, 1, None, None), **self._structured_body(STRUCTURED_PROBE_SCHEMA, how, "probe")}
+            args = {**self._chat_args(msgs, 0.0, 40, 1, None, None), **self._structured_body(STRUCTURED_PROBE_SCHEMA, how, "probe")}
             try:
-                resp = self._request(lambda c, t, a=args: c.chat.completions.create(**a, timeout=t), 72)
+                resp = self._request(lambda c, t, a=args: c.chat.completions.create(**a, timeout=t), 48)
                 text = self._chat_result(resp, msgs).value[0]
             except LLMError as e:
                 if getattr(e, "status", None) in (400, 404, 405, 422, 501):

@@ -19,17 +19,23 @@ HIST_BINS = 20
 
 
 def finish_run(store, rid: str, n_done: int, stats: dict, nl: dict, hl: dict, fl: dict, *, n_random: int,
-               n_quantiles: int, per_quantile: int, unit_logits=None, contexts=None) -> None:
-    """Write a run's results (one transaction, store.finish_mining_run) from its layers' states:
-    nl / hl {layer: neuron / head layer}, fl {name: LatentLayer}."""
+               n_quantiles: int, per_quantile: int, unit_logits=None, contexts=None, partial: bool = False,
+               appended: bool = False) -> None:
+    """Write a run's results (one transaction) from its layers' states: nl / hl {layer: neuron /
+    head layer}, fl {name: LatentLayer}. partial: rows of a part of the units (a chunk of
+    latents), the run stays unfinished; appended: the last part, after partial ones (kept)."""
     for x in [*nl.values(), *hl.values(), *fl.values()]:
         x.canonical()
-    if fl:
+    if fl and "latents" not in stats and not partial:
         stats["latents"] = [x.density() for x in fl.values()]
     ustats = list(unit_stats(nl, hl)) + [r for x in fl.values() for r in x.unit_stats()]
     recs = itertools.chain(records(nl, hl, n_random, n_quantiles, per_quantile),
                            *(x.records(n_random, n_quantiles, per_quantile) for x in fl.values()))
-    store.finish_mining_run(rid, n_done, stats, ustats, recs, unit_logits=unit_logits, contexts=contexts)
+    if partial:
+        store.put_mining_rows(rid, ustats, recs, unit_logits=unit_logits, contexts=contexts)
+    else:
+        store.finish_mining_run(rid, n_done, stats, ustats, recs, unit_logits=unit_logits, contexts=contexts,
+                                replace=not appended)
 
 
 def unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:

@@ -45,7 +45,7 @@ from ..core.units import Unit
 from .finalize import finish_run
 from .layers import HeadLayer, NeuronLayer
 from .logits import TokenDecoder, direct_logit_effects
-from .sae import LatentLayer, latent_logit_effects, mining_saes
+from .sae import LatentLayer, latent_density, latent_logit_effects, mining_saes
 
 DEFAULT_TOKENS = 100_000
 UNIT_KINDS = ("neurons", "heads", "both", "latents")   # latents: only the given SAEs' (mine/sae.py)
@@ -101,14 +101,18 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
          context_len: int = 64, layers: str | Sequence[int] | None = None, top_k: int = 40, n_quantiles: int = 10,
          per_quantile: int = 2, n_random: int = 20, batch_size: int = 16, units: str = "neurons",
          progress: bool = True, text_field: str = "text", checkpoint_every: int | None = None,
-         checkpoint_s: float = 300.0, saes: Sequence = (), shard: tuple[int, int] | None = None) -> str:
+         checkpoint_s: float = 300.0, saes: Sequence = (), shard: tuple[int, int] | None = None,
+         latent_chunk: int | None = None) -> str:
     """Mine records and statistics of every unit of `layers` over `n_tokens` tokens of `corpus`
     (None: the whole corpus); returns the run id. Idempotent and resumable (see module doc).
     saes: SAEs (models.sae.SAE) whose latents are mined in the same pass (units='latents': only
     them; their layers are then the default layers).
     shard (i, n): mine only the i-th of n equal ranges of the run's contexts (needs n_tokens) and
     keep the final state for `autointerp merge`, which merges the n shards into exactly the run
-    that one call without shard gives (mine/shards.py); returns the shard's run id."""
+    that one call without shard gives (mine/shards.py); returns the shard's run id.
+    latent_chunk: mine SAE latents in chunks of this many, one pass over the corpus per chunk:
+    the state's memory is divided by the number of passes (wide SAEs in bounded memory); the
+    records are the same as in one pass."""
     t_start = time.perf_counter()
     if units not in UNIT_KINDS:
         raise UsageError(f"bad units {units!r}: use neurons, heads, both or latents")
@@ -119,6 +123,8 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
             raise UsageError(f"{name} must be at least 1")
     if per_quantile < 0 or n_random < 0:
         raise UsageError("per_quantile and n_random must not be negative")
+    if latent_chunk is not None and (int(latent_chunk) < 1 or shard is not None):
+        raise UsageError("latent_chunk must be at least 1, and cannot be combined with a corpus shard")
     if n_tokens is not None and int(n_tokens) < 1:
         raise UsageError(f"n_tokens must be at least 1 (or None for the whole corpus), got {n_tokens}")
     check_context_len(context_len, hm.max_context)
@@ -172,7 +178,7 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
                          top_k=top_k, res_size=res_size, n_random=n_random, n_quantiles=n_quantiles,
                          per_quantile=per_quantile, batch_size=batch_size, context_len=context_len, progress=progress,
                          checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s, saes=saes, seed_rid=full_rid,
-                         span=span, shard=shard)
+                         span=span, shard=shard, latent_chunk=latent_chunk)
     except Exception as e:                  # a bad corpus line, a model error...: the run is failed, not "running"
         try:
             store.set_mining_status(rid, "failed", str(e).splitlines()[0] if str(e) else type(e).__name__)
@@ -191,21 +197,53 @@ def check_context_len(context_len: int, max_context: int | None) -> None:
 
 def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start, *, top_k, res_size,
               n_random, n_quantiles, per_quantile, batch_size, context_len, progress, checkpoint_every,
-              checkpoint_s, saes=(), seed_rid=None, span=(0, None), shard=None) -> str:
+              checkpoint_s, saes=(), seed_rid=None, span=(0, None), shard=None, latent_chunk=None) -> str:
     model_id = hm.spec
     ctx_start, ctx_stop = span                  # the contexts [ctx_start, ctx_stop) of this run (None: to the end)
 
     device = hm.device
     p = layout.body_len
-    nl = {L: NeuronLayer(L, hm.d_mlp, top_k, res_size, p, layout.first_pos, device) for L in layers} if do_neurons else {}
-    hl = {L: HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, layout.first_pos, device) for L in layers} if do_heads else {}
-    # keyed by input hook (one SAE per hook point): a transcoder set shares its name across layers
-    fl = {x.hook: LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, layout.first_pos, device) for x in saes}
+    fp = layout.first_pos
+    # SAE latents in chunks of latent_chunk: one pass over the corpus per chunk (state memory / n_passes)
+    n_passes = max([1] + [-(-x.d_sae // latent_chunk) for x in saes]) if latent_chunk else 1
+
+    def layers_for(c: int):
+        nl = {L: NeuronLayer(L, hm.d_mlp, top_k, res_size, p, fp, device) for L in layers} if do_neurons and c == 0 else {}
+        hl = {L: HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, fp, device) for L in layers} if do_heads and c == 0 else {}
+        fl = {}
+        for x in saes:
+            lo, hi = (c * latent_chunk, min(x.d_sae, (c + 1) * latent_chunk)) if latent_chunk else (0, x.d_sae)
+            if lo < hi:
+                # keyed by input hook (one SAE per hook point): a transcoder set shares its name across layers
+                fl[x.hook] = LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, fp, device, lo=lo, hi=hi)
+        return nl, hl, fl
+
     state_path = _state_path(store, rid)
-    n_done = 0
+    n_done, chunk0, ck = 0, 0, None
     if state_path.exists():
         ck = torch.load(state_path, map_location="cpu", weights_only=False)
         if ck.get("version") == STATE_VERSION and ck.get("run_id") == rid:
+            chunk0 = int(ck.get("chunk", 0))
+        else:
+            ck = None
+    resumed_from = int(ck["n_done"]) if ck else 0
+    seed = int((seed_rid or rid)[:8], 16)       # a shard draws the priorities of the whole run
+    decoder = TokenDecoder(hm.tokenizer)
+    # the priority draw order: neuron layers then head layers then latents, each [n_units] (all latents in every pass)
+    prio_sizes = ([(("n", L), hm.d_mlp) for L in layers] if do_neurons else []) + \
+        ([(("h", L), hm.n_heads) for L in layers] if do_heads else []) + [(("f", x.hook), x.d_sae) for x in saes]
+    total_prio = sum(s for _, s in prio_sizes)
+    densities: dict[str, list] = {x.hook: [] for x in saes}    # per chunk: positive counts (for the density stats)
+    if ck:
+        for name, pos in ck.get("density", {}).items():
+            densities[name] = list(pos)
+    t_loop = time.perf_counter()
+    tokens_here, loop_s = 0, 0.0
+
+    for c in range(chunk0, n_passes):
+        nl, hl, fl = layers_for(c)
+        n_done = 0
+        if ck is not None and int(ck.get("chunk", 0)) == c:
             n_done = int(ck["n_done"])
             for L, d in ck["neurons"].items():
                 nl[int(L)].load_state_dict(d)
@@ -213,16 +251,79 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
                 hl[int(L)].load_state_dict(d)
             for name, d in ck.get("latents", {}).items():     # older checkpoints keyed latents by SAE name
                 (fl.get(name) or next(x for x in fl.values() if x.name == name)).load_state_dict(d)
-    resumed_from = n_done
-    seed = int((seed_rid or rid)[:8], 16)       # a shard draws the priorities of the whole run
-    # the priority draw order: neuron layers then head layers, each [n_units]
-    prio_sizes = [(("n", L), hm.d_mlp) for L in nl] + [(("h", L), hm.n_heads) for L in hl] + \
-        [(("f", name), x.n) for name, x in fl.items()]
-    total_prio = sum(s for _, s in prio_sizes)
-    decoder = TokenDecoder(hm.tokenizer)
-    fp = layout.first_pos
+        extra = {"chunk": c, "density": densities} if n_passes > 1 else {}
+        stop = max([*nl, *hl, *(x.L for x in fl.values())]) + 1       # the forward ends after the last layer read
+        n_done, t_here, pending = _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, total_prio,
+                                        prio_sizes, decoder, stop, n_done, span, batch_size, context_len, progress,
+                                        checkpoint_every, checkpoint_s, contexts=c == 0, extra=extra)
+        tokens_here += t_here
+        if n_done == 0:
+            raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
+        if c == n_passes - 1:
+            break
+        # not the last chunk: write its rows now (the run stays unfinished) and free its state
+        for name, x in fl.items():
+            densities[name].append(x.stats.pos.cpu())
+        logit_rows = latent_logit_effects(hm, list(fl.values()), k=10, decoder=decoder,
+                                          skip=store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values()
+                                                                                   for i in range(x.n)]))
+        finish_run(store, rid, n_done, {}, {}, {}, fl, n_random=n_random, n_quantiles=n_quantiles,
+                   per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending), partial=True)
+        _save_state(state_path, rid, 0, {}, {}, {}, chunk=c + 1, density=densities)
+        del nl, hl, fl
+        ck = None
+    loop_s = time.perf_counter() - t_loop
 
-    # hooks: each layer's processor runs inside the forward pass
+    t_fin = time.perf_counter()
+    if shard is not None and shard[0] != 0:     # the logit effects are the model's: one shard computes them
+        nl_logits, fl_logits = [], []
+    else:
+        nl_logits, fl_logits = list(nl), list(fl.values())
+    skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
+    logit_rows = direct_logit_effects(hm, nl_logits, k=10, skip=skip, decoder=decoder) if nl_logits else iter(())
+    if fl_logits:
+        f_skip = store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values() for i in range(x.n)])
+        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, fl_logits, k=10, skip=f_skip,
+                                                                      decoder=decoder))
+    stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
+             "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
+             "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
+             "n_units": len(layers) * (hm.d_mlp * do_neurons + hm.n_heads * do_heads) + sum(x.d_sae for x in saes)}
+    if n_passes > 1:
+        stats["latent_passes"] = n_passes
+    if saes:
+        for name, x in fl.items():
+            densities[name].append(x.stats.pos.cpu())
+        n_tok = n_done * p
+        stats["latents"] = [latent_density(x.name, torch.cat(densities[x.hook]), n_tok) for x in saes]
+    if shard is not None:                       # keep the final state for the merge; no records of a part
+        final = shard_state_path(store, rid)
+        _save_state(final, rid, n_done, nl, hl, fl)
+        store.finish_mining_shard(rid, n_done, str(final), stats, contexts=(cid, pending),
+                                  unit_logits=(model_id, logit_rows) if shard[0] == 0 else None)
+    else:
+        finish_run(store, rid, n_done, stats, nl, hl, fl, n_random=n_random, n_quantiles=n_quantiles,
+                   per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending),
+                   partial=False, appended=n_passes > 1)
+    fin_s = time.perf_counter() - t_fin
+    total_s = time.perf_counter() - t_start
+    stats.update(finalize_s=round(fin_s, 3), seconds=round(total_s, 3))
+    store.set_mining_stats(rid, stats)
+    try:
+        state_path.unlink()
+    except FileNotFoundError:
+        pass
+    return rid
+
+
+def _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, total_prio, prio_sizes, decoder, stop,
+          n_done, span, batch_size, context_len, progress, checkpoint_every, checkpoint_s, contexts: bool,
+          extra: dict) -> tuple[int, int, list]:
+    """One streamed pass over the run's contexts from n_done on, feeding the layers' processors
+    inside the forward; checkpoints as it goes. Returns (n_done, tokens this call, contexts not
+    yet stored)."""
+    device, p, fp = hm.device, layout.body_len, layout.first_pos
+    ctx_start, ctx_stop = span
     cur: dict[str, Any] = {}
 
     def neuron_hook(L):
@@ -248,11 +349,9 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         hooks[act_name("attn.z", L)] = z_hook(L)
     for name, x in fl.items():
         hooks[x.hook] = (lambda x, name: lambda v: x.process(v, cur["ctx"], cur["prio"][("f", name)]))(x, name)
-    stop = max([*layers, *(x.L for x in fl.values())]) + 1
 
     pending: list[tuple[int, list[int], list[str]]] = []
     bar = _bar(progress, None if ctx_stop is None else ctx_stop - ctx_start, context_len, n_done)
-    t_loop = time.perf_counter()
     tokens_here = 0
     last_ck_t, batches_since = time.perf_counter(), 0
     remaining = None if ctx_stop is None else max(0, ctx_stop - ctx_start - n_done)
@@ -265,15 +364,16 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
             cur["ctx"] = ctx.to(device)
             cur["prio"] = _priorities(seed, ctx, total_prio, prio_sizes, device)
             hm.forward(ids.to(device), None, hooks=hooks, return_logits=False, stop_at_layer=stop)
-            toks = decoder(ids[:, fp:].reshape(-1).tolist())
-            for j in range(b):
-                pending.append((first + j, ids[j].tolist(), toks[j * p:(j + 1) * p]))
+            if contexts:
+                toks = decoder(ids[:, fp:].reshape(-1).tolist())
+                for j in range(b):
+                    pending.append((first + j, ids[j].tolist(), toks[j * p:(j + 1) * p]))
             n_done = first + b - ctx_start
             tokens_here += b * context_len
             bar.update(b * context_len)
             batches_since += 1
             if (checkpoint_every and batches_since >= checkpoint_every) or time.perf_counter() - last_ck_t >= checkpoint_s:
-                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending, fl)
+                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending, fl, **extra)
                 pending = []
                 last_ck_t, batches_since = time.perf_counter(), 0
             elif len(pending) >= 2048:
@@ -282,44 +382,7 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
             _after_batch(n_done)
     finally:
         bar.close()
-    loop_s = time.perf_counter() - t_loop
-    if n_done == 0:
-        raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
-
-    t_fin = time.perf_counter()
-    if shard is not None and shard[0] != 0:     # the logit effects are the model's: one shard computes them
-        nl_logits, fl_logits = [], []
-    else:
-        nl_logits, fl_logits = list(nl), list(fl.values())
-    skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
-    logit_rows = direct_logit_effects(hm, nl_logits, k=10, skip=skip, decoder=decoder) if nl_logits else iter(())
-    if fl_logits:
-        f_skip = store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values() for i in range(x.n)])
-        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, fl_logits, k=10, skip=f_skip,
-                                                                      decoder=decoder))
-    stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
-             "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
-             "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
-             "n_units": len(nl) * hm.d_mlp + len(hl) * hm.n_heads + sum(x.n for x in fl.values())}
-    if shard is not None:                       # keep the final state for the merge; no records of a part
-        if fl:
-            stats["latents"] = [x.density() for x in fl.values()]
-        final = shard_state_path(store, rid)
-        _save_state(final, rid, n_done, nl, hl, fl)
-        store.finish_mining_shard(rid, n_done, str(final), stats, contexts=(cid, pending),
-                                  unit_logits=(model_id, logit_rows) if shard[0] == 0 else None)
-    else:
-        finish_run(store, rid, n_done, stats, nl, hl, fl, n_random=n_random, n_quantiles=n_quantiles,
-                   per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending))
-    fin_s = time.perf_counter() - t_fin
-    total_s = time.perf_counter() - t_start
-    stats.update(finalize_s=round(fin_s, 3), seconds=round(total_s, 3))
-    store.set_mining_stats(rid, stats)
-    try:
-        state_path.unlink()
-    except FileNotFoundError:
-        pass
-    return rid
+    return n_done, tokens_here, pending
 
 
 def _bar(progress: bool, n_contexts: int | None, context_len: int, n_done: int):
@@ -357,8 +420,8 @@ def shard_state_path(store, rid: str) -> Path:
     return base.parent / f"{base.name}.shard-{rid}.pt"
 
 
-def _save_state(path: Path, rid, n_done, nl, hl, fl=None) -> None:
-    state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done,
+def _save_state(path: Path, rid, n_done, nl, hl, fl=None, **extra) -> None:
+    state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done, **extra,
              "neurons": {L: x.state_dict() for L, x in nl.items()},
              "heads": {L: x.state_dict() for L, x in hl.items()},
              "latents": {name: x.state_dict() for name, x in (fl or {}).items()}}
@@ -367,6 +430,6 @@ def _save_state(path: Path, rid, n_done, nl, hl, fl=None) -> None:
     os.replace(tmp, path)
 
 
-def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None) -> None:
-    _save_state(path, rid, n_done, nl, hl, fl)
+def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None, **extra) -> None:
+    _save_state(path, rid, n_done, nl, hl, fl, **extra)
     store.checkpoint_mining_run(rid, n_done, str(path), contexts=(cid, pending))

@@ -42,9 +42,12 @@ class LatentLayer(LayerState):
     kind = "F"
     parts = ("top", "res", "act")
 
+    lo = 0                                                   # the first latent of this state (a chunk: lo..hi-1)
+
     def __init__(self, sae, top_k: int, n_random: int, n_quantiles: int, per_quantile: int, p: int, first_pos: int,
-                 device):
-        self.sae, self.name, self.L, self.n, self.first_pos = sae, sae.name, sae.layer, sae.d_sae, first_pos
+                 device, lo: int = 0, hi: int | None = None):
+        hi = sae.d_sae if hi is None else hi
+        self.sae, self.name, self.L, self.first_pos, self.lo, self.n = sae, sae.name, sae.layer, first_pos, lo, hi - lo
         self.top = TopK(self.n, top_k, p, device)
         # uniform (random records: room for n_random after a dense latent's top and quantile contexts are excluded)
         self.res = TopK(self.n, max(1, n_random + top_k + n_quantiles * per_quantile), p, device, aux=True)
@@ -56,9 +59,11 @@ class LatentLayer(LayerState):
         return self.sae.latents_hook
 
     def unit(self, i: int) -> str:
-        return Unit.latent(self.L, i, self.name).id
+        return Unit.latent(self.L, self.lo + i, self.name).id
 
     def process(self, z: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
+        if self.n != z.shape[-1]:                            # a chunk of the latents
+            z, prio = z[..., self.lo:self.lo + self.n], prio[self.lo:self.lo + self.n]
         if z.dtype != torch.float32:
             z = z.float()
         x = z[:, self.first_pos:, :]                         # [b, p, n]
@@ -82,13 +87,7 @@ class LatentLayer(LayerState):
 
     # ---- finalisation -------------------------------------------------------------------
     def density(self) -> dict:
-        fa = self.stats.frac_active()
-        n_tok = max(self.stats.n, 1)
-        return {"sae": self.name, "d_sae": self.n, "dead": int((self.stats.pos == 0).sum()),
-                "dead_frac": round(float((self.stats.pos == 0).double().mean()), 6),
-                # L0, active latents per token: the positive counts Stats already keeps, summed over latents
-                "l0": round(float(self.stats.pos.sum()) / n_tok, 3),
-                "median_freq": float(fa.median()), "max_freq": float(fa.max())}
+        return latent_density(self.name, self.stats.pos, self.stats.n)
 
     def unit_stats(self) -> Iterator[tuple]:
         st = self.stats
@@ -127,6 +126,17 @@ class LatentLayer(LayerState):
             rows = rows.cpu().numpy().astype("<f2")
             for k in np.lexsort((c, b, u)).tolist():
                 yield (self.unit(int(u[k])), kind, int(b[k]), int(c[k]), float(m[k]), rows[k].tobytes(), None)
+
+
+def latent_density(name: str, pos: torch.Tensor, n_tokens: int) -> dict:
+    """An SAE's density statistics from its latents' positive counts pos [d_sae] over n_tokens."""
+    n_tok = max(int(n_tokens), 1)
+    fa = pos.double() / n_tok
+    return {"sae": name, "d_sae": int(pos.shape[0]), "dead": int((pos == 0).sum()),
+            "dead_frac": round(float((pos == 0).double().mean()), 6),
+            # L0, active latents per token: the positive counts Stats already keeps, summed over latents
+            "l0": round(float(pos.sum()) / n_tok, 3),
+            "median_freq": float(fa.median()), "max_freq": float(fa.max())}
 
 
 class _Slice:
@@ -177,7 +187,7 @@ def latent_logit_effects(hm, layers: Sequence, k: int = 10, skip: set[str] = fro
         W = output_directions(hm, lay.sae)
         if W is None:
             continue
-        W = W.to(W_U.device) * scale[None, :]
+        W = W[lay.lo:lay.lo + lay.n].to(W_U.device) * scale[None, :]
         todo = [i for i in range(lay.n) if lay.unit(i) not in skip]
         for i, prom, supp in top_effects(W, W_U, todo, k, chunk, dec):
             yield lay.unit(i), prom, supp

@@ -90,7 +90,7 @@ def merge_shards(store, plan: dict[str, list[dict]], progress: bool = False) -> 
             continue
         settings = _settings(rows[0])
         fp = int(settings.get("first_pos", 0))
-        saes = {x["name"]: x for x in settings.get("saes", [])}
+        saes = {x["hook"]: x for x in settings.get("saes", [])}     # a shard's latents are keyed by input hook
         nl: dict = {}
         hl: dict = {}
         fl: dict = {}

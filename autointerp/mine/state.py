@@ -169,6 +169,21 @@ class TopK:
             cur.copy_(v)
 
 
+def _sums(x: torch.Tensor, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per unit, the sum and the sum of squares of x [b, p, n] (float32) in float64, in chunks of
+    units. float64 holds the sum of a context's float32 values exactly unless they span more than
+    ~2^29 in magnitude, so the result hardly depends on the batch or the width of x: a merge of
+    corpus shards, or a chunk of latents, then differs from one pass only by float64 rounding."""
+    n = x.shape[-1]
+    s1 = torch.empty(n, dtype=torch.float64, device=x.device)
+    s2 = torch.empty(n, dtype=torch.float64, device=x.device)
+    for a in range(0, n, chunk):
+        part = x[..., a:a + chunk].double()
+        s1[a:a + chunk] = part.sum(dim=(0, 1))
+        s2[a:a + chunk] = part.square_().sum(dim=(0, 1))
+    return s1, s2
+
+
 class Stats:
     """Streaming per-unit statistics over every text token."""
 
@@ -184,9 +199,7 @@ class Stats:
         """x [b, p, n] activations; ctx_max [b, n] their per-context max."""
         x = x.float()
         nb = x.shape[0] * x.shape[1]
-        # per-context sums (float32, the same whatever the batch), then float64 over the batch: a merge of
-        # corpus shards then differs from one pass only by float64 rounding
-        self._add_moments(x.sum(dim=1).double().sum(dim=0), x.square().sum(dim=1).double().sum(dim=0), nb, ctx_max)
+        self._add_moments(*_sums(x), nb, ctx_max)
         self.min = torch.minimum(self.min, x.amin(dim=(0, 1)))
         self.pos += x.gt(0).sum(dim=(0, 1), dtype=torch.int32).long()
 
@@ -215,8 +228,7 @@ class Stats:
         w[:, :first_pos] = 0
         w = w.reshape(1, -1)
         nb = b * (P - first_pos)
-        x = z[:, first_pos:, :]                                  # per-context sums, as in update()
-        self._add_moments(x.sum(dim=1).double().sum(dim=0), (x * x).sum(dim=1).double().sum(dim=0), nb, ctx_max)
+        self._add_moments(*_sums(z[:, first_pos:, :]), nb, ctx_max)
         cnt = (w @ torch.sign(Z))[0]                             # 0/1 summed in float32: exact below 2^24
         cnt_l = cnt.round().long()
         always = (cnt_l == nb).nonzero().squeeze(1)

@@ -41,7 +41,7 @@ def np_name(text: str) -> str:
 
 
 def source_of(u: Unit) -> str:
-    return f"{u.layer}-{np_name(u.sae if u.kind == 'feature' else SOURCE_SETS[u.kind])}"
+    return f"{u.layer}-{np_name(u.sae if u.record.needs_sae else SOURCE_SETS[u.kind])}"
 
 
 def _feature(v: dict) -> tuple[dict, list[dict]]:
@@ -79,7 +79,7 @@ def neuronpedia_export(store, model: str | None = None, np_model: str | None = N
     by_source: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         u = Unit.parse(r["unit"])
-        if u.kind == "feature" and not u.sae:
+        if u.record.needs_sae and not u.sae:
             continue                                   # an SAE latent without its SAE cannot be placed
         by_source.setdefault((r["model_id"], source_of(u)), []).append(r["unit"])
     for (mid, source), units in by_source.items():

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
+from ..core.stats import summary
 from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
 from ..errors import StoreError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
@@ -216,13 +217,14 @@ class QueryMixin:
             if not values:
                 return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "histogram": []}
             a = np.asarray(values, dtype=float)
+            s = summary(values)
             lo = min(-1.0, float(np.floor(a.min() * bins) / bins))
             hi = max(1.0, float(np.ceil(a.max() * bins) / bins))
             edges = np.round(np.arange(lo, hi + 1e-9, 1.0 / bins), 6)
             counts, _ = np.histogram(a, bins=edges)
             hist = [{"low": float(edges[i]) + 0.0, "high": float(edges[i + 1]) + 0.0, "count": int(c)} for i, c in enumerate(counts)]
-            return {"n": int(a.size), "mean": float(a.mean()), "median": float(np.median(a)),
-                    "min": float(a.min()), "max": float(a.max()), "histogram": hist}
+            return {"n": s["n"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
+                    "histogram": hist}
 
         best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value, b.margin "
                           f"from explanations e join best b on b.explanation_id = e.id where 1 {ef}", mp)

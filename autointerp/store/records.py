@@ -80,8 +80,9 @@ class RecordsMixin:
 
     def finish_mining_run(self, run_id: str, n_done: int, stats: dict, unit_stats: Iterable[tuple],
                           records: Iterable[tuple], unit_logits: tuple[str, Iterable[tuple]] | None = None,
-                          contexts: tuple[str, Iterable] | None = None) -> None:
-        """Write a run's results in ONE transaction and mark it done.
+                          contexts: tuple[str, Iterable] | None = None, replace: bool = True) -> None:
+        """Write a run's results in ONE transaction and mark it done (replace=False: keep the rows
+        put_mining_rows wrote before, for the other chunks of units).
 
         unit_stats: (unit, layer, max, mean, std, frac_active, hist dict); records: (unit, kind, bin,
         ctx_idx, max_act, acts_blob, extra_blob or None), streamed, best in the order of the UNIQUE
@@ -91,19 +92,36 @@ class RecordsMixin:
         with self.tx(immediate=True):
             if contexts is not None:
                 self._put_contexts(*contexts)
-            # a finish that died half-way rolled back; these deletes only matter for a forced re-finish
-            self.db.execute("delete from records where run_id = ?", [run_id])
-            self.db.execute("delete from unit_stats where run_id = ?", [run_id])
-            self.db.conn.executemany(
-                "insert into unit_stats(run_id, unit, layer, max_act, mean_act, std_act, frac_active, hist_json) "
-                "values (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, u, L, mx, mean, std, fa, _j(h)) for u, L, mx, mean, std, fa, h in unit_stats))
-            self.db.conn.executemany(
-                "insert into records(run_id, unit, kind, bin, ctx_idx, max_act, acts, extra) values (?, ?, ?, ?, ?, ?, ?, ?)",
-                ((run_id, *r) for r in records))
+            if replace:
+                # a finish that died half-way rolled back; these deletes only matter for a forced re-finish
+                self.db.execute("delete from records where run_id = ?", [run_id])
+                self.db.execute("delete from unit_stats where run_id = ?", [run_id])
+            self._put_unit_rows(run_id, unit_stats, records)
             self._put_unit_logits(unit_logits)
             self.db.execute("update mining_runs set n_done = ?, status = 'done', state_path = null, stats_json = ?, "
                             "updated_at = ? where id = ?", [n_done, _j(stats), now(), run_id])
+
+    def put_mining_rows(self, run_id: str, unit_stats: Iterable[tuple], records: Iterable[tuple],
+                        unit_logits: tuple[str, Iterable[tuple]] | None = None,
+                        contexts: tuple[str, Iterable] | None = None) -> None:
+        """The rows of a part of a run's units (a chunk of SAE latents mined in its own pass), in
+        one transaction; the run stays unfinished until finish_mining_run(replace=False)."""
+        self.db.execute("PRAGMA cache_size = -65536")
+        with self.tx(immediate=True):
+            if contexts is not None:
+                self._put_contexts(*contexts)
+            self._put_unit_rows(run_id, unit_stats, records)
+            self._put_unit_logits(unit_logits)
+
+    def _put_unit_rows(self, run_id: str, unit_stats: Iterable[tuple], records: Iterable[tuple]) -> None:
+        # "or replace": a chunk written again after a crash before its checkpoint gives the same rows
+        self.db.conn.executemany(
+            "insert or replace into unit_stats(run_id, unit, layer, max_act, mean_act, std_act, frac_active, hist_json) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)",
+            ((run_id, u, L, mx, mean, std, fa, _j(h)) for u, L, mx, mean, std, fa, h in unit_stats))
+        self.db.conn.executemany(
+            "insert or replace into records(run_id, unit, kind, bin, ctx_idx, max_act, acts, extra) "
+            "values (?, ?, ?, ?, ?, ?, ?, ?)", ((run_id, *r) for r in records))
 
     def _put_unit_logits(self, unit_logits: tuple[str, Iterable[tuple]] | None) -> None:
         if unit_logits is not None:

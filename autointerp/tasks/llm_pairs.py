@@ -6,10 +6,10 @@ backend can) for a small object:
 
     {"slot": "name",
      "templates": ["After {name} got home from {place},", ...],        # named slots in braces
-     "values": [{"value": "Mary", "answer": "she"}, {"value": "John", "answer": "he"}, ...],
+     "groups": [{"answer": "she", "values": ["Mary", "Anna"]}, {"answer": "he", "values": ["John", "Tom"]}],
      "fillers": [{"slot": "place", "values": ["work", "school"]}]}       # other slots
 
-The answer is a function of the key slot's value (the `values` mapping: name -> " she" / " he").
+The answer is a function of the key slot's value (the groups map name -> " she" / " he").
 The code expands every template with every ordered pair of values (v1, v2) whose answers differ,
 other slots filled alike in both prompts: clean = template(v1), corrupt = template(v2), answer =
 " " + answer(v1), wrong = " " + answer(v2). Each candidate is validated on the subject model
@@ -45,18 +45,25 @@ class Filler(BaseModel):
     values: list[Annotated[str, Field(max_length=24)]] = Field(max_length=6)
 
 
+class Group(BaseModel):
+    answer: str = Field(max_length=20)      # the word that comes next when the key slot holds any of `values`
+    values: list[Annotated[str, Field(max_length=32)]] = Field(max_length=8)
+
+
 class TaskSpec(BaseModel):
-    """What the LLM is asked for; the lengths bound a constrained reply (~300 tokens at most)."""
+    """What the LLM is asked for; the lengths bound a constrained reply. The answer is a function
+    of the key slot's value, given as groups (answer -> the values that take it): a small model
+    lists names for " she" and names for " he" more reliably than it alternates pairs."""
 
     slot: str = Field(max_length=20)
     templates: list[Annotated[str, Field(max_length=72)]] = Field(max_length=5)
-    values: list[Value] = Field(max_length=12)
+    groups: list[Group] = Field(max_length=8)
     fillers: list[Filler] = Field(default_factory=list, max_length=2)
 
-    @field_validator("templates", "values", "fillers", mode="before")
+    @field_validator("templates", "groups", "fillers", mode="before")
     @classmethod
     def _cap(cls, v, info):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
-        cap = {"templates": 5, "values": 12, "fillers": 2}[info.field_name]
+        cap = {"templates": 5, "groups": 8, "fillers": 2}[info.field_name]
         if isinstance(v, list) and info.field_name == "templates":
             v = [x[:72] if isinstance(x, str) else x for x in v]
         return v[:cap] if isinstance(v, list) else v
@@ -107,8 +114,8 @@ def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
         else:
             templates.append(t)
     values, seen = [], set()
-    for v in spec.values:
-        x, a = v.value.strip(), v.answer.strip().split("\n")[0].strip()
+    for x, a in ((v, g.answer) for g in spec.groups for v in g.values):
+        x, a = x.strip(), a.strip().split("\n")[0].strip()
         if not x or not a:
             drop("value or answer empty")
         elif x.lower() in seen:

@@ -88,6 +88,8 @@ class BatchLLMServer:
         last = msgs[-1]["content"] if msgs else ""
         if "predict how strongly" in system:
             return "simulate"
+        if body.get("response_format") or body.get("guided_json") or last == "Say hello.":
+            return "probe"          # the structured-output capability probe (llm/openai_backend.py)
         if "yes or no" in last:
             return "judge"
         return "explain"

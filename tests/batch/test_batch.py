@@ -187,7 +187,8 @@ def test_two_workers_share_one_store(tiny_dir, corpus_file, llm_server, batch_en
     # no unit done twice (the job claims): each explain prompt was sent once; each unit costs at most
     # 1 explain + 3 x 10 test simulations (explanation, baseline, control). Two units may share a
     # control simulation (same random records, same control text): cached, or raced by two threads.
-    reqs = [r["body"] for r in srv.s.requests if r["path"] == "/v1/chat/completions"]
+    reqs = [r["body"] for r in srv.s.requests
+            if r["path"] == "/v1/chat/completions" and srv._role(r["body"]) != "probe"]   # probes: once a client
     explains = [json.dumps(b, sort_keys=True) for b in reqs if b.get("max_tokens") == 40]
     assert len(explains) == len(set(explains)) == D_MLP
     assert D_MLP * 21 <= len(reqs) <= D_MLP * 31

@@ -38,7 +38,7 @@ def corpus(tmp_path_factory):
 def sae(tiny_llama):
     g = torch.Generator().manual_seed(5)
     d, n = tiny_llama.d_model, 80
-    return SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) / 3, b_enc=torch.full((n,), -1.2),
+    return SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) * 5, b_enc=torch.full((n,), -1.0),
                W_dec=torch.randn(n, d, generator=g) / 10, b_dec=torch.zeros(d), hook="blocks.1.resid_post", name="rnd")
 
 
@@ -167,3 +167,15 @@ def test_topk_is_the_top_under_the_total_order_for_any_batches_and_merges(seed):
         for s in range(k):
             if merged.idx[u, s] >= 0:
                 assert merged.rows[u, s, 0].item() == merged.idx[u, s].item()
+
+
+def test_latent_chunks_give_the_records_of_one_pass(tiny_llama, sae, corpus, tmp_path):
+    """Wide SAEs in bounded memory: latents mined in chunks (one pass each) = one pass over all."""
+    kw = dict(ARGS, n_tokens=16 * 30, units="latents", saes=[sae])
+    one, chunked = tmp_path / "one.db", tmp_path / "chunked.db"
+    rid = mine(tiny_llama, Store(one), corpus, **kw)
+    rid2 = mine(tiny_llama, Store(chunked), corpus, latent_chunk=30, **kw)     # 80 latents: 3 passes (30, 30, 20)
+    assert rid2 == rid
+    _same_run(one, chunked, rid, kinds=("top", "quantile", "random"))
+    a, b = (Store(x).get_mining_run(rid)["stats"] for x in (one, chunked))
+    assert b["latent_passes"] == 3 and a["latents"] == b["latents"] and a["n_units"] == b["n_units"] == 80

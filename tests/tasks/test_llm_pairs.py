@@ -37,9 +37,9 @@ class ScriptedLLM:
 SPEC = {"slot": "place",
         "templates": ["the cat sat on the {Place} and ran to the", "when {who} went to the { place } then", "no slot here",
                       "ends with {place}", "the {place} by the {where} is"],
-        "values": [{"value": "mat", "answer": "park"}, {"value": "house", "answer": "tree"},
-                   {"value": "store", "answer": "big house"}, {"value": "mat", "answer": "dog"},
-                   {"value": "dog", "answer": "house"}],
+        "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
+                   {"answer": "big house", "values": ["store"]}, {"answer": "dog", "values": ["mat"]},
+                   {"answer": "house", "values": ["dog"]}],
         "fillers": [{"slot": "who", "values": ["mary", "john"]}]}
 
 
@@ -77,8 +77,8 @@ def test_rejections_by_reason_with_examples(tiny_gpt2, tmp_path):
 
 
 def test_early_stop_when_the_first_answer_yields_nothing(tiny_gpt2, tmp_path):
-    bad = {**SPEC, "values": [{"value": "mat", "answer": "big house"}, {"value": "dog", "answer": "red tree"},
-                              {"value": "house", "answer": "small cat"}]}
+    bad = {**SPEC, "groups": [{"answer": "big house", "values": ["mat"]}, {"answer": "red tree", "values": ["dog"]},
+                              {"answer": "small cat", "values": ["house"]}]}
     llm = ScriptedLLM(bad)
     store = Store(tmp_path / "s.db")
     with pytest.raises(DatasetError) as e:
