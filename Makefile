@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 DEMO_UNIT ?= L3/N42
 
-.PHONY: install demo test clean
+.PHONY: install peers demo test clean
 
 install: $(VENV)/.installed
 
@@ -24,9 +24,13 @@ demo: install
 	$(VENV)/bin/autointerp trace "The Eiffel Tower is in Paris, the capital of France." --layer 3 --top 3
 	$(VENV)/bin/autointerp explain --unit $(DEMO_UNIT)
 
+# Peer tools for the interop tests (Datasette, neuronpedia, sae-lens), each in its own venv under .peers/.
+peers: install
+	bash scripts/peers.sh
+
 # The tests (pytest's exit 5, "no tests collected", is not a failure).
-test: install
+test: install peers
 	$(VENV)/bin/pytest; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) store/*.db store/*.db-*
+	rm -rf $(VENV) .peers store/*.db store/*.db-*

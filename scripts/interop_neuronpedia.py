@@ -1,7 +1,7 @@
 """Check an `autointerp export --format neuronpedia` folder with the `neuronpedia` package itself
 (PyPI, 1.2.x; run with a Python that has it, e.g. a separate venv):
 
-    /work/venvs/neuronpedia/bin/python scripts/interop_neuronpedia.py EXPORT_DIR
+    .peers/neuronpedia/bin/python scripts/interop_neuronpedia.py EXPORT_DIR
 
 Every batch is read into the package's own dataclasses (Feature, Explanation, Activation with its
 quantile checks, Logit) and handed to Source.upload_batch, whose request is captured instead of

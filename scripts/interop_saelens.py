@@ -1,10 +1,10 @@
 """SAELens interop both ways (issue #27), run with a Python that has sae-lens AND autointerp:
 
-    /work/venvs/saelens/bin/python scripts/interop_saelens.py from-saelens OUTDIR
+    .peers/saelens/bin/python scripts/interop_saelens.py from-saelens OUTDIR
         builds a standard, a TopK and a JumpReLU SAE with sae-lens (random weights, a non-zero
         b_dec and thresholds), saves each with sae-lens' own save_model, loads the folder here
         (autointerp.models.sae.load_sae) and encodes the same inputs with both.
-    /work/venvs/saelens/bin/python scripts/interop_saelens.py into-saelens SAE_DIR
+    .peers/saelens/bin/python scripts/interop_saelens.py into-saelens SAE_DIR
         loads an SAE saved here (SAE.save: e.g. `autointerp sae train`) with sae-lens'
         SAE.load_from_disk and encodes the same inputs with both.
 

@@ -1,31 +1,28 @@
-"""Reliability probes of issue #25 item 9, one line per probe (run from the repository root):
+"""Reliability probes of issue #25 item 9, one line per probe and a summary line per family
+(run from the repository root; every case is its own `autointerp` process with a timeout):
 
-    python scripts/probe_reliability.py [--only bad_inputs,kill9,concurrency,llm_faults]
+    python scripts/probe_reliability.py [--only bad_inputs,kill9,concurrency,llm_faults] [--all-values]
 
-bad_inputs   every numeric option of every command that loads a model, given nan, inf, -inf,
-             1e400, 10^20, an Arabic-Indic digit and text: clean = one `error:` line, exit 2,
-             no store file made, and the model never loaded (loading is replaced by a sentinel)
-kill9        `batch` on a tiny model with the real local HTTP test server as LLM, killed with
-             SIGKILL after some units completed, resumed; repeated; lost / duplicated units
-concurrency  3 batch workers + `merge` into the same store + `serve` reading it, at once
-llm_faults   `explain` and `pairs` against the project's test LLM server (`autointerp llm serve`:
-             vllm, llamacpp and chat-only modes, scripted 429/500/hang faults) and a server
-             trickling one byte every 2 s, an unreachable endpoint: each ends in bounded time with
-             exit 0 or one error line
-
-STATUS (rel branch, 07:56 UTC): not yet run to completion. bad_inputs ran >10 min without
-output and ignored SIGTERM (an in-process `batch` case installs batch's SIGTERM->interrupt
-handler, and some case does real work without going through HookedModel.load); it needs a
-per-case subprocess with a timeout. kill9 / concurrency / llm_faults have not been run.
+bad_inputs   every numeric option of every command that has --model, given bad values (nan, inf,
+             1e400, 10^20, an Arabic-Indic digit; --all-values adds -inf and text): clean = exit 2,
+             one `error:` line on stderr, no traceback, no file made in the case's folder or store
+kill9        `batch` over a tiny random-init Llama (tests/tinykit.py) with the batch tests' real
+             local HTTP LLM server (tests/batch/_batchkit.py), killed with SIGKILL after units
+             completed, 3 times, then resumed: lost / duplicated units against a clean run
+concurrency  3 `batch` workers + `merge` of a second store + `serve` answering HTTP requests, on
+             one store at once: exits, viewer answers, lost / duplicated units
+llm_faults   `explain` and `pairs` against LLM servers that answer 500, 429, garbage JSON or
+             prose, trickle one byte every 2 s, or are unreachable: each ends within its bound
+             with exit 0 or one clear error line and no traceback, and stores nothing when it fails
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
+import random
 import signal
 import socket
 import sqlite3
@@ -34,35 +31,88 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-BAD_VALUES = ["nan", "inf", "-inf", "1e400", "99999999999999999999", "٣", "abc"]
+BAD_INT = ["99999999999999999999", "٣", "nan"]
+BAD_FLOAT = ["nan", "inf", "1e400"]
+MORE = ["-inf", "abc"]
 INTERNAL = ("Traceback", "ValueError", "TypeError", "IntegrityError", "OverflowError", "OperationalError", "KeyError")
+CASE_TIMEOUT = 60.0
 
 
-class _ModelLoaded(Exception):
-    pass
+def _exe() -> list[str]:
+    ai = Path(sys.executable).parent / "autointerp"
+    return [str(ai)] if ai.exists() else [sys.executable, "-m", "autointerp"]
 
 
-def _run_inproc(argv: list[str]) -> tuple[int, str, str]:
-    from autointerp.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except _ModelLoaded:
-            code = -1
-    return code, out.getvalue(), err.getvalue()
+def _env(tmp: Path, **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOINTERP_")}
+    env.update(PYTHONPATH=str(ROOT), OPENAI_API_KEY="sk-probe", AUTOINTERP_CACHE=str(tmp / "cache"), **extra)
+    return env
 
 
+def cli(argv, *, env, cwd=None, timeout=CASE_TIMEOUT) -> dict:
+    """One `autointerp` process: exit code (None when killed at the timeout), out, err, seconds."""
+    t0 = time.monotonic()
+    p = subprocess.Popen([*_exe(), *map(str, argv)], env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        code = p.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, err = p.communicate()
+        code = None
+    return {"code": code, "out": out, "err": err, "seconds": time.monotonic() - t0}
+
+
+def _err_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.strip()]
+
+
+# ---- the tiny model and corpus ----------------------------------------------------------------------
+def _batchkit():
+    for p in (ROOT / "tests" / "batch", ROOT / "tests"):
+        if str(p) not in sys.path:
+            sys.path.insert(0, str(p))
+    import _batchkit
+
+    return _batchkit
+
+
+def tiny_model(tmp: Path) -> tuple[Path, Path]:
+    """A tiny random-init Llama (2 layers x 6 MLP neurons, the batch tests' shape) saved to a folder
+    with tinykit's tokenizer, and a 3000-sentence corpus in its vocabulary."""
+    import torch
+    from tinykit import WORDS, tiny_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    bk = _batchkit()
+    d = tmp / "tiny-llama"
+    corpus = tmp / "words.txt"
+    if d.exists() and corpus.exists():
+        return d, corpus
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=bk.D_MLP, num_hidden_layers=bk.N_LAYERS,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                      bos_token_id=2, eos_token_id=1, pad_token_id=1)
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    rng = random.Random(0)
+    words = [w for w in WORDS if w not in ".,"]
+    corpus.write_text(" ".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) + " ." for _ in range(3000)))
+    return d, corpus
+
+
+# ---- bad inputs to the commands that load a model ---------------------------------------------------
 def model_commands():
     """(command path, click command) for every command with a --model option."""
-    from autointerp.cli import _load_commands, cli
+    from autointerp.cli import _load_commands, cli as group
 
     _load_commands()
     out = []
@@ -73,85 +123,87 @@ def model_commands():
         if path and any("--model" in getattr(p, "opts", []) for p in cmd.params):
             out.append((path, cmd))
 
-    walk(cli, [])
+    walk(group, [])
     return out
 
 
-def probe_bad_inputs(tmp: Path) -> dict:
-    """Every numeric option of every model-loading command x BAD_VALUES. Returns the figures and
-    the unclean cases."""
+def bad_input_cases(model_dir: Path, all_values: bool = False, only: set[str] | None = None) -> list[list[str]]:
+    """argv lists: one bad value for one numeric option, the rest valid (--model the tiny model)."""
     import click
 
-    from autointerp.models.hooked import HookedModel
-
-    def sentinel(*a, **k):
-        raise _ModelLoaded()
-
-    saved = HookedModel.__dict__["load"]
-    HookedModel.load = classmethod(sentinel)
-    tried, unclean = 0, []
-    try:
-        for path, cmd in model_commands():
-            positional = ["L0/N1" if "unit" in (a.name or "") else "x"
-                          for a in cmd.params if isinstance(a, click.Argument) and a.required]
-            for p in cmd.params:
-                if not isinstance(p, click.Option) or not isinstance(p.type, (click.types.FloatParamType,
-                                                                                 click.types.IntParamType)):
-                    continue
-                opt = max(p.opts, key=len)
-                for v in BAD_VALUES:
-                    store = tmp / f"s{tried}.db"
-                    argv = [*path, *positional, opt, v]
-                    if any("--store" in q.opts for q in cmd.params if isinstance(q, click.Option)):
-                        argv += ["--store", str(store)]
-                    if os.environ.get("PROBE_VERBOSE"):
-                        print("  ", " ".join(argv), file=sys.__stderr__, flush=True)
-                    code, _out, err = _run_inproc(argv)
-                    tried += 1
-                    lines = [ln for ln in err.splitlines() if ln.strip()]
-                    ok = (code == 2 and len(lines) == 1 and lines[0].startswith("error:")
-                          and not any(w in err for w in INTERNAL) and not store.exists())
-                    if not ok:
-                        unclean.append({"argv": " ".join(argv), "code": code, "err": err.strip()[-200:],
-                                        "store_made": store.exists()})
-    finally:
-        HookedModel.load = saved
-    return {"commands": len(model_commands()), "tried": tried, "clean": tried - len(unclean), "unclean": unclean}
+    cases = []
+    for path, cmd in model_commands():
+        if only and " ".join(path) not in only:
+            continue
+        positional = ["L0/N1" if "unit" in (a.name or "") else "x"
+                      for a in cmd.params if isinstance(a, click.Argument) and a.required]
+        for q in cmd.params:    # the other required options, valid (so only the bad value is wrong)
+            if isinstance(q, click.Option) and q.required:
+                positional += [max(q.opts, key=len), "L0/N1" if "unit" in (q.name or "") else "x"]
+        for p in cmd.params:
+            if not isinstance(p, click.Option):
+                continue
+            if isinstance(p.type, click.types.FloatParamType):
+                values = BAD_FLOAT
+            elif isinstance(p.type, click.types.IntParamType):
+                values = BAD_INT
+            else:
+                continue
+            opt = max(p.opts, key=len)
+            for v in values + (MORE if all_values else []):
+                argv = [*path, *positional, opt, v]
+                if opt != "--model":
+                    argv += ["--model", str(model_dir), "--device", "cpu"] if any(
+                        "--device" in q.opts for q in cmd.params if isinstance(q, click.Option)) else ["--model", str(model_dir)]
+                if any("--store" in q.opts for q in cmd.params if isinstance(q, click.Option)):
+                    argv += ["--store", "s.db"]
+                cases.append(argv)
+    return cases
 
 
-# ---- batch probes (tiny random Llama, the tests' local HTTP LLM server) ----------------------------
-def _batchkit():
-    sys.path.insert(0, str(ROOT / "tests" / "batch"))
-    sys.path.insert(0, str(ROOT / "tests"))
-    import _batchkit
-
-    return _batchkit
-
-
-def tiny_model(tmp: Path) -> tuple[Path, Path]:
-    import random
-
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    bk = _batchkit()
-    torch.manual_seed(0)
-    tok = bk._root.tiny_tokenizer()
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=bk.D_MLP, num_hidden_layers=bk.N_LAYERS,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-                      bos_token_id=2, eos_token_id=1, pad_token_id=1)
-    d = tmp / "tiny-llama"
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    rng = random.Random(0)
-    words = [w for w in bk._root.WORDS if w not in ".,"]
-    corpus = tmp / "words.txt"
-    corpus.write_text(" ".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 12))) + " ." for _ in range(3000)))
-    return d, corpus
+def run_bad_input(argv: list[str], tmp: Path, i: int) -> dict:
+    cwd = tmp / f"case{i}"
+    cwd.mkdir(parents=True)
+    r = cli(argv, env=_env(tmp), cwd=cwd)
+    made = sorted(str(p.relative_to(cwd)) for p in cwd.rglob("*"))
+    lines = _err_lines(r["err"])
+    problems = []
+    if r["code"] is None:
+        problems.append(f"timed out after {CASE_TIMEOUT:g}s")
+    elif r["code"] != 2:
+        problems.append(f"exit {r['code']}")
+    if len(lines) != 1 or not lines[0].startswith("error:"):
+        problems.append(f"{len(lines)} stderr lines")
+    if any(w in r["err"] for w in INTERNAL):
+        problems.append("internal error")
+    if made:
+        problems.append(f"made {made[:3]}")
+    return {"argv": argv, "seconds": r["seconds"], "clean": not problems, "problems": problems,
+            "error": lines[-1][:140] if lines else ""}
 
 
+def probe_bad_inputs(tmp: Path, jobs: int = 2, all_values: bool = False, only=None, say=print) -> dict:
+    model_dir, _ = tiny_model(tmp)
+    cases = bad_input_cases(model_dir, all_values, only)
+    results = []
+    with ThreadPoolExecutor(jobs) as ex:
+        for r in ex.map(lambda ic: run_bad_input(ic[1], tmp / "cases", ic[0]), enumerate(cases)):
+            shown = " ".join(a if a != str(model_dir) else "TINY" for a in r["argv"])
+            say(f"bad_input {'clean  ' if r['clean'] else 'UNCLEAN'} {r['seconds']:4.1f}s {shown}"
+                + ("" if r["clean"] else f"  [{'; '.join(r['problems'])}] {r['error']}"))
+            results.append(r)
+    clean = sum(r["clean"] for r in results)
+    n_cmds = len({tuple(r["argv"][:2]) for r in results})
+    summary = {"family": "bad_inputs", "commands": len(model_commands()) if not only else n_cmds, "tried": len(results),
+               "clean": clean, "failures": len(results) - clean}
+    say(f"SUMMARY bad_inputs: {summary['commands']} model-loading commands, {summary['tried']} tried, "
+        f"{summary['clean']} clean, {summary['failures']} failures")
+    return {**summary, "cases": results}
+
+
+# ---- kill -9 of a batch whose units complete, then resume -------------------------------------------
 def _rows(path, sql, args=()):
-    c = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    c = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=30)
     c.row_factory = sqlite3.Row
     try:
         return [dict(r) for r in c.execute(sql, args)]
@@ -159,119 +211,174 @@ def _rows(path, sql, args=()):
         c.close()
 
 
-def _integrity(store: Path, units: set[str]) -> dict:
+def _units():
+    bk = _batchkit()
+    return {f"L{L}/N{i}" for L in range(bk.N_LAYERS) for i in range(bk.D_MLP)}
+
+
+def integrity(store: Path, units: set[str]) -> dict:
+    """done / lost (a unit with no done job or not exactly one LLM explanation) / duplicated (a
+    unit with more than one LLM explanation, baseline or job; a repeated score)."""
     jobs = _rows(store, "select unit, status from jobs")
     done = {j["unit"] for j in jobs if j["status"] == "done"}
-    expl = _rows(store, "select unit, count(*) n from explanations where explainer != 'baseline' group by unit")
-    dup_expl = sum(1 for e in expl if e["n"] > 1)
-    dup_scores = len(_rows(store, "select explanation_id, kind, count(*) c from scores group by explanation_id, kind having c > 1"))
-    return {"lost": len(units - done), "duplicated": dup_expl + dup_scores, "done": len(done)}
+    expl = {r["unit"]: r["n"] for r in _rows(store, "select unit, count(*) n from explanations "
+                                                   "where explainer != 'baseline' group by unit")}
+    base = {r["unit"]: r["n"] for r in _rows(store, "select unit, count(*) n from explanations "
+                                                   "where explainer = 'baseline' group by unit")}
+    dup_jobs = len(jobs) - len({j["unit"] for j in jobs})
+    dup_scores = len(_rows(store, "select explanation_id, kind, count(*) c from scores group by explanation_id, kind "
+                                  "having c > 1"))
+    lost = sorted(u for u in units if u not in done or expl.get(u, 0) < 1)
+    dup = sorted(u for u in units if expl.get(u, 0) > 1 or base.get(u, 0) > 1)
+    return {"done": len(done & units), "lost": len(lost), "duplicated": len(dup) + dup_jobs + dup_scores,
+            "explanations": sum(expl.values()), "lost_units": lost[:5], "dup_units": dup[:5]}
 
 
-def probe_kill9(tmp: Path, cycles: int = 3) -> dict:
+def _done(store: Path) -> int:
+    try:
+        return len(_rows(store, "select 1 from jobs where status = 'done'"))
+    except sqlite3.Error:
+        return 0
+
+
+def probe_kill9(tmp: Path, kills: int = 3, say=print) -> dict:
     bk = _batchkit()
     d, corpus = tiny_model(tmp)
-    srv = bk.BatchLLMServer(delay=0.15)
-    store = tmp / "k.db"
-    env = {**os.environ, "OPENAI_API_KEY": "sk-probe", "AUTOINTERP_CACHE": str(tmp / "cache"), "PYTHONPATH": str(ROOT)}
-    args = [sys.executable, "-m", "autointerp", *bk.batch_args(d, corpus, srv.url, "--store", store, "--no-progress",
-                                                              "--concurrency", "2")]
-    units = {f"L{L}/N{i}" for L in range(bk.N_LAYERS) for i in range(bk.D_MLP)}
-    kills, completed_before_kill = 0, []
+    units = _units()
+    srv = bk.BatchLLMServer(delay=0.1)
+    env = _env(tmp)
     try:
-        for _ in range(cycles):
-            p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            t0, base = time.monotonic(), (_integrity(store, units)["done"] if store.exists() else 0)
-            while p.poll() is None and time.monotonic() - t0 < 300:
-                try:
-                    n = _integrity(store, units)["done"]
-                except sqlite3.Error:
-                    n = base
-                if n >= base + 2:                       # units really completed in this run: kill now
-                    os.kill(p.pid, signal.SIGKILL)
-                    kills += 1
-                    completed_before_kill.append(n)
+        clean = tmp / "clean.db"
+        r = cli(bk.batch_args(d, corpus, srv.url, "--store", clean, "--no-progress"), env=env, timeout=300)
+        ref = integrity(clean, units)
+        say(f"kill9 clean run: exit {r['code']} in {r['seconds']:.1f}s, {ref['done']} units done, "
+            f"{ref['explanations']} explanations")
+        store = tmp / "k.db"
+        args = [*_exe(), *bk.batch_args(d, corpus, srv.url, "--store", store, "--no-progress")]
+        done_at = []
+        for k in range(kills):
+            p = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            base, t0 = _done(store), time.monotonic()
+            while p.poll() is None and time.monotonic() - t0 < 240:
+                if _done(store) >= base + 2:         # units really completed in this run: kill now
+                    os.killpg(p.pid, signal.SIGKILL)
                     break
-                time.sleep(0.1)
+                time.sleep(0.05)
             p.wait(60)
-        r = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
-        res = _integrity(store, units)
-        res.update(kills=kills, done_at_kills=completed_before_kill, resume_exit=r.returncode)
+            done_at.append(_done(store))
+            say(f"kill9 kill {k + 1}: exit {p.returncode} with {done_at[-1]}/{len(units)} units done")
+        r = cli([*bk.batch_args(d, corpus, srv.url, "--store", store, "--no-progress")], env=env, timeout=300)
+        res = integrity(store, units)
+        res.update(family="kill9", kills=sum(1 for n in done_at if n < len(units)), done_at_kills=done_at,
+                   resume_exit=r["code"], clean_explanations=ref["explanations"])
+        ok = (r["code"] == 0 and res["lost"] == 0 and res["duplicated"] == 0
+              and res["explanations"] == ref["explanations"] == len(units))
+        res["failures"] = 0 if ok else 1
+        say(f"kill9 resume: exit {r['code']}, {res['done']}/{len(units)} done, {res['explanations']} explanations "
+            f"(clean run {ref['explanations']}), {res['lost']} lost, {res['duplicated']} duplicated")
+        say(f"SUMMARY kill9: {res['kills']} kills, {res['lost']} lost, {res['duplicated']} duplicated, "
+            f"{res['failures']} failures")
         return res
     finally:
         srv.close()
 
 
-def probe_concurrency(tmp: Path, runs: int = 2) -> dict:
+# ---- 3 batch workers + merge + serve on one store ---------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def probe_concurrency(tmp: Path, runs: int = 2, say=print) -> dict:
     bk = _batchkit()
     d, corpus = tiny_model(tmp)
+    units = _units()
     srv = bk.BatchLLMServer(delay=0.05)
-    env = {**os.environ, "OPENAI_API_KEY": "sk-probe", "AUTOINTERP_CACHE": str(tmp / "cache"), "PYTHONPATH": str(ROOT)}
-    units = {f"L{L}/N{i}" for L in range(bk.N_LAYERS) for i in range(bk.D_MLP)}
+    env = _env(tmp)
     out = []
     try:
         for run in range(runs):
             store, other = tmp / f"c{run}.db", tmp / f"o{run}.db"
-            # a second store to merge in while the workers run (its own shard of layer 1's units)
-            subprocess.run([sys.executable, "-m", "autointerp", *bk.batch_args(d, corpus, srv.url, "--store", other,
-                                                                              "--layers", "0", "--no-progress")],
-                           env=env, capture_output=True, timeout=600)
-            # the store must exist before serve starts: mine it once
-            subprocess.run([sys.executable, "-m", "autointerp", *bk.batch_args(d, corpus, srv.url, "--store", store,
-                                                                              "--limit", "1", "--no-progress")],
-                           env=env, capture_output=True, timeout=600)
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            s.close()
-            viewer = subprocess.Popen([sys.executable, "-m", "autointerp", "serve", "--port", str(port), "--quiet",
-                                       "--store", str(store)], env=env, stderr=subprocess.PIPE, text=True)
-            viewer.stderr.readline()
-            workers = [subprocess.Popen([sys.executable, "-m", "autointerp",
-                                         *bk.batch_args(d, corpus, srv.url, "--store", store, "--no-progress")],
-                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                       for _ in range(3)]
-            time.sleep(1.0)
-            merge = subprocess.run([sys.executable, "-m", "autointerp", "merge", str(other), "--into", str(store)],
-                                   env=env, capture_output=True, text=True, timeout=600)
-            statuses = []
-            while any(w.poll() is None for w in workers):
-                import urllib.error
-                import urllib.request
+            # a second store to merge in while the workers run (layer 0 only), and the target's first unit
+            cli(bk.batch_args(d, corpus, srv.url, "--store", other, "--layers", "0", "--no-progress"), env=env, timeout=300)
+            cli(bk.batch_args(d, corpus, srv.url, "--store", store, "--limit", "1", "--no-progress"), env=env, timeout=300)
+            port = _free_port()
+            viewer = subprocess.Popen([*_exe(), "serve", "--port", str(port), "--quiet", "--store", str(store)], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+            workers = [subprocess.Popen([*_exe(), *bk.batch_args(d, corpus, srv.url, "--store", store, "--no-progress")],
+                                        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                        start_new_session=True) for _ in range(3)]
+            statuses: list[int] = []
+            stop = threading.Event()
 
+            def poll_viewer():
+                while not stop.is_set():
+                    for path in ("/", "/search?q=word", "/unit/L0/N1"):
+                        try:
+                            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as r:
+                                statuses.append(r.status)
+                        except urllib.error.HTTPError as e:
+                            statuses.append(e.code)
+                        except OSError:
+                            if len(statuses) or time.monotonic() - t0 > 20:   # not yet listening at first
+                                statuses.append(0)
+                    time.sleep(0.1)
+
+            t0 = time.monotonic()
+            th = threading.Thread(target=poll_viewer, daemon=True)
+            th.start()
+            time.sleep(1.0)
+            merge = cli(["merge", other, "--into", store], env=env, timeout=300)
+            codes = []
+            for w in workers:
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/search?q=word", timeout=30) as r:
-                        statuses.append(r.status)
-                except urllib.error.HTTPError as e:
-                    statuses.append(e.code)
-                except OSError:
-                    statuses.append(0)
-                time.sleep(0.2)
-            codes = [w.wait(600) for w in workers]
-            errs = [w.stderr.read().strip().splitlines()[-1:] for w in workers]
-            viewer.terminate()
-            viewer.wait(10)
-            res = _integrity(store, units)
-            res.update(worker_exits=codes, merge_exit=merge.returncode, viewer_requests=len(statuses),
-                       viewer_ok=sum(1 for x in statuses if x == 200), errors=[e for e in errs if e and codes[errs.index(e)]])
+                    codes.append(w.wait(300))
+                except subprocess.TimeoutExpired:
+                    os.killpg(w.pid, signal.SIGKILL)
+                    codes.append(None)
+            stop.set()
+            th.join(60)
+            errs = [(_err_lines(w.stderr.read()) or [""])[-1][:160] for w in workers]
+            os.killpg(viewer.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                viewer.wait(10)
+            res = integrity(store, units)
+            bad_status = [s for s in statuses if s not in (200, 404)]
+            res.update(worker_exits=codes, merge_exit=merge["code"], merge_err=(_err_lines(merge["err"]) or [""])[-1][:160],
+                       viewer_requests=len(statuses), viewer_ok=sum(1 for s in statuses if s in (200, 404)),
+                       viewer_bad=bad_status[:5], errors=[e for e, c in zip(errs, codes) if c != 0])
+            res["clean"] = (codes == [0, 0, 0] and merge["code"] == 0 and not bad_status and res["lost"] == 0
+                            and res["duplicated"] == 0 and res["done"] == len(units) and len(statuses) > 0)
+            say(f"concurrency run {run + 1}: 3 workers exit {codes}, merge exit {merge['code']}, viewer "
+                f"{res['viewer_ok']}/{res['viewer_requests']} answered; {res['done']}/{len(units)} done, "
+                f"{res['explanations']} explanations, {res['lost']} lost, {res['duplicated']} duplicated "
+                f"{'clean' if res['clean'] else 'UNCLEAN'}"
+                + (f"; errors {res['errors']}" if res["errors"] else "")
+                + (f"; merge: {res['merge_err']}" if merge["code"] else ""))
             out.append(res)
-        return {"runs": out}
+        failures = sum(not r["clean"] for r in out)
+        say(f"SUMMARY concurrency: {len(out)} runs, {len(out) - failures} clean, {failures} failures")
+        return {"family": "concurrency", "tried": len(out), "clean": len(out) - failures, "failures": failures, "runs": out}
     finally:
         srv.close()
 
 
-# ---- LLM faults through explain and pairs ------------------------------------------------------------
-class _Trickle:
+# ---- LLM faults through explain and pairs -----------------------------------------------------------
+class Trickle:
+    """A server that answers every connection one byte every `every` seconds."""
+
     def __init__(self, every: float = 2.0):
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.listen(64)
         self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
         self.every = every
+        self.closed = threading.Event()
         threading.Thread(target=self._loop, daemon=True).start()
 
     def _loop(self):
-        while True:
+        while not self.closed.is_set():
             try:
                 c, _ = self.sock.accept()
             except OSError:
@@ -284,6 +391,8 @@ class _Trickle:
             with contextlib.suppress(OSError):
                 c.recv(65536)
             for b in b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n" + b"x" * 500:
+                if self.closed.is_set():
+                    return
                 c.sendall(bytes([b]))
                 time.sleep(self.every)
         except OSError:
@@ -292,98 +401,149 @@ class _Trickle:
             c.close()
 
     def close(self):
+        self.closed.set()
         self.sock.close()
 
 
-def probe_llm_faults(tmp: Path) -> dict:
-    from autointerp.llm.embedded import EmbeddedLLM
-    from autointerp.llm.serve import start_server
+PAIRS_SPEC = {"slot": "place", "templates": ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"],
+              "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
+                         {"answer": "dog", "values": ["store"]}], "fillers": []}
 
+
+def fault_server(mode: str):
+    """The batch tests' HTTP LLM server (explainer, JSON simulator, judge; pairs specs), with every
+    chat request answered according to `mode`: ok, 500, 429, garbage (HTTP 200, broken JSON),
+    prose (every answer a sentence, also where JSON is asked)."""
+    bk = _batchkit()
+    srv = bk.BatchLLMServer()
+    explain_chat = srv.chat
+    llm = bk._llm
+
+    def chat(body):
+        msgs = body.get("messages") or []
+        n = body.get("n") or 1
+        if mode == "prose":
+            return llm.chat_body(["I think this is mostly about cats and dogs, roughly."] * n)
+        if any("templates" in str(m.get("content")) and "slot" in str(m.get("content")) for m in msgs):
+            return llm.chat_body([json.dumps(PAIRS_SPEC)] * n)
+        return explain_chat(body)
+
+    srv.s.default["/v1/chat/completions"] = chat
+    if mode in ("500", "429", "garbage"):
+        status = {"500": 500, "429": 429, "garbage": 200}[mode]
+        payload = b'{"id": "x", "choices": [{"message": {"content": "the w' if mode == "garbage" else \
+            {"error": {"message": f"scripted {mode}"}}
+        headers = {"Retry-After": "1"} if mode == "429" else {}
+        srv.s.default["/v1/chat/completions"] = None
+        srv.s.script["/v1/chat/completions"] = [(status, headers, payload, 0)] * 100000
+    return srv
+
+
+def _stored(store: Path) -> dict:
+    if not store.exists():
+        return {}
+    out = {}
+    for table in ("explanations", "scores", "datasets"):
+        with contextlib.suppress(sqlite3.Error):
+            out[table] = _rows(store, f"select count(*) n from {table}")[0]["n"]
+    with contextlib.suppress(sqlite3.Error):    # scores with a value (a null one carries its reason)
+        out["valued_scores"] = _rows(store, "select count(*) n from scores where value is not null")[0]["n"]
+    return out
+
+
+LLM_FAULTS = ("ok", "500", "429", "garbage", "prose", "trickle", "unreachable")
+
+
+def probe_llm_faults(tmp: Path, faults=LLM_FAULTS, commands=("explain", "pairs"), llm_timeout: float = 3.0,
+                     bound: float = 90.0, say=print) -> dict:
     d, corpus = tiny_model(tmp)
-    llm = EmbeddedLLM(str(d), device="cpu")
-    env_key = os.environ.setdefault("OPENAI_API_KEY", "sk-probe")
-    assert env_key
-    os.environ["AUTOINTERP_CACHE"] = str(tmp / "cache")
+    env = _env(tmp)
     results = []
-    servers = {m: start_server(llm=llm, mode=m) for m in ("vllm", "llamacpp", "chat-only")}
-    trickle = _Trickle()
-    try:
-        cases = []
-        for mode in ("vllm", "llamacpp", "chat-only"):
-            cases.append((f"{mode}", mode, None))
-        cases += [("429+retry-after", "vllm", lambda s: s.fail_next(2, status=429, retry_after=0.5)),
-                  ("500x2", "vllm", lambda s: s.fail_next(2, status=500)),
-                  ("500x20", "vllm", lambda s: s.fail_next(20, status=500)),
-                  ("hang 8s", "vllm", lambda s: s.hang_next(1, seconds=8.0)),
-                  ("trickle 1B/2s", "trickle", None),
-                  ("unreachable", "unreachable", None)]
-        for cmd in ("explain", "pairs"):
-            for name, mode, fault in cases:
-                if mode == "trickle":
-                    url = trickle.url
-                elif mode == "unreachable":
-                    url = "http://127.0.0.1:9/v1"
-                else:
-                    srv = servers[mode]
-                    srv.clear()
-                    if fault:
-                        fault(srv)
-                    url = srv.url
-                store = tmp / f"{cmd}-{name.replace(' ', '_').replace('/', '_')}.db"
-                common = ["--llm", "openai:tiny", "--llm-base-url", url, "--llm-timeout", "3", "--model", str(d),
-                          "--device", "cpu", "--store", str(store)]
-                if cmd == "explain":
-                    argv = ["explain", "L0/N1", "--corpus", str(corpus), "--n-tokens", "2048", "--k", "1",
-                            "--scorers", "simulation", "--n-boot", "20", *common]
-                else:
-                    argv = ["pairs", "--task", "capital cities: 'The capital of France is' -> ' Paris'", "--n", "4",
-                            *common]
-                t0 = time.monotonic()
-                code, out, err = _run_inproc(argv)
-                took = time.monotonic() - t0
-                lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-                clean = (code == 0 or (len(lines) == 1 and not any(w in err for w in INTERNAL))) and took < 120
-                results.append({"cmd": cmd, "fault": name, "exit": code, "seconds": round(took, 1), "clean": clean,
-                                "error": lines[0][:160] if lines else None})
-        return {"cases": results}
-    finally:
-        trickle.close()
-        for s in servers.values():
-            s.close()
+    for cmd in commands:
+        for fault in faults:
+            srv = None
+            if fault == "trickle":
+                srv = Trickle()
+            elif fault == "unreachable":
+                url = f"http://127.0.0.1:{_free_port()}/v1"
+            else:
+                srv = fault_server(fault)
+            url = srv.url if srv else url
+            store = tmp / f"{cmd}-{fault}.db"
+            common = ["--llm", "openai:test", "--llm-base-url", url, "--llm-timeout", f"{llm_timeout:g}",
+                      "--model", d, "--device", "cpu", "--store", store]
+            if cmd == "explain":
+                argv = ["explain", "--unit", "L0/N1", "--corpus", corpus, "--n-tokens", "8192", "--k", "1", "--scorers", "simulation",
+                        "--simulator", "json", *common]
+            else:
+                argv = ["pairs", "--task", "places: 'the cat sat on the mat and ran to the' -> ' park'", "--n", "4",
+                        "--margin", "0", *common]
+            try:
+                r = cli(argv, env=env, timeout=bound + 30)
+            finally:
+                if srv:
+                    srv.close()
+            lines = _err_lines(r["err"])
+            errors = [ln for ln in lines if ln.startswith("error:")]
+            stored = _stored(store)
+            problems = []
+            if r["code"] is None or r["seconds"] > bound:
+                problems.append(f"took {r['seconds']:.0f}s > {bound:g}s")
+            if any(w in r["err"] for w in INTERNAL):
+                problems.append("internal error")
+            if fault == "ok" and r["code"] != 0:
+                problems.append("the control (a working server) failed")
+            if r["code"] == 2:
+                problems.append("usage error: the probe's command line is wrong")
+            if r["code"] not in (0, None) and len(errors) != 1:
+                problems.append(f"{len(errors)} error lines")
+            if r["code"] not in (0, None) and (stored.get("explanations") or stored.get("scores") or stored.get("datasets")):
+                problems.append(f"failed but stored {stored}")
+            if fault != "ok" and r["code"] == 0 and cmd == "explain" and stored.get("valued_scores"):
+                # a faulty LLM cannot have produced a score: a score with a value here is a fake one
+                problems.append(f"exit 0 with scores valued {stored}")
+            res = {"cmd": cmd, "fault": fault, "exit": r["code"], "seconds": round(r["seconds"], 1),
+                   "clean": not problems, "problems": problems, "error": (errors or lines or [""])[-1][:150],
+                   "stored": stored}
+            say(f"llm_fault {cmd:<7} {fault:<11} exit {r['code']} in {r['seconds']:5.1f}s "
+                f"{'clean  ' if res['clean'] else 'UNCLEAN'}"
+                + (f" [{'; '.join(problems)}]" if problems else "") + (f": {res['error']}" if res["error"] else ""))
+            results.append(res)
+    clean = sum(r["clean"] for r in results)
+    say(f"SUMMARY llm_faults: {len(results)} tried ({len(faults)} modes x {', '.join(commands)}), {clean} clean, "
+        f"{len(results) - clean} failures")
+    return {"family": "llm_faults", "tried": len(results), "clean": clean, "failures": len(results) - clean,
+            "cases": results}
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="bad_inputs,kill9,concurrency,llm_faults")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--all-values", action="store_true", help="also -inf and text for every numeric option")
+    ap.add_argument("--commands", help="bad_inputs: only these commands (comma-separated, e.g. 'explain,sae train')")
+    ap.add_argument("--jobs", type=int, default=2, help="bad-input cases run at once")
+    ap.add_argument("--json", metavar="FILE", help="also write every result to FILE")
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT))
+    for p in (ROOT, ROOT / "tests"):
+        sys.path.insert(0, str(p))
     only = a.only.split(",")
+    out = {}
     with tempfile.TemporaryDirectory(prefix="probe-rel-") as t:
         tmp = Path(t)
+        tiny_model(tmp)
         if "bad_inputs" in only:
-            r = probe_bad_inputs(tmp / "bad")
-            print(f"bad_inputs: {r['commands']} model-loading commands, {r['tried']} bad values tried, {r['clean']} clean"
-                  + (f"; unclean: {json.dumps(r['unclean'][:5], ensure_ascii=False)}" if r["unclean"] else ""), flush=True)
+            out["bad_inputs"] = probe_bad_inputs(tmp, a.jobs, a.all_values,
+                                                 only=set(a.commands.split(",")) if a.commands else None, say=lambda s: print(s, flush=True))
         if "kill9" in only:
-            (tmp / "k").mkdir()
-            r = probe_kill9(tmp / "k")
-            print(f"kill9: {r['kills']} kills (after {r['done_at_kills']} units done), resume exit {r['resume_exit']}: "
-                  f"{r['done']} done, {r['lost']} lost, {r['duplicated']} duplicated", flush=True)
+            out["kill9"] = probe_kill9(tmp, say=lambda s: print(s, flush=True))
         if "concurrency" in only:
-            (tmp / "c").mkdir()
-            r = probe_concurrency(tmp / "c")
-            for i, x in enumerate(r["runs"]):
-                print(f"concurrency run {i + 1}: 3 workers exit {x['worker_exits']}, merge exit {x['merge_exit']}, viewer "
-                      f"{x['viewer_ok']}/{x['viewer_requests']} answered 200; {x['done']} done, {x['lost']} lost, "
-                      f"{x['duplicated']} duplicated" + (f"; errors {x['errors']}" if x["errors"] else ""), flush=True)
+            out["concurrency"] = probe_concurrency(tmp, say=lambda s: print(s, flush=True))
         if "llm_faults" in only:
-            (tmp / "f").mkdir()
-            r = probe_llm_faults(tmp / "f")
-            for c in r["cases"]:
-                print(f"llm_faults {c['cmd']:<7} {c['fault']:<16} exit {c['exit']} in {c['seconds']:5.1f}s "
-                      f"{'clean' if c['clean'] else 'UNCLEAN'}" + (f": {c['error']}" if c["error"] else ""), flush=True)
+            out["llm_faults"] = probe_llm_faults(tmp, say=lambda s: print(s, flush=True))
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=1, default=str, ensure_ascii=False))
+    return 1 if any(v.get("failures") for v in out.values()) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

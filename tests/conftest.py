@@ -48,3 +48,45 @@ def tiny(request):
 def make_tiny_tokenizer():
     """Factory for the in-code WordLevel tokenizer used by the tiny models."""
     return tiny_tokenizer
+
+
+class CliRun(tuple):
+    """(exit code, stdout, stderr) of one in-process CLI run; also .returncode/.stdout/.stderr."""
+    returncode = property(lambda self: self[0])
+    stdout = property(lambda self: self[1])
+    stderr = property(lambda self: self[2])
+
+
+@pytest.fixture
+def cli(capsys):
+    """cli(*args): run autointerp's CLI in this process and return a CliRun."""
+    from autointerp.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code or 0
+        o = capsys.readouterr()
+        return CliRun((code, o.out, o.err))
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def dummy_extensions():
+    """The dummy scorer and unit kind (tests/dummy_scorer.py, tests/dummy_unit_kind.py) registered
+    for one test module and removed after it: the registries are global, and other modules' tests
+    must see only the real entries (e.g. the unit-id error message lists every kind)."""
+    import dummy_scorer
+    import dummy_unit_kind
+    from autointerp.core.units import UNIT_KINDS, register_unit_kind
+    from autointerp.score.registry import SCORERS, register_scorer
+
+    register_unit_kind(dummy_unit_kind.RESID)       # again, if an earlier module's teardown removed them
+    register_scorer(dummy_scorer.SPEC)
+    yield
+    UNIT_KINDS.pop(dummy_unit_kind.RESID.name, None)
+    SCORERS.pop(dummy_scorer.SPEC.name, None)

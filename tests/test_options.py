@@ -11,21 +11,6 @@ from autointerp.core.units import UNIT_IN_TEXT_RE, Unit
 from autointerp.errors import UnitError
 
 
-@pytest.fixture
-def cli(capsys):
-    from autointerp.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        o = capsys.readouterr()
-        return code, o.out, o.err
-
-    return run
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import random
 import pytest
 import torch
 
-import dummy_scorer  # noqa: F401  (registers peak_token)
-import dummy_unit_kind  # noqa: F401  (registers the resid unit kind, L1/R7)
 from autointerp.core.units import UNIT_KINDS, Unit
 from autointerp.errors import UnitError
+
+
+pytestmark = pytest.mark.usefixtures("dummy_extensions")   # registered for this module only
 
 
 def test_the_unit_kind_is_known_everywhere_ids_are_read(tiny_llama):

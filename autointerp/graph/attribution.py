@@ -177,8 +177,13 @@ def _targets(hm, rep: LocalReplacement, target: str | None, max_logits: int, log
 
 def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits: int = 10, logit_prob: float = 0.95,
                 max_feature_nodes: int = 2048, batch_size: int = 64, node_share: float = 0.8, edge_share: float = 0.98,
-                progress: bool = False) -> AttributionGraph:
-    """The pruned attribution graph of `prompt` through transcoder set `tset` (models/transcoders.py)."""
+                progress: bool = False, demean_logits: bool = False) -> AttributionGraph:
+    """The pruned attribution graph of `prompt` through transcoder set `tset` (models/transcoders.py).
+
+    demean_logits: attribute each target's logit minus the mean logit over the vocabulary (what
+    circuit-tracer attributes: its logit vectors are W_U columns less their mean,
+    circuit_tracer/attribution/targets.py `_compute_logit_vecs`) instead of the raw logit. The
+    completeness identity then holds for the de-meaned logit."""
     t0 = time.perf_counter()
     tset.check_model(hm)
     ids = hm.tokenize(prompt)[0][0]
@@ -206,7 +211,7 @@ def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits:
     leaves = {layer: rep.variable_part(layer)[None].clone().requires_grad_(True) for layer in range(L)}
     live: dict[int, torch.Tensor] = {}
     out = rep.forward(emb, leaves, grad=True, keep_mlp_in=live)
-    y_logits = out[0, -1, tids]
+    y_logits = out[0, -1, tids] - out[0, -1].mean() if demean_logits else out[0, -1, tids]
     pre = []
     for layer, (pos, lat, _, _) in per_layer.items():
         tc = tset.by_layer[layer]
@@ -295,12 +300,16 @@ def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits:
         zero = rep.forward(torch.zeros_like(rep.emb)[None], {layer: torch.zeros_like(rep.emb)[None] for layer in range(L)},
                            grad=False)
     t0id = tids[0]
-    bias = float(zero[0, -1, t0id])
+    def _logit(v: torch.Tensor) -> float:      # v: [V] logits at the last position
+        return float(v[t0id] - v.mean()) if demean_logits else float(v[t0id])
+
+    bias = _logit(zero[0, -1])
     contrib = R_logit[0]
-    raw = float(rep.logits[-1, t0id])
+    raw = _logit(rep.logits[-1])
     total = bias + float(contrib.double().sum())
-    replaced = float(out[0, -1, t0id].detach())
-    direct = {"target": logits[0]["token"], "target_id": t0id, "raw_logit": raw, "bias_terms": bias,
+    replaced = _logit(out[0, -1].detach())
+    direct = {"target": logits[0]["token"], "target_id": t0id, "logit": "demeaned" if demean_logits else "raw",
+              "raw_logit": raw, "bias_terms": bias,
               "sum_of_contributions": float(contrib.double().sum()), "bias_plus_contributions": total,
               "relative_error": abs(total - raw) / max(abs(raw), 1e-12),
               "replacement_forward_logit": replaced,

@@ -3,7 +3,7 @@ openai:gpt-4o-mini). A backend is one factory registered with `@register_backend
 none of them, so the backend modules import base.py and nothing imports them back.
 
     @register_backend("mine", example="mine:MODEL")
-    def _mine(model, *, store, budget, base_url, settings, **kw) -> LLM: ...
+    def _mine(name, *, store, budget, base_url, settings, **kw) -> LLM: ...
 """
 
 from __future__ import annotations
@@ -60,23 +60,23 @@ def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None,
 
         settings = Settings.load()
     spec = spec or settings.llm
-    backend, model = parse_spec(spec)
+    backend, name = parse_spec(spec)   # the name after 'backend:'; kw may carry model= (shared weights)
     if budget is None and (settings.max_llm_tokens is not None or settings.max_cost_usd is not None):
         budget = Budget(settings.max_llm_tokens, settings.max_cost_usd)
-    return BACKENDS[backend].factory(model, store=store, budget=budget, base_url=base_url, settings=settings, **kw)
+    return BACKENDS[backend].factory(name, store=store, budget=budget, base_url=base_url, settings=settings, **kw)
 
 
 @register_backend("embedded", example="embedded:smollm2-135m")
-def _embedded(model, *, store, budget, base_url, settings, **kw) -> LLM:
+def _embedded(name, *, store, budget, base_url, settings, **kw) -> LLM:
     from .embedded import EmbeddedLLM
 
     kw.setdefault("device", settings.device)
     kw.setdefault("dtype", settings.dtype)
-    return EmbeddedLLM(model, store=store, budget=budget, **kw)
+    return EmbeddedLLM(name, store=store, budget=budget, **kw)
 
 
 @register_backend("openai", example="openai:gpt-4o-mini")
-def _openai(model, *, store, budget, base_url, settings, **kw) -> LLM:
+def _openai(name, *, store, budget, base_url, settings, **kw) -> LLM:
     from .openai_backend import OpenAILLM
 
     kw.setdefault("concurrency", settings.llm_concurrency)
@@ -84,4 +84,4 @@ def _openai(model, *, store, budget, base_url, settings, **kw) -> LLM:
         kw.setdefault("timeout", settings.llm_timeout)
     if getattr(settings, "llm_max_attempts", None) is not None:
         kw.setdefault("max_attempts", settings.llm_max_attempts)
-    return OpenAILLM(model, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)
+    return OpenAILLM(name, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)

@@ -227,9 +227,9 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
             raise
         except LLMError as e:
             stats["llm_error"] = str(e)
-            if r == 0:
-                stats["stopped"] = "the first LLM answer was unusable"
-                raise DatasetError(failure_message(task, _public(stats, examples), spent())) from None
+            if r == 0:      # nothing was validated: the LLM failed, not the items (one line, not exit 2)
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise LLMError(f"pairs for {task!r}: the first LLM call failed ({spent()}): {first}") from None
             continue
         plan, dropped = clean_spec(spec)
         for k, v in dropped.items():

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 
-import dummy_scorer  # noqa: F401  (registers peak_token)
-import dummy_unit_kind  # noqa: F401  (registers the resid unit kind)
+import pytest
+
 from _batchkit import D_MLP, N_LAYERS, cli_inproc
+
+pytestmark = pytest.mark.usefixtures("dummy_extensions")   # registered for this module only
 
 
 def _rows(path, sql):

@@ -159,3 +159,22 @@ def test_graph_cli_json_and_one_line_errors(tiny_llama, llama_set, corpus, tmp_p
         err = [ln for ln in err if not ln.startswith("Loading weights")]
         assert code == 2 and len(err) == 1 and msg in err[0], err
     assert len(Store(tmp_path / "s.db", readonly=True).list_graphs()) == n_graphs      # nothing stored on bad input
+
+
+def test_demeaned_logits_keep_completeness_and_change_only_the_logit_rows(tiny_llama, llama_set):
+    """demean_logits=True attributes logit - mean logit (circuit-tracer's target, its W_U columns
+    less their mean): the identity holds for that quantity, latent rows are untouched, and each
+    logit row is the raw row less the row of the mean logit (the same for every target)."""
+    hm, ts = tiny_llama, llama_set
+    raw = build_graph(hm, ts, PROMPT, max_logits=2, max_feature_nodes=10 ** 6)
+    dm = build_graph(hm, ts, PROMPT, max_logits=2, max_feature_nodes=10 ** 6, demean_logits=True)
+    assert dm.features == raw.features and [r["token_id"] for r in dm.logits] == [r["token_id"] for r in raw.logits]
+    real = hm.forward(torch.tensor([dm.token_ids])).logits[0, -1].float()
+    d = dm.direct
+    assert d["logit"] == "demeaned" and raw.direct["logit"] == "raw"
+    assert d["raw_logit"] == pytest.approx(float(real[d["target_id"]] - real.mean()), abs=1e-5)
+    assert d["relative_error"] < 1e-3
+    F = dm.n_features
+    assert torch.allclose(dm.adjacency[:F], raw.adjacency[:F])
+    diff = raw.adjacency[-2:] - dm.adjacency[-2:]          # the mean logit's row, twice
+    assert diff.abs().max() > 1e-4 and torch.allclose(diff[0], diff[1], atol=1e-5)

@@ -158,13 +158,13 @@ def test_described_task_asks_the_llm_for_pairs_and_a_failure_is_recorded(tmp_pat
     hm = toy_model()
     store = Store(tmp_path / "s.db")
     llm = NoPairs()
-    with pytest.raises(LLMError):
+    with pytest.raises(LLMError, match="fake: no JSON"):     # the LLM's failure, said as such
         investigate(store, hm, "copy the token after the earlier occurrence", llm=llm,
                     settings=InvestigateSettings(n=4, n_explain=0, prose=False))
     assert llm.calls >= 1
     rows = store.list_investigations()
     assert len(rows) == 1 and rows[0]["status"] == "failed"
-    assert "no usable templates" in store.get_investigation(rows[0]["id"])["error"]
+    assert "the first LLM call failed" in store.get_investigation(rows[0]["id"])["error"]
 
 
 def test_check_prose_binds_numbers_to_the_units_named():

@@ -38,8 +38,11 @@ def corpus(tmp_path_factory):
 def sae(tiny_llama):
     g = torch.Generator().manual_seed(5)
     d, n = tiny_llama.d_model, 80
-    return SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) * 5, b_enc=torch.full((n,), -1.0),
-               W_dec=torch.randn(n, d, generator=g) / 10, b_dec=torch.zeros(d), hook="blocks.1.resid_post", name="rnd")
+    s = SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) * 5, b_enc=torch.full((n,), -1.0),
+            W_dec=torch.randn(n, d, generator=g) / 10, b_dec=torch.zeros(d), hook="blocks.1.resid_post", name="rnd")
+    yield s
+    if tiny_llama.saes.get(s.hook) is s:      # mining attached it to the session's model: leave it as found
+        tiny_llama.detach_sae(s)
 
 
 def _rows(path, sql):

@@ -1,7 +1,7 @@
 """`autointerp export --format neuronpedia` (issue #27): a folder of upload batches in the format
 the `neuronpedia` package (PyPI) posts, checked by that package itself
 (scripts/interop_neuronpedia.py, in a Python that has it: AUTOINTERP_NEURONPEDIA_PYTHON, else
-/work/venvs/neuronpedia/bin/python, else this one), plus the content: explanations, scores,
+.peers/neuronpedia/bin/python, else this one), plus the content: explanations, scores,
 activations equal to the store's records, logits and density; bad --out gets one line."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _np_python() -> str | None:
-    for c in (os.environ.get("AUTOINTERP_NEURONPEDIA_PYTHON"), "/work/venvs/neuronpedia/bin/python", sys.executable):
+    for c in (os.environ.get("AUTOINTERP_NEURONPEDIA_PYTHON"), str(REPO / ".peers" / "neuronpedia" / "bin" / "python"), sys.executable):
         if c and Path(c).exists() and subprocess.run([c, "-c", "import neuronpedia.np_source"], capture_output=True,
                                                       timeout=120).returncode == 0:
             return c

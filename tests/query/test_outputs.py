@@ -13,26 +13,8 @@ from autointerp.core.files import atomic_output, check_output, write_output
 from autointerp.errors import UsageError
 
 
-class Run:
-    def __init__(self, code, out, err):
-        self.returncode, self.stdout, self.stderr = code, out, err
 
 
-@pytest.fixture
-def cli(capsys):
-    from autointerp.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        o = capsys.readouterr()
-        return Run(code, o.out, o.err)
-
-    return run
 
 
 def one_error(r, *words):

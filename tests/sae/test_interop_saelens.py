@@ -1,6 +1,6 @@
 """SAELens both ways (issue #27), with sae-lens itself: scripts/interop_saelens.py runs in a Python
 that has sae-lens (kept out of the project's venv: AUTOINTERP_SAELENS_PYTHON, else
-/work/venvs/saelens/bin/python, else this interpreter if it imports sae_lens) as a subprocess.
+.peers/saelens/bin/python, else this interpreter if it imports sae_lens) as a subprocess.
   - SAEs built and saved by sae-lens (standard, TopK, JumpReLU) load here and encode the same
     inputs to the same latents and reconstructions;
   - a TopK SAE trained here (train_topk on the tiny Llama) loads into sae-lens and encodes alike.
@@ -25,7 +25,7 @@ SCRIPT = REPO / "scripts" / "interop_saelens.py"
 
 
 def _saelens_python() -> str | None:
-    cands = [os.environ.get("AUTOINTERP_SAELENS_PYTHON"), "/work/venvs/saelens/bin/python", sys.executable]
+    cands = [os.environ.get("AUTOINTERP_SAELENS_PYTHON"), str(REPO / ".peers" / "saelens" / "bin" / "python"), sys.executable]
     for c in cands:
         if c and (Path(c).exists() or shutil.which(c)):
             r = subprocess.run([c, "-c", "import sae_lens, autointerp"], capture_output=True, timeout=300,

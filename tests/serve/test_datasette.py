@@ -139,7 +139,7 @@ def test_template_is_packaged():
 def _real_datasette() -> str | None:
     import shutil
 
-    for c in (os.environ.get("AUTOINTERP_DATASETTE"), "/work/venvs/datasette/bin/datasette",
+    for c in (os.environ.get("AUTOINTERP_DATASETTE"), str(REPO / ".peers" / "datasette" / "bin" / "datasette"),
               str(Path(sys.executable).parent / "datasette"), shutil.which("datasette")):
         if c and Path(c).exists():
             return c

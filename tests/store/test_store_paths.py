@@ -13,21 +13,6 @@ from autointerp.errors import StoreError
 from autointerp.store import Store
 
 
-@pytest.fixture
-def cli(capsys):
-    from autointerp.cli import main
-
-    def run(*args):
-        capsys.readouterr()
-        try:
-            main([str(a) for a in args])
-            code = 0
-        except SystemExit as e:
-            code = e.code or 0
-        o = capsys.readouterr()
-        return code, o.out, o.err
-
-    return run
 
 
 def one_error(res, *words):

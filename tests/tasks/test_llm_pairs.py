@@ -147,3 +147,28 @@ def test_a_free_form_reply_longer_than_the_bounds_is_cut_not_refused():
     assert spec.groups[0].values == ["0", "2", "4", "6", "8", "10"]
     plan, _ = clean_spec(spec)
     assert len(plan.values) == 8
+
+
+class FailingLLM(ScriptedLLM):
+    """Every call fails the way a backend reports a dead endpoint (after its retries)."""
+
+    def structured(self, messages, schema, **kw):
+        from autointerp.errors import LLMError
+
+        self.calls.append(messages)
+        raise LLMError("openai:test: HTTP 500 from http://127.0.0.1:9/v1 (after 3 attempts)\nsecond line")
+
+
+def test_first_llm_call_failing_is_an_llm_error_not_a_validation_failure(tiny_gpt2, tmp_path):
+    """A server error on the first call was reported as 'no item passed validation' with exit 2
+    (a usage code) and tips about templates (scripts/probe_reliability.py, llm_faults)."""
+    from autointerp.errors import LLMError
+
+    llm = FailingLLM(SPEC)
+    store = Store(tmp_path / "s.db")
+    with pytest.raises(LLMError) as e:
+        make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, max_llm_calls=4)
+    msg = str(e.value)
+    assert not isinstance(e.value, DatasetError) and e.value.exit_code == 1
+    assert "\n" not in msg and "first LLM call failed" in msg and "HTTP 500" in msg and "passed validation" not in msg
+    assert len(llm.calls) == 1 and store.list_datasets() == []
