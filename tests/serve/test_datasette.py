@@ -163,7 +163,8 @@ def test_real_datasette_serves_any_file_name_with_its_metadata(odd_store, tmp_pa
     env = {**os.environ, "PATH": f"{Path(exe).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "autointerp", "serve", "--store", str(odd_store), "--datasette",
-                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+                             "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)    # its own group: Datasette (a child of it) goes too
     base = f"http://127.0.0.1:{port}"
     db = ds.url_name("my run 2")
     assert db == "my~20run~202"
@@ -195,11 +196,13 @@ def test_real_datasette_serves_any_file_name_with_its_metadata(odd_store, tmp_pa
         rows = get_json(f"/{db}/search_explanations.json?" + urllib.parse.urlencode({"q": "week", "_shape": "array"}))
         assert rows and any("week" in r["text"] for r in rows)
     finally:
-        proc.terminate()
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def html_unescape(s: str) -> str:
