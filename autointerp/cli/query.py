@@ -246,7 +246,6 @@ def _export_neuronpedia(store_path, model_id, np_model, out: Path | None) -> Non
 
 def _export_graph(graph_id, out, force, store_path) -> None:
     from ..graph.export import neuronpedia_json
-    from ..serve.graph import with_explanations
 
     if graph_id is None:
         raise UsageError("--what graph needs --graph ID (see the ids `autointerp graph` prints)")
@@ -254,7 +253,7 @@ def _export_graph(graph_id, out, force, store_path) -> None:
         g = store.get_graph(graph_id)
         if g is None:
             raise UsageError(f"--graph {graph_id}: no such graph in {store.path}")
-        text = json.dumps(neuronpedia_json(with_explanations(store, g)), indent=1)
+        text = json.dumps(neuronpedia_json(store.with_explanations(g)), indent=1)
     if out is None:
         click.echo(text)
         return

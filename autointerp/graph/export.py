@@ -17,7 +17,7 @@ def _cantor(x: int, y: int) -> int:
 
 
 def neuronpedia_json(g: dict, slug: str | None = None) -> dict:
-    """g: Store.get_graph's row (nodes with explanations if with_explanations ran)."""
+    """g: Store.get_graph's row (nodes with explanations if Store.with_explanations ran)."""
     d = g["data"]
     L = int(d["n_layers"])
     ids = d["token_ids"]

@@ -218,9 +218,9 @@ def render(store_path: Path, raw_path: str, tester=None) -> tuple[int, str]:
                 g = store.get_graph(int(segs[1]))
                 if g is None:
                     raise NotFound(f"no graph {segs[1]} in this store")
-                from .graph import graph_page, with_explanations
+                from .graph import graph_page
 
-                return 200, graph_page(with_explanations(store, g))
+                return 200, graph_page(store.with_explanations(g))
             raise NotFound(f"no page at {url.path}")
     except NotFound as e:
         return 404, pages.error_page(404, str(e))

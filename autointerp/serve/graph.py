@@ -94,21 +94,3 @@ def graph_page(g: dict) -> str:
                   targets=[{"token": repr(t["token"]), "prob": t["prob"]} for t in d.get("logits") or []],
                   latents=[dict(n, token_repr=repr(n["token"])) for n in lat], pos=POS, neg=NEG,
                   target_repr=repr(g["target"]))
-
-
-def with_explanations(store, g: dict) -> dict:
-    """g with each kept latent node's newest explanation (an LLM's before the baseline's) and its
-    first score's value, control and margin, from the store."""
-    for n in g["nodes"]:
-        if n["kind"] != "latent" or not n["kept"]:
-            continue
-        ex = store.explanations_for(g["model"], n["unit"])
-        if not ex:
-            continue
-        e = sorted(ex, key=lambda e: e["explainer"] == "baseline")[0]
-        n["explanation"] = e["text"]
-        sc = store.scores_for(e["id"], details=False)
-        if sc:
-            s = sc[0]
-            n.update(score=s["value"], control=s.get("control"), margin=s.get("margin"), score_kind=s["kind"])
-    return g

@@ -38,6 +38,23 @@ class GraphsMixin:
         with self.tx():
             self.db.execute("update graphs set validation_json = ? where id = ?", [json.dumps(validation), graph_id])
 
+    def with_explanations(self, g: dict) -> dict:
+        """g (a get_graph row) with each kept latent node's newest explanation (an LLM's before the
+        baseline's) and its first score's value, control and margin."""
+        for n in g["nodes"]:
+            if n["kind"] != "latent" or not n["kept"]:
+                continue
+            ex = self.explanations_for(g["model"], n["unit"])
+            if not ex:
+                continue
+            e = sorted(ex, key=lambda e: e["explainer"] == "baseline")[0]
+            n["explanation"] = e["text"]
+            sc = self.scores_for(e["id"], details=False)
+            if sc:
+                s = sc[0]
+                n.update(score=s["value"], control=s.get("control"), margin=s.get("margin"), score_kind=s["kind"])
+        return g
+
     def get_graph(self, graph_id: int, *, kept_only: bool = False) -> dict[str, Any] | None:
         """The graph row (data and validation decoded) with its nodes (by idx) and edges, or None."""
         if "graphs" not in self.db.table_names():
