@@ -28,6 +28,22 @@ def _fvu(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x - y).pow(2).sum() / (x - x.mean(0)).pow(2).sum().clamp_min(1e-12))
 
 
+def _corpus_split(hm, corpus, text_field, n_tokens: int, context_len: int, batch_size: int, eval_contexts: int):
+    """(source, layout, n_ctx, held): the corpus, its context layout, the n_ctx training contexts'
+    count, and the held-out contexts read first (indices n_ctx.., so they are never trained on)."""
+    if n_tokens < context_len:
+        raise UsageError(f"--tokens must be at least one context ({context_len}), got {n_tokens}")
+    source = open_source(corpus, text_field)
+    layout = layout_for(hm.tokenizer, context_len)
+    n_ctx = max(1, n_tokens // context_len)
+    held = [ids for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=n_ctx,
+                                           limit=eval_contexts, layout=layout)]
+    if not held:
+        raise UsageError(f"corpus {source.spec!r} has fewer than {n_ctx} + 1 contexts of {context_len} tokens: "
+                         "lower --tokens")
+    return source, layout, n_ctx, held
+
+
 def train_topk(hm, hook: str, n_latents: int, k: int = 32, n_tokens: int = 200_000, *, corpus: str = DEFAULT_CORPUS,
                text_field: str = "text", context_len: int = 64, batch_size: int = 16, minibatch: int = 512,
                lr: float | None = None, aux_coef: float = 1 / 32, dead_tokens: int = 20_000, eval_contexts: int = 32,
@@ -38,12 +54,9 @@ def train_topk(hm, hook: str, n_latents: int, k: int = 32, n_tokens: int = 200_0
     L = int(hook.split(".")[1])
     if n_latents < 1 or not 1 <= k <= n_latents:
         raise UsageError(f"--latents must be >= 1 and --k in 1..latents, got latents={n_latents}, k={k}")
-    if n_tokens < context_len:
-        raise UsageError(f"--tokens must be at least one context ({context_len}), got {n_tokens}")
-    source = open_source(corpus, text_field)
-    layout = layout_for(hm.tokenizer, context_len)
+    source, layout, n_ctx, held = _corpus_split(hm, corpus, text_field, n_tokens, context_len, batch_size,
+                                                eval_contexts)
     fp = layout.first_pos
-    n_ctx = max(1, n_tokens // context_len)
     dev = hm.device
     g = torch.Generator().manual_seed(seed)
     torch_rng = torch.Generator(device="cpu").manual_seed(seed + 1)
@@ -52,12 +65,6 @@ def train_topk(hm, hook: str, n_latents: int, k: int = 32, n_tokens: int = 200_0
         v = hm.forward(ids.to(dev), cache=[hook], return_logits=False, stop_at_layer=L + 1)[hook]
         return v.reshape(v.shape[0], v.shape[1], -1)[:, fp:].reshape(-1, d_in).float()
 
-    # held-out contexts first (indices n_ctx.. so they are never trained on)
-    held = [ids for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=n_ctx,
-                                           limit=eval_contexts, layout=layout)]
-    if not held:
-        raise UsageError(f"corpus {source.spec!r} has fewer than {n_ctx} + 1 contexts of {context_len} tokens: "
-                         "lower --tokens")
     x_eval = torch.cat([acts(ids) for ids in held])
     scale = float(x_eval.norm(dim=-1).mean()) or 1.0
 
@@ -208,12 +215,9 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
         raise UsageError(f"--layers must be in 0..{hm.n_layers - 1}, got {layers}")
     if n_latents < 1 or l1 < 0:
         raise UsageError(f"--latents must be >= 1 and --l1 >= 0, got latents={n_latents}, l1={l1}")
-    if n_tokens < context_len:
-        raise UsageError(f"--tokens must be at least one context ({context_len}), got {n_tokens}")
-    source = open_source(corpus, text_field)
-    layout = layout_for(hm.tokenizer, context_len)
+    source, layout, n_ctx, held = _corpus_split(hm, corpus, text_field, n_tokens, context_len, batch_size,
+                                                eval_contexts)
     fp = layout.first_pos
-    n_ctx = max(1, n_tokens // context_len)
     dev = hm.device
     d = hm.d_model
     hin = {L: act_name("mlp.in", L) for L in layers}
@@ -225,11 +229,6 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
                          stop_at_layer=stop if stop < hm.n_layers else None)
         return {L: tuple(run[h][:, fp:].reshape(-1, d).float() for h in (hin[L], hout[L])) for L in layers}
 
-    held = [ids for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=n_ctx,
-                                           limit=eval_contexts, layout=layout)]
-    if not held:
-        raise UsageError(f"corpus {source.spec!r} has fewer than {n_ctx} + 1 contexts of {context_len} tokens: "
-                         "lower --tokens")
     ev = [acts(ids) for ids in held]
     x_eval = {L: torch.cat([e[L][0] for e in ev]) for L in layers}
     y_eval = {L: torch.cat([e[L][1] for e in ev]) for L in layers}
