@@ -196,9 +196,9 @@ def mlp_replaced_ce(hm, transcoders: dict, contexts: list[torch.Tensor], first_p
             **({} if rec is not None else {"ce_recovered_reason": "zero-ablating these MLPs does not raise the loss"})}
 
 
-def _skip_init(p: dict, xn: torch.Tensor, yn: torch.Tensor, ridge: float = 1e-3) -> None:
+def _skip_init(p: dict, xn: torch.Tensor, yn: torch.Tensor, ridge: float = 1e-2) -> None:
     """Start a skip transcoder's linear path at the ridge least-squares map of the first training
-    batch (xn, yn: [nL, n, d], in the trainer's units), with b_dec its intercept: the latents then
+    batches (xn, yn: [nL, n, d], in the trainer's units), with b_dec its intercept: the latents then
     learn what a linear map of the MLP input misses, instead of first relearning the linear part
     through Adam steps (on this CPU, the steps are the scarce thing)."""
     with torch.no_grad():
@@ -282,17 +282,9 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
             y = y + torch.bmm(xn, p["W_skip"].transpose(1, 2))
         return z, y
 
-    for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=0, limit=n_ctx, layout=layout):
-        ta = time.perf_counter()
-        with torch.no_grad():
-            got = acts(ids)
-            X = torch.stack([got[L][0] for L in layers])
-            Y = torch.stack([got[L][1] for L in layers]) / sy
-        del got
-        tb = time.perf_counter()
+    def train_on(X: torch.Tensor, Y: torch.Tensor) -> None:
+        nonlocal steps, seen
         n = X.shape[1]
-        if skip and steps == 0:
-            _skip_init(p, X / sx, Y)
         perm = torch.randperm(n, generator=torch_rng).to(dev)
         for a in range(0, n, minibatch):
             idx = perm[a:a + minibatch]
@@ -305,16 +297,41 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
             loss.backward()
             opt.step()
             with torch.no_grad():
-                fired_all |= (z > 0).any(1)
+                fired_all.logical_or_((z > 0).any(1))
             mses.append(mse.detach())
             steps += 1
             seen += int(idx.numel())
+
+    # --skip: the first batches (>= 4 x d_model tokens, so the d x d fit does not overfit one batch)
+    # are held back, the linear path is fitted to them, then they are trained on like the rest
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fit_tokens = 4 * d if skip else 0
+
+    def flush() -> None:
+        if skip and pending and steps == 0:
+            _skip_init(p, torch.cat([x for x, _ in pending], 1) / sx, torch.cat([y for _, y in pending], 1))
+        for X, Y in pending:
+            train_on(X, Y)
+        pending.clear()
+
+    for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=0, limit=n_ctx, layout=layout):
+        ta = time.perf_counter()
+        with torch.no_grad():
+            got = acts(ids)
+            pending.append((torch.stack([got[L][0] for L in layers]), torch.stack([got[L][1] for L in layers]) / sy))
+        del got
+        tb = time.perf_counter()
+        if steps > 0 or sum(x.shape[1] for x, _ in pending) >= fit_tokens:
+            flush()
         t_fwd += tb - ta
         t_train += time.perf_counter() - tb
         if progress:
             el = time.perf_counter() - t0
             print(f"\rsae train --kind transcoder: {seen:,} tokens x {nL} layers, {steps} steps, "
                   f"{seen / max(el, 1e-9):.0f} tok/s", end="", file=sys.stderr)
+    tb = time.perf_counter()
+    flush()
+    t_train += time.perf_counter() - tb
     if progress:
         print(file=sys.stderr)
     if steps == 0:
