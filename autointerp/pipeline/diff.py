@@ -1,9 +1,9 @@
-"""`autointerp diff A B`: what changed between two models. A face: it loads the models, runs the
-compare/ stage (black box, tasks, components), explains the top differing contexts with the
-explain pipeline (exactly as a unit is explained from its top records; the per-token Δ is the
-"activation") and stores everything in the diff tables.
+"""`autointerp diff A B`: what changed between two models. The diff pipeline: it loads the models,
+runs the compare/ stage (black box, tasks, components), stores the diff, and explains the top
+differing contexts of one side with the explain pipeline (exactly as a unit is explained from its
+top records; the per-token Δ is the "activation"; the side is the explanation's subject).
 
-    from autointerp.diff import diff_models, DiffSettings
+    from autointerp.pipeline import diff_models, DiffSettings
     res = diff_models(store, "smollm2-135m", "runs/b", DiffSettings(n_tokens=4096))
     res.components["weight_head"][:3], res.explanation["text"]
 
@@ -257,8 +257,7 @@ def explain_side(store, did: str, bb: BlackBoxResult, side: str, model_a: str, m
     Stored in explanations / scores, their subject the diff's side."""
     from ..core.subjects import Subject
     from ..mine.records import UnitExemplars, UnitStats
-    from ..pipeline import ExplainSettings, explain_exemplars
-    from ..pipeline.neuron import make_llm
+    from .neuron import ExplainSettings, explain_exemplars, make_llm
 
     top, rand = bb.side_records(side)
     subject = Subject.of_diff(did, side)

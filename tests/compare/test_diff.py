@@ -16,7 +16,7 @@ from tinykit import WORDS, induction_gpt2
 
 from autointerp.compare import (blackbox_diff, check_same_architecture, common_spans, is_repeat_context, span_sums,
                                 strongest_heads, zero_head_outputs)
-from autointerp.diff import DiffSettings, diff_models
+from autointerp.pipeline import DiffSettings, diff_models
 from autointerp.errors import UsageError
 from autointerp.patching import detect_heads
 from autointerp.store import Store
