@@ -329,6 +329,7 @@ class QueryMixin:
         expls = self.query("select * from explanations where model_id = ? and unit = ? order by (explainer = 'baseline'), id",
                            [model, u])
         for e in expls:
+            e.pop("diff_id", None), e.pop("side", None)       # a unit's explanation: no diff side
             e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at, "
                                      "control, margin, margin_low, margin_high, reason "
                                      "from scores where explanation_id = ? order by kind, value desc", [e["id"]])
