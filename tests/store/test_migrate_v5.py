@@ -131,3 +131,22 @@ def test_subject_records():
     for bad in (dict(), dict(model_id="m"), dict(diff_id="x"), dict(model_id="m", diff_id="x", side="a_better")):
         with pytest.raises(UnitError):
             Subject(**bad)
+
+
+def test_merge_carries_a_diff_and_its_sides_explanations(tmp_path):
+    """merge copies the diff before the explanations that name it (a foreign key), ids remapped."""
+    with Store(tmp_path / "src.db") as src:
+        src.put_model("m", INFO)
+        src.put_explanation(key="u", model_id="m", unit="L0/N1", layer=0, explainer="b", method="b", text="unit")
+        src.put_diff("d1", model_a="a", model_b="b", mode="token", level="blackbox", corpus=None, n_tokens=8,
+                     settings={}, summary={}, contexts=[], components=[], tasks=[])
+        eid = src.put_explanation(key="dx", diff_id="d1", side="b_better", explainer="b", method="b", text="side")
+        src.put_scores(eid, [{"key": "dx:s", "kind": "simulation_exact", "value": 0.5, "n": 4, "control": 0.1,
+                              "margin": 0.4, "details": {"simulated": [[1.0]]}}])
+        want = _shown(src.get_diff("d1"))
+    with Store(tmp_path / "dst.db") as dst:
+        dst.put_model("m", INFO)
+        dst.put_explanation(key="other", model_id="m", unit="L0/N2", layer=0, explainer="b", method="b", text="x")
+        added = dst.merge_from([tmp_path / "src.db"])
+        assert added["explanations"] == 2 and added["diffs"] == 1 and added["scores"] == 1
+        assert _shown(dst.get_diff("d1")) == want and want[0]["scores"][0]["details"] == {"simulated": [[1.0]]}
