@@ -2,7 +2,7 @@
 is an alias of (core/hooks.py TL_ALIASES), and how far is each refused TL name (TL_REFUSED,
 TL_FINAL_REFUSED) from the autointerp hook its refusal line points to?
 
-    PYTHONPATH=. .venv/bin/python scripts/compare_tl_hooks.py [--model smollm2|tiny-llama|tiny-gpt2|DIR]
+    PYTHONPATH=. .venv/bin/python scripts/compare_tl_hooks.py [--model smollm2-135m|tiny-llama|tiny-gpt2|SPEC]
         [--tl-python .peers/saelens/bin/python] [--json]
 
 TransformerLens lives in its own venv (it pins transformers and friends); its side of this script
@@ -200,7 +200,7 @@ def _default_tl_python() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--tl-python", default=None, help="a Python with transformer_lens [AUTOINTERP_TL_PYTHON, "
                                                       ".peers/saelens/bin/python]")
     ap.add_argument("--tol", type=float, default=1e-5)
