@@ -6,6 +6,7 @@
 -- `key` columns are content hashes of everything that determines a row, so a re-run with
 -- identical inputs finds its row instead of writing a second one.
 
+-- the store's own facts: app id and schema version
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT
@@ -114,13 +115,13 @@ CREATE TABLE IF NOT EXISTS explanations (
     created_at  TEXT NOT NULL,
     diff_id     TEXT REFERENCES diffs(id), -- a diff side's explanation (schema v5)
     side        TEXT,                      -- which model's advantage it explains: b_better | a_better
-    CHECK ((diff_id IS NULL AND side IS NULL AND model_id IS NOT NULL AND unit IS NOT NULL AND layer IS NOT NULL)
-        OR (diff_id IS NOT NULL AND side IS NOT NULL AND model_id IS NULL AND unit IS NULL AND layer IS NULL))
+    CHECK ((diff_id IS NULL AND side IS NULL AND model_id IS NOT NULL AND unit IS NOT NULL AND layer IS NOT NULL) OR (diff_id IS NOT NULL AND side IS NOT NULL AND model_id IS NULL AND unit IS NULL AND layer IS NULL))   -- a unit's row or a diff side's, never both nor neither
 );
 CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
 CREATE INDEX IF NOT EXISTS explanations_layer ON explanations(model_id, layer);   -- query --layer at a million units
 CREATE INDEX IF NOT EXISTS explanations_diff ON explanations(diff_id, side);
 
+-- scores of explanations: one row per score kind (the scorers' of score/registry.py, and validate's), with interval, control and margin
 CREATE TABLE IF NOT EXISTS scores (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL UNIQUE,
