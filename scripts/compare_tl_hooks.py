@@ -191,6 +191,21 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5) -> dict:
                 "seconds": round(time.time() - t0, 1)}
 
 
+def markdown(res: dict) -> str:
+    """The README's table: TL name, autointerp name (or what the refusal points to), max |diff|."""
+    def num(x):
+        return "-" if x is None else f"{x:.1e}" if x else "0"
+
+    lines = ["| TransformerLens | autointerp | max \\|diff\\| | max \\|TL value\\| |", "|---|---|---|---|"]
+    for r in res["rows"]:
+        if r.get("note", "").startswith("TransformerLens has no such hook"):
+            continue
+        ours = f"`{r['autointerp']}`" if r["status"] == "alias" else (
+            "refused" + ("" if r["autointerp"] == "-" else f" (use `{r['autointerp']}`)"))
+        lines.append(f"| `{r['tl']}` | {ours} | {num(r['max_abs_diff'])} | {num(r['max_abs_value'])} |")
+    return "\n".join(lines)
+
+
 def _default_tl_python() -> str:
     for c in (os.environ.get("AUTOINTERP_TL_PYTHON"), str(ROOT / ".peers" / "saelens" / "bin" / "python")):
         if c and Path(c).exists():
@@ -205,10 +220,13 @@ def main() -> None:
                                                       ".peers/saelens/bin/python]")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", type=Path, default=None, help="render a saved --json result as the README's table")
     ap.add_argument("--tl-side", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.tl_side is not None:
         return tl_side(a.tl_side)
+    if a.markdown is not None:
+        return print(markdown(json.loads(a.markdown.read_text())))
     res = compare(a.model, a.tl_python or _default_tl_python(), a.tol)
     if a.json:
         print(json.dumps(res, indent=1))
