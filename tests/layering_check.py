@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 # neutral modules it stands on).
 GROUND = frozenset({"core", "errors", "config"})
 # Faces compose stages; no face imports another, except cli, the entry point, which starts them.
-FACES = frozenset({"cli", "serve", "batch", "investigate", "diff"})
+FACES = frozenset({"cli", "serve", "batch", "investigate"})
 # Stages and infrastructure: what each may import besides GROUND and itself. Arrows point down
 # the flow of DESIGN.md: models -> mine -> explain -> score; models -> tasks -> patching; llm is
 # asked by explain, score, tasks, validate; store/ is given to stages as an object, so no stage
@@ -50,10 +50,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "explain": GROUND | {"llm", "mine"},
     "score": GROUND | {"llm", "mine", "models"},     # probes and interventions run the model
     "validate": GROUND | {"llm", "mine", "models", "score"},
-    "report": GROUND,                                # checks on report text (prose numbers)
     "graph": GROUND | {"models"},                    # attribution graphs over transcoder latents; store-free
     "compare": GROUND | {"models", "corpus", "mine", "tasks", "patching"},   # model diffs: two models at once
-    "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate"},
+    "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate", "compare"},
     "__main__": frozenset({"cli"}),
     "__init__": GROUND,
 }

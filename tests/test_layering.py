@@ -30,7 +30,7 @@ def test_allowed_arrows_are_a_dag_and_keep_the_faces_apart():
             assert not (deps & FACES), f"stage {stage} may not import a face"
             assert "pipeline" not in deps
     assert "explain" not in ALLOWED["score"] and "score" not in ALLOWED["explain"], "score and explain stay apart"
-    for stage in ("mine", "explain", "score", "tasks", "patching", "models", "llm", "corpus", "validate", "report"):
+    for stage in ("mine", "explain", "score", "tasks", "patching", "models", "llm", "corpus", "validate", "compare"):
         assert "store" not in ALLOWED[stage], f"{stage} gets a Store object; it does not import store/"
     assert GROUND <= ALLOWED["mine"]
 

@@ -1,4 +1,4 @@
-"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.diff.diff_models);
+"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.pipeline.diff_models);
 `autointerp plant`: model B of a planted difference (autointerp.compare.plant_heads)."""
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
       autointerp diff smollm2-135m runs/smollm2-no-induction --json
       autointerp diff smollm2-135m gemma3-270m --tasks ioi,capitals
     """
-    from ..diff import DiffSettings, diff_models
+    from ..pipeline import DiffSettings, diff_models
     from ..store import DEFAULT_STORE, Store
 
     s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
@@ -100,7 +100,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
         res = diff_models(store, model_a, model_b, s, device=device, dtype=dtype, llm=llm,
                           llm_base_url=cfg.llm_base_url, progress=None if as_json else progress)
     if plot:
-        from ..diff.plot import plot_diff
+        from ..compare.plot import plot_diff
 
         plot_diff(res, plot, force=force)
     emit(as_json, res.to_json(), lambda: _human(res, top, plot))

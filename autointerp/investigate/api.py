@@ -1,6 +1,7 @@
 """investigate(): from a task in words to a validated, linked report. It composes the stages
 (tasks -> patching -> head wiki / neuron pipeline -> circuit tests -> report) and holds no
-science of its own (the circuit tests are patching/circuit.py; prose checking is report/prose_check.py).
+science of its own (the circuit tests are patching/circuit.py); the report's LLM prose is checked
+by prose_check.py, next to the report it guards.
 
     from autointerp.investigate import investigate, InvestigateSettings
     res = investigate(store, hm, "ioi", llm="embedded:smollm2-135m", out="report/")
