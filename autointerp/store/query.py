@@ -443,6 +443,41 @@ class QueryMixin:
             for c in conns:
                 c.close()
 
+    def copy_runs_from(self, source: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
+        """The rows that explanations of these mining runs point at, copied from the store at
+        `source` (opened read-only): the runs' models, corpora, run rows and the models' SAEs;
+        not their contexts, statistics or records. An explain worker that reads its records from
+        a mined store (`batch --mined`) keeps its own store this small; `merge` of the mined store
+        and the workers' stores then gives the whole. One transaction, idempotent. Returns the
+        new rows per table."""
+        ids = sorted(set(run_ids))
+        src = open_source(Path(source))
+        try:
+            q = ",".join("?" * len(ids))
+            runs = src.execute(f"select * from mining_runs where id in ({q})", ids).fetchall() if ids else []
+            missing = set(ids) - {r["id"] for r in runs}
+            if missing:
+                raise StoreError(f"{source} has no mining run {sorted(missing)[0]!r}")
+            models = sorted({r["model_id"] for r in runs})
+            corpora = sorted({r["corpus_id"] for r in runs})
+            pick = {"models": ("id", models), "corpora": ("id", corpora), "mining_runs": ("id", ids),
+                    "saes": ("model_id", models)}
+            added: dict[str, int] = {}
+            with self.tx():
+                for t, (col, keys) in pick.items():
+                    if not keys or t not in self.db.table_names():
+                        continue
+                    cols = [c for c in _cols(src, t) if c in set(_cols(self.db.conn, t))]
+                    rows = src.execute(f"select {', '.join(cols)} from [{t}] where [{col}] in ({','.join('?' * len(keys))})",
+                                       keys).fetchall()
+                    cur = self.db.conn.executemany(
+                        f"insert or ignore into [{t}] ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+                        [tuple(r) for r in rows])
+                    added[t] = max(cur.rowcount, 0)
+            return added
+        finally:
+            src.close()
+
 
 # ---- helpers ----------------------------------------------------------------------
 def _simulations(details_json: str | None) -> dict:
