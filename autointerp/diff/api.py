@@ -267,7 +267,7 @@ def explain_side(store, did: str, bb: BlackBoxResult, side: str, model_a: str, m
     if explain == "llm" and (llm is None or isinstance(llm, str)):
         from ..config import Settings
 
-        cfg = Settings.load()
+        cfg = Settings.defaults()                   # the library's; the CLI passes the LLM it resolved
         llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url)
     proxy = store.diff_explanation_store(did, side)
     res = explain_exemplars(proxy, ex, llm if explain == "llm" else None, model_id=ex.model_id, settings=es)

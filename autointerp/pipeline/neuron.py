@@ -353,17 +353,19 @@ def find_or_mine(store, model_id: str, unit: Unit, *, run_id=None, corpus=None, 
 def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=None, llm_base_url: str | None = None,
                  run_id: str | None = None, k: int | None = None, settings: ExplainSettings | None = None,
                  corpus: str | None = None, n_tokens: int | None = None, device: str = "auto", dtype: str = "float32",
-                 hm=None, simulator_llm=None, mine_kw: dict | None = None) -> ExplainResult:
+                 hm=None, simulator_llm=None, mine_kw: dict | None = None, config=None) -> ExplainResult:
     """Explain and score one unit, mining its layer first when the store has no run for it.
 
-    model_spec: the subject model (default: settings, smollm2-135m); llm: an LLM object or a spec
-    ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. Returns an ExplainResult
-    (also stored: explanations incl. the baseline, scores, LLM calls)."""
+    model_spec: the subject model (default: config's, smollm2-135m); llm: an LLM object or a spec
+    ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. config: the resolved
+    config.Settings (the CLI's; None: the library defaults) for the LLM's defaults (spec, base
+    URL, budget, timeouts). Returns an ExplainResult (also stored: explanations incl. the
+    baseline, scores, LLM calls)."""
     from ..config import Settings
     from ..mine import load_exemplars
 
-    cfg = Settings.load(model=model_spec)
-    model_id = cfg.model
+    cfg = config if config is not None else Settings.defaults()
+    model_id = model_spec or cfg.model
     u = unit if isinstance(unit, Unit) else Unit.parse(unit)
     s = (settings or ExplainSettings()).model_copy()
     if k is not None:
@@ -373,7 +375,7 @@ def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=
                                   device=device, dtype=dtype, hm=hm, mine_kw=mine_kw)
     ex = load_exemplars(store, rid, str(u))
     if s.explainer == "llm" and (llm is None or isinstance(llm, str)):
-        llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url, hm=hm)
+        llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url, hm=hm, settings=cfg)
     res = explain_exemplars(store, ex, llm if s.explainer == "llm" else None, model_id=model_id, settings=s,
                             simulator_llm=simulator_llm)
     res.mined = mined

@@ -6,6 +6,7 @@
 -- `key` columns are content hashes of everything that determines a row, so a re-run with
 -- identical inputs finds its row instead of writing a second one.
 
+-- the store's own facts: app id and schema version
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT
@@ -114,6 +115,7 @@ CREATE TABLE IF NOT EXISTS explanations (
 CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
 CREATE INDEX IF NOT EXISTS explanations_layer ON explanations(model_id, layer);   -- query --layer at a million units
 
+-- scores of explanations: one row per score kind (the scorers' of score/registry.py, and validate's), with interval, control and margin
 CREATE TABLE IF NOT EXISTS scores (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL UNIQUE,

@@ -159,6 +159,7 @@ def test_planted_difference_end_to_end(models, corpus, tmp_path):
     status, html = render(tmp_path / "d.db", f"/diff/{res.id}")
     assert status == 200 and "L1/H0" in html and "where A is better than B" in html
     assert "rgba(30,136,229" in html                  # tokens where A is better, in blue
+    assert "exact sim. r " in html                    # the side's scores, named by the scorer registry
     assert render(tmp_path / "d.db", "/diff/nosuchdiff")[0] == 404
     assert render(tmp_path / "d.db", "/diffs")[0] == 200
 
