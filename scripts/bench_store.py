@@ -1,24 +1,29 @@
 """Benchmark: the store at a real model's scale (issue 24): a million units, then the viewer,
 search, query, show, stats, export and merge on it.
 
-    .venv/bin/python scripts/bench_store.py                     # 10^6 units (a few minutes; ~2 GB on disk)
-    .venv/bin/python scripts/bench_store.py --units 100000 --json
+    .venv/bin/python scripts/bench_store.py --dir /tmp/storebench --keep     # 10^6 units, every step
+    .venv/bin/python scripts/bench_store.py --units 100000 --json            # smaller, in a temporary folder
+    # one step per run (each a few minutes at 10^6; results accumulate in DIR/results.json):
+    for s in build-a build-b merge measure export; do
+        .venv/bin/python scripts/bench_store.py --dir /tmp/storebench --keep --steps $s; done
 
-The store is built through the store's own write path: one mining run written by
+The million-unit store is made the way shards are: two stores of half the units each (build-a,
+build-b), each built through the store's own write path: one mining run written by
 finish_mining_run (unit_stats + records, streamed, one transaction) over a pool of contexts
-(put_contexts), then an explanation per unit with its simulation, exact and detection scores by
-put_explanations_bulk (the FTS index kept by its triggers). Synthetic records: a pool of
+(put_contexts), then an explanation per unit with its simulation and detection scores by
+put_explanations_bulk (the FTS index kept by its triggers); then `autointerp merge` of the two
+(timed: the merge of 2 x 500k) gives the store that is measured. Synthetic records: a pool of
 --contexts contexts of 64 tokens drawn (seeded) from a 2,000-word vocabulary; each unit gets
---records records (top, quantile, random) pointing into the pool with random f16 activations;
-its explanation names 3 words of the vocabulary; scores are uniform random with intervals.
+--records records (top, quantile, random) pointing into the pool with uniform random f16
+activations; its explanation names 3 words of the vocabulary; scores are uniform random with
+intervals.
 
 Measured (each --reps times on random units, p50/p95 in ms): the unit page of the viewer served
 for real on 127.0.0.1 (GET /unit/<model>/<unit>), the viewer's search page (GET /search?q=word),
-Store.search (what `autointerp query` runs) with and without text, show_unit (`autointerp show`),
-Store.stats (`autointerp stats`, once: it reads everything); `autointerp export` of explanations
-(a subprocess: wall time and peak RSS, at a tenth and at all of the store: flat memory means the
-same peak); `autointerp merge` of two stores of half the units each; the file sizes. The stores
-live in --dir (default a temporary folder) and are deleted at the end unless --keep.
+Store.search (what `autointerp query` runs) with text and with --layer --min-score, show_unit
+(`autointerp show`), Store.stats (`autointerp stats`); `autointerp export` of explanations (a
+subprocess: wall time and peak RSS, for half of the store and for all of it: flat memory means
+the same peak); the file sizes.
 """
 
 from __future__ import annotations

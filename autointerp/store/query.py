@@ -27,7 +27,7 @@ SIM_KIND = "simulation"
 
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
-best as (
+best as materialized (
   select explanation_id, value, ci_low, ci_high, n, scorer, control, margin, margin_low, margin_high from (
     select s.*, row_number() over (partition by explanation_id order by value desc, id) as rn
     from scores s where kind = '{SIM_KIND}' and value is not null)
@@ -288,9 +288,10 @@ class QueryMixin:
             raise UsageError(f"cannot export {what!r}: choose one of {', '.join(self.EXPORTS)}")
         mp = [model] if model else []
         if what == "explanations":
-            sql = (f"with {_BEST_SQL} select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
+            # the best score looked up per row (_BEST_JOIN): streamed, nothing materialised
+            sql = ("select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
                    "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
-                   f"from explanations e left join best b on b.explanation_id = e.id "
+                   f"from explanations e {_BEST_JOIN} "
                    f"{'where e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
             yield from self.db.query(sql, mp)
         elif what == "scores":
