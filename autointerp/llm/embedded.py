@@ -112,6 +112,7 @@ class EmbeddedLLM(LLM):
             self._lock = _LOCKS.setdefault(mid, threading.RLock())
             self._prefixes = _PREFIXES.setdefault(mid, OrderedDict())
         self._cand_cache: dict[str, list[int]] = {}
+        self._closers: dict[int, str] = {}
 
     @property
     def device(self) -> torch.device:
@@ -319,7 +320,7 @@ class EmbeddedLLM(LLM):
 
     def generate_structured(self, ids: list[int], constraint, *, temperature: float = 0.0, max_tokens: int = 256,
                             seed: int | None = None, prefix: _PrefixState | None = None,
-                            max_backtracks: int = 32) -> tuple[list[int], str, str]:
+                            max_backtracks: int = 6, close_tokens: int = 48) -> tuple[list[int], str, str]:
         """One continuation of `ids` held to a JsonConstraint: (generated ids, text, finish reason
         'stop' or 'length'). A decode loop of its own rather than `generate` with a logits
         processor, for three things:
@@ -328,6 +329,9 @@ class EmbeddedLLM(LLM):
         - a string that repeats an earlier one of a distinct role (constraint.distinct) is taken
           back: the decoder returns to the token that began it and bans that token there (at
           most `max_backtracks` times, then repeats are let through);
+        - at `max_tokens` the reply is closed rather than cut: up to `close_tokens` more tokens,
+          chosen without the model, each the allowed token that closes most (quotes, brackets),
+          so the reply parses (finish reason 'length' all the same);
         - `prefix`, a cached KV state of the first tokens of `ids`, is reused when it matches."""
         from transformers.cache_utils import DynamicCache
 
@@ -348,13 +352,15 @@ class EmbeddedLLM(LLM):
             else:
                 cache, pending = DynamicCache(), list(ids)
             logits = None
-            while len(gen) < max_tokens:
+            while len(gen) < max_tokens + close_tokens:
                 allowed = constraint.allowed(ids + gen)
                 ban = banned.get(len(gen))
                 if ban:
                     allowed = [t for t in allowed if t not in ban] or allowed
                 if len(allowed) == 1:          # forced: no forward pass needed to choose it
                     tok = allowed[0]
+                elif len(gen) >= max_tokens:   # out of tokens: close the reply
+                    tok = eos if eos in allowed else max(allowed, key=lambda t: self._closing_rank(t))
                 else:
                     if pending:
                         out = self.hf(input_ids=torch.tensor([pending], device=self.device), cache=cache,
@@ -368,7 +374,7 @@ class EmbeddedLLM(LLM):
                     else:
                         tok = allowed[int(sub.argmax())]
                 if eos is not None and tok == eos:
-                    reason = "stop"
+                    reason = "stop" if len(gen) < max_tokens else "length"
                     break
                 before = ends[-1] if ends else 0
                 gen.append(tok)
@@ -391,6 +397,13 @@ class EmbeddedLLM(LLM):
                     pending = (ids + gen)[keep:]
                     logits = None
         return gen, self.tok.decode(gen, skip_special_tokens=True), reason
+
+    def _closing_rank(self, t: int) -> tuple[int, int]:
+        """How much token t closes a JSON reply: closing characters first, then short."""
+        text = self._closers.get(t)
+        if text is None:
+            text = self._closers[t] = self.tok.decode([t])
+        return sum(c in '"]}' for c in text), -len(text)
 
     def _complete(self, prompt, *, prefix=None, temperature, max_tokens, n, seed, stop) -> Result:
         if prefix:

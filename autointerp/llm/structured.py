@@ -2,9 +2,10 @@
 back a validated object.
 
 How each backend honours the schema (`LLM.structured_support()`):
-  constrained   the embedded model decodes under a logits processor that allows only tokens that
-                keep the output a valid prefix of the schema (lm-format-enforcer's TokenEnforcer),
-                so the output always parses;
+  constrained   the embedded model decodes allowing only tokens that keep the output a valid
+                prefix of the schema (lm-format-enforcer's TokenEnforcer, in a decode loop of
+                EmbeddedLLM.generate_structured: forced tokens cost no forward pass, uniqueItems
+                strings do not repeat), so the output always parses;
   json_schema   the endpoint takes OpenAI's `response_format={"type": "json_schema", ...}`
                 (OpenAI, vLLM, llama.cpp's server, Ollama's OpenAI API), found by a probe;
   guided_json   the endpoint takes vLLM's older `guided_json` request field, found by a probe;
@@ -16,7 +17,7 @@ works with any Hugging Face tokenizer, the tiny in-code test tokenizers included
 ms a token next to SmolLM2's ~100 ms forward on this CPU. xgrammar is faster but pulls triton
 (hundreds of MB, useless on a CPU) and takes ~8 s to import here; outlines pulls far more.
 lm-format-enforcer's own transformers integration imports a module transformers 5 removed, so
-the small logits processor below talks to its core API (TokenEnforcer) directly.
+JsonConstraint below talks to its core API (TokenEnforcer) directly.
 """
 
 from __future__ import annotations

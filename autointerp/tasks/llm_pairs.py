@@ -60,7 +60,7 @@ def _schema(**extra):
 class Group(BaseModel):
     answer: str = Field(max_length=20, json_schema_extra=_schema(pattern=f"^{WORD}$"))   # the next word when the key slot holds any of `values`
     values: list[Annotated[str, Field(max_length=32, json_schema_extra=_schema(pattern=f"^{VALUE}$"))]] = Field(
-        max_length=6, json_schema_extra=_schema(minItems=1, maxItems=4, uniqueItems=True))
+        max_length=6, json_schema_extra=_schema(minItems=1, maxItems=3, uniqueItems=True))
 
     @field_validator("values", mode="before")
     @classmethod
@@ -73,13 +73,14 @@ class TaskSpec(BaseModel):
     groups (answer -> the values that take it): a small model lists names for " she" and names
     for " he" more reliably than it alternates pairs. Under a constrained decoder: every template
     holds exactly one slot and does not end with it, answers are single words, values one or
-    two words, at least two groups, and no value or answer twice (uniqueItems, read by the
-    embedded decoder as distinct across the whole reply)."""
+    two words, 2-3 templates, 2-4 groups of 1-3 values (a short reply, ~150 tokens at most), and
+    no value or answer twice (uniqueItems, read by the embedded decoder as distinct across the
+    whole reply)."""
 
     slot: str = Field(max_length=20, json_schema_extra=_schema(pattern="^[a-z]{2,12}$"))
     templates: list[Annotated[str, Field(max_length=72, json_schema_extra=_schema(pattern=f"^{TEMPLATE}$"))]] = Field(
-        max_length=5, json_schema_extra=_schema(minItems=2, maxItems=4, uniqueItems=True))
-    groups: list[Group] = Field(max_length=8, json_schema_extra=_schema(minItems=2, uniqueItems=True))
+        max_length=5, json_schema_extra=_schema(minItems=2, maxItems=3, uniqueItems=True))
+    groups: list[Group] = Field(max_length=8, json_schema_extra=_schema(minItems=2, maxItems=4, uniqueItems=True))
 
     @field_validator("templates", "groups", mode="before")
     @classmethod
@@ -165,7 +166,7 @@ def ask_spec(llm, task: str, *, n_templates: int = 3, n_values: int = 8, seed: i
 
     p = load_prompt("pairs_chat")
     msgs = p.render(task=task.strip(), n_templates=n_templates, n_values=n_values)
-    return llm.structured(msgs, TaskSpec, template=p, max_tokens=320, seed=seed, temperature=0.0 if seed == 0 else 0.7)
+    return llm.structured(msgs, TaskSpec, template=p, max_tokens=200, seed=seed, temperature=0.0 if seed == 0 else 0.7)
 
 
 def describe(counts: dict[str, int]) -> str:
