@@ -25,6 +25,11 @@ from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, un
 
 SIM_KIND = "simulation"
 
+# the explanations of units (a model diff's side is a subject too: core/subjects.py; its rows, with
+# unit NULL, are read with their diff, store/diffs.py). A condition that also holds on a store of
+# schema v4 opened read-only (no diff_id column yet)
+UNIT_ROWS = "e.unit is not null"
+
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
 best as (
@@ -79,7 +84,7 @@ class QueryMixin:
         filtered by best simulation score, layer, model, explainer and unit kind (neuron|head).
         Without text: ordered by score (best first). Rows: id, model_id, unit, layer, explainer,
         method, text, score, ci_low, ci_high, n, rank."""
-        where, params = [], []
+        where, params = [UNIT_ROWS], []
         if model is not None:
             where.append("e.model_id = ?"); params.append(model)
         if layer is not None:
@@ -117,7 +122,7 @@ class QueryMixin:
         else:
             sql = (f"select {select}, null as rank from explanations e "
                    f"{_BEST_JOIN} "
-                   f"{'where ' + ' and '.join(where) if where else ''} "
+                   f"where {' and '.join(where)} "
                    "order by b.value is null, b.value desc, e.model_id, e.layer, e.unit")
         if limit:
             sql += f" limit {int(limit)}"
@@ -182,7 +187,7 @@ class QueryMixin:
         if model is not None and not self.query("select 1 from models where id = ?", [model]):
             raise UsageError(f"no model {model!r} in the store (models: {', '.join(self.model_ids()) or 'none'})")
         mf = " and r.model_id = ?" if model else ""
-        ef = " and e.model_id = ?" if model else ""
+        ef = f" and {UNIT_ROWS}" + (" and e.model_id = ?" if model else "")
         mp = [model] if model else []
         kind_sql = "(case when unit like '%/H%' then 'head' else 'neuron' end)"
         mined = self.query(f"""
@@ -273,14 +278,14 @@ class QueryMixin:
         if what == "explanations":
             sql = (f"with {_BEST_SQL} select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
                    "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
-                   f"from explanations e left join best b on b.explanation_id = e.id "
-                   f"{'where e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
+                   f"from explanations e left join best b on b.explanation_id = e.id where {UNIT_ROWS} "
+                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
             yield from self.db.query(sql, mp)
         elif what == "scores":
             sql = ("select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
                    "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
-                   "from scores s join explanations e on e.id = s.explanation_id "
-                   f"{'where e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, s.id")
+                   f"from scores s join explanations e on e.id = s.explanation_id where {UNIT_ROWS} "
+                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, s.id")
             yield from self.db.query(sql, mp)
         elif what == "records":
             sql = ("select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
@@ -324,6 +329,7 @@ class QueryMixin:
         expls = self.query("select * from explanations where model_id = ? and unit = ? order by (explainer = 'baseline'), id",
                            [model, u])
         for e in expls:
+            e.pop("diff_id", None), e.pop("side", None)       # a unit's explanation: no diff side
             e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at, "
                                      "control, margin, margin_low, margin_high, reason "
                                      "from scores where explanation_id = ? order by kind, value desc", [e["id"]])
@@ -519,7 +525,7 @@ def mining_shards(path: Path) -> list[dict]:
 
 
 # tables copied in this order (foreign keys first); the rest (new tables) are copied generically
-_ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "explanations",
+_ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "diffs", "explanations",
           "scores", "llm_calls", "llm_cache", "datasets", "pairs", "patch_runs", "patch_results", "head_scores", "jobs"]
 _SKIP = {"meta"}
 
