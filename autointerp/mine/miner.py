@@ -153,7 +153,7 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     settings = {"corpus": source.spec, "corpus_id": cid, "context_len": context_len, "layers": layers, "top_k": top_k,
                 "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_random": n_random, "units": units,
                 "n_tokens": n_tokens, "n_contexts": n_contexts, "first_pos": layout.first_pos, "reservoir": res_size,
-                "text_field": text_field if source.kind in ("jsonl", "hf") else None}
+                "text_field": text_field if source.format in ("jsonl", "hf") else None}
     if saes:
         settings["saes"] = [{"id": x.id, "name": x.name, "hook": x.hook, "layer": x.layer, "d_sae": x.d_sae} for x in saes]
     full_rid, span = rid, (0, n_contexts)

@@ -653,5 +653,3 @@ def investigation_step_source_sql(investigation_id: str, step: str) -> str:
     q = lambda x: str(x).replace("'", "''")  # noqa: E731  (SQL string literal quoting)
     return (f"select result_json from investigation_steps where investigation_id = '{q(investigation_id)}' "
             f"and step = '{q(step)}'")
-
-_open_source = open_source  # the old private name (cli/query.py); remove once no caller uses it
