@@ -245,11 +245,11 @@ def known_sizes(model_spec: str | None) -> dict | None:
     except Exception:
         return None                                  # the model load reports a bad spec properly
     out: dict = {}
-    if r.kind == "alias":
+    if r.origin == "alias":
         p = PACKAGED[r.alias]
         out = {k: p[k] for k in ("n_layers", "d_mlp", "n_heads") if k in p}
-    cfg_dir = r.path if r.kind == "dir" else None
-    if r.kind in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
+    cfg_dir = r.path if r.origin == "dir" else None
+    if r.origin in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
         try:
             from ..models.loader import gguf_cache_path, is_complete
             d = gguf_cache_path(r.path)
