@@ -321,6 +321,19 @@ def force_option(f: Callable) -> Callable:
     return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
 
 
+def run_options(rerun_help: str = "Recompute even if an identical run is stored.", *, force: bool = False,
+                llm: bool = False) -> Callable:
+    """The options a stored-run command ends with, in this order: --rerun, [--force], the model
+    options, [the LLM options], --store, --json."""
+    def deco(f: Callable) -> Callable:
+        opts = [click.option("--rerun", is_flag=True, help=rerun_help), *([force_option] if force else []),
+                model_options, *([llm_options] if llm else []), store_option, json_option]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return deco
+
+
 def check_store_path(path: Path, *, must_exist: bool = False) -> Path:
     """The store file: an existing file, or (unless must_exist) a path where one can be created.
     must_exist: for commands that only read, or that need stored data (nothing is created)."""
