@@ -48,7 +48,7 @@ from .logits import TokenDecoder, direct_logit_effects
 from .sae import LatentLayer, latent_density, latent_logit_effects, mining_saes
 
 DEFAULT_TOKENS = 100_000
-UNIT_KINDS = ("neurons", "heads", "both", "latents")   # latents: only the given SAEs' (mine/sae.py)
+MINE_UNITS = ("neurons", "heads", "both", "latents")   # what mine(units=) takes; latents: only the given SAEs' (mine/sae.py)
 STATE_VERSION = 1
 
 
@@ -114,8 +114,8 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     the state's memory is divided by the number of passes (wide SAEs in bounded memory); the
     records are the same as in one pass."""
     t_start = time.perf_counter()
-    if units not in UNIT_KINDS:
-        raise UsageError(f"bad units {units!r}: use neurons, heads, both or latents")
+    if units not in MINE_UNITS:
+        raise UsageError(f"bad units {units!r}: use {', '.join(MINE_UNITS[:-1])} or {MINE_UNITS[-1]}")
     if units == "latents" and not saes:
         raise UsageError("units='latents' needs an SAE (--sae PATH)")
     for name, v in (("top_k", top_k), ("batch_size", batch_size), ("n_quantiles", n_quantiles)):
