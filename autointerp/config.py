@@ -1,6 +1,10 @@
 """Settings: flags > environment (AUTOINTERP_*) > config file (autointerp.toml or
 $AUTOINTERP_CONFIG) > defaults. API keys are never settings: they are read from the
-environment by the LLM backend at call time and never stored or printed."""
+environment by the LLM backend at call time and never stored or printed.
+
+Settings are resolved once, by the face (the CLI calls Settings.load with its flags), and passed
+down; library functions take them as a parameter, and None there means Settings.defaults()
+(no environment, no config file): library code never reads the working directory's config."""
 
 from __future__ import annotations
 
@@ -49,34 +53,42 @@ def _config_file_values() -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
 
 
-# values of flags shared by many commands that are not passed down explicitly (--llm-timeout);
-# set by the CLI option's callback on every invocation
-FLAG_VALUES: dict[str, Any] = {}
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTOINTERP_", extra="ignore")
 
-    store: Path = Path("store") / "autointerp.db"
-    model: str = "smollm2-135m"            # subject model spec
-    device: str = "auto"                   # auto | cpu | cuda | mps
-    dtype: str = "float32"                 # float32 | bfloat16 | float16
-    llm: str = "embedded:smollm2-135m"     # embedded:SPEC | openai:MODEL
-    llm_base_url: str | None = None
-    prompts: Path = Field(default_factory=packaged_prompts)
-    max_llm_tokens: int | None = None
-    max_cost_usd: float | None = None
-    llm_concurrency: int = 4
-    llm_timeout: float | None = None       # seconds per LLM request; grows after a read timeout
-    llm_max_attempts: int | None = None    # attempts per LLM request [default 5]
+    # the descriptions are the README's configuration table (scripts/readme_reference.py)
+    store: Path = Field(Path("store") / "autointerp.db", description="the SQLite store")
+    model: str = Field("smollm2-135m", description="subject model spec: a packaged alias, a .gguf file, a local "
+                                                   "directory or a hub id")
+    device: str = Field("auto", description="auto | cpu | cuda | mps")
+    dtype: str = Field("float32", description="float32 | bfloat16 | float16")
+    llm: str = Field("embedded:smollm2-135m", description="the LLM that explains and scores: embedded:SPEC | "
+                                                          "openai:MODEL")
+    llm_base_url: str | None = Field(None, description="an OpenAI-compatible endpoint [none: OpenAI's]")
+    prompts: Path = Field(default_factory=packaged_prompts, description="the prompt templates' folder")
+    max_llm_tokens: int | None = Field(None, description="stop (exit 3) once this many LLM tokens were used; done work is kept")
+    max_cost_usd: float | None = Field(None, description="stop (exit 3) once the LLM cost reaches this; done work is kept")
+    llm_concurrency: int = Field(4, description="LLM requests at once per endpoint")
+    llm_timeout: float | None = Field(None, description="seconds per LLM request [none: 60 s], doubled after a "
+                                                        "read timeout")
+    llm_max_attempts: int | None = Field(None, description="attempts per LLM request on 429/5xx/connection "
+                                                           "errors, with backoff and Retry-After [none: 5]")
+
+    @classmethod
+    def defaults(cls) -> "Settings":
+        """The library's defaults: neither the environment nor a config file is read (the
+        defaults are valid by construction; model_validate would read the environment)."""
+        return cls.model_construct()
 
     @classmethod
     def load(cls, **overrides: Any) -> "Settings":
-        """Settings with explicit overrides (CLI flags; None means 'not given'). An unknown key in
-        the config file, or a value of the wrong type anywhere, is a UsageError naming the key."""
+        """Settings with explicit overrides (CLI flags; None means 'not given'), over the
+        environment, the config file and the defaults: for faces (the CLI), once per command. An
+        unknown key in the config file, or a value of the wrong type anywhere, is a UsageError
+        naming the key."""
         from .errors import UsageError
 
-        given = {k: v for k, v in {**FLAG_VALUES, **overrides}.items() if v is not None}
+        given = {k: v for k, v in overrides.items() if v is not None}
         path = _config_path()
         file_all = _config_file_values()
         unknown = sorted(k for k in file_all if k not in cls.model_fields)

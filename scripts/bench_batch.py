@@ -48,6 +48,11 @@ def endpoint_corpus(path: Path, n_sentences: int = 4000, seed: int = 0) -> Path:
     return path
 
 
+# The tokenizer's training text: a frozen copy of prompts/*.txt as they were (one text per file,
+# separated by form feeds), not the live prompt files, so that editing a prompt does not change the
+# tiny model (and with it the golden scores of tests/batch/test_scores_golden.py). Prompts that
+# change later still tokenize (byte-level BPE), into a few more tokens.
+VOCAB_TEXT = Path(__file__).with_name("bench_batch_vocab.txt")
 REPLY = "red words"   # what the tiny model answers to every prompt
 CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -56,7 +61,7 @@ CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['cont
 def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d_mlp: int = 8, n_layers: int = 2,
                          seed: int = 0, context: float = 0.0) -> Path:
     """A tiny Llama (n_layers x d_mlp neurons) saved to `d` with a byte-level BPE tokenizer trained
-    on the prompt templates and the bench corpus (so prompts are a few hundred tokens, and "0".."10",
+    on a frozen copy of the prompt templates (VOCAB_TEXT) and the bench corpus (so prompts are a few hundred tokens, and "0".."10",
     " yes", " no" are single tokens, as in most real tokenizers) and a minimal chat template. Its
     weights are random except that the attention and MLP outputs are zeroed and the head is set so
     that it answers every prompt with REPLY and then EOS: replies cost a few forward passes, so a
@@ -71,9 +76,8 @@ def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
     d.mkdir(parents=True, exist_ok=True)
-    root = Path(__file__).resolve().parents[1]
     corpus = endpoint_corpus(d / "corpus.txt")
-    texts = [p.read_text() for p in sorted((root / "prompts").glob("*.txt"))] + [corpus.read_text()]
+    texts = VOCAB_TEXT.read_text().split("\f") + [corpus.read_text()]
     texts += [" ".join(str(i) for i in range(11)) + " yes no yes no"] * 50
     specials = ["<unk>", "<eos>", "<bos>", "<|im_start|>", "<|im_end|>"]
     tk = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -80,6 +80,50 @@ def test_explain_runs_the_dummy_scorer_on_the_dummy_unit_kind(tiny_llama, tmp_pa
     assert {r["kind"] for r in rows} >= {"peak_token", "simulation_exact"}
 
 
+def test_the_viewer_shows_the_dummy_score_with_its_registry_label(tiny_llama, tmp_path):
+    """The unit page of a real viewer (HTTP on 127.0.0.1) over a store the real pipeline wrote:
+    the dummy scorer's score is listed under the label it registered (not a hand-written list),
+    after the built-in exact score (registry order), with its value and n."""
+    import re
+    import threading
+    import urllib.request
+
+    from autointerp.pipeline import ExplainSettings, explain_exemplars
+    from autointerp.score.splits import SplitSizes
+    from autointerp.serve import make_server
+    from autointerp.store import Store
+
+    ex = _exemplars(tiny_llama, Unit.parse("L0/N5"))
+    s = ExplainSettings(explainer="baseline", scorers=("peak_token", "exact"), n_boot=50,
+                        sizes=SplitSizes(n_train=6, n_calib=1, n_test=4))
+    with Store(tmp_path / "v.db") as st:
+        st.put_model("tiny-llama", tiny_llama.info())
+        res = explain_exemplars(st, ex, None, settings=s)
+    pk = res.baseline.scores["peak_token"]
+    srv = make_server(tmp_path / "v.db", "127.0.0.1", 0, quiet=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        host, port = srv.server_address[:2]
+        with urllib.request.urlopen(f"http://{host}:{port}/unit/tiny-llama/L0/N5", timeout=30) as r:
+            assert r.status == 200
+            body = r.read().decode()
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    rows = re.findall(r"<td class='score-label[^']*' data-kind='([^']+)' title='[^']*'>([^<]+)</td>"
+                      r"<td class='num'>(.*?)</td>.*?<td class='num'>([^<]*)</td><td>", body)
+    by_kind = {k: (label, value, n) for k, label, value, n in rows}
+    assert by_kind["peak_token"][0] == "peak-token hits"               # dummy_scorer.SPEC's label
+    assert by_kind["simulation_exact"][0] == "exact sim. r"
+    assert [k for k, *_ in rows].index("simulation_exact") < [k for k, *_ in rows].index("peak_token")
+    label, value, n = by_kind["peak_token"]
+    if pk.value is None:
+        assert "null" in value
+    else:
+        assert value.startswith(f"{pk.value:+.3f}")
+    assert n == str(pk.n)
+
+
 def test_a_scorer_applies_only_to_its_unit_kinds():
     from autointerp.pipeline.neuron import ExplainSettings, Scoring
 

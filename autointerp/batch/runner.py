@@ -312,13 +312,15 @@ class _Run:
 
 
 def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, progress: bool | None = None,
-              log=None, sae=None) -> BatchSummary:
+              log=None, sae=None, config=None) -> BatchSummary:
     """Mine what is missing, then explain and score every selected unit not done yet (see the
     module doc). Returns a BatchSummary; `summary.stopped` is set when the budget ran out.
     `progress`: a tqdm bar on stderr (None: only when stderr is a terminal; otherwise a log line
     per unit goes to `log`, default stderr). sae (with o.units == 'latents'): the SAE (a
     models.sae.SAE, its name the store's) whose latents are the units; its layer is mined with it
-    in the pass when no run has mined it, and latents that never fired are counted `dead`."""
+    in the pass when no run has mined it, and latents that never fired are counted `dead`. config:
+    the resolved config.Settings for the LLM's other defaults (timeouts, concurrency; the CLI's;
+    None: the library defaults); o's device, dtype and base URL take precedence."""
     from ..llm import Budget, get_llm
     from ..store import Store
 
@@ -382,7 +384,9 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
                 from ..pipeline import make_llm
 
                 llm_store = Store(path)  # the LLM's own connection (its calls come from every worker thread)
-                cfg = Settings.load(device=o.device, dtype=o.dtype, llm_base_url=o.llm_base_url)
+                given = {"device": o.device, "dtype": o.dtype, "llm_base_url": o.llm_base_url}
+                cfg = (config if config is not None else Settings.defaults()).model_copy(
+                    update={k: v for k, v in given.items() if v is not None})
                 llm = make_llm(o.llm, store=llm_store, base_url=o.llm_base_url, budget=budget, settings=cfg, hm=hm)
             elif getattr(llm, "budget", None) is None:
                 llm.budget = budget

@@ -111,7 +111,7 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
         emit(as_json, summary.model_dump(), lambda: _print_plan(summary))
         return
     _sigterm_to_interrupt()
-    summary = run_batch(s.store, o, progress=progress, sae=sae)
+    summary = run_batch(s.store, o, progress=progress, sae=sae, config=s)
     data = summary.model_dump()
     data["calibration"] = _calibration(s.store, s.llm) if es.explainer == "llm" else None
     emit(as_json, data, lambda: _print_summary(summary, data["calibration"], es.explainer == "llm"))

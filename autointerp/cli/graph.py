@@ -60,7 +60,8 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     check_min("--validate", validate_k, 0)
     check_min("--explain", explain_n, 0)
     check_min("--explain-tokens", explain_tokens, 1)
-    spath = check_store_path(settings(store=store_path).store)
+    cfg = settings(store=store_path)
+    spath = check_store_path(cfg.store)
     for opt, v in (("--logit-prob", logit_prob), ("--node-share", node_share), ("--edge-share", edge_share)):
         check_fraction(opt, v)
     if not prompt.strip():
@@ -84,7 +85,7 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
 
         top_units = [g.unit(r["layer"], r["latent"]) for r in g.top_latents(explain_n)]
         layers = sorted({r["layer"] for r in g.top_latents(explain_n)})
-        llm = make_llm(llm_spec, store=store, hm=hm) if llm_spec else None
+        llm = make_llm(llm_spec, store=store, hm=hm, settings=cfg) if llm_spec else None
         explained = explain_latents(store, hm, [tset.by_layer[L] for L in layers], top_units,
                                     corpus=corpus or DEFAULT_CORPUS, n_tokens=explain_tokens, llm=llm,
                                     progress=not as_json)

@@ -76,7 +76,7 @@ def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_val
         click.echo(f"  {msg}", err=True)
 
     res = investigate(store, hm, task, dataset=dataset, llm=s.llm, settings=cfg, out=out, budget_usd=budget_usd,
-                      llm_base_url=llm_base_url or s.llm_base_url, rerun=rerun, log=log)
+                      llm_base_url=llm_base_url or s.llm_base_url, rerun=rerun, log=log, config=s)
 
     def human() -> None:
         sm = res.summary

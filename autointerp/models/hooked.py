@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ..core.hooks import (FINAL_SITES, LAYER_SITES, VALID_FORMS, act_name, hook_names, is_head_site, parse_hook,
-                          site_order, split_sae)
+from ..core.hooks import (FINAL_SITES, LAYER_SITES, VALID_FORMS, act_name, canonical, hook_names, is_head_site,
+                          parse_hook, site_order, split_sae)
 from ..core.units import Unit
 from ..errors import HookError, UnitError
 from .adapters import Adapter, adapter_for, softcap
@@ -59,7 +59,8 @@ class Run:
     cache: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        return self.cache[name]
+        """The cached value of a hook point (TL's spelling accepted: run["blocks.3.attn.hook_z"])."""
+        return self.cache[name] if name in self.cache else self.cache[canonical(name)]
 
 
 # ----------------------------------------------------------------------------- eager attention with a pattern hook
@@ -442,14 +443,15 @@ class HookedModel:
         return hook_names(self.n_layers, layers)
 
     def check_hook(self, name: str) -> str:
+        """autointerp's name of a hook point of this model (TL's spelling accepted); HookError if not one."""
         L, site = parse_hook(name)  # HookNameError (a HookError) listing the valid forms
         if L is None:
-            return name
+            return site
         if split_sae(site)[1] is not None and act_name(split_sae(site)[0], L) not in self.saes:
             raise HookError(f"hook {name!r}: no SAE is attached at {act_name(split_sae(site)[0], L)}")
         if not 0 <= L < self.n_layers:
             raise HookError(f"hook {name!r}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
-        return name
+        return f"blocks.{L}.{site}"
 
     def check_unit(self, unit: Unit | str) -> Unit:
         u = Unit.parse(unit) if isinstance(unit, str) else unit

@@ -57,7 +57,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..core.hooks import act_name
+from ..core.hooks import act_name, canonical, is_hook
 from ..core.stats import gap_divisor, spearman  # noqa: F401  (spearman: re-exported)
 from ..core.units import Unit
 from ..errors import DatasetError, ModelSpecError, UnitError, UsageError
@@ -185,7 +185,10 @@ def _canon(name: str) -> str:
     try:
         return Unit.parse(n).id
     except UnitError:
-        return n.lower() if n.lower() in (EMBED, LOGITS) else n
+        pass
+    if n.lower() in (EMBED, LOGITS):
+        return n.lower()
+    return canonical(n) if is_hook(n) else n          # an MLP by its hook name, TL's spelling too
 
 
 # ----------------------------------------------------------------------------- scores

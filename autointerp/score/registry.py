@@ -77,6 +77,12 @@ def llm_score_kinds() -> dict[str, str]:
     return {s.kinds[0]: s.name for s in SCORERS.values() if s.needs_llm}
 
 
+def scorer_of(kind: str) -> ScorerSpec | None:
+    """The registered scorer that writes this score kind (None: a kind no scorer writes, e.g.
+    validate's probe_auc)."""
+    return next((s for s in SCORERS.values() if kind in s.kinds), None)
+
+
 def headline_kinds() -> tuple[str, ...]:
     return tuple(s.kinds[0] for s in SCORERS.values())
 

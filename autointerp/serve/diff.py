@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..core.units import Unit
 from .pages import NEG_RGB, POS_RGB, colour, record_view
-from .render import fnum, render
+from .render import fnum, render, score_rows
 
 SIDE_TITLE = {"a_better": "where A is better than B", "b_better": "where B is better than A", "random": "random contexts"}
 ANALYSES = {"weight_tensor": "weight change per tensor (relative Frobenius norm)",
@@ -49,8 +49,8 @@ def diff_page(d: dict, n_contexts: int = 10, n_components: int = 10) -> str:
              fnum(s.get("delta_p"), "+.4f"), fnum(s.get("delta_clip_logp")), fnum(s.get("kl_a_b"), ".4f"),
              f"{100 * s['frac_b_better']:.0f}%" if s.get("frac_b_better") is not None else "-"]
     expls = [{"title": SIDE_TITLE.get(e["side"], e["side"]), "explainer": e["explainer"], "text": e["text"],
-              "scores_line": "; ".join(f"{r.get('kind')} {fnum(r.get('value'))} (control {fnum(r.get('control'))})"
-                                       for r in e["scores"])} for e in d.get("explanations", [])]
+              "scores_line": "; ".join(f"{r['label']} {fnum(r.get('value'))} (control {fnum(r.get('control'))})"
+                                       for r in score_rows(e["scores"]))} for e in d.get("explanations", [])]
     ctxs = d.get("contexts", [])
     vmax = max((abs(v) for c in ctxs if c["side"] != "random" for v in (c["values"].get(metric) or [])), default=1.0)
     sides = [{"title": SIDE_TITLE[side], "rep": s.get(f"repeat_frac_top10_{side}"),

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 
 from ..core.units import HEAD, UNIT_KINDS, UNIT_RE, Unit  # the one unit-id regex
 from . import charts
-from .render import dataset_url, fnum, render, unit_url
+from .render import dataset_url, fnum, render, score_rows, unit_url
 
 __all__ = ["esc", "unit_url", "dataset_url", "fnum", "layout", "unit_page", "index_page", "search_page",
            "dataset_page", "error_page", "record_view", "colour", "act_colour", "effect_colour"]
@@ -144,6 +144,11 @@ def _groups(v: dict, shown: list[dict], max_act: float, sim_max: float, neg_max:
     return list(groups.values())
 
 
+def _scored(expls: list[dict]) -> list[dict]:
+    """Explanations with their scores named and ordered by the scorer registry (render.score_rows)."""
+    return [dict(e, scores=score_rows(e.get("scores") or [])) for e in expls]
+
+
 def unit_page(v: dict, tryit: dict | None = None) -> str:
     model, unit, head = v["model_id"], v["unit"], v["kind"] == HEAD.name
     what = UNIT_KINDS[v["kind"]].noun if v["kind"] in UNIT_KINDS else v["kind"]
@@ -158,7 +163,7 @@ def unit_page(v: dict, tryit: dict | None = None) -> str:
     tryit = tryit or {"enabled": False, "hint": "SPEC"}
     return render("unit.html", title=f"{unit} · {model}", model=model, unit=unit, layer=v["layer"], what=what,
                   index=v["index"], sae=v.get("sae"), density=st.get("frac_active") if st else None, stats=st,
-                  hist=hist, logit=logit, explanations=v["explanations"], baselines=v["baselines"],
+                  hist=hist, logit=logit, explanations=_scored(v["explanations"]), baselines=_scored(v["baselines"]),
                   promoted=v["promoted"], suppressed=v["suppressed"], head_scores=v["head_scores"],
                   n_shown=len(recs), n_records=v["n_records"], has_sim=has_sim, max_act=v["max_act"], neg_max=neg_max,
                   pos_rgb=POS_RGB, neg_rgb=NEG_RGB, sim_rgb=SIM_RGB,

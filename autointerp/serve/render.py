@@ -28,12 +28,37 @@ def dataset_url(name: str) -> str:
     return f"/dataset/{quote(name, safe='')}"
 
 
+def score_rows(scores: list[dict]) -> list[dict]:
+    """Stored scores as the viewer lists them, named by the scorer registry (score/registry.py):
+    in its order (each scorer's headline kind first), each with its `label` and the `scorer_name`
+    that writes it; `sub` marks a scorer's secondary kinds (drawn indented). Kinds no registered
+    scorer writes (validate's probe_auc, intervention, ...) follow under their own names."""
+    from ..score.registry import SCORERS
+
+    order = {k: (i, j, spec) for i, spec in enumerate(SCORERS.values()) for j, k in enumerate(spec.kinds)}
+    out = []
+    for n, s in enumerate(scores):
+        i, j, spec = order.get(s.get("kind"), (len(order), 0, None))
+        out.append((i, j, n, dict(s, label=spec.labels.get(s["kind"], s["kind"]).strip() if spec else s.get("kind"),
+                                  scorer_name=spec.name if spec else None, sub=j > 0)))
+    return [r for *_, r in sorted(out, key=lambda t: t[:3])]
+
+
+def score_label(kind: str) -> str:
+    """The registry's label of a score kind (the kind itself when no scorer writes it)."""
+    from ..score.registry import score_labels
+
+    return score_labels().get(kind, kind).strip()
+
+
 @functools.lru_cache(maxsize=1)
 def env() -> Environment:
     e = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined,
                     trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
     e.filters["fnum"] = fnum
-    e.globals.update(unit_url=unit_url, dataset_url=dataset_url)
+    from ..store.query import SIM_KIND     # the kind a unit's best score is ranked by
+
+    e.globals.update(unit_url=unit_url, dataset_url=dataset_url, score_label=score_label, best_kind=SIM_KIND)
     return e
 
 

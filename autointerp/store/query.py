@@ -25,6 +25,11 @@ from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, un
 
 SIM_KIND = "simulation"
 
+# the explanations of units (a model diff's side is a subject too: core/subjects.py; its rows, with
+# unit NULL, are read with their diff, store/diffs.py). A condition that also holds on a store of
+# schema v4 opened read-only (no diff_id column yet)
+UNIT_ROWS = "e.unit is not null"
+
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
 best as (
@@ -79,7 +84,7 @@ class QueryMixin:
         filtered by best simulation score, layer, model, explainer and unit kind (neuron|head).
         Without text: ordered by score (best first). Rows: id, model_id, unit, layer, explainer,
         method, text, score, ci_low, ci_high, n, rank."""
-        where, params = [], []
+        where, params = [UNIT_ROWS], []
         if model is not None:
             where.append("e.model_id = ?"); params.append(model)
         if layer is not None:
@@ -117,7 +122,7 @@ class QueryMixin:
         else:
             sql = (f"select {select}, null as rank from explanations e "
                    f"{_BEST_JOIN} "
-                   f"{'where ' + ' and '.join(where) if where else ''} "
+                   f"where {' and '.join(where)} "
                    "order by b.value is null, b.value desc, e.model_id, e.layer, e.unit")
         if limit:
             sql += f" limit {int(limit)}"
@@ -182,7 +187,7 @@ class QueryMixin:
         if model is not None and not self.query("select 1 from models where id = ?", [model]):
             raise UsageError(f"no model {model!r} in the store (models: {', '.join(self.model_ids()) or 'none'})")
         mf = " and r.model_id = ?" if model else ""
-        ef = " and e.model_id = ?" if model else ""
+        ef = f" and {UNIT_ROWS}" + (" and e.model_id = ?" if model else "")
         mp = [model] if model else []
         kind_sql = "(case when unit like '%/H%' then 'head' else 'neuron' end)"
         mined = self.query(f"""
@@ -261,18 +266,19 @@ class QueryMixin:
         return [r["id"] for r in self.query("select id from models order by id")]
 
     # ---- export -------------------------------------------------------------------
-    # what -> (SQL with {where} where the model filter goes, the model column it filters on)
+    # what -> (SQL with {where} where the filter goes, the model column --model filters on, [a condition
+    # always applied: explanations and scores of units, not of model-diff sides])
     _EXPORT_SQL = {
         "explanations": (
             f"with {_BEST_SQL} select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
             "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
             "from explanations e left join best b on b.explanation_id = e.id "
-            "{where} order by e.model_id, e.layer, e.unit, e.id", "e.model_id"),
+            "{where} order by e.model_id, e.layer, e.unit, e.id", "e.model_id", UNIT_ROWS),
         "scores": (
             "select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
             "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
             "from scores s join explanations e on e.id = s.explanation_id "
-            "{where} order by e.model_id, e.layer, e.unit, s.id", "e.model_id"),
+            "{where} order by e.model_id, e.layer, e.unit, s.id", "e.model_id", UNIT_ROWS),
         "records": (
             "select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
             "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
@@ -292,8 +298,9 @@ class QueryMixin:
         patching: one row per patch result with its run."""
         if what not in self.EXPORTS:
             raise UsageError(f"cannot export {what!r}: choose one of {', '.join(self.EXPORTS)}")
-        sql, col = self._EXPORT_SQL[what]
-        rows = self.db.query(sql.replace("{where}", f"where {col} = ?" if model else ""), [model] if model else [])
+        sql, col, *always = self._EXPORT_SQL[what]
+        conds = always + ([f"{col} = ?"] if model else [])
+        rows = self.db.query(sql.replace("{where}", "where " + " and ".join(conds) if conds else ""), [model] if model else [])
         if what != "records":
             yield from rows
             return
@@ -328,6 +335,7 @@ class QueryMixin:
         expls = self.query("select * from explanations where model_id = ? and unit = ? order by (explainer = 'baseline'), id",
                            [model, u])
         for e in expls:
+            e.pop("diff_id", None), e.pop("side", None)       # a unit's explanation: no diff side
             e["scores"] = self.query("select id, kind, value, ci_low, ci_high, n, scorer, details_json, created_at, "
                                      "control, margin, margin_low, margin_high, reason "
                                      "from scores where explanation_id = ? order by kind, value desc", [e["id"]])
@@ -523,7 +531,7 @@ def mining_shards(path: Path) -> list[dict]:
 
 
 # tables copied in this order (foreign keys first); the rest (new tables) are copied generically
-_ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "explanations",
+_ORDER = ["models", "corpora", "contexts", "mining_runs", "unit_stats", "unit_logits", "records", "diffs", "explanations",
           "scores", "llm_calls", "llm_cache", "datasets", "pairs", "patch_runs", "patch_results", "head_scores", "jobs"]
 _SKIP = {"meta"}
 

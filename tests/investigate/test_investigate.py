@@ -179,14 +179,18 @@ def test_check_prose_binds_numbers_to_the_units_named():
                                                    "number 0.58 is measured for a unit the sentence does not name"]
 
 
-def test_science_lives_in_stages_not_in_investigate():
-    """Prose checking is the report stage's, the circuit tests are patching's; investigate re-exports them."""
-    import autointerp.investigate as inv
-    from autointerp import patching, report
+def test_circuit_science_lives_in_patching_and_prose_checking_next_to_the_report():
+    """The circuit tests are patching's (investigate re-exports them); prose checking is
+    investigate/prose_check.py, the one place its rules are (the report/ package is gone)."""
+    from pathlib import Path
 
-    assert inv.check_prose is report.check_prose
+    import autointerp.investigate as inv
+    from autointerp import patching
+    from autointerp.investigate import prose_check
+
+    assert inv.check_prose is prose_check.check_prose and not (Path(inv.__file__).parents[1] / "report").exists()
     assert inv.evaluate_circuit is patching.evaluate_circuit and inv.backup_heads is patching.backup_heads
     facts = "Head L9/H9 has a direct effect of 0.42."
-    r = report.check_prose("Head L 9/h9 writes 0.42 to the logits. Head L9/H9 adds 0.77.", facts, max_sentences=5)
+    r = prose_check.check_prose("Head L 9/h9 writes 0.42 to the logits. Head L9/H9 adds 0.77.", facts, max_sentences=5)
     assert r["kept"] == ["Head L 9/h9 writes 0.42 to the logits."]
     assert r["dropped"][0]["reason"] == "number 0.77 is not a measured value"

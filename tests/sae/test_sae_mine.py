@@ -45,7 +45,7 @@ def transcoder(tiny_llama, tmp_path_factory):
     d, n = tiny_llama.d_model, 96
     tc = SAE(architecture="jumprelu_transcoder", W_enc=torch.randn(d, n, generator=g) / 4, b_enc=torch.zeros(n),
              W_dec=torch.randn(n, d, generator=g) / 10, b_dec=torch.zeros(d), threshold=torch.full((n,), 0.5),
-             hook="blocks.1.ln2.hook_normalized", hook_out="blocks.1.hook_mlp_out", name="tc1")
+             hook="blocks.1.mlp.in", hook_out="blocks.1.hook_mlp_out", name="tc1")
     return load_sae(tc.save(tmp_path_factory.mktemp("tc") / "tc1"))
 
 

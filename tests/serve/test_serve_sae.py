@@ -75,8 +75,8 @@ def test_latent_page(sae_server):
     assert m and 0 < float(m.group(1)) <= 100
     assert len(re.findall(r'<div class="rec" data-record=', body)) > 0
     # the baseline and its exact score with control and margin columns
-    assert "<th>control</th><th>margin [ci]</th>" in body and "simulation_exact" in body
-    row = re.search(r"<td>simulation_exact</td><td class='num'>([^<]*)", body)
+    assert "<th>control</th><th>margin [ci]</th>" in body and "data-kind='simulation_exact'" in body
+    row = re.search(r"data-kind='simulation_exact'[^>]*>exact sim. r</td><td class='num'>([^<]*)", body)
     assert row and (row.group(1).startswith(("+", "-")) or "null" in row.group(1))
 
 
