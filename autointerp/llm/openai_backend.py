@@ -46,6 +46,7 @@ from .base import LLM, LogprobsUnsupported, Result
 from .budget import Budget
 from .deadline import deadline, deadline_async_transport, deadline_transport
 from .ratelimit import limiter_for
+from .structured import strict_schema
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DUMMY_KEY = "sk-no-key-needed"
@@ -711,20 +712,6 @@ class OpenAILLM(LLM):
             rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
             out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
         return Result(out, total_pt, len(mains) + len(extra))
-
-
-def strict_schema(schema: Any) -> Any:
-    """The schema as OpenAI's strict mode wants it: every object closed (additionalProperties
-    false) and all its properties required; pydantic's $defs/$ref kept."""
-    if isinstance(schema, list):
-        return [strict_schema(x) for x in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {k: strict_schema(v) for k, v in schema.items()}
-    if out.get("type") == "object" and isinstance(out.get("properties"), dict):
-        out["additionalProperties"] = False
-        out["required"] = list(out["properties"])
-    return out
 
 
 def _plain(raw) -> Any:

@@ -411,16 +411,18 @@ class LLMServer:
             raise BadRequest(400, f"'top_logprobs' must be an integer from 0 to {MAX_LOGPROBS}")
         ids = self.llm._ids(self.llm._render_chat(msgs))
         schema = self._schema(body)
-        proc = None
         if schema is not None:
-            from .structured import SchemaLogitsProcessor
+            from .structured import JsonConstraint
 
             try:
-                proc = SchemaLogitsProcessor(self.llm.tok, schema, len(ids), self.llm.hf.config.vocab_size)
+                constraint = JsonConstraint(self.llm.tok, schema)
             except Exception as e:  # noqa: BLE001 - a schema the enforcer cannot compile is the client's error
                 raise BadRequest(400, f"unsupported JSON schema: {type(e).__name__}: {str(e)[:200]}") from None
-        gens = self.llm.generate_ids(ids, None, p["temperature"], p["max_tokens"], p["n"], p["seed"], p["stop"],
-                                     logits_processor=proc)
+            seed = p["seed"]
+            gens = [self.llm.generate_structured(ids, constraint, temperature=p["temperature"], max_tokens=p["max_tokens"],
+                                                 seed=None if seed is None else seed + i) for i in range(p["n"])]
+        else:
+            gens = self.llm.generate_ids(ids, None, p["temperature"], p["max_tokens"], p["n"], p["seed"], p["stop"])
         choices = []
         scored = self.engine.score([ids + g for g, _, _ in gens], k) if want_lp and any(g for g, _, _ in gens) else None
         for i, (g, text, reason) in enumerate(gens):

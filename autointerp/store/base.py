@@ -65,7 +65,7 @@ def _saes_unique_per_layer(db: sqlite_utils.Database) -> None:
         return
     cols = ", ".join(db["saes"].columns_dict)
     db.execute("ALTER TABLE saes RENAME TO saes_v3")
-    db.execute("CREATE TABLE saes (" + _table_ddl("saes") + ")")
+    db.execute("CREATE TABLE saes (" + _table_ddl("saes") + "\n)")
     db.execute(f"INSERT INTO saes ({cols}) SELECT {cols} FROM saes_v3")
     db.execute("DROP TABLE saes_v3")
 
@@ -80,7 +80,7 @@ def _one_explanation_store(db: sqlite_utils.Database) -> None:
         if "explanations_fts" in tables:
             db.execute("DROP TABLE explanations_fts")
         cols = ", ".join(db["explanations"].columns_dict)
-        db.execute("CREATE TABLE explanations_v5 (" + _table_ddl("explanations") + ")")
+        db.execute("CREATE TABLE explanations_v5 (" + _table_ddl("explanations") + "\n)")   # (a comment may end the last line)
         db.execute(f"INSERT INTO explanations_v5 ({cols}) SELECT {cols} FROM explanations")
         db.execute("DROP TABLE explanations")
         db.execute("ALTER TABLE explanations_v5 RENAME TO explanations")
