@@ -338,14 +338,20 @@ class OpenAILLM(LLM):
                 with deadline(self._attempt_deadline(started, timeout)):
                     return fn(self.client, timeout)
             except Exception as e:  # noqa: BLE001
-                timeouts.append(timeout)
-                step = self._next(e, attempt, timeout, started)
-                if step is None:
-                    raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
-                self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
-                                     time.perf_counter() - t0)
-                time.sleep(step[0])
-                timeout = step[1]
+                wait, timeout = self._failed_attempt(e, attempt, timeout, timeouts, started, t0)
+                time.sleep(wait)
+
+    def _failed_attempt(self, e: Exception, attempt: int, timeout: float, timeouts: list[float], started: float,
+                        t0: float) -> tuple[float, float]:
+        """After attempt number `attempt` failed with e: (seconds to wait, the next attempt's timeout),
+        the retry recorded; or the translated LLMError raised when there is no next attempt."""
+        timeouts.append(timeout)
+        step = self._next(e, attempt, timeout, started)
+        if step is None:
+            raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
+        self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
+                             time.perf_counter() - t0)
+        return step
 
     async def _arequest(self, fn, est_tokens: int):
         client, sem = self._aclient()
@@ -360,14 +366,8 @@ class OpenAILLM(LLM):
                     with deadline(self._attempt_deadline(started, timeout)):
                         return await fn(client, timeout)
                 except Exception as e:  # noqa: BLE001
-                    timeouts.append(timeout)
-                    step = self._next(e, attempt, timeout, started)
-                    if step is None:
-                        raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
-                    self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
-                                         time.perf_counter() - t0)
-                    await asyncio.sleep(step[0])
-                    timeout = step[1]
+                    wait, timeout = self._failed_attempt(e, attempt, timeout, timeouts, started, t0)
+                    await asyncio.sleep(wait)
 
     def _translate(self, e: BaseException, n: int | None = None, timeouts: list[float] | None = None,
                    elapsed: float | None = None) -> LLMError:
