@@ -67,3 +67,22 @@ def test_top_k_pieces_shared_by_several_ids_keep_the_highest_logprob(llm):
     block = _lp_block(["x", "yz"], [None, (-0.75, (ids, vals))], 10, eng)
     assert block == {"tokens": ["x", "yz"], "token_logprobs": [None, -0.75],
                      "top_logprobs": [None, {"\ufffd": -0.25, "a": -0.5}], "text_offset": [10, 11]}
+
+
+def test_aligned_tokens_place_the_echo_on_the_prompt():
+    """The client's reading of an echo (llm/openai_backend.aligned_tokens): tokens that start
+    inside the prompt must spell it exactly; a leading BOS not in the text is skipped; generated
+    tokens after it are kept; a token that runs past the prompt's end or spells other text is not
+    this prompt's echo."""
+    from autointerp.llm.openai_backend import aligned_tokens
+
+    top = {"a": -0.1}
+    lp = {"tokens": ["<s>", "ab", "c", "d"], "token_logprobs": [None, -1.0, -2.0, -3.0], "top_logprobs": [None, top, top, top]}
+    assert aligned_tokens(lp, "abc") == [(0, "ab", -1.0, top), (2, "c", -2.0, top), (3, "d", -3.0, top)]
+    assert aligned_tokens(lp, "abcd") == aligned_tokens(lp, "abc")
+    assert aligned_tokens(lp, "ab") == [(0, "ab", -1.0, top), (2, "c", -2.0, top), (3, "d", -3.0, top)]
+    assert aligned_tokens(lp, "a") is None            # "ab" runs past the prompt's end
+    assert aligned_tokens(lp, "abx") is None          # another text
+    assert aligned_tokens(lp, "abcde") is None        # the echo stops short of the prompt
+    assert aligned_tokens({**lp, "top_logprobs": None}, "abc")[0] == (0, "ab", -1.0, None)
+    assert aligned_tokens({**lp, "token_logprobs": [None, -1.0]}, "abc") is None
