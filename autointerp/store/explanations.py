@@ -64,7 +64,7 @@ class ExplanationsMixin:
         put_score's keywords without explanation_id]). Idempotent on the keys like the one-row
         methods. Returns the number of explanations given."""
         n = 0
-        cols = _EXPL_COLS + ["created_at"]
+        cols = [c for c in _EXPL_COLS if c != "settings_json"] + ["settings_json", "created_at"]   # the last two: below
         scols = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash",
                  "details_json", "created_at", "control", "margin", "margin_low", "margin_high", "reason"]
         e_sql = f"insert into explanations ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) on conflict(key) do nothing"
