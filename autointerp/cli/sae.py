@@ -176,8 +176,10 @@ def _train_transcoders(layers_text, l1, skip, latents, n_tokens, corpus, context
     def human() -> None:
         click.echo(f"transcoder set {out}  ({hm.spec}, layers {layers[0]}-{layers[-1]} ({len(layers)}), "
                    f"{latents:,} latents each, {rep['kind']}, l1={l1})")
+        tm = rep["timing"]
         click.echo(f"  trained on {rep['tokens']:,} tokens (one pass, every layer per forward) in {rep['steps']} steps "
-                   f"({rep['seconds']} s)")
+                   f"of {rep['minibatch']}: {rep['seconds']} s (model forwards {tm['forward_s']} s, transcoder steps "
+                   f"{tm['train_s']} s, evaluation {tm['eval_s']} s; {tm['torch_threads']} torch thread(s))")
         click.echo(f"  held out ({rep['eval_tokens']:,} tokens):")
         click.echo("  layer  EV(mlp.out)    L0   dead")
         for r in rep["per_layer"]:

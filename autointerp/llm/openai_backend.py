@@ -34,7 +34,9 @@ import random
 import re
 import threading
 import time
+from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -191,15 +193,16 @@ def aligned_tokens(lp, text: str) -> list[tuple[int, str, float | None, dict | N
     i = 0
     while i < len(tokens) and i < 2 and tokens[i] and not text.startswith(tokens[i]) and _SPECIAL.fullmatch(tokens[i]):
         i += 1
-    out, pos = [], 0
-    for j in range(i, len(tokens)):
-        t = tokens[j] if isinstance(tokens[j], str) else ""
-        if pos < len(text) and not text.startswith(t, pos):
-            return None  # not this text's tokens (or bytes we cannot place)
-        top = tops[j] if tops is not None else None
-        out.append((pos, t, tlp[j], dict(top) if top else None))
-        pos += len(t)
-    return out if pos >= len(text) else None
+    toks = [t if isinstance(t, str) else "" for t in tokens[i:]]
+    starts = list(accumulate(map(len, toks), initial=0))
+    # every token that starts inside the text is the text's own at that place (bytes we cannot
+    # place, or another text's tokens, are not): those tokens, joined, spell the text exactly
+    n = bisect_left(starts, len(text), hi=len(toks))
+    if "".join(toks[:n]) != text:
+        return None
+    tops = tops[i:] if tops is not None else [None] * len(toks)
+    return [(pos, t, lp, (top if type(top) is dict else dict(top)) if top else None)
+            for pos, t, lp, top in zip(starts, toks, tlp[i:], tops)]
 
 
 def _prompt_len_ok(al, upto: int) -> bool:

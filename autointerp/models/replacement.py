@@ -147,10 +147,15 @@ class LocalReplacement:
         return self.latents[layer] @ tc.W_dec + self.error[layer]
 
     def forward(self, emb: torch.Tensor, leaves: dict[int, torch.Tensor], grad: bool = True,
-                keep_mlp_in: dict | None = None) -> torch.Tensor:
+                keep_mlp_in: dict | None = None, token_ids: list[int] | None = None) -> torch.Tensor:
         """Logits [B, P, V] of the frozen model with block 0 reading `emb` ([B, P, d]) and layer L's MLP
         writing leaves[L] ([B, P, d]) + its transcoder's b_dec (+ its skip path, live). keep_mlp_in,
-        if given, receives each layer's live MLP input [B, P, d] (for latent pre-activations)."""
+        if given, receives each layer's live MLP input [B, P, d] (for latent pre-activations).
+
+        token_ids: unembed only these tokens, [B, P, len(token_ids) + 1], the last column the mean
+        logit over the whole vocabulary. Same numbers as the full logits' columns, but a backward
+        pass from them costs d x len(token_ids) per position instead of d x V (for SmolLM2, V = 49,152:
+        the full unembedding's backward was most of a graph's time)."""
         B = int(emb.shape[0])
         ids = self.ids.expand(B, self.P)
         live: dict[int, torch.Tensor] = {} if keep_mlp_in is None else keep_mlp_in
@@ -172,6 +177,20 @@ class LocalReplacement:
                 return out.to(v.dtype)
 
             hooks[act_name("mlp.in", i)], hooks[act_name("mlp.out", i)] = keep, write
+        if token_ids is None:
+            with self._linear_norms():
+                run = self.hm.forward(ids, hooks=hooks, grad=grad)
+            return run.logits.float()
+        if self.hm.final_logit_softcap:     # pragma: no cover  (refused in __init__)
+            raise HookError("token_ids: soft-capped logits are not linear")
+        final = act_name("ln_final.out")
         with self._linear_norms():
-            run = self.hm.forward(ids, hooks=hooks, grad=grad)
-        return run.logits.float()
+            run = self.hm.forward(ids, hooks=hooks, grad=grad, cache=[final], return_logits=False)
+        h = run[final].float()                                               # [B, P, d]
+        W_U, b_U = self.hm.W_U.float(), self.hm.b_U
+        W = torch.cat([W_U[:, token_ids], W_U.mean(1, keepdim=True)], 1)   # [d, T + 1]
+        out = h @ W
+        if b_U is not None:
+            b_U = b_U.float()
+            out = out + torch.cat([b_U[token_ids], b_U.mean().reshape(1)])
+        return out
