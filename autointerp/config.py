@@ -1,6 +1,10 @@
 """Settings: flags > environment (AUTOINTERP_*) > config file (autointerp.toml or
 $AUTOINTERP_CONFIG) > defaults. API keys are never settings: they are read from the
-environment by the LLM backend at call time and never stored or printed."""
+environment by the LLM backend at call time and never stored or printed.
+
+Settings are resolved once, by the face (the CLI calls Settings.load with its flags), and passed
+down; library functions take them as a parameter, and None there means Settings.defaults()
+(no environment, no config file): library code never reads the working directory's config."""
 
 from __future__ import annotations
 
@@ -49,11 +53,6 @@ def _config_file_values() -> dict[str, Any]:
         raise UsageError(f"{path}: not valid TOML ({e})") from None
 
 
-# values of flags shared by many commands that are not passed down explicitly (--llm-timeout);
-# set by the CLI option's callback on every invocation
-FLAG_VALUES: dict[str, Any] = {}
-
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTOINTERP_", extra="ignore")
 
@@ -76,12 +75,20 @@ class Settings(BaseSettings):
                                                            "errors, with backoff and Retry-After [none: 5]")
 
     @classmethod
+    def defaults(cls) -> "Settings":
+        """The library's defaults: neither the environment nor a config file is read (the
+        defaults are valid by construction; model_validate would read the environment)."""
+        return cls.model_construct()
+
+    @classmethod
     def load(cls, **overrides: Any) -> "Settings":
-        """Settings with explicit overrides (CLI flags; None means 'not given'). An unknown key in
-        the config file, or a value of the wrong type anywhere, is a UsageError naming the key."""
+        """Settings with explicit overrides (CLI flags; None means 'not given'), over the
+        environment, the config file and the defaults: for faces (the CLI), once per command. An
+        unknown key in the config file, or a value of the wrong type anywhere, is a UsageError
+        naming the key."""
         from .errors import UsageError
 
-        given = {k: v for k, v in {**FLAG_VALUES, **overrides}.items() if v is not None}
+        given = {k: v for k, v in overrides.items() if v is not None}
         path = _config_path()
         file_all = _config_file_values()
         unknown = sorted(k for k in file_all if k not in cls.model_fields)

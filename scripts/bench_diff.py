@@ -61,7 +61,7 @@ def main() -> None:
 
     from autointerp.compare import RANKS, blackbox_diff, is_repeat_context, plant_heads
     from autointerp.corpus import DEFAULT_CORPUS, iter_batches, open_source
-    from autointerp.diff import DiffSettings, diff_models
+    from autointerp.pipeline import DiffSettings, diff_models
     from autointerp.models import HookedModel
     from autointerp.store import Store
 

@@ -31,7 +31,7 @@ from typing import Iterable, Iterator
 # neutral modules it stands on).
 GROUND = frozenset({"core", "errors", "config"})
 # Faces compose stages; no face imports another, except cli, the entry point, which starts them.
-FACES = frozenset({"cli", "serve", "batch", "investigate", "diff"})
+FACES = frozenset({"cli", "serve", "batch", "investigate"})
 # Stages and infrastructure: what each may import besides GROUND and itself. Arrows point down
 # the flow of DESIGN.md: models -> mine -> explain -> score; models -> tasks -> patching; llm is
 # asked by explain, score, tasks, validate; store/ is given to stages as an object, so no stage
@@ -50,10 +50,9 @@ ALLOWED: dict[str, frozenset[str]] = {
     "explain": GROUND | {"llm", "mine"},
     "score": GROUND | {"llm", "mine", "models"},     # probes and interventions run the model
     "validate": GROUND | {"llm", "mine", "models", "score"},
-    "report": GROUND,                                # checks on report text (prose numbers)
     "graph": GROUND | {"models"},                    # attribution graphs over transcoder latents; store-free
     "compare": GROUND | {"models", "corpus", "mine", "tasks", "patching"},   # model diffs: two models at once
-    "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate"},
+    "pipeline": GROUND | {"store", "models", "llm", "corpus", "mine", "explain", "score", "validate", "compare"},
     "__main__": frozenset({"cli"}),
     "__init__": GROUND,
 }
@@ -68,6 +67,12 @@ LLM_HOME = "llm"
 HOOK_NAME_HOMES = frozenset({"core", "models"})
 UNIT_ID_HOMES = frozenset({"core"})
 LLM_ONLY_MODULES = ("openai", "tenacity")
+# configuration is resolved once, at the face: Settings.load only here (and in config.py itself)
+SETTINGS_HOMES = frozenset({"cli", "config"})
+# the faces that must not mutate module-level state (a global, or another module's attribute)
+NO_GLOBAL_STATE = frozenset({"cli"})
+_MUTATORS = frozenset({"append", "extend", "insert", "pop", "popitem", "remove", "clear", "update", "setdefault",
+                       "add", "discard"})
 
 _SQL_RE = re.compile(r"^\s*(?:select\b[\s\S]*\bfrom\b|insert\s+(?:or\s+\w+\s+)?into\b|update\s+\w+\s+set\b|"
                      r"delete\s+from\b|create\s+(?:table|index|view)\b|drop\s+table\b|pragma\s+\w+)", re.I)
@@ -189,8 +194,58 @@ def check_file(root: Path, path: Path) -> tuple[list[Violation], set[tuple[str, 
               and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str)
               and node.left.value.startswith("blocks.")):
             out.append(Violation(rel, "hook-name", node.lineno))
+        if (pkg not in SETTINGS_HOMES and isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load" and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "Settings"):
+            out.append(Violation(rel, "settings-load", node.lineno))
+    if pkg in NO_GLOBAL_STATE:
+        out += [Violation(rel, "global-state", line) for line in _global_mutations(tree)]
     MODULE_EDGES.setdefault(str(root), set()).update(module_edges)
     return out, edges
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """'config' for config.FLAG_VALUES[k] or config.X.y; None for a bare name (a rebinding)."""
+    if not isinstance(node, (ast.Attribute, ast.Subscript)):
+        return None
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _global_mutations(tree: ast.Module) -> list[int]:
+    """Lines where a function changes module-level state: a `global` statement, or an item or
+    attribute of a module-level or imported name assigned, deleted or mutated in place
+    (config.FLAG_VALUES[k] = v, STATE.debug = d, CACHE.setdefault(...))."""
+    module_names: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            module_names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for t in node.targets if isinstance(node, ast.Assign) else [node.target]:
+                module_names |= {n.id for n in ast.walk(t) if isinstance(n, ast.Name)}
+    lines: list[int] = []
+    for fn in ast.walk(tree):
+        if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue
+        local_imports = {(a.asname or a.name).split(".")[0] for n in ast.walk(fn)
+                         if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+        names = module_names | local_imports
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Global):
+                lines.append(node.lineno)
+            targets = (node.targets if isinstance(node, (ast.Assign, ast.Delete)) else
+                       [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+            if any(_root_name(t) in names for t in targets):
+                lines.append(node.lineno)
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS
+                    and _root_name(node.func.value) in names):
+                lines.append(node.lineno)
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _MUTATORS
+                  and isinstance(node.func.value, ast.Name) and node.func.value.id in module_names
+                  and node.func.value.id not in local_imports):
+                lines.append(node.lineno)
+    return sorted(set(lines))
 
 
 # module -> module edges inside one package, per checked root (filled by check_file)

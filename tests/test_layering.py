@@ -30,7 +30,7 @@ def test_allowed_arrows_are_a_dag_and_keep_the_faces_apart():
             assert not (deps & FACES), f"stage {stage} may not import a face"
             assert "pipeline" not in deps
     assert "explain" not in ALLOWED["score"] and "score" not in ALLOWED["explain"], "score and explain stay apart"
-    for stage in ("mine", "explain", "score", "tasks", "patching", "models", "llm", "corpus", "validate", "report"):
+    for stage in ("mine", "explain", "score", "tasks", "patching", "models", "llm", "corpus", "validate", "compare"):
         assert "store" not in ALLOWED[stage], f"{stage} gets a Store object; it does not import store/"
     assert GROUND <= ALLOWED["mine"]
 
@@ -151,3 +151,23 @@ def test_module_cycles_and_private_names_inside_a_package(tmp_path):
         ("autointerp/llm/serve.py", "private llm.embedded._cache"),
         ("autointerp/llm/_util.py", "private llm.budget._y"),
     }
+
+
+def test_settings_are_resolved_at_the_face_and_the_cli_mutates_no_global(tmp_path):
+    root = _write(tmp_path / "autointerp", {
+        "errors.py": "class E(Exception): pass\n",
+        "config.py": "class Settings:\n    @classmethod\n    def load(cls):\n        return cls()\nFLAGS = {}\n",
+        "cli/ok.py": "from ..config import Settings\ndef f():\n    return Settings.load()\n",        # at the face: fine
+        "llm/bad.py": "from ..config import Settings\ndef f():\n    return Settings.load()\n",       # library code
+        "cli/common.py": "class S:\n    pass\nSTATE = S()\n",
+        "cli/flags.py": ("from .. import config\nfrom .common import STATE\nCACHE = {}\n"
+                         "def cb(v):\n    config.FLAGS['k'] = v\n    STATE.debug = v\n    CACHE.setdefault(1, v)\n"
+                         "    config.FLAGS.pop('k')\n"),                                               # lines 5-8
+        "cli/glob.py": "X = 0\ndef f():\n    global X\n    X = 1\n",                                      # line 3
+        "cli/local.py": ("def f(ctx, param):\n    d = {}\n    d['a'] = 1\n    ctx.meta['k'] = 1\n"
+                         "    param.type = int\n    return d\n"),                                         # locals: fine
+    })
+    violations, _ = check_tree(root)
+    got = sorted((v.file, v.rule, v.line) for v in violations)
+    assert got == [("autointerp/cli/flags.py", "global-state", n) for n in (5, 6, 7, 8)] + [
+        ("autointerp/cli/glob.py", "global-state", 3), ("autointerp/llm/bad.py", "settings-load", 3)]

@@ -17,7 +17,7 @@ import sys
 import click
 
 from ..errors import AutointerpError
-from .common import STATE, HardenedGroup, harden_command, quiet_library_warnings
+from .common import HardenedGroup, harden_command, quiet_library_warnings
 
 # command modules register themselves on `cli` when imported; missing modules are skipped so the
 # CLI lists exactly the commands that exist.
@@ -32,9 +32,10 @@ def cli(debug: bool) -> None:
 
     \b
     Units are named L5/N131 (MLP neuron), L9/H9 (attention head) and L6/F12@sae (SAE latent); hook points
-    blocks.{L}.resid_pre, blocks.{L}.attn.z, blocks.{L}.mlp.post, ... (like TransformerLens).
+    blocks.{L}.resid_pre, blocks.{L}.attn.z, blocks.{L}.mlp.post, ... (TransformerLens' spellings such as
+    blocks.{L}.attn.hook_z are accepted where they name the same tensor).
     """
-    STATE.debug = debug
+    # --debug is read by main() from argv (it must hold before click parses anything); nothing is kept
 
 
 def _load_commands() -> None:

@@ -55,7 +55,7 @@ def calibrate_cmd(units_file, scorers, simulator, corpus, n_tokens, n_test, no_e
 
     hm = HookedModel.load(s.model, device=s.device, dtype=s.dtype)
     store = Store(s.store)
-    llm = None if exact_only else make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm)
+    llm = None if exact_only else make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm, settings=s)
 
     def progress(i, n, name):
         click.echo(f"calibrate: unit {i + 1}/{n} {name}", err=True)

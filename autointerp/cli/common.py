@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
 import sys
-from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import Any, Callable
@@ -51,7 +51,10 @@ class _BoundedInt:
         return v
 
 
-_HARDENED: dict[type, type] = {}
+@functools.cache
+def _checked_type(mixin: type, base: type) -> type:
+    """One checked subclass per click type (made once, so instances of it compare alike)."""
+    return type(f"Checked{base.__name__}", (mixin, base), {})
 
 
 def harden_param(param: click.Parameter) -> None:
@@ -64,9 +67,7 @@ def harden_param(param: click.Parameter) -> None:
         t, click.types.IntParamType) else None
     if mixin is None:
         return
-    cls = _HARDENED.get(type(t))
-    if cls is None:
-        cls = _HARDENED[type(t)] = type(f"Checked{type(t).__name__}", (mixin, type(t)), {})
+    cls = _checked_type(mixin, type(t))
     if isinstance(t, click.types._NumberRangeBase):
         param.type = cls(min=t.min, max=t.max, min_open=t.min_open, max_open=t.max_open, clamp=t.clamp)
     else:
@@ -89,14 +90,6 @@ class HardenedGroup(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         harden_command(cmd)
         super().add_command(cmd, name)
-
-
-@dataclass
-class _State:
-    debug: bool = False
-
-
-STATE = _State()
 
 
 def store_option(f: Callable) -> Callable:
@@ -130,19 +123,23 @@ def llm_options(f: Callable) -> Callable:
     return f
 
 
+_FLAGS = "autointerp.flags"   # ctx.meta key: settings flags no command parameter carries (--llm-timeout)
+
+
 def _flag_value(key: str) -> Callable:
     def cb(ctx, param, value):
-        from .. import config
-
-        config.FLAG_VALUES[key] = value  # for this command only: dropped when it ends
-        ctx.call_on_close(lambda: config.FLAG_VALUES.pop(key, None))
+        ctx.meta.setdefault(_FLAGS, {})[key] = value  # this invocation's context: gone when it ends
         return value
 
     return cb
 
 
 def settings(**overrides: Any) -> Settings:
-    return Settings.load(**overrides)
+    """The command's Settings, resolved once here (flags > environment > config file > defaults)
+    and passed down; flags without a command parameter (--llm-timeout) come from the context."""
+    ctx = click.get_current_context(silent=True)
+    flags = dict(ctx.meta.get(_FLAGS, {})) if ctx is not None else {}
+    return Settings.load(**{**flags, **{k: v for k, v in overrides.items() if v is not None}})
 
 
 def emit(as_json: bool, data: Any, human: Callable[[], None] | None = None) -> None:
@@ -245,11 +242,11 @@ def known_sizes(model_spec: str | None) -> dict | None:
     except Exception:
         return None                                  # the model load reports a bad spec properly
     out: dict = {}
-    if r.kind == "alias":
+    if r.origin == "alias":
         p = PACKAGED[r.alias]
         out = {k: p[k] for k in ("n_layers", "d_mlp", "n_heads") if k in p}
-    cfg_dir = r.path if r.kind == "dir" else None
-    if r.kind in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
+    cfg_dir = r.path if r.origin == "dir" else None
+    if r.origin in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
         try:
             from ..models.loader import gguf_cache_path, is_complete
             d = gguf_cache_path(r.path)
@@ -319,6 +316,19 @@ def check_out_file(option: str, path: Path | None, *, force: bool = False) -> No
 
 def force_option(f: Callable) -> Callable:
     return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
+
+
+def run_options(rerun_help: str = "Recompute even if an identical run is stored.", *, force: bool = False,
+                llm: bool = False) -> Callable:
+    """The options a stored-run command ends with, in this order: --rerun, [--force], the model
+    options, [the LLM options], --store, --json."""
+    def deco(f: Callable) -> Callable:
+        opts = [click.option("--rerun", is_flag=True, help=rerun_help), *([force_option] if force else []),
+                model_options, *([llm_options] if llm else []), store_option, json_option]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return deco
 
 
 def check_store_path(path: Path, *, must_exist: bool = False) -> Path:

@@ -1,4 +1,4 @@
-"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.diff.diff_models);
+"""`autointerp diff MODEL_A MODEL_B`: what changed between two models (autointerp.pipeline.diff_models);
 `autointerp plant`: model B of a planted difference (autointerp.compare.plant_heads)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import click
 from . import cli
 from ..score.registry import headline_kinds
 from .common import (check_out_dir as check_out_dir_writable, check_out_file, check_store_path, emit, force_option, json_option,
-                     llm_options, model_options, progress, store_option)
+                     llm_options, model_options, progress, settings, store_option)
 
 _ARROW = {"b_better": "B better than A", "a_better": "A better than B"}
 
@@ -79,7 +79,7 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
       autointerp diff smollm2-135m runs/smollm2-no-induction --json
       autointerp diff smollm2-135m gemma3-270m --tasks ioi,capitals
     """
-    from ..diff import DiffSettings, diff_models
+    from ..pipeline import DiffSettings, diff_models
     from ..store import DEFAULT_STORE, Store
 
     s = DiffSettings(corpus=corpus, n_tokens=n_tokens, context_len=context_len, batch_size=batch_size, metric=metric,
@@ -90,11 +90,17 @@ def diff_cmd(model_a, model_b, corpus, n_tokens, context_len, batch_size, metric
     from ..corpus import DEFAULT_CORPUS, open_source
 
     open_source(corpus or DEFAULT_CORPUS)           # a bad --corpus fails before the models load
+    cfg = settings(llm=llm_spec, llm_base_url=llm_base_url)
     with Store(path) as store:
-        res = diff_models(store, model_a, model_b, s, device=device, dtype=dtype, llm=llm_spec,
-                          llm_base_url=llm_base_url, progress=None if as_json else progress)
+        llm = None
+        if explain == "llm":                          # the LLM with this command's settings (flags > env > file)
+            from ..pipeline import make_llm
+
+            llm = make_llm(cfg.llm, store=store, base_url=cfg.llm_base_url, settings=cfg)
+        res = diff_models(store, model_a, model_b, s, device=device, dtype=dtype, llm=llm,
+                          llm_base_url=cfg.llm_base_url, progress=None if as_json else progress)
     if plot:
-        from ..diff.plot import plot_diff
+        from ..compare.plot import plot_diff
 
         plot_diff(res, plot, force=force)
     emit(as_json, res.to_json(), lambda: _human(res, top, plot))

@@ -147,7 +147,8 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
         open_source(corpus)                       # a bad corpus fails here, before the model loads
     store = Store(check_store_path(s.store))
     res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
-                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype, mine_kw=mine_kw)
+                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype, mine_kw=mine_kw,
+                       config=s)
 
     def human() -> None:
         e, b = res.explanation, res.baseline

@@ -77,7 +77,8 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec,
     from ..serve import serve
     from ..serve.app import check_store
 
-    store = settings(store=store_path).store
+    cfg = settings(store=store_path)
+    store = cfg.store
     if metadata_out is not None:
         from ..serve.datasette import metadata_for
 
@@ -108,7 +109,7 @@ def serve_cmd(host, port, quiet, use_datasette, metadata_out, force, model_spec,
         if llm_spec:
             from ..llm import get_llm
 
-            llm = get_llm(llm_spec)
+            llm = get_llm(llm_spec, settings=cfg)
         tester = TextTester(load_subject(model_spec, device, None), llm)
     try:
         serve(store, host=host, port=port, quiet=quiet, tester=tester)

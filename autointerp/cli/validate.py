@@ -93,7 +93,7 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, sae_spec
     if not no_llm:
         from ..pipeline import make_llm
 
-        llm = make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm)
+        llm = make_llm(s.llm, store=store, base_url=s.llm_base_url, hm=hm, settings=s)
     vs = ValidateSettings(frac=frac, seed=seed, use_llm=not no_llm)
     res = validate_explanation(store, hm, llm, s.model, unit, explanation_id, settings=vs, baseline=not no_baseline,
                                sae=sae)

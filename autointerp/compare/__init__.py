@@ -7,10 +7,12 @@
     components   weights, activations (attention JS, head outputs, neuron correlations), DLA and
                  patching differences (same architecture only)
     plant        a planted difference (heads' outputs zeroed, saved as model B) for validation
+    plot         a PNG of a diff (the top contexts' Δ and every component ranking)
 
 A stage of its own (not patching/ or score/): it reads two models at once, which no other stage
 does, and it composes models/, corpus/, tasks/ and patching/ (DLA's frozen-norm direction) in
-one direction only. The face diff/ runs it, explains its records with the pipeline and stores it.
+one direction only. The diff pipeline (pipeline/diff.py, `autointerp diff`) runs it, explains its
+records with the explain pipeline and stores it; there is no second diff package.
 """
 
 from .blackbox import (METRICS, RANKS, SIDES, BlackBoxResult, blackbox_diff, is_repeat_context, repeated_token_flags,

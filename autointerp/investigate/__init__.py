@@ -4,7 +4,7 @@
 """
 
 from ..patching.circuit import backup_heads, evaluate_circuit, final_attention  # re-exported (patching science)
-from ..report.prose_check import check_prose  # re-exported (the report stage)
+from .prose_check import check_prose
 from .api import InvestigateSettings, InvestigationResult, investigate, investigation_id
 
 __all__ = ["investigate", "InvestigateSettings", "InvestigationResult", "investigation_id", "evaluate_circuit",

@@ -1,6 +1,7 @@
 """investigate(): from a task in words to a validated, linked report. It composes the stages
 (tasks -> patching -> head wiki / neuron pipeline -> circuit tests -> report) and holds no
-science of its own (the circuit tests are patching/circuit.py; prose checking is report/prose_check.py).
+science of its own (the circuit tests are patching/circuit.py); the report's LLM prose is checked
+by prose_check.py, next to the report it guards.
 
     from autointerp.investigate import investigate, InvestigateSettings
     res = investigate(store, hm, "ioi", llm="embedded:smollm2-135m", out="report/")
@@ -94,9 +95,12 @@ def investigation_id(task: str | None, dataset: str | None, model_id: str, s: In
 class _LLMHolder:
     """Creates the LLM on first use (a built-in task with no explanations and no prose needs none)."""
 
-    def __init__(self, spec_or_llm, store, hm, budget_usd: float | None, base_url: str | None = None):
+    def __init__(self, spec_or_llm, store, hm, budget_usd: float | None, base_url: str | None = None, config=None):
+        from ..config import Settings
+
         self.spec = spec_or_llm
         self.base_url = base_url
+        self.config = config if config is not None else Settings.defaults()
         self.store, self.hm, self.budget_usd = store, hm, budget_usd
         self._llm = None if isinstance(spec_or_llm, (str, type(None))) else spec_or_llm
 
@@ -104,20 +108,17 @@ class _LLMHolder:
     def name(self) -> str:
         if self._llm is not None:
             return getattr(self._llm, "name", type(self._llm).__name__)
-        from ..config import Settings
-
-        return self.spec or Settings.load().llm
+        return self.spec or self.config.llm
 
     def get(self):
         if self._llm is None:
-            from ..config import Settings
             from ..llm import Budget
             from ..pipeline import make_llm
 
-            cfg = Settings.load()
-            spec = self.spec or cfg.llm
+            spec = self.spec or self.config.llm
             budget = Budget(max_cost_usd=self.budget_usd) if self.budget_usd is not None else None
-            self._llm = make_llm(spec, store=self.store, budget=budget, base_url=self.base_url, hm=self.hm)
+            self._llm = make_llm(spec, store=self.store, budget=budget, base_url=self.base_url, hm=self.hm,
+                                 settings=self.config)
         return self._llm
 
 
@@ -128,10 +129,12 @@ def _run_ids(*results) -> list[int]:
 def investigate(store, hm, task: str | None = None, *, dataset: str | None = None, llm=None,
                 settings: InvestigateSettings | None = None, out: str | Path | None = None,
                 budget_usd: float | None = None, llm_base_url: str | None = None, rerun: bool = False,
-                log: Callable[[str], None] | None = None) -> InvestigationResult:
+                log: Callable[[str], None] | None = None, config=None) -> InvestigationResult:
     """Run (or resume) the investigation of `task` (a built-in task name such as 'ioi', or a
     description for the LLM to write pairs for) or of a stored/file `dataset` on the subject
-    model `hm`; write the report to `out` (a folder: README.md + PNG figures) and the store."""
+    model `hm`; write the report to `out` (a folder: README.md + PNG figures) and the store.
+    config: the resolved config.Settings for the LLM's defaults (the CLI's; None: the library
+    defaults)."""
     if not task and not dataset:
         raise UsageError("give --task (a built-in task like ioi, or a description) or --dataset")
     s = settings or InvestigateSettings()
@@ -151,7 +154,7 @@ def investigate(store, hm, task: str | None = None, *, dataset: str | None = Non
     store.put_model(hm.spec, hm.info())
     store.put_investigation(inv_id, task=task_label, model_id=hm.spec, settings={**s.science(), "dataset_arg": dataset})
     steps = Steps(store, inv_id, rerun=rerun, log=log)
-    llm_h = _LLMHolder(llm, store, hm, budget_usd, llm_base_url)
+    llm_h = _LLMHolder(llm, store, hm, budget_usd, llm_base_url, config)
     notes: list[str] = []
     try:
         ds, ds_info = stages.dataset_step(steps, store, hm, task, dataset, s, llm_h)

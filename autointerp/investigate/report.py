@@ -1,6 +1,6 @@
 """The report: a summary of the measured numbers (build_summary), each component's role written
 by code from its evidence, the figures (stored with the SQL of the rows they were drawn from),
-the LLM's short prose (checked, see report/prose_check.py) and the Markdown page (README.md in the out folder
+the LLM's short prose (checked, see prose_check.py) and the Markdown page (README.md in the out folder
 and investigations.report_md in the store, which the viewer renders)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from ..core.keys import content_hash
 from ..core.units import Unit, layer_of
 from ..errors import AutointerpError, BudgetExceeded
-from ..report.prose_check import check_prose
+from .prose_check import check_prose
 from ..store.query import investigation_step_source_sql, patch_run_source_sql
 
 

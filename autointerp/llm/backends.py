@@ -54,11 +54,12 @@ def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None,
             settings=None, **kw) -> LLM:
     """spec: 'embedded:smollm2-135m' (in-process, loaded through the model loader) or
     'openai:MODEL' (OPENAI_API_KEY from the environment; base_url or AUTOINTERP_LLM_BASE_URL for
-    any OpenAI-compatible server). Defaults come from settings (flags > env > config file)."""
+    any OpenAI-compatible server). Defaults come from settings, a config.Settings the caller
+    resolved (the CLI: flags > env > config file); None means the library defaults."""
     if settings is None:
         from ..config import Settings
 
-        settings = Settings.load()
+        settings = Settings.defaults()
     spec = spec or settings.llm
     backend, name = parse_spec(spec)   # the name after 'backend:'; kw may carry model= (shared weights)
     if budget is None and (settings.max_llm_tokens is not None or settings.max_cost_usd is not None):

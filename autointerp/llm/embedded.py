@@ -112,6 +112,7 @@ class EmbeddedLLM(LLM):
             self._lock = _LOCKS.setdefault(mid, threading.RLock())
             self._prefixes = _PREFIXES.setdefault(mid, OrderedDict())
         self._cand_cache: dict[str, list[int]] = {}
+        self._closers: dict[int, str] = {}
 
     @property
     def device(self) -> torch.device:
@@ -300,13 +301,109 @@ class EmbeddedLLM(LLM):
 
     def _structured(self, messages, schema, how, *, temperature, max_tokens, n, seed, stop) -> Result:
         """Decode under the schema (see llm/structured.py): every token keeps the text a valid
-        prefix of a JSON value of `schema`, so a reply that ends by itself always parses."""
-        from .structured import SchemaLogitsProcessor
+        prefix of a JSON value of `schema`, so a reply that ends by itself always parses. The
+        KV cache of the messages before the last one (a prompt's system text and few-shot turns,
+        the same for every request of that prompt) is computed once and reused."""
+        from .structured import JsonConstraint
 
-        ids = self._ids(self._render_chat(messages))
-        proc = SchemaLogitsProcessor(self.tok, schema, len(ids), self.hf.config.vocab_size)
-        seqs = self.generate_ids(ids, None, temperature, max_tokens, 1, seed, None, logits_processor=proc)
-        return Result([t for _, t, _ in seqs], len(ids), sum(len(g) for g, _, _ in seqs))
+        text = self._render_chat(messages)
+        ids = self._ids(text)
+        st = None
+        if self.reuse_prefix and len(messages) > 1 and getattr(self.tok, "chat_template", None):
+            head = self.tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=False)
+            if text.startswith(head):
+                with self._lock:
+                    st = self._prefix(head)
+        gen, out, _ = self.generate_structured(ids, JsonConstraint(self.tok, schema), temperature=temperature,
+                                               max_tokens=max_tokens, seed=seed, prefix=st)
+        return Result([out], len(ids), len(gen))
+
+    def generate_structured(self, ids: list[int], constraint, *, temperature: float = 0.0, max_tokens: int = 256,
+                            seed: int | None = None, prefix: _PrefixState | None = None,
+                            max_backtracks: int = 6, close_tokens: int = 48) -> tuple[list[int], str, str]:
+        """One continuation of `ids` held to a JsonConstraint: (generated ids, text, finish reason
+        'stop' or 'length'). A decode loop of its own rather than `generate` with a logits
+        processor, for three things:
+        - a token the schema forces (a key under the fixed field order, `": [`, the closing
+          brackets) is appended without a forward pass; the forced run is fed with the next one;
+        - a string that repeats an earlier one of a distinct role (constraint.distinct) is taken
+          back: the decoder returns to the token that began it and bans that token there (at
+          most `max_backtracks` times, then repeats are let through);
+        - at `max_tokens` the reply is closed rather than cut: up to `close_tokens` more tokens,
+          chosen without the model, each the allowed token that closes most (quotes, brackets),
+          so the reply parses (finish reason 'length' all the same);
+        - `prefix`, a cached KV state of the first tokens of `ids`, is reused when it matches."""
+        from transformers.cache_utils import DynamicCache
+
+        from .structured import first_repeat
+
+        eos = constraint.eos
+        sample = (temperature or 0.0) > 0
+        gen_ = torch.Generator().manual_seed(int(seed)) if sample and seed is not None else None
+        P = len(ids)
+        gen: list[int] = []
+        ends: list[int] = []                   # text length after each generated token
+        banned: dict[int, set[int]] = {}       # position -> tokens taken back there
+        backtracks = 0
+        reason = "length"
+        with self._lock, torch.inference_mode():
+            if prefix is not None and prefix.kv is not None and 0 < len(prefix.ids) < P and ids[:len(prefix.ids)] == prefix.ids:
+                cache, pending = cache_from(prefix.kv, 1), list(ids[len(prefix.ids):])
+            else:
+                cache, pending = DynamicCache(), list(ids)
+            logits = None
+            while len(gen) < max_tokens + close_tokens:
+                allowed = constraint.allowed(ids + gen)
+                ban = banned.get(len(gen))
+                if ban:
+                    allowed = [t for t in allowed if t not in ban] or allowed
+                if len(allowed) == 1:          # forced: no forward pass needed to choose it
+                    tok = allowed[0]
+                elif len(gen) >= max_tokens:   # out of tokens: close the reply
+                    tok = eos if eos in allowed else max(allowed, key=lambda t: self._closing_rank(t))
+                else:
+                    if pending:
+                        out = self.hf(input_ids=torch.tensor([pending], device=self.device), cache=cache,
+                                      use_cache=True, logits_to_keep=1)   # the cache grows in place
+                        logits, pending = out.logits[0, -1].float(), []
+                    idx = torch.tensor(allowed, device=logits.device)
+                    sub = logits[idx]
+                    if sample:
+                        probs = torch.softmax(sub / float(temperature), dim=-1).cpu()
+                        tok = allowed[int(torch.multinomial(probs, 1, generator=gen_))]
+                    else:
+                        tok = allowed[int(sub.argmax())]
+                if eos is not None and tok == eos:
+                    reason = "stop" if len(gen) < max_tokens else "length"
+                    break
+                before = ends[-1] if ends else 0
+                gen.append(tok)
+                pending.append(tok)
+                text = self.tok.decode(gen)
+                ends.append(len(text))
+                rep = first_repeat(text, constraint.distinct, before) if backtracks < max_backtracks else None
+                if rep is not None:            # take the repeated string back to the token that began it
+                    backtracks += 1
+                    j = next(k for k, e in enumerate(ends) if e > rep[0])
+                    banned = {k: v for k, v in banned.items() if k <= j}
+                    banned.setdefault(j, set()).add(gen[j])
+                    del gen[j:], ends[j:]
+                    keep = min(cache.get_seq_length(), P + j - 1)   # fed again from the token before j
+                    try:
+                        if cache.get_seq_length() > keep:
+                            cache.crop(keep - cache.get_seq_length())
+                    except (RuntimeError, ValueError):    # a sliding-window cache past its window: start over
+                        cache, keep = DynamicCache(), 0
+                    pending = (ids + gen)[keep:]
+                    logits = None
+        return gen, self.tok.decode(gen, skip_special_tokens=True), reason
+
+    def _closing_rank(self, t: int) -> tuple[int, int]:
+        """How much token t closes a JSON reply: closing characters first, then short."""
+        text = self._closers.get(t)
+        if text is None:
+            text = self._closers[t] = self.tok.decode([t])
+        return sum(c in '"]}' for c in text), -len(text)
 
     def _complete(self, prompt, *, prefix=None, temperature, max_tokens, n, seed, stop) -> Result:
         if prefix:
@@ -323,11 +420,9 @@ class EmbeddedLLM(LLM):
         return Result([t for _, t, _ in seqs], len(ids), sum(len(g) for g, _, _ in seqs))
 
     def generate_ids(self, ids: list[int], st: _PrefixState | None = None, temperature: float = 0.0, max_tokens: int = 16,
-                     n: int = 1, seed: int | None = None, stop=None,
-                     logits_processor=None) -> list[tuple[list[int], str, str]]:
+                     n: int = 1, seed: int | None = None, stop=None) -> list[tuple[list[int], str, str]]:
         """n continuations of `ids`: (generated ids up to EOS, text cut at the first stop string,
-        finish reason 'stop' or 'length'). Greedy when temperature is 0 (n copies of one run).
-        `logits_processor`: one more processor (e.g. a schema's) applied at every step."""
+        finish reason 'stop' or 'length'). Greedy when temperature is 0 (n copies of one run)."""
         if max_tokens <= 0:
             return [([], "", "length")] * max(1, n)
         sample = (temperature or 0.0) > 0
@@ -341,10 +436,6 @@ class EmbeddedLLM(LLM):
         kw["pad_token_id"] = self.tok.pad_token_id if self.tok.pad_token_id is not None else eos
         if stop:
             kw.update(stop_strings=list(stop), tokenizer=self.tok)
-        if logits_processor is not None:
-            from transformers import LogitsProcessorList
-
-            kw["logits_processor"] = LogitsProcessorList([logits_processor])
         inp = torch.tensor([ids], device=self.device)
         with self._lock, torch.inference_mode(), _seeded(seed if sample else None, self.device):
             if st is not None and st.kv is not None and len(st.ids) < len(ids):

@@ -22,8 +22,11 @@ into the weights by SAELens when it is known; nothing at run time) | constant_no
 on the output).
 
 Hook names may be TransformerLens names as SAELens writes them (blocks.6.hook_resid_post,
-blocks.6.hook_mlp_out, blocks.6.attn.hook_z, blocks.6.ln2.hook_normalized...) or autointerp's own
-(blocks.6.resid_post); either way the SAE is attached at an autointerp hook point.
+blocks.6.hook_mlp_out, blocks.6.attn.hook_z...: core/hooks.py's alias table) or autointerp's own
+(blocks.6.resid_post); either way the SAE is attached at an autointerp hook point. TL's
+blocks.6.hook_mlp_in (the residual before ln2) and blocks.6.ln2.hook_normalized (before the
+norm's weight) are other tensors than autointerp's blocks.6.mlp.in, so an SAE or transcoder
+trained on them is refused with a line saying so.
 
 An SAE's identity is a content hash of its config and weights (SAE.id); its name (for unit ids
 L6/F12@name) is the directory's name unless the config names it.
@@ -41,20 +44,12 @@ from typing import Any
 
 import torch
 
-from ..core.hooks import HookNameError, act_name, parse_hook, sae_hook
+from ..core.hooks import HookNameError, TLNameRefused, act_name, parse_hook, sae_hook
 from ..core.units import SAE_NAME_RE
 from ..errors import HookError, ModelSpecError, UsageError
 from .sae_arch import ARCHITECTURES, CFG_FILE, WEIGHTS_FILE, Architecture
 
 NORMALISATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
-
-# TransformerLens hook names (as SAELens configs write them) -> autointerp sites
-_TL_SITES = {
-    "hook_resid_pre": "resid_pre", "hook_resid_post": "resid_post", "hook_mlp_out": "mlp.out",
-    "hook_attn_out": "attn.out", "attn.hook_z": "attn.z", "mlp.hook_post": "mlp.post", "hook_mlp_in": "mlp.in",
-    "ln2.hook_normalized": "mlp.in", "attn.hook_q": "attn.q", "attn.hook_k": "attn.k", "attn.hook_v": "attn.v",
-}
-_TL_RE = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 class SAEError(UsageError):
@@ -65,17 +60,16 @@ def hook_from_saelens(name: str) -> str:
     """The autointerp hook point of a SAELens/TransformerLens hook name (or of an autointerp name)."""
     if not isinstance(name, str) or not name:
         raise SAEError(f"the SAE config names no hook point (hook_name is {name!r})")
-    m = _TL_RE.match(name)
-    if m and m.group(2) in _TL_SITES:
-        return act_name(_TL_SITES[m.group(2)], int(m.group(1)))
     try:
-        L, site = parse_hook(name)
+        L, site = parse_hook(name)       # TL's spellings are aliases there; TL's other tensors are refused
+    except TLNameRefused as e:
+        raise SAEError(f"SAE hook: {e}") from None
     except HookNameError:
         raise SAEError(f"SAE hook {name!r} is not a hook point autointerp knows (use e.g. blocks.6.hook_resid_post, "
-                       f"blocks.6.hook_mlp_out, blocks.6.ln2.hook_normalized or blocks.6.resid_post)") from None
+                       f"blocks.6.hook_mlp_out, blocks.6.mlp.in or blocks.6.resid_post)") from None
     if L is None:
         raise SAEError(f"SAE hook {name!r}: an SAE attaches to a layer's hook point, not {name}")
-    return name
+    return act_name(site, L)
 
 
 def _meta(cfg: dict, key: str):

@@ -178,10 +178,11 @@ def component_named(name: str) -> Component:
     if Unit.is_id(name):
         u = Unit.parse(name)
         return Component(name, u.hook, u.layer, None, **{u.record.axis: u.index})
-    L, _ = parse_hook(name)
+    L, site = parse_hook(name)        # TransformerLens' spelling names the same component
     if L is None:
         raise UsageError(f"component {name!r}: use a unit id (L9/H9) or a per-layer hook name (blocks.3.mlp.out)")
-    return Component(name, name, L, None)
+    hook = act_name(site, L)
+    return Component(hook, hook, L, None)
 
 
 def components_named(names: Sequence[str]) -> list[Component]:

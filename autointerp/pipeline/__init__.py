@@ -1,12 +1,14 @@
-"""The pipeline: composes the stages (mine -> explain -> score -> store) for one unit, and the
-scorer calibration on planted units. The faces (cli/, batch/, investigate/, the Python API) call
-this; the stages never call each other.
+"""The pipeline: composes the stages (mine -> explain -> score -> store) for one subject (a unit,
+or a model diff's side: diff.py runs the compare/ stage first), and the scorer calibration on
+planted units. The faces (cli/, batch/, investigate/, the Python API) call this; the stages never
+call each other.
 
-    from autointerp.pipeline import explain_unit, show_unit, calibrate
+    from autointerp.pipeline import explain_unit, show_unit, diff_models
 """
+from .diff import DiffResult, DiffSettings, diff_id, diff_models, explain_side
 
 from .neuron import (PIPELINE_VERSION, ExplainResult, ExplainSettings, explain_exemplars, explain_unit, find_or_mine,
                      make_llm, show_unit, unit_max_of)
 
-__all__ = ["PIPELINE_VERSION", "ExplainResult", "ExplainSettings", "explain_exemplars", "explain_unit", "find_or_mine",
+__all__ = ["DiffResult", "DiffSettings", "diff_id", "diff_models", "explain_side", "PIPELINE_VERSION", "ExplainResult", "ExplainSettings", "explain_exemplars", "explain_unit", "find_or_mine",
            "make_llm", "show_unit", "unit_max_of"]

@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from ..core.format import unit_max_of
 from ..core.keys import content_hash
+from ..core.subjects import Subject
 from ..core.units import Unit
 from ..errors import LLMError, UsageError
 from ..explain.api import baseline_explanation, choose_style, pairs, write_candidates
@@ -167,9 +168,11 @@ def _fidelity(llm_sc: ScoreRecord | None, exact_sc: ScoreRecord | None) -> float
 
 
 # ---- the pipeline on exemplars already mined -----------------------------------------------------
-def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: ExplainSettings | None = None,
-                      simulator_llm=None) -> ExplainResult:
-    """Explain and score one unit from its mined exemplars (a UnitExemplars). `llm` writes the
+def explain_exemplars(store, ex, llm, *, subject: Subject | None = None, model_id: str | None = None,
+                      settings: ExplainSettings | None = None, simulator_llm=None) -> ExplainResult:
+    """Explain and score one subject from its exemplars (a UnitExemplars: top records, quantiles,
+    random records). subject: what they are the exemplars of (core/subjects.py; default: the unit
+    ex.unit of model_id or ex.model_id); a model diff's side is one too. `llm` writes the
     explanations; `simulator_llm` (default: the same) simulates and judges. With
     settings.explainer == 'baseline' no LLM is used: the baseline and its exact score only."""
     from ..llm import load_prompt
@@ -178,11 +181,9 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     model_id = model_id or ex.model_id
-    if isinstance(ex.unit, str) and ex.unit.startswith("diff:"):   # a model diff's side (autointerp.diff): no layer
-        unit, layer = ex.unit, -1
-    else:
-        unit = str(Unit.parse(ex.unit) if isinstance(ex.unit, str) else ex.unit)
-        layer = Unit.parse(unit).layer
+    subject = subject or Subject.of_unit(model_id, ex.unit)
+    unit = subject.id
+    columns = subject.columns(ex.run_id)               # whose explanation a stored row is
     unit_max = unit_max_of(ex)
     promoted, suppressed = pairs(ex.promoted), pairs(ex.suppressed)
     splits = split_records(unit, ex.top, ex.random, ex.quantiles, s.sizes)
@@ -195,15 +196,14 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     sim_llm = (simulator_llm or llm) if use_llm else None
     # without an LLM: the scorers that need none (the rule's exact simulation always: it scores the baseline)
     no_llm = tuple(n for n, sp in SCORERS.items() if not sp.needs_llm and (n in s.scorers or sp.rule))
-    scoring = Scoring(sim_llm, s if use_llm else s.model_copy(update={"scorers": no_llm, "k": 1}),
-                      Unit.parse(unit).kind if Unit.is_id(unit) else None)
+    scoring = Scoring(sim_llm, s if use_llm else s.model_copy(update={"scorers": no_llm, "k": 1}), subject.kind)
     train_hash = records_hash(splits.train)
 
     # -- the baseline (no LLM)
     b_text = baseline_explanation(splits.train, unit_max, promoted)
     b_key = content_hash(PIPELINE_VERSION, "baseline", model_id, unit, ex.run_id, train_hash, promoted[:3])
     b_cached = store.get_explanation(b_key) is not None
-    b_row = dict(key=b_key, model_id=model_id, unit=unit, layer=layer, run_id=ex.run_id, explainer="baseline",
+    b_row = dict(key=b_key, **columns, explainer="baseline",
                  method="baseline", text=b_text, records_hash=train_hash, settings={"n_tokens": 5, "n_promoted": 3})
 
     # -- the LLM explanation, best of k on calibration
@@ -237,9 +237,8 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
                     c["calibration"] = pooled_correlation(true, scoring.sim.simulate(c["text"], splits.calibration).expected)
                 best = max(range(len(scored)), key=lambda i: (scored[i]["calibration"], -i))
             timings["calibrate_s"] = time.perf_counter() - t0
-            e_row = dict(key=e_key, model_id=model_id, unit=unit, layer=layer, run_id=ex.run_id,
-                         explainer=_llm_name(llm), method=method, text=cands[best], template=template.name,
-                         template_hash=template.hash, records_hash=train_hash,
+            e_row = dict(key=e_key, **columns, explainer=_llm_name(llm), method=method, text=cands[best],
+                         template=template.name, template_hash=template.hash, records_hash=train_hash,
                          settings={"k": s.k, "seed": s.seed, "temperature": s.temperature if s.k > 1 else 0.0,
                                    "max_tokens": s.max_tokens, "window": s.window, "style": style,
                                    "calibration_records_hash": calib_hash, "candidates": scored, "best": best,
@@ -281,7 +280,7 @@ def explain_exemplars(store, ex, llm, *, model_id: str | None = None, settings: 
     top_records = [RecordOut(ctx_idx=r.ctx_idx, kind=r.kind, tokens=list(r.tokens), acts=list(map(float, r.acts)))
                    for r in sorted(ex.top, key=lambda r: -float(r.max_act))[:5]]
     calib = None
-    if sim_llm is not None and hasattr(store, "calibrations"):
+    if sim_llm is not None:
         got = store.calibrations(_llm_name(sim_llm))
         calib = {"id": got[0]["id"], "created_at": got[0]["created_at"], **(got[0]["results"].get("summary") or {})} \
             if got else None
@@ -353,17 +352,19 @@ def find_or_mine(store, model_id: str, unit: Unit, *, run_id=None, corpus=None, 
 def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=None, llm_base_url: str | None = None,
                  run_id: str | None = None, k: int | None = None, settings: ExplainSettings | None = None,
                  corpus: str | None = None, n_tokens: int | None = None, device: str = "auto", dtype: str = "float32",
-                 hm=None, simulator_llm=None, mine_kw: dict | None = None) -> ExplainResult:
+                 hm=None, simulator_llm=None, mine_kw: dict | None = None, config=None) -> ExplainResult:
     """Explain and score one unit, mining its layer first when the store has no run for it.
 
-    model_spec: the subject model (default: settings, smollm2-135m); llm: an LLM object or a spec
-    ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. Returns an ExplainResult
-    (also stored: explanations incl. the baseline, scores, LLM calls)."""
+    model_spec: the subject model (default: config's, smollm2-135m); llm: an LLM object or a spec
+    ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. config: the resolved
+    config.Settings (the CLI's; None: the library defaults) for the LLM's defaults (spec, base
+    URL, budget, timeouts). Returns an ExplainResult (also stored: explanations incl. the
+    baseline, scores, LLM calls)."""
     from ..config import Settings
     from ..mine import load_exemplars
 
-    cfg = Settings.load(model=model_spec)
-    model_id = cfg.model
+    cfg = config if config is not None else Settings.defaults()
+    model_id = model_spec or cfg.model
     u = unit if isinstance(unit, Unit) else Unit.parse(unit)
     s = (settings or ExplainSettings()).model_copy()
     if k is not None:
@@ -373,7 +374,7 @@ def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=
                                   device=device, dtype=dtype, hm=hm, mine_kw=mine_kw)
     ex = load_exemplars(store, rid, str(u))
     if s.explainer == "llm" and (llm is None or isinstance(llm, str)):
-        llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url, hm=hm)
+        llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url, hm=hm, settings=cfg)
     res = explain_exemplars(store, ex, llm if s.explainer == "llm" else None, model_id=model_id, settings=s,
                             simulator_llm=simulator_llm)
     res.mined = mined

@@ -6,6 +6,7 @@ Only autointerp/store/ writes SQL. Stages get a Store and call its named methods
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from datetime import datetime, timezone
 from importlib import resources
@@ -18,7 +19,7 @@ import sqlite_utils
 from ..core.keys import content_hash, pack_f16, pack_i32, unpack_f16, unpack_i32  # noqa: F401  (re-exported)
 from ..errors import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APP_ID = "autointerp"
 DEFAULT_STORE = Path("store") / "autointerp.db"
 
@@ -43,7 +44,20 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite_utils.Database], None]]] = {
     # after the migrations run); an SAE name is unique per layer, not globally (a transcoder set's
     # layers share its name): the saes table is rebuilt with UNIQUE (name, layer), rows kept
     3: [lambda db: _saes_unique_per_layer(db)],
+    # v5: one explanation store: a diff side's explanations and scores move from diff_explanations /
+    # diff_scores into explanations (diff_id, side; model_id, unit, layer NULL) / scores; the
+    # explanations table is rebuilt for that (its FTS index is rebuilt on open), the old tables dropped
+    4: [lambda db: _one_explanation_store(db)],
 }
+
+# the columns of a score record that scores keeps, in the record's order (ScoreRecord, score/scorers.py)
+SCORE_RECORD_COLS = ("kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash", "control", "margin",
+                     "margin_low", "margin_high", "reason", "details")
+
+
+def _table_ddl(table: str) -> str:
+    """The column definitions of a table in schema.sql (the text between its parentheses)."""
+    return schema_sql().split(f"CREATE TABLE IF NOT EXISTS {table} (", 1)[1].split("\n);", 1)[0]
 
 
 def _saes_unique_per_layer(db: sqlite_utils.Database) -> None:
@@ -51,10 +65,47 @@ def _saes_unique_per_layer(db: sqlite_utils.Database) -> None:
         return
     cols = ", ".join(db["saes"].columns_dict)
     db.execute("ALTER TABLE saes RENAME TO saes_v3")
-    ddl = schema_sql().split("CREATE TABLE IF NOT EXISTS saes (", 1)[1].split("\n);", 1)[0]
-    db.execute("CREATE TABLE saes (" + ddl + ")")
+    db.execute("CREATE TABLE saes (" + _table_ddl("saes") + "\n)")
     db.execute(f"INSERT INTO saes ({cols}) SELECT {cols} FROM saes_v3")
     db.execute("DROP TABLE saes_v3")
+
+
+def _one_explanation_store(db: sqlite_utils.Database) -> None:
+    """v4 -> v5 (module doc of MIGRATIONS). Runs with foreign keys off (the 12-step table rebuild
+    of SQLite's ALTER TABLE documentation); the caller checks them before it commits."""
+    tables = set(db.table_names())
+    if "explanations" in tables:
+        for trigger in ("explanations_ai", "explanations_ad", "explanations_au"):
+            db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        if "explanations_fts" in tables:
+            db.execute("DROP TABLE explanations_fts")
+        cols = ", ".join(db["explanations"].columns_dict)
+        db.execute("CREATE TABLE explanations_v5 (" + _table_ddl("explanations") + "\n)")   # (a comment may end the last line)
+        db.execute(f"INSERT INTO explanations_v5 ({cols}) SELECT {cols} FROM explanations")
+        db.execute("DROP TABLE explanations")
+        db.execute("ALTER TABLE explanations_v5 RENAME TO explanations")
+    if "diff_explanations" not in tables:
+        return
+    ids: dict[int, int] = {}
+    for r in db.query("select * from diff_explanations order by id"):
+        db.execute("insert into explanations(key, diff_id, side, explainer, method, text, settings_json, created_at) "
+                   "values (?,?,?,?,?,?,?,?) on conflict(key) do nothing",
+                   [r["key"], r["diff_id"], r["side"], r["explainer"], r["method"], r["text"], r["settings_json"],
+                    r["created_at"]])
+        ids[r["id"]] = db.execute("select id from explanations where key = ?", [r["key"]]).fetchone()[0]
+    cols = [c if c != "details" else "details_json" for c in SCORE_RECORD_COLS]
+    for r in db.query("select * from diff_scores order by id"):
+        if r["explanation_id"] not in ids:
+            raise StoreError(f"diff score {r['key']!r} belongs to no diff explanation (id {r['explanation_id']}): "
+                             "the store is damaged; it was not upgraded")
+        rec = json.loads(r["record_json"])
+        vals = [rec.get(c) if c != "details" else (None if rec.get(c) is None else json.dumps(rec[c], sort_keys=True))
+                for c in SCORE_RECORD_COLS]
+        db.execute(f"insert into scores(key, explanation_id, created_at, {', '.join(cols)}) "
+                   f"values ({', '.join('?' * (3 + len(cols)))}) on conflict(key) do nothing",
+                   [r["key"], ids[r["explanation_id"]], r["created_at"], *vals])
+    db.execute("DROP TABLE diff_scores")
+    db.execute("DROP TABLE diff_explanations")
 
 
 def readonly_uri(path: str | Path) -> str:
@@ -74,6 +125,14 @@ def parse_schema_version(meta: dict, path: str | Path) -> int:
     if version < 0 or str(raw).strip() not in (str(version), ""):
         raise StoreError(f"{path}: schema version {str(raw)[:40]!r} unreadable (not an autointerp store, or a damaged one)")
     return version
+
+
+def decoded(row: dict, **json_cols: str) -> dict:
+    """row with each column X_json named here (decoded(row, settings="{}")) replaced by X, its
+    decoded JSON; the given JSON text stands in for a null or empty column."""
+    for name, empty in json_cols.items():
+        row[name] = json.loads(row.pop(f"{name}_json") or empty)
+    return row
 
 
 def now() -> str:
@@ -129,12 +188,23 @@ class StoreBase:
                 )
             if readonly:
                 return
-            while version < SCHEMA_VERSION:
-                with self.tx():
-                    for stmt in MIGRATIONS.get(version, []):
-                        stmt(self.db) if callable(stmt) else self.db.execute(stmt)
-                    version += 1
-                    self._set_meta("schema_version", str(version))
+            # foreign keys off while tables are rebuilt (a pragma that only works outside a
+            # transaction); each migration checks the tables' keys before it commits
+            self.db.execute("PRAGMA foreign_keys = OFF")
+            try:
+                while version < SCHEMA_VERSION:
+                    with self.tx():
+                        for stmt in MIGRATIONS.get(version, []):
+                            stmt(self.db) if callable(stmt) else self.db.execute(stmt)
+                        bad = [t for t in ("explanations", "scores") if t in self.db.table_names()
+                               and self.db.execute(f"PRAGMA foreign_key_check({t})").fetchone()]
+                        if bad:
+                            raise StoreError(f"{self.path}: upgrading to schema version {version + 1} would break "
+                                             f"the foreign keys of {', '.join(bad)}; nothing was changed")
+                        version += 1
+                        self._set_meta("schema_version", str(version))
+            finally:
+                self.db.execute("PRAGMA foreign_keys = ON")
         if readonly:
             return
         if self.db.journal_mode != "wal":
@@ -189,6 +259,19 @@ class StoreBase:
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
         return list(self.db.query(sql, params or []))
+
+    def one(self, sql: str, params: Any = None, **json_cols: str) -> dict | None:
+        """The first row of sql (or None), with its JSON columns decoded (see decoded)."""
+        rows = self.query(sql, params)
+        return decoded(rows[0], **json_cols) if rows else None
+
+    def row_by_id(self, table: str, id_: str) -> dict | None:
+        """The row of `table` whose id is id_; else, for 4+ characters, the most recently updated
+        row whose id starts with them (a unique prefix, as git takes one); None if there is none."""
+        rows = self.query(f"select * from {table} where id = ?", [id_])
+        if not rows and len(id_) >= 4:
+            rows = self.query(f"select * from {table} where id like ? order by updated_at desc", [id_ + "%"])
+        return rows[0] if rows else None
 
     def close(self) -> None:
         self.db.close()

@@ -1,14 +1,14 @@
 """Store methods for model diffs (`autointerp diff A B`): the diff row, its top contexts, ranked
-components and task comparisons (written together, in one transaction), and the explanations of
-its contexts with their scores (through DiffExplanationStore, the slice of the Store API the
-explain pipeline uses, pointed at the diff_explanations / diff_scores tables)."""
+components and task comparisons (written together, in one transaction). The explanations of a
+side's contexts and their scores are ordinary explanations/scores rows whose subject is the side
+(diff_id, side): written by the explain pipeline, read back here with the diff."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from .base import now
+from .base import decoded, now
 
 
 def _dumps(v: Any) -> str | None:
@@ -66,14 +66,10 @@ class DiffsMixin:
         their scores; `diff_id` may be a unique prefix (4+ characters). None if unknown."""
         if not self._has_diffs():
             return None
-        rows = self.query("select * from diffs where id = ?", [diff_id])
-        if not rows and len(diff_id) >= 4:
-            rows = self.query("select * from diffs where id like ? order by updated_at desc", [diff_id + "%"])
-        if not rows:
+        d = self.row_by_id("diffs", diff_id)
+        if d is None:
             return None
-        d = rows[0]
-        d["settings"] = json.loads(d.pop("settings_json") or "null")
-        d["summary"] = json.loads(d.pop("summary_json") or "null")
+        decoded(d, settings="null", summary="null")
         did = d["id"]
         d["contexts"] = []
         for c in self.query("select side, rank, ctx_idx, score, tokens_json, values_json, input_ids_json from "
@@ -92,62 +88,20 @@ class DiffsMixin:
             t.pop("diff_id")
             t["outliers"] = json.loads(t.pop("outliers_json") or "null")
             d["tasks"].append(t)
-        d["explanations"] = []
+        d["explanations"] = self._diff_explanations_v4(did) if self._v4_diffs() else self.diff_explanations(did)
+        return d
+
+    def _v4_diffs(self) -> bool:
+        """A store of schema v4 opened read-only (not upgraded): its diff explanations are still in
+        diff_explanations / diff_scores."""
+        return "diff_explanations" in self.db.table_names()
+
+    def _diff_explanations_v4(self, did: str) -> list[dict]:
+        out = []
         for e in self.query("select id, key, side, explainer, method, text, settings_json, created_at from "
                             "diff_explanations where diff_id = ? order by id", [did]):
             e["settings"] = json.loads(e.pop("settings_json") or "null")
             e["scores"] = [json.loads(s["record_json"]) for s in self.query(
                 "select record_json from diff_scores where explanation_id = ? order by id", [e["id"]])]
-            d["explanations"].append(e)
-        return d
-
-    def diff_explanation_store(self, diff_id: str, side: str) -> "DiffExplanationStore":
-        return DiffExplanationStore(self, diff_id, side)
-
-
-class DiffExplanationStore:
-    """What the explain pipeline (pipeline.explain_exemplars) asks of a store, on the diff tables:
-    get/put explanations and scores by content key, one transaction, calibrations. The diff row
-    must exist first (put_diff)."""
-
-    def __init__(self, store, diff_id: str, side: str):
-        self.store, self.diff_id, self.side = store, diff_id, side
-        self.path = store.path
-
-    def tx(self, immediate: bool = False):
-        return self.store.tx(immediate)
-
-    def get_explanation(self, key: str) -> dict | None:
-        rows = self.store.query("select * from diff_explanations where key = ?", [key])
-        if not rows:
-            return None
-        r = rows[0]
-        r["settings"] = json.loads(r.pop("settings_json") or "null")
-        return r
-
-    def put_explanation(self, *, key: str, explainer: str, method: str, text: str, settings: dict | None = None,
-                        **_unit_columns: Any) -> int:
-        """Insert (idempotent on key); the unit columns of a unit explanation are not kept."""
-        with self.store.tx():
-            self.store.db.execute(
-                "insert into diff_explanations(key, diff_id, side, explainer, method, text, settings_json, created_at)"
-                " values (?,?,?,?,?,?,?,?) on conflict(key) do nothing",
-                [key, self.diff_id, self.side, explainer, method, text, _dumps(settings), now()])
-            return self.store.db.execute("select id from diff_explanations where key = ?", [key]).fetchone()[0]
-
-    def get_score(self, key: str) -> dict | None:
-        rows = self.store.query("select record_json from diff_scores where key = ?", [key])
-        return json.loads(rows[0]["record_json"]) if rows else None
-
-    def put_scores(self, explanation_id: int, rows: list[dict]) -> None:
-        with self.store.tx():
-            for r in rows:
-                rec = {k: v for k, v in r.items() if k != "key"}
-                self.store.db.execute(
-                    "insert into diff_scores(key, explanation_id, kind, value, control, margin, record_json, created_at)"
-                    " values (?,?,?,?,?,?,?,?) on conflict(key) do nothing",
-                    [r["key"], int(explanation_id), r["kind"], r.get("value"), r.get("control"), r.get("margin"),
-                     json.dumps(rec, default=str), now()])
-
-    def calibrations(self, llm: str | None = None) -> list[dict]:
-        return self.store.calibrations(llm)
+            out.append(e)
+        return out

@@ -1,5 +1,8 @@
 """Store methods for explanations and their scores (explain/, score/, validate/).
 
+An explanation is of a subject (core/subjects.py): a unit of a model (model_id, unit, layer,
+run_id) or one side of a model diff (diff_id, side); Subject.columns gives those columns.
+
 Rows are keyed by content hashes (`key`) of everything that determines them, so a re-run with
 identical inputs finds its row instead of recomputing: `get_explanation(key)` before calling an
 LLM, `put_explanation(row)` after (idempotent: returns the existing id on a key clash).
@@ -10,10 +13,10 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable
 
-from .base import now
+from .base import SCORE_RECORD_COLS, now
 
 _EXPL_COLS = ["key", "model_id", "unit", "layer", "run_id", "explainer", "method", "text",
-              "template", "template_hash", "records_hash", "settings_json"]
+              "template", "template_hash", "records_hash", "settings_json", "diff_id", "side"]
 _SCORE_COLS = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer",
                "template_hash", "details_json", "control", "margin", "margin_low", "margin_high", "reason"]
 
@@ -38,15 +41,17 @@ def _score_row(r: dict) -> dict:
 
 class ExplanationsMixin:
     # ---- explanations ---------------------------------------------------------------
-    def put_explanation(self, *, key: str, model_id: str, unit: str, layer: int, explainer: str, method: str,
-                        text: str, run_id: str | None = None, template: str | None = None,
+    def put_explanation(self, *, key: str, explainer: str, method: str, text: str, model_id: str | None = None,
+                        unit: str | None = None, layer: int | None = None, run_id: str | None = None,
+                        diff_id: str | None = None, side: str | None = None, template: str | None = None,
                         template_hash: str | None = None, records_hash: str | None = None,
                         settings: dict | None = None) -> int:
-        """Insert an explanation (idempotent on `key`); returns its id."""
-        row = {"key": key, "model_id": model_id, "unit": unit, "layer": int(layer), "run_id": run_id,
-               "explainer": explainer, "method": method, "text": text, "template": template,
+        """Insert an explanation (idempotent on `key`); returns its id. Its subject: model_id, unit
+        and layer (a unit), or diff_id and side (a model diff's side); the schema refuses a mix."""
+        row = {"key": key, "model_id": model_id, "unit": unit, "layer": None if layer is None else int(layer),
+               "run_id": run_id, "explainer": explainer, "method": method, "text": text, "template": template,
                "template_hash": template_hash, "records_hash": records_hash, "settings_json": _dumps(settings),
-               "created_at": now()}
+               "created_at": now(), "diff_id": diff_id, "side": side}
         with self.tx():
             self.db.execute(
                 f"insert into explanations ({', '.join(row)}) values ({', '.join('?' * len(row))}) on conflict(key) do nothing",
@@ -59,25 +64,36 @@ class ExplanationsMixin:
         put_score's keywords without explanation_id]). Idempotent on the keys like the one-row
         methods. Returns the number of explanations given."""
         n = 0
-        cols = ["key", "model_id", "unit", "layer", "run_id", "explainer", "method", "text", "template", "template_hash",
-                "records_hash", "settings_json", "created_at"]
+        cols = [c for c in _EXPL_COLS if c != "settings_json"] + ["settings_json", "created_at"]   # the last two: below
         scols = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash",
                  "details_json", "created_at", "control", "margin", "margin_low", "margin_high", "reason"]
         e_sql = f"insert into explanations ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) on conflict(key) do nothing"
         s_sql = f"insert into scores ({', '.join(scols)}) values ({', '.join('?' * len(scols))}) on conflict(key) do nothing"
+        s_get = [c for c in scols if c not in ("explanation_id", "details_json", "created_at")]
         conn = self.db.conn
+        conn.execute("PRAGMA cache_size = -65536")        # 64 MB of page cache for the big insert (as finish_mining_run)
         t = now()
+        pending: list[tuple] = []     # the scores of many explanations, written by one executemany
+
+        def flush() -> None:
+            if pending:
+                conn.executemany(s_sql, pending)
+                pending.clear()
+
         with self.tx():
             for e, scores in items:
-                row = {**{c: None for c in cols}, **{k: v for k, v in e.items() if k != "settings"},
-                       "settings_json": _dumps(e.get("settings")), "created_at": t}
-                cur = conn.execute(e_sql, [row[c] for c in cols])
+                g = e.get
+                cur = conn.execute(e_sql, [_dumps(g("settings")) if c == "settings_json" else t if c == "created_at" else g(c)
+                                           for c in cols])
                 eid = cur.lastrowid if cur.rowcount else conn.execute("select id from explanations where key = ?",
                                                                       [e["key"]]).fetchone()[0]
-                conn.executemany(s_sql, ([{**{c: None for c in scols}, **{k: v for k, v in sc.items() if k != "details"},
-                                           "details_json": _dumps(sc.get("details")), "explanation_id": eid,
-                                           "created_at": t}[c] for c in scols] for sc in scores))
+                for sc in scores:
+                    v = [sc.get(c) for c in s_get]     # key, kind, value, ci_low, ci_high, n, scorer, template_hash,
+                    pending.append((v[0], eid, *v[1:8], _dumps(sc.get("details")), t, *v[8:]))   # control .. reason
+                if len(pending) >= 5000:
+                    flush()
                 n += 1
+            flush()
         return n
 
     def get_explanation(self, key: str | None = None, *, id: int | None = None) -> dict | None:
@@ -103,6 +119,19 @@ class ExplanationsMixin:
                "where explanations_fts match ?" + (" and e.model_id = ?" if model_id else "") + " order by rank limit ?")
         params = [query] + ([model_id] if model_id else []) + [limit]
         return [_expl_row(r) for r in self.query(sql, params)]
+
+    def diff_explanations(self, diff_id: str) -> list[dict]:
+        """A model diff's explanations (both sides, oldest first), each with its scores as score
+        records (kind, value, interval, n, control, margin, reason, details)."""
+        out = []
+        for e in self.query("select id, key, side, explainer, method, text, settings_json, created_at "
+                            "from explanations where diff_id = ? order by id", [diff_id]):
+            e = _expl_row(e)
+            e["scores"] = [{c: r[c] for c in SCORE_RECORD_COLS} for r in map(_score_row, self.query(
+                f"select {', '.join(c if c != 'details' else 'details_json' for c in SCORE_RECORD_COLS)} "
+                "from scores where explanation_id = ? order by id", [e["id"]]))]
+            out.append(e)
+        return out
 
     def explained_units(self, model_id: str) -> list[str]:
         return [r["unit"] for r in self.query("select distinct unit from explanations where model_id = ? order by layer, unit", [model_id])]

@@ -74,8 +74,8 @@ def neuronpedia_export(store, model: str | None = None, np_model: str | None = N
                        max_records: int = 10_000) -> Iterator[tuple[str, dict, list[dict]]]:
     """(source, upload-batch payload, score rows) per batch of at most MAX_FEATURES_PER_BATCH
     explained units, for each model (or `model`) of the store; np_model renames the model."""
-    rows = store.query("select distinct model_id, unit, layer from explanations "
-                       + ("where model_id = ? " if model else "") + "order by model_id, layer, unit", [model] if model else [])
+    rows = store.query("select distinct model_id, unit, layer from explanations where unit is not null "
+                       + ("and model_id = ? " if model else "") + "order by model_id, layer, unit", [model] if model else [])
     by_source: dict[tuple[str, str], list[str]] = {}
     for r in rows:
         u = Unit.parse(r["unit"])

@@ -1,5 +1,5 @@
 -- autointerp store schema. The one place where the tables are written down.
--- Bump SCHEMA_VERSION in store/store.py and add a migration there when this changes.
+-- Bump SCHEMA_VERSION in store/base.py and add a migration there when this changes.
 -- Conventions: model_id is the model spec as given (e.g. 'smollm2-135m'); unit is a unit id
 -- ('L5/N131', 'L9/H9'); hook names follow blocks.{L}.mlp.post etc.; blobs are little-endian
 -- packed arrays (float16 activations, int32 token ids); *_json columns hold JSON text;
@@ -97,23 +97,29 @@ CREATE TABLE IF NOT EXISTS records (
 );
 -- (the UNIQUE index above also serves lookups by (run_id, unit, kind): no second index to update per insert)
 
--- explanations of units (LLM-written, or the non-LLM baseline: explainer='baseline')
+-- explanations of subjects (LLM-written, or the non-LLM baseline: explainer='baseline'). A subject
+-- (core/subjects.py) is a unit of one model (model_id, unit, layer; run_id: the mining run of its
+-- records), or one side of a model diff (diff_id, side; schema v5: before, diff_explanations)
 CREATE TABLE IF NOT EXISTS explanations (
     id          INTEGER PRIMARY KEY,
     key         TEXT NOT NULL UNIQUE,
-    model_id    TEXT NOT NULL REFERENCES models(id),
-    unit        TEXT NOT NULL,
-    layer       INTEGER NOT NULL,
+    model_id    TEXT REFERENCES models(id),
+    unit        TEXT,
+    layer       INTEGER,
     run_id      TEXT REFERENCES mining_runs(id),
     explainer   TEXT NOT NULL,             -- LLM model name, or 'baseline'
     method      TEXT NOT NULL,             -- e.g. 'completion-bestof3', 'chat', 'baseline'
     text        TEXT NOT NULL,
     template    TEXT, template_hash TEXT, records_hash TEXT,
     settings_json TEXT,
-    created_at  TEXT NOT NULL
+    created_at  TEXT NOT NULL,
+    diff_id     TEXT REFERENCES diffs(id), -- a diff side's explanation (schema v5)
+    side        TEXT,                      -- which model's advantage it explains: b_better | a_better
+    CHECK ((diff_id IS NULL AND side IS NULL AND model_id IS NOT NULL AND unit IS NOT NULL AND layer IS NOT NULL) OR (diff_id IS NOT NULL AND side IS NOT NULL AND model_id IS NULL AND unit IS NULL AND layer IS NULL))   -- a unit's row or a diff side's, never both nor neither
 );
 CREATE INDEX IF NOT EXISTS explanations_unit ON explanations(model_id, unit);
 CREATE INDEX IF NOT EXISTS explanations_layer ON explanations(model_id, layer);   -- query --layer at a million units
+CREATE INDEX IF NOT EXISTS explanations_diff ON explanations(diff_id, side);
 
 -- scores of explanations: one row per score kind (the scorers' of score/registry.py, and validate's), with interval, control and margin
 CREATE TABLE IF NOT EXISTS scores (
@@ -133,6 +139,9 @@ CREATE TABLE IF NOT EXISTS scores (
     reason      TEXT                       -- why value is NULL (constant judge, unparseable, ...)
 );
 CREATE INDEX IF NOT EXISTS scores_expl ON scores(explanation_id, kind);
+-- covering: each explanation's best simulation score without reading the table (`stats` at a
+-- million units); made at the first writable open of an older store, so no schema version
+CREATE INDEX IF NOT EXISTS scores_best ON scores(kind, explanation_id, value, margin);
 
 -- LLM calls and the response cache
 CREATE TABLE IF NOT EXISTS llm_calls (
@@ -329,8 +338,8 @@ CREATE TABLE IF NOT EXISTS circuit_edges (
 CREATE INDEX IF NOT EXISTS circuit_edges_in ON circuit_edges(circuit_id, in_circuit, rank);
 
 -- model diffs (`autointerp diff A B`): one row per (A, B, corpus, settings); its top differing
--- contexts, ranked components, task comparisons and the explanations of its contexts (kept apart
--- from unit explanations: a diff side is no unit of one model)
+-- contexts, ranked components and task comparisons. The explanations of a side's contexts and
+-- their scores are in explanations/scores (diff_id, side)
 CREATE TABLE IF NOT EXISTS diffs (
     id          TEXT PRIMARY KEY,          -- hash of (A, B, corpus, settings)
     model_a     TEXT NOT NULL,
@@ -377,28 +386,6 @@ CREATE TABLE IF NOT EXISTS diff_tasks (
     accuracy_a  REAL, accuracy_b REAL,
     outliers_json TEXT,                    -- the items with the largest |LD_B - LD_A|
     PRIMARY KEY (diff_id, task)
-);
-
-CREATE TABLE IF NOT EXISTS diff_explanations (
-    id          INTEGER PRIMARY KEY,
-    key         TEXT NOT NULL UNIQUE,      -- the pipeline's content hash
-    diff_id     TEXT NOT NULL REFERENCES diffs(id) ON DELETE CASCADE,
-    side        TEXT NOT NULL,             -- which model's advantage it explains
-    explainer   TEXT NOT NULL,             -- LLM name, or 'baseline'
-    method      TEXT NOT NULL,
-    text        TEXT NOT NULL,
-    settings_json TEXT,
-    created_at  TEXT NOT NULL
-);
-
-CREATE TABLE IF NOT EXISTS diff_scores (
-    id          INTEGER PRIMARY KEY,
-    key         TEXT NOT NULL UNIQUE,
-    explanation_id INTEGER NOT NULL REFERENCES diff_explanations(id) ON DELETE CASCADE,
-    kind        TEXT NOT NULL,             -- simulation | simulation_exact | detection | fuzzing ...
-    value       REAL, control REAL, margin REAL,
-    record_json TEXT NOT NULL,             -- the whole score record (interval, n, details)
-    created_at  TEXT NOT NULL
 );
 
 -- attribution graphs over transcoder latents (`autointerp graph`, schema v4): one row per prompt

@@ -5,13 +5,12 @@ The LLM is asked (prompts/pairs_chat.txt, structured output: the schema is enfor
 backend can) for a small object:
 
     {"slot": "name",
-     "templates": ["After {name} got home from {place},", ...],        # named slots in braces
-     "groups": [{"answer": "she", "values": ["Mary", "Anna"]}, {"answer": "he", "values": ["John", "Tom"]}],
-     "fillers": [{"slot": "place", "values": ["work", "school"]}]}       # other slots
+     "templates": ["After {name} got home from work,", ...],           # one named slot in braces
+     "groups": [{"answer": "she", "values": ["Mary", "Anna"]}, {"answer": "he", "values": ["John", "Tom"]}]}
 
-The answer is a function of the key slot's value (the groups map name -> " she" / " he").
-The code expands every template with every ordered pair of values (v1, v2) whose answers differ,
-other slots filled alike in both prompts: clean = template(v1), corrupt = template(v2), answer =
+The answer is a function of the slot's value (the groups map name -> " she" / " he").
+The code expands every template with every ordered pair of values (v1, v2) whose answers differ:
+clean = template(v1), corrupt = template(v2), answer =
 " " + answer(v1), wrong = " " + answer(v2). Each candidate is validated on the subject model
 (aligned tokens, single-token answers, clean logit difference > 0, corruption drop >= margin).
 
@@ -40,14 +39,28 @@ class Value(BaseModel):
     answer: str = Field(max_length=20)      # the word that comes next when the slot holds `value`
 
 
-class Filler(BaseModel):
-    slot: str = Field(max_length=20)        # another slot, filled the same in clean and corrupt
-    values: list[Annotated[str, Field(max_length=24)]] = Field(max_length=6)
+# What a constrained decoder holds the reply to (JSON schema `pattern`s; lm-format-enforcer takes
+# a pattern or a length, not both, so the pattern bounds the length). Pydantic does not check
+# them: a free-form reply (no schema enforced) is cut and cleaned by clean_spec instead.
+# (at most the pydantic max_length: 14 <= 20, 29 <= 32, 72 <= 72)
+WORD = r"[A-Za-z0-9][A-Za-z0-9'-]{0,13}"
+TEMPLATE = r"[^{}\"\\]{0,36}\{[a-z]{1,12}\}[^{}\"\\]{0,21}[A-Za-z,:]"   # one slot, not at the end
+VALUE = rf"{WORD}( {WORD})?"                                             # one or two words
+
+
+def _schema(**extra):
+    """json_schema_extra: set `extra` (with a pattern, drop the length bound it replaces)."""
+    def f(s: dict) -> None:
+        if "pattern" in extra:
+            s.pop("maxLength", None)
+        s.update(extra)
+    return f
 
 
 class Group(BaseModel):
-    answer: str = Field(max_length=20)      # the word that comes next when the key slot holds any of `values`
-    values: list[Annotated[str, Field(max_length=32)]] = Field(max_length=6)
+    answer: str = Field(max_length=20, json_schema_extra=_schema(pattern=f"^{WORD}$"))   # the next word when the key slot holds any of `values`
+    values: list[Annotated[str, Field(max_length=32, json_schema_extra=_schema(pattern=f"^{VALUE}$"))]] = Field(
+        max_length=6, json_schema_extra=_schema(minItems=1, maxItems=3, uniqueItems=True))
 
     @field_validator("values", mode="before")
     @classmethod
@@ -56,19 +69,23 @@ class Group(BaseModel):
 
 
 class TaskSpec(BaseModel):
-    """What the LLM is asked for; the lengths bound a constrained reply. The answer is a function
-    of the key slot's value, given as groups (answer -> the values that take it): a small model
-    lists names for " she" and names for " he" more reliably than it alternates pairs."""
+    """What the LLM is asked for. The answer is a function of the key slot's value, given as
+    groups (answer -> the values that take it): a small model lists names for " she" and names
+    for " he" more reliably than it alternates pairs. Under a constrained decoder: every template
+    holds exactly one slot and does not end with it, answers are single words, values one or
+    two words, 2-3 templates, 2-4 groups of 1-3 values (a short reply, ~150 tokens at most), and
+    no value or answer twice (uniqueItems, read by the embedded decoder as distinct across the
+    whole reply)."""
 
-    slot: str = Field(max_length=20)
-    templates: list[Annotated[str, Field(max_length=72)]] = Field(max_length=5)
-    groups: list[Group] = Field(max_length=8)
-    fillers: list[Filler] = Field(default_factory=list, max_length=2)
+    slot: str = Field(max_length=20, json_schema_extra=_schema(pattern="^[a-z]{2,12}$"))
+    templates: list[Annotated[str, Field(max_length=72, json_schema_extra=_schema(pattern=f"^{TEMPLATE}$"))]] = Field(
+        max_length=5, json_schema_extra=_schema(minItems=2, maxItems=3, uniqueItems=True))
+    groups: list[Group] = Field(max_length=8, json_schema_extra=_schema(minItems=2, maxItems=4, uniqueItems=True))
 
-    @field_validator("templates", "groups", "fillers", mode="before")
+    @field_validator("templates", "groups", mode="before")
     @classmethod
     def _cap(cls, v, info):   # a free-form reply (no schema enforced) longer than the bounds is cut, not refused
-        cap = {"templates": 5, "groups": 8, "fillers": 2}[info.field_name]
+        cap = {"templates": 5, "groups": 8}[info.field_name]
         if isinstance(v, list) and info.field_name == "templates":
             v = [x[:72] if isinstance(x, str) else x for x in v]
         return v[:cap] if isinstance(v, list) else v
@@ -77,10 +94,9 @@ class TaskSpec(BaseModel):
 class Plan(BaseModel):
     """What is left of a TaskSpec once the unusable parts are dropped."""
 
-    templates: list[str]                    # slots normalised to {name}; each holds the key slot
+    templates: list[str]                    # the slot normalised to {name}: each holds the key slot once
     slot: str
     values: list[Value]
-    fillers: dict[str, list[str]]
 
 
 def _norm(name: str) -> str:
@@ -94,24 +110,17 @@ def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
     def drop(reason: str) -> None:
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    key = _norm(spec.slot)
-    fillers: dict[str, list[str]] = {}
-    for f in spec.fillers:
-        vals = [v.strip() for v in f.values if v.strip()]
-        if _norm(f.slot) and vals and _norm(f.slot) != key:
-            fillers.setdefault(_norm(f.slot), [])
-            fillers[_norm(f.slot)] += [v for v in vals if v not in fillers[_norm(f.slot)]]
+    key = _norm(spec.slot) or "x"
     templates: list[str] = []
     for raw in spec.templates:
         t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
-        names = set(_SLOT.findall(t))
-        if key not in names and len(names - set(fillers)) == 1:   # one unknown slot: take it as the key
-            t = t.replace("{" + (names - set(fillers)).pop() + "}", "{" + key + "}")
-            names = set(_SLOT.findall(t))
-        if key not in names:
+        names = _SLOT.findall(t)
+        if len(names) == 1:                 # the one slot is the key, whatever the template calls it
+            t = t.replace("{" + names[0] + "}", "{" + key + "}")
+        if not names:
             drop("template without the {slot}")
-        elif names - {key} - set(fillers):
-            drop("template with a slot no filler fills")
+        elif len(names) > 1:
+            drop("template with more than one slot")
         elif t.endswith("}"):
             drop("template ends with a slot")
         elif t in templates:
@@ -130,12 +139,12 @@ def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
             values.append(Value(value=x, answer=a))
     if len({v.answer.lower() for v in values}) < 2 and values:
         drop("all values have the same answer")
-    return Plan(templates=templates, slot=key, values=values, fillers=fillers), dropped
+    return Plan(templates=templates, slot=key, values=values), dropped
 
 
 def compose(plan: Plan, n: int, seed: int = 0) -> list[PairItem]:
     """Up to n candidate items: a random sample of template x ordered value pairs with different
-    answers, the other slots filled alike in clean and corrupt."""
+    answers."""
     vals = plan.values
     combos = [(ti, i, j) for ti in range(len(plan.templates)) for i in range(len(vals)) for j in range(len(vals))
               if i != j and vals[i].answer.lower() != vals[j].answer.lower()]
@@ -144,9 +153,6 @@ def compose(plan: Plan, n: int, seed: int = 0) -> list[PairItem]:
     out = []
     for ti, i, j in combos[:n]:
         t = plan.templates[ti]
-        for s, options in plan.fillers.items():
-            if "{" + s + "}" in t:
-                t = t.replace("{" + s + "}", rng.choice(options))
         a, b = vals[i], vals[j]
         key = "{" + plan.slot + "}"
         clean, corrupt = t.replace(key, a.value), t.replace(key, b.value)
@@ -160,7 +166,7 @@ def ask_spec(llm, task: str, *, n_templates: int = 3, n_values: int = 8, seed: i
 
     p = load_prompt("pairs_chat")
     msgs = p.render(task=task.strip(), n_templates=n_templates, n_values=n_values)
-    return llm.structured(msgs, TaskSpec, template=p, max_tokens=400, seed=seed, temperature=0.0 if seed == 0 else 0.7)
+    return llm.structured(msgs, TaskSpec, template=p, max_tokens=200, seed=seed, temperature=0.0 if seed == 0 else 0.7)
 
 
 def describe(counts: dict[str, int]) -> str:
@@ -208,7 +214,6 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
                              "llm_dropped": {}, "examples": [], "stopped": None}
     templates: list[str] = []
     values: list[Value] = []
-    fillers: dict[str, list[str]] = {}
     slot = None
     seen: set = set()
     examples: list[tuple[str, PairItem]] = []
@@ -239,10 +244,7 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
             templates += [t for t in plan.templates if t not in templates]
             known = {v.value.lower() for v in values}
             values += [v for v in plan.values if v.value.lower() not in known]
-            for s, opts in plan.fillers.items():
-                fillers.setdefault(s, [])
-                fillers[s] += [o for o in opts if o not in fillers[s]]
-        merged = Plan(templates=templates, slot=slot or plan.slot, values=values, fillers=fillers)
+        merged = Plan(templates=templates, slot=slot or plan.slot, values=values)
         cands = [c for c in compose(merged, 3 * (n - len(kept)) + 16, seed=seed + r) if c.key() not in seen]
         k, s = validate_items(hm, cands, margin=margin, batch_size=batch_size, seen=seen, examples=examples)
         kept += k
@@ -267,7 +269,7 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
     stats["kept"] = min(n, len(kept))
     stats["seconds"] = round(time.monotonic() - t0, 1)
     settings = {"llm": getattr(llm, "name", None) or type(llm).__name__, "slot": slot, "templates": templates,
-                "values": [v.model_dump() for v in values], "fillers": fillers, "prompt": "pairs_chat",
+                "values": [v.model_dump() for v in values], "prompt": "pairs_chat",
                 "structured": _how(llm)}
     return kept[:n], stats, settings
 

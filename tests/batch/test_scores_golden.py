@@ -2,9 +2,11 @@
 (issue 24): the full default pipeline (best of k=3 on calibration, LLM simulation with prompt
 logprobs, exact simulation, detection, fuzzing, 1000 bootstrap resamples, controls) against the
 real `autointerp llm serve` server in vllm mode, over scripts/bench_batch.py's tiny endpoint
-model with context-dependent answers. tests/batch/golden_scores.json holds every explanation and
-every stored score of that slice as the code before the change computed them; the test asserts
-today's run stores exactly the same (every float bit for bit).
+model with context-dependent answers (its tokenizer is trained on a frozen text,
+scripts/bench_batch_vocab.txt, so editing a prompt file changes the prompts sent but not the
+model). tests/batch/golden_scores.json holds every explanation and every stored score of that
+slice as the code before the change computed them; the test asserts today's run stores exactly
+the same (every float bit for bit).
 
     AUTOINTERP_WRITE_GOLDEN=1 pytest tests/batch/test_scores_golden.py   # rewrite the golden file
 """

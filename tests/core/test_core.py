@@ -24,7 +24,7 @@ def test_act_name_round_trips(site, layer, name):
 
 
 @pytest.mark.parametrize("bad", ["blocks.3.attn.x", "blocks.x.attn.z", "blocks.03.attn.z", "ln_final", "attn.z",
-                                 "blocks.3", "blocks.3.resid_post.sae.bogus", "hook_embed"])
+                                 "blocks.3", "blocks.3.resid_post.sae.bogus", "hook_bogus"])
 def test_parse_hook_rejects_listing_valid_sites(bad):
     with pytest.raises(ValueError) as e:
         parse_hook(bad)

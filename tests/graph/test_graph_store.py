@@ -57,7 +57,7 @@ def test_a_v3_store_opens_and_gains_the_graph_tables(tmp_path):
     s.close()
     assert Store(p, readonly=True).list_graphs() == []        # read-only: still v3, no graphs, no error
     s = Store(p)
-    assert s.schema_version == SCHEMA_VERSION == 4
+    assert s.schema_version == SCHEMA_VERSION == 5
     assert {"graphs", "graph_nodes", "graph_edges"} <= set(s.db.table_names())
 
 
@@ -84,7 +84,7 @@ def test_v4_lets_a_transcoder_set_share_its_name_across_layers(tiny_llama, tmp_p
     s.db.execute("update meta set value = '3' where key = 'schema_version'")
     s.close()
     s = Store(p)
-    assert s.schema_version == 4 and s.get_sae("tcs")["id"] == "a" * 24
+    assert s.schema_version == 5 and s.get_sae("tcs")["id"] == "a" * 24
     s.put_sae({**info, "id": "b" * 24, "hook": "blocks.1.mlp.in", "hook_out": "blocks.1.mlp.out"}, tiny_llama.spec, {})
     assert s.get_sae("tcs", 1)["id"] == "b" * 24 and s.get_sae("tcs", 0)["id"] == "a" * 24
     with pytest.raises(UsageError, match="different SAE named 'tcs'"):

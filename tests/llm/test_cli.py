@@ -94,9 +94,6 @@ def test_check_llm_timeout_flag(server, api_key, run_cli, tmp_path):
     r = run_cli("llm", "check", "--llm", "openai:m", "--llm-base-url", server.url, "--llm-timeout", "0.25", "--store", str(db))
     assert r.returncode == 1 and "timed out (waited 0.25s, 0.5s; 2 attempts" in r.stderr
     assert server.hits["/v1/chat/completions"] == 2
-    from autointerp import config
-
-    assert "llm_timeout" not in config.FLAG_VALUES  # the flag does not outlive its command
     from autointerp.store import Store
 
     with Store(db) as s:
@@ -110,3 +107,30 @@ def test_timeout_flag_in_help(run_cli):
     for cmd in (["llm", "check"], ["explain"]):
         r = run_cli(*cmd, "--help")
         assert "--llm-timeout" in r.stdout
+
+
+def test_settings_resolved_by_the_cli_reach_the_llm_the_pipeline_makes(server, api_key, tiny_llama, tmp_path, capsys,
+                                                                          monkeypatch):
+    """explain makes its LLM inside the pipeline: the command's flags and config file still reach it
+    (resolved once by the CLI and passed down; nothing global)."""
+    import random
+
+    from tinykit import WORDS, run_cli as run_in_process, save_model_dir
+
+    from .conftest import chat_body
+
+    model = save_model_dir(tiny_llama, tmp_path / "model")
+    rng = random.Random(0)
+    (tmp_path / "c.txt").write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(200)))
+    toml = tmp_path / "autointerp.toml"
+    toml.write_text("llm_timeout = 0.25\nllm_max_attempts = 2\n")
+    monkeypatch.setenv("AUTOINTERP_CONFIG", str(toml))
+    for k in ("AUTOINTERP_LLM_TIMEOUT", "AUTOINTERP_LLM_MAX_ATTEMPTS"):
+        monkeypatch.delenv(k, raising=False)
+    server.queue("chat/completions", 200, chat_body(["late"]), delay=1.5, times=6)
+    args = ["explain", "--unit", "L1/N3", "--model", model, "--device", "cpu", "--corpus", tmp_path / "c.txt",
+            "--n-tokens", "4096", "--llm", "openai:m", "--llm-base-url", server.url, "--store", tmp_path / "s.db"]
+    code, out, err = run_in_process(capsys, *args)                    # the config file's timeout and attempts
+    assert code == 1 and "timed out (waited 0.25s, 0.5s; 2 attempts" in err, err
+    code, out, err = run_in_process(capsys, *args, "--llm-timeout", "0.3")     # the flag over the file
+    assert code == 1 and "timed out (waited 0.3s, 0.6s; 2 attempts" in err, err

@@ -49,6 +49,20 @@ def test_settings_reach_the_openai_backend(toml, monkeypatch):
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     toml("llm_timeout = 7\nllm_max_attempts = 2\n")
-    llm = get_llm("openai:m", base_url="http://127.0.0.1:9/v1")
+    llm = get_llm("openai:m", base_url="http://127.0.0.1:9/v1", settings=Settings.load())
     assert llm.timeout == 7 and llm.max_attempts == 2 and llm.total_timeout == 28
     assert get_llm("openai:m", base_url="http://127.0.0.1:9/v1", settings=Settings.load(llm_timeout=3)).timeout == 3
+    # library code reads no config file: without settings, the library defaults
+    plain = get_llm("openai:m", base_url="http://127.0.0.1:9/v1")
+    default = get_llm("openai:m", base_url="http://127.0.0.1:9/v1", settings=Settings.defaults())
+    assert (plain.timeout, plain.max_attempts) == (default.timeout, default.max_attempts) != (7, 2)
+
+
+def test_library_defaults_read_neither_the_environment_nor_the_config_file(toml, monkeypatch):
+    toml('llm = "openai:from-file"\nllm_concurrency = 9\n')
+    monkeypatch.setenv("AUTOINTERP_MODEL", "from-env")
+    d = Settings.defaults()
+    assert (d.llm, d.llm_concurrency, d.model) == ("embedded:smollm2-135m", 4, "smollm2-135m")
+    s = Settings.load()
+    assert (s.llm, s.llm_concurrency, s.model) == ("openai:from-file", 9, "from-env")
+    assert Settings.load(model="flag").model == "flag"

@@ -5,6 +5,7 @@ of the cache key."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Literal
 
 import pytest
@@ -136,3 +137,78 @@ def test_json_simulator_uses_the_schema(tiny, tmp_path):
         assert [r["kind"] for r in calls(store)] == ["structured", "structured"]
     finally:
         tiny.store = None
+
+
+def test_uniqueItems_strings_are_distinct_across_the_reply(tiny):
+    """Three slots from a three-word enum, in two arrays of one name: without the decoder's
+    take-back, the random model repeats itself (checked); with uniqueItems every word appears once."""
+    from autointerp.llm.structured import JsonConstraint
+
+    word = {"type": "string", "enum": ["red", "green", "blue"]}
+    schema = {"type": "object", "required": ["a", "b"],
+              "properties": {"a": {"type": "object", "required": ["w"], "properties": {"w": {"type": "array", "items": word,
+                                                                                           "minItems": 2, "maxItems": 2}}},
+                             "b": {"type": "object", "required": ["w"], "properties": {"w": {"type": "array", "items": word,
+                                                                                           "minItems": 1, "maxItems": 1}}}}}
+    unique = json.loads(json.dumps(schema))
+    for k in ("a", "b"):
+        unique["properties"][k]["properties"]["w"]["uniqueItems"] = True
+    ids = tiny._ids("Give JSON.")
+    repeats = 0
+    for seed in range(6):
+        _, free, _ = tiny.generate_structured(ids, JsonConstraint(tiny.tok, schema), temperature=1.0, max_tokens=80, seed=seed)
+        words = json.loads(free)["a"]["w"] + json.loads(free)["b"]["w"]
+        repeats += len(set(words)) < 3
+        _, text, _ = tiny.generate_structured(ids, JsonConstraint(tiny.tok, unique), temperature=1.0, max_tokens=80, seed=seed)
+        words = json.loads(text)["a"]["w"] + json.loads(text)["b"]["w"]
+        assert sorted(words) == ["blue", "green", "red"], text
+    assert repeats >= 2
+
+
+def test_forced_tokens_cost_no_forward_pass(tiny):
+    """Keys under the fixed field order and the brackets are forced: the decoder appends them
+    without running the model, so it runs fewer forward passes than it writes tokens."""
+    from autointerp.llm.structured import JsonConstraint
+
+    calls = []
+    h = tiny.hf.register_forward_hook(lambda m, a, kw, out: calls.append(1), with_kwargs=True)
+    try:
+        gen, text, reason = tiny.generate_structured(tiny._ids("Give JSON."), JsonConstraint(tiny.tok, Owner.model_json_schema()),
+                                                     temperature=1.0, max_tokens=400, seed=0)
+    finally:
+        h.remove()
+    assert reason == "stop" and isinstance(Owner.model_validate_json(text), Owner)
+    assert len(calls) < 0.8 * len(gen)
+
+
+def test_json_strings_and_closings():
+    from autointerp.llm.structured import closings, first_repeat, json_strings
+
+    t = '{"slot": "x", "t": ["a\\"b", "c"], "g": [{"answer": "he", "values": ["Tom", "Bob"]}, {"answer": "He", "values": ["tom", "Ma'
+    strings, open_ = json_strings(t)
+    assert open_ and [(r, c) for r, c, _, _ in strings] == [("slot", "x"), ("t", 'a\\"b'), ("t", "c"), ("answer", "he"),
+                                                             ("values", "Tom"), ("values", "Bob"), ("answer", "He"),
+                                                             ("values", "tom")]
+    assert t[slice(*first_repeat(t, {"answer"}, 0))] == "He"
+    assert first_repeat(t, {"slot", "t"}, 0) is None
+    first = next(closings(t))
+    assert json.loads(first)["g"][1] == {"answer": "He", "values": ["tom"]}
+
+
+def test_a_cut_off_reply_is_closed_after_its_last_complete_element():
+    from autointerp.llm.structured import parse_strict
+
+    spec = parse_strict('{"slot": "name", "templates": ["When {name} came home,", "Then {name} said"], "groups": '
+                        '[{"answer": "she", "values": ["Mary", "Anna"]}, {"answer": "he", "values": ["Tom", "Jo', TaskSpec)
+    assert [g.values for g in spec.groups] == [["Mary", "Anna"], ["Tom"]]
+    with pytest.raises(ValueError, match="not complete JSON"):
+        parse_strict('{"slot": "name", "templ', TaskSpec)
+
+
+def test_no_retry_on_a_cut_off_reply_from_a_structured_endpoint(servers, tmp_path):
+    """Where the endpoint enforces the schema, a reply that does not parse is one error, not a re-ask."""
+    store = Store(tmp_path / "s.db")
+    llm = OpenAILLM("tiny-json", base_url=servers["structured"].url, store=store, timeout=60)
+    with pytest.raises(LLMError, match="json_schema structured output.*not complete JSON"):
+        llm.structured(MSGS, Owner, max_tokens=3, temperature=1.0, seed=1)
+    assert [r["kind"] for r in calls(store)] == ["probe", "structured"]

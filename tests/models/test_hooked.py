@@ -204,7 +204,8 @@ def test_errors(tiny):
         tiny.check_unit("L0/H4")
     assert tiny.check_unit("L2/H3") == Unit.head(2, 3)
     with pytest.raises(HookError, match="blocks.<L>"):
-        tiny.check_hook("blocks.0.hook_resid_pre")
+        tiny.check_hook("blocks.0.hook_bogus")
+    assert tiny.check_hook("blocks.0.hook_resid_pre") == "blocks.0.resid_pre"      # TransformerLens' spelling
     with pytest.raises(HookError, match="out of range"):
         tiny.check_hook("blocks.3.mlp.post")
     ids, mask = batch(tiny)

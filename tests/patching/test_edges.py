@@ -52,6 +52,8 @@ def test_graph_counts_names_and_order():
     assert "L1/H0 -> blocks.1.mlp.out" in names and "embed -> L0/H2:v" in names
     assert "L1/H0 -> L1/H1:q" not in names and "blocks.1.mlp.out -> L1/H0:q" not in names
     assert g.parse_edge(" l0/h0->L1/H3:K ") == g.parse_edge("L0/H0 -> L1/H3:k")
+    # an MLP named in TransformerLens' spelling is the same node
+    assert g.parse_edge("L1/H0 -> blocks.1.hook_mlp_out") == g.parse_edge("L1/H0 -> blocks.1.mlp.out")
     assert g.kv_head(3) == 1 and g.kv_head(1) == 0
     for bad, msg in (("L0/H9 -> logits", "unknown sender"), ("L0/H0 -> L1/H0:x", "unknown receiver"),
                      ("L1/H0 -> L0/H0:q", "not before"), ("L0/H0 logits", "SENDER -> RECEIVER")):
@@ -62,7 +64,7 @@ def test_graph_counts_names_and_order():
 def test_eap_into_logits_matches_exact_and_planted_edges_on_top(toy, toy_scores):
     eap, ex = toy_scores
     g = eap.graph
-    logit_edges = [e for e, (s, r) in enumerate(g.edges) if g.receivers[r].kind == "logits"]
+    logit_edges = [e for e, (s, r) in enumerate(g.edges) if g.receivers[r].part == "logits"]
     rho = spearman(eap.scores[logit_edges], ex.scores[logit_edges])
     assert rho is not None and rho >= 0.8
     best = max(logit_edges, key=lambda e: abs(eap.scores[e]))

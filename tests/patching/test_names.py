@@ -18,6 +18,7 @@ def test_component_named_matches_components_for(tiny_gpt2):
     assert (n.hook, n.layer, n.neuron, n.head) == ("blocks.1.mlp.post", 1, 7, None)
     with pytest.raises(UsageError, match="per-layer hook name"):
         component_named("ln_final.out")
+    assert component_named("blocks.1.hook_mlp_out") == mlps[1]          # TransformerLens' spelling, same component
 
 
 def test_parse_receivers(tiny_gpt2):

@@ -53,8 +53,8 @@ def _reference(sae: SAE, x: torch.Tensor):
 
 
 ARCHS = [("standard", {}), ("jumprelu", {}), ("topk", {"k": 7}), ("standard", {"normalize_activations": "constant_norm_rescale"}),
-         ("transcoder", {"hook": "blocks.1.ln2.hook_normalized", "hook_out": "blocks.1.hook_mlp_out"}),
-         ("jumprelu_transcoder", {"hook": "blocks.1.hook_mlp_in", "hook_out": "blocks.1.hook_mlp_out"}),
+         ("transcoder", {"hook": "blocks.1.mlp.in", "hook_out": "blocks.1.hook_mlp_out"}),
+         ("jumprelu_transcoder", {"hook": "blocks.1.mlp.in", "hook_out": "blocks.1.mlp.out"}),
          ("skip_transcoder", {"hook": "blocks.1.mlp.in", "hook_out": "blocks.1.mlp.out"})]
 
 
@@ -99,8 +99,15 @@ def test_saelens_v5_style_config_with_top_level_hook_name(tmp_path):
     (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace('"d_sae": 128', '"d_sae": 100')),
      "config says d_in=64, d_sae=100"),
     (lambda d: (d / "sae_weights.safetensors").write_bytes(b"garbage"), "not a readable safetensors"),
-    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_resid_mid")),
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_bogus")),
      "not a hook point autointerp knows"),
+    # TransformerLens names of tensors autointerp has not: refused, naming what to use instead
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_resid_mid")),
+     r"TransformerLens' blocks.1.hook_resid_mid .* use blocks.1.resid_pre and blocks.1.attn.out"),
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_mlp_in")),
+     r"TransformerLens' blocks.1.hook_mlp_in is the residual before ln2 .*: use blocks.1.mlp.in"),
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.ln2.hook_normalized")),
+     r"blocks.1.ln2.hook_normalized is the MLP input before the norm's weight .*: use blocks.1.mlp.in"),
 ])
 def test_bad_sae_dirs_fail_with_one_line(tmp_path, mutate, msg):
     d = _rand_sae("jumprelu").save(tmp_path / "s")

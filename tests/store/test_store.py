@@ -88,7 +88,7 @@ def test_v2_store_migrates_circuit_ablation(tmp_path, with_circuits):
     s.db.execute("update meta set value = '2' where key = 'schema_version'")
     s.close()
     s = Store(p)
-    assert s.schema_version == SCHEMA_VERSION == 4
+    assert s.schema_version == SCHEMA_VERSION == 5
     assert "ablation" in s.db["circuits"].columns_dict
     if with_circuits:
         assert s.get_circuit(cid)["ablation"] == "corrupt"

@@ -35,26 +35,25 @@ class ScriptedLLM:
 
 
 SPEC = {"slot": "place",
-        "templates": ["the cat sat on the {Place} and ran to the", "when {who} went to the { place } then", "no slot here",
+        "templates": ["the cat sat on the {Place} and ran to the", "when mary went to the { thing } then", "no slot here",
                       "ends with {place}", "the {place} by the {where} is"],
         "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
                    {"answer": "big house", "values": ["store"]}, {"answer": "dog", "values": ["mat"]},
-                   {"answer": "house", "values": ["dog"]}],
-        "fillers": [{"slot": "who", "values": ["mary", "john"]}]}
+                   {"answer": "house", "values": ["dog"]}]}
 
 
 def test_clean_spec_and_compose():
     plan, dropped = clean_spec(TaskSpec.model_validate(SPEC))
     assert plan.slot == "place"
-    assert plan.templates == ["the cat sat on the {place} and ran to the", "when {who} went to the {place} then"]
+    # the one slot of a template is the key, whatever it is called
+    assert plan.templates == ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"]
     assert [v.value for v in plan.values] == ["mat", "house", "store", "dog"]
     assert dropped == {"template without the {slot}": 1, "template ends with a slot": 1,
-                       "template with a slot no filler fills": 1, "value repeated": 1}
+                       "template with more than one slot": 1, "value repeated": 1}
     items = compose(plan, 1000)
     assert len(items) == 2 * 4 * 3
     for it in items:
         assert it.answer != it.wrong and it.clean != it.corrupt and "{" not in it.clean
-        assert ("mary" in it.clean) == ("mary" in it.corrupt)   # other slots filled alike in a pair
     by_x = {v.value: v.answer for v in plan.values}
     assert all(it.answer == " " + by_x[it.meta["x"]] and it.wrong == " " + by_x[it.meta["x_corrupt"]] for it in items)
 

@@ -11,12 +11,12 @@ of the facts' units are allowed ("layer 9" for L9/H9). A sentence that names uni
 the numbers of the fact sentences naming those units, or of fact sentences naming no unit (so a
 number measured for one head cannot be attached to another).
 
-Why a stage of its own (autointerp/report/) and not investigate/: checking that a text's numbers
-are measured values is a verification with a definition and tests of its own, like a score; it
-takes text and facts and returns kept and dropped sentences, needs no model, store or LLM, and
-imports only core (unit ids). Any face that has an LLM write prose over measurements
-(investigate's report today) calls it; none holds the rules. It is not patching (no model runs)
-and not score/ (score/ scores explanations of units against activations).
+It lives in investigate/, next to the report it checks (investigate/report.py writes the only
+prose an LLM writes over measurements): a package of its own held this one module. It is a
+verification with a definition and tests of its own (tests/investigate/test_prose_check.py): it
+takes text and facts and returns kept and dropped sentences, and needs no model, store or LLM
+(it imports only core, for unit ids). It is not patching (no model runs) and not score/ (score/
+scores explanations of units against activations).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""`autointerp diff A B`: what changed between two models. A face: it loads the models, runs the
-compare/ stage (black box, tasks, components), explains the top differing contexts with the
-explain pipeline (exactly as a unit is explained from its top records; the per-token Δ is the
-"activation") and stores everything in the diff tables.
+"""`autointerp diff A B`: what changed between two models. The diff pipeline: it loads the models,
+runs the compare/ stage (black box, tasks, components), stores the diff, and explains the top
+differing contexts of one side with the explain pipeline (exactly as a unit is explained from its
+top records; the per-token Δ is the "activation"; the side is the explanation's subject).
 
-    from autointerp.diff import diff_models, DiffSettings
+    from autointerp.pipeline import diff_models, DiffSettings
     res = diff_models(store, "smollm2-135m", "runs/b", DiffSettings(n_tokens=4096))
     res.components["weight_head"][:3], res.explanation["text"]
 
@@ -254,23 +254,25 @@ def explain_side(store, did: str, bb: BlackBoxResult, side: str, model_a: str, m
                  seed: int = 0) -> dict:
     """Explain one side's top contexts with the explain pipeline and score the explanation on
     held-out contexts (top and random) with the same scorers, exact and control scores included.
-    Stored in diff_explanations / diff_scores."""
+    Stored in explanations / scores, their subject the diff's side."""
+    from ..core.subjects import Subject
     from ..mine.records import UnitExemplars, UnitStats
-    from ..pipeline import ExplainSettings, explain_exemplars
-    from ..pipeline.neuron import make_llm
+    from .neuron import ExplainSettings, explain_exemplars, make_llm
 
     top, rand = bb.side_records(side)
-    ex = UnitExemplars(model_id=f"{model_a} vs {model_b}", run_id=f"diff:{did}", unit=f"diff:{did}:{side}",
+    subject = Subject.of_diff(did, side)
+    # (run_id and unit: parts of the stored rows' content keys, as they were before schema v5)
+    ex = UnitExemplars(model_id=f"{model_a} vs {model_b}", run_id=f"diff:{did}", unit=subject.id,
                        stats=UnitStats(max_act=max((r.max_act for r in top), default=0.0)), top=top, quantiles=[],
                        random=rand)
     es = ExplainSettings(k=k, seed=seed, explainer="llm" if explain == "llm" else "baseline")
     if explain == "llm" and (llm is None or isinstance(llm, str)):
         from ..config import Settings
 
-        cfg = Settings.load()
+        cfg = Settings.defaults()                   # the library's; the CLI passes the LLM it resolved
         llm = make_llm(llm or cfg.llm, store=store, base_url=llm_base_url or cfg.llm_base_url)
-    proxy = store.diff_explanation_store(did, side)
-    res = explain_exemplars(proxy, ex, llm if explain == "llm" else None, model_id=ex.model_id, settings=es)
+    res = explain_exemplars(store, ex, llm if explain == "llm" else None, subject=subject,
+                            model_id=ex.model_id, settings=es)
     who = model_b if side == "b_better" else model_a
     other = model_a if side == "b_better" else model_b
     out = {"side": side, "better": who, "worse": other, "framing": f"where {who} predicts the text better than {other}",

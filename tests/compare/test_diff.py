@@ -16,7 +16,7 @@ from tinykit import WORDS, induction_gpt2
 
 from autointerp.compare import (blackbox_diff, check_same_architecture, common_spans, is_repeat_context, span_sums,
                                 strongest_heads, zero_head_outputs)
-from autointerp.diff import DiffSettings, diff_models
+from autointerp.pipeline import DiffSettings, diff_models
 from autointerp.errors import UsageError
 from autointerp.patching import detect_heads
 from autointerp.store import Store
@@ -136,7 +136,7 @@ def test_planted_difference_end_to_end(models, corpus, tmp_path):
     assert res.components["patching"][0]["value"] == pytest.approx(1.0, abs=0.05)   # restores the whole gap
     assert abs(res.components["patching"][1]["value"]) < 0.05
     assert res.components["weight_tensor"][0]["component"] == "transformer.h.1.attn.c_proj.weight"
-    # stored in the new tables
+    # stored in the diff tables
     d = store.get_diff(res.id[:8])
     assert d["model_a"] == "toy-a" and d["components"]["patching"][0]["component"] == "L1/H0"
     assert {c["side"] for c in d["contexts"]} == {"a_better", "b_better", "random"}
@@ -147,8 +147,11 @@ def test_planted_difference_end_to_end(models, corpus, tmp_path):
     assert e["side"] == "a_better" and e["explainer"] == "baseline"
     ex = {r["kind"]: r for r in e["scores"]}["simulation_exact"]
     assert ex["n"] > 0 and ex["control"] is not None
-    # nothing else stored was touched: no unit explanation rows
-    assert store.db["explanations"].count == 0
+    # one explanation store: the side's explanation is an explanations row whose subject is the side,
+    # and no unit's (unit reads and search do not see it)
+    rows = store.query("select model_id, unit, layer, diff_id, side from explanations")
+    assert rows == [{"model_id": None, "unit": None, "layer": None, "diff_id": res.id, "side": "a_better"}]
+    assert store.search(None) == [] and store.db["scores"].count == len(e["scores"])
     # a re-run replaces the diff's rows, keeps its explanation (cache hit)
     res2 = diff_models(store, settings=s, hm_a=a, hm_b=b)
     assert res2.id == res.id and len(store.get_diff(res.id)["explanations"]) == 1
