@@ -147,6 +147,16 @@ class _ProcessServer:
         self.url = line.split(" at ")[-1].strip()
         self.max_in_flight = None
 
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server process has used so far (Linux /proc), else None."""
+        import os
+
+        try:
+            f = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
+
     @property
     def requests(self) -> list:
         self.err.flush()
@@ -213,18 +223,29 @@ def endpoint_bench(a) -> dict:
                                      settings=ExplainSettings(k=a.k))
                     n_req0 = len(srv.requests)
                     srv.max_in_flight = 0 if a.server == "thread" else None
+                    s0 = srv.cpu_s() if a.server == "process" else None
                     t0, c0 = time.perf_counter(), time.process_time()
                     s = run_batch(path, o, hm=hm, progress=False, log=open(os.devnull, "w") if not a.verbose else sys.stderr)
                     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                     reqs = len(srv.requests) - n_req0
+                    s1 = srv.cpu_s() if s0 is not None else None
+                    scpu = None if s1 is None else s1 - s0
+                    units = max(s.done + s.failed, 1)
                     res[n] = {"done": s.done, "failed": s.failed, "seconds": round(dt, 1),
                               "units_per_hour": round(s.done / dt * 3600, 1) if dt > 0 else None,
                               "requests": reqs, "requests_per_unit": round(reqs / max(s.done + s.failed, 1), 1),
-                              "client_cpu_s": round(cpu, 1), "client_cpu_s_per_unit": round(cpu / max(s.done + s.failed, 1), 2),
+                              "client_cpu_s": round(cpu, 1), "client_cpu_s_per_unit": round(cpu / units, 3),
+                              "server_cpu_s": None if scpu is None else round(scpu, 1),
+                              "server_cpu_s_per_unit": None if scpu is None else round(scpu / units, 3),
+                              # the rate the CPU allows on an idle machine: both sides' CPU on os.cpu_count() cores, and
+                              # each side at most one core (one Python process each, mostly under its GIL)
+                              "idle_units_per_hour_bound": None if scpu is None else round(
+                                  3600 * units / max(cpu, scpu, (cpu + scpu) / (os.cpu_count() or 1))),
                               "max_in_flight": srv.max_in_flight, "load": round(os.getloadavg()[0], 2)}
                     print(f"  {mode:9s} concurrency {n}: {s.done} done, {s.failed} failed in {dt:.1f} s = "
                           f"{res[n]['units_per_hour']} units/hour; {reqs} requests ({res[n]['requests_per_unit']}/unit), "
-                          f"client CPU {cpu:.1f} s ({res[n]['client_cpu_s_per_unit']} s/unit)",
+                          f"client CPU {cpu:.1f} s ({res[n]['client_cpu_s_per_unit']} s/unit)"
+                          + (f", server CPU {scpu:.1f} s ({res[n]['server_cpu_s_per_unit']} s/unit)" if scpu is not None else ""),
                           file=sys.stderr, flush=True)
             lo, hi = min(levels), max(levels)
             ratio = (res[hi]["units_per_hour"] or 0) / res[lo]["units_per_hour"] if res[lo]["units_per_hour"] else None
@@ -265,6 +286,8 @@ def main() -> None:
                     print(f"  {mode:9s} N={n}: {x['units_per_hour']:8.1f} units/hour ({x['seconds']} s, {x['done']} done, "
                           f"{x['failed']} failed), {x['requests_per_unit']} requests/unit, "
                           f"client CPU {x['client_cpu_s_per_unit']} s/unit"
+                          + (f", server CPU {x['server_cpu_s_per_unit']} s/unit (CPU-bound on {out['cpus']} idle cores: "
+                             f"{x['idle_units_per_hour_bound']} units/hour)" if x["server_cpu_s_per_unit"] is not None else "")
                           + (f", {x['max_in_flight']} in flight at most" if x["max_in_flight"] is not None else ""))
                 ratio = [v for k, v in r.items() if k.startswith("ratio")]
                 print(f"  {mode:9s} ratio N={max(r['runs'])}/N={min(r['runs'])}: {ratio[0]}")

@@ -1,24 +1,29 @@
 """Benchmark: the store at a real model's scale (issue 24): a million units, then the viewer,
 search, query, show, stats, export and merge on it.
 
-    .venv/bin/python scripts/bench_store.py                     # 10^6 units (a few minutes; ~2 GB on disk)
-    .venv/bin/python scripts/bench_store.py --units 100000 --json
+    .venv/bin/python scripts/bench_store.py --dir /tmp/storebench --keep     # 10^6 units, every step
+    .venv/bin/python scripts/bench_store.py --units 100000 --json            # smaller, in a temporary folder
+    # one step per run (each a few minutes at 10^6; results accumulate in DIR/results.json):
+    for s in build-a build-b merge measure export; do
+        .venv/bin/python scripts/bench_store.py --dir /tmp/storebench --keep --steps $s; done
 
-The store is built through the store's own write path: one mining run written by
+The million-unit store is made the way shards are: two stores of half the units each (build-a,
+build-b), each built through the store's own write path: one mining run written by
 finish_mining_run (unit_stats + records, streamed, one transaction) over a pool of contexts
-(put_contexts), then an explanation per unit with its simulation, exact and detection scores by
-put_explanations_bulk (the FTS index kept by its triggers). Synthetic records: a pool of
+(put_contexts), then an explanation per unit with its simulation and detection scores by
+put_explanations_bulk (the FTS index kept by its triggers); then `autointerp merge` of the two
+(timed: the merge of 2 x 500k) gives the store that is measured. Synthetic records: a pool of
 --contexts contexts of 64 tokens drawn (seeded) from a 2,000-word vocabulary; each unit gets
---records records (top, quantile, random) pointing into the pool with random f16 activations;
-its explanation names 3 words of the vocabulary; scores are uniform random with intervals.
+--records records (top, quantile, random) pointing into the pool with uniform random f16
+activations; its explanation names 3 words of the vocabulary; scores are uniform random with
+intervals.
 
 Measured (each --reps times on random units, p50/p95 in ms): the unit page of the viewer served
 for real on 127.0.0.1 (GET /unit/<model>/<unit>), the viewer's search page (GET /search?q=word),
-Store.search (what `autointerp query` runs) with and without text, show_unit (`autointerp show`),
-Store.stats (`autointerp stats`, once: it reads everything); `autointerp export` of explanations
-(a subprocess: wall time and peak RSS, at a tenth and at all of the store: flat memory means the
-same peak); `autointerp merge` of two stores of half the units each; the file sizes. The stores
-live in --dir (default a temporary folder) and are deleted at the end unless --keep.
+Store.search (what `autointerp query` runs) with text and with --layer --min-score, show_unit
+(`autointerp show`), Store.stats (`autointerp stats`); `autointerp export` of explanations (a
+subprocess: wall time and peak RSS, for half of the store and for all of it: flat memory means
+the same peak); the file sizes.
 """
 
 from __future__ import annotations
@@ -55,17 +60,17 @@ def unit_of(i: int) -> tuple[str, int]:
     return f"L{i // D_MLP}/N{i % D_MLP}", i // D_MLP
 
 
-def build(path: Path, units: range, *, n_contexts: int, n_records: int, seed: int = 0) -> dict:
+def build(path: Path, units: range, *, n_contexts: int, n_records: int, seed: int = 0, n_layers: int | None = None) -> dict:
     """A store with `units` (indices into layer-major neurons) mined and explained."""
     import numpy as np
 
-    from autointerp.core.keys import content_hash, pack_f16
+    from autointerp.core.keys import content_hash
     from autointerp.store import Store
 
     words = vocab()
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
-    n_layers = max(u for u in units) // D_MLP + 1
+    n_layers = n_layers or max(u for u in units) // D_MLP + 1
     with Store(path) as st:
         st.put_model(MODEL, {"family": "llama", "n_layers": n_layers, "d_model": 2048, "n_heads": 32, "n_kv_heads": 8,
                              "d_head": 64, "d_mlp": D_MLP, "vocab_size": len(words)})
@@ -86,12 +91,15 @@ def build(path: Path, units: range, *, n_contexts: int, n_records: int, seed: in
 
         def records():
             r = np.random.default_rng(seed + 1)
-            for i in units:
-                u, _ = unit_of(i)
-                ctx = r.choice(n_contexts, size=n_records, replace=False)
-                acts = (r.random((n_records, 64)) * 5).astype(np.float16)
-                for j, (k, c) in enumerate(zip(kinds, ctx)):
-                    yield u, k, j, int(c), float(acts[j].max()), pack_f16(acts[j]), None
+            for a in range(units.start, units.stop, 1000):      # 1,000 units' activations drawn at once
+                block = range(a, min(a + 1000, units.stop))
+                acts = (r.random((len(block), n_records, 64)) * 5).astype("<f2")
+                peaks = acts.max(axis=2).astype(float).tolist()
+                for b, i in enumerate(block):
+                    u, _ = unit_of(i)
+                    ctx = r.choice(n_contexts, size=n_records, replace=False).tolist()
+                    for j, (k, c) in enumerate(zip(kinds, ctx)):
+                        yield u, k, j, c, peaks[b][j], acts[b, j].tobytes(), None
 
         st.finish_mining_run(run, n_contexts, {"synthetic": True}, unit_stats(), records())
         t_mined = time.perf_counter() - t0
@@ -179,10 +187,11 @@ def measure(path: Path, units: range, reps: int, seed: int = 1) -> dict:
         out["query_min_score_layer"] = timed(lambda u: st.search(None, model=MODEL, layer=int(u[1:u.index("/")]),
                                                                  min_score=0.5, limit=20), sample)
         out["show"] = timed(lambda u: show_unit(st, MODEL, u), sample)
-        t = time.perf_counter()
-        st.stats()
-        out["stats_s"] = round(time.perf_counter() - t, 2)
+        out["stats"] = timed(lambda _: st.stats(), range(max(3, reps // 8)))
     return out
+
+
+STEPS = ("build-a", "build-b", "merge", "measure", "export")
 
 
 def main() -> None:
@@ -191,55 +200,81 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=4, help="records per unit (pointing into the context pool)")
     ap.add_argument("--contexts", type=int, default=20_000, help="the pool of 64-token contexts")
     ap.add_argument("--reps", type=int, default=40)
-    ap.add_argument("--dir", type=Path, default=None)
-    ap.add_argument("--skip-merge", action="store_true")
+    ap.add_argument("--steps", default=",".join(STEPS),
+                    help="comma-separated, in this order: " + ", ".join(STEPS) + " (separate runs may share --dir)")
+    ap.add_argument("--dir", type=Path, default=None, help="where the stores and results.json live (kept with --keep)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
+    steps = [x.strip() for x in a.steps.split(",") if x.strip()]
+    if bad := [x for x in steps if x not in STEPS]:
+        raise SystemExit(f"bench_store: unknown step {bad[0]!r} (steps: {', '.join(STEPS)})")
     d = a.dir or Path(tempfile.mkdtemp(prefix="bench-store-", dir="/work/tmp" if Path("/work/tmp").is_dir() else None))
     d.mkdir(parents=True, exist_ok=True)
-    out: dict = {"units": a.units, "records_per_unit": a.records, "contexts": a.contexts, "cpus": os.cpu_count(),
-                 "load_before": round(os.getloadavg()[0], 2)}
+    res_path = d / "results.json"
+    out: dict = json.loads(res_path.read_text()) if res_path.exists() else {}
+    if out.get("units", a.units) != a.units:
+        raise SystemExit(f"bench_store: {d} holds a bench of {out['units']} units, not {a.units}")
+    out.update({"units": a.units, "records_per_unit": a.records, "contexts": a.contexts, "cpus": os.cpu_count()})
+    half = a.units // 2
+    full = d / "full.db"
+
+    def log(step: str) -> None:
+        out.setdefault("load", {})[step] = [round(x, 2) for x in os.getloadavg()]
+        res_path.write_text(json.dumps(out, indent=2))
+        print(f"bench_store: {step} {json.dumps(out.get(step))} (load {out['load'][step]})", file=sys.stderr, flush=True)
+
     try:
-        full = d / "full.db"
-        out["build"] = build(full, range(a.units), n_contexts=a.contexts, n_records=a.records)
-        print(f"bench_store: built {a.units} units in {out['build']['build_s']} s, {out['build']['bytes'] / 1e9:.2f} GB",
-              file=sys.stderr, flush=True)
-        out["measure"] = measure(full, range(a.units), a.reps)
-        print(f"bench_store: {json.dumps(out['measure'])}", file=sys.stderr, flush=True)
-        tenth = d / "tenth.db"
-        build(tenth, range(a.units // 10), n_contexts=a.contexts, n_records=a.records)
-        out["export_tenth"] = cli_run(["export", "--what", "explanations", "--store", str(tenth), "--out", str(d / "t.jsonl")])
-        out["export"] = cli_run(["export", "--what", "explanations", "--store", str(full), "--out", str(d / "e.jsonl")])
-        out["export"]["bytes"] = (d / "e.jsonl").stat().st_size
-        for f in ("t.jsonl", "e.jsonl", "tenth.db"):
-            (d / f).unlink(missing_ok=True)
-        print(f"bench_store: export {out['export']} (a tenth: {out['export_tenth']})", file=sys.stderr, flush=True)
-        if not a.skip_merge:
-            half = a.units // 2
-            build(d / "a.db", range(0, half), n_contexts=a.contexts, n_records=a.records, seed=0)
-            build(d / "b.db", range(half, a.units), n_contexts=a.contexts, n_records=a.records, seed=0)
-            out["merge"] = cli_run(["merge", str(d / "a.db"), str(d / "b.db"), "--into", str(d / "merged.db")])
-            out["merge"]["bytes"] = (d / "merged.db").stat().st_size
-            print(f"bench_store: merge {out['merge']}", file=sys.stderr, flush=True)
-        out["load_after"] = round(os.getloadavg()[0], 2)
+        # the million-unit store is the merge of two stores of half the units each, built through
+        # the write path (two mining runs, like two groups of layers mined apart): so the build and
+        # the merge of 2 x 500k are measured once each, without building 10^6 units twice
+        for step, rng, name in (("build-a", range(0, half), "a.db"), ("build-b", range(half, a.units), "b.db")):
+            if step in steps:
+                for f in d.glob(name + "*"):
+                    f.unlink()
+                out[step] = build(d / name, rng, n_contexts=a.contexts, n_records=a.records, seed=0,
+                                  n_layers=(a.units - 1) // D_MLP + 1)
+                log(step)
+        if "merge" in steps:
+            for f in d.glob("full.db*"):
+                f.unlink()
+            out["merge"] = cli_run(["merge", str(d / "a.db"), str(d / "b.db"), "--into", str(full)])
+            out["merge"]["bytes"] = full.stat().st_size
+            log("merge")
+        if "measure" in steps:
+            out["measure"] = measure(full, range(a.units), a.reps)
+            log("measure")
+        if "export" in steps:
+            # flat memory: the same peak RSS for half the store (a.db) and all of it
+            out["export_half"] = cli_run(["export", "--what", "explanations", "--store", str(d / "a.db"),
+                                          "--out", str(d / "h.jsonl")])
+            out["export"] = cli_run(["export", "--what", "explanations", "--store", str(full), "--out", str(d / "e.jsonl")])
+            out["export"]["bytes"] = (d / "e.jsonl").stat().st_size
+            for f in ("h.jsonl", "e.jsonl"):
+                (d / f).unlink(missing_ok=True)
+            log("export")
     finally:
         if not a.keep:
             shutil.rmtree(d, ignore_errors=True)
     if a.json:
         print(json.dumps(out, indent=2))
-    else:
+        return
+    print(f"bench_store: {a.units} units ({a.records} records each over {a.contexts} contexts)")
+    for step in ("build-a", "build-b"):
+        if step in out:
+            print(f"  {step:22s} {out[step]['build_s']} s ({out[step]['bytes'] / 1e9:.2f} GB; load {out['load'][step][0]})")
+    if "merge" in out:
+        print(f"  merge of 2 x {half}  {out['merge']['s']} s, peak RSS {out['merge']['peak_rss_mb']} MB, "
+              f"{out['merge']['bytes'] / 1e9:.2f} GB (load {out['load']['merge'][0]})")
+    if "measure" in out:
         m = out["measure"]
-        print(f"bench_store: {a.units} units ({a.records} records each over {a.contexts} contexts), "
-              f"{out['build']['bytes'] / 1e9:.2f} GB, built in {out['build']['build_s']} s; load {out['load_before']}")
-        for k in ("unit_page", "search_page", "query_text", "query_min_score_layer", "show"):
+        for k in ("unit_page", "search_page", "query_text", "query_min_score_layer", "show", "stats"):
             print(f"  {k:22s} p50 {m[k]['p50_ms']} ms, p95 {m[k]['p95_ms']} ms (n={m[k]['n']})")
-        print(f"  stats                  {m['stats_s']} s")
+        print(f"  (load {out['load']['measure'][0]})")
+    if "export" in out:
         print(f"  export                 {out['export']['s']} s, peak RSS {out['export']['peak_rss_mb']} MB "
-              f"(a tenth of the store: {out['export_tenth']['s']} s, {out['export_tenth']['peak_rss_mb']} MB)")
-        if "merge" in out:
-            print(f"  merge of 2 x {a.units // 2}   {out['merge']['s']} s, peak RSS {out['merge']['peak_rss_mb']} MB, "
-                  f"{out['merge']['bytes'] / 1e9:.2f} GB")
+              f"(half the store: {out['export_half']['s']} s, {out['export_half']['peak_rss_mb']} MB; "
+              f"load {out['load']['export'][0]})")
 
 
 if __name__ == "__main__":

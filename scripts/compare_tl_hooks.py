@@ -12,8 +12,10 @@ reads the model's config.json from a local folder (SmolLM2's converted copy in a
 or a random-init Llama/GPT-2 saved here) and converts the Hugging Face weights itself, with every
 processing step off: fold_ln=False, center_writing_weights=False, center_unembed=False,
 fold_value_biases=False, refactor_factored_attn_matrices=False. Both sides run the same token ids
-in float32. Figures: per TL name, the max |diff| over every layer against the autointerp tensor
-(same shape required), and the largest |value| for scale. An alias passes with max |diff| <=
+in float32. With SAELens in that venv too, a random standard SAE is attached at the middle layer's
+resid_post on both sides (SAELens' HookedSAETransformer, use_error_term=True) for the SAE sites
+(hook_sae_acts_post, hook_sae_error, ...). Figures: per TL name, the max |diff| over every layer
+against the autointerp tensor (same shape required), and the largest |value| for scale. An alias passes with max |diff| <=
 --tol relative to the largest |value|. Exit 1 when an alias fails. Run under the heavy lock for
 SmolLM2: `flock /tmp/heavy.lock nice -n 5 ...`.
 """
@@ -56,13 +58,21 @@ def tl_side(work: Path) -> None:
     cfg = get_pretrained_model_config(mdir, fold_ln=False, device="cpu", dtype=torch.float32)
     if not (Path(mdir) / "tokenizer.json").exists():
         cfg.tokenizer_name = None          # a random-init model saved without a tokenizer: ids are given
-    model = HookedTransformer(cfg, move_to_device=False)
+    sae_dir = work / "sae"
+    if sae_dir.exists():                   # SAELens' HookedSAETransformer, the SAE spliced in with its error term
+        from sae_lens import SAE, HookedSAETransformer
+
+        model = HookedSAETransformer(cfg, move_to_device=False)
+    else:
+        model = HookedTransformer(cfg, move_to_device=False)
     sd = get_pretrained_state_dict(mdir, cfg, hf_model=hf, dtype=torch.float32)
     model.load_and_process_state_dict(sd, fold_ln=False, center_writing_weights=False, center_unembed=False,
                                       fold_value_biases=False, refactor_factored_attn_matrices=False)
     model.eval()
     model.set_use_hook_mlp_in(True)        # opt-in hooks: on, so hook_mlp_in and attn.hook_result exist
     model.set_use_attn_result(True)
+    if sae_dir.exists():
+        model.add_sae(SAE.load_from_disk(str(sae_dir), device="cpu"), use_error_term=True)
     ids = torch.tensor(inp["token_ids"])[None]
     want = set(inp["tl_names"])
     with torch.no_grad():
@@ -107,12 +117,13 @@ def _model_dir(spec: str, work: Path) -> Path:
     raise SystemExit(f"compare_tl_hooks: {spec!r} is a hub id; no hub here, pass a local folder")
 
 
-def compare(spec: str, tl_python: str, tol: float = 1e-5) -> dict:
+def compare(spec: str, tl_python: str, tol: float = 1e-5, sae: bool = True) -> dict:
     from transformers import AutoModelForCausalLM
 
     from autointerp.core.hooks import (FINAL_SITES, LAYER_SITES, TL_ALIASES, TL_FINAL_ALIASES, TL_FINAL_REFUSED,
-                                       TL_REFUSED, act_name, canonical)
+                                       TL_REFUSED, TL_SAE_ALIASES, act_name, canonical)
     from autointerp.models.hooked import HookedModel
+    from autointerp.models.sae import SAE, load_sae
 
     t0 = time.time()
     with tempfile.TemporaryDirectory(prefix="tlhooks-") as tmp:
@@ -130,6 +141,27 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5) -> dict:
         per_layer = {**{k: "alias" for k in TL_ALIASES}, **{k: "refused" for k in TL_REFUSED}}
         final = {**{k: "alias" for k in TL_FINAL_ALIASES}, **{k: "refused" for k in TL_FINAL_REFUSED}}
         tl_names = [f"blocks.{L}.{n}" for L in range(nL) for n in per_layer] + list(final)
+        # an SAE (random weights) at the middle layer's residual output, in both
+        sae_layer = nL // 2
+        sae_point_tl, sae_tl_names = f"blocks.{sae_layer}.hook_resid_post", {}
+        if sae:
+            g = torch.Generator().manual_seed(1)
+            d, n = hm.d_model, 4 * hm.d_model
+            the_sae = SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) / d ** 0.5,
+                          b_enc=torch.randn(n, generator=g) / 10, W_dec=torch.randn(n, d, generator=g) / n ** 0.5,
+                          b_dec=torch.randn(d, generator=g) / 10, hook=sae_point_tl, name="cmp")
+            cfg_path = the_sae.save(work / "sae") / "cfg.json"
+            cfg = json.loads(cfg_path.read_text())    # SAELens attaches at TL's spelling of the point
+            cfg["hook_name"] = cfg["metadata"]["hook_name"] = sae_point_tl
+            cfg_path.write_text(json.dumps(cfg))
+            hm.attach_sae(load_sae(work / "sae"))
+            sae_tl_names = {f"{sae_point_tl}.{t}": ("alias", [canonical(f"{sae_point_tl}.{t}")])
+                            for t in TL_SAE_ALIASES}
+            base = canonical(sae_point_tl)
+            sae_tl_names |= {f"{sae_point_tl}.{t}": ("refused", near) for t, near in (
+                ("hook_sae_input", [base]), ("hook_sae_acts_pre", [f"{base}.sae.latents"]),
+                ("hook_sae_recons", [f"{base}.sae.recons"]), ("hook_sae_output", [f"{base}.sae.recons"]))}
+            tl_names += list(sae_tl_names)
         (work / "input.json").write_text(json.dumps({"model_dir": str(mdir), "token_ids": ids, "tl_names": tl_names}))
         r = subprocess.run([tl_python, str(Path(__file__).resolve()), "--tl-side", str(work)], capture_output=True,
                            text=True, timeout=900, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
@@ -137,7 +169,8 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5) -> dict:
             raise SystemExit(f"compare_tl_hooks: the TransformerLens side failed:\n{r.stderr[-3000:]}")
         tl = torch.load(work / "tl.pt")
         tl_info = json.loads((work / "tl.json").read_text())
-        ours_names = sorted({act_name(s, L) for L in range(nL) for s in LAYER_SITES} | set(FINAL_SITES))
+        ours_names = sorted({act_name(s, L) for L in range(nL) for s in LAYER_SITES} | set(FINAL_SITES)
+                            | {n for _, near in sae_tl_names.values() for n in near})
         run = hm.forward(torch.tensor(ids)[None], cache=ours_names)
         logit_diff = float((run.logits.float() - tl["logits"]).abs().max())
 
@@ -185,10 +218,33 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5) -> dict:
             if status == "alias":
                 row["same"] = bool(present and shape_note is None and diff <= tol * max(scale, 1.0))
             rows.append(row)
+        for tl_name, (status, names) in sae_tl_names.items():    # the SAE's sites, at one layer
+            theirs, ours = tl[tl_name][0], run[names[0]][0].float()
+            rows.append({"tl": tl_name.replace(f"blocks.{sae_layer}.", "blocks.L."), "status": status,
+                         "autointerp": names[0].replace(f"blocks.{sae_layer}.", "blocks.L."),
+                         "max_abs_diff": float((ours - theirs).abs().max()),
+                         "max_abs_value": float(theirs.abs().max()), "layer": sae_layer})
+            if status == "alias":
+                rows[-1]["same"] = rows[-1]["max_abs_diff"] <= tol * max(rows[-1]["max_abs_value"], 1.0)
         return {"model": str(spec), "model_dir": str(mdir), "n_layers": nL, "tokens": len(ids),
                 "tl_cfg": tl_info["cfg"], "logits_max_abs_diff": logit_diff, "tolerance": tol, "rows": rows,
                 "aliases_ok": all(r["same"] for r in rows if r["status"] == "alias" and r.get("note") is None),
                 "seconds": round(time.time() - t0, 1)}
+
+
+def markdown(res: dict) -> str:
+    """The README's table: TL name, autointerp name (or what the refusal points to), max |diff|."""
+    def num(x):
+        return "-" if x is None else f"{x:.1e}" if x else "0"
+
+    lines = ["| TransformerLens | autointerp | max \\|diff\\| | max \\|TL value\\| |", "|---|---|---|---|"]
+    for r in res["rows"]:
+        if r.get("note", "").startswith("TransformerLens has no such hook"):
+            continue
+        ours = f"`{r['autointerp']}`" if r["status"] == "alias" else (
+            "refused" + ("" if r["autointerp"] == "-" else f" (use `{r['autointerp']}`)"))
+        lines.append(f"| `{r['tl']}` | {ours} | {num(r['max_abs_diff'])} | {num(r['max_abs_value'])} |")
+    return "\n".join(lines)
 
 
 def _default_tl_python() -> str:
@@ -205,21 +261,24 @@ def main() -> None:
                                                       ".peers/saelens/bin/python]")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--markdown", type=Path, default=None, help="render a saved --json result as the README's table")
     ap.add_argument("--tl-side", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.tl_side is not None:
         return tl_side(a.tl_side)
+    if a.markdown is not None:
+        return print(markdown(json.loads(a.markdown.read_text())))
     res = compare(a.model, a.tl_python or _default_tl_python(), a.tol)
     if a.json:
         print(json.dumps(res, indent=1))
     else:
         print(f"{res['model']}: {res['n_layers']} layers, {res['tokens']} tokens, TransformerLens with every "
               f"processing step off; logits max |diff| {res['logits_max_abs_diff']:.2e}")
-        print(f"{'TransformerLens':<34} {'':<8} {'autointerp':<34} {'max |diff|':>10} {'max |value|':>11}")
+        print(f"{'TransformerLens':<44} {'':<8} {'autointerp':<38} {'max |diff|':>10} {'max |value|':>11}")
         for r in res["rows"]:
             d = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.2e}"
             v = "-" if r["max_abs_value"] is None else f"{r['max_abs_value']:.2e}"
-            print(f"{r['tl']:<34} {r['status']:<8} {r['autointerp']:<34} {d:>10} {v:>11}  {r.get('note', '')}")
+            print(f"{r['tl']:<44} {r['status']:<8} {r['autointerp']:<38} {d:>10} {v:>11}  {r.get('note', '')}")
         print(f"aliases the same tensor: {'yes' if res['aliases_ok'] else 'NO'} ({res['seconds']} s)")
     sys.exit(0 if res["aliases_ok"] else 1)
 

@@ -11,9 +11,11 @@
 #                shared over NFS). A shard keeps its final state beside its store, no records.
 #   merge-mined  `autointerp merge` of the mine shards -> $WORK/mined.db: exactly the run one
 #                `autointerp mine` over the whole corpus gives (same run id, records, statistics).
-#   explain      task i starts its store $WORK/explain-i.db as a copy of mined.db (`merge`), then
-#                `autointerp batch --shard i/N_EXPLAIN` explains the units whose position in the
-#                (layer, index) order is i mod N_EXPLAIN. It finds the mined run and mines nothing.
+#   explain      task i runs `autointerp batch --shard i/N_EXPLAIN --mined $WORK/mined.db` into its own
+#                store $WORK/explain-i.db: it explains the units whose position in the (layer, index)
+#                order is i mod N_EXPLAIN, reading their records from mined.db read-only (no copy of
+#                it: its store holds only jobs, explanations, scores, LLM calls and the run's row).
+#                It mines nothing.
 #   merge        mined.db and the explain stores -> $OUT, without duplicates.
 #   A task that is preempted or fails can be resubmitted: every step continues where it stopped
 #   (the mine from its checkpoint; batch from its jobs table; merges are idempotent).
@@ -81,11 +83,10 @@ case "${1:-}" in
     ;;
   explain)
     ST="$WORK/explain-$I.db"
-    [ -f "$ST" ] || $AUTOINTERP merge "$WORK/mined.db" --into "$ST"
     # --concurrency: requests in flight per worker (the server batches them); exit 3 (budget) is
     # not an error for the array.
     $AUTOINTERP batch "${COMMON[@]}" --llm "$LLM" --llm-base-url "$LLM_URL" \
-      --shard "$I/$N_EXPLAIN" --store "$ST" --concurrency "${CONCURRENCY:-8}" --no-progress ${BATCH_ARGS:-} \
+      --shard "$I/$N_EXPLAIN" --mined "$WORK/mined.db" --store "$ST" --concurrency "${CONCURRENCY:-8}" --no-progress ${BATCH_ARGS:-} \
       || [ $? -eq 3 ]
     ;;
   merge)

@@ -47,6 +47,9 @@ class BatchOptions(BaseModel):
     max_cost_usd: float | None = None
     n_tokens: int | None = None            # tokens to mine for layers with no run [default: mine.DEFAULT_TOKENS]
     corpus: str | None = None              # corpus to mine / runs to use [default: the offline gensim corpus]
+    mined: str | None = None               # a mined store, read read-only (runs, records, stats): this run mines
+                                           # nothing and its store gets only jobs, explanations, scores, LLM calls
+                                           # and the runs' own rows (an explain worker of slurm_batch.sh)
     max_attempts: int = 3                  # per job, over all runs
     claim_timeout_s: float = 1800.0        # a running claim not refreshed for this long is stale
     unit_timeout_s: float = 900.0          # every LLM request of one unit ends by then (the unit then fails)

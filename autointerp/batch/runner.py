@@ -149,6 +149,27 @@ def _model_sizes(path: Path, model_id: str, o: BatchOptions, hm):
     return sizes, hm
 
 
+def _mined_path(o: BatchOptions, path: Path) -> Path | None:
+    """--mined: the mined store the runs, records and statistics are read from (read-only); it
+    must exist and must not be the batch's own store."""
+    if not o.mined:
+        return None
+    m = Path(o.mined)
+    if not m.is_file():
+        raise StoreError(f"no mined store at {m} (--mined: `autointerp mine` there, or `merge` its shards, first)")
+    if path.exists() and m.resolve() == path.resolve():
+        raise UsageError("--mined names the batch's own --store: drop --mined, or give this worker its own --store")
+    return m
+
+
+def _check_mined(src, mined: Path, layers, runs: dict[int, str]) -> None:
+    """With --mined, every selected layer has a finished run in the mined store (the worker mines nothing)."""
+    missing = [L for L in layers if L not in runs]
+    if missing:
+        raise UsageError(f"{mined} has no finished mining run of layer(s) {', '.join(map(str, missing))} with these "
+                         "settings (--mined: the worker mines nothing; mine them there, or check --corpus/--tokens)")
+
+
 def _quiet_loading(tty: bool) -> None:
     """Off a terminal (cron logs, captured output), no transformers progress bars."""
     if tty:
@@ -210,16 +231,21 @@ def plan_batch(store_path: str | Path, o: BatchOptions, *, hm=None, sae=None) ->
     path = Path(store_path)
     model_id = o.model
     _quiet_loading(sys.stderr.isatty())
-    sizes, hm = _model_sizes(path, model_id, o, hm)
+    mined = _mined_path(o, path)
+    sizes, hm = _model_sizes(mined or path, model_id, o, hm)
     store = Store(path, readonly=True, create=False) if path.exists() else None
+    src = Store(mined, readonly=True, create=False) if mined else None
+    rd = src or store                       # where the runs, records and statistics are read
     try:
-        if sae is not None and store is not None:
-            sae.name = store.sae_name_for(sae.id, sae.name)
+        if sae is not None and rd is not None:
+            sae.name = rd.sae_name_for(sae.id, sae.name)
         units = select_units(o, sizes, sae)
         layers = sorted({u.layer for u in units})
-        runs = layer_runs(store, model_id, layers, unit_kind(o), o, sae)
+        runs = layer_runs(rd, model_id, layers, unit_kind(o), o, sae)
+        if mined:
+            _check_mined(src, mined, layers, runs)
         jobs = plan_jobs(store, model_id, units, runs, o, template_hashes(), sae)
-        dead = mark_dead(store, jobs) if store is not None else 0
+        dead = mark_dead(rd, jobs) if rd is not None else 0
         todo = _todo(jobs, o)
         summary = BatchSummary(store=str(path), model_id=model_id, llm=llm_name(o.llm), dry_run=True, units=len(units),
                                before=_counts(jobs), todo=len(todo), skipped=len(units) - len(todo) - dead, dead=dead,
@@ -230,21 +256,23 @@ def plan_batch(store_path: str | Path, o: BatchOptions, *, hm=None, sae=None) ->
             count, counted_with = token_counter(o.llm)
             first = next((j for j in todo if j.run_id is not None), None)
             if first is not None:
-                ex = load_exemplars(store, first.run_id, first.unit)
+                ex = load_exemplars(rd, first.run_id, first.unit)
             else:
                 ex = _synthetic_exemplars(todo[0].unit, model_id)
                 counted_with += "; records not mined yet, so stand-in records of the default shape"
             summary.estimate = estimate(ex, len(todo), o.llm, o.settings, count, counted_with)
         return summary
     finally:
-        if store is not None:
-            store.close()
+        for st in (store, src):
+            if st is not None:
+                st.close()
 
 
 # ---- the run -----------------------------------------------------------------------------------
 class _Run:
-    def __init__(self, path: Path, o: BatchOptions, model_id: str, llm, budget, me: str):
+    def __init__(self, path: Path, o: BatchOptions, model_id: str, llm, budget, me: str, mined: Path | None = None):
         self.path, self.o, self.model_id, self.llm, self.budget, self.me = path, o, model_id, llm, budget, me
+        self.mined = mined                  # --mined: records are read there (read-only), results written to path
         self.queue: deque[UnitJob] = deque()
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -268,6 +296,12 @@ class _Run:
             self.events.put(("crash", None, _one_line(e), 0))
             return
         try:
+            rd = Store(self.mined, readonly=True, create=False) if self.mined else store
+        except BaseException as e:  # noqa: BLE001
+            store.close()
+            self.events.put(("crash", None, _one_line(e), 0))
+            return
+        try:
             while True:
                 j = self.next_job()
                 if j is None:
@@ -280,7 +314,7 @@ class _Run:
                     self.inflight.add(j.key)
                 t0 = time.perf_counter()
                 try:
-                    ex = load_exemplars(store, j.run_id, j.unit)
+                    ex = load_exemplars(rd, j.run_id, j.unit)
                     with llm_deadline(time.monotonic() + self.o.unit_timeout_s):   # a per-unit bound on every LLM request
                         res = explain_exemplars(store, ex, self.llm, model_id=self.model_id, settings=self.o.settings)
                     e = res.explanation or res.baseline        # --explainer baseline: the baseline is the result
@@ -308,6 +342,8 @@ class _Run:
                         self.inflight.discard(j.key)
         finally:
             store.close()
+            if rd is not store:
+                rd.close()
             self.events.put(("exit", None, None, 0))
 
 
@@ -331,26 +367,39 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
     log = log or sys.stderr
     tty = progress if progress is not None else sys.stderr.isatty()
     _quiet_loading(tty)
-    sizes, hm = _model_sizes(path, model_id, o, hm)
+    mined_path = _mined_path(o, path)
+    sizes, hm = _model_sizes(mined_path or path, model_id, o, hm)
     units = select_units(o, sizes, sae)          # bad units are refused before the store is touched
     kind = unit_kind(o)
 
-    store = Store(path)
+    src = Store(mined_path, readonly=True, create=False) if mined_path else None
     try:
-        if sae is not None and store.sae_name_for(sae.id, sae.name) != sae.name:
-            sae.name = store.sae_name_for(sae.id, sae.name)   # the store's name for it (unit ids L6/F12@name)
+        if src is not None:                      # --mined: refused before the worker's store is made
+            layers = sorted({u.layer for u in units})
+            _check_mined(src, mined_path, layers, layer_runs(src, model_id, layers, kind, o, sae))
+        store = Store(path)
+    except BaseException:
+        if src is not None:
+            src.close()
+        raise
+    rd = src or store                            # where the runs, records and statistics are read
+    try:
+        if sae is not None and rd.sae_name_for(sae.id, sae.name) != sae.name:
+            sae.name = rd.sae_name_for(sae.id, sae.name)   # the store's name for it (unit ids L6/F12@name)
             units = select_units(o, sizes, sae)
         layers = sorted({u.layer for u in units})
-        runs = layer_runs(store, model_id, layers, kind, o, sae)
+        runs = layer_runs(rd, model_id, layers, kind, o, sae)
         templates = template_hashes()
         jobs = plan_jobs(store, model_id, units, runs, o, templates, sae)
-        mark_dead(store, jobs)
+        mark_dead(rd, jobs)
         before = _counts(jobs)
         if o.retry_failed:
             store.reset_failed_jobs([j.key for j in jobs if j.key and j.status == "failed"])
         todo = _todo(jobs, o)
         mined = None
         need = sorted({j.layer for j in todo if j.run_id is None})
+        if need and src is not None:
+            _check_mined(src, mined_path, need, {})
         if need:
             from ..mine import DEFAULT_TOKENS, mine
 
@@ -372,6 +421,8 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
             by_unit = {j.unit: j for j in fresh}
             jobs = [by_unit.get(j.unit, j) for j in jobs]
             todo = _todo(jobs, o)
+        if src is not None:       # the rows the explanations point at (run, corpus, model), not the records
+            store.copy_runs_from(mined_path, {j.run_id for j in todo if j.run_id})
         store.ensure_jobs([{"key": j.key, "model_id": model_id, "unit": j.unit, "stage": STAGE} for j in todo])
 
         summary = BatchSummary(store=str(path), model_id=model_id, llm=llm_name(o.llm), units=len(units), before=before,
@@ -392,7 +443,7 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
                 llm.budget = budget
             else:
                 budget = llm.budget
-        run = _Run(path, o, model_id, llm, budget, worker_id())
+        run = _Run(path, o, model_id, llm, budget, worker_id(), mined_path)
         run.queue.extend(todo)
         try:
             _drive(run, summary, len(todo), tty, log)
@@ -403,7 +454,7 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
         summary.remaining = len(run.queue) if run.stopped else 0
         # the picture after the run, over all selected units
         final = plan_jobs(store, model_id, units, {**runs, **({L: mined for L in need} if mined else {})}, o, templates, sae)
-        summary.dead = mark_dead(store, final)
+        summary.dead = mark_dead(rd, final)
         keys = [j.key for j in final if j.status != "dead"]
         rows = store.jobs_by_key([k for k in keys if k])
         summary.after = _counts(final)
@@ -420,6 +471,8 @@ def run_batch(store_path: str | Path, o: BatchOptions, *, hm=None, llm=None, pro
         return summary
     finally:
         store.close()
+        if src is not None:
+            src.close()
 
 
 def _drive(run: _Run, summary: BatchSummary, total: int, tty: bool, log) -> None:

@@ -49,6 +49,10 @@ def _fmt(v) -> str:
 @click.option("--tokens", "n_tokens", type=int, default=None,
               help="Tokens to mine for layers with no mining run (and, if given, the run to use) [default: 100000].")
 @click.option("--corpus", default=None, help="Corpus to mine [default: the offline gensim corpus].")
+@click.option("--mined", "mined", default=None, metavar="STORE",
+              help="Read the mining runs, records and statistics from this store (read-only, not copied) and mine "
+                   "nothing; --store gets only the jobs, explanations, scores and LLM calls (an explain worker: "
+                   "`merge` the mined store and the workers' stores afterwards).")
 @explain_options
 @click.option("--n-boot", type=int, default=1000, show_default=True, help="Bootstrap resamples for score intervals.")
 @click.option("--max-attempts", type=int, default=3, show_default=True, help="Attempts per unit before it is left failed.")
@@ -65,7 +69,7 @@ def _fmt(v) -> str:
 @llm_options
 @store_option
 @json_option
-def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, k, seed,
+def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max_llm_tokens, shard, n_tokens, corpus, mined, k, seed,
               style, simulator, scorers, explainer, n_boot, max_attempts, claim_timeout, unit_timeout, retry_failed, dry_run, progress,
               sae_specs, sae_name, model_spec, device, dtype, llm_spec, llm_base_url, store_path, as_json) -> None:
     """Explain and score every unit of a model, unattended: mines the layers that have no mining
@@ -104,7 +108,7 @@ def batch_cmd(layers, unit_kind, unit_ids, limit, concurrency, max_cost_usd, max
     unit_kind = "latents" if sae is not None else (unit_kind or "neurons")
     o = BatchOptions(model=s.model, layers=layers, units=unit_kind, unit_ids=ids, limit=limit, shard=parse_shard(shard),
                      concurrency=concurrency, llm=s.llm, llm_base_url=s.llm_base_url, max_llm_tokens=s.max_llm_tokens,
-                     max_cost_usd=s.max_cost_usd, n_tokens=n_tokens, corpus=corpus, max_attempts=max_attempts,
+                     max_cost_usd=s.max_cost_usd, n_tokens=n_tokens, corpus=corpus, mined=mined, max_attempts=max_attempts,
                      claim_timeout_s=claim_timeout, unit_timeout_s=unit_timeout, retry_failed=retry_failed, device=s.device, dtype=s.dtype, settings=es)
     if dry_run:
         summary = plan_batch(s.store, o, sae=sae)

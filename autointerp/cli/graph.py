@@ -5,6 +5,7 @@ graph/, the model side models/replacement.py."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -74,7 +75,9 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
     from ..graph.validate import validate_graph
     from ..store import Store
 
+    t_val = time.perf_counter()
     validation = validate_graph(hm, tset, g, validate_k) if validate_k else None
+    g.timing["validate_s"] = round(time.perf_counter() - t_val, 3)
     store = Store(spath)
     key, row, nodes, edges, stored = g.store_records()
     explained = {}
@@ -86,9 +89,11 @@ def graph_cmd(prompt, tc_dir, target, max_logits, logit_prob, node_share, edge_s
         top_units = [g.unit(r["layer"], r["latent"]) for r in g.top_latents(explain_n)]
         layers = sorted({r["layer"] for r in g.top_latents(explain_n)})
         llm = make_llm(llm_spec, store=store, hm=hm, settings=cfg) if llm_spec else None
+        t_exp = time.perf_counter()
         explained = explain_latents(store, hm, [tset.by_layer[L] for L in layers], top_units,
                                     corpus=corpus or DEFAULT_CORPUS, n_tokens=explain_tokens, llm=llm,
                                     progress=not as_json)
+        g.timing["explain_s"] = round(time.perf_counter() - t_exp, 3)
     gid = store.put_graph(key, {**row, "validation": validation}, nodes, edges, stored)
     data = {"graph_id": gid, "store": str(spath), **g.to_json(), "validation": validation, "explained": explained}
     for n in data["nodes"]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_layers, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
-                     progress, settings, store_option)
+from .common import (check_layers, check_min, check_out_file, check_store_path, emit, json_option, model_options,
+                     progress, run_options, settings, store_option)
 from .common import load_subject
 from .models import open_dataset
 
@@ -37,11 +37,7 @@ def _component_label(r: dict) -> str:
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Items per batch.")
 @click.option("--max-batch", type=int, default=256, show_default=True,
               help="Rows per forward pass: components patched at once = max_batch // items per batch.")
-@click.option("--rerun", is_flag=True, help="Recompute even if an identical run is stored.")
-@force_option
-@model_options
-@store_option
-@json_option
+@run_options(force=True)
 def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers, no_freeze_mlps, compare, top, plot,
               batch_size, max_batch, rerun, force, model_spec, device, dtype, store_path, as_json) -> None:
     """Patch components of the subject model on a counterfactual dataset and rank them by effect.

@@ -77,7 +77,7 @@ def sae_group() -> None:
 
 
 @sae_group.command("train")
-@click.option("--kind", type=click.Choice(["sae", "transcoder"]), default="sae", show_default=True,
+@click.option("--kind", "arch", type=click.Choice(["sae", "transcoder"]), default="sae", show_default=True,
               help="sae: a TopK SAE on one hook point; transcoder: per-layer MLP transcoders (--layers).")
 @click.option("--layer", type=int, default=None, help="Layer whose residual stream (after the block) is read (--kind sae).")
 @click.option("--layers", "layers_text", default=None,
@@ -96,7 +96,7 @@ def sae_group() -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to write (SAELens format).")
 @model_options
 @json_option
-def sae_train_cmd(kind, layer, layers_text, l1, skip, hook, latents, k, n_tokens, corpus, context_len, lr, minibatch,
+def sae_train_cmd(arch, layer, layers_text, l1, skip, hook, latents, k, n_tokens, corpus, context_len, lr, minibatch,
                   seed, out, model_spec, device, dtype, as_json) -> None:
     """Train a TopK SAE (Adam, reconstruction loss + AuxK on dead latents) on activations streamed
     from the model; write it in the SAELens format that --sae loads. Reports explained variance,
@@ -107,7 +107,7 @@ def sae_train_cmd(kind, layer, layers_text, l1, skip, hook, latents, k, n_tokens
     transcoder set (DIR/layer_<L>/ in the SAELens format) that `autointerp graph --transcoders`
     reads. Reports per layer the explained variance of the MLP output, L0 and dead latents, and the
     next-token loss with all these MLPs replaced (CE loss recovered)."""
-    if kind == "transcoder":
+    if arch == "transcoder":
         return _train_transcoders(layers_text if layers_text is not None else layer, l1, skip, latents, n_tokens,
                                   corpus, context_len, lr, minibatch, seed, out, model_spec, device, dtype, as_json)
     if layer is None:
@@ -176,8 +176,10 @@ def _train_transcoders(layers_text, l1, skip, latents, n_tokens, corpus, context
     def human() -> None:
         click.echo(f"transcoder set {out}  ({hm.spec}, layers {layers[0]}-{layers[-1]} ({len(layers)}), "
                    f"{latents:,} latents each, {rep['kind']}, l1={l1})")
+        tm = rep["timing"]
         click.echo(f"  trained on {rep['tokens']:,} tokens (one pass, every layer per forward) in {rep['steps']} steps "
-                   f"({rep['seconds']} s)")
+                   f"of {rep['minibatch']}: {rep['seconds']} s (model forwards {tm['forward_s']} s, transcoder steps "
+                   f"{tm['train_s']} s, evaluation {tm['eval_s']} s; {tm['torch_threads']} torch thread(s))")
         click.echo(f"  held out ({rep['eval_tokens']:,} tokens):")
         click.echo("  layer  EV(mlp.out)    L0   dead")
         for r in rep["per_layer"]:

@@ -84,6 +84,17 @@ TL_REFUSED = {
     "mlp.hook_pre_linear": "(the gated MLP's linear branch) has no autointerp hook: use blocks.{L}.mlp.post (the "
                            "neurons, after the activation and gate)",
 }
+# SAELens' HookedSAETransformer names an attached SAE's sites under its hook point
+# (blocks.L.hook_resid_post.hook_sae_acts_post): the same tensors as these SAE sites ({P}: the point)
+TL_SAE_ALIASES = {"hook_sae_acts_post": "sae.latents", "hook_sae_error": "sae.error"}
+TL_SAE_REFUSED = {
+    "hook_sae_input": "is the SAE's input, the hook point's value (flattened over heads for attn.z): use {P}",
+    "hook_sae_acts_pre": "(the latents before the activation) has no autointerp hook: use {P}.sae.latents (after it)",
+    "hook_sae_recons": "is the reconstruction before de-normalisation: use {P}.sae.recons (de-normalised; the same "
+                       "where normalize_activations is none)",
+    "hook_sae_output": "is the reconstruction plus the error (the hook's value) with use_error_term, the "
+                       "reconstruction without: use {P}.sae.recons or {P}",
+}
 # TransformerLens' names outside the blocks
 TL_FINAL_ALIASES: dict[str, str] = {}
 TL_FINAL_REFUSED = {
@@ -112,12 +123,20 @@ class TLNameRefused(HookNameError):
     """A TransformerLens hook name whose tensor is not any autointerp hook's (the line says what to use)."""
 
 
-def _refused(name: str, why: str, layer: int | str = "<L>") -> TLNameRefused:
-    return TLNameRefused(f"TransformerLens' {name} {why.format(L=layer)}")
+def _refused(name: str, why: str, layer: int | str = "<L>", point: str = "") -> TLNameRefused:
+    return TLNameRefused(f"TransformerLens' {name} {why.format(L=layer, P=point)}")
 
 
 def _check_site(site: str, full: str, layer: int | str = "<L>") -> str:
     """autointerp's site for a site (or its TL alias), with an SAE suffix kept; refuses TL's other tensors."""
+    for tl, ours in TL_SAE_ALIASES.items():           # SAELens' SAE sites under a (TL-spelt) point
+        if site.endswith("." + tl):
+            site = f"{site[: -len(tl) - 1]}.{ours}"
+            break
+    for tl, why in TL_SAE_REFUSED.items():
+        if site.endswith("." + tl):
+            point = _check_site(site[: -len(tl) - 1], full, layer)
+            raise _refused(full, why, layer, f"blocks.{layer}.{point}")
     base, suf = split_sae(site)
     if base in TL_ALIASES:
         base = TL_ALIASES[base]

@@ -210,8 +210,8 @@ def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits:
     emb = rep.emb[None].clone().requires_grad_(True)
     leaves = {layer: rep.variable_part(layer)[None].clone().requires_grad_(True) for layer in range(L)}
     live: dict[int, torch.Tensor] = {}
-    out = rep.forward(emb, leaves, grad=True, keep_mlp_in=live)
-    y_logits = out[0, -1, tids] - out[0, -1].mean() if demean_logits else out[0, -1, tids]
+    out = rep.forward(emb, leaves, grad=True, keep_mlp_in=live, token_ids=tids)    # [1, P, T + 1]: + the mean
+    y_logits = out[0, -1, :T] - out[0, -1, T] if demean_logits else out[0, -1, :T]
     pre = []
     for layer, (pos, lat, _, _) in per_layer.items():
         tc = tset.by_layer[layer]
@@ -307,7 +307,7 @@ def build_graph(hm, tset, prompt: str, *, target: str | None = None, max_logits:
     contrib = R_logit[0]
     raw = _logit(rep.logits[-1])
     total = bias + float(contrib.double().sum())
-    replaced = _logit(out[0, -1].detach())
+    replaced = float(y_logits[0].detach())
     direct = {"target": logits[0]["token"], "target_id": t0id, "logit": "demeaned" if demean_logits else "raw",
               "raw_logit": raw, "bias_terms": bias,
               "sum_of_contributions": float(contrib.double().sum()), "bias_plus_contributions": total,

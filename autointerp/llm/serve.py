@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from itertools import accumulate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -62,13 +63,20 @@ class Engine:
         self.llm = llm
         self.tok = llm.tok
         self.chunk = chunk
-        self._piece: dict[int, str] = {}
+        self._pieces: list[str] | None = None
+
+    @property
+    def table(self) -> list[str]:
+        """Every token id's piece (its text decoded alone), decoded once for the whole vocabulary."""
+        if self._pieces is None:
+            head = self.llm.hf.get_output_embeddings()
+            n = max(len(self.tok), int(getattr(self.llm.hf.config, "vocab_size", 0) or 0),
+                    int(getattr(getattr(head, "weight", None), "shape", (0,))[0]))
+            self._pieces = self.tok.batch_decode([[i] for i in range(n)])
+        return self._pieces
 
     def piece(self, tid: int) -> str:
-        s = self._piece.get(tid)
-        if s is None:
-            s = self._piece[tid] = self.tok.decode([tid])
-        return s
+        return self.table[tid]
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         """Ids of `text` as a server tokenises a prompt (special tokens added as the tokenizer
@@ -106,7 +114,8 @@ class Engine:
             prev = cur
         return out
 
-    def _positions(self, hidden: torch.Tensor, targets: list[int], k: int) -> list[tuple[float, list]]:
+    def _positions(self, hidden: torch.Tensor, targets: list[int], k: int) -> list[tuple[float, tuple]]:
+        """(logprob of its target, top-k as (ids, logprobs)) at every position of `hidden`."""
         out = []
         for i in range(0, hidden.shape[0], 256):
             lp = self.llm._logprobs_of(hidden[i:i + 256])
@@ -114,16 +123,16 @@ class Engine:
             own = lp.gather(1, tg[:, None])[:, 0].tolist()
             if k > 0:
                 v, ix = lp.topk(k, dim=-1)
-                tops = [list(zip(a, b)) for a, b in zip(ix.tolist(), v.tolist())]
+                out.extend(zip(own, zip(ix.tolist(), v.tolist())))
             else:
-                tops = [[] for _ in own]
-            out.extend(zip(own, tops))
+                out.extend((o, NO_TOP) for o in own)
         return out
 
-    def _next(self, h: torch.Tensor, k: int) -> tuple[int, float, list]:
+    def _next(self, h: torch.Tensor, k: int) -> tuple[int, float, tuple]:
         lp = self.llm._logprobs_of(h[None])[0]
         v, ix = lp.topk(max(1, k))
-        return int(ix[0]), float(v[0]), list(zip(ix.tolist(), v.tolist()))[:k]
+        ids, vals = ix.tolist(), v.tolist()
+        return ids[0], vals[0], (ids[:k], vals[:k])
 
     def score(self, rows: list[list[int]], k: int, positions: bool = True) -> list[tuple[list, tuple]]:
         """Per row: (for every position, (logprob of its token, top-k [(id, logprob)]) or None
@@ -155,7 +164,7 @@ class Engine:
                     shared = self._positions(h[: P - 1], rows[0][1:P], k) if P > 1 and positions else []
                     last_lp = llm._logprobs_of(h[P - 1][None])[0]
                     v, ix = last_lp.topk(k) if k > 0 else (torch.empty(0), torch.empty(0, dtype=torch.long))
-                    last_top = list(zip(ix.tolist(), v.tolist()))
+                    last_top = (ix.tolist(), v.tolist())
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
             for c0 in range(0, len(rows), self.chunk):
                 chunk = rows[c0:c0 + self.chunk]
@@ -180,23 +189,29 @@ class Engine:
         return out
 
 
+NO_TOP: tuple = ((), ())   # a position's top-k when none is asked for
+
+
 def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine) -> dict:
-    """The legacy completions `logprobs` object for a run of tokens."""
-    offsets, o = [], start_offset
-    for p in pieces:
-        offsets.append(o)
-        o += len(p)
+    """The legacy completions `logprobs` object for a run of tokens: per token its piece, its
+    logprob, the top-k as {piece: logprob} (in descending order; two ids with the same piece keep
+    the higher logprob) and its offset in the text."""
+    offsets = list(accumulate(map(len, pieces), initial=start_offset))[:-1]
+    table = engine.table
     tops: list = []
     for s in scored:
         if s is None:
             tops.append(None)
             continue
-        d: dict[str, float] = {}
-        for tid, v in s[1]:
-            key = engine.piece(int(tid))
-            d[key] = max(d.get(key, float("-inf")), float(v))
+        ids, vals = s[1]
+        keys = [table[t] for t in ids]
+        d = dict(zip(keys, vals))
+        if len(d) < len(keys):          # pieces shared by several ids: the first (highest) value wins
+            d = {}
+            for key, v in zip(keys, vals):
+                d.setdefault(key, v)
         tops.append(d)
-    return {"tokens": pieces, "token_logprobs": [None if s is None else float(s[0]) for s in scored],
+    return {"tokens": pieces, "token_logprobs": [None if s is None else s[0] for s in scored],
             "top_logprobs": tops, "text_offset": offsets}
 
 
@@ -434,7 +449,7 @@ class LLMServer:
                     for piece, s in zip(self.engine.pieces(g, ids), pos):
                         content.append({"token": piece, "logprob": s[0], "bytes": list(piece.encode()),
                                         "top_logprobs": [{"token": self.engine.piece(t), "logprob": v,
-                                                          "bytes": list(self.engine.piece(t).encode())} for t, v in s[1]]})
+                                                          "bytes": list(self.engine.piece(t).encode())} for t, v in zip(*s[1])]})
                 lp = {"content": content}
             choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
                             "finish_reason": reason})

@@ -196,6 +196,22 @@ def mlp_replaced_ce(hm, transcoders: dict, contexts: list[torch.Tensor], first_p
             **({} if rec is not None else {"ce_recovered_reason": "zero-ablating these MLPs does not raise the loss"})}
 
 
+def _skip_init(p: dict, xn: torch.Tensor, yn: torch.Tensor, ridge: float = 1e-2) -> None:
+    """Start a skip transcoder's linear path at the ridge least-squares map of the first training
+    batches (xn, yn: [nL, n, d], in the trainer's units), with b_dec its intercept: the latents then
+    learn what a linear map of the MLP input misses, instead of first relearning the linear part
+    through Adam steps (on this CPU, the steps are the scarce thing)."""
+    with torch.no_grad():
+        mx, my = xn.mean(1, keepdim=True), yn.mean(1, keepdim=True)
+        xc, yc = xn - mx, yn - my
+        G = xc.transpose(1, 2) @ xc                                        # [nL, d, d]
+        lam = ridge * G.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+        G = G + lam[:, None, None] * torch.eye(G.shape[-1], device=G.device)
+        M = torch.linalg.solve(G, xc.transpose(1, 2) @ yc)                 # y ~ x @ M
+        p["W_skip"].copy_(M.transpose(1, 2))
+        p["b_dec"].copy_(my - mx @ M)
+
+
 def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_tokens: int = 200_000, *,
                       skip: bool = False, corpus: str = DEFAULT_CORPUS, text_field: str = "text",
                       context_len: int = 64, batch_size: int = 16, minibatch: int = 512, lr: float | None = None,
@@ -235,70 +251,101 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
     g = torch.Generator().manual_seed(seed)
     torch_rng = torch.Generator(device="cpu").manual_seed(seed + 1)
     lr = lr or 2e-4 / math.sqrt(n_latents / (2 ** 14))
-    st: dict[int, dict] = {}
-    for L in layers:
-        sx = float(x_eval[L].norm(dim=-1).mean()) or 1.0
-        sy = float(y_eval[L].norm(dim=-1).mean()) or 1.0
-        W = torch.randn(n_latents, d, generator=g)
-        W = W / W.norm(dim=-1, keepdim=True)
-        p = {"W_enc": (0.5 * W.T).clone().contiguous().to(dev), "b_enc": torch.zeros(n_latents, device=dev),
-             "W_dec": (0.5 * W).clone().to(dev), "b_dec": (y_eval[L].mean(0) / sy).to(dev).clone()}
-        if skip:
-            p["W_skip"] = torch.zeros(d, d, device=dev)
-        for t in p.values():
-            t.requires_grad_(True)
-        st[L] = {"p": p, "sx": sx, "sy": sy, "opt": torch.optim.Adam(list(p.values()), lr=lr),
-                 "fired": torch.zeros(n_latents, dtype=torch.bool, device=dev), "losses": []}
+    nL = len(layers)
+    # every layer's transcoder is one slice of stacked parameters ([nL, ...]): one batched matmul
+    # per step for all layers, not a Python loop of small ones. The layers' losses are summed; their
+    # parameters are disjoint, so each gets exactly the gradient (and, Adam being elementwise, the
+    # update) it would get alone.
+    sx = torch.tensor([float(x_eval[L].norm(dim=-1).mean()) or 1.0 for L in layers], device=dev).view(nL, 1, 1)
+    sy = torch.tensor([float(y_eval[L].norm(dim=-1).mean()) or 1.0 for L in layers], device=dev).view(nL, 1, 1)
+    W = torch.randn(nL, n_latents, d, generator=g)
+    W = W / W.norm(dim=-1, keepdim=True)
+    p = {"W_enc": (0.5 * W.transpose(1, 2)).contiguous().to(dev), "b_enc": torch.zeros(nL, 1, n_latents, device=dev),
+         "W_dec": ((0.05 if skip else 0.5) * W).contiguous().to(dev),   # with skip: small, next to the fitted linear path
+         "b_dec": torch.stack([y_eval[L].mean(0) for L in layers]).view(nL, 1, d).to(dev) / sy}
+    if skip:
+        p["W_skip"] = torch.zeros(nL, d, d, device=dev)
+    for t in p.values():
+        t.requires_grad_(True)
+    opt = torch.optim.Adam(list(p.values()), lr=lr)
+    fired_all = torch.zeros(nL, n_latents, dtype=torch.bool, device=dev)
+    mses: list[torch.Tensor] = []
     total_steps = max(1, (n_ctx * (context_len - fp) + minibatch - 1) // minibatch)
     steps, seen, t0 = 0, 0, time.perf_counter()
+    t_fwd = t_train = 0.0
 
-    def fwd(s, x):
-        p = s["p"]
-        xn = x / s["sx"]
-        z = torch.relu(xn @ p["W_enc"] + p["b_enc"])
-        y = z @ p["W_dec"] + p["b_dec"]
-        if "W_skip" in p:
-            y = y + xn @ p["W_skip"].T
+    def fwd(x):
+        xn = x / sx
+        z = torch.relu(torch.baddbmm(p["b_enc"], xn, p["W_enc"]))
+        y = torch.baddbmm(p["b_dec"], z, p["W_dec"])
+        if skip:
+            y = y + torch.bmm(xn, p["W_skip"].transpose(1, 2))
         return z, y
 
-    for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=0, limit=n_ctx, layout=layout):
-        with torch.no_grad():
-            got = acts(ids)
-        n = next(iter(got.values()))[0].shape[0]
+    def train_on(X: torch.Tensor, Y: torch.Tensor) -> None:
+        nonlocal steps, seen
+        n = X.shape[1]
         perm = torch.randperm(n, generator=torch_rng).to(dev)
         for a in range(0, n, minibatch):
             idx = perm[a:a + minibatch]
             coef = l1 * min(1.0, steps / max(1.0, l1_warmup * total_steps))
-            for L in layers:
-                s = st[L]
-                x, y = got[L][0][idx], got[L][1][idx] / s["sy"]
-                z, yh = fwd(s, x)
-                mse = (yh - y).pow(2).sum(-1).mean()
-                sparsity = (z * s["p"]["W_dec"].norm(dim=-1)).sum(-1).mean()
-                loss = mse + coef * sparsity
-                s["opt"].zero_grad(set_to_none=True)
-                loss.backward()
-                s["opt"].step()
-                with torch.no_grad():
-                    s["fired"] |= (z > 0).any(0)
-                s["losses"].append(float(mse.detach()))
+            z, yh = fwd(X[:, idx])
+            mse = (yh - Y[:, idx]).pow(2).sum(-1).mean(-1)                         # [nL]
+            sparsity = (z * p["W_dec"].norm(dim=-1)[:, None]).sum(-1).mean(-1)    # [nL]
+            loss = (mse + coef * sparsity).sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                fired_all.logical_or_((z > 0).any(1))
+            mses.append(mse.detach())
             steps += 1
             seen += int(idx.numel())
+
+    # --skip: the first batches (>= 4 x d_model tokens, so the d x d fit does not overfit one batch)
+    # are held back, the linear path is fitted to them, then they are trained on like the rest
+    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    fit_tokens = 4 * d if skip else 0
+
+    def flush() -> None:
+        if skip and pending and steps == 0:
+            _skip_init(p, torch.cat([x for x, _ in pending], 1) / sx, torch.cat([y for _, y in pending], 1))
+        for X, Y in pending:
+            train_on(X, Y)
+        pending.clear()
+
+    for _, ids in iter_batches(hm.tokenizer, source, context_len, batch_size, start=0, limit=n_ctx, layout=layout):
+        ta = time.perf_counter()
+        with torch.no_grad():
+            got = acts(ids)
+            pending.append((torch.stack([got[L][0] for L in layers]), torch.stack([got[L][1] for L in layers]) / sy))
+        del got
+        tb = time.perf_counter()
+        if steps > 0 or sum(x.shape[1] for x, _ in pending) >= fit_tokens:
+            flush()
+        t_fwd += tb - ta
+        t_train += time.perf_counter() - tb
         if progress:
-            print(f"\rsae train --kind transcoder: {seen:,} tokens x {len(layers)} layers, {steps} steps",
-                  end="", file=sys.stderr)
+            el = time.perf_counter() - t0
+            print(f"\rsae train --kind transcoder: {seen:,} tokens x {nL} layers, {steps} steps, "
+                  f"{seen / max(el, 1e-9):.0f} tok/s", end="", file=sys.stderr)
+    tb = time.perf_counter()
+    flush()
+    t_train += time.perf_counter() - tb
     if progress:
         print(file=sys.stderr)
     if steps == 0:
         raise UsageError(f"corpus {source.spec!r} gave no context of {context_len} tokens")
+    te = time.perf_counter()
     arch = "skip_transcoder" if skip else "transcoder"
+    mse_hist = torch.stack(mses).cpu()                                                # [steps, nL]
     out, per_layer = {}, []
-    for L in layers:
-        s, p = st[L], st[L]["p"]
+    for i, L in enumerate(layers):
+        sxi, syi = float(sx[i]), float(sy[i])
         with torch.no_grad():   # fold the input and output scales into the weights: plain SAELens maths
-            tc = SAE(architecture=arch, W_enc=(p["W_enc"] / s["sx"]).cpu(), b_enc=p["b_enc"].cpu(),
-                     W_dec=(p["W_dec"] * s["sy"]).cpu(), b_dec=(p["b_dec"] * s["sy"]).cpu(),
-                     W_skip=(p["W_skip"] * (s["sy"] / s["sx"])).cpu() if skip else None,
+            tc = SAE(architecture=arch, W_enc=(p["W_enc"][i] / sxi).cpu(), b_enc=p["b_enc"][i, 0].cpu(),
+                     W_dec=(p["W_dec"][i] * syi).cpu(), b_dec=(p["b_dec"][i, 0] * syi).cpu(),
+                     W_skip=(p["W_skip"][i] * (syi / sxi)).cpu() if skip else None,
                      hook=hin[L], hook_out=hout[L], name=name,
                      cfg={"metadata": {"model_name": hm.spec, "hook_name": hin[L], "hook_name_out": hout[L],
                                        "context_size": context_len, "dataset_path": source.spec},
@@ -308,13 +355,16 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
             z, yh = tc(x_eval[L])
         rep = {"layer": L, "explained_variance": round(1 - _fvu(y_eval[L], yh), 4),
                "l0": round(float((z > 0).sum(-1).float().mean()), 2),
-               "dead_frac": round(float((~s["fired"].cpu()).float().mean()), 4),
-               "mse_first": round(s["losses"][0], 4), "mse_last": round(sum(s["losses"][-10:]) / len(s["losses"][-10:]), 4)}
+               "dead_frac": round(float((~fired_all[i].cpu()).float().mean()), 4),
+               "mse_first": round(float(mse_hist[0, i]), 4), "mse_last": round(float(mse_hist[-10:, i].mean()), 4)}
         tc.cfg["autointerp_training"]["report"] = rep
         out[L] = tc
         per_layer.append(rep)
     ce = mlp_replaced_ce(hm, out, held, fp)
+    t_end = time.perf_counter()
     report = {"kind": arch, "layers": layers, "latents": n_latents, "l1": l1, "tokens": seen, "steps": steps,
-              "one_pass": True, "seconds": round(time.perf_counter() - t0, 2), "lr": lr,
+              "minibatch": minibatch, "one_pass": True, "seconds": round(t_end - t0, 2), "lr": lr,
+              "timing": {"forward_s": round(t_fwd, 2), "train_s": round(t_train, 2), "eval_s": round(t_end - te, 2),
+                         "torch_threads": torch.get_num_threads()},
               "eval_tokens": int(next(iter(x_eval.values())).shape[0]), "per_layer": per_layer, **ce}
     return out, report

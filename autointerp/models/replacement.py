@@ -22,6 +22,7 @@ from torch import nn
 
 from ..core.hooks import act_name
 from ..errors import HookError
+from .adapters import norm_kind_of
 
 _NORM_PAIRS = (("ln_1", "ln_2"), ("input_layernorm", "post_attention_layernorm"))
 
@@ -50,14 +51,14 @@ def _eps(norm: nn.Module) -> float:
 @dataclass
 class _Frozen:
     module: nn.Module
-    kind: str                 # rmsnorm | layernorm
+    centred: bool             # a LayerNorm (subtracts the mean); else an RMSNorm
     scale: torch.Tensor       # [1, P, 1] from the real input
     weight: torch.Tensor | None
     bias: torch.Tensor | None
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        if self.kind == "layernorm":
+        if self.centred:
             xf = xf - xf.mean(-1, keepdim=True)
         y = xf * self.scale
         if self.weight is not None:
@@ -97,9 +98,9 @@ class LocalReplacement:
         self.frozen: list[_Frozen] = []
         for m in norms:
             x0, y0 = seen[id(m)]
-            kind = "layernorm" if isinstance(m, nn.LayerNorm) or getattr(m, "bias", None) is not None else "rmsnorm"
+            centred = norm_kind_of(m) == "layernorm"
             xf = x0.float()
-            if kind == "layernorm":
+            if centred:
                 s = torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + _eps(m))
             else:
                 s = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + _eps(m))
@@ -107,7 +108,7 @@ class LocalReplacement:
             if w is not None:
                 w = w.detach().float() + (1.0 if hm.adapter.norm_plus_one else 0.0)
             b = getattr(m, "bias", None)
-            fz = _Frozen(m, kind, s.detach(), w, None if b is None else b.detach().float())
+            fz = _Frozen(m, centred, s.detach(), w, None if b is None else b.detach().float())
             if not torch.allclose(fz.linear(x0).float(), y0.float(), rtol=1e-4, atol=1e-4 * float(y0.abs().max())):
                 raise HookError(f"attribution graphs: cannot reproduce {type(m).__name__} as a frozen-scale norm")
             self.frozen.append(fz)
@@ -146,10 +147,15 @@ class LocalReplacement:
         return self.latents[layer] @ tc.W_dec + self.error[layer]
 
     def forward(self, emb: torch.Tensor, leaves: dict[int, torch.Tensor], grad: bool = True,
-                keep_mlp_in: dict | None = None) -> torch.Tensor:
+                keep_mlp_in: dict | None = None, token_ids: list[int] | None = None) -> torch.Tensor:
         """Logits [B, P, V] of the frozen model with block 0 reading `emb` ([B, P, d]) and layer L's MLP
         writing leaves[L] ([B, P, d]) + its transcoder's b_dec (+ its skip path, live). keep_mlp_in,
-        if given, receives each layer's live MLP input [B, P, d] (for latent pre-activations)."""
+        if given, receives each layer's live MLP input [B, P, d] (for latent pre-activations).
+
+        token_ids: unembed only these tokens, [B, P, len(token_ids) + 1], the last column the mean
+        logit over the whole vocabulary. Same numbers as the full logits' columns, but a backward
+        pass from them costs d x len(token_ids) per position instead of d x V (for SmolLM2, V = 49,152:
+        the full unembedding's backward was most of a graph's time)."""
         B = int(emb.shape[0])
         ids = self.ids.expand(B, self.P)
         live: dict[int, torch.Tensor] = {} if keep_mlp_in is None else keep_mlp_in
@@ -171,6 +177,20 @@ class LocalReplacement:
                 return out.to(v.dtype)
 
             hooks[act_name("mlp.in", i)], hooks[act_name("mlp.out", i)] = keep, write
+        if token_ids is None:
+            with self._linear_norms():
+                run = self.hm.forward(ids, hooks=hooks, grad=grad)
+            return run.logits.float()
+        if self.hm.final_logit_softcap:     # pragma: no cover  (refused in __init__)
+            raise HookError("token_ids: soft-capped logits are not linear")
+        final = act_name("ln_final.out")
         with self._linear_norms():
-            run = self.hm.forward(ids, hooks=hooks, grad=grad)
-        return run.logits.float()
+            run = self.hm.forward(ids, hooks=hooks, grad=grad, cache=[final], return_logits=False)
+        h = run[final].float()                                               # [B, P, d]
+        W_U, b_U = self.hm.W_U.float(), self.hm.b_U
+        W = torch.cat([W_U[:, token_ids], W_U.mean(1, keepdim=True)], 1)   # [d, T + 1]
+        out = h @ W
+        if b_U is not None:
+            b_U = b_U.float()
+            out = out + torch.cat([b_U[token_ids], b_U.mean().reshape(1)])
+        return out

@@ -237,8 +237,8 @@ def explain_exemplars(store, ex, llm, *, subject: Subject | None = None, model_i
                     c["calibration"] = pooled_correlation(true, scoring.sim.simulate(c["text"], splits.calibration).expected)
                 best = max(range(len(scored)), key=lambda i: (scored[i]["calibration"], -i))
             timings["calibrate_s"] = time.perf_counter() - t0
-            e_row = dict(key=e_key, **columns, explainer=_llm_name(llm), method=method, text=cands[best], template=template.name,
-                         template_hash=template.hash, records_hash=train_hash,
+            e_row = dict(key=e_key, **columns, explainer=_llm_name(llm), method=method, text=cands[best],
+                         template=template.name, template_hash=template.hash, records_hash=train_hash,
                          settings={"k": s.k, "seed": s.seed, "temperature": s.temperature if s.k > 1 else 0.0,
                                    "max_tokens": s.max_tokens, "window": s.window, "style": style,
                                    "calibration_records_hash": calib_hash, "candidates": scored, "best": best,

@@ -64,24 +64,36 @@ class ExplanationsMixin:
         put_score's keywords without explanation_id]). Idempotent on the keys like the one-row
         methods. Returns the number of explanations given."""
         n = 0
-        cols = _EXPL_COLS + ["created_at"]
+        cols = [c for c in _EXPL_COLS if c != "settings_json"] + ["settings_json", "created_at"]   # the last two: below
         scols = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash",
                  "details_json", "created_at", "control", "margin", "margin_low", "margin_high", "reason"]
         e_sql = f"insert into explanations ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) on conflict(key) do nothing"
         s_sql = f"insert into scores ({', '.join(scols)}) values ({', '.join('?' * len(scols))}) on conflict(key) do nothing"
+        s_get = [c for c in scols if c not in ("explanation_id", "details_json", "created_at")]
         conn = self.db.conn
+        conn.execute("PRAGMA cache_size = -65536")        # 64 MB of page cache for the big insert (as finish_mining_run)
         t = now()
+        pending: list[tuple] = []     # the scores of many explanations, written by one executemany
+
+        def flush() -> None:
+            if pending:
+                conn.executemany(s_sql, pending)
+                pending.clear()
+
         with self.tx():
             for e, scores in items:
-                row = {**{c: None for c in cols}, **{k: v for k, v in e.items() if k != "settings"},
-                       "settings_json": _dumps(e.get("settings")), "created_at": t}
-                cur = conn.execute(e_sql, [row[c] for c in cols])
+                g = e.get
+                cur = conn.execute(e_sql, [_dumps(g("settings")) if c == "settings_json" else t if c == "created_at" else g(c)
+                                           for c in cols])
                 eid = cur.lastrowid if cur.rowcount else conn.execute("select id from explanations where key = ?",
                                                                       [e["key"]]).fetchone()[0]
-                conn.executemany(s_sql, ([{**{c: None for c in scols}, **{k: v for k, v in sc.items() if k != "details"},
-                                           "details_json": _dumps(sc.get("details")), "explanation_id": eid,
-                                           "created_at": t}[c] for c in scols] for sc in scores))
+                for sc in scores:
+                    v = [sc.get(c) for c in s_get]     # key, kind, value, ci_low, ci_high, n, scorer, template_hash,
+                    pending.append((v[0], eid, *v[1:8], _dumps(sc.get("details")), t, *v[8:]))   # control .. reason
+                if len(pending) >= 5000:
+                    flush()
                 n += 1
+            flush()
         return n
 
     def get_explanation(self, key: str | None = None, *, id: int | None = None) -> dict | None:

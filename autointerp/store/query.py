@@ -32,7 +32,7 @@ UNIT_ROWS = "e.unit is not null"
 
 # best simulation score per explanation (value with its interval)
 _BEST_SQL = f"""
-best as (
+best as materialized (
   select explanation_id, value, ci_low, ci_high, n, scorer, control, margin, margin_low, margin_high from (
     select s.*, row_number() over (partition by explanation_id order by value desc, id) as rn
     from scores s where kind = '{SIM_KIND}' and value is not null)
@@ -45,6 +45,13 @@ best as (
 # reads them all: seconds at a million units)
 _BEST_JOIN = (f"left join scores b on b.id = (select s2.id from scores s2 where s2.explanation_id = e.id "
               f"and s2.kind = '{SIM_KIND}' and s2.value is not null order by s2.value desc, s2.id limit 1)")
+
+
+# the same best value per explanation as _BEST_SQL, aggregated from the covering index
+# scores_best (kind, explanation_id, value, margin) without reading the scores table: `stats`
+# at a million units. The margin comes with the best row (of equal best values, one of them).
+_BEST_MAX = (f"(select explanation_id, max(value) as value, margin from scores where kind = '{SIM_KIND}' "
+             "and value is not null group by explanation_id)")
 
 
 def fts_query(text: str, any_word: bool = False) -> str:
@@ -190,21 +197,30 @@ class QueryMixin:
         ef = f" and {UNIT_ROWS}" + (" and e.model_id = ?" if model else "")
         mp = [model] if model else []
         kind_sql = "(case when unit like '%/H%' then 'head' else 'neuron' end)"
-        mined = self.query(f"""
-            select layer, {kind_sql} as kind, count(distinct model_id || ' ' || unit) as mined from (
-              select r.model_id, s.unit, s.layer from unit_stats s join mining_runs r on r.id = s.run_id where 1 {mf}
-              union
-              select r.model_id, x.unit, {unit_layer_sql('x.unit')} from records x join mining_runs r on r.id = x.run_id
-              where 1 {mf})
-            group by layer, kind""", mp + mp)
+        # mined: the units with statistics in a run (a finished run has them for every unit it
+        # mined), and the units with records in runs that have none (stores made by hand)
+        bare = self.query(f"select r.id from mining_runs r where not exists (select 1 from unit_stats s where s.run_id = r.id) "
+                          f"and exists (select 1 from records x where x.run_id = r.id) {mf}", mp)
+        units_sql = f"select r.model_id, s.unit, s.layer from unit_stats s join mining_runs r on r.id = s.run_id where 1 {mf}"
+        uparams = list(mp)
+        if bare:
+            ids = [r["id"] for r in bare]
+            units_sql += (f" union select r.model_id, x.unit, {unit_layer_sql('x.unit')} from records x "
+                          f"join mining_runs r on r.id = x.run_id where x.run_id in ({','.join('?' * len(ids))})")
+            uparams += ids
+        else:
+            units_sql = units_sql.replace("select r.model_id", "select distinct r.model_id", 1)
+        mined = self.query(f"select layer, {kind_sql} as kind, count(*) as mined from ({units_sql}) group by layer, kind",
+                           uparams)
+        # the best simulation score of each explanation, read from the scores_best index alone
         expl = self.query(f"""
-            with {_BEST_SQL}
-            select e.layer, {kind_sql.replace('unit', 'e.unit')} as kind,
-                   count(distinct case when e.explainer != 'baseline' then e.model_id || ' ' || e.unit end) as explained,
-                   count(distinct case when e.explainer != 'baseline' and b.value is not null then e.model_id || ' ' || e.unit end) as scored,
-                   avg(case when e.explainer != 'baseline' then b.value end) as mean_score
-            from explanations e left join best b on b.explanation_id = e.id where 1 {ef}
-            group by e.layer, kind""", mp)
+            select layer, kind,
+                   count(distinct case when explainer != 'baseline' then model_id || ' ' || unit end) as explained,
+                   count(distinct case when explainer != 'baseline' and value is not null then model_id || ' ' || unit end) as scored,
+                   avg(case when explainer != 'baseline' then value end) as mean_score
+            from (select e.layer, e.unit, e.model_id, e.explainer, {kind_sql.replace('unit', 'e.unit')} as kind, b.value
+                  from explanations e left join {_BEST_MAX} b on b.explanation_id = e.id where 1 {ef})
+            group by layer, kind""", mp)
         per: dict[tuple, dict] = {}
         for r in mined:
             per.setdefault((r["layer"], r["kind"]), {"layer": r["layer"], "kind": r["kind"], "mined": 0, "explained": 0,
@@ -231,8 +247,9 @@ class QueryMixin:
             return {"n": s["n"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
                     "histogram": hist}
 
-        best = self.query(f"with {_BEST_SQL} select e.explainer = 'baseline' as is_base, b.value, b.margin "
-                          f"from explanations e join best b on b.explanation_id = e.id where 1 {ef}", mp)
+        best = [{"is_base": r[0], "value": r[1], "margin": r[2]} for r in self.db.execute(
+            f"select e.explainer = 'baseline', b.value, b.margin from {_BEST_MAX} b "
+            f"join explanations e on e.id = b.explanation_id where 1 {ef}", mp)]
         exact = self.query(f"select s.value from scores s join explanations e on e.id = s.explanation_id "
                            f"where s.kind = 'simulation_exact' and e.explainer = 'baseline' and s.value is not null {ef}", mp)
         nulls = self.query(f"select s.kind, count(*) as n from scores s join explanations e on e.id = s.explanation_id "
@@ -266,7 +283,32 @@ class QueryMixin:
         return [r["id"] for r in self.query("select id from models order by id")]
 
     # ---- export -------------------------------------------------------------------
-    EXPORTS = ("explanations", "scores", "records", "patching")
+    # what -> (SQL with {where} where the filter goes, the model column --model filters on, [a condition
+    # always applied: explanations and scores of units, not of model-diff sides])
+    _EXPORT_SQL = {
+        "explanations": (
+            # the best score looked up per row (_BEST_JOIN): streamed, nothing materialised
+            "select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
+            "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
+            f"from explanations e {_BEST_JOIN} "
+            "{where} order by e.model_id, e.layer, e.unit, e.id", "e.model_id", UNIT_ROWS),
+        "scores": (
+            "select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
+            "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
+            "from scores s join explanations e on e.id = s.explanation_id "
+            "{where} order by e.model_id, e.layer, e.unit, s.id", "e.model_id", UNIT_ROWS),
+        "records": (
+            "select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
+            "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
+            "left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx "
+            "{where} order by x.run_id, x.unit, x.kind, x.bin, x.ctx_idx", "r.model_id"),
+        "patching": (
+            "select r.dataset, r.model_id, r.key as run_key, r.what, r.method, r.direction, "
+            "p.component, p.layer, p.position, p.effect from patch_results p "
+            "join patch_runs r on r.id = p.run_id "
+            "{where} order by r.dataset, r.id, p.layer, p.component, p.position", "r.model_id"),
+    }
+    EXPORTS = tuple(_EXPORT_SQL)
 
     def export_rows(self, what: str = "explanations", model: str | None = None) -> Iterator[dict]:
         """Rows for export, streamed. explanations: with their best simulation score; scores: one
@@ -274,35 +316,17 @@ class QueryMixin:
         patching: one row per patch result with its run."""
         if what not in self.EXPORTS:
             raise UsageError(f"cannot export {what!r}: choose one of {', '.join(self.EXPORTS)}")
-        mp = [model] if model else []
-        if what == "explanations":
-            sql = (f"with {_BEST_SQL} select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
-                   "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
-                   f"from explanations e left join best b on b.explanation_id = e.id where {UNIT_ROWS} "
-                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
-            yield from self.db.query(sql, mp)
-        elif what == "scores":
-            sql = ("select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
-                   "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
-                   f"from scores s join explanations e on e.id = s.explanation_id where {UNIT_ROWS} "
-                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, s.id")
-            yield from self.db.query(sql, mp)
-        elif what == "records":
-            sql = ("select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
-                   "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
-                   "left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx "
-                   f"{'where r.model_id = ?' if model else ''} order by x.run_id, x.unit, x.kind, x.bin, x.ctx_idx")
-            for r in self.db.query(sql, mp):
-                r["acts"] = [round(float(v), 4) for v in unpack_f16(r["acts"])]
-                r["extra"] = [round(float(v), 4) for v in unpack_f16(r["extra"])] if r["extra"] else None
-                r["tokens"] = _json(r.pop("tokens_json"), None)
-                yield r
-        else:
-            sql = ("select r.dataset, r.model_id, r.key as run_key, r.what, r.method, r.direction, "
-                   "p.component, p.layer, p.position, p.effect from patch_results p "
-                   "join patch_runs r on r.id = p.run_id "
-                   f"{'where r.model_id = ?' if model else ''} order by r.dataset, r.id, p.layer, p.component, p.position")
-            yield from self.db.query(sql, mp)
+        sql, col, *always = self._EXPORT_SQL[what]
+        conds = always + ([f"{col} = ?"] if model else [])
+        rows = self.db.query(sql.replace("{where}", "where " + " and ".join(conds) if conds else ""), [model] if model else [])
+        if what != "records":
+            yield from rows
+            return
+        for r in rows:
+            r["acts"] = [round(float(v), 4) for v in unpack_f16(r["acts"])]
+            r["extra"] = [round(float(v), 4) for v in unpack_f16(r["extra"])] if r["extra"] else None
+            r["tokens"] = _json(r.pop("tokens_json"), None)
+            yield r
 
     # ---- the viewer's pages -------------------------------------------------------
     def overview(self) -> dict:
@@ -440,6 +464,7 @@ class QueryMixin:
                     raise UsageError(f"{p} is the merge target itself; name it once, with --into")
                 conns.append(open_source(p))
             added: dict[str, int] = {}
+            self.db.execute("PRAGMA cache_size = -65536")      # 64 MB of page cache for the big insert
             with self.tx(immediate=True):
                 for p, src in zip(srcs, conns):
                     for t, n in _merge_one(self, src).items():
@@ -448,6 +473,41 @@ class QueryMixin:
         finally:
             for c in conns:
                 c.close()
+
+    def copy_runs_from(self, source: str | Path, run_ids: Iterable[str]) -> dict[str, int]:
+        """The rows that explanations of these mining runs point at, copied from the store at
+        `source` (opened read-only): the runs' models, corpora, run rows and the models' SAEs;
+        not their contexts, statistics or records. An explain worker that reads its records from
+        a mined store (`batch --mined`) keeps its own store this small; `merge` of the mined store
+        and the workers' stores then gives the whole. One transaction, idempotent. Returns the
+        new rows per table."""
+        ids = sorted(set(run_ids))
+        src = open_source(Path(source))
+        try:
+            q = ",".join("?" * len(ids))
+            runs = src.execute(f"select * from mining_runs where id in ({q})", ids).fetchall() if ids else []
+            missing = set(ids) - {r["id"] for r in runs}
+            if missing:
+                raise StoreError(f"{source} has no mining run {sorted(missing)[0]!r}")
+            models = sorted({r["model_id"] for r in runs})
+            corpora = sorted({r["corpus_id"] for r in runs})
+            pick = {"models": ("id", models), "corpora": ("id", corpora), "mining_runs": ("id", ids),
+                    "saes": ("model_id", models)}
+            added: dict[str, int] = {}
+            with self.tx():
+                for t, (col, keys) in pick.items():
+                    if not keys or t not in self.db.table_names():
+                        continue
+                    cols = [c for c in _cols(src, t) if c in set(_cols(self.db.conn, t))]
+                    rows = src.execute(f"select {', '.join(cols)} from [{t}] where [{col}] in ({','.join('?' * len(keys))})",
+                                       keys).fetchall()
+                    cur = self.db.conn.executemany(
+                        f"insert or ignore into [{t}] ({', '.join(cols)}) values ({', '.join('?' * len(cols))})",
+                        [tuple(r) for r in rows])
+                    added[t] = max(cur.rowcount, 0)
+            return added
+        finally:
+            src.close()
 
 
 # ---- helpers ----------------------------------------------------------------------
@@ -541,6 +601,10 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
     tables = [t for t in _ORDER if t in src_tables] + [t for t in src_tables if t not in _ORDER]
     remap: dict[str, dict[int, int]] = {"explanations": {}, "patch_runs": {}, "records": {}}
     added: dict[str, int] = {}
+    # record ids need remapping only where a score's details name a record by id (scores whose
+    # simulations point at their records); otherwise records are copied without looking each up
+    needs_record_ids = "scores" in src_tables and src.execute(
+        "select 1 from scores where details_json like '%\"record_id\"%' limit 1").fetchone() is not None
 
     def count(t: str) -> int:  # (total_changes() would also count the FTS triggers' rows)
         return db.execute(f"select count(*) from [{t}]").fetchone()[0]
@@ -553,25 +617,36 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
         # a corpus shard of a mining run is not copied: `merge` writes the merged run (mine/shards.py)
         where = " where status != 'shard'" if t == "mining_runs" else ""
         rows = src.execute(f"select {', '.join('[' + c + ']' for c in cols)} from [{t}]{where}")
-        if t in ("explanations", "patch_runs", "records"):
-            # integer id: insert without it, then find the row's id in the target by its natural key
+        if t in ("explanations", "patch_runs") or (t == "records" and needs_record_ids):
+            # integer id: insert without it, then find the rows' ids in the target by their natural key
+            # (in chunks: one lookup query per chunk, not per row)
             nat = ["key"] if t != "records" else ["run_id", "unit", "kind", "bin", "ctx_idx"]
             body = [c for c in cols if c != "id"]
             ins = f"insert or ignore into [{t}] ({', '.join(body)}) values ({', '.join('?' * len(body))})"
-            look = f"select id from [{t}] where " + " and ".join(f"{c} = ?" for c in nat)
-            for r in rows:
-                d = dict(zip(cols, r))
-                db.execute(ins, [d[c] for c in body])
-                remap[t][d["id"]] = db.execute(look, [d[c] for c in nat]).fetchone()[0]
+            bi, ni, ii = [cols.index(c) for c in body], [cols.index(c) for c in nat], cols.index("id")
+            while chunk := rows.fetchmany(2000):
+                db.executemany(ins, ([r[i] for i in bi] for r in chunk))
+                if nat == ["key"]:
+                    keys = [r[ni[0]] for r in chunk]
+                    got = dict(db.execute(f"select key, id from [{t}] where key in ({','.join('?' * len(keys))})", keys))
+                    remap[t].update((r[ii], got[r[ni[0]]]) for r in chunk)
+                else:
+                    look = f"select id from [{t}] where " + " and ".join(f"{c} = ?" for c in nat)
+                    remap[t].update((r[ii], db.execute(look, [r[i] for i in ni]).fetchone()[0]) for r in chunk)
         elif t == "scores":
             body = [c for c in cols if c != "id"]
             ins = f"insert or ignore into scores ({', '.join(body)}) values ({', '.join('?' * len(body))})"
-            for r in rows:
-                d = dict(zip(cols, r))
-                d["explanation_id"] = remap["explanations"][d["explanation_id"]]
-                if d.get("details_json") and remap["records"]:
-                    d["details_json"] = _remap_details(d["details_json"], remap["records"])
-                db.execute(ins, [d[c] for c in body])
+            ei, di = body.index("explanation_id"), (body.index("details_json") if "details_json" in body else None)
+            bi, ex = [cols.index(c) for c in body], remap["explanations"]
+
+            def score_rows():
+                for r in rows:
+                    v = [r[i] for i in bi]
+                    v[ei] = ex[v[ei]]
+                    if di is not None and v[di] and remap["records"]:
+                        v[di] = _remap_details(v[di], remap["records"])
+                    yield v
+            db.executemany(ins, score_rows())
         elif t == "patch_results":
             ins = (f"insert into patch_results ({', '.join(cols)}) select {', '.join('?' * len(cols))} where not exists "
                    "(select 1 from patch_results where run_id = ? and component = ? and position is ?)")
@@ -610,10 +685,11 @@ def _merge_one(store, src: sqlite3.Connection) -> dict[str, int]:
                 if vals not in seen:
                     seen.add(vals)
                     db.execute(ins, vals)
-        else:
-            body = [c for c in cols if not (c == "id" and "key" in cols)]
+        else:   # records too, when no score of this source names a record by id (nothing to remap)
+            body = [c for c in cols if not (c == "id" and ("key" in cols or t == "records"))]
+            bi = [cols.index(c) for c in body]
             db.executemany(f"insert or ignore into [{t}] ({', '.join(body)}) values ({', '.join('?' * len(body))})",
-                           ([dict(zip(cols, r))[c] for c in body] for r in rows))
+                           rows if body == cols else ([r[i] for i in bi] for r in rows))
         added[t] = count(t) - before
     return added
 
@@ -659,5 +735,3 @@ def investigation_step_source_sql(investigation_id: str, step: str) -> str:
     q = lambda x: str(x).replace("'", "''")  # noqa: E731  (SQL string literal quoting)
     return (f"select result_json from investigation_steps where investigation_id = '{q(investigation_id)}' "
             f"and step = '{q(step)}'")
-
-_open_source = open_source  # the old private name (cli/query.py); remove once no caller uses it

@@ -139,6 +139,9 @@ CREATE TABLE IF NOT EXISTS scores (
     reason      TEXT                       -- why value is NULL (constant judge, unparseable, ...)
 );
 CREATE INDEX IF NOT EXISTS scores_expl ON scores(explanation_id, kind);
+-- covering: each explanation's best simulation score without reading the table (`stats` at a
+-- million units); made at the first writable open of an older store, so no schema version
+CREATE INDEX IF NOT EXISTS scores_best ON scores(kind, explanation_id, value, margin);
 
 -- LLM calls and the response cache
 CREATE TABLE IF NOT EXISTS llm_calls (

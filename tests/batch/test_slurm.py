@@ -178,8 +178,10 @@ def test_two_phase_slurm_run_equals_one_process(slurm, llm_server, tiny_dir, cor
 
     runs = _rows(single, "select id, settings_json, n_done, status from mining_runs")
     assert len(runs) == 1 and _rows(out, "select id, settings_json, n_done, status from mining_runs") == runs
-    for i in range(2):                                              # the explain workers mined nothing
+    for i in range(2):                  # the explain workers mined nothing, nor copied the mined store
         assert _rows(work / f"explain-{i}.db", "select id from mining_runs") == [(runs[0][0],)]
+        assert _rows(work / f"explain-{i}.db", "select (select count(*) from records) + (select count(*) from contexts)"
+                     " + (select count(*) from unit_stats)") == [(0,)]
         assert not list(work.glob(f"explain-{i}.db.*.pt"))
     for q in ("select unit, kind, bin, ctx_idx, max_act, acts, extra from records order by unit, kind, bin, ctx_idx",
               "select unit, max_act, frac_active, hist_json from unit_stats order by unit",

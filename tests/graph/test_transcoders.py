@@ -3,7 +3,6 @@ transcoder set in the SAELens format, with EV / L0 / dead latents / CE recovered
 
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
@@ -13,17 +12,14 @@ from autointerp.mine.sae_train import mlp_replaced_ce, train_transcoders
 from autointerp.models.sae import SAEError
 from autointerp.models.transcoders import TranscoderSet, load_transcoder_set
 
-from tinykit import WORDS, run_cli_lines, save_model_dir
+from tinykit import run_cli_lines, save_model_dir, word_corpus
 
 CTX = 32
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(160)))
-    return str(p)
+    return word_corpus(tmp_path_factory.mktemp("corpus") / "c.txt", 160)
 
 
 def test_all_layers_train_from_one_pass_and_round_trip(tiny_llama, corpus, tmp_path, monkeypatch):
@@ -81,3 +77,38 @@ def test_cli_trains_a_skip_set_and_refuses_bad_input(tiny_llama, corpus, tmp_pat
         assert code == 2 and len(err) == 1 and msg in err[0], err
     with pytest.raises(SAEError, match="no transcoder set there"):
         load_transcoder_set(tmp_path / "model")
+
+
+def test_stacked_layers_train_as_if_alone(tiny_llama, corpus):
+    """All layers are one batched Adam step, but each layer's transcoder ends exactly where training
+    it alone (same seed, same stream) ends: the summed loss leaves the layers' gradients separate."""
+    kw = dict(n_tokens=CTX * 16, corpus=corpus, context_len=CTX, minibatch=64, lr=3e-3, eval_contexts=8, seed=3)
+    both, _ = train_transcoders(tiny_llama, [0, 2], 32, l1=0.3, **kw)
+    alone, _ = train_transcoders(tiny_llama, [0], 32, l1=0.3, **kw)
+    for k in ("W_enc", "b_enc", "W_dec", "b_dec"):
+        assert torch.allclose(getattr(both[0], k), getattr(alone[0], k), atol=1e-5), k
+
+
+def test_skip_path_starts_at_the_least_squares_map(tiny_llama, corpus):
+    """--skip: the linear path starts at the ridge least-squares fit of the first batch, so even a
+    few steps explain the MLP output at least as well as that linear map does on held-out tokens."""
+    from autointerp.corpus import iter_batches, layout_for
+
+    kw = dict(n_tokens=CTX * 16, corpus=corpus, context_len=CTX, minibatch=64, lr=1e-3, eval_contexts=16)
+    tcs, rep = train_transcoders(tiny_llama, [1], 32, l1=0.3, skip=True, **kw)
+    plain, rep0 = train_transcoders(tiny_llama, [1], 32, l1=0.3, **kw)
+    lay = layout_for(tiny_llama.tokenizer, CTX)
+    xs, ys = [], []
+    for _, ids in iter_batches(tiny_llama.tokenizer, corpus, CTX, 16, start=0, limit=16, layout=lay):
+        run = tiny_llama.forward(ids, cache=[act_name("mlp.in", 1), act_name("mlp.out", 1)], return_logits=False)
+        xs.append(run[act_name("mlp.in", 1)][:, lay.first_pos:].reshape(-1, tiny_llama.d_model))
+        ys.append(run[act_name("mlp.out", 1)][:, lay.first_pos:].reshape(-1, tiny_llama.d_model))
+    x, y = torch.cat(xs), torch.cat(ys)
+    # the fit on the first batch (16 contexts) beats the plain trainer's few steps by far
+    ev_skip, ev_plain = rep["per_layer"][0]["explained_variance"], rep0["per_layer"][0]["explained_variance"]
+    assert ev_skip > ev_plain + 0.1 and ev_skip > 0.3, (ev_skip, ev_plain)
+    # the linear path alone is the least-squares map of the training batch (in the saved units)
+    M = torch.linalg.lstsq(torch.cat([x, torch.ones(len(x), 1)], 1), y).solution
+    lin = x @ tcs[1].W_skip.T
+    fit = x @ M[:-1] + M[-1]
+    assert float((lin - lin.mean(0) - (fit - fit.mean(0))).norm() / (fit - fit.mean(0)).norm()) < 0.2

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from autointerp.core.hooks import (LAYER_SITES, TL_ALIASES, TL_FINAL_REFUSED, TL_REFUSED, HookNameError, TLNameRefused,
-                                   act_name, canonical, is_hook, parse_hook, sae_hook)
+from autointerp.core.hooks import (LAYER_SITES, TL_ALIASES, TL_FINAL_REFUSED, TL_REFUSED, TL_SAE_ALIASES, TL_SAE_REFUSED,
+                                   HookNameError, TLNameRefused, act_name, canonical, is_hook, parse_hook, sae_hook)
 from autointerp.models.sae import SAE, SAEError, load_sae
 from tinykit import WORDS, run_cli_lines
 
@@ -61,6 +61,19 @@ def test_refused_tl_names_say_what_to_use_instead_in_one_line(name):
         assert suggested and all(is_hook(s) for s in suggested), msg
         if name.startswith("blocks.4."):
             assert all(s.startswith("blocks.4.") for s in suggested), msg
+
+
+@pytest.mark.parametrize("point", ["hook_resid_post", "resid_post", "attn.hook_z", "hook_mlp_out"])
+def test_saelens_sae_sites_under_a_point(point):
+    ours = canonical(f"blocks.5.{point}")
+    for tl, site in TL_SAE_ALIASES.items():                 # HookedSAETransformer's names of the same tensors
+        assert canonical(f"blocks.5.{point}.{tl}") == f"{ours}.{site}"
+        assert parse_hook(f"blocks.5.{point}.{tl}") == (5, f"{ours[len('blocks.5.'):]}.{site}")
+    for tl in TL_SAE_REFUSED:
+        with pytest.raises(TLNameRefused) as e:
+            canonical(f"blocks.5.{point}.{tl}")
+        msg = str(e.value)
+        assert "\n" not in msg and msg.startswith(f"TransformerLens' blocks.5.{point}.{tl} ") and f"use {ours}" in msg
 
 
 def test_the_known_traps_are_refused():
@@ -177,3 +190,8 @@ def test_aliases_are_the_same_tensors_as_in_transformer_lens(model):
         assert rows[tl]["status"] == "refused" and rows[tl]["max_abs_diff"] > 0.1, rows[tl]
     # ... while the sum the hook_resid_mid line suggests is exact
     assert rows["blocks.L.hook_resid_mid"]["max_abs_diff"] <= 1e-5
+    # an SAE spliced in by SAELens' HookedSAETransformer: its latents and error are autointerp's
+    for tl, ours in TL_SAE_ALIASES.items():
+        row = rows[f"blocks.L.hook_resid_post.{tl}"]
+        assert row["autointerp"] == f"blocks.L.resid_post.{ours}" and row["max_abs_diff"] <= 1e-5 * row["max_abs_value"]
+    assert rows["blocks.L.hook_resid_post.hook_sae_output"]["max_abs_diff"] > 0.1     # recons + error: not recons

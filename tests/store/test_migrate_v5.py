@@ -85,6 +85,12 @@ def test_v4_store_opens_with_its_diff_explanations_moved(tmp_path):
         assert [r["unit"] for r in s.search("commas")] == ["L1/N3"]        # FTS rebuilt; the diff row is no unit
         assert [r["unit"] for r in s.export_rows("explanations")] == ["L1/N3"]
         assert s.stats()["baseline_exact_scores"]["n"] == 1
+        # and neither do the Datasette canned queries (the diff side dx2 has a simulation score)
+        from autointerp.serve.datasette import template
+
+        q = template()["database"]["queries"]
+        assert s.query(q["search_explanations"]["sql"], {"q": "repeated"}) == []
+        assert all(r["unit"] for r in s.query(q["best_explanations_per_layer"]["sql"]))
         assert s.db.execute("pragma foreign_key_check").fetchall() == []
         assert s.db.execute("pragma foreign_keys").fetchone()[0] == 1
         # new rows keep the FTS index in step (its triggers are back)
