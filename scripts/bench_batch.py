@@ -141,7 +141,8 @@ class _ProcessServer:
                                    "--latency", str(latency), "--port", "0", "--served-name", "tiny-bench", "--device",
                                    "cpu", "--verbose"], stdout=subprocess.PIPE, stderr=self.err, text=True,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1",
-                                       **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)} if threads else {})})
+                                       **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                          "TOKENIZERS_PARALLELISM": "false"} if threads == 1 else {})})
         line = self.p.stdout.readline()
         if " at http" not in line:
             self.close()
