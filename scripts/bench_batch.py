@@ -131,7 +131,8 @@ class _ProcessServer:
     """`autointerp llm serve` in its own process (as a real endpoint is: its CPU work does not
     share this process's GIL with the batch workers); requests counted from its --verbose log."""
 
-    def __init__(self, spec: str, mode: str, latency: float, log: Path):
+    def __init__(self, spec: str, mode: str, latency: float, log: Path, threads: int | None = None):
+        import os
         import subprocess
 
         self.log = log
@@ -139,7 +140,9 @@ class _ProcessServer:
         self.p = subprocess.Popen([sys.executable, "-m", "autointerp", "llm", "serve", "--model", spec, "--mode", mode,
                                    "--latency", str(latency), "--port", "0", "--served-name", "tiny-bench", "--device",
                                    "cpu", "--verbose"], stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                  env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                       **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                          "TOKENIZERS_PARALLELISM": "false"} if threads == 1 else {})})
         line = self.p.stdout.readline()
         if " at http" not in line:
             self.close()
@@ -191,6 +194,7 @@ def endpoint_bench(a) -> dict:
     levels = [int(x) for x in a.concurrency.split(",")]
     modes = ["vllm", "chat-only"] if a.mode == "both" else [a.mode]
     out: dict = {"latency_s": a.latency, "units": a.units, "k": a.k, "concurrency": levels, "server": a.server,
+                 "server_threads": a.server_threads or None,
                  "llm_concurrency": Settings.load().llm_concurrency, "cpus": os.cpu_count(),
                  "load_before": round(os.getloadavg()[0], 2), "modes": {}}
     with tempfile.TemporaryDirectory() as d:
@@ -206,7 +210,7 @@ def endpoint_bench(a) -> dict:
         for mode in modes:
             res: dict = {}
             if a.server == "process":
-                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log")
+                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log", threads=a.server_threads or None)
             else:
                 from autointerp.llm.embedded import EmbeddedLLM
                 from autointerp.llm.serve import start_server
@@ -270,6 +274,10 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="--endpoint: the batch log lines on stderr")
     ap.add_argument("--server", default="process", choices=["process", "thread"],
                     help="--endpoint: the server in its own process (like a real endpoint) or in this one")
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="--endpoint: torch threads of the server process (0: torch's default, one per core). One: "
+                         "the tiny model's passes are too small to split, and on a shared machine a second thread "
+                         "mostly spins (the same answers either way)")
     a = ap.parse_args()
     if a.endpoint:
         if "--units" not in sys.argv:

@@ -265,6 +265,14 @@ class StoreBase:
         rows = self.query(sql, params)
         return decoded(rows[0], **json_cols) if rows else None
 
+    def row_by_id(self, table: str, id_: str) -> dict | None:
+        """The row of `table` whose id is id_; else, for 4+ characters, the most recently updated
+        row whose id starts with them (a unique prefix, as git takes one); None if there is none."""
+        rows = self.query(f"select * from {table} where id = ?", [id_])
+        if not rows and len(id_) >= 4:
+            rows = self.query(f"select * from {table} where id like ? order by updated_at desc", [id_ + "%"])
+        return rows[0] if rows else None
+
     def close(self) -> None:
         self.db.close()
 

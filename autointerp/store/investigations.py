@@ -42,12 +42,10 @@ class InvestigationsMixin:
         or None. `inv_id` may be a unique prefix of the id."""
         if "investigations" not in self.db.table_names():   # a read-only store made before these tables
             return None
-        rows = self.query("select * from investigations where id = ?", [inv_id])
-        if not rows and len(inv_id) >= 4:
-            rows = self.query("select * from investigations where id like ? order by updated_at desc", [inv_id + "%"])
-        if not rows:
+        r = self.row_by_id("investigations", inv_id)
+        if r is None:
             return None
-        r = decoded(rows[0], settings="{}", summary="null")
+        decoded(r, settings="{}", summary="null")
         r["steps"] = [{"result": json.loads(s.pop("result_json")), **s} for s in self.query(
             "select step, key, result_json, seconds, created_at from investigation_steps where investigation_id = ? "
             "order by created_at, rowid", [r["id"]])]
