@@ -17,7 +17,12 @@ in-process) over a tiny model that answers in a few forward passes, with --laten
 to every request, so the endpoint is latency-bound. One mine (not timed), then each concurrency on
 a fresh copy of that store: units/hour, requests per unit, and the ratio of the highest
 concurrency to the lowest, for the vllm mode (logprob simulator and judges) and the chat-only
-mode (JSON simulator, chat judges).
+mode (JSON simulator, chat judges). With the server in its own process it also reports the
+server's CPU s/unit (from /proc), and the rate the CPU allows on an idle machine: client and
+server share the cores, so units/hour <= 3600 / max(client, server, (client + server) / cores)
+CPU s/unit. The server runs torch on one thread (--server-threads 0: torch's default).
+
+    .venv/bin/python scripts/bench_batch.py --endpoint --mode vllm --latency 0 --concurrency 8 --units 32
 """
 
 from __future__ import annotations
