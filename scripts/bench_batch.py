@@ -17,7 +17,12 @@ in-process) over a tiny model that answers in a few forward passes, with --laten
 to every request, so the endpoint is latency-bound. One mine (not timed), then each concurrency on
 a fresh copy of that store: units/hour, requests per unit, and the ratio of the highest
 concurrency to the lowest, for the vllm mode (logprob simulator and judges) and the chat-only
-mode (JSON simulator, chat judges).
+mode (JSON simulator, chat judges). With the server in its own process it also reports the
+server's CPU s/unit (from /proc), and the rate the CPU allows on an idle machine: client and
+server share the cores, so units/hour <= 3600 / max(client, server, (client + server) / cores)
+CPU s/unit. The server runs torch on one thread (--server-threads 0: torch's default).
+
+    .venv/bin/python scripts/bench_batch.py --endpoint --mode vllm --latency 0 --concurrency 8 --units 32
 """
 
 from __future__ import annotations
@@ -131,7 +136,8 @@ class _ProcessServer:
     """`autointerp llm serve` in its own process (as a real endpoint is: its CPU work does not
     share this process's GIL with the batch workers); requests counted from its --verbose log."""
 
-    def __init__(self, spec: str, mode: str, latency: float, log: Path):
+    def __init__(self, spec: str, mode: str, latency: float, log: Path, threads: int | None = None):
+        import os
         import subprocess
 
         self.log = log
@@ -139,13 +145,25 @@ class _ProcessServer:
         self.p = subprocess.Popen([sys.executable, "-m", "autointerp", "llm", "serve", "--model", spec, "--mode", mode,
                                    "--latency", str(latency), "--port", "0", "--served-name", "tiny-bench", "--device",
                                    "cpu", "--verbose"], stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                  env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                       **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                          "TOKENIZERS_PARALLELISM": "false"} if threads == 1 else {})})
         line = self.p.stdout.readline()
         if " at http" not in line:
             self.close()
             raise SystemExit(f"bench_batch: the server did not start: {line!r} {log.read_text()[-500:]}")
         self.url = line.split(" at ")[-1].strip()
         self.max_in_flight = None
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the server process has used so far (Linux /proc), else None."""
+        import os
+
+        try:
+            f = Path(f"/proc/{self.p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, ValueError, IndexError):
+            return None
 
     @property
     def requests(self) -> list:
@@ -181,6 +199,7 @@ def endpoint_bench(a) -> dict:
     levels = [int(x) for x in a.concurrency.split(",")]
     modes = ["vllm", "chat-only"] if a.mode == "both" else [a.mode]
     out: dict = {"latency_s": a.latency, "units": a.units, "k": a.k, "concurrency": levels, "server": a.server,
+                 "server_threads": a.server_threads or None,
                  "llm_concurrency": Settings.load().llm_concurrency, "cpus": os.cpu_count(),
                  "load_before": round(os.getloadavg()[0], 2), "modes": {}}
     with tempfile.TemporaryDirectory() as d:
@@ -196,7 +215,7 @@ def endpoint_bench(a) -> dict:
         for mode in modes:
             res: dict = {}
             if a.server == "process":
-                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log")
+                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log", threads=a.server_threads or None)
             else:
                 from autointerp.llm.embedded import EmbeddedLLM
                 from autointerp.llm.serve import start_server
@@ -213,18 +232,29 @@ def endpoint_bench(a) -> dict:
                                      settings=ExplainSettings(k=a.k))
                     n_req0 = len(srv.requests)
                     srv.max_in_flight = 0 if a.server == "thread" else None
+                    s0 = srv.cpu_s() if a.server == "process" else None
                     t0, c0 = time.perf_counter(), time.process_time()
                     s = run_batch(path, o, hm=hm, progress=False, log=open(os.devnull, "w") if not a.verbose else sys.stderr)
                     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
                     reqs = len(srv.requests) - n_req0
+                    s1 = srv.cpu_s() if s0 is not None else None
+                    scpu = None if s1 is None else s1 - s0
+                    units = max(s.done + s.failed, 1)
                     res[n] = {"done": s.done, "failed": s.failed, "seconds": round(dt, 1),
                               "units_per_hour": round(s.done / dt * 3600, 1) if dt > 0 else None,
                               "requests": reqs, "requests_per_unit": round(reqs / max(s.done + s.failed, 1), 1),
-                              "client_cpu_s": round(cpu, 1), "client_cpu_s_per_unit": round(cpu / max(s.done + s.failed, 1), 2),
+                              "client_cpu_s": round(cpu, 1), "client_cpu_s_per_unit": round(cpu / units, 3),
+                              "server_cpu_s": None if scpu is None else round(scpu, 1),
+                              "server_cpu_s_per_unit": None if scpu is None else round(scpu / units, 3),
+                              # the rate the CPU allows on an idle machine: both sides' CPU on os.cpu_count() cores, and
+                              # each side at most one core (one Python process each, mostly under its GIL)
+                              "idle_units_per_hour_bound": None if scpu is None else round(
+                                  3600 * units / max(cpu, scpu, (cpu + scpu) / (os.cpu_count() or 1))),
                               "max_in_flight": srv.max_in_flight, "load": round(os.getloadavg()[0], 2)}
                     print(f"  {mode:9s} concurrency {n}: {s.done} done, {s.failed} failed in {dt:.1f} s = "
                           f"{res[n]['units_per_hour']} units/hour; {reqs} requests ({res[n]['requests_per_unit']}/unit), "
-                          f"client CPU {cpu:.1f} s ({res[n]['client_cpu_s_per_unit']} s/unit)",
+                          f"client CPU {cpu:.1f} s ({res[n]['client_cpu_s_per_unit']} s/unit)"
+                          + (f", server CPU {scpu:.1f} s ({res[n]['server_cpu_s_per_unit']} s/unit)" if scpu is not None else ""),
                           file=sys.stderr, flush=True)
             lo, hi = min(levels), max(levels)
             ratio = (res[hi]["units_per_hour"] or 0) / res[lo]["units_per_hour"] if res[lo]["units_per_hour"] else None
@@ -249,6 +279,10 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="--endpoint: the batch log lines on stderr")
     ap.add_argument("--server", default="process", choices=["process", "thread"],
                     help="--endpoint: the server in its own process (like a real endpoint) or in this one")
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="--endpoint: torch threads of the server process (0: torch's default, one per core). One: "
+                         "the tiny model's passes are too small to split, and on a shared machine a second thread "
+                         "mostly spins (the same answers either way)")
     a = ap.parse_args()
     if a.endpoint:
         if "--units" not in sys.argv:
@@ -265,6 +299,8 @@ def main() -> None:
                     print(f"  {mode:9s} N={n}: {x['units_per_hour']:8.1f} units/hour ({x['seconds']} s, {x['done']} done, "
                           f"{x['failed']} failed), {x['requests_per_unit']} requests/unit, "
                           f"client CPU {x['client_cpu_s_per_unit']} s/unit"
+                          + (f", server CPU {x['server_cpu_s_per_unit']} s/unit (CPU-bound on {out['cpus']} idle cores: "
+                             f"{x['idle_units_per_hour_bound']} units/hour)" if x["server_cpu_s_per_unit"] is not None else "")
                           + (f", {x['max_in_flight']} in flight at most" if x["max_in_flight"] is not None else ""))
                 ratio = [v for k, v in r.items() if k.startswith("ratio")]
                 print(f"  {mode:9s} ratio N={max(r['runs'])}/N={min(r['runs'])}: {ratio[0]}")

@@ -94,12 +94,12 @@ def main() -> None:
                       f"load {row['load']}  " + (f"rejected: {row['rejected']}" if st else f"FAILED: {err}"), flush=True)
         if srv is not None:
             srv.close()
-    print("\n| backend (structured output) | task | valid | seconds | LLM calls | rejections (or why none) |")
-    print("|---|---|---:|---:|---:|---|")
+    print("\n| backend (structured output) | task | valid | seconds | LLM calls | load | rejections (or why none) |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         why = r["rejected"] if r["rejected"] is not None else _why(r["error_full"])
         print(f"| {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
-              f"{r['llm_calls']} | {why} |")
+              f"{r['llm_calls']} | {r['load']} | {why} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

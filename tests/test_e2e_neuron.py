@@ -14,7 +14,6 @@ UNITS = [f"L{LAYER}/N42", f"L{LAYER}/N100"]
 
 @pytest.fixture(scope="module")
 def mined(tmp_path_factory):
-    pytest.importorskip("gensim")
     from autointerp.mine import mine
     from autointerp.models.hooked import HookedModel
     from autointerp.store import Store

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 WORDS = ("the a cat dog sat on mat and ran to park is big small red blue house tree . , "
          "when mary john went store gave drink then France Paris capital of").split()
+
+
+def word_corpus(path, lines: int, seed: int = 0) -> str:
+    """Write `lines` lines of 40 random WORDS (seeded) to path: a text corpus the tiny models are
+    mined and trained on. Returns the path as a string."""
+    import random
+
+    rng = random.Random(seed)
+    Path(path).write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(lines)))
+    return str(path)
 
 
 def tiny_tokenizer():

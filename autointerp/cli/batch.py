@@ -12,7 +12,7 @@ from ..score.metrics import is_calibrated
 from ..errors import UsageError
 from .common import (UnitKindNames, check_layers, check_min, emit, explain_options, json_option, llm_options, model_options,
                      settings, store_option)
-from .sae import resolve_sae, sae_options
+from .sae import sae_options
 
 
 def _sigterm_to_interrupt() -> None:
@@ -131,6 +131,7 @@ def _resolve(spec: str, store_path, name: str | None):
     """The SAE of --sae, named as the store names it (read-only: nothing is written before the run)."""
     from pathlib import Path
 
+    from ..pipeline.saes import resolve_sae
     from ..store import Store
 
     p = Path(store_path)

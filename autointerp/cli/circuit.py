@@ -9,8 +9,7 @@ import click
 
 from . import cli
 from ..core.files import write_output
-from .common import (check_fraction, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
-                     settings, store_option)
+from .common import check_fraction, check_min, check_out_file, check_store_path, emit, run_options, settings
 from .models import open_dataset
 
 
@@ -35,11 +34,7 @@ from .models import open_dataset
 @click.option("--export", "export_path", type=click.Path(path_type=Path), default=None,
               help="Write the circuit as auto-circuit JSON (PruneScores by dest module, edges 'A0.0->A1.0.K').")
 @click.option("--show", "show_id", type=int, default=None, help="Print a stored circuit (by id) instead of running.")
-@click.option("--rerun", is_flag=True, help="Recompute even if an identical run is stored.")
-@force_option
-@model_options
-@store_option
-@json_option
+@run_options(force=True)
 def circuit_cmd(dataset, method, ablation, target, ig_steps, tau, candidates, points, batch_size, top, export_path, show_id,
                 rerun, force, model_spec, device, dtype, store_path, as_json) -> None:
     """Find the circuit of a task as edges between nodes (embed, heads, MLPs, logits), score them,

@@ -242,11 +242,11 @@ def known_sizes(model_spec: str | None) -> dict | None:
     except Exception:
         return None                                  # the model load reports a bad spec properly
     out: dict = {}
-    if r.kind == "alias":
+    if r.origin == "alias":
         p = PACKAGED[r.alias]
         out = {k: p[k] for k in ("n_layers", "d_mlp", "n_heads") if k in p}
-    cfg_dir = r.path if r.kind == "dir" else None
-    if r.kind in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
+    cfg_dir = r.path if r.origin == "dir" else None
+    if r.origin in ("alias", "gguf") and r.path is not None:        # a GGUF converted before: its config is cached
         try:
             from ..models.loader import gguf_cache_path, is_complete
             d = gguf_cache_path(r.path)
@@ -316,6 +316,19 @@ def check_out_file(option: str, path: Path | None, *, force: bool = False) -> No
 
 def force_option(f: Callable) -> Callable:
     return click.option("--force", is_flag=True, help="Overwrite an existing output file.")(f)
+
+
+def run_options(rerun_help: str = "Recompute even if an identical run is stored.", *, force: bool = False,
+                llm: bool = False) -> Callable:
+    """The options a stored-run command ends with, in this order: --rerun, [--force], the model
+    options, [the LLM options], --store, --json."""
+    def deco(f: Callable) -> Callable:
+        opts = [click.option("--rerun", is_flag=True, help=rerun_help), *([force_option] if force else []),
+                model_options, *([llm_options] if llm else []), store_option, json_option]
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return deco
 
 
 def check_store_path(path: Path, *, must_exist: bool = False) -> Path:

@@ -10,7 +10,7 @@ from . import cli
 from ..core.units import Unit
 from ..score.metrics import is_calibrated
 from ..score.registry import llm_score_kinds, score_labels
-from .sae import bind_unit, resolve_sae, sae_options
+from .sae import sae_options
 from .common import check_min, check_store_path, check_unit, emit, explain_options, json_option, llm_options, model_options, settings, store_option
 
 # colours by normalised activation (0..10): stronger is warmer
@@ -130,15 +130,7 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
     if n_test is not None:
         es.sizes = SplitSizes(n_train=es.sizes.n_train, n_calib=es.sizes.n_calib, n_test=n_test)
     es.check()
-    mine_kw = None
-    if sae_specs or Unit.parse(unit).record.needs_sae:   # an SAE latent: bound to its SAE (--sae or its @name)
-        store = Store(check_store_path(s.store))
-        u0 = Unit.parse(unit)
-        specs = sae_specs or ((u0.sae,) if u0.sae else ())
-        saes = [resolve_sae(x, store, sae_name) for x in specs]
-        unit = bind_unit(unit, saes).id
-        mine_kw = {"saes": [x for x in saes if x.name == Unit.parse(unit).sae], "units": "latents"}
-    else:
+    if not (sae_specs or Unit.parse(unit).record.needs_sae):   # an SAE latent is bound to its SAE by explain_unit
         check_unit("--unit", unit, s.model)
     check_min("--tokens", n_tokens, 64)
     if corpus is not None:
@@ -147,8 +139,8 @@ def explain_cmd(unit, k, seed, style, simulator, scorers, explainer, n_test, run
         open_source(corpus)                       # a bad corpus fails here, before the model loads
     store = Store(check_store_path(s.store))
     res = explain_unit(store, unit, model_spec=s.model, llm=s.llm, llm_base_url=s.llm_base_url, run_id=run_id,
-                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype, mine_kw=mine_kw,
-                       config=s)
+                       settings=es, corpus=corpus, n_tokens=n_tokens, device=s.device, dtype=s.dtype, config=s,
+                       sae_specs=sae_specs, sae_name=sae_name)
 
     def human() -> None:
         e, b = res.explanation, res.baseline

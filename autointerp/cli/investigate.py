@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_fraction, check_min, check_out_dir, check_store_path, emit, json_option, llm_options, model_options, settings,
-                     store_option)
+from .common import check_fraction, check_min, check_out_dir, check_store_path, emit, run_options, settings
 from .common import load_subject
 
 
@@ -37,11 +36,7 @@ from .common import load_subject
                    "faithfulness measured by running it); stored as `autointerp circuit` stores it.")
 @click.option("--edge-target", type=float, default=0.8, show_default=True,
               help="--edges: keep the top edges until the circuit recovers this fraction of the logit difference.")
-@click.option("--rerun", is_flag=True, help="Recompute every step even if stored.")
-@model_options
-@llm_options
-@store_option
-@json_option
+@run_options("Recompute every step even if stored.", llm=True)
 def investigate_cmd(task, dataset, n, top, n_mlp, n_explain, mine_tokens, no_validate, no_prose, budget_usd, out, seed,
                     margin, batch_size, max_batch, edges, edge_target, rerun, model_spec, device, dtype, llm_spec, llm_base_url, store_path,
                     as_json) -> None:

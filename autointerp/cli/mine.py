@@ -1,15 +1,13 @@
-"""`autointerp mine`: the thin face of autointerp.mine.mine."""
+"""`autointerp mine`: the thin face of autointerp.pipeline.mine_corpus (options checked, the run rendered)."""
 
 from __future__ import annotations
-
-import time
 
 import click
 
 from ..corpus.sources import DEFAULT_CORPUS
 from . import cli
 from ..errors import UsageError
-from .sae import resolve_sae, sae_options
+from .sae import sae_options
 from .common import (check_context_len, check_layers, check_min, check_store_path, emit, json_option, model_options,
                      settings, store_option)
 
@@ -50,13 +48,9 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
     in the same pass (the encoder runs on the hooked activation). With --shard i/n, one of n
     workers: its part is kept for `autointerp merge` (no records until then)."""
     from ..corpus import open_source
-    from ..mine import mine
-    from ..mine.records import get_run
-    from ..store import Store
-    from .common import load_subject
+    from ..pipeline import mine_corpus
 
-    t0 = time.perf_counter()
-    s = settings(store=store_path)
+    s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
     # every option is checked before the model loads or the store is touched
     check_min("--tokens", n_tokens, 0)
     from ..batch.plan import parse_shard
@@ -76,57 +70,37 @@ def mine_cmd(corpus, text_field, n_tokens, context_len, layers, top_k, n_quantil
         check_min(opt, v, low)
     open_source(corpus, text_field)                 # a bad spec fails here (its text is read lazily)
     check_store_path(s.store)
-    if sae_name and len(sae_specs) != 1:
-        raise UsageError("--sae-name names one SAE: give exactly one --sae")
-    if units == "latents" and not sae_specs:
-        raise UsageError("--units latents needs an SAE: --sae PATH")
-    units = units or ("latents" if sae_specs else "neurons")
-    store = Store(s.store) if sae_specs else None
-    saes = [resolve_sae(x, store, sae_name) for x in sae_specs]      # a bad SAE folder fails before the model loads
-    hm = load_subject(model_spec, device, dtype)
-    check_context_len("--context-len", context_len, max_context=hm.max_context)
-    for x in saes:
-        hm.attach_sae(x)                        # an SAE that does not fit its hook fails here, before mining
-    store = store or Store(s.store)
-    rid = mine(hm, store, corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, layers=layers,
-               top_k=top_k, n_quantiles=n_quantiles, per_quantile=per_quantile, n_random=n_random,
-               batch_size=batch_size, units=units, progress=not as_json, text_field=text_field, saes=saes, shard=shard,
-               latent_chunk=latent_chunk)
-    run = get_run(store, rid)
-    st = run.stats or {}
-    out = {"run_id": rid, "model": run.model_id, "corpus": run.corpus, "corpus_id": run.corpus_id,
-           "context_len": run.context_len, "layers": run.layers, "units": run.units,
-           "n_contexts": run.n_contexts, "n_tokens": run.n_tokens, "n_units": st.get("n_units"),
-           "records": store.count_records(rid), "seconds": st.get("seconds"), "tokens_per_s": st.get("tokens_per_s"),
-           "finalize_s": st.get("finalize_s"), "resumed_from": st.get("resumed_from"),
-           "this_call_s": round(time.perf_counter() - t0, 2), "store": str(s.store),
-           "saes": [{"name": x.name, "id": x.id, "hook": x.hook, "d_sae": x.d_sae} for x in saes],
-           "latents": st.get("latents"), "shard": run.settings.get("shard")}
+    res = mine_corpus(s.store, s.model, device=s.device, dtype=s.dtype, sae_specs=sae_specs, sae_name=sae_name,
+                      corpus=corpus, n_tokens=n_tokens or None, context_len=context_len, units=units,
+                      progress=not as_json, layers=layers, top_k=top_k, n_quantiles=n_quantiles,
+                      per_quantile=per_quantile, n_random=n_random, batch_size=batch_size, text_field=text_field,
+                      shard=shard, latent_chunk=latent_chunk)
+    emit(as_json, res.model_dump(), lambda: _print_run(res))
 
-    def human() -> None:
-        lay = run.layers
-        lays = f"{lay[0]}..{lay[-1]}" if len(lay) > 1 and lay == list(range(lay[0], lay[-1] + 1)) else ",".join(map(str, lay))
-        recs = ", ".join(f"{v} {k}" for k, v in sorted(out["records"].items()))
-        click.echo(f"run {rid}  model {run.model_id}  corpus {run.corpus}")
-        nl = len(run.layers)
-        what = {"neurons": f"{nl * hm.d_mlp:,} neurons", "heads": f"{nl * hm.n_heads:,} heads",
-                "both": f"{nl * hm.d_mlp:,} neurons + {nl * hm.n_heads:,} heads", "latents": "SAE latents only"}[run.units]
-        click.echo(f"  {run.n_tokens:,} tokens ({run.n_contexts:,} contexts of {run.context_len}), layers {lays}, {what}")
-        if out["shard"]:
-            sh = out["shard"]
-            click.echo(f"  shard {sh['index']}/{sh['of']} of run {sh['run_id']}: contexts {sh['start']}..{sh['stop'] - 1}; "
-                       f"no records until `autointerp merge` combines the {sh['of']} shard stores")
-        else:
-            click.echo(f"  records: {recs}")
-        for d in out["latents"] or []:
-            x = next(x for x in saes if x.name == d["sae"])
-            click.echo(f"  SAE {d['sae']} ({x.hook}, {d['d_sae']:,} latents): L0 {d['l0']:.1f}, dead {d['dead']:,} "
-                       f"({100 * d['dead_frac']:.1f}%), median firing frequency "
-                       f"{'-' if d.get('median_freq') is None else format(d['median_freq'], '.2g')}; "
-                       f"units L{x.layer}/F<i>@{d['sae']}")
-        tps = f"{out['tokens_per_s']:,.0f} tokens/s" if out["tokens_per_s"] else "-"
-        click.echo(f"  mined in {out['seconds']} s ({tps}; writing {out['finalize_s']} s)"
-                   + (f", resumed at context {out['resumed_from']}" if out["resumed_from"] else ""))
-        click.echo(f"  store {s.store}")
 
-    emit(as_json, out, human)
+def _print_run(res) -> None:
+    """A mining run for people."""
+    lay = res.layers
+    lays = f"{lay[0]}..{lay[-1]}" if len(lay) > 1 and lay == list(range(lay[0], lay[-1] + 1)) else ",".join(map(str, lay))
+    recs = ", ".join(f"{v} {k}" for k, v in sorted(res.records.items()))
+    click.echo(f"run {res.run_id}  model {res.model}  corpus {res.corpus}")
+    nl = len(res.layers)
+    what = {"neurons": f"{nl * res.d_mlp:,} neurons", "heads": f"{nl * res.n_heads:,} heads",
+            "both": f"{nl * res.d_mlp:,} neurons + {nl * res.n_heads:,} heads", "latents": "SAE latents only"}[res.units]
+    click.echo(f"  {res.n_tokens:,} tokens ({res.n_contexts:,} contexts of {res.context_len}), layers {lays}, {what}")
+    if res.shard:
+        sh = res.shard
+        click.echo(f"  shard {sh['index']}/{sh['of']} of run {sh['run_id']}: contexts {sh['start']}..{sh['stop'] - 1}; "
+                   f"no records until `autointerp merge` combines the {sh['of']} shard stores")
+    else:
+        click.echo(f"  records: {recs}")
+    for d in res.latents or []:
+        x = next(x for x in res.saes if x.name == d["sae"])
+        click.echo(f"  SAE {d['sae']} ({x.hook}, {d['d_sae']:,} latents): L0 {d['l0']:.1f}, dead {d['dead']:,} "
+                   f"({100 * d['dead_frac']:.1f}%), median firing frequency "
+                   f"{'-' if d.get('median_freq') is None else format(d['median_freq'], '.2g')}; "
+                   f"units L{x.layer}/F<i>@{d['sae']}")
+    tps = f"{res.tokens_per_s:,.0f} tokens/s" if res.tokens_per_s else "-"
+    click.echo(f"  mined in {res.seconds} s ({tps}; writing {res.finalize_s} s)"
+               + (f", resumed at context {res.resumed_from}" if res.resumed_from else ""))
+    click.echo(f"  store {res.store}")

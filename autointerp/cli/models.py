@@ -8,7 +8,7 @@ import click
 
 from . import cli
 from .common import check_layers, check_min, emit, json_option, load_subject, model_options, settings
-from .sae import bind_unit, resolve_sae, sae_options
+from .sae import sae_options
 
 
 def open_dataset(store_path, dataset: str, model_spec, device, dtype):
@@ -76,6 +76,7 @@ def trace_cmd(text, layers, top, unit_id, sae_specs, sae_name, model_spec, devic
     """Run the subject model on TEXT: per token, the most active neurons and where heads attend
     (or, with --unit, that unit's activation). Stores nothing."""
     from ..mine.trace import trace, unit_trace
+    from ..pipeline.saes import bind_unit, resolve_sae
 
     if unit_id is not None:
         saes = [resolve_sae(x, None, sae_name) for x in sae_specs]

@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from . import cli
-from .common import (check_layers, check_min, check_out_file, check_store_path, emit, force_option, json_option, model_options,
-                     progress, settings, store_option)
+from .common import (check_layers, check_min, check_out_file, check_store_path, emit, json_option, model_options,
+                     progress, run_options, settings, store_option)
 from .common import load_subject
 from .models import open_dataset
 
@@ -37,11 +37,7 @@ def _component_label(r: dict) -> str:
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Items per batch.")
 @click.option("--max-batch", type=int, default=256, show_default=True,
               help="Rows per forward pass: components patched at once = max_batch // items per batch.")
-@click.option("--rerun", is_flag=True, help="Recompute even if an identical run is stored.")
-@force_option
-@model_options
-@store_option
-@json_option
+@run_options(force=True)
 def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers, no_freeze_mlps, compare, top, plot,
               batch_size, max_batch, rerun, force, model_spec, device, dtype, store_path, as_json) -> None:
     """Patch components of the subject model on a counterfactual dataset and rank them by effect.
@@ -55,7 +51,7 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
       autointerp patch --dataset ioi --what heads --method attribution --compare
       autointerp patch --dataset ioi --method path --receivers L9/H9:q,L10/H0:q --json
     """
-    from ..patching import patch
+    from ..patching import patch_report
 
     s = settings(model=model_spec, device=device, dtype=dtype, store=store_path)
     for opt, v in (("--top", top), ("--batch-size", batch_size), ("--max-batch", max_batch)):
@@ -65,39 +61,29 @@ def patch_cmd(dataset, what, method, direction, layer, all_positions, receivers,
     check_out_file("--plot", plot, force=force)
     store, hm, ds = open_dataset(s.store, dataset, model_spec, device, dtype)
     bar = None if as_json else (lambda total: progress(total=total, desc=f"{method} {what}"))
-    res = patch(store, hm, ds, what, method, direction=direction, layer=layer,
-                per_position=False if all_positions else None, receivers=receivers, freeze_mlps=not no_freeze_mlps,
-                batch_size=batch_size, max_batch=max_batch, reuse=not rerun, compare=compare or None, progress=bar)
-    if plot:
-        from ..patching.plot import plot_result
+    rep = patch_report(store, hm, ds, what, method, direction=direction, layer=layer,
+                       per_position=False if all_positions else None, receivers=receivers,
+                       freeze_mlps=not no_freeze_mlps, batch_size=batch_size, max_batch=max_batch, reuse=not rerun,
+                       compare=compare or None, progress=bar, top=top, plot=plot, force=force)
+    emit(as_json, rep.model_dump(), lambda: _print_patch(rep, top))
 
-        plot_result(res, plot, hm.n_layers, hm.n_heads, title=f"{ds.name}: {method} {res.what} ({res.direction or 'clean'})",
-                    force=force)
-    data = res.to_json()
-    data.pop("settings", None)
-    data["dataset"] = ds.name
-    corr = res.settings.get("rank_correlation_with_activation")
-    if method == "attribution":
-        data["rank_correlation_with_activation"] = corr
-    if top is not None:
-        data["results"] = data["results"][:top]
 
-    def human() -> None:
-        unit = "normalised" if res.normalised else ("logits" if method == "dla" else "raw logit diff (clean == corrupt)")
-        click.echo(click.style(f"{method} patching", bold=True) + f"  {res.what}  {res.direction or ''}  dataset {ds.name} "
-                   f"({res.n_items} items)  model {hm.spec}" + ("  (stored run reused)" if res.reused else ""))
-        click.echo(f"  clean logit diff {res.clean_logit_diff:.3f}, corrupt {res.corrupt_logit_diff:.3f}; effects: {unit}")
-        if method == "path":
-            click.echo(f"  receivers: {res.settings.get('receivers')}")
-        if method == "attribution":
-            click.echo("  rank correlation with activation patching: " + (f"{corr:.3f}" if corr is not None else
-                                                                        "n/a (run activation patching, or pass --compare)"))
-        for r in res.results[: top or 20]:
-            click.echo(f"  {_component_label(r):<28} {r['effect']:+.4f}")
-        if plot:
-            click.echo(f"  heatmap: {plot}")
-
-    emit(as_json, data, human)
+def _print_patch(rep, top: int | None) -> None:
+    """A patching run for people: the top components (20 unless --top)."""
+    unit = "normalised" if rep.normalised else ("logits" if rep.method == "dla" else "raw logit diff (clean == corrupt)")
+    click.echo(click.style(f"{rep.method} patching", bold=True) + f"  {rep.what}  {rep.direction or ''}  dataset {rep.dataset} "
+               f"({rep.n_items} items)  model {rep.model}" + ("  (stored run reused)" if rep.reused else ""))
+    click.echo(f"  clean logit diff {rep.clean_logit_diff:.3f}, corrupt {rep.corrupt_logit_diff:.3f}; effects: {unit}")
+    if rep.method == "path":
+        click.echo(f"  receivers: {rep.receivers}")
+    if rep.method == "attribution":
+        corr = rep.rank_correlation_with_activation
+        click.echo("  rank correlation with activation patching: " + (f"{corr:.3f}" if corr is not None else
+                                                                    "n/a (run activation patching, or pass --compare)"))
+    for r in rep.results[: top or 20]:
+        click.echo(f"  {_component_label(r):<28} {r['effect']:+.4f}")
+    if rep.plot:
+        click.echo(f"  heatmap: {rep.plot}")
 
 
 @cli.command("heads")

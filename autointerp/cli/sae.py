@@ -21,63 +21,13 @@ def sae_options(f):
                              "saelens:RELEASE:SAE_ID (needs autointerp[sae]), or the name of one in the store.")(f)
 
 
-def resolve_sae(spec: str, store=None, name: str | None = None):
-    """The SAE named by a folder, a saelens: id, or a name/id registered in the store; its name is
-    the store's for it (so unit ids stay the same across runs)."""
-    from ..models.sae import SAEError, load_sae
-
-    p = Path(spec).expanduser()
-    if p.is_dir() or str(spec).startswith("saelens:") or "/" in str(spec) or store is None:
-        sae = load_sae(p if p.is_dir() else spec, name=name)
-    else:
-        row = store.get_sae(spec)
-        if row is None:
-            raise SAEError(f"--sae {spec}: no SAE folder there and no SAE of that name in {store.path}")
-        if not row["path"] or not Path(row["path"]).is_dir():
-            raise SAEError(f"--sae {spec}: the store's SAE {row['name']} was loaded from {row['path']}, which is gone")
-        sae = load_sae(row["path"], name=row["name"])
-        if sae.id != row["id"]:
-            raise SAEError(f"--sae {spec}: the files at {row['path']} changed since the store registered them "
-                           f"({sae.id[:12]} != {row['id'][:12]}); give the folder with --sae-name NEW")
-    if store is not None:
-        sae.name = store.sae_name_for(sae.id, sae.name)
-    return sae
-
-
-def bind_unit(unit: str, saes: list):
-    """A unit id with its SAE: L6/F12 + --sae -> L6/F12@name, checked against the SAE's size and layer."""
-    from ..core.units import Unit
-    from ..errors import UnitError
-
-    u = Unit.parse(unit)
-    if not u.record.needs_sae:
-        if saes:
-            raise UnitError(f"--unit {u}: --sae applies to SAE latents (L<layer>/F<latent>), not a {u.kind}")
-        return u
-    cands = [s for s in saes if (not u.sae or s.name == u.sae)]
-    if not cands:
-        raise UnitError(f"--unit {u}: give the SAE with --sae PATH_OR_NAME" if not u.sae else
-                        f"--unit {u}: none of the given SAEs is named {u.sae!r}")
-    if len(cands) > 1:
-        at = [s for s in cands if s.layer == u.layer]
-        if len(at) != 1:
-            raise UnitError(f"--unit {u}: several SAEs given; name one (L{u.layer}/F{u.index}@NAME)")
-        cands = at
-    sae = cands[0]
-    if sae.layer != u.layer:
-        raise UnitError(f"--unit {u}: SAE {sae.name} reads layer {sae.layer} ({sae.hook}), not layer {u.layer}")
-    if not 0 <= u.index < sae.d_sae:
-        raise UnitError(f"--unit {u}: latent {u.index} out of range (SAE {sae.name} has latents 0..{sae.d_sae - 1})")
-    return Unit.latent(u.layer, u.index, sae.name)
-
-
 @cli.group("sae")
 def sae_group() -> None:
     """Sparse autoencoders and transcoders: train a small one, list those in the store."""
 
 
 @sae_group.command("train")
-@click.option("--kind", type=click.Choice(["sae", "transcoder"]), default="sae", show_default=True,
+@click.option("--kind", "arch", type=click.Choice(["sae", "transcoder"]), default="sae", show_default=True,
               help="sae: a TopK SAE on one hook point; transcoder: per-layer MLP transcoders (--layers).")
 @click.option("--layer", type=int, default=None, help="Layer whose residual stream (after the block) is read (--kind sae).")
 @click.option("--layers", "layers_text", default=None,
@@ -96,7 +46,7 @@ def sae_group() -> None:
 @click.option("--out", "out", type=click.Path(path_type=Path), required=True, help="Folder to write (SAELens format).")
 @model_options
 @json_option
-def sae_train_cmd(kind, layer, layers_text, l1, skip, hook, latents, k, n_tokens, corpus, context_len, lr, minibatch,
+def sae_train_cmd(arch, layer, layers_text, l1, skip, hook, latents, k, n_tokens, corpus, context_len, lr, minibatch,
                   seed, out, model_spec, device, dtype, as_json) -> None:
     """Train a TopK SAE (Adam, reconstruction loss + AuxK on dead latents) on activations streamed
     from the model; write it in the SAELens format that --sae loads. Reports explained variance,
@@ -107,7 +57,7 @@ def sae_train_cmd(kind, layer, layers_text, l1, skip, hook, latents, k, n_tokens
     transcoder set (DIR/layer_<L>/ in the SAELens format) that `autointerp graph --transcoders`
     reads. Reports per layer the explained variance of the MLP output, L0 and dead latents, and the
     next-token loss with all these MLPs replaced (CE loss recovered)."""
-    if kind == "transcoder":
+    if arch == "transcoder":
         return _train_transcoders(layers_text if layers_text is not None else layer, l1, skip, latents, n_tokens,
                                   corpus, context_len, lr, minibatch, seed, out, model_spec, device, dtype, as_json)
     if layer is None:

@@ -6,7 +6,7 @@ import click
 
 from . import cli
 from ..core.units import Unit
-from .sae import bind_unit, resolve_sae, sae_options
+from .sae import sae_options
 from .common import (check_fraction, check_store_path, check_unit, emit, json_option, llm_options, model_options, settings,
                      store_option)
 
@@ -79,11 +79,12 @@ def validate_cmd(unit, explanation_id, frac, no_llm, no_baseline, seed, sae_spec
     sae = None
     if sae_specs or u0.record.needs_sae:           # an SAE latent: bound to its SAE (--sae or its @name)
         check_store_path(s.store, must_exist=True)
+        from ..pipeline.saes import bind_saes
+
         with Store(s.store, readonly=True, create=False) as ro:
-            specs = sae_specs or ((u0.sae,) if u0.sae else ())
-            saes = [resolve_sae(x, ro, sae_name) for x in specs]
-        unit = bind_unit(unit, saes).id
-        sae = next(x for x in saes if x.name == Unit.parse(unit).sae)
+            bound, saes = bind_saes(u0, sae_specs, ro, sae_name)
+        unit = bound.id
+        sae = next(x for x in saes if x.name == bound.sae)
     else:
         check_unit("--unit", unit, s.model)         # a malformed or out-of-range id fails before the model loads
     check_store_path(s.store, must_exist=True)      # the unit's explanations are read from it: nothing to create

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.files import atomic_output
-from ..errors import UsageError
+from ..core.files import pyplot, save_png
 
 
 def plot_diff(res, path: str | Path, top: int = 10, force: bool = False) -> Path:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'autointerp[plot]'") from None
+    plt = pyplot()
     panels = [("contexts", None)] + [(a, rows) for a, rows in res.components.items() if rows]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.4 * len(panels)), squeeze=False)
     ax = axes[0][0]
@@ -36,8 +29,4 @@ def plot_diff(res, path: str | Path, top: int = 10, force: bool = False) -> Path
         ax.set_xticklabels([r["component"][-24:] for r in rows], rotation=30, ha="right", fontsize=7)
         ax.set_title(name)
     fig.tight_layout()
-    out = Path(path)
-    with atomic_output(out, force=force, binary=True, option="--plot") as f:
-        fig.savefig(f, format="png", dpi=90)
-    plt.close(fig)
-    return out
+    return save_png(fig, path, force=force, dpi=90)

@@ -127,3 +127,28 @@ def write_output(path: str | Path, data: str | bytes, *, force: bool = False, op
     with atomic_output(path, force=force, binary=isinstance(data, bytes), option=option) as f:
         f.write(data)
     return Path(path).expanduser()
+
+
+def pyplot(needs: str = "--plot needs"):
+    """matplotlib.pyplot on the Agg backend (no display); one UsageError line ("<needs>
+    matplotlib: pip install ...") when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError(f"{needs} matplotlib: pip install 'autointerp[plot]'") from None
+    return plt
+
+
+def save_png(fig, path: str | Path, *, force: bool = False, dpi: int = 100, option: str = "--plot") -> Path:
+    """Write a matplotlib figure to path as a PNG through atomic_output (an existing file is kept
+    unless force), and close the figure. Returns the path."""
+    out = Path(path)
+    try:
+        with atomic_output(out, force=force, binary=True, option=option) as f:
+            fig.savefig(f, format="png", dpi=dpi)
+    finally:
+        pyplot().close(fig)
+    return out

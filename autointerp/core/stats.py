@@ -1,5 +1,5 @@
-"""Small statistics every stage shares (numpy only): ranks, Spearman's rho, and the normalised
-logit-difference gap with its one rule for a zero gap.
+"""Small statistics every stage shares (numpy only): the percentile bootstrap, ranks, Spearman's
+rho, summary statistics, and the normalised logit-difference gap with its one rule for a zero gap.
 
 Zero-gap rule (gap_divisor): a clean-vs-corrupt gap smaller than GAP_EPS = 1e-6 in absolute value
 is no gap. Effects are then reported raw (divided by 1) and marked not normalised; a ratio that
@@ -8,7 +8,7 @@ has no raw reading (circuit faithfulness) is None.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,3 +63,41 @@ def summary(values: Sequence[float | None]) -> dict:
     q1, med, q3 = np.percentile(a, [25, 50, 75])
     return {"n": int(a.size), "mean": float(x.mean()), "median": float(med), "q1": float(q1), "q3": float(q3),
             "min": float(a[0]), "max": float(a[-1])}
+
+
+def bootstrap_indices(sizes: int | Sequence[int], n_boot: int, seed: int) -> np.ndarray:
+    """[n_boot, sum(sizes)] resampling indices, drawn in one call from a numpy Generator seeded
+    with `seed` (the same draws, in the same order, as n_boot successive draws of one resample).
+    An int n draws n indices from range(n) with replacement; several sizes are strata: each row
+    draws sizes[0] from the first block, then sizes[1] from the next, ..., indices addressing the
+    blocks laid end to end (so every resample keeps each stratum's size)."""
+    rng = np.random.default_rng(seed)
+    if isinstance(sizes, (int, np.integer)):
+        return rng.integers(0, sizes, size=(n_boot, sizes))
+    sizes = [int(k) for k in sizes]
+    high = np.concatenate([np.full(k, k) for k in sizes])
+    offset = np.concatenate([np.full(k, o) for k, o in zip(sizes, np.cumsum([0] + sizes[:-1]))])
+    return rng.integers(0, high, size=(n_boot, len(high))) + offset
+
+
+def bootstrap(stat: Callable[[np.ndarray], Sequence[float | None]], sizes: int | Sequence[int], *,
+              n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float] | tuple[None, None]:
+    """The one percentile bootstrap: (1 - alpha) interval of `stat` over resamples.
+
+    stat takes the [n_boot, n] index matrix of bootstrap_indices(sizes, n_boot, seed) and returns
+    one value per resample (a vectorised statistic does all rows at once; per_resample wraps one
+    that takes a row). A resample whose value is None or not finite (the statistic is undefined
+    there) is left out; (None, None) when none is left: a degenerate sample has no interval, never
+    [x, x] from nothing."""
+    v = stat(bootstrap_indices(sizes, n_boot, seed))
+    vals = np.asarray(v if isinstance(v, np.ndarray) else [np.nan if x is None else x for x in v], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    if vals.size == 0:
+        return (None, None)
+    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
+    return (float(lo), float(hi))
+
+
+def per_resample(f: Callable[[np.ndarray], float | None]) -> Callable[[np.ndarray], list[float | None]]:
+    """A bootstrap statistic from a function of one resample's indices (a row)."""
+    return lambda idx: [f(row) for row in idx]

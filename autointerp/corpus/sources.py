@@ -60,7 +60,7 @@ Piece = tuple[str, bool]  # (text, this piece ends a document)
 @dataclass
 class Source:
     spec: str                        # as given (normalised for paths; options in canonical order)
-    kind: str                        # gensim | gensim-wiki | gensim-news | txt | dir | jsonl | hf
+    format: str                      # gensim | gensim-wiki | gensim-news | txt | dir | jsonl | hf
     identity: dict[str, Any]         # what determines the text (for the corpus id)
     _pieces: Callable[[], Iterator[Piece]] = field(repr=False)
 
@@ -123,17 +123,17 @@ def open_source(spec: str | os.PathLike | None = None, text_field: str = "text",
     if buffer is not None and not base.startswith("hf:"):
         raise UsageError(f"bad corpus {spec!r}: buffer= is for hf: datasets only")
     src = _open_base(base, text_field, seed, buffer)
-    if src.kind == "txt":
+    if src.format == "txt":
         seed = None                        # one document: nothing to permute
     if seed is not None:
         src.identity["shuffle"] = seed
-        if src.kind == "hf":
+        if src.format == "hf":
             src.identity["buffer"] = buffer or HF_SHUFFLE_BUFFER
     if cap is not None:
         src.identity["doc_chars"] = cap
         inner = src._pieces
         src._pieces = lambda: _cap_docs(inner(), cap)
-    src.spec = format_spec(src.spec, seed, cap, buffer if src.kind == "hf" and seed is not None else None)
+    src.spec = format_spec(src.spec, seed, cap, buffer if src.format == "hf" and seed is not None else None)
     return src
 
 

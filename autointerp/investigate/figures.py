@@ -9,19 +9,12 @@ import io
 import numpy as np
 
 from ..core.palette import sign_hex
+from ..core.files import pyplot
 from ..core.units import layer_of
-from ..errors import UsageError
 
 
 def _plt():
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("the report's figures need matplotlib: pip install 'autointerp[plot]'") from None
-    return plt
+    return pyplot("the report's figures need")
 
 
 def _png(fig) -> bytes:

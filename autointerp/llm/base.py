@@ -14,12 +14,13 @@ They are registered by name in llm/backends.py, which also holds get_llm.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import re
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -219,21 +220,28 @@ class LLM:
                 "value": encode(res.value), "prompt_tokens": res.prompt_tokens, "completion_tokens": res.completion_tokens})
         return res.value
 
-    def _call(self, kind: str, request: Any, params: dict, template: Prompt | None, fn: Callable[[], Result],
-              encode: Callable = lambda v: v, decode: Callable = lambda v: v) -> Any:
-        key, hit = self._before(kind, request, params)
-        if hit is not None:
-            return self._hit(kind, template, hit, decode)
+    @contextlib.contextmanager
+    def _attempt(self, kind: str, template: Prompt | None) -> Iterator[float]:
+        """Around one uncached request (sync or async): yields its start time; the call is the
+        current one (_CURRENT_CALL) inside; a failure (not a budget stop) leaves as _fail's error."""
         t0 = time.perf_counter()
         tok = _CURRENT_CALL.set((kind, template))
         try:
-            res = fn()
+            yield t0
         except BudgetExceeded:
             raise
         except Exception as e:
             raise self._fail(kind, template, t0, e) from None
         finally:
             _CURRENT_CALL.reset(tok)
+
+    def _call(self, kind: str, request: Any, params: dict, template: Prompt | None, fn: Callable[[], Result],
+              encode: Callable = lambda v: v, decode: Callable = lambda v: v) -> Any:
+        key, hit = self._before(kind, request, params)
+        if hit is not None:
+            return self._hit(kind, template, hit, decode)
+        with self._attempt(kind, template) as t0:
+            res = fn()
         return self._done(kind, template, t0, key, res, encode)
 
     async def _acall(self, kind: str, request: Any, params: dict, template: Prompt | None, afn,
@@ -241,16 +249,8 @@ class LLM:
         key, hit = self._before(kind, request, params)
         if hit is not None:
             return self._hit(kind, template, hit, decode)
-        t0 = time.perf_counter()
-        tok = _CURRENT_CALL.set((kind, template))
-        try:
+        with self._attempt(kind, template) as t0:
             res = await afn()
-        except BudgetExceeded:
-            raise
-        except Exception as e:
-            raise self._fail(kind, template, t0, e) from None
-        finally:
-            _CURRENT_CALL.reset(tok)
         return self._done(kind, template, t0, key, res, encode)
 
     # ---- async (backends with real concurrency override _achat/_acomplete) ----------------

@@ -34,7 +34,9 @@ import random
 import re
 import threading
 import time
+from bisect import bisect_left
 from concurrent.futures import ThreadPoolExecutor
+from itertools import accumulate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -191,15 +193,16 @@ def aligned_tokens(lp, text: str) -> list[tuple[int, str, float | None, dict | N
     i = 0
     while i < len(tokens) and i < 2 and tokens[i] and not text.startswith(tokens[i]) and _SPECIAL.fullmatch(tokens[i]):
         i += 1
-    out, pos = [], 0
-    for j in range(i, len(tokens)):
-        t = tokens[j] if isinstance(tokens[j], str) else ""
-        if pos < len(text) and not text.startswith(t, pos):
-            return None  # not this text's tokens (or bytes we cannot place)
-        top = tops[j] if tops is not None else None
-        out.append((pos, t, tlp[j], dict(top) if top else None))
-        pos += len(t)
-    return out if pos >= len(text) else None
+    toks = [t if isinstance(t, str) else "" for t in tokens[i:]]
+    starts = list(accumulate(map(len, toks), initial=0))
+    # every token that starts inside the text is the text's own at that place (bytes we cannot
+    # place, or another text's tokens, are not): those tokens, joined, spell the text exactly
+    n = bisect_left(starts, len(text), hi=len(toks))
+    if "".join(toks[:n]) != text:
+        return None
+    tops = tops[i:] if tops is not None else [None] * len(toks)
+    return [(pos, t, lp, (top if type(top) is dict else dict(top)) if top else None)
+            for pos, t, lp, top in zip(starts, toks, tlp[i:], tops)]
 
 
 def _prompt_len_ok(al, upto: int) -> bool:
@@ -338,14 +341,20 @@ class OpenAILLM(LLM):
                 with deadline(self._attempt_deadline(started, timeout)):
                     return fn(self.client, timeout)
             except Exception as e:  # noqa: BLE001
-                timeouts.append(timeout)
-                step = self._next(e, attempt, timeout, started)
-                if step is None:
-                    raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
-                self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
-                                     time.perf_counter() - t0)
-                time.sleep(step[0])
-                timeout = step[1]
+                wait, timeout = self._failed_attempt(e, attempt, timeout, timeouts, started, t0)
+                time.sleep(wait)
+
+    def _failed_attempt(self, e: Exception, attempt: int, timeout: float, timeouts: list[float], started: float,
+                        t0: float) -> tuple[float, float]:
+        """After attempt number `attempt` failed with e: (seconds to wait, the next attempt's timeout),
+        the retry recorded; or the translated LLMError raised when there is no next attempt."""
+        timeouts.append(timeout)
+        step = self._next(e, attempt, timeout, started)
+        if step is None:
+            raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
+        self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
+                             time.perf_counter() - t0)
+        return step
 
     async def _arequest(self, fn, est_tokens: int):
         client, sem = self._aclient()
@@ -360,14 +369,8 @@ class OpenAILLM(LLM):
                     with deadline(self._attempt_deadline(started, timeout)):
                         return await fn(client, timeout)
                 except Exception as e:  # noqa: BLE001
-                    timeouts.append(timeout)
-                    step = self._next(e, attempt, timeout, started)
-                    if step is None:
-                        raise self._translate(e, attempt, timeouts, time.monotonic() - started) from None
-                    self._record_attempt(f"attempt {attempt} failed ({self.scrub(_short(e))}); retrying in {step[0]:.2f}s",
-                                         time.perf_counter() - t0)
-                    await asyncio.sleep(step[0])
-                    timeout = step[1]
+                    wait, timeout = self._failed_attempt(e, attempt, timeout, timeouts, started, t0)
+                    await asyncio.sleep(wait)
 
     def _translate(self, e: BaseException, n: int | None = None, timeouts: list[float] | None = None,
                    elapsed: float | None = None) -> LLMError:

@@ -36,6 +36,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from itertools import accumulate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -62,13 +63,20 @@ class Engine:
         self.llm = llm
         self.tok = llm.tok
         self.chunk = chunk
-        self._piece: dict[int, str] = {}
+        self._pieces: list[str] | None = None
+
+    @property
+    def table(self) -> list[str]:
+        """Every token id's piece (its text decoded alone), decoded once for the whole vocabulary."""
+        if self._pieces is None:
+            head = self.llm.hf.get_output_embeddings()
+            n = max(len(self.tok), int(getattr(self.llm.hf.config, "vocab_size", 0) or 0),
+                    int(getattr(getattr(head, "weight", None), "shape", (0,))[0]))
+            self._pieces = self.tok.batch_decode([[i] for i in range(n)])
+        return self._pieces
 
     def piece(self, tid: int) -> str:
-        s = self._piece.get(tid)
-        if s is None:
-            s = self._piece[tid] = self.tok.decode([tid])
-        return s
+        return self.table[tid]
 
     def encode(self, text: str) -> tuple[list[int], list[str]]:
         """Ids of `text` as a server tokenises a prompt (special tokens added as the tokenizer
@@ -95,6 +103,24 @@ class Engine:
             return ids, self.pieces(ids)
         return ids, pieces
 
+    def encode_many(self, texts: list[str]) -> list[tuple[list[int], list[str]]]:
+        """encode() of each text, the texts tokenised in one call; where a text's offsets tile it
+        (each token ends where the next starts, from 0 to its end: byte-level BPE, SentencePiece)
+        its pieces are read off them, otherwise encode() places them."""
+        try:
+            enc = self.tok(list(texts), add_special_tokens=True, return_offsets_mapping=True)
+            all_ids, all_offs = enc["input_ids"], enc["offset_mapping"]
+        except (NotImplementedError, ValueError, TypeError):
+            return [self.encode(t) for t in texts]
+        out = []
+        for text, ids, offs in zip(texts, all_ids, all_offs):
+            if offs and offs[0][0] == 0 and offs[-1][1] == len(text) and all(
+                    offs[k][1] == offs[k + 1][0] for k in range(len(offs) - 1)):
+                out.append((list(ids), [text[a:b] for a, b in offs]))
+            else:
+                out.append(self.encode(text))
+        return out
+
     def pieces(self, ids: list[int], before: list[int] | None = None) -> list[str]:
         """Pieces of `ids` by incremental decoding (after `before`, for generated tokens)."""
         base = list(before or [])
@@ -106,7 +132,8 @@ class Engine:
             prev = cur
         return out
 
-    def _positions(self, hidden: torch.Tensor, targets: list[int], k: int) -> list[tuple[float, list]]:
+    def _positions(self, hidden: torch.Tensor, targets: list[int], k: int) -> list[tuple[float, tuple]]:
+        """(logprob of its target, top-k as (ids, logprobs)) at every position of `hidden`."""
         out = []
         for i in range(0, hidden.shape[0], 256):
             lp = self.llm._logprobs_of(hidden[i:i + 256])
@@ -114,16 +141,16 @@ class Engine:
             own = lp.gather(1, tg[:, None])[:, 0].tolist()
             if k > 0:
                 v, ix = lp.topk(k, dim=-1)
-                tops = [list(zip(a, b)) for a, b in zip(ix.tolist(), v.tolist())]
+                out.extend(zip(own, zip(ix.tolist(), v.tolist())))
             else:
-                tops = [[] for _ in own]
-            out.extend(zip(own, tops))
+                out.extend((o, NO_TOP) for o in own)
         return out
 
-    def _next(self, h: torch.Tensor, k: int) -> tuple[int, float, list]:
+    def _next(self, h: torch.Tensor, k: int) -> tuple[int, float, tuple]:
         lp = self.llm._logprobs_of(h[None])[0]
         v, ix = lp.topk(max(1, k))
-        return int(ix[0]), float(v[0]), list(zip(ix.tolist(), v.tolist()))[:k]
+        ids, vals = ix.tolist(), v.tolist()
+        return ids[0], vals[0], (ids[:k], vals[:k])
 
     def score(self, rows: list[list[int]], k: int, positions: bool = True) -> list[tuple[list, tuple]]:
         """Per row: (for every position, (logprob of its token, top-k [(id, logprob)]) or None
@@ -155,7 +182,7 @@ class Engine:
                     shared = self._positions(h[: P - 1], rows[0][1:P], k) if P > 1 and positions else []
                     last_lp = llm._logprobs_of(h[P - 1][None])[0]
                     v, ix = last_lp.topk(k) if k > 0 else (torch.empty(0), torch.empty(0, dtype=torch.long))
-                    last_top = list(zip(ix.tolist(), v.tolist()))
+                    last_top = (ix.tolist(), v.tolist())
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
             for c0 in range(0, len(rows), self.chunk):
                 chunk = rows[c0:c0 + self.chunk]
@@ -180,23 +207,35 @@ class Engine:
         return out
 
 
-def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine) -> dict:
-    """The legacy completions `logprobs` object for a run of tokens."""
-    offsets, o = [], start_offset
-    for p in pieces:
-        offsets.append(o)
-        o += len(p)
+NO_TOP: tuple = ((), ())   # a position's top-k when none is asked for
+
+
+def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine, memo: dict | None = None) -> dict:
+    """The legacy completions `logprobs` object for a run of tokens: per token its piece, its
+    logprob, the top-k as {piece: logprob} (in descending order; two ids with the same piece keep
+    the higher logprob) and its offset in the text. `memo` (one per response) keeps the dicts of
+    positions that several prompts share (their common prefix, scored once by Engine.score)."""
+    offsets = list(accumulate(map(len, pieces), initial=start_offset))[:-1]
+    table = engine.table
     tops: list = []
+    memo = {} if memo is None else memo
     for s in scored:
         if s is None:
             tops.append(None)
             continue
-        d: dict[str, float] = {}
-        for tid, v in s[1]:
-            key = engine.piece(int(tid))
-            d[key] = max(d.get(key, float("-inf")), float(v))
+        top = s[1]
+        d = memo.get(id(top))
+        if d is None:
+            ids, vals = top
+            keys = [table[t] for t in ids]
+            d = dict(zip(keys, vals))
+            if len(d) < len(keys):          # pieces shared by several ids: the first (highest) value wins
+                d = {}
+                for key, v in zip(keys, vals):
+                    d.setdefault(key, v)
+            memo[id(top)] = d
         tops.append(d)
-    return {"tokens": pieces, "token_logprobs": [None if s is None else float(s[0]) for s in scored],
+    return {"tokens": pieces, "token_logprobs": [None if s is None else s[0] for s in scored],
             "top_logprobs": tops, "text_offset": offsets}
 
 
@@ -434,7 +473,7 @@ class LLMServer:
                     for piece, s in zip(self.engine.pieces(g, ids), pos):
                         content.append({"token": piece, "logprob": s[0], "bytes": list(piece.encode()),
                                         "top_logprobs": [{"token": self.engine.piece(t), "logprob": v,
-                                                          "bytes": list(self.engine.piece(t).encode())} for t, v in s[1]]})
+                                                          "bytes": list(self.engine.piece(t).encode())} for t, v in zip(*s[1])]})
                 lp = {"content": content}
             choices.append({"index": i, "message": {"role": "assistant", "content": text}, "logprobs": lp,
                             "finish_reason": reason})
@@ -477,10 +516,12 @@ class LLMServer:
             items = pr
         else:
             raise BadRequest(400, "'prompt' must be a string, a list of strings or token ids")
+        texts = [it for it in items if isinstance(it, str)]
+        encoded = iter(self.engine.encode_many(texts) if texts else [])
         out = []
         for it in items:
             if isinstance(it, str):
-                ids, pieces = self.engine.encode(it)
+                ids, pieces = next(encoded)
                 out.append((it, ids, pieces))
             elif all(isinstance(x, int) for x in it) and it:
                 ids = list(it)
@@ -525,6 +566,7 @@ class LLMServer:
             rows = [ids + g for (_, ids, _), gl in zip(prompts, gens) for g, _, _ in gl]
             full = self.engine.score(rows, k)
         choices, ci, ct = [], 0, 0
+        memo: dict = {}   # the top-k dicts of positions the prompts share, built once (`scored` outlives it)
         for pi, ((text, ids, pieces), gl) in enumerate(zip(prompts, gens)):
             for g, gtext, reason in gl:
                 ct += len(g)
@@ -539,9 +581,9 @@ class LLMServer:
                     gp = self.engine.pieces(g, ids) if g else []
                     gp, gen_scored = _cut(gp, gen_scored, gtext)
                     if echo:
-                        lp = _lp_block(pieces + gp, list(pos) + list(gen_scored), 0, self.engine)
+                        lp = _lp_block(pieces + gp, list(pos) + list(gen_scored), 0, self.engine, memo)
                     else:
-                        lp = _lp_block(gp, list(gen_scored), len(text), self.engine)
+                        lp = _lp_block(gp, list(gen_scored), len(text), self.engine, memo)
                 choices.append({"index": ci, "text": (text if echo else "") + gtext, "logprobs": lp,
                                 "finish_reason": reason, "stop_reason": None})
                 ci += 1

@@ -100,6 +100,15 @@ def parse_strict(text: str, schema: Any) -> Any:
     return validate_as(value, schema)
 
 
+def _string_end(text: str, i: int) -> int:
+    """The index of the quote that closes the JSON string opening at text[i] (escapes skipped), or
+    len(text) when the text ends inside the string."""
+    j, n = i + 1, len(text)
+    while j < n and text[j] != '"':
+        j += 2 if text[j] == "\\" else 1
+    return min(j, n)
+
+
 def closings(text: str, limit: int = 64):
     """Texts that end a cut-off JSON prefix: cut right after a complete string, `]`, `}` or an
     opening bracket, then close the open brackets; latest cut first."""
@@ -109,9 +118,7 @@ def closings(text: str, limit: int = 64):
     while i < n:
         c = text[i]
         if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
+            j = _string_end(text, i)
             if j >= n:
                 break
             i = j + 1
@@ -240,9 +247,7 @@ def json_strings(text: str) -> tuple[list[tuple[str | None, str, int, int]], boo
     while i < n:
         c = text[i]
         if c == '"':
-            j = i + 1
-            while j < n and text[j] != '"':
-                j += 2 if text[j] == "\\" else 1
+            j = _string_end(text, i)
             j = j if j < n else -1
             top = stack[-1] if stack else None
             is_key = top is not None and top[0] == "obj" and top[1] is None

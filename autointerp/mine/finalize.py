@@ -118,7 +118,7 @@ def records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: i
     for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
         names = [Unit(L, kind_of_letter(ch).name, i).id for i in range(x.n)]
         parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
-        tops = [("top", x.top)] + ([("top_attn", x.top_attn)] if ch == "H" else [])
+        tops = [(k, getattr(x, k)) for k in ("top", "top_attn") if k in x.parts]   # top_attn: heads' layers
         for kind, tk in tops:
             order, valid = tk.sorted()
             u, j = valid.nonzero(as_tuple=True)
@@ -127,9 +127,9 @@ def records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: i
                           None if tk.extra is None else tk.extra[u, slot]))
         rand, quant, bins = select_sample(x.res, [tk.idx for _, tk in tops], n_random, n_quantiles, per_quantile)
         res = x.res
-        for kind, mask in (("random", rand), ("quantile", quant)):
+        for kind, mask, binned in (("random", rand, None), ("quantile", quant, bins)):
             u, s = mask.nonzero(as_tuple=True)
-            b = torch.zeros_like(u) if kind == "random" else bins[u, s]
+            b = torch.zeros_like(u) if binned is None else binned[u, s]
             parts.append((KIND_ORDER.index(kind), u, b, res.idx.cpu()[u, s], res.aux.cpu()[u, s], res.rows.cpu()[u, s],
                           None if res.extra is None else res.extra.cpu()[u, s]))
         kind_c = np.concatenate([np.full(len(p[1]), p[0]) for p in parts])

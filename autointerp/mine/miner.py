@@ -48,7 +48,7 @@ from .logits import TokenDecoder, direct_logit_effects
 from .sae import LatentLayer, latent_density, latent_logit_effects, mining_saes
 
 DEFAULT_TOKENS = 100_000
-UNIT_KINDS = ("neurons", "heads", "both", "latents")   # latents: only the given SAEs' (mine/sae.py)
+MINE_UNITS = ("neurons", "heads", "both", "latents")   # what mine(units=) takes; latents: only the given SAEs' (mine/sae.py)
 STATE_VERSION = 1
 
 
@@ -114,8 +114,8 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     the state's memory is divided by the number of passes (wide SAEs in bounded memory); the
     records are the same as in one pass."""
     t_start = time.perf_counter()
-    if units not in UNIT_KINDS:
-        raise UsageError(f"bad units {units!r}: use neurons, heads, both or latents")
+    if units not in MINE_UNITS:
+        raise UsageError(f"bad units {units!r}: use {', '.join(MINE_UNITS[:-1])} or {MINE_UNITS[-1]}")
     if units == "latents" and not saes:
         raise UsageError("units='latents' needs an SAE (--sae PATH)")
     for name, v in (("top_k", top_k), ("batch_size", batch_size), ("n_quantiles", n_quantiles)):
@@ -153,7 +153,7 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     settings = {"corpus": source.spec, "corpus_id": cid, "context_len": context_len, "layers": layers, "top_k": top_k,
                 "n_quantiles": n_quantiles, "per_quantile": per_quantile, "n_random": n_random, "units": units,
                 "n_tokens": n_tokens, "n_contexts": n_contexts, "first_pos": layout.first_pos, "reservoir": res_size,
-                "text_field": text_field if source.kind in ("jsonl", "hf") else None}
+                "text_field": text_field if source.format in ("jsonl", "hf") else None}
     if saes:
         settings["saes"] = [{"id": x.id, "name": x.name, "hook": x.hook, "layer": x.layer, "d_sae": x.d_sae} for x in saes]
     full_rid, span = rid, (0, n_contexts)

@@ -7,6 +7,7 @@ the weights used for direct logit attribution live. It never re-implements a for
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import torch
@@ -69,6 +70,16 @@ def norm_kind_of(norm: nn.Module) -> str:
     if isinstance(norm, nn.LayerNorm) or getattr(norm, "bias", None) is not None:
         return "layernorm"
     return "rmsnorm"
+
+
+def _submodule(path: str):
+    """An adapter method (self, block) -> the block's submodule at a dotted path ("self_attn.q_proj")."""
+    get = operator.attrgetter(path)
+
+    def method(self, block) -> nn.Module:
+        return get(block)
+    method.__doc__ = f"block.{path}"
+    return method
 
 
 class Adapter:
@@ -189,17 +200,10 @@ class GPT2Adapter(Adapter):
     def final_norm(self):
         return self.model.transformer.ln_f
 
-    def attn(self, block):
-        return block.attn
-
-    def qkv_proj(self, block):
-        return block.attn.c_attn
-
-    def o_proj(self, block):
-        return block.attn.c_proj
-
-    def down_proj(self, block):
-        return block.mlp.c_proj
+    attn = _submodule("attn")
+    qkv_proj = _submodule("attn.c_attn")
+    o_proj = _submodule("attn.c_proj")
+    down_proj = _submodule("mlp.c_proj")
 
     def sizes(self):
         c = self.config
@@ -229,23 +233,12 @@ class LlamaAdapter(Adapter):
     def final_norm(self):
         return self.base().norm
 
-    def attn(self, block):
-        return block.self_attn
-
-    def q_proj(self, block):
-        return block.self_attn.q_proj
-
-    def k_proj(self, block):
-        return block.self_attn.k_proj
-
-    def v_proj(self, block):
-        return block.self_attn.v_proj
-
-    def o_proj(self, block):
-        return block.self_attn.o_proj
-
-    def down_proj(self, block):
-        return block.mlp.down_proj
+    attn = _submodule("self_attn")
+    q_proj = _submodule("self_attn.q_proj")
+    k_proj = _submodule("self_attn.k_proj")
+    v_proj = _submodule("self_attn.v_proj")
+    o_proj = _submodule("self_attn.o_proj")
+    down_proj = _submodule("mlp.down_proj")
 
 
 class GemmaAdapter(LlamaAdapter):

@@ -713,13 +713,13 @@ class HookedModel:
         attn_layers = {id(self.adapter.attn(b)): i for i, b in enumerate(self._blocks)} if need_pattern else {}
         state = _RunState(cache_names, hooks, grad, attn_layers, sae_in, sae_out)
 
-        # group hook points per (module, kind), in a fixed order (q before k before v etc.)
+        # group hook points per (module, side: pre | post), in a fixed order (q before k before v etc.)
         groups: dict[tuple[int, str], tuple[nn.Module, list]] = {}
         for name in sorted(wanted, key=self._order_key):
             if name.endswith("attn.pattern"):
                 continue
-            mod, kind, get, put = self._point(name)
-            groups.setdefault((id(mod), kind), (mod, []))[1].append((name, get, put))
+            mod, side, get, put = self._point(name)
+            groups.setdefault((id(mod), side), (mod, []))[1].append((name, get, put))
 
         handles = []
         token = _ACTIVE.set(state)
@@ -736,11 +736,8 @@ class HookedModel:
                     return out.detach().requires_grad_(True)
 
                 handles.append(self.adapter.embed().register_forward_hook(_leaf))
-            for (_, kind), (mod, items) in groups.items():
-                if kind == "pre":
-                    handles.append(mod.register_forward_pre_hook(self._pre_fn(state, items), with_kwargs=True))
-                else:
-                    handles.append(mod.register_forward_hook(self._post_fn(state, items)))
+            for (_, side), (mod, items) in groups.items():
+                handles.append(self._register(mod, side, state, items))
             run_base = (not return_logits) or stop_at_layer is not None
             if stop_at_layer is not None and stop_at_layer < self.n_layers:
                 def _stop(*_a, **_k):
@@ -813,49 +810,38 @@ class HookedModel:
                 mod.forward = old
 
     @staticmethod
-    def _inject_fn(x: torch.Tensor):
-        def fn(mod, args, kwargs):
-            if args:
-                return (x, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": x}
+    def _with_input(args, kwargs, x):
+        """A forward pre-hook's (args, kwargs) with the hidden states (positional or keyword) set to x."""
+        return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
 
-        return fn
+    @classmethod
+    def _inject_fn(cls, x: torch.Tensor):
+        return lambda mod, args, kwargs: cls._with_input(args, kwargs, x)
 
-    @staticmethod
-    def _pre_fn(state: _RunState, items):
-        def fn(mod, args, kwargs):
-            if args:
-                x, in_args = args[0], True
-            else:
-                x, in_args = kwargs["hidden_states"], False
+    @classmethod
+    def _register(cls, mod: nn.Module, side: str, state: _RunState, items):
+        """One hook on mod running a group's points (name, get, put) in order: on the module's input
+        hidden states before its forward (side "pre") or on its output (or the output tuple's first
+        element) after it ("post"). The hook returns None (nothing replaced) unless a point did."""
+        def apply(x):
             changed = False
             for name, get, put in items:
                 new = state.point(name, x, get, put)
                 if new is not None:
                     x, changed = new, True
-            if not changed:
-                return None
-            if in_args:
-                return (x, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": x}
+            return x if changed else None
 
-        return fn
+        def pre(mod, args, kwargs):
+            x = apply(args[0] if args else kwargs["hidden_states"])
+            return None if x is None else cls._with_input(args, kwargs, x)
 
-    @staticmethod
-    def _post_fn(state: _RunState, items):
-        def fn(mod, args, out):
+        def post(mod, args, out):
             is_tuple = isinstance(out, tuple)
-            x = out[0] if is_tuple else out
-            changed = False
-            for name, get, put in items:
-                new = state.point(name, x, get, put)
-                if new is not None:
-                    x, changed = new, True
-            if not changed:
-                return None
-            return (x, *out[1:]) if is_tuple else x
+            x = apply(out[0] if is_tuple else out)
+            return None if x is None else ((x, *out[1:]) if is_tuple else x)
 
-        return fn
+        return {"pre": lambda: mod.register_forward_pre_hook(pre, with_kwargs=True),
+                "post": lambda: mod.register_forward_hook(post)}[side]()
 
     def _set_attn_impl(self, impl: str) -> Callable[[], None]:
         configs = {}

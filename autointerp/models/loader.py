@@ -82,7 +82,7 @@ OLD_NAMES: dict[str, str] = {"qwen2.5-0.5b": "qwen2.5-coder-0.5b"}
 @dataclass(frozen=True)
 class ResolvedSpec:
     spec: str
-    kind: str  # "alias" | "gguf" | "dir" | "hub"
+    origin: str  # "alias" | "gguf" | "dir" | "hub": where the weights come from
     path: Path | None = None  # gguf file (alias/gguf), model dir (dir), None (hub)
     hub_id: str | None = None
     alias: str | None = None
@@ -238,23 +238,23 @@ def resolve_spec(spec: str | os.PathLike | None) -> ResolvedSpec:
         s = OLD_NAMES[s.lower()]
     if s.lower() in PACKAGED:
         alias = s.lower()
-        return ResolvedSpec(spec=s, kind="alias", path=packaged_gguf(alias), alias=alias)
+        return ResolvedSpec(spec=s, origin="alias", path=packaged_gguf(alias), alias=alias)
     path = Path(s).expanduser()
     if s.lower().endswith(".gguf"):
         if not path.is_file():
             raise ModelSpecError(f"no such GGUF file: {path}")
-        return ResolvedSpec(spec=s, kind="gguf", path=path.resolve())
+        return ResolvedSpec(spec=s, origin="gguf", path=path.resolve())
     if path.is_dir():
         if not (path / "config.json").is_file():
             ggufs = sorted(path.glob("*.gguf"))
             if len(ggufs) == 1:
-                return ResolvedSpec(spec=s, kind="gguf", path=ggufs[0].resolve())
+                return ResolvedSpec(spec=s, origin="gguf", path=ggufs[0].resolve())
             raise ModelSpecError(f"{path} is a directory without config.json: pass a Hugging Face model directory or a .gguf file")
-        return ResolvedSpec(spec=s, kind="dir", path=path.resolve())
+        return ResolvedSpec(spec=s, origin="dir", path=path.resolve())
     looks_like_path = s.startswith((".", "/", "~")) or os.sep in s and s.count("/") != 1
     if looks_like_path or path.exists():
         raise ModelSpecError(f"no such model path: {path}")
-    return ResolvedSpec(spec=s, kind="hub", hub_id=s)
+    return ResolvedSpec(spec=s, origin="hub", hub_id=s)
 
 
 # ----------------------------------------------------------------------------- GGUF cache
@@ -482,7 +482,7 @@ def load_model(spec: str | os.PathLike | None = DEFAULT_MODEL, device: str = "au
     torch_dtype = resolve_dtype(dtype)
     dev = resolve_device(device)
     r = resolve_spec(spec)
-    if r.kind in ("alias", "gguf"):
+    if r.origin in ("alias", "gguf"):
         path = convert_gguf(r.path, progress=progress)
         try:
             model, tok = _from_dir(path, torch_dtype)
@@ -493,7 +493,7 @@ def load_model(spec: str | os.PathLike | None = DEFAULT_MODEL, device: str = "au
                 model, tok = _from_dir(path, torch_dtype)
             except Exception as e2:  # noqa: BLE001
                 raise ModelSpecError(f"cannot load converted copy of {r.path}: {_one_line(e2)}") from e
-    elif r.kind == "dir":
+    elif r.origin == "dir":
         try:
             model, tok = _from_dir(r.path, torch_dtype)
         except Exception as e:  # noqa: BLE001

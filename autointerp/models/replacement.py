@@ -22,6 +22,7 @@ from torch import nn
 
 from ..core.hooks import act_name
 from ..errors import HookError
+from .adapters import norm_kind_of
 
 _NORM_PAIRS = (("ln_1", "ln_2"), ("input_layernorm", "post_attention_layernorm"))
 
@@ -50,14 +51,14 @@ def _eps(norm: nn.Module) -> float:
 @dataclass
 class _Frozen:
     module: nn.Module
-    kind: str                 # rmsnorm | layernorm
+    centred: bool             # a LayerNorm (subtracts the mean); else an RMSNorm
     scale: torch.Tensor       # [1, P, 1] from the real input
     weight: torch.Tensor | None
     bias: torch.Tensor | None
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
-        if self.kind == "layernorm":
+        if self.centred:
             xf = xf - xf.mean(-1, keepdim=True)
         y = xf * self.scale
         if self.weight is not None:
@@ -97,9 +98,9 @@ class LocalReplacement:
         self.frozen: list[_Frozen] = []
         for m in norms:
             x0, y0 = seen[id(m)]
-            kind = "layernorm" if isinstance(m, nn.LayerNorm) or getattr(m, "bias", None) is not None else "rmsnorm"
+            centred = norm_kind_of(m) == "layernorm"
             xf = x0.float()
-            if kind == "layernorm":
+            if centred:
                 s = torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + _eps(m))
             else:
                 s = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + _eps(m))
@@ -107,7 +108,7 @@ class LocalReplacement:
             if w is not None:
                 w = w.detach().float() + (1.0 if hm.adapter.norm_plus_one else 0.0)
             b = getattr(m, "bias", None)
-            fz = _Frozen(m, kind, s.detach(), w, None if b is None else b.detach().float())
+            fz = _Frozen(m, centred, s.detach(), w, None if b is None else b.detach().float())
             if not torch.allclose(fz.linear(x0).float(), y0.float(), rtol=1e-4, atol=1e-4 * float(y0.abs().max())):
                 raise HookError(f"attribution graphs: cannot reproduce {type(m).__name__} as a frozen-scale norm")
             self.frozen.append(fz)

@@ -6,7 +6,7 @@ Metric and normalisation: see core.py.
 """
 
 from .activation import activation_patching
-from .api import METHODS, head_wiki, patch
+from .api import METHODS, PatchReport, head_wiki, patch, patch_report
 from .attribution import attribution_patching, rank_correlation
 from .circuit import backup_heads, evaluate_circuit, final_attention
 from .core import DIRECTIONS, WHATS, Component, PatchResult, component_named, components_for, components_named
@@ -16,7 +16,7 @@ from .edge_search import Circuit, acdc, auto_circuit_json, find_circuit, prune_t
 from .edges import EdgeGraph, EdgeScores, circuit_logit_diff, eap_scores, exact_edge_scores
 from .path import path_patching
 
-__all__ = ["patch", "head_wiki", "activation_patching", "attribution_patching", "path_patching",
+__all__ = ["patch", "patch_report", "PatchReport", "head_wiki", "activation_patching", "attribution_patching", "path_patching",
            "direct_logit_attribution", "detect_heads", "rank_correlation", "role", "PatchResult", "Component",
            "components_for", "component_named", "components_named", "evaluate_circuit", "backup_heads",
            "final_attention", "METHODS", "WHATS", "DIRECTIONS", "DETECTORS", "EdgeGraph", "EdgeScores", "eap_scores",

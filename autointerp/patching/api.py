@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from pydantic import BaseModel, Field, model_serializer
 
 from ..errors import UsageError
 from ..core.keys import content_hash
@@ -99,6 +102,52 @@ def patch(store, hm, ds: Dataset, what: str = "heads", method: str = "activation
                                      corrupt_logit_diff=res.corrupt_logit_diff, settings=res.settings,
                                      results=res.results)
     return res
+
+
+class PatchReport(BaseModel):
+    """A patching run on a named dataset, as `autointerp patch` prints it (its --json is the dump:
+    the run without its settings, the dataset's name, and for attribution the rank correlation
+    with activation patching, null when no matching activation run is stored)."""
+    clean_logit_diff: float
+    corrupt_logit_diff: float
+    what: str
+    method: str
+    direction: str | None = None
+    n_items: int
+    normalised: bool
+    run_id: int | None = None
+    results: list[dict]
+    dataset: str
+    rank_correlation_with_activation: float | None = None
+    model: str = Field(exclude=True)                       # what the text face also shows
+    receivers: str | None = Field(default=None, exclude=True)
+    reused: bool = Field(default=False, exclude=True)
+    plot: Path | None = Field(default=None, exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _attribution_only(self, handler) -> dict[str, Any]:
+        d = handler(self)
+        if self.method != "attribution":
+            d.pop("rank_correlation_with_activation", None)
+        return d
+
+
+def patch_report(store, hm, ds: Dataset, what: str = "heads", method: str = "activation", *, top: int | None = None,
+                 plot: str | Path | None = None, force: bool = False, **kw) -> PatchReport:
+    """Run (or reuse) `patch` and report it: the `top` components by |effect| (None: all), and a
+    heatmap PNG written to `plot` when given (force: overwrite it). kw: the rest of patch's options."""
+    res = patch(store, hm, ds, what, method, **kw)
+    if plot:
+        from .plot import plot_result
+
+        plot_result(res, plot, hm.n_layers, hm.n_heads, title=f"{ds.name}: {method} {res.what} ({res.direction or 'clean'})",
+                    force=force)
+    return PatchReport(clean_logit_diff=res.clean_logit_diff, corrupt_logit_diff=res.corrupt_logit_diff, what=res.what,
+                       method=res.method, direction=res.direction, n_items=res.n_items, normalised=res.normalised,
+                       run_id=res.run_id, results=res.results[:top] if top is not None else res.results,
+                       dataset=ds.name, rank_correlation_with_activation=res.settings.get("rank_correlation_with_activation"),
+                       model=hm.spec, receivers=res.settings.get("receivers"), reused=res.reused,
+                       plot=Path(plot) if plot else None)
 
 
 def _compare(store, hm, ds, res, what, direction, layer, per_position, layers, batch_size, max_batch, progress,

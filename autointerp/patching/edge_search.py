@@ -335,16 +335,16 @@ def circuit_from_row(row: dict, graph: EdgeGraph) -> Circuit:
 
 def _ac_src(graph: EdgeGraph, i: int) -> str:
     s = graph.senders[i]
-    return "Resid Start" if s.kind == "embed" else (f"A{s.layer}.{s.head}" if s.kind == "head" else f"MLP {s.layer}")
+    return "Resid Start" if s.part == "embed" else (f"A{s.layer}.{s.head}" if s.part == "head" else f"MLP {s.layer}")
 
 
 def _ac_dest(graph: EdgeGraph, j: int) -> tuple[str, str]:
     """(auto-circuit node name, its TransformerLens module name) of a receiver."""
     r = graph.receivers[j]
-    if r.kind == "logits":
+    if r.part == "logits":
         last = act_name("resid_post", graph.n_layers - 1)
         return "Resid End", last.replace("resid_post", "hook_resid_post")
-    if r.kind == "mlp":
+    if r.part == "mlp":
         return f"MLP {r.layer}", act_name("mlp.out", r.layer).replace("mlp.out", "hook_mlp_in")
     site = act_name(f"attn.{r.channel}", r.layer)
     return f"A{r.layer}.{r.head}.{r.channel.upper()}", site.replace(f"attn.{r.channel}", f"hook_{r.channel}_input")
@@ -362,7 +362,7 @@ def auto_circuit_json(c: Circuit) -> dict:
         rec = g.receivers[r]
         _, mod = _ac_dest(g, r)
         v = 0.0 if math.isnan(sc[e]) else float(sc[e])
-        if rec.kind == "head":
+        if rec.part == "head":
             t = prune.setdefault(mod, [[0.0] * S for _ in range(g.n_heads)])
             t[rec.head][s] = v
         else:
@@ -371,8 +371,7 @@ def auto_circuit_json(c: Circuit) -> dict:
     return {
         "format": "auto-circuit",
         "prune_scores": prune,
-        "src_nodes": [{"name": _ac_src(g, i), "idx": i, "ours": s.name, "layer": 0 if s.kind == "embed" else
-                       2 * s.layer + (1 if s.kind == "head" else 2), "head_idx": s.head}
+        "src_nodes": [{"name": _ac_src(g, i), "idx": i, "ours": s.name, "layer": s.stage, "head_idx": s.head}
                       for i, s in enumerate(g.senders)],
         "edges": [{"name": f"{_ac_src(g, s)}->{_ac_dest(g, r)[0]}", "ours": g.edge_name(e),
                    "dest_module": _ac_dest(g, r)[1], "score": _f(sc[e]), "in_circuit": e in in_c}
@@ -388,7 +387,7 @@ def rank_check(hm, items: Sequence[PairItem], *, method: str = "eap", receivers:
     `receivers` ('logits' or 'all'), with the two score lists."""
     graph = EdgeGraph.of(hm)
     sc = eap_scores(hm, items, method=method, steps=steps, batch_size=batch_size, graph=graph)
-    idx = [e for e, (s, r) in enumerate(graph.edges) if receivers == "all" or graph.receivers[r].kind == "logits"]
+    idx = [e for e, (s, r) in enumerate(graph.edges) if receivers == "all" or graph.receivers[r].part == "logits"]
     ex = exact_edge_scores(hm, items, idx, batch_size=batch_size, graph=graph)
     return {"spearman": spearman(sc.scores[idx], ex.scores[idx]), "n_edges": len(idx),
             "edges": [graph.edge_name(e) for e in idx], "approx": [float(sc.scores[e]) for e in idx],

@@ -80,26 +80,26 @@ def check_ablation(ablation: object) -> str:
 @dataclass(frozen=True)
 class Sender:
     name: str          # embed | L3/H1 | blocks.3.mlp.out
-    kind: str          # embed | head | mlp
+    part: str          # embed | head | mlp
     layer: int         # -1 for embed
     head: int | None = None
 
     @property
     def stage(self) -> int:       # forward order through the residual stream
-        return 0 if self.kind == "embed" else 2 * self.layer + (1 if self.kind == "head" else 2)
+        return 0 if self.part == "embed" else 2 * self.layer + (1 if self.part == "head" else 2)
 
 
 @dataclass(frozen=True)
 class Receiver:
     name: str          # L3/H1:q | blocks.3.mlp.out | logits
-    kind: str          # head | mlp | logits
+    part: str          # head | mlp | logits
     layer: int         # n_layers for logits
     head: int | None = None
     channel: str | None = None     # q | k | v for heads
 
     @property
     def stage(self) -> int:
-        return 2 * self.layer + (1 if self.kind == "head" else 2) if self.kind != "logits" else 2 * self.layer + 1
+        return 2 * self.layer + (1 if self.part == "head" else 2) if self.part != "logits" else 2 * self.layer + 1
 
 
 class EdgeGraph:
@@ -501,14 +501,14 @@ def _add(D):
 
 def _patched_ld(hm, graph: EdgeGraph, rec: Receiver, D: torch.Tensor, ids, b: Batch, kk: int, clean_cache):
     nL = hm.n_layers
-    if rec.kind == "logits":     # only the final norm and the unembedding read it: no forward needed
+    if rec.part == "logits":     # only the final norm and the unembedding read it: no forward needed
         last = b.last.repeat(kk)
         rows = torch.arange(kk * b.size, device=D.device)
         x = _rep(clean_cache[act_name("resid_post", nL - 1)], kk)[rows, last] + D[rows, last].to(hm.dtype)
         logits = hm.unembed(hm.ln_final(x))
         return logits[rows, b.ans.repeat(kk)] - logits[rows, b.wrong.repeat(kk)]
     L = rec.layer
-    if rec.kind == "mlp":
+    if rec.part == "mlp":
         ld, _ = run_ld(hm, ids, b, reps=kk, hooks={act_name("attn.out", L): _add(D), act_name("mlp.out", L): _add(-D)})
         return ld
     h = rec.head

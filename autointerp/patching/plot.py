@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.files import atomic_output
+from ..core.files import pyplot, save_png
 from ..core.units import HEAD, NEURON, Unit, UnitKind
-from ..errors import UsageError
 from .core import PatchResult
 
 
@@ -68,13 +67,7 @@ def result_grid(res: PatchResult, n_layers: int, n_heads: int) -> tuple[np.ndarr
 
 def plot_result(res: PatchResult, path: str | Path, n_layers: int, n_heads: int, title: str | None = None,
                 force: bool = False) -> Path:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'autointerp[plot]'") from None
+    plt = pyplot()
     g, ylab, xlab, yname, xname = result_grid(res, n_layers, n_heads)
     lim = float(np.nanmax(np.abs(g))) if np.isfinite(g).any() else 1.0
     lim = lim or 1.0
@@ -92,8 +85,4 @@ def plot_result(res: PatchResult, path: str | Path, n_layers: int, n_heads: int,
     ax.set_title(title or f"{res.method} patching, {res.what}, {res.direction or ''} ({unit})", fontsize=9)
     fig.colorbar(im, ax=ax, shrink=0.8)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_output(path, force=force, binary=True, option="--plot") as f:
-        fig.savefig(f, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path, force=force, dpi=120)

@@ -128,7 +128,7 @@ def calibrate(store, llm, *, tokenizer, model_id: str, units_file: str | None = 
                 kw = {"rule": c["rule"]} if SCORERS[name].rule else {}
                 recs = sc.score(c["text"], splits, unit_max, **kw)
                 timings[name] += time.perf_counter() - ts
-                r = next((x for x in recs if x.kind == SCORERS[name].kinds[0]), None)
+                r = SCORERS[name].headline(recs)
                 c["scores"][name] = None if r is None else {"value": r.value, "reason": r.reason}
         per_unit.append({"name": u.name, "fires_in": fires[u.name], "n_test": len(splits.test),
                          "candidates": [{"role": c["role"], "text": c["text"], "has_rule": c["rule"] is not None,

@@ -14,6 +14,7 @@ determines it, so an identical re-run is a cache hit that calls no LLM.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -352,20 +353,29 @@ def find_or_mine(store, model_id: str, unit: Unit, *, run_id=None, corpus=None, 
 def explain_unit(store, unit: str | Unit, *, model_spec: str | None = None, llm=None, llm_base_url: str | None = None,
                  run_id: str | None = None, k: int | None = None, settings: ExplainSettings | None = None,
                  corpus: str | None = None, n_tokens: int | None = None, device: str = "auto", dtype: str = "float32",
-                 hm=None, simulator_llm=None, mine_kw: dict | None = None, config=None) -> ExplainResult:
+                 hm=None, simulator_llm=None, mine_kw: dict | None = None, config=None,
+                 sae_specs: Sequence[str] | None = None, sae_name: str | None = None) -> ExplainResult:
     """Explain and score one unit, mining its layer first when the store has no run for it.
 
     model_spec: the subject model (default: config's, smollm2-135m); llm: an LLM object or a spec
     ('embedded:smollm2-135m', 'openai:MODEL'); k overrides settings.k. config: the resolved
     config.Settings (the CLI's; None: the library defaults) for the LLM's defaults (spec, base
     URL, budget, timeouts). Returns an ExplainResult (also stored: explanations incl. the
-    baseline, scores, LLM calls)."""
+    baseline, scores, LLM calls). sae_specs (the CLI's --sae, maybe empty; sae_name its
+    --sae-name): an SAE latent is bound to one of these SAEs, or to the SAE its @name registered
+    in the store, checked against its size and layer, and its layer mined with it; None: the unit
+    is taken as given (an SAE latent already bound, mined with `mine_kw`)."""
     from ..config import Settings
     from ..mine import load_exemplars
 
     cfg = config if config is not None else Settings.defaults()
     model_id = model_spec or cfg.model
     u = unit if isinstance(unit, Unit) else Unit.parse(unit)
+    if sae_specs is not None and (sae_specs or u.record.needs_sae):
+        from .saes import bind_saes
+
+        u, saes = bind_saes(u, sae_specs, store, sae_name)
+        mine_kw = {"saes": [x for x in saes if x.name == u.sae], "units": "latents"}
     s = (settings or ExplainSettings()).model_copy()
     if k is not None:
         s.k = k

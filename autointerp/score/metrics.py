@@ -9,6 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
+from ..core.stats import bootstrap, per_resample
+
 # An LLM's scores are "calibrated" when the lower end of its simulation AUROC's 95% interval on
 # planted units (autointerp calibrate) is at least this; below it they are printed as uncalibrated.
 CALIBRATED_AUROC_LOW = 0.7
@@ -89,11 +91,10 @@ def _r_of(S: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def _boot_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """[n_boot, n] resampling counts: row b counts how often each record was drawn (n draws with
-    replacement from a numpy Generator seeded with `seed`)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
+def _counts(idx: np.ndarray) -> np.ndarray:
+    """[n_boot, n] resampling counts from [n_boot, n] resampling indices: row b counts how often
+    each record was drawn."""
+    n_boot, n = idx.shape
     W = np.zeros((n_boot, n))
     np.add.at(W, (np.repeat(np.arange(n_boot), n), idx.ravel()), 1.0)
     return W
@@ -111,12 +112,8 @@ def bootstrap_ci(true, sim, *, n_boot: int = 1000, seed: int = 0,
     n = len(true)
     if n == 0:
         return (None, None)
-    vals = _r_of(_boot_weights(n, n_boot, seed) @ _suff(true, sim))
-    vals = vals[np.isfinite(vals)]
-    if vals.size == 0:
-        return (None, None)
-    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))
+    S = _suff(true, sim)
+    return bootstrap(lambda idx: _r_of(_counts(idx) @ S), n, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def paired_corr_margin(true, sim_a, sim_b, *, n_boot: int = 1000, seed: int = 0,
@@ -131,13 +128,11 @@ def paired_corr_margin(true, sim_a, sim_b, *, n_boot: int = 1000, seed: int = 0,
     m = _r_of(Sa.sum(0)) - _r_of(Sb.sum(0))
     if not np.isfinite(m):
         return None, None, None
-    W = _boot_weights(n, n_boot, seed)
-    d = _r_of(W @ Sa) - _r_of(W @ Sb)
-    d = d[np.isfinite(d)]
-    if d.size == 0:
-        return float(m), None, None
-    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    return float(m), float(lo), float(hi)
+
+    def diff(idx):
+        W = _counts(idx)
+        return _r_of(W @ Sa) - _r_of(W @ Sb)
+    return (float(m), *bootstrap(diff, n, n_boot=n_boot, seed=seed, alpha=alpha))
 
 
 def simulation_scores(true, sim, kinds: Sequence[str], *, n_boot: int = 1000, seed: int = 0) -> dict:
@@ -193,10 +188,7 @@ def bootstrap_balanced_accuracy(labels, preds, *, n_boot: int = 1000, seed: int 
     n = len(y)
     if n == 0:
         return (None, None)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    vals = _balanced_accuracy_rows(y[idx], p[idx])
-    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-    return (float(lo), float(hi))
+    return bootstrap(lambda idx: _balanced_accuracy_rows(y[idx], p[idx]), n, n_boot=n_boot, seed=seed, alpha=alpha)
 
 
 def paired_balanced_accuracy_margin(labels, preds_a, preds_b, *, n_boot: int = 1000, seed: int = 0,
@@ -211,11 +203,8 @@ def paired_balanced_accuracy_margin(labels, preds_a, preds_b, *, n_boot: int = 1
     if n == 0:
         return None, None, None
     m = balanced_accuracy(y, a) - balanced_accuracy(y, b)
-    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-    yy = y[idx]
-    d = _balanced_accuracy_rows(yy, a[idx]) - _balanced_accuracy_rows(yy, b[idx])
-    lo, hi = np.quantile(d, [alpha / 2, 1 - alpha / 2])
-    return float(m), float(lo), float(hi)
+    return (float(m), *bootstrap(lambda idx: _balanced_accuracy_rows(y[idx], a[idx]) - _balanced_accuracy_rows(y[idx], b[idx]),
+                                 n, n_boot=n_boot, seed=seed, alpha=alpha))
 
 
 def auroc(labels: Sequence[bool], scores: Sequence[float]) -> float | None:
@@ -240,18 +229,10 @@ def paired_margin(stat, a: Sequence, b: Sequence, *, n_boot: int = 1000, seed: i
     sa, sb = stat(list(a)), stat(list(b))
     if sa is None or sb is None:
         return None, None, None
-    n = len(a)
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n, size=n)
+    def diff(idx):
         x, y = stat([a[i] for i in idx]), stat([b[i] for i in idx])
-        if x is not None and y is not None:
-            vals.append(x - y)
-    if not vals:
-        return float(sa - sb), None, None
-    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-    return float(sa - sb), float(lo), float(hi)
+        return None if x is None or y is None else x - y
+    return (float(sa - sb), *bootstrap(per_resample(diff), len(a), n_boot=n_boot, seed=seed, alpha=alpha))
 
 
 def bootstrap_auroc(labels: Sequence[bool], scores: Sequence[float], groups: Sequence | None = None, *,
@@ -266,16 +247,9 @@ def bootstrap_auroc(labels: Sequence[bool], scores: Sequence[float], groups: Seq
         return None, None, None
     g = np.asarray(groups if groups is not None else range(len(y)))
     uniq = list(dict.fromkeys(g.tolist()))
-    members = {u: np.nonzero(g == u)[0] for u in uniq}
-    rng = np.random.default_rng(seed)
-    vals = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(uniq), size=len(uniq))
-        idx = np.concatenate([members[uniq[i]] for i in pick])
-        v = auroc(y[idx], s[idx])
-        if v is not None:
-            vals.append(v)
-    if not vals:
-        return a, None, None
-    lo, hi = np.quantile(vals, [alpha / 2, 1 - alpha / 2])
-    return a, float(lo), float(hi)
+    members = [np.nonzero(g == u)[0] for u in uniq]
+
+    def of(pick):
+        idx = np.concatenate([members[i] for i in pick])
+        return auroc(y[idx], s[idx])
+    return (a, *bootstrap(per_resample(of), len(uniq), n_boot=n_boot, seed=seed, alpha=alpha))

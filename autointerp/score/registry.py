@@ -33,6 +33,10 @@ class ScorerSpec:
     def applies_to(self, kind: str | None) -> bool:
         return kind is None or self.unit_kinds is None or kind in self.unit_kinds
 
+    def headline(self, records):
+        """Its headline score among the score records it wrote (kinds[0]), or None."""
+        return next((r for r in records if r.kind in self.kinds[:1]), None)
+
     def build(self, llm, opts):
         """The scorer object, or None when it needs an LLM and there is none."""
         if self.needs_llm and llm is None:

@@ -36,12 +36,16 @@ from .splits import records_hash
 MAX_BAD_FRAC = 0.2   # more unparseable values than this fraction: the score is null
 
 
-class ScoreRecord(BaseModel):
+class ScoreValue(BaseModel):
+    """A score of some kind: its value (None: undefined) with its interval and sample size."""
     kind: str
     value: float | None
     ci_low: float | None = None
     ci_high: float | None = None
     n: int | None = None
+
+
+class ScoreRecord(ScoreValue):
     scorer: str | None = None
     template_hash: str | None = None
     control: float | None = None          # the control's score on the same records

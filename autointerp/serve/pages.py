@@ -177,7 +177,7 @@ def heatmap(run: dict, max_cols: int = 64) -> dict:
     its strongest components as a list."""
     res = run["results"]
     if not res:
-        return {"kind": "empty"}
+        return {"layout": "empty"}
     vmax = max(abs(r["effect"]) for r in res) or 1.0
     all_pos = all(r["position"] in (None, -1) for r in res)
     units = all(UNIT_RE.match(r["component"]) for r in res)
@@ -203,7 +203,7 @@ def heatmap(run: dict, max_cols: int = 64) -> dict:
     pos = lambda p: "all" if p in (None, -1) else p  # noqa: E731
     if len(cols) > max_cols:  # too wide for a grid (e.g. thousands of neurons): the strongest ones as a list
         top = sorted(res, key=lambda r: -abs(r["effect"]))[:40]
-        return {"kind": "list", "top": [{"component": r["component"], "is_unit": bool(UNIT_RE.match(r["component"])),
+        return {"layout": "list", "top": [{"component": r["component"], "is_unit": bool(UNIT_RE.match(r["component"])),
                                          "pos": pos(r["position"]), "effect": r["effect"],
                                          "bg": effect_colour(r["effect"], vmax)} for r in top]}
     grid = []
@@ -216,7 +216,7 @@ def heatmap(run: dict, max_cols: int = 64) -> dict:
                 "is_unit": bool(UNIT_RE.match(r["component"])),
                 "tip": f"{r['component']} pos {r['position']}: {r['effect']:+.4f}"})
         grid.append({"label": row_label(row), "cells": tds})
-    return {"kind": "grid", "cols": [pos(c) for c in cols], "rows": grid}
+    return {"layout": "grid", "cols": [pos(c) for c in cols], "rows": grid}
 
 
 def dataset_page(v: dict) -> str:

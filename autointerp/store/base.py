@@ -127,6 +127,14 @@ def parse_schema_version(meta: dict, path: str | Path) -> int:
     return version
 
 
+def decoded(row: dict, **json_cols: str) -> dict:
+    """row with each column X_json named here (decoded(row, settings="{}")) replaced by X, its
+    decoded JSON; the given JSON text stands in for a null or empty column."""
+    for name, empty in json_cols.items():
+        row[name] = json.loads(row.pop(f"{name}_json") or empty)
+    return row
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -251,6 +259,19 @@ class StoreBase:
 
     def query(self, sql: str, params: Any = None) -> list[dict]:
         return list(self.db.query(sql, params or []))
+
+    def one(self, sql: str, params: Any = None, **json_cols: str) -> dict | None:
+        """The first row of sql (or None), with its JSON columns decoded (see decoded)."""
+        rows = self.query(sql, params)
+        return decoded(rows[0], **json_cols) if rows else None
+
+    def row_by_id(self, table: str, id_: str) -> dict | None:
+        """The row of `table` whose id is id_; else, for 4+ characters, the most recently updated
+        row whose id starts with them (a unique prefix, as git takes one); None if there is none."""
+        rows = self.query(f"select * from {table} where id = ?", [id_])
+        if not rows and len(id_) >= 4:
+            rows = self.query(f"select * from {table} where id like ? order by updated_at desc", [id_ + "%"])
+        return rows[0] if rows else None
 
     def close(self) -> None:
         self.db.close()

@@ -40,15 +40,10 @@ class CircuitsMixin:
         """The circuit row (curve, settings decoded) with its edges (circuit edges first, by rank), or None."""
         if "circuits" not in self.db.table_names():
             return None
-        if key is not None:
-            rows = self.query("select * from circuits where key = ?", [key])
-        else:
-            rows = self.query("select * from circuits where id = ?", [circuit_id])
-        if not rows:
+        by, v = ("key", key) if key is not None else ("id", circuit_id)
+        r = self.one(f"select * from circuits where {by} = ?", [v], curve="[]", settings="{}")
+        if r is None:
             return None
-        r = rows[0]
-        r["curve"] = json.loads(r.pop("curve_json") or "[]")
-        r["settings"] = json.loads(r.pop("settings_json") or "{}")
         where = " and in_circuit = 1" if in_circuit_only else ""
         r["edges"] = self.query(
             "select edge, sender, receiver, score, in_circuit, rank from circuit_edges where circuit_id = ?" + where +

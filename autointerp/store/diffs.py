@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import now
+from .base import decoded, now
 
 
 def _dumps(v: Any) -> str | None:
@@ -66,14 +66,10 @@ class DiffsMixin:
         their scores; `diff_id` may be a unique prefix (4+ characters). None if unknown."""
         if not self._has_diffs():
             return None
-        rows = self.query("select * from diffs where id = ?", [diff_id])
-        if not rows and len(diff_id) >= 4:
-            rows = self.query("select * from diffs where id like ? order by updated_at desc", [diff_id + "%"])
-        if not rows:
+        d = self.row_by_id("diffs", diff_id)
+        if d is None:
             return None
-        d = rows[0]
-        d["settings"] = json.loads(d.pop("settings_json") or "null")
-        d["summary"] = json.loads(d.pop("summary_json") or "null")
+        decoded(d, settings="null", summary="null")
         did = d["id"]
         d["contexts"] = []
         for c in self.query("select side, rank, ctx_idx, score, tokens_json, values_json, input_ids_json from "

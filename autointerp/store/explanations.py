@@ -64,12 +64,11 @@ class ExplanationsMixin:
         put_score's keywords without explanation_id]). Idempotent on the keys like the one-row
         methods. Returns the number of explanations given."""
         n = 0
-        cols = _EXPL_COLS + ["created_at"]
+        cols = [c for c in _EXPL_COLS if c != "settings_json"] + ["settings_json", "created_at"]   # the last two: below
         scols = ["key", "explanation_id", "kind", "value", "ci_low", "ci_high", "n", "scorer", "template_hash",
                  "details_json", "created_at", "control", "margin", "margin_low", "margin_high", "reason"]
         e_sql = f"insert into explanations ({', '.join(cols)}) values ({', '.join('?' * len(cols))}) on conflict(key) do nothing"
         s_sql = f"insert into scores ({', '.join(scols)}) values ({', '.join('?' * len(scols))}) on conflict(key) do nothing"
-        e_get = [c for c in cols if c not in ("settings_json", "created_at")]
         s_get = [c for c in scols if c not in ("explanation_id", "details_json", "created_at")]
         conn = self.db.conn
         conn.execute("PRAGMA cache_size = -65536")        # 64 MB of page cache for the big insert (as finish_mining_run)
@@ -84,7 +83,8 @@ class ExplanationsMixin:
         with self.tx():
             for e, scores in items:
                 g = e.get
-                cur = conn.execute(e_sql, [*(g(c) for c in e_get), _dumps(g("settings")), t])
+                cur = conn.execute(e_sql, [_dumps(g("settings")) if c == "settings_json" else t if c == "created_at" else g(c)
+                                           for c in cols])
                 eid = cur.lastrowid if cur.rowcount else conn.execute("select id from explanations where key = ?",
                                                                       [e["key"]]).fetchone()[0]
                 for sc in scores:

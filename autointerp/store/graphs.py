@@ -59,12 +59,9 @@ class GraphsMixin:
         """The graph row (data and validation decoded) with its nodes (by idx) and edges, or None."""
         if "graphs" not in self.db.table_names():
             return None
-        rows = self.query("select * from graphs where id = ?", [graph_id])
-        if not rows:
+        g = self.one("select * from graphs where id = ?", [graph_id], data="{}", validation="null")
+        if g is None:
             return None
-        g = rows[0]
-        g["data"] = json.loads(g.pop("data_json") or "{}")
-        g["validation"] = json.loads(g.pop("validation_json") or "null")
         where = " and kept = 1" if kept_only else ""
         g["nodes"] = self.query("select idx, kind, layer, pos, latent, unit, token, activation, influence, kept "
                                 "from graph_nodes where graph_id = ?" + where + " order by idx", [graph_id])

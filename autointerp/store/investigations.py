@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .base import now
+from .base import decoded, now
 
 
 class InvestigationsMixin:
@@ -42,21 +42,17 @@ class InvestigationsMixin:
         or None. `inv_id` may be a unique prefix of the id."""
         if "investigations" not in self.db.table_names():   # a read-only store made before these tables
             return None
-        rows = self.query("select * from investigations where id = ?", [inv_id])
-        if not rows and len(inv_id) >= 4:
-            rows = self.query("select * from investigations where id like ? order by updated_at desc", [inv_id + "%"])
-        if not rows:
+        r = self.row_by_id("investigations", inv_id)
+        if r is None:
             return None
-        r = rows[0]
-        r["settings"] = json.loads(r.pop("settings_json") or "{}")
-        r["summary"] = json.loads(r.pop("summary_json") or "null")
+        decoded(r, settings="{}", summary="null")
         r["steps"] = [{"result": json.loads(s.pop("result_json")), **s} for s in self.query(
             "select step, key, result_json, seconds, created_at from investigation_steps where investigation_id = ? "
             "order by created_at, rowid", [r["id"]])]
         r["figures"] = self.query("select name, caption, source_json from investigation_figures where investigation_id = ?"
                                   " order by rowid", [r["id"]])
         for f in r["figures"]:
-            f["source"] = json.loads(f.pop("source_json") or "null")
+            decoded(f, source="null")
         return r
 
     def list_investigations(self) -> list[dict]:

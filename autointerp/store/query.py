@@ -283,7 +283,32 @@ class QueryMixin:
         return [r["id"] for r in self.query("select id from models order by id")]
 
     # ---- export -------------------------------------------------------------------
-    EXPORTS = ("explanations", "scores", "records", "patching")
+    # what -> (SQL with {where} where the filter goes, the model column --model filters on, [a condition
+    # always applied: explanations and scores of units, not of model-diff sides])
+    _EXPORT_SQL = {
+        "explanations": (
+            # the best score looked up per row (_BEST_JOIN): streamed, nothing materialised
+            "select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
+            "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
+            f"from explanations e {_BEST_JOIN} "
+            "{where} order by e.model_id, e.layer, e.unit, e.id", "e.model_id", UNIT_ROWS),
+        "scores": (
+            "select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
+            "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
+            "from scores s join explanations e on e.id = s.explanation_id "
+            "{where} order by e.model_id, e.layer, e.unit, s.id", "e.model_id", UNIT_ROWS),
+        "records": (
+            "select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
+            "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
+            "left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx "
+            "{where} order by x.run_id, x.unit, x.kind, x.bin, x.ctx_idx", "r.model_id"),
+        "patching": (
+            "select r.dataset, r.model_id, r.key as run_key, r.what, r.method, r.direction, "
+            "p.component, p.layer, p.position, p.effect from patch_results p "
+            "join patch_runs r on r.id = p.run_id "
+            "{where} order by r.dataset, r.id, p.layer, p.component, p.position", "r.model_id"),
+    }
+    EXPORTS = tuple(_EXPORT_SQL)
 
     def export_rows(self, what: str = "explanations", model: str | None = None) -> Iterator[dict]:
         """Rows for export, streamed. explanations: with their best simulation score; scores: one
@@ -291,36 +316,17 @@ class QueryMixin:
         patching: one row per patch result with its run."""
         if what not in self.EXPORTS:
             raise UsageError(f"cannot export {what!r}: choose one of {', '.join(self.EXPORTS)}")
-        mp = [model] if model else []
-        if what == "explanations":
-            # the best score looked up per row (_BEST_JOIN): streamed, nothing materialised
-            sql = ("select e.id, e.model_id, e.unit, e.layer, e.explainer, e.method, e.text, "
-                   "b.value as score, b.ci_low, b.ci_high, e.key, e.run_id, e.template_hash, e.records_hash, e.created_at "
-                   f"from explanations e {_BEST_JOIN} where {UNIT_ROWS} "
-                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, e.id")
-            yield from self.db.query(sql, mp)
-        elif what == "scores":
-            sql = ("select s.id, e.model_id, e.unit, e.layer, e.explainer, s.explanation_id, e.key as explanation_key, "
-                   "s.kind, s.value, s.ci_low, s.ci_high, s.n, s.scorer, s.key, s.created_at, s.details_json "
-                   f"from scores s join explanations e on e.id = s.explanation_id where {UNIT_ROWS} "
-                   f"{'and e.model_id = ?' if model else ''} order by e.model_id, e.layer, e.unit, s.id")
-            yield from self.db.query(sql, mp)
-        elif what == "records":
-            sql = ("select x.id, r.model_id, x.run_id, x.unit, x.kind, x.bin, x.ctx_idx, x.max_act, x.acts, x.extra, "
-                   "c.tokens_json from records x join mining_runs r on r.id = x.run_id "
-                   "left join contexts c on c.corpus_id = r.corpus_id and c.idx = x.ctx_idx "
-                   f"{'where r.model_id = ?' if model else ''} order by x.run_id, x.unit, x.kind, x.bin, x.ctx_idx")
-            for r in self.db.query(sql, mp):
-                r["acts"] = [round(float(v), 4) for v in unpack_f16(r["acts"])]
-                r["extra"] = [round(float(v), 4) for v in unpack_f16(r["extra"])] if r["extra"] else None
-                r["tokens"] = _json(r.pop("tokens_json"), None)
-                yield r
-        else:
-            sql = ("select r.dataset, r.model_id, r.key as run_key, r.what, r.method, r.direction, "
-                   "p.component, p.layer, p.position, p.effect from patch_results p "
-                   "join patch_runs r on r.id = p.run_id "
-                   f"{'where r.model_id = ?' if model else ''} order by r.dataset, r.id, p.layer, p.component, p.position")
-            yield from self.db.query(sql, mp)
+        sql, col, *always = self._EXPORT_SQL[what]
+        conds = always + ([f"{col} = ?"] if model else [])
+        rows = self.db.query(sql.replace("{where}", "where " + " and ".join(conds) if conds else ""), [model] if model else [])
+        if what != "records":
+            yield from rows
+            return
+        for r in rows:
+            r["acts"] = [round(float(v), 4) for v in unpack_f16(r["acts"])]
+            r["extra"] = [round(float(v), 4) for v in unpack_f16(r["extra"])] if r["extra"] else None
+            r["tokens"] = _json(r.pop("tokens_json"), None)
+            yield r
 
     # ---- the viewer's pages -------------------------------------------------------
     def overview(self) -> dict:
@@ -729,5 +735,3 @@ def investigation_step_source_sql(investigation_id: str, step: str) -> str:
     q = lambda x: str(x).replace("'", "''")  # noqa: E731  (SQL string literal quoting)
     return (f"select result_json from investigation_steps where investigation_id = '{q(investigation_id)}' "
             f"and step = '{q(step)}'")
-
-_open_source = open_source  # the old private name (cli/query.py); remove once no caller uses it

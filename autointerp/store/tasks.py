@@ -6,7 +6,7 @@ import json
 from typing import Any, Iterable
 
 from ..errors import DatasetError
-from .base import now
+from .base import decoded, now
 
 
 class TasksMixin:
@@ -38,15 +38,11 @@ class TasksMixin:
 
     def get_dataset(self, name: str) -> dict | None:
         """{name, task, source, model_id, n_items, hash, stats, settings, created_at, items: [dict]} or None."""
-        rows = self.query("select * from datasets where name = ?", [name])
-        if not rows:
+        d = self.one("select * from datasets where name = ?", [name], stats="{}", settings="{}")
+        if d is None:
             return None
-        d = rows[0]
-        d["stats"] = json.loads(d.pop("stats_json") or "{}")
-        d["settings"] = json.loads(d.pop("settings_json") or "{}")
-        items = self.query("select * from pairs where dataset = ? order by idx", [name])
+        items = [decoded(it, meta="{}") for it in self.query("select * from pairs where dataset = ? order by idx", [name])]
         for it in items:
-            it["meta"] = json.loads(it.pop("meta_json") or "{}")
             it.pop("dataset")
         d["items"] = items
         return d

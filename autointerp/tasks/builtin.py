@@ -148,17 +148,17 @@ def gen_pronouns(rng: random.Random, tokenize: Tokenize | None) -> Iterator[Pair
 
 def gen_successor(rng: random.Random, tokenize: Tokenize | None) -> Iterator[PairItem]:
     while True:
-        kind = rng.choice(["day", "month"])
-        seq = DAYS if kind == "day" else MONTHS
-        ti = rng.randrange(len(SUCCESSOR_TEMPLATES[kind]))
-        t = SUCCESSOR_TEMPLATES[kind][ti]
+        series = rng.choice(["day", "month"])
+        seq = {"day": DAYS, "month": MONTHS}[series]
+        ti = rng.randrange(len(SUCCESSOR_TEMPLATES[series]))
+        t = SUCCESSOR_TEMPLATES[series][ti]
         i = rng.randrange(len(seq))
         x = seq[i]
         # the corrupt value must not be x's neighbour (its successor would be x or x's answer)
         y = _other(x, seq, rng, tokenize, exclude=(seq[(i - 1) % len(seq)], seq[(i + 1) % len(seq)]))
         j = seq.index(y)
         yield PairItem(clean=t.format(X=x), corrupt=t.format(X=y), answer=" " + seq[(i + 1) % len(seq)],
-                       wrong=" " + seq[(j + 1) % len(seq)], meta=dict(task="successor", kind=kind, template=ti, x=x, y=y))
+                       wrong=" " + seq[(j + 1) % len(seq)], meta=dict(task="successor", kind=series, template=ti, x=x, y=y))
 
 
 def gen_capitals(rng: random.Random, tokenize: Tokenize | None) -> Iterator[PairItem]:

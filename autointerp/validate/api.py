@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from ..errors import UsageError
 from ..core.keys import content_hash
 from ..core.units import Unit
+from ..score.scorers import ScoreValue
 from .intervene import InterventionResult, intervene
 from .site import unit_site
 from .probes import (Probe, ProbeScores, code_probes, filler_tokens, llm_probes, neutral_records, parse_explanation,
@@ -47,12 +48,7 @@ class ValidateSettings(BaseModel):
     use_llm: bool = True
 
 
-class ScoreRow(BaseModel):
-    kind: str
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    n: int | None = None
+class ScoreRow(ScoreValue):
     id: int | None = None
     reason: str | None = None       # why value is null
 

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field, field_validator
 
+from ..core.stats import bootstrap, per_resample
 from ..score.metrics import auroc
 
 _QUOTED = re.compile(r'"([^"\n]{1,40})"|“([^”\n]{1,40})”|(?<![\w])\'([^\'\n]{1,40})\'(?![\w])')
@@ -295,18 +296,17 @@ def run_probes(hm, unit, probes: list[Probe], threshold: float, *, batch_size: i
             p.fires = bool(p.max_act >= threshold)
 
 
-def _auc_ci(labels, scores, n_boot: int, seed: int) -> tuple[float, float] | None:
+def auc_ci(labels, scores, n_boot: int, seed: int) -> tuple[float, float] | None:
+    """Percentile bootstrap 95% interval of the probes' AUROC, stratified: every resample keeps
+    the number of positives and of negatives (so both classes are in each); None with one class
+    or no resample."""
     y, s = np.asarray(labels, bool), np.asarray(scores, float)
     if y.all() or (~y).all() or n_boot < 1:
         return None
-    rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-    vals = []
-    for _ in range(n_boot):  # stratified: keep both classes in every resample
-        idx = np.concatenate([rng.choice(pos, len(pos)), rng.choice(neg, len(neg))])
-        vals.append(auroc(y[idx], s[idx]))
-    lo, hi = np.quantile(vals, [0.025, 0.975])
-    return float(lo), float(hi)
+    order = np.concatenate([np.flatnonzero(y), np.flatnonzero(~y)])
+    lo, hi = bootstrap(per_resample(lambda idx: auroc(y[order[idx]], s[order[idx]])), (int(y.sum()), int((~y).sum())),
+                       n_boot=n_boot, seed=seed)
+    return None if lo is None else (lo, hi)
 
 
 def auc_null_reason(labels: Sequence[bool], fires: Sequence[bool], acts: Sequence[float | None]) -> str | None:
@@ -344,5 +344,5 @@ def probe_scores(probes: Sequence[Probe], threshold: float, *, n_boot: int = 200
 
     by = {src: one([p for p in probes if p.source == src]) for src in sorted({p.source for p in probes})}
     allp = one(list(probes))
-    ci = None if allp["auc_reason"] else _auc_ci([p.label for p in probes], [p.max_act for p in probes], n_boot, seed)
+    ci = None if allp["auc_reason"] else auc_ci([p.label for p in probes], [p.max_act for p in probes], n_boot, seed)
     return ProbeScores(**allp, threshold=threshold, auc_ci=ci, by_source=by)

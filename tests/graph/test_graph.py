@@ -5,7 +5,6 @@ influence share, and bad input is one line."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
@@ -17,7 +16,7 @@ from autointerp.mine.sae_train import train_transcoders
 from autointerp.models.sae import SAEError
 from autointerp.models.transcoders import TranscoderSet, model_fingerprint
 
-from tinykit import WORDS, run_cli_lines, save_model_dir
+from tinykit import run_cli_lines, save_model_dir, word_corpus
 
 CTX = 32
 PROMPT = "when mary and john went to the store john gave a drink to"
@@ -25,10 +24,7 @@ PROMPT = "when mary and john went to the store john gave a drink to"
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(120)))
-    return str(p)
+    return word_corpus(tmp_path_factory.mktemp("corpus") / "c.txt", 120)
 
 
 def _tset(hm, corpus, layers=(0, 1, 2), skip=False):

@@ -3,7 +3,6 @@ transcoder set in the SAELens format, with EV / L0 / dead latents / CE recovered
 
 from __future__ import annotations
 
-import random
 
 import pytest
 import torch
@@ -13,17 +12,14 @@ from autointerp.mine.sae_train import mlp_replaced_ce, train_transcoders
 from autointerp.models.sae import SAEError
 from autointerp.models.transcoders import TranscoderSet, load_transcoder_set
 
-from tinykit import WORDS, run_cli_lines, save_model_dir
+from tinykit import run_cli_lines, save_model_dir, word_corpus
 
 CTX = 32
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(160)))
-    return str(p)
+    return word_corpus(tmp_path_factory.mktemp("corpus") / "c.txt", 160)
 
 
 def test_all_layers_train_from_one_pass_and_round_trip(tiny_llama, corpus, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from autointerp.mine import find_run, load_exemplars, mine, parse_layers
 from autointerp.mine import miner as miner_mod
 from autointerp.store import Store
 
-from tinykit import WORDS
+from tinykit import WORDS, word_corpus
 
 ARGS = dict(context_len=16, top_k=4, n_quantiles=3, per_quantile=2, n_random=3, batch_size=5, progress=False)
 N_TOKENS = 16 * 40          # 40 contexts
@@ -24,10 +24,7 @@ N_TOKENS = 16 * 40          # 40 contexts
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(20)))
-    return str(p)
+    return word_corpus(tmp_path_factory.mktemp("corpus") / "c.txt", 20)
 
 
 @pytest.fixture(scope="module")

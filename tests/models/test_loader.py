@@ -151,7 +151,7 @@ def saved_tiny_dir(tiny_gpt2, tmp_path):
 
 def test_local_dir_and_marked_cache(saved_tiny_dir, tiny_gpt2, tmp_path, tmp_cache):
     r = resolve_spec(str(saved_tiny_dir))
-    assert r.kind == "dir"
+    assert r.origin == "dir"
     hm = HookedModel.load(str(saved_tiny_dir), device="cpu")
     assert hm.family == "gpt2" and hm.tokenizer.pad_token is not None and hm.tokenizer.padding_side == "right"
     assert not any(p.requires_grad for p in hm.model.parameters()) and not hm.model.training
@@ -168,11 +168,11 @@ def test_local_dir_and_marked_cache(saved_tiny_dir, tiny_gpt2, tmp_path, tmp_cac
     (target / loader.MARKER).write_text("ok")
     model, tok = load_model(str(fake), device="cpu")
     assert type(model).__name__ == "GPT2LMHeadModel"
-    assert resolve_spec(str(fake)).kind == "gguf"
+    assert resolve_spec(str(fake)).origin == "gguf"
 
 
 def test_hub_spec_kind():
-    assert resolve_spec("gpt2").kind == "hub"
+    assert resolve_spec("gpt2").origin == "hub"
     assert resolve_spec("HuggingFaceTB/SmolLM2-135M").hub_id == "HuggingFaceTB/SmolLM2-135M"
 
 
@@ -206,7 +206,7 @@ def test_real_smollm2():
     assert torch.equal(clean.logits, patched.logits)
     # the same weights via the .gguf path and via the converted directory
     gguf = resolve_spec("smollm2-135m").path
-    assert resolve_spec(str(gguf)).kind == "gguf"
+    assert resolve_spec(str(gguf)).origin == "gguf"
     m2, _ = load_model(str(gguf), device="cpu")
     cached = loader.gguf_cache_path(gguf)
     assert loader.is_complete(cached)

@@ -64,7 +64,7 @@ def test_graph_counts_names_and_order():
 def test_eap_into_logits_matches_exact_and_planted_edges_on_top(toy, toy_scores):
     eap, ex = toy_scores
     g = eap.graph
-    logit_edges = [e for e, (s, r) in enumerate(g.edges) if g.receivers[r].kind == "logits"]
+    logit_edges = [e for e, (s, r) in enumerate(g.edges) if g.receivers[r].part == "logits"]
     rho = spearman(eap.scores[logit_edges], ex.scores[logit_edges])
     assert rho is not None and rho >= 0.8
     best = max(logit_edges, key=lambda e: abs(eap.scores[e]))

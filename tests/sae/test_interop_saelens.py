@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tinykit import WORDS
+from tinykit import word_corpus
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "scripts" / "interop_saelens.py"
@@ -60,9 +59,7 @@ def test_saes_saved_by_saelens_load_here(tmp_path):
 def test_sae_trained_here_loads_into_saelens(tiny_llama, tmp_path):
     from autointerp.mine.sae_train import train_topk
 
-    rng = random.Random(0)
-    corpus = tmp_path / "c.txt"
-    corpus.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(200)))
+    corpus = Path(word_corpus(tmp_path / "c.txt", 200))
     sae, _ = train_topk(tiny_llama, "blocks.1.resid_post", 64, k=4, n_tokens=32 * 60, corpus=str(corpus),
                         context_len=32, minibatch=64, lr=3e-3, name="trained")
     d = sae.save(tmp_path / "trained")

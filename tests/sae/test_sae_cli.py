@@ -4,11 +4,10 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
-from tinykit import WORDS
+from tinykit import word_corpus
 
 
 def _main(args, capsys):
@@ -22,8 +21,7 @@ def env(tiny_llama, tmp_path_factory):
     d = tmp_path_factory.mktemp("cli")
     tiny_llama.model.save_pretrained(d / "model")
     tiny_llama.tokenizer.save_pretrained(d / "model")
-    rng = random.Random(1)
-    (d / "c.txt").write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(120)))
+    word_corpus(d / "c.txt", 120, seed=1)
     return d
 
 

@@ -5,7 +5,6 @@ store; a latent is explained and scored through the pipeline with the fake LLM o
 from __future__ import annotations
 
 import importlib.util
-import random
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from autointerp.mine.sae_train import train_topk
 from autointerp.models.sae import SAE, load_sae
 from autointerp.store import Store
 
-from tinykit import WORDS
+from tinykit import word_corpus
 
 CTX = 32
 MINE = dict(n_tokens=CTX * 96, context_len=CTX, top_k=8, n_quantiles=4, per_quantile=2, n_random=6, batch_size=16,
@@ -29,10 +28,7 @@ MINE = dict(n_tokens=CTX * 96, context_len=CTX, top_k=8, n_quantiles=4, per_quan
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    rng = random.Random(0)
-    p = tmp_path_factory.mktemp("corpus") / "c.txt"
-    p.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(160)))
-    return str(p)
+    return word_corpus(tmp_path_factory.mktemp("corpus") / "c.txt", 160)
 
 
 @pytest.fixture(scope="module")

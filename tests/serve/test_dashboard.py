@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import random
 import re
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import pytest
 
 from test_serve_browser import CHROMIUM
 from test_serve_http import get
-from tinykit import WORDS, save_model_dir
+from tinykit import save_model_dir, word_corpus
 
 CTX, D_SAE = 16, 8
 TEXT = "January February March"
@@ -45,9 +44,7 @@ def dash(tiny_llama, tmp_path_factory):
     d = tmp_path_factory.mktemp("dash")
     mdir = save_model_dir(tiny_llama, d / "tiny")
     hm = HookedModel.load(str(mdir), device="cpu")
-    rng = random.Random(0)
-    corpus = d / "c.txt"
-    corpus.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(80)))
+    corpus = Path(word_corpus(d / "c.txt", 80))
     g = torch.Generator().manual_seed(0)
     sae = SAE(architecture="topk", k=2, W_enc=torch.randn(64, D_SAE, generator=g), b_enc=torch.zeros(D_SAE),
               W_dec=torch.randn(D_SAE, 64, generator=g) / 4, b_dec=torch.zeros(64), hook="blocks.1.resid_post",

@@ -4,13 +4,13 @@ shows records, scores with control and margin, density and the SAE's info; searc
 
 from __future__ import annotations
 
-import random
 import re
 import threading
+from pathlib import Path
 
 import pytest
 
-from tinykit import WORDS
+from tinykit import word_corpus
 from test_serve_http import get
 
 D_SAE, DEAD, CTX = 8, 6, 32
@@ -27,9 +27,7 @@ def sae_server(tiny_llama, tmp_path_factory):
     from autointerp.store import Store
 
     d = tmp_path_factory.mktemp("serve-sae")
-    rng = random.Random(0)
-    corpus = d / "c.txt"
-    corpus.write_text("".join(" ".join(rng.choice(WORDS) for _ in range(40)) + "\n" for _ in range(120)))
+    corpus = Path(word_corpus(d / "c.txt", 120))
     g = torch.Generator().manual_seed(0)
     b_enc = torch.zeros(D_SAE)
     b_enc[DEAD] = -1e4                                 # never fires
