@@ -17,7 +17,12 @@ in-process) over a tiny model that answers in a few forward passes, with --laten
 to every request, so the endpoint is latency-bound. One mine (not timed), then each concurrency on
 a fresh copy of that store: units/hour, requests per unit, and the ratio of the highest
 concurrency to the lowest, for the vllm mode (logprob simulator and judges) and the chat-only
-mode (JSON simulator, chat judges).
+mode (JSON simulator, chat judges). With the server in its own process it also reports the
+server's CPU s/unit (from /proc), and the rate the CPU allows on an idle machine: client and
+server share the cores, so units/hour <= 3600 / max(client, server, (client + server) / cores)
+CPU s/unit. The server runs torch on one thread (--server-threads 0: torch's default).
+
+    .venv/bin/python scripts/bench_batch.py --endpoint --mode vllm --latency 0 --concurrency 8 --units 32
 """
 
 from __future__ import annotations
@@ -131,7 +136,8 @@ class _ProcessServer:
     """`autointerp llm serve` in its own process (as a real endpoint is: its CPU work does not
     share this process's GIL with the batch workers); requests counted from its --verbose log."""
 
-    def __init__(self, spec: str, mode: str, latency: float, log: Path):
+    def __init__(self, spec: str, mode: str, latency: float, log: Path, threads: int | None = None):
+        import os
         import subprocess
 
         self.log = log
@@ -139,7 +145,9 @@ class _ProcessServer:
         self.p = subprocess.Popen([sys.executable, "-m", "autointerp", "llm", "serve", "--model", spec, "--mode", mode,
                                    "--latency", str(latency), "--port", "0", "--served-name", "tiny-bench", "--device",
                                    "cpu", "--verbose"], stdout=subprocess.PIPE, stderr=self.err, text=True,
-                                  env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"})
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1",
+                                       **({"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                          "TOKENIZERS_PARALLELISM": "false"} if threads == 1 else {})})
         line = self.p.stdout.readline()
         if " at http" not in line:
             self.close()
@@ -191,6 +199,7 @@ def endpoint_bench(a) -> dict:
     levels = [int(x) for x in a.concurrency.split(",")]
     modes = ["vllm", "chat-only"] if a.mode == "both" else [a.mode]
     out: dict = {"latency_s": a.latency, "units": a.units, "k": a.k, "concurrency": levels, "server": a.server,
+                 "server_threads": a.server_threads or None,
                  "llm_concurrency": Settings.load().llm_concurrency, "cpus": os.cpu_count(),
                  "load_before": round(os.getloadavg()[0], 2), "modes": {}}
     with tempfile.TemporaryDirectory() as d:
@@ -206,7 +215,7 @@ def endpoint_bench(a) -> dict:
         for mode in modes:
             res: dict = {}
             if a.server == "process":
-                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log")
+                server = _ProcessServer(spec, mode, a.latency, d / f"serve-{mode}.log", threads=a.server_threads or None)
             else:
                 from autointerp.llm.embedded import EmbeddedLLM
                 from autointerp.llm.serve import start_server
@@ -270,6 +279,10 @@ def main() -> None:
     ap.add_argument("--verbose", action="store_true", help="--endpoint: the batch log lines on stderr")
     ap.add_argument("--server", default="process", choices=["process", "thread"],
                     help="--endpoint: the server in its own process (like a real endpoint) or in this one")
+    ap.add_argument("--server-threads", type=int, default=1,
+                    help="--endpoint: torch threads of the server process (0: torch's default, one per core). One: "
+                         "the tiny model's passes are too small to split, and on a shared machine a second thread "
+                         "mostly spins (the same answers either way)")
     a = ap.parse_args()
     if a.endpoint:
         if "--units" not in sys.argv:

@@ -110,9 +110,9 @@ def _model_dir(spec: str, work: Path) -> Path:
     from autointerp.models.loader import convert_gguf, resolve_spec
 
     r = resolve_spec(spec)
-    if r.kind in ("alias", "gguf"):
+    if r.origin in ("alias", "gguf"):
         return convert_gguf(r.path)
-    if r.kind == "dir":
+    if r.origin == "dir":
         return r.path
     raise SystemExit(f"compare_tl_hooks: {spec!r} is a hub id; no hub here, pass a local folder")
 

@@ -7,13 +7,23 @@ output under each of its `$` lines is what that command prints now, regenerated 
     .venv/bin/python scripts/readme.py --update --only calibrate   # only blocks whose command matches
     .venv/bin/python scripts/readme.py --check --fast      # rerun the fast examples, fail on a difference
 
-An HTML comment on the line before a block steers it:
-    <!-- readme: fast -->        cheap and deterministic: checked by the test suite (tests/test_readme.py)
+    .venv/bin/python scripts/readme.py --check --shape     # build a small store, compare shape blocks
+
+An HTML comment on the line before a block steers it (several options: space-separated):
+    <!-- readme: fast -->        cheap and deterministic: rerun on an empty store and compared (masked)
+                                 by the test suite (tests/test_readme.py)
+    <!-- readme: shape=N -->     its output depends on the README's store (an LLM explained units there
+                                 for minutes): the suite reruns it on a small store that --shape builds
+                                 first (SHAPE_SETUP: SmolLM2, L3/N42 mined and explained by the baseline,
+                                 no LLM) and compares the block's first N output lines (shape=1-3,12-13:
+                                 those lines) by shape: each, with its numbers, hashes, dates, quoted
+                                 text and the store's path masked, must appear in the new output, in order
     <!-- readme: head=N -->      keep the first N output lines, then a line "..."
     <!-- readme: skip -->        not rerun (e.g. needs a server); say why next to it
 Commands run from the repository root with AUTOINTERP_STORE=store/readme.db unless the command
-names --store, and `autointerp` resolved to .venv/bin/autointerp. In --check, numbers followed by
-"s" (timings) and dates are masked before comparing.
+names --store, and `autointerp` resolved to .venv/bin/autointerp (else `python -m autointerp`). In
+--check, numbers followed by "s" (timings), rates, dates and the store's path are masked before
+comparing.
 """
 
 from __future__ import annotations
@@ -30,7 +40,12 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 _BLOCK = re.compile(r"(?P<pre>(?:<!-- readme: (?P<opts>[^>]*) -->\n)?)```console\n(?P<body>.*?)```", re.S)
 _MASK = [(re.compile(r"\d+(\.\d+)?\s?s\b"), "<t>s"), (re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:+]+"), "<date>"),
-         (re.compile(r"\d+(\.\d+)? ?(tok/s|units/hour)"), "<rate>")]
+         (re.compile(r"[\d,]+(\.\d+)? ?(tok/s|tokens/s|units/hour)"), "<rate>")]
+# the store a shape block is rerun on: built by these commands (the real CLI, seconds, no LLM)
+SHAPE_SETUP = ["autointerp explain --unit L3/N42 --explainer baseline --n-tokens 6144"]
+_SKELETON = [(re.compile(r"\d{4}-\d{2}-\d{2}T[0-9:+.]+"), "D"), (re.compile(r"\b[0-9a-f]{12,}\b"), "H"),
+             (re.compile(r"'[^']*'|\"[^\"]*\""), "S"), (re.compile(r"[+-]?\d[\d,]*(\.\d+)?(e[+-]?\d+)?%?"), "#"),
+             (re.compile(r"#+"), "#"), (re.compile(r"\s+"), " ")]
 
 
 def blocks(text: str):
@@ -46,7 +61,10 @@ def blocks(text: str):
 def run(cmd: str, env: dict) -> str:
     argv = shlex.split(cmd)
     exe = ROOT / ".venv" / "bin" / argv[0]
-    argv[0] = str(exe) if exe.exists() else argv[0]
+    if exe.exists():
+        argv[0] = str(exe)
+    elif argv[0] == "autointerp":           # this interpreter's package (a checkout without .venv/)
+        argv[:1] = [sys.executable, "-m", "autointerp"]
     p = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     out = p.stdout
     if p.returncode != 0:
@@ -69,10 +87,68 @@ def render(cmds: list[str], outs: list[str], opts: dict) -> str:
     return text + "```"
 
 
-def mask(text: str) -> str:
+def mask(text: str, store: str | None = None) -> str:
+    for path in (store, "store/readme.db", "store/autointerp.db"):
+        if path:
+            text = text.replace(path, "<store>")
     for rx, rep in _MASK:
         text = rx.sub(rep, text)
     return text
+
+
+def skeleton(line: str, store: str | None = None) -> str:
+    """A line's shape: the store's path, dates, hashes, quoted text and numbers masked."""
+    line = mask(line, store)
+    for rx, rep in _SKELETON:
+        line = rx.sub(rep, line)
+    return line.strip()
+
+
+def shape_lines(spec: str, n_lines: int) -> list[int]:
+    """Output line numbers (0-based) of a shape spec: "N" is lines 1..N, "1-3,12-13" ranges (1-based)."""
+    spec = str(spec)
+    if "-" not in spec and "," not in spec:
+        return list(range(min(int(spec), n_lines)))
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out += range(int(lo) - 1, min(int(hi or lo), n_lines))
+    return out
+
+
+def shape_diff(old_out: list[str], new_out: list[str], spec: str, store: str | None = None) -> str | None:
+    """None when the README's output lines that spec names (shape_lines; `...` left out) appear, by
+    shape, in the new output in the same order (a line may match the same new line as the README
+    line before it, so a table of 3 rows matches one of 1 row); else the first README line that does not."""
+    have = [skeleton(x, store) for x in new_out]
+    j, prev = 0, None
+    for i in shape_lines(spec, len(old_out)):
+        line = old_out[i]
+        if line == "...":
+            continue
+        sk = skeleton(line, store)
+        if prev is not None and sk == prev:
+            continue
+        while j < len(have) and have[j] != sk:
+            j += 1
+        if j == len(have):
+            return f"no line shaped like {line!r} ({sk!r})"
+        j += 1
+        prev = sk
+    return None
+
+
+def _outputs(body: str) -> list[list[str]]:
+    """The output lines under each `$` line of a block."""
+    outs: list[list[str]] = []
+    for ln in body.split("\n"):
+        if ln.startswith("$ "):
+            outs.append([])
+        elif outs:
+            outs[-1].append(ln)
+    if outs and outs[-1] and outs[-1][-1] == "":
+        outs[-1].pop()
+    return outs
 
 
 def main(argv=None) -> int:
@@ -81,6 +157,8 @@ def main(argv=None) -> int:
     g.add_argument("--update", action="store_true")
     g.add_argument("--check", action="store_true")
     ap.add_argument("--fast", action="store_true", help="only blocks marked <!-- readme: fast -->")
+    ap.add_argument("--shape", action="store_true",
+                    help="with --check: build the small store (SHAPE_SETUP), check the blocks marked shape=N")
     ap.add_argument("--only", default=None, help="only blocks whose command contains this")
     ap.add_argument("--readme", default=str(README))
     a = ap.parse_args(argv)
@@ -88,6 +166,11 @@ def main(argv=None) -> int:
     text = path.read_text()
     env = {**os.environ, "AUTOINTERP_STORE": os.environ.get("AUTOINTERP_STORE", "store/readme.db"),
            "COLUMNS": "200", "NO_COLOR": "1"}
+    store = env["AUTOINTERP_STORE"]
+    if a.shape:
+        if not a.check:
+            ap.error("--shape goes with --check (--update reruns shape blocks as they are written)")
+        return _check_shapes(text, env, a.only)
     done, bad = [], []
     for m, cmd, opts in blocks(text):
         keep = not opts.get("skip") and (not a.fast or opts.get("fast")) and (not a.only or a.only in cmd)
@@ -96,7 +179,7 @@ def main(argv=None) -> int:
         cmds = commands(m.group("body"))
         new = render(cmds, [run(c, env) for c in cmds], opts)
         old = text[m.start("pre") + len(m.group("pre")): m.end()]
-        if a.check and mask(new) != mask(old):
+        if a.check and mask(new, store) != mask(old, store):
             bad.append((cmd, old, new))
         done.append((cmd, old, new))
         print(f"{'checked' if a.check else 'updated'}: {cmd}", file=sys.stderr)
@@ -113,6 +196,30 @@ def main(argv=None) -> int:
         return 0
     for cmd, old, new in bad:
         print(f"README example differs from the code: $ {cmd}\n--- README\n{old}\n--- now\n{new}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _check_shapes(text: str, env: dict, only: str | None) -> int:
+    store = env["AUTOINTERP_STORE"]
+    for cmd in SHAPE_SETUP:
+        p_out = run(cmd, env)
+        print(f"setup: {cmd}", file=sys.stderr)
+        if "error:" in p_out:
+            print(f"the shape store could not be built: $ {cmd}\n{p_out}", file=sys.stderr)
+            return 1
+    bad = 0
+    for m, cmd, opts in blocks(text):
+        if "shape" not in opts or opts.get("skip") or (only and only not in cmd):
+            continue
+        cmds, olds = commands(m.group("body")), _outputs(m.group("body"))
+        for c, old in zip(cmds, olds):
+            new = run(c, env)
+            why = shape_diff(old, new.split("\n"), opts["shape"], store)
+            print(f"shape checked: {c}", file=sys.stderr)
+            if why:
+                bad += 1
+                print(f"README example's shape differs from the code: $ {c}: {why}\n--- README\n" + "\n".join(old)
+                      + f"\n--- now (on the small store)\n{new}", file=sys.stderr)
     return 1 if bad else 0
 
 

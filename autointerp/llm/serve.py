@@ -103,6 +103,24 @@ class Engine:
             return ids, self.pieces(ids)
         return ids, pieces
 
+    def encode_many(self, texts: list[str]) -> list[tuple[list[int], list[str]]]:
+        """encode() of each text, the texts tokenised in one call; where a text's offsets tile it
+        (each token ends where the next starts, from 0 to its end: byte-level BPE, SentencePiece)
+        its pieces are read off them, otherwise encode() places them."""
+        try:
+            enc = self.tok(list(texts), add_special_tokens=True, return_offsets_mapping=True)
+            all_ids, all_offs = enc["input_ids"], enc["offset_mapping"]
+        except (NotImplementedError, ValueError, TypeError):
+            return [self.encode(t) for t in texts]
+        out = []
+        for text, ids, offs in zip(texts, all_ids, all_offs):
+            if offs and offs[0][0] == 0 and offs[-1][1] == len(text) and all(
+                    offs[k][1] == offs[k + 1][0] for k in range(len(offs) - 1)):
+                out.append((list(ids), [text[a:b] for a, b in offs]))
+            else:
+                out.append(self.encode(text))
+        return out
+
     def pieces(self, ids: list[int], before: list[int] | None = None) -> list[str]:
         """Pieces of `ids` by incremental decoding (after `before`, for generated tokens)."""
         base = list(before or [])
@@ -192,24 +210,30 @@ class Engine:
 NO_TOP: tuple = ((), ())   # a position's top-k when none is asked for
 
 
-def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine) -> dict:
+def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine, memo: dict | None = None) -> dict:
     """The legacy completions `logprobs` object for a run of tokens: per token its piece, its
     logprob, the top-k as {piece: logprob} (in descending order; two ids with the same piece keep
-    the higher logprob) and its offset in the text."""
+    the higher logprob) and its offset in the text. `memo` (one per response) keeps the dicts of
+    positions that several prompts share (their common prefix, scored once by Engine.score)."""
     offsets = list(accumulate(map(len, pieces), initial=start_offset))[:-1]
     table = engine.table
     tops: list = []
+    memo = {} if memo is None else memo
     for s in scored:
         if s is None:
             tops.append(None)
             continue
-        ids, vals = s[1]
-        keys = [table[t] for t in ids]
-        d = dict(zip(keys, vals))
-        if len(d) < len(keys):          # pieces shared by several ids: the first (highest) value wins
-            d = {}
-            for key, v in zip(keys, vals):
-                d.setdefault(key, v)
+        top = s[1]
+        d = memo.get(id(top))
+        if d is None:
+            ids, vals = top
+            keys = [table[t] for t in ids]
+            d = dict(zip(keys, vals))
+            if len(d) < len(keys):          # pieces shared by several ids: the first (highest) value wins
+                d = {}
+                for key, v in zip(keys, vals):
+                    d.setdefault(key, v)
+            memo[id(top)] = d
         tops.append(d)
     return {"tokens": pieces, "token_logprobs": [None if s is None else s[0] for s in scored],
             "top_logprobs": tops, "text_offset": offsets}
@@ -492,10 +516,12 @@ class LLMServer:
             items = pr
         else:
             raise BadRequest(400, "'prompt' must be a string, a list of strings or token ids")
+        texts = [it for it in items if isinstance(it, str)]
+        encoded = iter(self.engine.encode_many(texts) if texts else [])
         out = []
         for it in items:
             if isinstance(it, str):
-                ids, pieces = self.engine.encode(it)
+                ids, pieces = next(encoded)
                 out.append((it, ids, pieces))
             elif all(isinstance(x, int) for x in it) and it:
                 ids = list(it)
@@ -540,6 +566,7 @@ class LLMServer:
             rows = [ids + g for (_, ids, _), gl in zip(prompts, gens) for g, _, _ in gl]
             full = self.engine.score(rows, k)
         choices, ci, ct = [], 0, 0
+        memo: dict = {}   # the top-k dicts of positions the prompts share, built once (`scored` outlives it)
         for pi, ((text, ids, pieces), gl) in enumerate(zip(prompts, gens)):
             for g, gtext, reason in gl:
                 ct += len(g)
@@ -554,9 +581,9 @@ class LLMServer:
                     gp = self.engine.pieces(g, ids) if g else []
                     gp, gen_scored = _cut(gp, gen_scored, gtext)
                     if echo:
-                        lp = _lp_block(pieces + gp, list(pos) + list(gen_scored), 0, self.engine)
+                        lp = _lp_block(pieces + gp, list(pos) + list(gen_scored), 0, self.engine, memo)
                     else:
-                        lp = _lp_block(gp, list(gen_scored), len(text), self.engine)
+                        lp = _lp_block(gp, list(gen_scored), len(text), self.engine, memo)
                 choices.append({"index": ci, "text": (text if echo else "") + gtext, "logprobs": lp,
                                 "finish_reason": reason, "stop_reason": None})
                 ci += 1

@@ -221,7 +221,10 @@ def train_transcoders(hm, layers: list[int], n_latents: int, l1: float = 1.0, n_
     pass: each forward caches every requested layer's MLP input (after its norm) and output, and
     every layer's transcoder takes an Adam step on the same minibatch. The loss is the MSE of the
     MLP output (in units of its mean norm) + l1 * sum_i z_i |W_dec_i| (Anthropic's sparsity
-    penalty), l1 ramped up linearly over the first `l1_warmup` of training. Returns
+    penalty), l1 ramped up linearly over the first `l1_warmup` of training. All layers step
+    together as one batched matmul over stacked weights; `skip` starts W_skip at the ridge
+    least-squares fit of the first >= 4 x d_model tokens (see _skip_init). report["timing"] splits
+    the time into model forwards, transcoder steps and evaluation. Returns
     ({layer: SAE in the SAELens transcoder format}, report with per-layer explained variance of the
     MLP output, L0, dead latents, and the CE loss with all these MLPs replaced at once)."""
     from ..core.hooks import act_name

@@ -255,14 +255,14 @@ def explain_side(store, did: str, bb: BlackBoxResult, side: str, model_a: str, m
     """Explain one side's top contexts with the explain pipeline and score the explanation on
     held-out contexts (top and random) with the same scorers, exact and control scores included.
     Stored in explanations / scores, their subject the diff's side."""
-    from ..core.subjects import Subject
+    from ..core.subjects import DIFF_PREFIX, Subject
     from ..mine.records import UnitExemplars, UnitStats
     from .neuron import ExplainSettings, explain_exemplars, make_llm
 
     top, rand = bb.side_records(side)
     subject = Subject.of_diff(did, side)
     # (run_id and unit: parts of the stored rows' content keys, as they were before schema v5)
-    ex = UnitExemplars(model_id=f"{model_a} vs {model_b}", run_id=f"diff:{did}", unit=subject.id,
+    ex = UnitExemplars(model_id=f"{model_a} vs {model_b}", run_id=DIFF_PREFIX + did, unit=subject.id,
                        stats=UnitStats(max_act=max((r.max_act for r in top), default=0.0)), top=top, quantiles=[],
                        random=rand)
     es = ExplainSettings(k=k, seed=seed, explainer="llm" if explain == "llm" else "baseline")

@@ -39,28 +39,17 @@ class Value(BaseModel):
     answer: str = Field(max_length=20)      # the word that comes next when the slot holds `value`
 
 
-# What a constrained decoder holds the reply to (JSON schema `pattern`s; lm-format-enforcer takes
-# a pattern or a length, not both, so the pattern bounds the length). Pydantic does not check
-# them: a free-form reply (no schema enforced) is cut and cleaned by clean_spec instead.
-# (at most the pydantic max_length: 14 <= 20, 29 <= 32, 72 <= 72)
-WORD = r"[A-Za-z0-9][A-Za-z0-9'-]{0,13}"
-TEMPLATE = r"[^{}\"\\]{0,36}\{[a-z]{1,12}\}[^{}\"\\]{0,21}[A-Za-z,:]"   # one slot, not at the end
-VALUE = rf"{WORD}( {WORD})?"                                             # one or two words
-
-
-def _schema(**extra):
-    """json_schema_extra: set `extra` (with a pattern, drop the length bound it replaces)."""
-    def f(s: dict) -> None:
-        if "pattern" in extra:
-            s.pop("maxLength", None)
-        s.update(extra)
-    return f
+# The schema's counts (minItems/maxItems) and uniqueItems bind a constrained decoder only;
+# pydantic does not check them, and a free-form reply is cut and cleaned by clean_spec instead.
+# No `pattern`s: lm-format-enforcer caches no allowed-token list for a string under a pattern,
+# so every token of such a string walks the whole vocabulary in Python (seconds a token for
+# SmolLM2's 49k tokens; a TaskSpec reply took > 3 minutes). Free strings take its fast path.
 
 
 class Group(BaseModel):
-    answer: str = Field(max_length=20, json_schema_extra=_schema(pattern=f"^{WORD}$"))   # the next word when the key slot holds any of `values`
-    values: list[Annotated[str, Field(max_length=32, json_schema_extra=_schema(pattern=f"^{VALUE}$"))]] = Field(
-        max_length=6, json_schema_extra=_schema(minItems=1, maxItems=3, uniqueItems=True))
+    answer: str = Field(max_length=20)      # the next word when the key slot holds any of `values`
+    values: list[Annotated[str, Field(max_length=32)]] = Field(
+        max_length=6, json_schema_extra={"minItems": 1, "maxItems": 3, "uniqueItems": True})
 
     @field_validator("values", mode="before")
     @classmethod
@@ -71,16 +60,14 @@ class Group(BaseModel):
 class TaskSpec(BaseModel):
     """What the LLM is asked for. The answer is a function of the key slot's value, given as
     groups (answer -> the values that take it): a small model lists names for " she" and names
-    for " he" more reliably than it alternates pairs. Under a constrained decoder: every template
-    holds exactly one slot and does not end with it, answers are single words, values one or
-    two words, 2-3 templates, 2-4 groups of 1-3 values (a short reply, ~150 tokens at most), and
-    no value or answer twice (uniqueItems, read by the embedded decoder as distinct across the
-    whole reply)."""
+    for " he" more reliably than it alternates pairs. Under a constrained decoder: 2-3 templates,
+    2-4 groups of 1-3 values (a short reply), and no template, value or answer twice
+    (uniqueItems, read by the embedded decoder as distinct across the whole reply)."""
 
-    slot: str = Field(max_length=20, json_schema_extra=_schema(pattern="^[a-z]{2,12}$"))
-    templates: list[Annotated[str, Field(max_length=72, json_schema_extra=_schema(pattern=f"^{TEMPLATE}$"))]] = Field(
-        max_length=5, json_schema_extra=_schema(minItems=2, maxItems=3, uniqueItems=True))
-    groups: list[Group] = Field(max_length=8, json_schema_extra=_schema(minItems=2, maxItems=4, uniqueItems=True))
+    slot: str = Field(max_length=20)
+    templates: list[Annotated[str, Field(max_length=72)]] = Field(
+        max_length=5, json_schema_extra={"minItems": 2, "maxItems": 3, "uniqueItems": True})
+    groups: list[Group] = Field(max_length=8, json_schema_extra={"minItems": 2, "maxItems": 4, "uniqueItems": True})
 
     @field_validator("templates", "groups", mode="before")
     @classmethod
