@@ -47,10 +47,16 @@ def test_pairs_patch_heads(tmp_path, model_dir, capsys):
     assert effs == sorted(effs, reverse=True) and len(effs) == 3 * 4
     assert doc["results"][0]["component"].startswith("L")
     assert png.stat().st_size > 1000
+    assert doc["dataset"] == "d" and "settings" not in doc and "rank_correlation_with_activation" not in doc
 
     code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "heads", "--method", "attribution", *base)
     assert code == 0, err
     assert "rank correlation with activation patching:" in out and "n/a" not in out
+    code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "heads", "--method", "attribution", "--top", "2",
+                         "--json", *base)
+    assert code == 0, err
+    doc = json.loads(out)                        # the stored run reused: its correlation reported, top 2 only
+    assert len(doc["results"]) == 2 and -1 <= doc["rank_correlation_with_activation"] <= 1
 
     code, out, err = cli(capsys, "patch", "--dataset", "d", "--what", "resid", "--plot", str(tmp_path / "r.png"), *base)
     assert code == 0, err and (tmp_path / "r.png").exists()

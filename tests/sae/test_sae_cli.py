@@ -94,3 +94,29 @@ def test_bad_sae_input_is_one_line_and_exit_2(env, capsys, args, msg, tmp_path):
     code, out, err = _main(args, capsys)
     err = [ln for ln in err if "Loading weights" not in ln]         # the model loader's progress bar
     assert code == 2 and len(err) == 1 and msg in err[0], err
+
+
+def test_the_library_binds_and_mines_what_the_cli_passes(env, tmp_path):
+    """pipeline.bind_saes binds a latent to its SAE (and refuses a mismatch); pipeline.mine_corpus
+    returns the MineResult whose dump is `mine --json` (the text face's extra fields left out)."""
+    from autointerp.core.units import Unit
+    from autointerp.errors import UnitError
+    from autointerp.pipeline import MineResult, mine_corpus
+    from autointerp.pipeline.saes import bind_saes
+
+    sae_dir = env / "l1"
+    if not sae_dir.exists():
+        pytest.skip("needs the trained SAE of test_train_mine_explain_from_the_cli")
+    u, saes = bind_saes("L1/F3", (str(sae_dir),))
+    assert u == Unit.latent(1, 3, saes[0].name) and saes[0].layer == 1
+    assert bind_saes("L1/N3") == (Unit.parse("L1/N3"), [])
+    for unit, specs, msg in (("L1/N3", (str(sae_dir),), "applies to SAE latents"), ("L2/F3", (str(sae_dir),), "reads layer 1"),
+                             ("L1/F3", (), "give the SAE")):
+        with pytest.raises(UnitError, match=msg):
+            bind_saes(unit, specs)
+    res = mine_corpus(tmp_path / "s.db", str(env / "model"), device="cpu", sae_specs=(str(sae_dir),),
+                      corpus=str(env / "c.txt"), n_tokens=512, context_len=32, progress=False)
+    assert isinstance(res, MineResult) and res.units == "latents" and res.layers == [1] and res.records
+    doc = res.model_dump()
+    assert list(doc)[:3] == ["run_id", "model", "corpus"] and "d_mlp" not in doc and "layer" not in doc["saes"][0]
+    assert doc["saes"][0]["d_sae"] == 128 and res.saes[0].layer == 1
