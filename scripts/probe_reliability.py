@@ -365,46 +365,6 @@ def probe_concurrency(tmp: Path, runs: int = 2, say=print) -> dict:
 
 
 # ---- LLM faults through explain and pairs -----------------------------------------------------------
-class Trickle:
-    """A server that answers every connection one byte every `every` seconds."""
-
-    def __init__(self, every: float = 2.0):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.every = every
-        self.closed = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.closed.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
-
-    def _one(self, c):
-        try:
-            c.settimeout(1.0)
-            with contextlib.suppress(OSError):
-                c.recv(65536)
-            for b in b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n" + b"x" * 500:
-                if self.closed.is_set():
-                    return
-                c.sendall(bytes([b]))
-                time.sleep(self.every)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.closed.set()
-        self.sock.close()
-
-
 PAIRS_SPEC = {"slot": "place", "templates": ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"],
               "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
                          {"answer": "dog", "values": ["store"]}], "fillers": []}
@@ -463,7 +423,8 @@ def probe_llm_faults(tmp: Path, faults=LLM_FAULTS, commands=("explain", "pairs")
         for fault in faults:
             srv = None
             if fault == "trickle":
-                srv = Trickle()
+                from tinykit import Trickler
+                srv = Trickler(every=2.0)
             elif fault == "unreachable":
                 url = f"http://127.0.0.1:{_free_port()}/v1"
             else:

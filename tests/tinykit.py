@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import socket
+import threading
+import time
 from pathlib import Path
 
 WORDS = ("the a cat dog sat on mat and ran to park is big small red blue house tree . , "
@@ -153,3 +157,60 @@ def tiny_json_llm(seed: int = 0, spec: str = "tiny-json"):
                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
     return EmbeddedLLM(spec, model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, device="cpu")
+
+
+class Trickler:
+    """An OpenAI-style server on 127.0.0.1 that answers slowly (tests/llm/test_deadline.py and
+    scripts/probe_reliability.py): it accepts connections and sends an HTTP response one byte every
+    `every` seconds, for up to `for_s` seconds a connection (then closes it). `head_first`: the headers arrive at once and
+    only the body trickles."""
+
+    def __init__(self, every: float = 0.3, for_s: float = 30.0, head_first: bool = False):
+        self.every, self.for_s, self.head_first = every, for_s, head_first
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.accepted = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._loop, daemon=True).start()
+
+    def _loop(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._one, args=(c,), daemon=True).start()
+
+    def _one(self, c):
+        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                           "choices": [{"index": 0, "finish_reason": "stop",
+                                        "message": {"role": "assistant", "content": "x" * 400}}]}).encode()
+        head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode() + b"\r\n\r\n")
+        t0 = time.monotonic()
+        try:
+            c.settimeout(1.0)
+            try:
+                c.recv(65536)
+            except OSError:
+                pass
+            data = body if self.head_first else head + body
+            if self.head_first:
+                c.sendall(head)
+            for i in range(len(data)):
+                if self.stop.is_set() or time.monotonic() - t0 > self.for_s:
+                    break
+                c.sendall(data[i:i + 1])
+                time.sleep(self.every)
+        except OSError:
+            pass
+        finally:
+            c.close()
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()

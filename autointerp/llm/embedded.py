@@ -464,10 +464,10 @@ class EmbeddedLLM(LLM):
 @contextlib.contextmanager
 def _step_threads(n_tokens: int, device: torch.device):
     """One CPU thread for a decode step of a few tokens. Such a step is a handful of small
-    matrix-vector products: a second OpenMP thread buys little when the cores are free and, when
-    they are shared, spins waiting for a core (measured here, SmolLM2-135M, one token on a 611-token
-    cache, 2 cores with one busy: 78 ms a step on 1 thread, 337 ms on 2). The prefill keeps
-    torch's threads."""
+    matrix-vector products, and when the cores are shared a second OpenMP thread spins waiting for
+    one (measured here, SmolLM2-135M, one token on a 611-token cache, 2 cores with one busy: 78 ms a
+    step on 1 thread, 337 ms on 2; not measured on idle cores). The prefill keeps torch's threads.
+    Only the structured decoder's own loop uses it; `generate` (HF's loop) does not yet."""
     before = torch.get_num_threads()
     if device.type != "cpu" or n_tokens > 16 or before == 1:
         yield

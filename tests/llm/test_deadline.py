@@ -5,73 +5,15 @@ the whole request ends the call); and server-reported usage checked before it is
 from __future__ import annotations
 
 import asyncio
-import json
-import socket
-import threading
 import time
 
 import pytest
 
 from autointerp.errors import LLMError
 from autointerp.llm import Budget
+from tinykit import Trickler
 
 MSG = [{"role": "user", "content": "Say hi"}]
-
-
-class Trickler:
-    """Accepts connections and sends an HTTP response one byte every `every` seconds, for up to
-    `for_s` seconds a connection (then closes it). `head_first`: the headers arrive at once and
-    only the body trickles."""
-
-    def __init__(self, every: float = 0.3, for_s: float = 30.0, head_first: bool = False):
-        self.every, self.for_s, self.head_first = every, for_s, head_first
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
-        self.accepted = 0
-        self.stop = threading.Event()
-        threading.Thread(target=self._loop, daemon=True).start()
-
-    def _loop(self):
-        while not self.stop.is_set():
-            try:
-                c, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._one, args=(c,), daemon=True).start()
-
-    def _one(self, c):
-        body = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                           "choices": [{"index": 0, "finish_reason": "stop",
-                                        "message": {"role": "assistant", "content": "x" * 400}}]}).encode()
-        head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-                + str(len(body)).encode() + b"\r\n\r\n")
-        t0 = time.monotonic()
-        try:
-            c.settimeout(1.0)
-            try:
-                c.recv(65536)
-            except OSError:
-                pass
-            data = body if self.head_first else head + body
-            if self.head_first:
-                c.sendall(head)
-            for i in range(len(data)):
-                if self.stop.is_set() or time.monotonic() - t0 > self.for_s:
-                    break
-                c.sendall(data[i:i + 1])
-                time.sleep(self.every)
-        except OSError:
-            pass
-        finally:
-            c.close()
-
-    def close(self):
-        self.stop.set()
-        self.sock.close()
 
 
 @pytest.fixture
