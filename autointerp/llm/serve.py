@@ -547,7 +547,9 @@ class LLMServer:
         gens: list[list[tuple[list[int], str, str]]] = []
         scored_prompts = None
         if greedy1 or p["max_tokens"] == 0:
-            scored_prompts = self.engine.score([ids for _, ids, _ in prompts], k, positions=lpk is not None)
+            # the prompt's own positions only where they are echoed (without echo the logprobs cover
+            # the generated token alone, which falls out of the same pass)
+            scored_prompts = self.engine.score([ids for _, ids, _ in prompts], k, positions=lpk is not None and echo)
             eos = self.llm.tok.eos_token_id
             eos_ids = [] if eos is None else (eos if isinstance(eos, list) else [eos])
             for (_, _ids, _), (_, nxt) in zip(prompts, scored_prompts):
