@@ -721,12 +721,10 @@ class OpenAILLM(LLM):
                                    "(e.g. after a tab)")
                 probs[r][i, j] = math.exp(sum(float(lp) for _s, _t, lp in mine))
                 toks[r][i][j] = tuple(t for _s, t, _lp in mine)
-        from .base import starts_with
+        from .base import starts_with_rows
 
-        out = []
-        for r, segs in enumerate(list_of_segments):
-            rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
-            out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
+        out = [starts_with_rows(probs[r], candidates, toks[r]).reshape(len(segs), len(candidates))
+               for r, segs in enumerate(list_of_segments)]
         return Result(out, total_pt, len(echoed) + next_sent + len(extra))
 
     def _next_tops(self, rows: list[int], prompts: list[str], k: int) -> tuple[dict[int, dict | None], int, int]:
