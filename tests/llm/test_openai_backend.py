@@ -343,3 +343,17 @@ def test_get_llm_spec_and_errors(server, api_key):
     for bad in ("gpt-4", "foo:bar", "openai:"):
         with pytest.raises(UsageError):
             get_llm(bad)
+
+
+def test_an_endpoint_judge_sends_its_texts_in_one_request(make_llm, server):
+    # a yes/no judge on an endpoint asks `echo_batch` texts a request (their answers are one
+    # generated token each), not 8; the embedded backend keeps 8 texts a call
+    from autointerp.score.classify import YesNoJudge
+
+    llm = make_llm(echo_batch=32)
+    judge = YesNoJudge(llm, "detection")
+    assert judge.use_logprobs and judge.batch_size == 32
+    p, bad = judge.p_yes("fires on animals", [f"text {i}" for i in range(20)])
+    assert len(p) == 20 and bad == 0
+    plain = [b for b in _completions(server) if not b["echo"]]
+    assert len(plain) == 1 and len(plain[0]["prompt"]) == 20
