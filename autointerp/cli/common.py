@@ -143,6 +143,10 @@ def settings(**overrides: Any) -> Settings:
     from ..llm.prompts import use_prompts_dir
 
     use_prompts_dir(s.prompts)   # process-wide, like the store path: prompts are loaded deep in the library
+    if s.threads is not None:    # process-wide too: torch's thread pool
+        import torch
+
+        torch.set_num_threads(s.threads)
     return s
 
 

@@ -98,3 +98,29 @@ def test_prompts_setting_reaches_the_prompts_the_library_loads(toml, tmp_path, m
     finally:
         use_prompts_dir(None)
     assert not load_prompt("explain_chat").text.startswith("### user\nmy own")
+
+
+def test_threads_setting_sets_torchs_threads_once_per_command(toml, tmp_path, monkeypatch):
+    """`threads` (autointerp.toml / $AUTOINTERP_THREADS) is applied by the face, for the whole
+    command; a bad value names its source in one line."""
+    import torch
+    from click.testing import CliRunner
+
+    from autointerp.cli import _load_commands, cli
+    from autointerp.store import Store
+
+    monkeypatch.delenv("AUTOINTERP_THREADS", raising=False)
+    Store(tmp_path / "s.db").close()
+    _load_commands()
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        toml(f"threads = {want}\n")
+        r = CliRunner().invoke(cli, ["stats", "--store", str(tmp_path / "s.db")])
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+    toml("threads = 0\n")
+    with pytest.raises(UsageError, match="key 'threads'"):
+        Settings.load()
