@@ -106,8 +106,8 @@ def test_saelens_v5_style_config_with_top_level_hook_name(tmp_path):
      r"TransformerLens' blocks.1.hook_resid_mid .* use blocks.1.resid_pre and blocks.1.attn.out"),
     (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_mlp_in")),
      r"TransformerLens' blocks.1.hook_mlp_in is the residual before ln2 .*: use blocks.1.mlp.in"),
-    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.ln2.hook_normalized")),
-     r"blocks.1.ln2.hook_normalized is the MLP input before the norm's weight .*: use blocks.1.mlp.in"),
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.ln1.hook_normalized")),
+     r"blocks.1.ln1.hook_normalized is attention's input before the norm's weight; .*: use blocks.1.resid_pre"),
 ])
 def test_bad_sae_dirs_fail_with_one_line(tmp_path, mutate, msg):
     d = _rand_sae("jumprelu").save(tmp_path / "s")
