@@ -11,7 +11,7 @@ import torch
 
 from autointerp.errors import UsageError
 from autointerp.models.sae import SAE, SAEError, load_sae
-from tinykit import tiny_tokenizer
+from tinykit import rand_sae, tiny_tokenizer
 
 
 def _model(family: str):
@@ -52,17 +52,6 @@ def _normed_input(hm, layer: int, ids: torch.Tensor) -> torch.Tensor:
     return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
 
 
-def _rand(arch: str, hook: str, hook_out=None, d=64, n=96, seed=0, **kw) -> SAE:
-    g = torch.Generator().manual_seed(seed)
-    w = dict(W_enc=torch.randn(d, n, generator=g) / d ** 0.5, b_enc=torch.randn(n, generator=g) * 0.1,
-             W_dec=torch.randn(n, d, generator=g) / n ** 0.5, b_dec=torch.randn(d, generator=g) * 0.3)
-    if "jumprelu" in arch:
-        w["threshold"] = torch.rand(n, generator=g) * 0.2
-    if arch == "skip_transcoder":
-        w["W_skip"] = torch.randn(d, d, generator=g) * 0.1
-    return SAE(architecture=arch, hook=hook, hook_out=hook_out, name=f"f-{arch}", **w, **kw)
-
-
 CASES = [("standard", {}), ("standard", {"apply_b_dec_to_input": False}), ("jumprelu", {}), ("topk", {"k": 9}),
          ("transcoder", {"hook_out": "blocks.1.hook_mlp_out"}), ("skip_transcoder", {"hook_out": "blocks.1.hook_mlp_out"})]
 
@@ -71,7 +60,7 @@ CASES = [("standard", {}), ("standard", {"apply_b_dec_to_input": False}), ("jump
 @pytest.mark.parametrize("arch,kw", CASES)
 def test_sae_on_ln2_hook_normalized_reads_mlp_in_exactly(tmp_path, family, arch, kw):
     hm = _model(family)
-    d = _rand(arch, "blocks.1.ln2.hook_normalized", **kw).save(tmp_path / "sae")   # as SAELens writes it
+    d = rand_sae(arch, d_in=64, d_sae=96, hook="blocks.1.ln2.hook_normalized", **kw).save(tmp_path / "sae")   # as SAELens writes it
     sae = load_sae(d)
     ref = load_sae(d)                                  # the same weights, unfolded: the hand-written reference
     assert sae.hook == "blocks.1.mlp.in" and sae.input_norm == "ln2" and sae.info()["reads"].startswith("ln2.hook")
@@ -98,7 +87,7 @@ def test_sae_on_ln2_hook_normalized_reads_mlp_in_exactly(tmp_path, family, arch,
 
 def test_folded_sae_belongs_to_its_model_and_is_not_saved(tmp_path):
     a, b = _model("llama"), _model("gpt2")
-    sae = load_sae(_rand("standard", "blocks.0.ln2.hook_normalized").save(tmp_path / "s"))
+    sae = load_sae(rand_sae("standard", hook="blocks.0.ln2.hook_normalized").save(tmp_path / "s"))
     a.attach_sae(sae)
     a.attach_sae(sae)                                  # again on the same model: folded once
     with pytest.raises(SAEError, match="fold-llama's ln2 norm folded in; load it again for fold-gpt2"):
@@ -107,4 +96,4 @@ def test_folded_sae_belongs_to_its_model_and_is_not_saved(tmp_path):
         sae.save(tmp_path / "copy")
     assert isinstance(e.value, UsageError) and "\n" not in str(e.value) and not (tmp_path / "copy" / "cfg.json").exists()
     with pytest.raises(SAEError, match="not exact"):    # a runtime input normalisation does not commute with the fold
-        _rand("standard", "blocks.0.ln2.hook_normalized", normalize_activations="constant_norm_rescale")
+        rand_sae("standard", hook="blocks.0.ln2.hook_normalized", normalize_activations="constant_norm_rescale")
