@@ -20,7 +20,10 @@ distribution (top-k) at every slot; a candidate that is one token there is read 
 other (slot, candidate) pair is asked as its own prompt, slot context + candidate, whose echoed
 per-token logprobs add up to log P(candidate | context). Those prompts go many to a request, and
 requests go in parallel. Whether the endpoint really echoes prompt logprobs is probed once
-(`capabilities()`), not assumed.
+(`capabilities()`), not assumed. A row whose one slot is the prompt's end (a yes/no judge's) is
+asked without echo: the distribution there is the generated token's top-k, the same numbers
+without a top-k list for every prompt token; an answer that is not one generated token with
+its top-k is asked again with echo (and the endpoint is not asked without echo again).
 """
 
 from __future__ import annotations
