@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     prompts: Path = Field(default_factory=packaged_prompts, description="the prompt templates' folder")
     max_llm_tokens: int | None = Field(None, description="stop (exit 3) once this many LLM tokens were used; done work is kept")
     max_cost_usd: float | None = Field(None, description="stop (exit 3) once the LLM cost reaches this; done work is kept")
+    threads: int | None = Field(None, ge=1, le=1024, description="CPU threads torch uses in this process [none: torch's "
+                                                         "default, one per core]; 1 is often faster on shared cores")
     llm_concurrency: int = Field(4, description="LLM requests at once per endpoint")
     llm_timeout: float | None = Field(None, description="seconds per LLM request [none: 60 s], doubled after a "
                                                         "read timeout")

@@ -73,6 +73,8 @@ def tl_side(work: Path) -> None:
     model.set_use_attn_result(True)
     if sae_dir.exists():
         model.add_sae(SAE.load_from_disk(str(sae_dir), device="cpu"), use_error_term=True)
+        if (work / "sae_ln2").exists():    # a second one on TL's ln2.hook_normalized (autointerp folds the norm in)
+            model.add_sae(SAE.load_from_disk(str(work / "sae_ln2"), device="cpu"), use_error_term=True)
     ids = torch.tensor(inp["token_ids"])[None]
     want = set(inp["tl_names"])
     with torch.no_grad():
@@ -161,6 +163,15 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5, sae: bool = True) -> d
             sae_tl_names |= {f"{sae_point_tl}.{t}": ("refused", near) for t, near in (
                 ("hook_sae_input", [base]), ("hook_sae_acts_pre", [f"{base}.sae.latents"]),
                 ("hook_sae_recons", [f"{base}.sae.recons"]), ("hook_sae_output", [f"{base}.sae.recons"]))}
+            # a second SAE on TL's ln2.hook_normalized (before ln2's weight and bias): autointerp reads it at mlp.in
+            # with the norm folded into its weights (models/sae.py); its latents must be SAELens' latents
+            ln2_tl = f"blocks.{sae_layer}.ln2.hook_normalized"
+            ln2_sae = SAE(architecture="standard", W_enc=torch.randn(d, n, generator=g) / d ** 0.5,
+                          b_enc=torch.randn(n, generator=g) / 10, W_dec=torch.randn(n, d, generator=g) / n ** 0.5,
+                          b_dec=torch.randn(d, generator=g) / 10, hook=ln2_tl, name="cmp-ln2")
+            ln2_sae.save(work / "sae_ln2")
+            hm.attach_sae(load_sae(work / "sae_ln2"))
+            sae_tl_names[f"{ln2_tl}.hook_sae_acts_post"] = ("folded", [f"{act_name('mlp.in', sae_layer)}.sae.latents"])
             tl_names += list(sae_tl_names)
         (work / "input.json").write_text(json.dumps({"model_dir": str(mdir), "token_ids": ids, "tl_names": tl_names}))
         r = subprocess.run([tl_python, str(Path(__file__).resolve()), "--tl-side", str(work)], capture_output=True,
@@ -224,11 +235,11 @@ def compare(spec: str, tl_python: str, tol: float = 1e-5, sae: bool = True) -> d
                          "autointerp": names[0].replace(f"blocks.{sae_layer}.", "blocks.L."),
                          "max_abs_diff": float((ours - theirs).abs().max()),
                          "max_abs_value": float(theirs.abs().max()), "layer": sae_layer})
-            if status == "alias":
+            if status in ("alias", "folded"):
                 rows[-1]["same"] = rows[-1]["max_abs_diff"] <= tol * max(rows[-1]["max_abs_value"], 1.0)
         return {"model": str(spec), "model_dir": str(mdir), "n_layers": nL, "tokens": len(ids),
                 "tl_cfg": tl_info["cfg"], "logits_max_abs_diff": logit_diff, "tolerance": tol, "rows": rows,
-                "aliases_ok": all(r["same"] for r in rows if r["status"] == "alias" and r.get("note") is None),
+                "aliases_ok": all(r["same"] for r in rows if r["status"] in ("alias", "folded") and r.get("note") is None),
                 "seconds": round(time.time() - t0, 1)}
 
 
@@ -241,7 +252,8 @@ def markdown(res: dict) -> str:
     for r in res["rows"]:
         if r.get("note", "").startswith("TransformerLens has no such hook"):
             continue
-        ours = f"`{r['autointerp']}`" if r["status"] == "alias" else (
+        ours = f"`{r['autointerp']}`" if r["status"] == "alias" else f"`{r['autointerp']}` (the norm folded into the SAE)" \
+            if r["status"] == "folded" else (
             "refused" + ("" if r["autointerp"] == "-" else f" (use `{r['autointerp']}`)"))
         lines.append(f"| `{r['tl']}` | {ours} | {num(r['max_abs_diff'])} | {num(r['max_abs_value'])} |")
     return "\n".join(lines)

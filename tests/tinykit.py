@@ -214,3 +214,20 @@ class Trickler:
     def close(self):
         self.stop.set()
         self.sock.close()
+
+
+def rand_sae(arch, d_in=64, d_sae=128, d_out=None, hook="blocks.1.hook_resid_post", hook_out=None, seed=0, **kw):
+    """A random SAE or transcoder of architecture `arch` (models/sae.py SAE), seeded."""
+    import torch
+
+    from autointerp.models.sae import SAE
+
+    g = torch.Generator().manual_seed(seed)
+    d_out = d_out or d_in
+    w = dict(W_enc=torch.randn(d_in, d_sae, generator=g) / d_in ** 0.5, b_enc=torch.randn(d_sae, generator=g) * 0.1,
+             W_dec=torch.randn(d_sae, d_out, generator=g) / d_sae ** 0.5, b_dec=torch.randn(d_out, generator=g) * 0.1)
+    if "jumprelu" in arch:
+        w["threshold"] = torch.rand(d_sae, generator=g) * 0.3
+    if arch == "skip_transcoder":
+        w["W_skip"] = torch.randn(d_out, d_in, generator=g) * 0.01
+    return SAE(architecture=arch, hook=hook, hook_out=hook_out, name=f"t-{arch}", **w, **kw)

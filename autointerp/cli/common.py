@@ -139,7 +139,15 @@ def settings(**overrides: Any) -> Settings:
     and passed down; flags without a command parameter (--llm-timeout) come from the context."""
     ctx = click.get_current_context(silent=True)
     flags = dict(ctx.meta.get(_FLAGS, {})) if ctx is not None else {}
-    return Settings.load(**{**flags, **{k: v for k, v in overrides.items() if v is not None}})
+    s = Settings.load(**{**flags, **{k: v for k, v in overrides.items() if v is not None}})
+    from ..llm.prompts import use_prompts_dir
+
+    use_prompts_dir(s.prompts)   # process-wide, like the store path: prompts are loaded deep in the library
+    if s.threads is not None:    # process-wide too: torch's thread pool
+        import torch
+
+        torch.set_num_threads(s.threads)
+    return s
 
 
 def emit(as_json: bool, data: Any, human: Callable[[], None] | None = None) -> None:

@@ -42,6 +42,7 @@ def check_tasks(names: list[str]) -> list[str]:
 def compare_task(hm_a, hm_b, task: str, *, n: int = 32, seed: int = 0, n_outliers: int = 5,
                  batch_size: int = 32) -> TaskDiff:
     """One built-in task on both models (module doc)."""
+    task = builtin_name(task) or task          # "IOI " is ioi: one name in the result and the store
     tok = lambda s: hm_a.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
     items, ids = [], []
     for it in generate_builtin(task, 3 * n + 8, seed=seed, tokenize=tok):

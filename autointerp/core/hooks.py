@@ -65,7 +65,8 @@ TL_REFUSED = {
     "hook_resid_mid": "(the residual between attention and MLP) has no autointerp hook: use blocks.{L}.resid_pre "
                       "and blocks.{L}.attn.out (their sum), or blocks.{L}.mlp.in for the normed MLP input",
     "ln2.hook_normalized": "is the MLP input before the norm's weight (and bias); autointerp's blocks.{L}.mlp.in is "
-                           "after them: use blocks.{L}.mlp.in (an SAE trained on TL's tensor does not fit it)",
+                           "after them: use blocks.{L}.mlp.in (an SAE or transcoder trained on TL's tensor is read "
+                           "there with the norm folded in)",
     "ln2.hook_scale": "(the norm's scale) has no autointerp hook: use blocks.{L}.mlp.in (the normed MLP input)",
     "ln1.hook_normalized": "is attention's input before the norm's weight; autointerp has no such hook: use "
                            "blocks.{L}.resid_pre (before ln1)",

@@ -19,13 +19,21 @@ from ..errors import UsageError
 _SECTION = re.compile(r"^### (system|user|assistant)[ \t]*$", re.MULTILINE)
 
 
-def default_prompts_dir() -> Path:
-    from ..config import Settings, packaged_prompts
+_USER_DIR: Path | None = None   # the `prompts` setting, as the face resolved it (use_prompts_dir)
 
-    try:
-        return Path(Settings().prompts)
-    except Exception:  # a broken env should not stop the defaults from loading
-        return packaged_prompts()
+
+def use_prompts_dir(path: str | Path | None) -> None:
+    """Where load_prompt looks first from now on in this process: the `prompts` setting
+    (autointerp.toml, $AUTOINTERP_PROMPTS) resolved once by the face (cli/common.settings); None
+    goes back to the shipped prompts. The library itself reads neither the environment nor a file."""
+    global _USER_DIR
+    _USER_DIR = None if path is None else Path(path)
+
+
+def default_prompts_dir() -> Path:
+    from ..config import packaged_prompts
+
+    return _USER_DIR if _USER_DIR is not None else packaged_prompts()
 
 
 @dataclass(frozen=True)
@@ -122,8 +130,8 @@ class Prompt:
 
 
 def load_prompt(name: str, prompts_dir: str | Path | None = None) -> Prompt:
-    """Load prompts/<name>.txt (or <name> as given) from prompts_dir, else $AUTOINTERP_PROMPTS /
-    settings.prompts, falling back to the packaged prompts/ for names the user dir lacks."""
+    """Load prompts/<name>.txt (or <name> as given) from prompts_dir, else the `prompts` setting
+    the face resolved (use_prompts_dir), falling back to the packaged prompts/ for names the user dir lacks."""
     from ..config import packaged_prompts
 
     dirs = [Path(prompts_dir)] if prompts_dir is not None else [default_prompts_dir()]

@@ -152,6 +152,17 @@ class Adapter:
     def mlp_out_module(self, block) -> nn.Module:
         return self.mlp(block)
 
+    def mlp_norm(self, block) -> nn.Module:
+        """The norm whose output is mlp.in (TransformerLens' ln2)."""
+        return block.post_attention_layernorm
+
+    def norm_affine(self, norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(scale, shift) a norm applies after normalising (None: none): out = normalised * scale + shift."""
+        w, b = getattr(norm, "weight", None), getattr(norm, "bias", None)
+        if w is not None and self.norm_plus_one:
+            w = 1.0 + w
+        return w, b
+
     # --- sizes
     def sizes(self) -> dict[str, int]:
         c = self.config
@@ -183,8 +194,7 @@ class Adapter:
         return getattr(self.o_proj(block), "bias", None)
 
     def ln_final_scale(self) -> torch.Tensor:
-        w = self.final_norm().weight
-        return (1.0 + w) if self.norm_plus_one else w
+        return self.norm_affine(self.final_norm())[0]
 
 
 class GPT2Adapter(Adapter):
@@ -199,6 +209,9 @@ class GPT2Adapter(Adapter):
 
     def final_norm(self):
         return self.model.transformer.ln_f
+
+    def mlp_norm(self, block):
+        return block.ln_2
 
     attn = _submodule("attn")
     qkv_proj = _submodule("attn.c_attn")
@@ -257,6 +270,9 @@ class Gemma3Adapter(GemmaAdapter):
 
     def mlp_out_module(self, block):
         return block.post_feedforward_layernorm
+
+    def mlp_norm(self, block):
+        return block.pre_feedforward_layernorm
 
 
 _BY_TYPE = {

@@ -485,6 +485,7 @@ class HookedModel:
         if not 0 <= L < self.n_layers:
             raise SAEError(f"SAE {sae.name} reads {sae.hook}: layer {L} out of range (model has layers 0..{self.n_layers - 1})")
         sae.check_fits(self.hook_width(sae.hook), f"{sae.hook} of {self.spec}")
+        self.fold_sae_input(sae)
         if sae.is_transcoder and self.hook_width(sae.hook_out) != sae.d_out:
             raise SAEError(f"transcoder {sae.name} writes d_out={sae.d_out} values but {sae.hook_out} of "
                            f"{self.spec} has {self.hook_width(sae.hook_out)}")
@@ -495,6 +496,14 @@ class HookedModel:
                 raise SAEError(f"an SAE named {sae.name!r} is already attached at {other.hook}")
         self.saes[sae.hook] = sae.to(self.device)
         return sae
+
+    def fold_sae_input(self, sae) -> Any:
+        """An SAE that reads TL's ln2.hook_normalized gets this model's ln2 norm folded in, so that it
+        reads mlp.in exactly (models/sae.py); any other SAE is returned as it is."""
+        if sae.input_norm is None and sae.folded_for is None:
+            return sae
+        scale, shift = self.adapter.norm_affine(self.adapter.mlp_norm(self._blocks[sae.layer]))
+        return sae.fold_input_norm(scale, shift, self.spec)
 
     def detach_sae(self, sae_or_hook) -> None:
         self.saes.pop(getattr(sae_or_hook, "hook", sae_or_hook), None)

@@ -104,11 +104,9 @@ class LocalReplacement:
                 s = torch.rsqrt(xf.var(-1, keepdim=True, unbiased=False) + _eps(m))
             else:
                 s = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + _eps(m))
-            w = getattr(m, "weight", None)
-            if w is not None:
-                w = w.detach().float() + (1.0 if hm.adapter.norm_plus_one else 0.0)
-            b = getattr(m, "bias", None)
-            fz = _Frozen(m, centred, s.detach(), w, None if b is None else b.detach().float())
+            w, b = hm.adapter.norm_affine(m)
+            fz = _Frozen(m, centred, s.detach(), None if w is None else w.detach().float(),
+                         None if b is None else b.detach().float())
             if not torch.allclose(fz.linear(x0).float(), y0.float(), rtol=1e-4, atol=1e-4 * float(y0.abs().max())):
                 raise HookError(f"attribution graphs: cannot reproduce {type(m).__name__} as a frozen-scale norm")
             self.frozen.append(fz)

@@ -24,9 +24,17 @@ on the output).
 Hook names may be TransformerLens names as SAELens writes them (blocks.6.hook_resid_post,
 blocks.6.hook_mlp_out, blocks.6.attn.hook_z...: core/hooks.py's alias table) or autointerp's own
 (blocks.6.resid_post); either way the SAE is attached at an autointerp hook point. TL's
-blocks.6.hook_mlp_in (the residual before ln2) and blocks.6.ln2.hook_normalized (before the
-norm's weight) are other tensors than autointerp's blocks.6.mlp.in, so an SAE or transcoder
-trained on them is refused with a line saying so.
+blocks.6.hook_mlp_in (the residual before ln2) is another tensor than autointerp's
+blocks.6.mlp.in, so an SAE or transcoder trained on it is refused with a line saying so.
+
+TL's blocks.6.ln2.hook_normalized (the MLP input before the norm's weight and bias: x, where
+mlp.in = x * w + b; the input of the Dunefsky et al. GPT-2 transcoders) is read exactly at
+blocks.6.mlp.in by folding the norm into the SAE when it is attached to a model
+(HookedModel.attach_sae / TranscoderSet.check_model -> SAE.fold_input_norm): W_enc's rows are
+divided by w and the shift b moves into the biases; an SAE's decoder (it reconstructs x) is
+multiplied by w and b added, so its recons is in mlp.in's units; a skip transcoder's W_skip is
+divided by w likewise. The SAE keeps its id; a folded SAE belongs to that model (attaching it to
+another is refused) and is not saved (save the original folder).
 
 An SAE's identity is a content hash of its config and weights (SAE.id); its name (for unit ids
 L6/F12@name) is the directory's name unless the config names it.
@@ -50,6 +58,10 @@ from ..errors import HookError, ModelSpecError, UsageError
 from .sae_arch import ARCHITECTURES, CFG_FILE, WEIGHTS_FILE, Architecture
 
 NORMALISATIONS = ("none", "expected_average_only_in", "constant_norm_rescale", "layer_norm")
+
+
+# TL's normalised MLP input (before the norm's weight and bias): read at mlp.in with the norm folded in
+_NORMED_INPUT = re.compile(r"^blocks\.(\d+)\.ln2\.hook_normalized$")
 
 
 class SAEError(UsageError):
@@ -107,6 +119,9 @@ class SAE:
     cfg: dict = field(default_factory=dict)    # the config as read (stored with the SAE)
     id: str = ""                               # content hash of config and weights
     path: str | None = None
+    input_norm: str | None = None              # "ln2": reads mlp.in before its norm's affine (TL's ln2.hook_normalized),
+    #                                            folded into the weights when attached (fold_input_norm)
+    folded_for: str | None = None              # the model whose norm was folded in
 
     # ---- construction -------------------------------------------------------------
     def __post_init__(self):
@@ -146,6 +161,13 @@ class SAE:
                 if not torch.isfinite(t).all():
                     raise SAEError(f"SAE tensor {nm} holds NaN or infinite values")
                 setattr(self, nm, t)
+        m = _NORMED_INPUT.match(self.hook) if isinstance(self.hook, str) else None
+        if m and self.folded_for is None:
+            if self.normalize_activations not in ("none", "expected_average_only_in"):
+                raise SAEError(f"SAE {self.name} reads {self.hook} with normalize_activations="
+                               f"{self.normalize_activations}: folding the norm's weight into it is not exact; only "
+                               "none / expected_average_only_in are supported there")
+            self.input_norm, self.hook = "ln2", act_name("mlp.in", int(m.group(1)))
         self.hook = hook_from_saelens(self.hook)
         if self.hook_out is not None:
             self.hook_out = hook_from_saelens(self.hook_out)
@@ -216,6 +238,9 @@ class SAE:
         """Write the SAELens format (cfg.json + sae_weights.safetensors); returns the directory."""
         from safetensors.torch import save_file
 
+        if self.folded_for is not None:
+            raise SAEError(f"SAE {self.name} has {self.folded_for}'s ln2 norm folded into its weights: save the "
+                           f"original folder ({self.path or 'its source'}), not this copy")
         p = Path(path)
         p.mkdir(parents=True, exist_ok=True)
         w = {"W_enc": self.W_enc, "b_enc": self.b_enc, "W_dec": self.W_dec, "b_dec": self.b_dec}
@@ -230,7 +255,7 @@ class SAE:
                    "hook_z" if self.hook.endswith("attn.z") else "none",
                "metadata": {**(self.cfg.get("metadata") or {}), "hook_name": self.hook,
                             **({"model_name": model_name} if model_name else {})}}
-        cfg["hook_name"] = self.hook
+        cfg["hook_name"] = cfg["metadata"]["hook_name"] = self.read_hook
         if self.k is not None:
             cfg["k"] = self.k
         if self.is_transcoder:
@@ -239,6 +264,11 @@ class SAE:
         return p
 
     # ---- facts -------------------------------------------------------------------
+    @property
+    def read_hook(self) -> str:
+        """The hook the SAE was trained on: `hook`, or TL's ln2.hook_normalized for one read there."""
+        return f"blocks.{self.layer}.ln2.hook_normalized" if self.input_norm == "ln2" else self.hook
+
     @property
     def d_in(self) -> int:
         return int(self.W_enc.shape[0])
@@ -284,7 +314,8 @@ class SAE:
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "architecture": self.architecture, "hook": self.hook,
                 "hook_out": self.hook_out, "d_in": self.d_in, "d_sae": self.d_sae, "d_out": self.d_out, "k": self.k,
-                "normalize_activations": self.normalize_activations, "path": self.path}
+                "normalize_activations": self.normalize_activations, "path": self.path,
+                **({"reads": "ln2.hook_normalized (norm folded in)"} if self.input_norm or self.folded_for else {})}
 
     def __repr__(self) -> str:
         return (f"SAE({self.name!r}, {self.architecture}, {self.hook}" + (f" -> {self.hook_out}" if self.hook_out else "")
@@ -361,6 +392,38 @@ class SAE:
         return z, self.decode(z, x, ctx)
 
     __call__ = forward
+
+    def fold_input_norm(self, scale: torch.Tensor | None, shift: torch.Tensor | None, model: str) -> "SAE":
+        """Read mlp.in = x * scale + shift exactly as the SAE read x (TL's ln2.hook_normalized):
+        in place, once, for `model` (module doc). A second call for the same model does nothing."""
+        if self.folded_for is not None:
+            if self.folded_for != model:
+                raise SAEError(f"SAE {self.name} has {self.folded_for}'s ln2 norm folded in; load it again for {model}")
+            return self
+        if self.input_norm is None:
+            return self
+        dev = self.W_enc.device
+        w = torch.ones(self.d_in, device=dev) if scale is None else scale.detach().float().to(dev).reshape(-1)
+        b = torch.zeros(self.d_in, device=dev) if shift is None else shift.detach().float().to(dev).reshape(-1)
+        if w.numel() != self.d_in or b.numel() != self.d_in:
+            raise SAEError(f"SAE {self.name} reads d_in={self.d_in} values; {model}'s ln2 norm has {w.numel()}")
+        if bool((w == 0).any()):
+            raise SAEError(f"SAE {self.name} reads ln2.hook_normalized, but {model}'s ln2 weight has zeros: the norm "
+                           "cannot be folded into it")
+        inv = 1.0 / w
+        if self.is_transcoder:                 # pre = x @ W_enc + b_enc;  out += x @ W_skip.T;  x = (m - b) / w
+            self.b_enc = self.b_enc - (b * inv) @ self.W_enc
+            if self.W_skip is not None:
+                self.b_dec = self.b_dec - self.W_skip @ (b * inv)
+                self.W_skip = (self.W_skip * inv[None, :]).contiguous()
+        else:                                  # pre = (x - a*b_dec) @ W_enc + b_enc;  recons in m: (z @ W_dec + b_dec) * w + b
+            if not self.apply_b_dec_to_input:
+                self.b_enc = self.b_enc - (b * inv) @ self.W_enc
+            self.W_dec = (self.W_dec * w[None, :]).contiguous()
+            self.b_dec = self.b_dec * w + b    # with a=1: (m - b_dec') / w = x - b_dec
+        self.W_enc = (self.W_enc * inv[:, None]).contiguous()
+        self.input_norm, self.folded_for = None, model
+        return self
 
     def check_fits(self, d_in: int, what: str | None = None) -> "SAE":
         """Raise SAEError unless the hook point gives d_in values per position."""

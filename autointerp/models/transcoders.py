@@ -64,6 +64,7 @@ class TranscoderSet:
             if tc.d_in != hm.d_model or tc.d_out != hm.d_model:
                 raise SAEError(f"transcoder set {self.name} reads d_in={tc.d_in}, writes {tc.d_out}; {hm.spec} has "
                                f"d_model={hm.d_model} (a set for another model: {self.model})")
+            hm.fold_sae_input(tc)              # a set read at TL's ln2.hook_normalized: the norm folded in
         return self
 
     def save(self, root: str | Path) -> Path:

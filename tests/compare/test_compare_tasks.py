@@ -55,8 +55,8 @@ def _ld(hm, clean, answer, wrong):
 
 def test_a_model_against_itself_differs_by_nothing(pair):
     a, _ = pair
-    t = compare_task(a, a, "ioi", n=12, seed=0)
-    assert t.n_items == 12 and t.logit_diff_a == t.logit_diff_b and t.accuracy_a == t.accuracy_b
+    t = compare_task(a, a, " IOI", n=12, seed=0)
+    assert t.task == "ioi" and t.n_items == 12 and t.logit_diff_a == t.logit_diff_b and t.accuracy_a == t.accuracy_b
     assert all(o["delta"] == 0 for o in t.outliers)
 
 

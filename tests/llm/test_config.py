@@ -66,3 +66,61 @@ def test_library_defaults_read_neither_the_environment_nor_the_config_file(toml,
     s = Settings.load()
     assert (s.llm, s.llm_concurrency, s.model) == ("openai:from-file", 9, "from-env")
     assert Settings.load(model="flag").model == "flag"
+
+
+@pytest.mark.parametrize("source", ["file", "env"])
+def test_prompts_setting_reaches_the_prompts_the_library_loads(toml, tmp_path, monkeypatch, source):
+    """The `prompts` key of autointerp.toml (or $AUTOINTERP_PROMPTS), resolved once by a CLI
+    command, is where every prompt of that command comes from (it was ignored from the file)."""
+    from click.testing import CliRunner
+
+    from autointerp.cli import _load_commands, cli
+    from autointerp.llm import load_prompt
+    from autointerp.llm.prompts import use_prompts_dir
+    from autointerp.store import Store
+
+    mine = tmp_path / "my-prompts"
+    mine.mkdir()
+    (mine / "explain_chat.txt").write_text("### user\nmy own $records\n")
+    monkeypatch.delenv("AUTOINTERP_PROMPTS", raising=False)
+    if source == "file":
+        toml(f'prompts = "{mine}"\n')
+    else:
+        toml("")
+        monkeypatch.setenv("AUTOINTERP_PROMPTS", str(mine))
+    Store(tmp_path / "s.db").close()
+    _load_commands()
+    try:
+        r = CliRunner().invoke(cli, ["stats", "--store", str(tmp_path / "s.db")])
+        assert r.exit_code == 0, r.output
+        assert load_prompt("explain_chat").render(records="R") == [{"role": "user", "content": "my own R"}]
+        assert load_prompt("simulate_json").name == "simulate_json"     # the rest from the shipped prompts
+    finally:
+        use_prompts_dir(None)
+    assert not load_prompt("explain_chat").text.startswith("### user\nmy own")
+
+
+def test_threads_setting_sets_torchs_threads_once_per_command(toml, tmp_path, monkeypatch):
+    """`threads` (autointerp.toml / $AUTOINTERP_THREADS) is applied by the face, for the whole
+    command; a bad value names its source in one line."""
+    import torch
+    from click.testing import CliRunner
+
+    from autointerp.cli import _load_commands, cli
+    from autointerp.store import Store
+
+    monkeypatch.delenv("AUTOINTERP_THREADS", raising=False)
+    Store(tmp_path / "s.db").close()
+    _load_commands()
+    before = torch.get_num_threads()
+    want = 1 if before != 1 else 2
+    try:
+        toml(f"threads = {want}\n")
+        r = CliRunner().invoke(cli, ["stats", "--store", str(tmp_path / "s.db")])
+        assert r.exit_code == 0, r.output
+        assert torch.get_num_threads() == want
+    finally:
+        torch.set_num_threads(before)
+    toml("threads = 0\n")
+    with pytest.raises(UsageError, match="key 'threads'"):
+        Settings.load()

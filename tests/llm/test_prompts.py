@@ -46,8 +46,15 @@ def test_shipped_prompts_load_and_render(tmp_path, monkeypatch):
     (tmp_path / "explain_chat.txt").write_text("### user\nmine $records\n")
     assert load_prompt("explain_chat", tmp_path).render(records="r") == [{"role": "user", "content": "mine r"}]
     assert load_prompt("simulate_json", tmp_path).name == "simulate_json"
-    monkeypatch.setenv("AUTOINTERP_PROMPTS", str(tmp_path))
-    assert load_prompt("explain_chat").text.startswith("### user\nmine")
+    from autointerp.llm.prompts import use_prompts_dir
+
+    monkeypatch.setenv("AUTOINTERP_PROMPTS", str(tmp_path))   # the library reads no environment ...
+    assert not load_prompt("explain_chat").text.startswith("### user\nmine")
+    try:                                                      # ... the face resolves the setting and says where
+        use_prompts_dir(tmp_path)
+        assert load_prompt("explain_chat").text.startswith("### user\nmine")
+    finally:
+        use_prompts_dir(None)
     with pytest.raises(UsageError, match="no prompt named"):
         load_prompt("nope")
 

@@ -195,3 +195,7 @@ def test_aliases_are_the_same_tensors_as_in_transformer_lens(model):
         row = rows[f"blocks.L.hook_resid_post.{tl}"]
         assert row["autointerp"] == f"blocks.L.resid_post.{ours}" and row["max_abs_diff"] <= 1e-5 * row["max_abs_value"]
     assert rows["blocks.L.hook_resid_post.hook_sae_output"]["max_abs_diff"] > 0.1     # recons + error: not recons
+    # an SAE trained on TL's ln2.hook_normalized: SAELens' latents are autointerp's at mlp.in, the norm folded in
+    row = rows["blocks.L.ln2.hook_normalized.hook_sae_acts_post"]
+    assert row["status"] == "folded" and row["autointerp"] == "blocks.L.mlp.in.sae.latents"
+    assert row["max_abs_value"] > 0.5 and row["max_abs_diff"] <= 1e-5 * row["max_abs_value"], row

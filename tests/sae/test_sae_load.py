@@ -11,18 +11,7 @@ import torch
 
 from autointerp.errors import HookError, UsageError
 from autointerp.models.sae import SAE, SAEError, hook_from_saelens, load_sae
-
-
-def _rand_sae(arch, d_in=64, d_sae=128, d_out=None, hook="blocks.1.hook_resid_post", hook_out=None, seed=0, **kw):
-    g = torch.Generator().manual_seed(seed)
-    d_out = d_out or d_in
-    w = dict(W_enc=torch.randn(d_in, d_sae, generator=g) / d_in ** 0.5, b_enc=torch.randn(d_sae, generator=g) * 0.1,
-             W_dec=torch.randn(d_sae, d_out, generator=g) / d_sae ** 0.5, b_dec=torch.randn(d_out, generator=g) * 0.1)
-    if "jumprelu" in arch:
-        w["threshold"] = torch.rand(d_sae, generator=g) * 0.3
-    if arch == "skip_transcoder":
-        w["W_skip"] = torch.randn(d_out, d_in, generator=g) * 0.01
-    return SAE(architecture=arch, hook=hook, hook_out=hook_out, name=f"t-{arch}", **w, **kw)
+from tinykit import rand_sae as _rand_sae
 
 
 def _reference(sae: SAE, x: torch.Tensor):
@@ -106,8 +95,8 @@ def test_saelens_v5_style_config_with_top_level_hook_name(tmp_path):
      r"TransformerLens' blocks.1.hook_resid_mid .* use blocks.1.resid_pre and blocks.1.attn.out"),
     (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.hook_mlp_in")),
      r"TransformerLens' blocks.1.hook_mlp_in is the residual before ln2 .*: use blocks.1.mlp.in"),
-    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.ln2.hook_normalized")),
-     r"blocks.1.ln2.hook_normalized is the MLP input before the norm's weight .*: use blocks.1.mlp.in"),
+    (lambda d: (d / "cfg.json").write_text((d / "cfg.json").read_text().replace("blocks.1.resid_post", "blocks.1.ln1.hook_normalized")),
+     r"blocks.1.ln1.hook_normalized is attention's input before the norm's weight; .*: use blocks.1.resid_pre"),
 ])
 def test_bad_sae_dirs_fail_with_one_line(tmp_path, mutate, msg):
     d = _rand_sae("jumprelu").save(tmp_path / "s")

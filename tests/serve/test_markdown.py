@@ -66,7 +66,7 @@ def test_fuzz_terminates_fast_and_escapes():
     t.join(60)
     assert not t.is_alive(), f"render_markdown did not finish on input {inputs[state['at']]!r}"
     assert len(results) == len(inputs)
-    assert slowest[0] < 0.5, f"slowest input took {slowest[0]:.3f} s: {slowest[1]!r}"
+    assert slowest[0] < 2.0, f"slowest input took {slowest[0]:.3f} s: {slowest[1]!r}"
     for md, html in zip(inputs, results):
         assert "<script" not in html.lower() and "<img src=x" not in html.lower(), md
         p = TagCheck()

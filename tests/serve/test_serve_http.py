@@ -149,7 +149,7 @@ def test_bad_reports_answer_fast(server):
     for inv_id in ("badimage0001", "badimage0002"):  # stored by the fixture (conftest.BAD_REPORTS)
         t0 = time.perf_counter()
         status, body, _ = get(base + f"/investigation/{inv_id}")
-        assert time.perf_counter() - t0 < 1.0
+        assert time.perf_counter() - t0 < 5.0   # a backtracking regex takes minutes; 5 s leaves room for a loaded CI machine
         assert status == 200 and "<p>![x]" in body
         assert "<script>alert(1)" not in body
     assert '<a href="/unit/tiny-llama/L2/H1">L2/H1</a>' in get(base + "/investigation/badimage0002")[1]
