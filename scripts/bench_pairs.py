@@ -82,26 +82,31 @@ def main() -> None:
                     ds = make_dataset(store, hm, task, a.n, name=f"t{i}", llm=llm, max_llm_calls=a.max_llm_calls,
                                       time_budget=a.time_budget)
                     st, valid, err = ds.stats, ds.n_items, None
+                    # what the kept items say (validation checks the subject's behaviour, not that the LLM's map is true)
+                    shown = [f"{it.meta.get('x')}->{it.answer.strip()} / {it.meta.get('x_corrupt')}->{it.wrong.strip()}"
+                             for it in ds.items[:3]]
                 except AutointerpError as e:
-                    st, valid, err = None, 0, str(e)
+                    st, valid, err, shown = None, 0, str(e), []
                 secs = time.perf_counter() - t0
                 calls = store.db.execute("SELECT COUNT(*) FROM llm_calls WHERE kind != 'probe'").fetchone()[0]
                 store.db.execute("DELETE FROM llm_calls")
                 row = {"llm": a.llm or a.model, "backend": backend, "structured": how, "task": task, "valid": valid, "n": a.n,
                        "seconds": round(secs, 1), "llm_calls": calls, "load": round((load0 + os.getloadavg()[0]) / 2, 1),
                        "rejected": describe(st["rejected"]) if st else None, "stopped": st.get("stopped") if st else "error",
-                       "error": err.splitlines()[0] if err else None, "error_full": err}
+                       "error": err.splitlines()[0] if err else None, "error_full": err,
+                       "kept_examples": shown}
                 rows.append(row)
                 print(f"{backend:<10} {task[:44]:<44} valid {valid:>2}/{a.n}  {secs:6.1f} s  {calls} LLM calls  "
                       f"load {row['load']}  " + (f"rejected: {row['rejected']}" if st else f"FAILED: {err}"), flush=True)
         if srv is not None:
             srv.close()
-    print("\n| LLM | backend (structured output) | task | valid | seconds | LLM calls | load | rejections (or why none) |")
-    print("|---|---|---|---:|---:|---:|---:|---|")
+    print("\n| LLM | backend (structured output) | task | valid | seconds | LLM calls | load | rejections (or why none) "
+          "| first kept items (value->answer / corrupt value->wrong) |")
+    print("|---|---|---|---:|---:|---:|---:|---|---|")
     for r in rows:
         why = r["rejected"] if r["rejected"] is not None else _why(r["error_full"])
         print(f"| {r['llm']} | {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
-              f"{r['llm_calls']} | {r['load']} | {why} |")
+              f"{r['llm_calls']} | {r['load']} | {why} | {'; '.join(r['kept_examples']) or '—'} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
