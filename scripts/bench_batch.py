@@ -99,8 +99,11 @@ def build_endpoint_model(d: Path, *, vocab_size: int = 1200, hidden: int = 64, d
     assert len(set(chain)) == len(chain) and len(chain) + 1 < hidden // 2, chain
     cands = [t for c in [str(i) for i in range(11)] + [" yes", " no"] if len(t := tok.encode(c)) == 1]
     torch.manual_seed(seed)
+    # without context the attention's output is zeroed: one narrow head (the server computes attention
+    # that is multiplied by 0, as cheaply as it can); with context, four heads
+    heads = dict(num_attention_heads=4, num_key_value_heads=2) if context else dict(num_attention_heads=1, num_key_value_heads=1, head_dim=8)
     cfg = LlamaConfig(vocab_size=V, hidden_size=hidden, intermediate_size=d_mlp, num_hidden_layers=n_layers,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, tie_word_embeddings=False,
+                      max_position_embeddings=4096, tie_word_embeddings=False, **heads,
                       bos_token_id=tok.bos_token_id, eos_token_id=eos, pad_token_id=eos)
     m = LlamaForCausalLM(cfg).eval()
     F = 1 + len(chain)                        # dims 0..F-1: a constant (the head's bias) and one flag per reply token

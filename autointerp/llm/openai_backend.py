@@ -633,8 +633,10 @@ class OpenAILLM(LLM):
         return Result({"structured": None, "note": "; ".join(notes) + ": JSON is parsed from the reply and re-asked"}, 0, 1)
 
     # ---- prompt logprobs: exact P(starts with candidate) ------------------------------------------
-    def _echo(self, prompts: list[str], k: int) -> tuple[list[Any], int]:
-        """Echo + logprobs for many prompts: `echo_batch` prompts a request, requests in parallel."""
+    def _echo(self, prompts: list[str], k: int, echo: bool = True) -> tuple[list[Any], int]:
+        """Echo + logprobs for many prompts: `echo_batch` prompts a request, requests in parallel.
+        echo=False: the same request without the echo, whose logprobs cover only the one generated
+        token (its top-k: the distribution after the prompt; see _next_tops)."""
         chunks = [prompts[i:i + self.echo_batch] for i in range(0, len(prompts), self.echo_batch)]
 
         def one(chunk):
@@ -642,7 +644,7 @@ class OpenAILLM(LLM):
             # prompt token, and building those objects costs ~10x the JSON decoding (CPU that a
             # latency-bound batch would otherwise spend instead of waiting on the server)
             resp = self._request(lambda c, t: _plain(c.completions.with_raw_response.create(
-                model=self.model, prompt=chunk, max_tokens=1, temperature=0.0, echo=True, logprobs=k, timeout=t)),
+                model=self.model, prompt=chunk, max_tokens=1, temperature=0.0, echo=echo, logprobs=k, timeout=t)),
                                  sum(len(p) // 4 + 1 for p in chunk))
             try:
                 choices = self._check(resp)
@@ -679,13 +681,24 @@ class OpenAILLM(LLM):
                                       f"({caps.get('note')}); use the JSON simulator")
         k = int(caps.get("top_k") or 1)
         mains = [prefix + "".join(segs) for segs in list_of_segments]
-        choices, total_pt = self._echo(mains, k)
+        # a row whose one slot is the prompt's end (a yes/no judge's) needs only the distribution after
+        # the prompt: the generated token's top-k, without the echo of every prompt token's top-k
+        # (~100x fewer bytes to write and parse); the rows whose answer lacks it are echoed as before
+        tops, next_pt, next_sent = self._next_tops([r for r, segs in enumerate(list_of_segments) if len(segs) == 1], mains, k)
+        ends = {r: top for r, top in tops.items() if top is not None}
+        echoed = [r for r in range(len(mains)) if r not in ends]
+        choices, total_pt = self._echo([mains[r] for r in echoed], k) if echoed else ([], 0)
+        total_pt += next_pt
+        by_row = dict(zip(echoed, choices))
         probs = [np.zeros((len(segs), len(candidates))) for segs in list_of_segments]
         toks: list[list[list[tuple]]] = [[[()] * len(candidates) for _ in segs] for segs in list_of_segments]
         extra: list[tuple[int, int, int, int, str]] = []  # (row, slot, candidate, context length, prompt)
-        for r, (segs, prompt, ch) in enumerate(zip(list_of_segments, mains, choices)):
-            al = self._aligned(ch, prompt)
-            top_at = {start: top for start, _t, _lp, top in al}
+        for r, (segs, prompt) in enumerate(zip(list_of_segments, mains)):
+            if r in ends:
+                top_at = {len(prompt): ends[r]}
+            else:
+                al = self._aligned(by_row[r], prompt)
+                top_at = {start: top for start, _t, _lp, top in al}
             pos = len(prefix)
             for i, seg in enumerate(segs):
                 pos += len(seg)
@@ -708,13 +721,36 @@ class OpenAILLM(LLM):
                                    "(e.g. after a tab)")
                 probs[r][i, j] = math.exp(sum(float(lp) for _s, _t, lp in mine))
                 toks[r][i][j] = tuple(t for _s, t, _lp in mine)
-        from .base import starts_with
+        from .base import starts_with_rows
 
-        out = []
-        for r, segs in enumerate(list_of_segments):
-            rows = [starts_with(probs[r][i:i + 1], candidates, toks[r][i])[0] for i in range(len(segs))]
-            out.append(np.asarray(rows, dtype="float64").reshape(len(segs), len(candidates)))
-        return Result(out, total_pt, len(mains) + len(extra))
+        out = [starts_with_rows(probs[r], candidates, toks[r]).reshape(len(segs), len(candidates))
+               for r, segs in enumerate(list_of_segments)]
+        return Result(out, total_pt, len(echoed) + next_sent + len(extra))
+
+    def _next_tops(self, rows: list[int], prompts: list[str], k: int) -> tuple[dict[int, dict | None], int, int]:
+        """For prompts[r] of each row r: the top-k {token: logprob} after the prompt, read off the
+        one generated token of a completions request without echo (as OpenAI's legacy API, vLLM
+        and llama.cpp's server answer it), or None where the answer does not hold exactly one
+        generated token with a top-k list (the caller echoes those); and the prompt tokens and
+        prompts sent. An endpoint that answers such a request with an echo after all, or without
+        logprobs, is not asked this way again (by this process)."""
+        caps = self._caps if self._caps is not None else {}
+        if not rows or caps.get("next_logprobs") is False:
+            return {}, 0, 0
+        choices, pt = self._echo([prompts[r] for r in rows], k, echo=False)
+        out: dict[int, dict | None] = {}
+        off = False
+        for r, ch in zip(rows, choices):
+            lp = getattr(ch, "logprobs", None)
+            tokens, tlp, tops = _field(lp, "tokens"), _field(lp, "token_logprobs"), _field(lp, "top_logprobs")
+            ok = (isinstance(tokens, list) and len(tokens) == 1 and isinstance(tlp, list) and len(tlp) == 1
+                  and isinstance(tops, list) and len(tops) == 1 and isinstance(tops[0], dict) and tops[0])
+            out[r] = dict(tops[0]) if ok else None
+            off = off or lp is None or (isinstance(tokens, list) and len(tokens) > 1)   # an EOS (no token) is not
+        if off:
+            with _GLOBAL:
+                caps["next_logprobs"] = False
+        return out, pt, len(rows)
 
 
 def _plain(raw) -> Any:

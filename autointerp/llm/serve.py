@@ -35,7 +35,7 @@ import json
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from itertools import accumulate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -64,6 +64,7 @@ class Engine:
         self.tok = llm.tok
         self.chunk = chunk
         self._pieces: list[str] | None = None
+        self._prefixes: OrderedDict[tuple, _Prefix] = OrderedDict()   # under llm._lock
 
     @property
     def table(self) -> list[str]:
@@ -134,16 +135,15 @@ class Engine:
 
     def _positions(self, hidden: torch.Tensor, targets: list[int], k: int) -> list[tuple[float, tuple]]:
         """(logprob of its target, top-k as (ids, logprobs)) at every position of `hidden`."""
-        out = []
+        out: list = []
         for i in range(0, hidden.shape[0], 256):
             lp = self.llm._logprobs_of(hidden[i:i + 256])
-            tg = torch.tensor(targets[i:i + 256], device=lp.device)
-            own = lp.gather(1, tg[:, None])[:, 0].tolist()
+            own = lp.gather(1, torch.tensor(targets[i:i + 256], device=lp.device)[:, None])[:, 0].tolist()
             if k > 0:
                 v, ix = lp.topk(k, dim=-1)
-                out.extend(zip(own, zip(ix.tolist(), v.tolist())))
+                out += zip(own, zip(ix.tolist(), v.tolist()))
             else:
-                out.extend((o, NO_TOP) for o in own)
+                out += ((o, NO_TOP) for o in own)
         return out
 
     def _next(self, h: torch.Tensor, k: int) -> tuple[int, float, tuple]:
@@ -152,11 +152,41 @@ class Engine:
         ids, vals = ix.tolist(), v.tolist()
         return ids[0], vals[0], (ids[:k], vals[:k])
 
+    def _prefix(self, ids: list[int], k: int, positions: bool) -> "_Prefix | None":
+        """The forward pass of a prefix (its KV cache, the top-k at its positions when asked, the
+        distribution after it), kept for the next requests that share it (the last PREFIXES
+        prefixes, as vLLM's automatic prefix caching keeps them): the prompts of one explanation
+        share the template's head and the explanation over several requests. The same numbers as
+        computing it again. None for a model whose cache is not plain (sliding window)."""
+        from .embedded import plain_layers
+
+        key = (tuple(ids), k)
+        pre = self._prefixes.get(key)
+        if pre is None:
+            llm = self.llm
+            res = llm._base()(input_ids=torch.tensor([ids], device=llm.device), use_cache=True)
+            kv = plain_layers(res.past_key_values)
+            if kv is None:
+                return None
+            h = res.last_hidden_state[0]
+            last_lp = llm._logprobs_of(h[-1][None])[0]
+            v, ix = last_lp.topk(k) if k > 0 else (torch.empty(0), torch.empty(0, dtype=torch.long))
+            pre = _Prefix(kv, h, last_lp, (ix.tolist(), v.tolist()))
+            self._prefixes[key] = pre
+            while len(self._prefixes) > PREFIXES:
+                self._prefixes.popitem(last=False)
+        else:
+            self._prefixes.move_to_end(key)
+        if positions and pre.shared is None:
+            pre.shared = self._positions(pre.hidden[:-1], ids[1:], k) if len(ids) > 1 else []
+        return pre
+
     def score(self, rows: list[list[int]], k: int, positions: bool = True) -> list[tuple[list, tuple]]:
         """Per row: (for every position, (logprob of its token, top-k [(id, logprob)]) or None
         at position 0; the next token after the row: (argmax id, its logprob, top-k)). Rows that
-        share a prefix share its one forward pass (the embedded backend's KV reuse)."""
-        from .embedded import cache_from, plain_layers
+        share a prefix share its one forward pass (the embedded backend's KV reuse), and requests
+        that share it too (_prefix)."""
+        from .embedded import cache_from
 
         llm = self.llm
         dev = llm.device
@@ -173,16 +203,11 @@ class Engine:
                     P = n
             kv = shared = None
             if P >= 1:
-                res = llm._base()(input_ids=torch.tensor([rows[0][:P]], device=dev), use_cache=True)
-                kv = plain_layers(res.past_key_values)
-                if kv is None:
+                pre = self._prefix(rows[0][:P], k, positions)
+                if pre is None:
                     P = 0
                 else:
-                    h = res.last_hidden_state[0]
-                    shared = self._positions(h[: P - 1], rows[0][1:P], k) if P > 1 and positions else []
-                    last_lp = llm._logprobs_of(h[P - 1][None])[0]
-                    v, ix = last_lp.topk(k) if k > 0 else (torch.empty(0), torch.empty(0, dtype=torch.long))
-                    last_top = (ix.tolist(), v.tolist())
+                    kv, shared, last_lp, last_top = pre.kv, pre.shared, pre.last_lp, pre.last_top
             pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else 0
             for c0 in range(0, len(rows), self.chunk):
                 chunk = rows[c0:c0 + self.chunk]
@@ -193,6 +218,15 @@ class Engine:
                     hid = llm._base()(input_ids=inp, past_key_values=cache_from(kv, len(chunk)), use_cache=True).last_hidden_state
                 else:
                     hid = llm._base()(input_ids=inp).last_hidden_state
+                own: list = []
+                if positions:   # every row's positions after the prefix in one pass (one log-softmax and top-k)
+                    n = [len(t) - 1 for t in tails]
+                    if sum(n):
+                        h = torch.cat([hid[b, :m] for b, m in enumerate(n) if m]) if len(n) > 1 else hid[0, :n[0]]
+                        flat = self._positions(h, [x for r in chunk for x in r[P + 1:]], k)
+                        own = [flat[a:b] for a, b in zip(accumulate(n, initial=0), accumulate(n))]
+                    else:
+                        own = [[] for _ in n]
                 for b, (r, t) in enumerate(zip(chunk, tails)):
                     pos: list = [None]
                     if not positions:
@@ -200,14 +234,26 @@ class Engine:
                     elif P >= 1:
                         pos += shared
                         pos.append((float(last_lp[r[P]]), last_top))
-                        pos += self._positions(hid[b, : len(t) - 1], r[P + 1:], k) if len(t) > 1 else []
+                        pos += own[b]
                     else:
-                        pos += self._positions(hid[b, : len(t) - 1], r[1:], k) if len(t) > 1 else []
+                        pos += own[b]
                     out[c0 + b] = (pos, self._next(hid[b, len(t) - 1], k))
         return out
 
 
 NO_TOP: tuple = ((), ())   # a position's top-k when none is asked for
+PREFIXES = 16              # prefixes whose forward pass Engine keeps
+
+
+class _Prefix:
+    """A prefix's forward pass: KV cache per layer, hidden states, logprobs after it and their
+    top-k, and (once asked) the scored positions inside it."""
+
+    __slots__ = ("kv", "hidden", "last_lp", "last_top", "shared")
+
+    def __init__(self, kv, hidden, last_lp, last_top):
+        self.kv, self.hidden, self.last_lp, self.last_top = kv, hidden, last_lp, last_top
+        self.shared: list | None = None
 
 
 def _lp_block(pieces: list[str], scored: list, start_offset: int, engine: Engine, memo: dict | None = None) -> dict:
@@ -547,7 +593,9 @@ class LLMServer:
         gens: list[list[tuple[list[int], str, str]]] = []
         scored_prompts = None
         if greedy1 or p["max_tokens"] == 0:
-            scored_prompts = self.engine.score([ids for _, ids, _ in prompts], k, positions=lpk is not None)
+            # the prompt's own positions only where they are echoed (without echo the logprobs cover
+            # the generated token alone, which falls out of the same pass)
+            scored_prompts = self.engine.score([ids for _, ids, _ in prompts], k, positions=lpk is not None and echo)
             eos = self.llm.tok.eos_token_id
             eos_ids = [] if eos is None else (eos if isinstance(eos, list) else [eos])
             for (_, _ids, _), (_, nxt) in zip(prompts, scored_prompts):

@@ -96,14 +96,16 @@ def parse_yes_no(answer: str) -> float | None:
 class YesNoJudge:
     """Asks the LLM yes/no questions about texts: from logprobs when it has them, else by chat."""
 
-    def __init__(self, llm, task: str, *, use_logprobs: bool | None = None, batch_size: int = 8):
+    def __init__(self, llm, task: str, *, use_logprobs: bool | None = None, batch_size: int | None = None):
         from ..llm import load_prompt
 
         self.llm = llm
         self.task = task  # 'detection' | 'fuzzing'
         self.use_logprobs = getattr(llm, "supports_prompt_logprobs", False) if use_logprobs is None else use_logprobs
         self.template = load_prompt(task if self.use_logprobs else f"{task}_chat")
-        self.batch_size = batch_size
+        # texts per prompt_logprobs_batch call: an endpoint takes `echo_batch` prompts a request (its
+        # answers read without echo are a few bytes: one request, not one per 8 texts); else 8
+        self.batch_size = batch_size or int(getattr(llm, "echo_batch", 0) or 8)
 
     @property
     def scorer(self) -> str:

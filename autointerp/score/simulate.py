@@ -163,14 +163,15 @@ class LogprobSimulator:
                 "yesno": ("simulate_yesno", ["yes", "no"], [10.0, 0.0]),
                 "contrastive": ("simulate_contrastive", ["A", "B", "none"], [10.0, 0.0, 0.0])}
 
-    def __init__(self, llm, template=None, *, batch_size: int = 8, variant: str = "logprobs"):
+    def __init__(self, llm, template=None, *, batch_size: int | None = None, variant: str = "logprobs"):
         from ..llm import load_prompt
 
         name, self.candidates, self.values = self.VARIANTS[variant]
         self.method = variant
         self.llm = llm
         self.template = template or load_prompt(name)
-        self.batch_size = batch_size
+        # records per prompt_logprobs_batch call: an endpoint takes `echo_batch` prompts a request; else 8
+        self.batch_size = batch_size or int(getattr(llm, "echo_batch", 0) or 8)
 
     def _extra(self, explanation: str, tokens: Sequence[str]) -> dict:
         if self.method == "logprobs":

@@ -22,10 +22,11 @@ def chat_body(texts, model="m", prompt_tokens=12, completion_tokens=3):
                       "total_tokens": prompt_tokens + completion_tokens}}
 
 
-def echo_logprobs_body(prompts, *, with_logprobs=True, top=None):
+def echo_logprobs_body(prompts, *, with_logprobs=True, top=None, echo=True):
     """A completions echo response: the prompt tokenised one character a token, each position
     with the same made-up top_logprobs over a few tokens, and each token's own logprob read off
-    that distribution (-4 for tokens outside it), so the echo is self-consistent."""
+    that distribution (-4 for tokens outside it), so the echo is self-consistent. echo=False:
+    the logprobs of the generated token only, as servers answer without echo."""
     if isinstance(prompts, str):
         prompts = [prompts]
     dist = top or {"0": -0.5, "7": -1.5, "10": -2.0, "x": -3.0}
@@ -35,7 +36,9 @@ def echo_logprobs_body(prompts, *, with_logprobs=True, top=None):
         lp = {"tokens": toks, "token_logprobs": [None] + [dist.get(t, -4.0) for t in toks[1:]],
               "top_logprobs": [None] + [dict(dist) for _ in toks[1:]],
               "text_offset": list(range(len(toks)))} if with_logprobs else None
-        choices.append({"index": i, "text": p + "7", "finish_reason": "length", "logprobs": lp})
+        if lp is not None and not echo:
+            lp = {k: v[-1:] for k, v in lp.items()}
+        choices.append({"index": i, "text": (p if echo else "") + "7", "finish_reason": "length", "logprobs": lp})
     return {"id": "c", "object": "text_completion", "created": 0, "model": "m", "choices": choices,
             "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}}
 
@@ -111,8 +114,9 @@ def server():
     s = FakeServer()
     s.default["/v1/chat/completions"] = lambda body: chat_body([f"hello {i}" for i in range(body.get("n") or 1)],
                                                                model=body.get("model", "m"))
-    s.default["/v1/completions"] = lambda body: (echo_logprobs_body(body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]])
-                                                 if body.get("echo") else
+    s.default["/v1/completions"] = lambda body: (echo_logprobs_body(body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]],
+                                                                    echo=bool(body.get("echo")))
+                                                 if body.get("echo") or body.get("logprobs") is not None else
                                                  {"id": "c", "object": "text_completion", "created": 0, "model": "m",
                                                   "choices": [{"index": 0, "text": " done", "finish_reason": "stop", "logprobs": None}],
                                                   "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})

@@ -128,6 +128,51 @@ def test_prompt_logprobs(make_llm, server, store):
     assert [r["kind"] for r in rows(store)] == ["probe", "logprobs"]
 
 
+def _completions(server):
+    return [q["body"] for q in server.requests if q["path"] == "/v1/completions"]
+
+
+def test_a_slot_at_the_prompt_end_is_read_without_echo(make_llm, server, store):
+    # a yes/no judge's rows: one slot each, at the prompt's end. The distribution there is the
+    # generated token's top-k, so the request goes without echo (a few bytes, not a top-k list per
+    # prompt token); "1" is not in the top-k, so it is asked as its own prompt, as before
+    from autointerp.llm.openai_backend import forget_endpoints
+
+    segs = [["the cat\n"], ["a dog\n"]]
+    got = make_llm(store=store).prompt_logprobs_batch("Judge:\n", segs, ["0", "1", "7"])
+    sent = _completions(server)
+    assert [b["echo"] for b in sent] == [True, False, True]
+    assert sent[1]["prompt"] == ["Judge:\nthe cat\n", "Judge:\na dog\n"] and sent[1]["logprobs"] == 4
+    assert sent[2]["prompt"] == ["Judge:\nthe cat\n1", "Judge:\na dog\n1"] and sent[2]["logprobs"] == 1
+    want = [np.exp(-0.5), np.exp(-4.0), np.exp(-1.5)]
+    for a in got:
+        np.testing.assert_allclose(a, [want])
+    # the same values, bit for bit, as reading the slot off the echo (an endpoint found not to
+    # answer without echo)
+    forget_endpoints()
+    llm = make_llm()
+    llm.capabilities()["next_logprobs"] = False
+    echoed = llm.prompt_logprobs_batch("Judge:\n", segs, ["0", "1", "7"])
+    assert [b["echo"] for b in _completions(server)[3:]] == [True, True, True]
+    assert all(np.array_equal(a, b) for a, b in zip(got, echoed))
+    # rows with slots inside the prompt are echoed: one request, as before
+    make_llm().prompt_logprobs_batch("Judge:\n", [["a\t", "b\t"], ["c\t"]], ["0", "7"])
+    assert [b["echo"] for b in _completions(server)[6:]] == [True]
+
+
+def test_an_endpoint_that_echoes_anyway_is_echoed(make_llm, server):
+    # a server that ignores echo=false and echoes the prompt's logprobs: the answer is not one
+    # generated token, so those rows are echoed (same values) and the endpoint is not asked so again
+    server.default["/v1/completions"] = lambda body: echo_logprobs_body(body["prompt"])
+    llm = make_llm()
+    a = llm.prompt_logprobs_batch("Judge:\n", [["the cat\n"]], ["0", "7"])
+    np.testing.assert_allclose(a[0], [[np.exp(-0.5), np.exp(-1.5)]])
+    assert [b["echo"] for b in _completions(server)] == [True, False, True]
+    make_llm().prompt_logprobs_batch("Judge:\n", [["a dog\n"]], ["0", "7"])
+    assert [b["echo"] for b in _completions(server)][3:] == [True]
+    assert llm.capabilities()["next_logprobs"] is False
+
+
 def test_missing_logprobs_raises_unsupported(make_llm, server, store):
     server.default["/v1/completions"] = lambda body: echo_logprobs_body(body["prompt"], with_logprobs=False)
     llm = make_llm(store=store)
@@ -193,7 +238,7 @@ def test_cache_hit_on_rerun(make_llm, server, store):
     a = llm.prompt_logprobs("p\n", ["a\t"], ["0", "7"])
     b = llm.prompt_logprobs("p\n", ["a\t"], ["0", "7"])
     np.testing.assert_allclose(a, b)
-    assert server.hits["/v1/completions"] == 2  # the probe and the echo; then cached
+    assert server.hits["/v1/completions"] == 2  # the probe and the one request; then cached
     hits = [r for r in rows(store) if r["cache_hit"]]
     assert len(hits) == 3 and all(r["cost_usd"] == 0 for r in hits)
 
@@ -298,3 +343,17 @@ def test_get_llm_spec_and_errors(server, api_key):
     for bad in ("gpt-4", "foo:bar", "openai:"):
         with pytest.raises(UsageError):
             get_llm(bad)
+
+
+def test_an_endpoint_judge_sends_its_texts_in_one_request(make_llm, server):
+    # a yes/no judge on an endpoint asks `echo_batch` texts a request (their answers are one
+    # generated token each), not 8; the embedded backend keeps 8 texts a call
+    from autointerp.score.classify import YesNoJudge
+
+    llm = make_llm(echo_batch=32)
+    judge = YesNoJudge(llm, "detection")
+    assert judge.use_logprobs and judge.batch_size == 32
+    p, bad = judge.p_yes("fires on animals", [f"text {i}" for i in range(20)])
+    assert len(p) == 20 and bad == 0
+    plain = [b for b in _completions(server) if not b["echo"]]
+    assert len(plain) == 1 and len(plain[0]["prompt"]) == 20

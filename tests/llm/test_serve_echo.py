@@ -56,6 +56,40 @@ def test_echoed_logprobs_are_the_models_own(llm):
         assert ch["text"] == prompt + table[int(ref[len(ids) - 1].argmax())]
 
 
+def test_without_echo_the_generated_tokens_logprobs_are_the_echos_last(llm):
+    """The client reads a slot at the prompt's end off a request without echo (a yes/no judge's
+    rows): its one generated token's logprob and top-k are exactly the echo's last entry."""
+    prompts = ['{"a": [1, 2, 3], "b": "x"}', '{"a": [1, 2, 3], "c": null}', '[4, 5]']
+    body = {"model": "tiny-echo", "prompt": prompts, "max_tokens": 1, "temperature": 0, "logprobs": 5}
+    with start_server(llm=llm, mode="vllm", served_name="tiny-echo") as srv:
+        echoed = _post(srv.url + "/completions", {**body, "echo": True})
+        plain = _post(srv.url + "/completions", {**body, "echo": False})
+    for prompt, e, p in zip(prompts, echoed["choices"], plain["choices"]):
+        assert e["text"] == prompt + p["text"] and p["text"]
+        assert {k: v[-1:] for k, v in e["logprobs"].items()} == p["logprobs"]   # bit for bit, offset included
+        assert len(p["logprobs"]["tokens"]) == 1 and p["logprobs"]["top_logprobs"][0]   # (pieces shared by ids: one key)
+
+
+def test_a_prefix_kept_from_an_earlier_request_gives_the_same_answer(llm):
+    """The server keeps a shared prefix's forward pass for later requests (as vLLM's prefix caching
+    does): a request answered over a kept prefix is the same, bit for bit, as on a fresh server."""
+    head = '{"task": "judge", "rules": [1, 2, 3, 4, 5, 6, 7, 8], "text": '
+    first = {"model": "tiny-echo", "prompt": [head + '"a b"}', head + '"c"}'], "max_tokens": 1, "temperature": 0,
+             "echo": True, "logprobs": 4}
+    second = {**first, "prompt": [head + '"d e f"}', head + '"g h"}', head + '"i"}']}
+    with start_server(llm=llm, mode="vllm", served_name="tiny-echo") as srv:
+        _post(srv.url + "/completions", first)
+        kept = _post(srv.url + "/completions", second)
+        plain = _post(srv.url + "/completions", {**second, "echo": False})
+        assert len(srv.engine._prefixes) == 1          # one prefix, computed once, used three times
+    with start_server(llm=llm, mode="vllm", served_name="tiny-echo") as srv:
+        fresh = _post(srv.url + "/completions", second)
+    with start_server(llm=llm, mode="vllm", served_name="tiny-echo") as srv:
+        fresh_plain = _post(srv.url + "/completions", {**second, "echo": False})
+    assert kept["choices"] == fresh["choices"] and plain["choices"] == fresh_plain["choices"]
+    assert kept["choices"][0]["logprobs"]["top_logprobs"][5]     # the prefix's positions are there
+
+
 def test_top_k_pieces_shared_by_several_ids_keep_the_highest_logprob(llm):
     """Byte-level tokens of incomplete UTF-8 all decode to U+FFFD: one key in the top-k dict,
     with the best of their logprobs, in the place of its first (highest) occurrence."""
