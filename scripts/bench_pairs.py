@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """`pairs` for task descriptions that are not built in, offline: SmolLM2-135M as the subject
-model and as the LLM, the LLM embedded (constrained decoding) and behind the test server
+model and as the LLM (or `--llm qwen2.5-coder-0.5b`), the LLM embedded (constrained decoding) and behind the test server
 (`autointerp llm serve`) in each mode.
 
     .venv/bin/python scripts/bench_pairs.py [--backends embedded,structured,vllm] [--tasks 0,1,2]
-        [--n 24] [--max-llm-calls 3] [--time-budget 240] [--json out.json]
+        [--n 24] [--llm qwen2.5-coder-0.5b] [--max-llm-calls 3] [--time-budget 240] [--json out.json]
 
 Backends: embedded = in-process constrained decoding; structured = the test server's
 `--mode structured` (response_format json_schema, found by the probe); vllm / llamacpp /
@@ -36,7 +36,9 @@ BACKENDS = ("embedded", "structured", "vllm", "llamacpp", "chat-only")
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m", help="subject model and LLM")
+    ap.add_argument("--model", default="smollm2-135m", help="subject model (and the LLM unless --llm)")
+    ap.add_argument("--llm", default=None, help="the embedded LLM that writes the tasks (default: --model), "
+                                                 "e.g. qwen2.5-coder-0.5b")
     ap.add_argument("--backends", default="embedded,structured,vllm")
     ap.add_argument("--tasks", default=",".join(str(i) for i in range(len(TASKS))), help="indices into TASKS")
     ap.add_argument("--n", type=int, default=24)
@@ -56,8 +58,8 @@ def main() -> None:
 
     t = time.perf_counter()
     hm = HookedModel.load(a.model, device="cpu")
-    emb = EmbeddedLLM(a.model, device="cpu")
-    print(f"loaded {a.model} as subject and LLM in {time.perf_counter() - t:.1f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+    emb = EmbeddedLLM(a.llm or a.model, device="cpu")
+    print(f"loaded {a.model} as subject and {a.llm or a.model} as LLM in {time.perf_counter() - t:.1f} s; load {os.getloadavg()[0]:.1f}", flush=True)
     rows = []
     tasks = [TASKS[int(i)] for i in a.tasks.split(",")]
     for backend in a.backends.split(","):
@@ -68,7 +70,7 @@ def main() -> None:
             llm = emb
         else:
             srv = start_server(llm=emb, mode=backend)
-            llm = OpenAILLM(a.model, base_url=srv.url, timeout=600)
+            llm = OpenAILLM(a.llm or a.model, base_url=srv.url, timeout=600)
         with tempfile.TemporaryDirectory() as d:
             store = Store(os.path.join(d, "bench.db"))
             llm.store = store
@@ -80,26 +82,31 @@ def main() -> None:
                     ds = make_dataset(store, hm, task, a.n, name=f"t{i}", llm=llm, max_llm_calls=a.max_llm_calls,
                                       time_budget=a.time_budget)
                     st, valid, err = ds.stats, ds.n_items, None
+                    # what the kept items say (validation checks the subject's behaviour, not that the LLM's map is true)
+                    shown = [f"{it.meta.get('x')}->{it.answer.strip()} / {it.meta.get('x_corrupt')}->{it.wrong.strip()}"
+                             for it in ds.items[:3]]
                 except AutointerpError as e:
-                    st, valid, err = None, 0, str(e)
+                    st, valid, err, shown = None, 0, str(e), []
                 secs = time.perf_counter() - t0
                 calls = store.db.execute("SELECT COUNT(*) FROM llm_calls WHERE kind != 'probe'").fetchone()[0]
                 store.db.execute("DELETE FROM llm_calls")
-                row = {"backend": backend, "structured": how, "task": task, "valid": valid, "n": a.n,
+                row = {"llm": a.llm or a.model, "backend": backend, "structured": how, "task": task, "valid": valid, "n": a.n,
                        "seconds": round(secs, 1), "llm_calls": calls, "load": round((load0 + os.getloadavg()[0]) / 2, 1),
                        "rejected": describe(st["rejected"]) if st else None, "stopped": st.get("stopped") if st else "error",
-                       "error": err.splitlines()[0] if err else None, "error_full": err}
+                       "error": err.splitlines()[0] if err else None, "error_full": err,
+                       "kept_examples": shown}
                 rows.append(row)
                 print(f"{backend:<10} {task[:44]:<44} valid {valid:>2}/{a.n}  {secs:6.1f} s  {calls} LLM calls  "
                       f"load {row['load']}  " + (f"rejected: {row['rejected']}" if st else f"FAILED: {err}"), flush=True)
         if srv is not None:
             srv.close()
-    print("\n| backend (structured output) | task | valid | seconds | LLM calls | load | rejections (or why none) |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("\n| LLM | backend (structured output) | task | valid | seconds | LLM calls | load | rejections (or why none) "
+          "| first kept items (value->answer / corrupt value->wrong) |")
+    print("|---|---|---|---:|---:|---:|---:|---|---|")
     for r in rows:
         why = r["rejected"] if r["rejected"] is not None else _why(r["error_full"])
-        print(f"| {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
-              f"{r['llm_calls']} | {r['load']} | {why} |")
+        print(f"| {r['llm']} | {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
+              f"{r['llm_calls']} | {r['load']} | {why} | {'; '.join(r['kept_examples']) or '—'} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

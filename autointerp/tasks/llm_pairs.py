@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from ..errors import BudgetExceeded, DatasetError, LLMError
 from .items import PairItem
-from .validate import REASON_WORDS, validate_items
+from .validate import REASON_WORDS, token_ids, validate_items
 
 _SLOT = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_ ]{0,23}?)\s*\}")
 
@@ -98,22 +98,6 @@ def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
         dropped[reason] = dropped.get(reason, 0) + 1
 
     key = _norm(spec.slot) or "x"
-    templates: list[str] = []
-    for raw in spec.templates:
-        t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
-        names = _SLOT.findall(t)
-        if len(names) == 1:                 # the one slot is the key, whatever the template calls it
-            t = t.replace("{" + names[0] + "}", "{" + key + "}")
-        if not names:
-            drop("template without the {slot}")
-        elif len(names) > 1:
-            drop("template with more than one slot")
-        elif t.endswith("}"):
-            drop("template ends with a slot")
-        elif t in templates:
-            drop("template repeated")
-        else:
-            templates.append(t)
     values, seen = [], set()
     for x, a in ((v, g.answer) for g in spec.groups for v in g.values):
         x, a = x.strip(), a.strip().split("\n")[0].strip()
@@ -124,25 +108,69 @@ def clean_spec(spec: TaskSpec) -> tuple[Plan, dict[str, int]]:
         else:
             seen.add(x.lower())
             values.append(Value(value=x, answer=a))
+    templates: list[str] = []
+    for raw in spec.templates:
+        t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
+        names = _SLOT.findall(t)
+        if len(names) == 1:                 # the one slot is the key, whatever it is called
+            t = t.replace("{" + names[0] + "}", "{" + key + "}")
+        elif not names:                     # a concrete sentence: the one listed value it holds becomes the slot
+            t, names = _slot_from_value(t, values, key)
+        if not names:
+            drop("template without the {slot}")
+        elif len(names) > 1:
+            drop("template with more than one slot")
+        elif t.endswith("}"):
+            drop("template ends with a slot")
+        elif t in templates:
+            drop("template repeated")
+        else:
+            templates.append(t)
     if len({v.answer.lower() for v in values}) < 2 and values:
         drop("all values have the same answer")
     return Plan(templates=templates, slot=key, values=values), dropped
 
 
-def compose(plan: Plan, n: int, seed: int = 0) -> list[PairItem]:
+def _slot_from_value(t: str, values: list[Value], key: str) -> tuple[str, list[str]]:
+    """A template written as a concrete sentence ("The capital of France is") with the one listed
+    value it holds, once and as whole words, replaced by the slot; else (t, [])."""
+    hits = [(v, list(re.finditer(r"(?<!\w)" + re.escape(v.value) + r"(?!\w)", t, re.I))) for v in values]
+    hits = [(v, m) for v, m in hits if m]
+    if len(hits) != 1 or len(hits[0][1]) != 1:
+        return t, []
+    m = hits[0][1][0]
+    return t[:m.start()] + "{" + key + "}" + t[m.end():], [key]
+
+
+def compose(plan: Plan, n: int, seed: int = 0, *, n_tokens=None, dropped: dict | None = None) -> list[PairItem]:
     """Up to n candidate items: a random sample of template x ordered value pairs with different
-    answers."""
+    answers. With `n_tokens` (text -> its token count under the subject model's tokenizer), pairs
+    whose clean and corrupt prompts differ in token count are skipped before validation (counted
+    in `dropped`), so the sample is spent on pairs that can pass."""
     vals = plan.values
     combos = [(ti, i, j) for ti in range(len(plan.templates)) for i in range(len(vals)) for j in range(len(vals))
               if i != j and vals[i].answer.lower() != vals[j].answer.lower()]
     rng = random.Random(seed)
     rng.shuffle(combos)
-    out = []
-    for ti, i, j in combos[:n]:
+    out: list[PairItem] = []
+    counts: dict[tuple[int, int], int] = {}
+    key = "{" + plan.slot + "}"
+    for ti, i, j in combos:
+        if len(out) >= n:
+            break
         t = plan.templates[ti]
         a, b = vals[i], vals[j]
-        key = "{" + plan.slot + "}"
         clean, corrupt = t.replace(key, a.value), t.replace(key, b.value)
+        if n_tokens is not None:
+            if (ti, i) not in counts:
+                counts[(ti, i)] = n_tokens(clean)
+            if (ti, j) not in counts:
+                counts[(ti, j)] = n_tokens(corrupt)
+            if counts[(ti, i)] != counts[(ti, j)]:
+                if dropped is not None:
+                    r = "pair with different token counts (subject tokenizer)"
+                    dropped[r] = dropped.get(r, 0) + 1
+                continue
         out.append(PairItem(clean=clean, corrupt=corrupt, answer=" " + a.answer, wrong=" " + b.answer,
                             meta={"template": ti, "x": a.value, "x_corrupt": b.value, "source": "llm"}))
     return out
@@ -232,7 +260,9 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
             known = {v.value.lower() for v in values}
             values += [v for v in plan.values if v.value.lower() not in known]
         merged = Plan(templates=templates, slot=slot or plan.slot, values=values)
-        cands = [c for c in compose(merged, 3 * (n - len(kept)) + 16, seed=seed + r) if c.key() not in seen]
+        cands = [c for c in compose(merged, 3 * (n - len(kept)) + 16, seed=seed + r,
+                                    n_tokens=lambda text: len(token_ids(hm, text)), dropped=stats["llm_dropped"])
+                 if c.key() not in seen]
         k, s = validate_items(hm, cands, margin=margin, batch_size=batch_size, seen=seen, examples=examples)
         kept += k
         stats["candidates"] += s["candidates"]

@@ -51,13 +51,13 @@ EXPLAIN = {
 }
 
 
-def _ids(hm, text: str) -> list[int]:
+def token_ids(hm, text: str) -> list[int]:
     return hm.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def single_token_in_context(hm, prompt: str, continuation: str) -> int | None:
     """The token id of `continuation` if prompt + continuation tokenises as prompt's tokens + one."""
-    a, b = _ids(hm, prompt), _ids(hm, prompt + continuation)
+    a, b = token_ids(hm, prompt), token_ids(hm, prompt + continuation)
     if len(b) == len(a) + 1 and b[: len(a)] == a:
         return int(b[-1])
     return None
@@ -134,7 +134,7 @@ def validate_items(hm, items: Sequence[PairItem], *, margin: float = 1.0, batch_
             reason = "identical"
         if reason is None:
             ok = aligned(hm, it.clean, it.corrupt)
-            if len(_ids(hm, it.clean)) != len(_ids(hm, it.corrupt)):
+            if len(token_ids(hm, it.clean)) != len(token_ids(hm, it.corrupt)):
                 reason = "length_mismatch"
             elif ok is False:
                 reason = "misaligned"
@@ -150,7 +150,7 @@ def validate_items(hm, items: Sequence[PairItem], *, margin: float = 1.0, batch_
         seen.add(it.key())
         if reason in STRUCTURAL and strict_lines is not None:
             x = it.answer if reason.startswith("answer") else it.wrong
-            msg = EXPLAIN[reason].format(a=len(_ids(hm, it.clean)), b=len(_ids(hm, it.corrupt)), x=x)
+            msg = EXPLAIN[reason].format(a=len(token_ids(hm, it.clean)), b=len(token_ids(hm, it.corrupt)), x=x)
             raise DatasetError(f"{source} line {strict_lines[i]}: {msg} (as {hm.spec} tokenises it); nothing imported")
         if reason:
             rejected[reason] += 1

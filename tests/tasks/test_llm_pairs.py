@@ -171,3 +171,35 @@ def test_first_llm_call_failing_is_an_llm_error_not_a_validation_failure(tiny_gp
     assert not isinstance(e.value, DatasetError) and e.value.exit_code == 1
     assert "\n" not in msg and "first LLM call failed" in msg and "HTTP 500" in msg and "passed validation" not in msg
     assert len(llm.calls) == 1 and store.list_datasets() == []
+
+
+def test_a_sentence_written_with_a_listed_value_becomes_a_template():
+    # small models write "The capital of France is" instead of "The capital of {country} is"
+    spec = TaskSpec.model_validate({
+        "slot": "country",
+        "templates": ["The capital of France is", "France and Japan are far apart, said", "No value here is",
+                      "I flew to japan and landed in", "Paris is the capital of France"],
+        "groups": [{"answer": "Paris", "values": ["France"]}, {"answer": "Tokyo", "values": ["Japan"]}]})
+    plan, dropped = clean_spec(spec)
+    assert plan.templates == ["The capital of {country} is", "I flew to {country} and landed in"]
+    # two values in one sentence, none, or the value last: not a template
+    assert dropped == {"template without the {slot}": 2, "template ends with a slot": 1}
+    items = compose(plan, 100)
+    assert {it.clean for it in items} >= {"The capital of France is", "I flew to Japan and landed in"}
+
+
+def test_compose_skips_pairs_the_subject_tokenizer_splits_differently(tiny_gpt2):
+    from autointerp.tasks.validate import token_ids
+
+    spec = TaskSpec.model_validate({
+        "slot": "x", "templates": ["I saw the {x} and it was"],
+        "groups": [{"answer": "red", "values": ["cat", "dog"]},
+                   {"answer": "blue", "values": ["big grey sea", "sky"]}]})
+    plan, _ = clean_spec(spec)
+    n_tok = lambda s: len(token_ids(tiny_gpt2, s))  # noqa: E731
+    everything = compose(plan, 100)
+    assert any(n_tok(it.clean) != n_tok(it.corrupt) for it in everything)   # the case exists
+    dropped: dict = {}
+    kept = compose(plan, 100, n_tokens=n_tok, dropped=dropped)
+    assert kept and all(n_tok(it.clean) == n_tok(it.corrupt) for it in kept)
+    assert dropped == {"pair with different token counts (subject tokenizer)": len(everything) - len(kept)}
