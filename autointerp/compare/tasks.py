@@ -12,11 +12,13 @@ validating on A would make A's accuracy 1 by construction.
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel
 
 from ..errors import UsageError
 from ..tasks import BUILTIN_TASKS, builtin_name, final_logit_diffs, generate_builtin
-from ..tasks.validate import single_token_in_context
+from ..tasks.validate import single_token_in_context, token_ids
 
 
 class TaskDiff(BaseModel):
@@ -43,7 +45,7 @@ def compare_task(hm_a, hm_b, task: str, *, n: int = 32, seed: int = 0, n_outlier
                  batch_size: int = 32) -> TaskDiff:
     """One built-in task on both models (module doc)."""
     task = builtin_name(task) or task          # "IOI " is ioi: one name in the result and the store
-    tok = lambda s: hm_a.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    tok = functools.partial(token_ids, hm_a)
     items, ids = [], []
     for it in generate_builtin(task, 3 * n + 8, seed=seed, tokenize=tok):
         got = [single_token_in_context(hm, it.clean, w) for hm in (hm_a, hm_b) for w in (it.answer, it.wrong)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from ..core.keys import content_hash
 from .builtin import builtin_name, generate_builtin
 from .io import export_items, read_items
 from .items import Dataset, PairItem
-from .validate import STRUCTURAL, validate_items
+from .validate import STRUCTURAL, token_ids, validate_items
 
 
 def dataset_hash(items: list[PairItem]) -> str:
@@ -19,7 +20,7 @@ def dataset_hash(items: list[PairItem]) -> str:
 
 
 def _tokenize_fn(hm):
-    return lambda s: hm.tokenizer(s, add_special_tokens=False)["input_ids"]
+    return functools.partial(token_ids, hm)
 
 
 def _merge_stats(total: dict | None, s: dict) -> dict:
