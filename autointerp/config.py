@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     llm_concurrency: int = Field(4, description="LLM requests at once per endpoint")
     llm_timeout: float | None = Field(None, description="seconds per LLM request [none: 60 s], doubled after a "
                                                         "read timeout")
+    llm_rpm: float | None = Field(None, gt=0, description="requests a minute to one endpoint, shared by every "
+                                                         "client of it in the process [none: no limit]")
+    llm_tpm: float | None = Field(None, gt=0, description="tokens a minute to one endpoint (prompt + completion, "
+                                                         "estimated before the call) [none: no limit]")
     llm_max_attempts: int | None = Field(None, description="attempts per LLM request on 429/5xx/connection "
                                                            "errors, with backoff and Retry-After [none: 5]")
 

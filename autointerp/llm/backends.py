@@ -53,7 +53,7 @@ def parse_spec(spec: str) -> tuple[str, str]:
 def get_llm(spec: str | None = None, *, store=None, base_url: str | None = None, budget: Budget | None = None,
             settings=None, **kw) -> LLM:
     """spec: 'embedded:smollm2-135m' (in-process, loaded through the model loader) or
-    'openai:MODEL' (OPENAI_API_KEY from the environment; base_url or AUTOINTERP_LLM_BASE_URL for
+    'openai:MODEL' (OPENAI_API_KEY from the environment; base_url, or settings.llm_base_url, for
     any OpenAI-compatible server). Defaults come from settings, a config.Settings the caller
     resolved (the CLI: flags > env > config file); None means the library defaults."""
     if settings is None:
@@ -83,6 +83,7 @@ def _openai(name, *, store, budget, base_url, settings, **kw) -> LLM:
     kw.setdefault("concurrency", settings.llm_concurrency)
     if getattr(settings, "llm_timeout", None) is not None:
         kw.setdefault("timeout", settings.llm_timeout)
-    if getattr(settings, "llm_max_attempts", None) is not None:
-        kw.setdefault("max_attempts", settings.llm_max_attempts)
+    for key in ("max_attempts", "rpm", "tpm"):
+        if getattr(settings, f"llm_{key}", None) is not None:
+            kw.setdefault(key, getattr(settings, f"llm_{key}"))
     return OpenAILLM(name, base_url=base_url or settings.llm_base_url, store=store, budget=budget, **kw)

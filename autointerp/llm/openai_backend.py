@@ -229,8 +229,7 @@ class OpenAILLM(LLM):
         super().__init__(store=store, budget=budget)
         self.model = model
         self.name = f"openai:{model}"
-        self.base_url = (base_url or os.environ.get("AUTOINTERP_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
-                         or DEFAULT_BASE_URL).rstrip("/")
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         key = os.environ.get("OPENAI_API_KEY")
         if not key:
             if self.base_url == DEFAULT_BASE_URL:
@@ -241,16 +240,14 @@ class OpenAILLM(LLM):
         creds = urlsplit(self.base_url)
         self._secrets += [s for s in (creds.password, creds.username) if s]
         self.concurrency = max(1, int(concurrency))
-        self.timeout = float(timeout if timeout is not None else (_env_float("AUTOINTERP_LLM_TIMEOUT") or DEFAULT_TIMEOUT))
+        self.timeout = float(timeout if timeout is not None else DEFAULT_TIMEOUT)
         if self.timeout <= 0:
             raise LLMError(f"LLM timeout must be positive, not {self.timeout:g}")
-        self.max_attempts = max(1, int(max_attempts if max_attempts is not None else (_env_float("AUTOINTERP_LLM_MAX_ATTEMPTS") or 5)))
+        self.max_attempts = max(1, int(max_attempts if max_attempts is not None else 5))
         self.total_timeout = float(total_timeout if total_timeout is not None else 4 * self.timeout)
         self.retry_wait, self.retry_wait_max = retry_wait, retry_wait_max
         self.logprobs_top_k = logprobs_top_k
         self.echo_batch = max(1, int(echo_batch))
-        rpm = rpm if rpm is not None else _env_float("AUTOINTERP_LLM_RPM")
-        tpm = tpm if tpm is not None else _env_float("AUTOINTERP_LLM_TPM")
         self.limiter = limiter_for(self.base_url, rpm, tpm)
         self._client: openai.OpenAI | None = None
         self._aclients: dict[int, tuple[Any, openai.AsyncOpenAI, asyncio.Semaphore]] = {}
@@ -774,11 +771,3 @@ def _plain(raw) -> Any:
     u = data.get("usage") if isinstance(data.get("usage"), dict) else {}
     return SimpleNamespace(choices=choices, usage=SimpleNamespace(prompt_tokens=u.get("prompt_tokens"),
                                                                   completion_tokens=u.get("completion_tokens")))
-
-
-def _env_float(name: str) -> float | None:
-    v = os.environ.get(name)
-    try:
-        return float(v) if v else None
-    except ValueError:
-        return None

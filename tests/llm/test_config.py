@@ -124,3 +124,24 @@ def test_threads_setting_sets_torchs_threads_once_per_command(toml, tmp_path, mo
     toml("threads = 0\n")
     with pytest.raises(UsageError, match="key 'threads'"):
         Settings.load()
+
+
+def test_endpoint_settings_reach_the_backend_only_through_settings(toml, monkeypatch):
+    """llm_rpm / llm_tpm / llm_timeout / llm_max_attempts / llm_base_url from the environment or
+    autointerp.toml reach the OpenAI-compatible backend through the Settings the face resolved;
+    the library itself reads none of them from the environment."""
+    from autointerp.llm import get_llm
+
+    monkeypatch.setenv("AUTOINTERP_LLM_RPM", "120")
+    monkeypatch.setenv("AUTOINTERP_LLM_MAX_ATTEMPTS", "2")
+    monkeypatch.setenv("AUTOINTERP_LLM_BASE_URL", "http://127.0.0.1:9/v1")
+    toml("llm_tpm = 6000\nllm_timeout = 7\n")
+    llm = get_llm("openai:m", settings=Settings.load())
+    assert llm.base_url == "http://127.0.0.1:9/v1" and llm.timeout == 7 and llm.max_attempts == 2
+    assert llm.limiter is not None and (llm.limiter.rpm, llm.limiter.tpm) == (120, 6000)
+    bare = get_llm("openai:m", base_url="http://127.0.0.1:8/v1")      # no settings: the library's defaults
+    assert bare.limiter is None and bare.max_attempts == 5 and bare.timeout == 60
+    monkeypatch.delenv("AUTOINTERP_LLM_RPM")
+    toml("llm_rpm = 0\n")
+    with pytest.raises(UsageError, match="key 'llm_rpm'"):
+        Settings.load()
