@@ -362,34 +362,34 @@ def _run_async(coro):
     return box["r"]
 
 
+def texts_per_call(llm) -> int:
+    """How many texts a scorer hands prompt_logprobs_batch at once: an endpoint's `echo_batch`
+    (they go as one request), else 8."""
+    return int(getattr(llm, "echo_batch", 0) or 8)
+
+
 def starts_with(probs, candidates, cids):
     """Make each column P(text starts with candidate j), given each candidate's own
     probability (the product over its tokens) and its tokens `cids` (ids or token strings).
     The product of a candidate's own tokens already counts a longer candidate whose tokens extend it ("1" counts "1","0" = "10" for
     SmolLM2); a longer candidate that is a token of its own ("10" in GPT-2) is added here."""
     out = probs.copy()
-    for j, k in _extending(candidates, cids):
-        out[:, j] += probs[:, k]
+    for j, c in enumerate(candidates):
+        for k, d in enumerate(candidates):
+            if k != j and len(d) > len(c) and d.startswith(c) and list(cids[k][: len(cids[j])]) != list(cids[j]):
+                out[:, j] += probs[:, k]
     return out
-
-
-def _extending(candidates, cids) -> list[tuple[int, int]]:
-    """(j, k) for every candidate k that starts with candidate j and is not counted by j's own tokens."""
-    return [(j, k) for j, c in enumerate(candidates) for k, d in enumerate(candidates)
-            if k != j and len(d) > len(c) and d.startswith(c) and list(cids[k][: len(cids[j])]) != list(cids[j])]
 
 
 def starts_with_rows(probs, candidates, cids_per_row):
     """starts_with for every row of `probs` (slots x candidates), row i with its own tokens
-    cids_per_row[i]: the same numbers, the pairs found once per distinct tokens, not once a row."""
-    out = probs.copy()
+    cids_per_row[i]: the same numbers, one starts_with per distinct tokens, not one a row."""
     groups: dict[tuple, list[int]] = {}
     for i, cids in enumerate(cids_per_row):
         groups.setdefault(tuple(map(tuple, cids)), []).append(i)
+    if len(groups) == 1:
+        return starts_with(probs, candidates, cids_per_row[0])
+    out = probs.copy()
     for cids, rows in groups.items():
-        pairs = _extending(candidates, cids)
-        if pairs:
-            idx = rows if len(rows) < len(out) else slice(None)
-            for j, k in pairs:
-                out[idx, j] += probs[idx, k]
+        out[rows] = starts_with(probs[rows], candidates, cids)
     return out

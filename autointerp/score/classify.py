@@ -98,14 +98,13 @@ class YesNoJudge:
 
     def __init__(self, llm, task: str, *, use_logprobs: bool | None = None, batch_size: int | None = None):
         from ..llm import load_prompt
+        from ..llm.base import texts_per_call
 
         self.llm = llm
         self.task = task  # 'detection' | 'fuzzing'
         self.use_logprobs = getattr(llm, "supports_prompt_logprobs", False) if use_logprobs is None else use_logprobs
         self.template = load_prompt(task if self.use_logprobs else f"{task}_chat")
-        # texts per prompt_logprobs_batch call: an endpoint takes `echo_batch` prompts a request (its
-        # answers read without echo are a few bytes: one request, not one per 8 texts); else 8
-        self.batch_size = batch_size or int(getattr(llm, "echo_batch", 0) or 8)
+        self.batch_size = batch_size or texts_per_call(llm)
 
     @property
     def scorer(self) -> str:

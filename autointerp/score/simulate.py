@@ -165,13 +165,13 @@ class LogprobSimulator:
 
     def __init__(self, llm, template=None, *, batch_size: int | None = None, variant: str = "logprobs"):
         from ..llm import load_prompt
+        from ..llm.base import texts_per_call
 
         name, self.candidates, self.values = self.VARIANTS[variant]
         self.method = variant
         self.llm = llm
         self.template = template or load_prompt(name)
-        # records per prompt_logprobs_batch call: an endpoint takes `echo_batch` prompts a request; else 8
-        self.batch_size = batch_size or int(getattr(llm, "echo_batch", 0) or 8)
+        self.batch_size = batch_size or texts_per_call(llm)
 
     def _extra(self, explanation: str, tokens: Sequence[str]) -> dict:
         if self.method == "logprobs":
