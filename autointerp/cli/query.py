@@ -12,6 +12,7 @@ import click
 
 from ..errors import StoreError, UsageError
 from ..core.files import atomic_output
+from ..core.units import UNIT_KINDS
 from . import cli
 from .common import UnitKindNames, check_out_file, emit, force_option, json_option, settings, store_option
 
@@ -112,12 +113,24 @@ def stats_cmd(model_id, store_path, as_json):
     def human() -> None:
         click.echo(f"store {st['store']}  models: {', '.join(st['models']) or 'none'}")
         click.echo("\ncoverage (units with an LLM explanation / units mined)")
-        click.echo(f"  {'layer':>5} {'kind':<7} {'mined':>6} {'explained':>9} {'scored':>6} {'coverage':>8} {'mean score':>10}")
+        kw = max([7] + [len(c["kind"]) for c in st["coverage"]])
+        sw = max([3] + [len(c["sae"]) for c in st["coverage"] if c.get("sae")])
+        with_sae = any(c.get("sae") for c in st["coverage"])     # an SAE column only when latents name one
+        sae_col = (lambda v: f" {v:<{sw}}") if with_sae else (lambda v: "")
+        click.echo(f"  {'layer':>5} {'kind':<{kw}}{sae_col('sae')} {'mined':>6} {'explained':>9} {'scored':>6} {'coverage':>8} "
+                   f"{'mean score':>10}")
         for c in st["coverage"]:
             cov = f"{100 * c['coverage']:.0f}%" if c["coverage"] is not None else "-"
             ms = f"{c['mean_score']:+.3f}" if c.get("mean_score") is not None else "-"
-            click.echo(f"  {c['layer'] if c['layer'] is not None else '?':>5} {c['kind']:<7} {c['mined']:>6} {c['explained']:>9} "
-                       f"{c['scored']:>6} {cov:>8} {ms:>10}")
+            click.echo(f"  {c['layer'] if c['layer'] is not None else '?':>5} {c['kind']:<{kw}}{sae_col(c.get('sae') or '-')} "
+                       f"{c['mined']:>6} {c['explained']:>9} {c['scored']:>6} {cov:>8} {ms:>10}")
+        for t in st.get("coverage_by_kind") or []:
+            k = UNIT_KINDS.get(t["kind"])
+            what = (k.plural if k else f"{t['kind']} units") + (f" of {t['sae']}" if t["sae"] else
+                                                                 " not bound to an SAE" if k and k.needs_sae else "")
+            cov = f" ({100 * t['coverage']:.0f}%)" if t["coverage"] is not None else ""
+            click.echo(f"  all layers, {what}: mined {t['mined']}, explained {t['explained']}{cov}, scored {t['scored']} "
+                       f"({t['layers']} layer{'s' if t['layers'] != 1 else ''})")
         for name, d in (("simulation scores, LLM explanations", st["scores"]),
                         ("simulation scores, baseline", st["baseline_scores"]),
                         ("margins over the null control, LLM explanations", st.get("margins") or {"n": 0}),

@@ -123,6 +123,19 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
+# the part of an id shared by every unit of one layer and kind ('L6/F' of L6/F12@res6k), any letter
+# (a kind registered by the writer may be unknown to the reader). Ids with one prefix sort
+# together, so a store reads one layer and kind of a model as one index range
+_PREFIX_RE = re.compile(r"^L([0-9]+)/([A-Z])")
+
+
+def id_prefix(unit_id: str) -> tuple[str, int, str] | None:
+    """(prefix, layer, kind letter) of a stored unit id: ('L6/F', 6, 'F') for L6/F12@res6k; None
+    for a string that is not one. Every id that starts with the prefix is that layer and kind."""
+    m = _PREFIX_RE.match(unit_id)
+    return (m.group(0), int(m.group(1)), m.group(2)) if m else None
+
+
 MAX_DIGITS = 9             # a layer or index of at most 999,999,999: far beyond any model, and an SQLite integer
 
 

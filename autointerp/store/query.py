@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 
 from ..core.stats import summary
-from ..core.units import UNIT_RE, Unit, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
-from ..errors import StoreError, UsageError
+from ..core.units import UNIT_KINDS, UNIT_RE, Unit, id_prefix, kind_of_letter, unit_kind  # noqa: F401  (UNIT_RE re-exported: the one unit-id regex)
+from ..errors import StoreError, UnitError, UsageError
 from .base import APP_ID, SCHEMA_VERSION, parse_schema_version, readonly_uri, unpack_f16
 
 SIM_KIND = "simulation"
@@ -72,9 +72,40 @@ def _json(text: str | None, default: Any = None) -> Any:
 
 
 def unit_layer_sql(col: str = "unit") -> str:
-    """SQL expression: the layer of a unit id 'L5/N131' (NULL for hook names)."""
-    return (f"(case when {col} glob 'L[0-9]*/[NH][0-9]*' "
+    """SQL expression: the layer of a unit id of a registered kind ('L5/N131', 'L6/F12@res6k';
+    NULL for hook names)."""
+    letters = "".join(k.letter for k in UNIT_KINDS.values())
+    return (f"(case when {col} glob 'L[0-9]*/[{letters}][0-9]*' "
             f"then cast(substr({col}, 2, instr({col}, '/') - 2) as integer) end)")
+
+
+def unit_sae_sql(col: str = "unit") -> str:
+    """SQL expression: the SAE name of a latent's id ('res6k' of L6/F12@res6k; NULL without one)."""
+    return f"(case when instr({col}, '@') then substr({col}, instr({col}, '@') + 1) end)"
+
+
+def unit_ranges(db, table: str, col: str, value: Any) -> Iterator[tuple[tuple | None, str, str]]:
+    """The units of `table`'s rows with col = value, one layer and kind at a time: (id_prefix,
+    lo, hi) with every unit of that layer and kind in lo <= unit < hi (a string that is no unit id
+    is a range of its own, prefix None). One seek per range on an index that starts (col, unit):
+    a query per range then reads only its part of the index, in order, so a million units are
+    grouped by layer and kind with no sort."""
+    lo = ""
+    seek = f"select unit from {table} where {col} = ? and unit >= ? order by unit limit 1"
+    while (row := db.execute(seek, [value, lo]).fetchone()) is not None:
+        unit = row[0]
+        prefix = id_prefix(unit)
+        hi = prefix[0][:-1] + chr(ord(prefix[0][-1]) + 1) if prefix else unit + "\x00"
+        yield prefix, (prefix[0] if prefix else unit), hi
+        lo = hi
+
+
+def _kind_name(letter: str) -> str:
+    """The registered kind of an id letter; the letter itself for a kind not registered here."""
+    try:
+        return kind_of_letter(letter).name
+    except UnitError:
+        return letter
 
 
 class QueryMixin:
@@ -188,51 +219,82 @@ class QueryMixin:
 
     # ---- stats --------------------------------------------------------------------
     def stats(self, model: str | None = None, bins: int = 10) -> dict:
-        """Coverage per layer and unit kind (mined, explained by an LLM, scored), the distribution
-        of best simulation scores (LLM explanations and the baseline apart), LLM tokens and cost,
-        and row counts per table."""
+        """Coverage per layer and unit kind, latents per SAE (mined, explained by an LLM, scored),
+        the distribution of best simulation scores (LLM explanations and the baseline apart), LLM
+        tokens and cost, and row counts per table.
+
+        A unit's kind is its id's letter looked up in the registered kinds (UNIT_KINDS); a letter
+        no kind here registers is shown as itself. Coverage is read one layer and kind at a time
+        from the (run, unit) and (model, unit) indexes (unit_ranges), each unit counted once per
+        model however many runs mined it or explanations it has, with no sort of the whole store."""
         if model is not None and not self.query("select 1 from models where id = ?", [model]):
             raise UsageError(f"no model {model!r} in the store (models: {', '.join(self.model_ids()) or 'none'})")
-        mf = " and r.model_id = ?" if model else ""
         ef = f" and {UNIT_ROWS}" + (" and e.model_id = ?" if model else "")
         mp = [model] if model else []
-        kind_sql = "(case when unit like '%/H%' then 'head' else 'neuron' end)"
-        # mined: the units with statistics in a run (a finished run has them for every unit it
-        # mined), and the units with records in runs that have none (stores made by hand)
-        bare = self.query(f"select r.id from mining_runs r where not exists (select 1 from unit_stats s where s.run_id = r.id) "
-                          f"and exists (select 1 from records x where x.run_id = r.id) {mf}", mp)
-        units_sql = f"select r.model_id, s.unit, s.layer from unit_stats s join mining_runs r on r.id = s.run_id where 1 {mf}"
-        uparams = list(mp)
-        if bare:
-            ids = [r["id"] for r in bare]
-            units_sql += (f" union select r.model_id, x.unit, {unit_layer_sql('x.unit')} from records x "
-                          f"join mining_runs r on r.id = x.run_id where x.run_id in ({','.join('?' * len(ids))})")
-            uparams += ids
-        else:
-            units_sql = units_sql.replace("select r.model_id", "select distinct r.model_id", 1)
-        mined = self.query(f"select layer, {kind_sql} as kind, count(*) as mined from ({units_sql}) group by layer, kind",
-                           uparams)
-        # the best simulation score of each explanation, read from the scores_best index alone
-        expl = self.query(f"""
-            select layer, kind,
-                   count(distinct case when explainer != 'baseline' then model_id || ' ' || unit end) as explained,
-                   count(distinct case when explainer != 'baseline' and value is not null then model_id || ' ' || unit end) as scored,
-                   avg(case when explainer != 'baseline' then value end) as mean_score
-            from (select e.layer, e.unit, e.model_id, e.explainer, {kind_sql.replace('unit', 'e.unit')} as kind, b.value
-                  from explanations e left join {_BEST_MAX} b on b.explanation_id = e.id where 1 {ef})
-            group by layer, kind""", mp)
         per: dict[tuple, dict] = {}
-        for r in mined:
-            per.setdefault((r["layer"], r["kind"]), {"layer": r["layer"], "kind": r["kind"], "mined": 0, "explained": 0,
-                                                     "scored": 0, "mean_score": None})["mined"] = r["mined"]
-        for r in expl:
-            d = per.setdefault((r["layer"], r["kind"]), {"layer": r["layer"], "kind": r["kind"], "mined": 0})
-            d.update(explained=r["explained"], scored=r["scored"], mean_score=r["mean_score"])
+
+        def cell(prefix: tuple | None, sae: str | None) -> dict:
+            layer, kind = (prefix[1], _kind_name(prefix[2])) if prefix else (None, "?")
+            key = (layer, kind, sae)
+            if key not in per:
+                per[key] = {"layer": layer, "kind": kind, "sae": sae, "mined": 0, "explained": 0, "scored": 0,
+                            "mean_score": None, "_sum": 0.0, "_n": 0}
+            return per[key]
+
+        # mined: the units with statistics in a run (a finished run has them for every unit it
+        # mined), and the units with records in runs that have none (stores made by hand); a unit
+        # of a model counted once over its runs (a later run's units less those of earlier runs)
+        runs = self.query("select r.id, r.model_id, exists (select 1 from unit_stats s where s.run_id = r.id) as has_stats "
+                          "from mining_runs r" + (" where r.model_id = ?" if model else "") + " order by r.model_id, r.id", mp)
+        earlier: dict[str, list[tuple[str, str, set]]] = {}
+        for r in runs:
+            table = "unit_stats" if r["has_stats"] else "records"
+            seen = earlier.setdefault(r["model_id"], [])
+            mine: set[str] = set()
+            for prefix, lo, hi in unit_ranges(self.db.conn, table, "run_id", r["id"]):
+                mine.add(lo)
+                before = [(t, rid) for t, rid, los in seen if lo in los]
+                sql = (f"select s.unit from {table} s where s.run_id = ? and s.unit >= ? and s.unit < ?"
+                       + "".join(f" and not exists (select 1 from {t} o where o.run_id = ? and o.unit = s.unit)" for t, _ in before)
+                       + (" group by s.unit" if table == "records" else ""))
+                for sae, n in self._by_sae(prefix, f"select {{sae}}, count(*) from ({sql})",
+                                           [r["id"], lo, hi] + [rid for _, rid in before]):
+                    cell(prefix, sae)["mined"] += n
+            seen.append((table, r["id"], mine))
+        # explained / scored units and the mean best score of the LLM explanations, per unit first
+        # (a unit with several LLM explanations counts once), read along (model_id, unit)
+        best = (f"(select max(s.value) from scores s where s.kind = '{SIM_KIND}' and s.explanation_id = e.id "
+                "and e.explainer != 'baseline')")
+        models = [model] if model else self.model_ids()
+        for m in models:
+            for prefix, lo, hi in unit_ranges(self.db.conn, "explanations", "model_id", m):
+                units = (f"select e.unit, max(e.explainer != 'baseline') as llm, count(v) > 0 as scored, total(v) as s, "
+                         f"count(v) as n from (select e.unit, e.explainer, {best} as v from explanations e "
+                         "where e.model_id = ? and e.unit >= ? and e.unit < ? limit -1) e group by e.unit")
+                for sae, llm, scored, s, n in self._by_sae(
+                        prefix, f"select {{sae}}, sum(llm), sum(scored), total(s), sum(n) from ({units})", [m, lo, hi]):
+                    c = cell(prefix, sae)
+                    c["explained"] += llm
+                    c["scored"] += scored
+                    c["_sum"] += s
+                    c["_n"] += n
+        order = {k: i for i, k in enumerate(UNIT_KINDS)}
         coverage = []
-        for key in sorted(per, key=lambda k: (k[1] != "neuron", -1 if k[0] is None else k[0])):
+        for key in sorted(per, key=lambda k: (order.get(k[1], len(order)), k[1], k[2] or "", -1 if k[0] is None else k[0])):
             d = per[key]
+            s, n = d.pop("_sum"), d.pop("_n")
+            d["mean_score"] = s / n if n else None
             d["coverage"] = (d["explained"] / d["mined"]) if d["mined"] else None
             coverage.append(d)
+        by_kind: dict[tuple, dict] = {}
+        for d in coverage:
+            t = by_kind.setdefault((d["kind"], d["sae"]), {"kind": d["kind"], "sae": d["sae"], "layers": 0, "mined": 0,
+                                                           "explained": 0, "scored": 0})
+            t["layers"] += 1
+            for k in ("mined", "explained", "scored"):
+                t[k] += d[k]
+        for t in by_kind.values():
+            t["coverage"] = t["explained"] / t["mined"] if t["mined"] else None
 
         def dist(values: list[float]) -> dict:
             if not values:
@@ -269,6 +331,7 @@ class QueryMixin:
         return {
             "store": str(self.path), "model": model, "models": self.model_ids(),
             "coverage": coverage,
+            "coverage_by_kind": list(by_kind.values()),
             "scores": dist([r["value"] for r in best if not r["is_base"]]),
             "baseline_scores": dist([r["value"] for r in best if r["is_base"]]),
             "margins": dist([r["margin"] for r in best if not r["is_base"] and r["margin"] is not None]),
@@ -278,6 +341,13 @@ class QueryMixin:
             "llm": {"by_model": llm, **totals},
             "counts": self.counts(),
         }
+
+    def _by_sae(self, prefix: tuple | None, sql: str, params: list) -> list[tuple]:
+        """Rows of `sql` (a template whose first column is {sae}, over a subquery of units):
+        one row per SAE name in a range of latents, one row (SAE None) for any other kind."""
+        if prefix and _kind_name(prefix[2]) in UNIT_KINDS and UNIT_KINDS[_kind_name(prefix[2])].needs_sae:
+            return self.db.execute(sql.format(sae=unit_sae_sql("unit")) + " group by 1", params).fetchall()
+        return self.db.execute(sql.format(sae="null"), params).fetchall()
 
     def model_ids(self) -> list[str]:
         return [r["id"] for r in self.query("select id from models order by id")]
