@@ -105,8 +105,8 @@ def query_cmd(text, min_score, min_margin, layer, model_id, explainer, kind, any
 @store_option
 @json_option
 def stats_cmd(model_id, store_path, as_json):
-    """Coverage per layer (units explained / units mined), the score distribution, LLM tokens and
-    cost, and rows per table."""
+    """Coverage per layer and unit kind, SAE latents per SAE (units explained / units mined), the
+    score distribution, LLM tokens and cost, and rows per table."""
     with open_store(store_path) as store:
         st = store.stats(model=model_id)
 

@@ -47,13 +47,6 @@ _BEST_JOIN = (f"left join scores b on b.id = (select s2.id from scores s2 where 
               f"and s2.kind = '{SIM_KIND}' and s2.value is not null order by s2.value desc, s2.id limit 1)")
 
 
-# the same best value per explanation as _BEST_SQL, aggregated from the covering index
-# scores_best (kind, explanation_id, value, margin) without reading the scores table: `stats`
-# at a million units. The margin comes with the best row (of equal best values, one of them).
-_BEST_MAX = (f"(select explanation_id, max(value) as value, margin from scores where kind = '{SIM_KIND}' "
-             "and value is not null group by explanation_id)")
-
-
 def fts_query(text: str, any_word: bool = False) -> str:
     """User words -> an FTS5 MATCH expression: each word quoted (no syntax errors from user
     punctuation), all words required unless any_word."""
@@ -98,6 +91,11 @@ def unit_ranges(db, table: str, col: str, value: Any) -> Iterator[tuple[tuple | 
         hi = prefix[0][:-1] + chr(ord(prefix[0][-1]) + 1) if prefix else unit + "\x00"
         yield prefix, (prefix[0] if prefix else unit), hi
         lo = hi
+
+
+def _needs_sae(prefix: tuple | None) -> bool:
+    """Whether the units of an id_prefix are a kind whose ids name an SAE (latents)."""
+    return bool(prefix) and _kind_name(prefix[2]) in UNIT_KINDS and UNIT_KINDS[_kind_name(prefix[2])].needs_sae
 
 
 def _kind_name(letter: str) -> str:
@@ -251,7 +249,7 @@ class QueryMixin:
             table = "unit_stats" if r["has_stats"] else "records"
             seen = earlier.setdefault(r["model_id"], [])
             mine: set[str] = set()
-            for prefix, lo, hi in unit_ranges(self.db.conn, table, "run_id", r["id"]):
+            for prefix, lo, hi in unit_ranges(self.db, table, "run_id", r["id"]):
                 mine.add(lo)
                 before = [(t, rid) for t, rid, los in seen if lo in los]
                 sql = (f"select s.unit from {table} s where s.run_id = ? and s.unit >= ? and s.unit < ?"
@@ -261,23 +259,37 @@ class QueryMixin:
                                            [r["id"], lo, hi] + [rid for _, rid in before]):
                     cell(prefix, sae)["mined"] += n
             seen.append((table, r["id"], mine))
-        # explained / scored units and the mean best score of the LLM explanations, per unit first
-        # (a unit with several LLM explanations counts once), read along (model_id, unit)
-        best = (f"(select max(s.value) from scores s where s.kind = '{SIM_KIND}' and s.explanation_id = e.id "
-                "and e.explainer != 'baseline')")
+        # explained / scored units, the mean best score of the LLM explanations and the score
+        # distributions: one row per explanation (its best simulation score, with that score's
+        # margin) read along (model_id, unit), so a unit's explanations are adjacent and a unit with
+        # several LLM explanations counts once
+        values: dict[str, list] = {"llm": [], "base": [], "margin": []}
         models = [model] if model else self.model_ids()
         for m in models:
-            for prefix, lo, hi in unit_ranges(self.db.conn, "explanations", "model_id", m):
-                units = (f"select e.unit, max(e.explainer != 'baseline') as llm, count(v) > 0 as scored, total(v) as s, "
-                         f"count(v) as n from (select e.unit, e.explainer, {best} as v from explanations e "
-                         "where e.model_id = ? and e.unit >= ? and e.unit < ? limit -1) e group by e.unit")
-                for sae, llm, scored, s, n in self._by_sae(
-                        prefix, f"select {{sae}}, sum(llm), sum(scored), total(s), sum(n) from ({units})", [m, lo, hi]):
+            for prefix, lo, hi in unit_ranges(self.db, "explanations", "model_id", m):
+                rows = self.db.execute(
+                    f"select e.unit, e.explainer != 'baseline', max(b.value), b.margin from explanations e "
+                    f"left join scores b on b.kind = '{SIM_KIND}' and b.explanation_id = e.id and b.value is not null "
+                    "where e.model_id = ? and e.unit >= ? and e.unit < ? group by e.unit, e.id", [m, lo, hi]).fetchall()
+                units, llm, v, mg = zip(*rows)
+                llm = np.fromiter(llm, dtype=bool, count=len(units))
+                v, mg = np.array(v, dtype=float), np.array(mg, dtype=float)
+                scored = llm & ~np.isnan(v)
+                values["llm"].append(v[scored])
+                values["base"].append(v[~llm & ~np.isnan(v)])
+                values["margin"].append(mg[scored & ~np.isnan(mg)])
+                starts = np.flatnonzero(np.r_[True, [a != b for a, b in zip(units[1:], units)]])   # each unit's first row
+                u_llm, u_scored = np.logical_or.reduceat(llm, starts), np.logical_or.reduceat(scored, starts)
+                u_sum, u_n = np.add.reduceat(np.where(scored, v, 0.0), starts), np.add.reduceat(scored, starts)
+                saes = ([units[i].partition("@")[2] or None for i in starts] if _needs_sae(prefix)
+                        else [None] * len(starts))
+                for sae in set(saes):
+                    mask = np.fromiter((x == sae for x in saes), dtype=bool, count=len(saes)) if len(set(saes)) > 1 else slice(None)
                     c = cell(prefix, sae)
-                    c["explained"] += llm
-                    c["scored"] += scored
-                    c["_sum"] += s
-                    c["_n"] += n
+                    c["explained"] += int(u_llm[mask].sum())
+                    c["scored"] += int(u_scored[mask].sum())
+                    c["_sum"] += float(u_sum[mask].sum())
+                    c["_n"] += int(u_n[mask].sum())
         order = {k: i for i, k in enumerate(UNIT_KINDS)}
         coverage = []
         for key in sorted(per, key=lambda k: (order.get(k[1], len(order)), k[1], k[2] or "", -1 if k[0] is None else k[0])):
@@ -296,11 +308,11 @@ class QueryMixin:
         for t in by_kind.values():
             t["coverage"] = t["explained"] / t["mined"] if t["mined"] else None
 
-        def dist(values: list[float]) -> dict:
-            if not values:
+        def dist(values: list[float] | list[np.ndarray]) -> dict:
+            a = np.concatenate([np.asarray(x, dtype=float).ravel() for x in values]) if len(values) else np.zeros(0)
+            if not a.size:
                 return {"n": 0, "mean": None, "median": None, "min": None, "max": None, "histogram": []}
-            a = np.asarray(values, dtype=float)
-            s = summary(values)
+            s = summary(a.tolist())
             lo = min(-1.0, float(np.floor(a.min() * bins) / bins))
             hi = max(1.0, float(np.ceil(a.max() * bins) / bins))
             edges = np.round(np.arange(lo, hi + 1e-9, 1.0 / bins), 6)
@@ -309,9 +321,6 @@ class QueryMixin:
             return {"n": s["n"], "mean": s["mean"], "median": s["median"], "min": s["min"], "max": s["max"],
                     "histogram": hist}
 
-        best = [{"is_base": r[0], "value": r[1], "margin": r[2]} for r in self.db.execute(
-            f"select e.explainer = 'baseline', b.value, b.margin from {_BEST_MAX} b "
-            f"join explanations e on e.id = b.explanation_id where 1 {ef}", mp)]
         exact = self.query(f"select s.value from scores s join explanations e on e.id = s.explanation_id "
                            f"where s.kind = 'simulation_exact' and e.explainer = 'baseline' and s.value is not null {ef}", mp)
         nulls = self.query(f"select s.kind, count(*) as n from scores s join explanations e on e.id = s.explanation_id "
@@ -332,9 +341,9 @@ class QueryMixin:
             "store": str(self.path), "model": model, "models": self.model_ids(),
             "coverage": coverage,
             "coverage_by_kind": list(by_kind.values()),
-            "scores": dist([r["value"] for r in best if not r["is_base"]]),
-            "baseline_scores": dist([r["value"] for r in best if r["is_base"]]),
-            "margins": dist([r["margin"] for r in best if not r["is_base"] and r["margin"] is not None]),
+            "scores": dist(values["llm"]),
+            "baseline_scores": dist(values["base"]),
+            "margins": dist(values["margin"]),
             "baseline_exact_scores": dist([r["value"] for r in exact]),
             "null_scores": {r["kind"]: r["n"] for r in nulls},
             "calibrations": cal,
@@ -345,7 +354,7 @@ class QueryMixin:
     def _by_sae(self, prefix: tuple | None, sql: str, params: list) -> list[tuple]:
         """Rows of `sql` (a template whose first column is {sae}, over a subquery of units):
         one row per SAE name in a range of latents, one row (SAE None) for any other kind."""
-        if prefix and _kind_name(prefix[2]) in UNIT_KINDS and UNIT_KINDS[_kind_name(prefix[2])].needs_sae:
+        if _needs_sae(prefix):
             return self.db.execute(sql.format(sae=unit_sae_sql("unit")) + " group by 1", params).fetchall()
         return self.db.execute(sql.format(sae="null"), params).fetchall()
 
