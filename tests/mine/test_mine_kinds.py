@@ -231,3 +231,20 @@ def test_neurons_mined_beside_chunked_latents_are_kept(tiny_llama, corpus, tmp_p
     finally:
         if tiny_llama.saes.get(sae.hook) is sae:
             tiny_llama.detach_sae(sae)
+
+
+def test_two_kinds_on_one_hook_point_are_both_fed(tiny_llama, corpus, tmp_path):
+    """A second kind on resid_post (registered here, removed after): one forward feeds both states
+    through the same hook point, and each stores the same values under its own ids."""
+    from autointerp.core.units import UNIT_KINDS, UnitKind, register_unit_kind
+
+    register_unit_kind(UnitKind("resid2", "Q", "resid2s", "resid_post", "d_model", intervene=False))
+    try:
+        st = Store(tmp_path / "s.db")
+        rid = mine(tiny_llama, st, corpus, n_tokens=16 * 10, units="resid2s,resids", layers=[1], **ARGS)
+        q = "select substr(unit, 5) as i, kind, bin, ctx_idx, max_act, acts from records where run_id = ? and unit like ? order by 1, 2, 3, 4"
+        r, q2 = st.query(q, [rid, "L1/R%"]), st.query(q, [rid, "L1/Q%"])
+        assert len(r) > 0 and [x for x in r if x["kind"] == "top"] == [x for x in q2 if x["kind"] == "top"]
+        assert st.get_mining_run(rid)["settings"]["units"] == "resids,resid2s"
+    finally:
+        UNIT_KINDS.pop("resid2", None)
