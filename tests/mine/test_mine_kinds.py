@@ -248,3 +248,20 @@ def test_two_kinds_on_one_hook_point_are_both_fed(tiny_llama, corpus, tmp_path):
         assert st.get_mining_run(rid)["settings"]["units"] == "resids,resid2s"
     finally:
         UNIT_KINDS.pop("resid2", None)
+
+
+@pytest.mark.parametrize("unit", ["L1/R3", "L1/H2"])
+def test_explain_mines_the_units_kind_on_a_fresh_store(tiny_llama, corpus, tmp_path, unit):
+    """explain of a unit that no run covers mines its layer for its kind (not neurons), then explains
+    it (baseline: no LLM) from those records."""
+    from autointerp.pipeline import ExplainSettings, explain_unit
+    from autointerp.score.splits import SplitSizes
+
+    st = Store(tmp_path / "s.db")
+    s = ExplainSettings(explainer="baseline", scorers=("exact",), n_boot=20,
+                        sizes=SplitSizes(n_train=6, n_calib=1, n_test=4))
+    res = explain_unit(st, unit, model_spec="tiny-llama", hm=tiny_llama, corpus=corpus, n_tokens=16 * 45, settings=s,
+                       mine_kw=dict(context_len=16, top_k=12, n_random=10, n_quantiles=3, batch_size=8, progress=False))
+    assert res.mined and res.baseline.scores["simulation_exact"].n > 0
+    run = st.query("select settings_json from mining_runs")
+    assert len(run) == 1 and json.loads(run[0]["settings_json"])["units"] == {"R": "resids", "H": "heads"}[unit[3]]
