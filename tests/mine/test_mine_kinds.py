@@ -265,3 +265,29 @@ def test_explain_mines_the_units_kind_on_a_fresh_store(tiny_llama, corpus, tmp_p
     assert res.mined and res.baseline.scores["simulation_exact"].n > 0
     run = st.query("select settings_json from mining_runs")
     assert len(run) == 1 and json.loads(run[0]["settings_json"])["units"] == {"R": "resids", "H": "heads"}[unit[3]]
+
+
+def test_a_checkpoint_in_the_old_layout_resumes(tiny_llama, corpus, tmp_path, monkeypatch):
+    """The first checkpoint layout always had both "neurons" and "heads" (empty when not mined): a
+    neurons run killed under it resumes to the records of an uninterrupted run."""
+    args = dict(ARGS, n_tokens=16 * N_CTX, units="neurons", layers=[2], checkpoint_every=2)
+    ref = tmp_path / "ref.db"
+    rid = mine(tiny_llama, Store(ref), corpus, **args)
+    path = tmp_path / "s.db"
+    st = Store(path)
+
+    def kill(n_done):
+        if n_done >= 25:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(miner_mod, "_after_batch", kill)
+    with pytest.raises(KeyboardInterrupt):
+        mine(tiny_llama, st, corpus, **args)
+    state = st.get_mining_run(rid)["state_path"]
+    ck = torch.load(state, weights_only=False)
+    assert set(ck) == {"version", "run_id", "n_done", "latents", "neurons"} and sorted(ck["neurons"]) == [2]
+    torch.save({**ck, "heads": {}}, state)                     # as the first version wrote it
+    monkeypatch.setattr(miner_mod, "_after_batch", lambda n: None)
+    assert mine(tiny_llama, st, corpus, **args) == rid
+    assert st.get_mining_run(rid)["stats"]["resumed_from"] == 20
+    assert _records(path, rid) == _records(ref, rid) != []
