@@ -54,8 +54,9 @@ def _print_dataset(ds, out: Path | None) -> None:
 @click.option("--list", "list_", is_flag=True, help="List the stored datasets.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Prompts per forward pass in validation.")
 @force_option
-@click.option("--max-llm-calls", type=int, default=4, show_default=True,
-              help="A described task: at most this many LLM calls (each gives templates and slot values).")
+@click.option("--max-llm-calls", type=int, default=6, show_default=True,
+              help="A described task: at most this many LLM calls, in rounds of 2 (templates and slot values, "
+                   "then the answer for each value).")
 @click.option("--time-budget", type=float, default=300.0, show_default=True,
               help="A described task: no new LLM call after this many seconds.")
 @model_options
@@ -81,7 +82,7 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     modes = [x for x in (task, import_path, dataset_name) if x]
     check_min("--n", n, 1)
     check_min("--batch-size", batch_size, 1)
-    check_min("--max-llm-calls", max_llm_calls, 1)
+    check_min("--max-llm-calls", max_llm_calls, 2)
     if not time_budget > 0:
         raise UsageError(f"--time-budget must be positive, not {time_budget:g}")
     check_out_file("--out", out, force=force)
