@@ -29,6 +29,9 @@ def _print_dataset(ds, out: Path | None) -> None:
             click.echo(f"  {st['llm_calls']} LLM call(s), {st.get('seconds')} s" + (f"; stopped: {st['stopped']}" if st.get("stopped") else ""))
         for ex in (st.get("examples") or [])[:3]:
             click.echo(f"  rejected e.g. {ex['clean']!r} -> {ex['answer']!r} vs {ex['wrong']!r}: {ex['why']}")
+        if st.get("map"):
+            click.echo("  the LLM's map (validation checks that the model follows it, not that it is true): "
+                       + ", ".join(f"{x} -> {a}" for x, a in st["map"].items()))
     for it in ds.items[:3]:
         click.echo(f"  {it.clean!r} -> {it.answer!r} vs {it.wrong!r}   (LD {it.clean_logit_diff})")
         click.echo(f"  {it.corrupt!r}   (LD {it.corrupt_logit_diff})")

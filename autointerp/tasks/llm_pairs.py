@@ -145,14 +145,19 @@ def fill(template: str, slot: str, value: str) -> str:
     return template.replace("{" + slot + "}", value)
 
 
-def plan_from(slot: str, templates: list[str], values: list[str], answers: dict,
+def answer_keys(template: str, slot: str, values: list[str]) -> list[str]:
+    """The answers request's keys: the template filled with each value, a double quote written as
+    a single one (lm-format-enforcer cannot force a key holding an escaped quote)."""
+    return [" ".join(fill(template, slot, v).replace('"', "'").split()) for v in values]
+
+
+def plan_from(slot: str, templates: list[str], values: list[str], answers: list,
               dropped: dict[str, int]) -> Plan:
-    """The plan once the answers are in: each value with the answer written after its sentence
-    (the first template filled with it). Counts what is dropped in `dropped`."""
+    """The plan once the answers are in (answers[i]: the next word the LLM wrote after values[i]'s
+    sentence, or None). Counts what is dropped in `dropped`."""
     out: list[Value] = []
-    for x in values:
-        a = answers.get(fill(templates[0], slot, x)) if templates else None
-        a = (a or "").strip().split("\n")[0].strip() if isinstance(a, str) else ""
+    for x, a in zip(values, answers):
+        a = a.strip().split("\n")[0].strip() if isinstance(a, str) else ""
         if not a:
             _drop(dropped, "answer empty")
         else:
@@ -290,10 +295,12 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
             stats["llm_calls"] += 1
             frame = ask_frame(llm, task, n_templates=n_templates, n_values=n_values, seed=seed + r)
             key, tmpl, vals, dropped = clean_frame(frame)
-            answers = {}
+            answers: list = []
             if tmpl and vals:
                 stats["llm_calls"] += 1
-                answers = ask_answers(llm, task, [fill(tmpl[0], key, v) for v in vals], seed=seed + r)
+                keys = answer_keys(tmpl[0], key, vals)
+                got = ask_answers(llm, task, keys, seed=seed + r)
+                answers = [got.get(k) for k in keys]
             elif vals:
                 _drop(dropped, "value without a usable template", len(vals))
                 vals = []
@@ -339,6 +346,10 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
         raise DatasetError(failure_message(task, stats, spent()))
     stats["kept"] = min(n, len(kept))
     stats["seconds"] = round(time.monotonic() - t0, 1)
+    # the LLM's value -> answer map behind the kept items: validation checks that the subject
+    # follows it, not that it is true, so it is shown for a reader to check
+    stats["map"] = {x: a for it in kept[:n] for x, a in ((it.meta["x"], it.answer.strip()),
+                                                          (it.meta["x_corrupt"], it.wrong.strip()))}
     settings = {"llm": getattr(llm, "name", None) or type(llm).__name__, "slot": slot, "templates": templates,
                 "values": [v.model_dump() for v in values], "prompts": ["pairs_frame_chat", "pairs_answers_chat"],
                 "structured": _how(llm)}

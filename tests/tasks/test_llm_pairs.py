@@ -13,7 +13,7 @@ from tinykit import tiny_json_llm
 from autointerp.errors import DatasetError, UsageError
 from autointerp.store import Store
 from autointerp.tasks import make_dataset
-from autointerp.tasks.llm_pairs import Frame, clean_frame, compose, describe, plan_from
+from autointerp.tasks.llm_pairs import Frame, answer_keys, clean_frame, compose, describe, plan_from
 
 
 class ScriptedLLM:
@@ -47,10 +47,9 @@ SPEC = {"slot": "place",
         "answers": {"mat": "park", "house": "tree", "store": "big house", "dog": "house"}}
 
 
-def plan_of(spec: dict, answers: dict | None = None):
+def plan_of(spec: dict, answers: list | None = None):
     key, tmpl, vals, dropped = clean_frame(Frame.model_validate({k: spec[k] for k in ("slot", "templates", "values")}))
-    ans = answers if answers is not None else {t.replace("{" + key + "}", v): spec["answers"].get(v, "")
-                                               for t in tmpl[:1] for v in vals}
+    ans = answers if answers is not None else [spec["answers"].get(v, "") for v in vals]
     return plan_from(key, tmpl, vals, ans, dropped), dropped
 
 
@@ -72,8 +71,7 @@ def test_clean_frame_and_compose():
 
 
 def test_values_without_an_answer_are_dropped_and_counted():
-    plan, dropped = plan_of(SPEC, {"the cat sat on the mat and ran to the": "park",
-                                   "the cat sat on the dog and ran to the": "  \n"})
+    plan, dropped = plan_of(SPEC, ["park", None, "", "  \n"])      # mat, house, store, dog
     assert [(v.value, v.answer) for v in plan.values] == [("mat", "park")]
     assert dropped["answer empty"] == 3 and dropped["all values have the same answer"] == 1
     assert compose(plan, 100) == []
@@ -94,6 +92,7 @@ def test_rejections_by_reason_with_examples(tiny_gpt2, tmp_path):
     assert "where things are" in llm.calls[0][-1]["content"] and "where things are" in llm.calls[1][-1]["content"]
     # the second request lists the first template filled with each usable value
     assert "the cat sat on the store and ran to the" in llm.calls[1][-1]["content"]
+    assert st["map"] and all(st["map"][it.meta["x"]] == it.answer.strip() for it in ds.items)
     stored = store.get_dataset(ds.name)
     assert stored["settings"]["slot"] == "place" and stored["settings"]["structured"] == "constrained"
 
@@ -231,3 +230,9 @@ def test_a_slot_written_twice_is_one_slot_and_both_places_change():
     assert plan.templates == ["{name} said that {name} was late, so"]
     assert dropped == {"template with more than one slot": 1}
     assert {it.clean for it in compose(plan, 10)} == {"Mary said that Mary was late, so", "John said that John was late, so"}
+
+
+def test_answer_keys_hold_no_double_quote():
+    # lm-format-enforcer cannot force a key holding an escaped quote (a KeyError inside it)
+    assert answer_keys('He said "hi" to {name}  and', "name", ["Mary", "Tom"]) == ["He said 'hi' to Mary and",
+                                                                                 "He said 'hi' to Tom and"]
