@@ -151,6 +151,14 @@ def test_sharded_resid_mine_merges_to_the_single_run(tiny_llama, corpus, tmp_pat
         mine(tiny_llama, Store(p), corpus, shard=(i, 3), **kw)
         parts.append(p)
     merged = tmp_path / "merged.db"
+    from autointerp.core.units import UNIT_KINDS, register_unit_kind
+    resid = UNIT_KINDS.pop("resid")                # a process that does not know the kind: refused, nothing written
+    try:
+        code, out, err = run_cli(capsys, "merge", *parts, "--into", merged)
+    finally:
+        register_unit_kind(resid)
+    assert code == 2 and "a unit kind not registered here" in err and len(err.strip().splitlines()) == 1
+    assert not merged.exists()
     code, out, err = run_cli(capsys, "merge", *parts, "--into", merged)
     assert code == 0, err
     a, b = _records(single, rid), _records(merged, rid)
