@@ -103,8 +103,11 @@ def _drop(dropped: dict[str, int], reason: str, n: int = 1) -> None:
     dropped[reason] = dropped.get(reason, 0) + n
 
 
-def clean_frame(frame: Frame) -> tuple[str, list[str], list[str], dict[str, int]]:
-    """(slot, usable templates, usable values, counts of what was dropped and why in words)."""
+def clean_frame(frame: Frame, examples: set[str] = frozenset()) -> tuple[str, list[str], list[str], dict[str, int]]:
+    """(slot, usable templates, usable values, counts of what was dropped and why in words).
+    `examples`: the templates of the prompt's own few-shot answers, lower case (a small model
+    copies them: SmolLM2 answered "the day of the week after a given day" with the capital-city
+    example)."""
     dropped: dict[str, int] = {}
     key = _norm(frame.slot) or "x"
     values: list[str] = []
@@ -122,6 +125,9 @@ def clean_frame(frame: Frame) -> tuple[str, list[str], list[str], dict[str, int]
             values.append(x)
     templates: list[str] = []
     for raw in frame.templates:
+        if (raw or "").strip().lower() in examples:
+            _drop(dropped, "template copied from the prompt's examples")
+            continue
         t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
         names = sorted(set(_SLOT.findall(t)))
         if len(names) == 1:                 # the one slot (maybe in two places) is the key, whatever it is called
@@ -160,6 +166,8 @@ def plan_from(slot: str, templates: list[str], values: list[str], answers: list,
         a = a.strip().split("\n")[0].strip() if isinstance(a, str) else ""
         if not a:
             _drop(dropped, "answer empty")
+        elif a.lower() == x.lower():        # a copy, not a map (SmolLM2: Monday -> Monday for "the day after")
+            _drop(dropped, "answer repeats the value")
         else:
             out.append(Value(value=x, answer=a[:MAX_ANSWER]))
     if out and len({v.answer.lower() for v in out}) < 2:
@@ -207,6 +215,22 @@ def compose(plan: Plan, n: int, seed: int = 0, *, n_tokens=None, dropped: dict |
                 continue
         out.append(PairItem(clean=clean, corrupt=corrupt, answer=" " + a.answer, wrong=" " + b.answer,
                             meta={"template": ti, "x": a.value, "x_corrupt": b.value, "source": "llm"}))
+    return out
+
+
+def example_templates() -> set[str]:
+    """The templates in the frame prompt's few-shot answers, lower case."""
+    import json
+
+    from ..llm import load_prompt
+
+    out: set[str] = set()
+    for role, body in load_prompt("pairs_frame_chat").sections:
+        if role == "assistant":
+            try:
+                out |= {t.strip().lower() for t in json.loads(body).get("templates", []) if isinstance(t, str)}
+            except (ValueError, AttributeError):
+                continue
     return out
 
 
@@ -287,6 +311,7 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
         return f"{stats['llm_calls']} LLM call(s), {time.monotonic() - t0:.0f} s"
 
     rounds = int(max_llm_calls) // CALLS_PER_ROUND
+    copied = example_templates()
     for r in range(rounds):
         if time_budget is not None and r > 0 and time.monotonic() - t0 >= time_budget:
             stats["stopped"] = f"time budget of {time_budget:g} s spent"
@@ -294,7 +319,7 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
         try:
             stats["llm_calls"] += 1
             frame = ask_frame(llm, task, n_templates=n_templates, n_values=n_values, seed=seed + r)
-            key, tmpl, vals, dropped = clean_frame(frame)
+            key, tmpl, vals, dropped = clean_frame(frame, copied)
             answers: list = []
             if tmpl and vals:
                 stats["llm_calls"] += 1
@@ -310,7 +335,8 @@ def llm_pairs(hm, llm, task: str, n: int, *, seed: int = 0, margin: float = 1.0,
             stats["llm_error"] = str(e)
             if r == 0:      # nothing was validated: the LLM failed, not the items (one line, not exit 2)
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                raise LLMError(f"pairs for {task!r}: the first LLM call failed ({spent()}): {first}") from None
+                what = "first LLM call" if stats["llm_calls"] == 1 else "LLM call for the answers"
+                raise LLMError(f"pairs for {task!r}: the {what} failed ({spent()}): {first}") from None
             continue
         plan = plan_from(key, tmpl, vals, answers, dropped)
         for k, v in dropped.items():

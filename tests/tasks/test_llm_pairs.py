@@ -13,7 +13,8 @@ from tinykit import tiny_json_llm
 from autointerp.errors import DatasetError, UsageError
 from autointerp.store import Store
 from autointerp.tasks import make_dataset
-from autointerp.tasks.llm_pairs import Frame, answer_keys, clean_frame, compose, describe, plan_from
+from autointerp.tasks.llm_pairs import (Frame, answer_keys, clean_frame, compose, describe, example_templates,
+                                        plan_from)
 
 
 class ScriptedLLM:
@@ -236,3 +237,18 @@ def test_answer_keys_hold_no_double_quote():
     # lm-format-enforcer cannot force a key holding an escaped quote (a KeyError inside it)
     assert answer_keys('He said "hi" to {name}  and', "name", ["Mary", "Tom"]) == ["He said 'hi' to Mary and",
                                                                                  "He said 'hi' to Tom and"]
+
+
+def test_a_copy_is_not_a_map_and_the_prompts_examples_are_not_templates():
+    """The commonest failures of a small LLM: answering each value with itself (SmolLM2: Monday ->
+    Monday for "the day of the week after a given day") and handing back the prompt's own
+    example (the capital-city frame for the same task)."""
+    shipped = example_templates()
+    assert "the capital of {country} is" in shipped and len(shipped) >= 6
+    frame = Frame.model_validate({"slot": "day", "values": ["Monday", "Tuesday", "Friday"],
+                                  "templates": ["The capital of {country} is", "The day after {day} is"]})
+    key, tmpl, vals, dropped = clean_frame(frame, shipped)
+    assert tmpl == ["The day after {day} is"] and dropped == {"template copied from the prompt's examples": 1}
+    plan = plan_from(key, tmpl, vals, ["Tuesday", "tuesday", "Saturday"], dropped)
+    assert [(v.value, v.answer) for v in plan.values] == [("Monday", "Tuesday"), ("Friday", "Saturday")]
+    assert dropped["answer repeats the value"] == 1
