@@ -4,15 +4,16 @@ model and as the LLM (or `--llm qwen2.5-coder-0.5b`), the LLM embedded (constrai
 (`autointerp llm serve`) in each mode.
 
     .venv/bin/python scripts/bench_pairs.py [--backends embedded,structured,vllm] [--tasks 0,1,2]
-        [--n 24] [--llm qwen2.5-coder-0.5b] [--max-llm-calls 3] [--time-budget 240] [--json out.json]
+        [--n 24] [--llm qwen2.5-coder-0.5b] [--max-llm-calls 6] [--time-budget 240] [--json out.json]
 
 Backends: embedded = in-process constrained decoding; structured = the test server's
 `--mode structured` (response_format json_schema, found by the probe); vllm / llamacpp /
 chat-only = the server without structured output (parse-and-retry). Each backend gets a fresh
 store (no cached LLM answers). Per task it prints: validated items (of --n), the rejection
 reasons with counts, seconds (the whole make_dataset: LLM calls + validation), LLM calls and
-why it stopped. The descriptions are ones a user would write; none is in prompts/pairs_chat.txt's
-few-shot examples (capital cities, opposites) or a built-in task.
+why it stopped. The descriptions are ones a user would write; none is in the few-shot examples
+of prompts/pairs_frame_chat.txt and pairs_answers_chat.txt (even/odd, capital cities, opposites)
+or a built-in task.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def main() -> None:
     ap.add_argument("--backends", default="embedded,structured,vllm")
     ap.add_argument("--tasks", default=",".join(str(i) for i in range(len(TASKS))), help="indices into TASKS")
     ap.add_argument("--n", type=int, default=24)
-    ap.add_argument("--max-llm-calls", type=int, default=3)
+    ap.add_argument("--max-llm-calls", type=int, default=6)
     ap.add_argument("--time-budget", type=float, default=240.0)
     ap.add_argument("--json", default=None, help="also write the rows here")
     a = ap.parse_args()
@@ -82,11 +83,13 @@ def main() -> None:
                     ds = make_dataset(store, hm, task, a.n, name=f"t{i}", llm=llm, max_llm_calls=a.max_llm_calls,
                                       time_budget=a.time_budget)
                     st, valid, err = ds.stats, ds.n_items, None
+                    used = store.get_dataset(ds.name)["settings"]
+                    plan = {"templates": used["templates"], "map": [f"{v['value']}->{v['answer']}" for v in used["values"]]}
                     # what the kept items say (validation checks the subject's behaviour, not that the LLM's map is true)
                     shown = [f"{it.meta.get('x')}->{it.answer.strip()} / {it.meta.get('x_corrupt')}->{it.wrong.strip()}"
                              for it in ds.items[:3]]
                 except AutointerpError as e:
-                    st, valid, err, shown = None, 0, str(e), []
+                    st, valid, err, shown, plan = None, 0, str(e), [], None
                 secs = time.perf_counter() - t0
                 calls = store.db.execute("SELECT COUNT(*) FROM llm_calls WHERE kind != 'probe'").fetchone()[0]
                 store.db.execute("DELETE FROM llm_calls")
@@ -94,7 +97,7 @@ def main() -> None:
                        "seconds": round(secs, 1), "llm_calls": calls, "load": round((load0 + os.getloadavg()[0]) / 2, 1),
                        "rejected": describe(st["rejected"]) if st else None, "stopped": st.get("stopped") if st else "error",
                        "error": err.splitlines()[0] if err else None, "error_full": err,
-                       "kept_examples": shown}
+                       "kept_examples": shown, "plan": plan}
                 rows.append(row)
                 print(f"{backend:<10} {task[:44]:<44} valid {valid:>2}/{a.n}  {secs:6.1f} s  {calls} LLM calls  "
                       f"load {row['load']}  " + (f"rejected: {row['rejected']}" if st else f"FAILED: {err}"), flush=True)
@@ -107,6 +110,12 @@ def main() -> None:
         why = r["rejected"] if r["rejected"] is not None else _why(r["error_full"])
         print(f"| {r['llm']} | {r['backend']} ({r['structured']}) | {r['task']} | {r['valid']}/{r['n']} | {r['seconds']} | "
               f"{r['llm_calls']} | {r['load']} | {why} | {'; '.join(r['kept_examples']) or '—'} |")
+    print("\nThe LLM's templates and value->answer maps behind each dataset (validation checks that the subject "
+          "follows the map, not that the map is true):")
+    for r in rows:
+        if r["plan"]:
+            print(f"- {r['llm']} {r['backend']}, {r['task']}: {' | '.join(r['plan']['templates'])}; "
+                  f"{', '.join(r['plan']['map'])}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)

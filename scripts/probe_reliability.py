@@ -365,9 +365,20 @@ def probe_concurrency(tmp: Path, runs: int = 2, say=print) -> dict:
 
 
 # ---- LLM faults through explain and pairs -----------------------------------------------------------
-PAIRS_SPEC = {"slot": "place", "templates": ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"],
-              "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
-                         {"answer": "dog", "values": ["store"]}], "fillers": []}
+PAIRS_FRAME = {"slot": "place", "values": ["mat", "house", "store"],
+               "templates": ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"]}
+PAIRS_ANSWERS = {"mat": "park", "house": "tree", "store": "dog"}
+
+
+def _pairs_reply(msgs: list) -> str | None:
+    """The JSON a pairs request gets (the frame, or the answer after each listed sentence), or None."""
+    text = str(msgs[-1].get("content")) if msgs else ""
+    if any("templates" in str(m.get("content")) and "slot" in str(m.get("content")) for m in msgs):
+        return json.dumps(PAIRS_FRAME)
+    if "next word after each sentence beginning" in text:
+        sentences = text.split("sentence beginning:", 1)[1].strip().splitlines()
+        return json.dumps({x: next((a for v, a in PAIRS_ANSWERS.items() if v in x), "") for x in sentences})
+    return None
 
 
 def fault_server(mode: str):
@@ -384,8 +395,9 @@ def fault_server(mode: str):
         n = body.get("n") or 1
         if mode == "prose":
             return llm.chat_body(["I think this is mostly about cats and dogs, roughly."] * n)
-        if any("templates" in str(m.get("content")) and "slot" in str(m.get("content")) for m in msgs):
-            return llm.chat_body([json.dumps(PAIRS_SPEC)] * n)
+        reply = _pairs_reply(msgs)
+        if reply is not None:
+            return llm.chat_body([reply] * n)
         return explain_chat(body)
 
     srv.s.default["/v1/chat/completions"] = chat

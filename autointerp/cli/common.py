@@ -200,6 +200,30 @@ class UnitKindNames(click.Choice):
         pass
 
 
+class UnitKindList(click.ParamType):
+    """`mine --units`: a registered unit kind's plural, a comma-separated list of them, or 'both'
+    (neurons and heads); the choices are read from the registry when asked (core.units.
+    unit_choices), so a kind registered after the CLI is imported is one too. The text is
+    passed on as given: mine names the run's units canonically."""
+
+    name = "units"
+
+    def get_metavar(self, param, ctx=None) -> str:
+        from ..core.units import unit_choices
+
+        return "[" + "|".join(unit_choices()) + "][,...]"
+
+    def convert(self, value, param, ctx):
+        from ..core.units import parse_units
+        from ..errors import UnitError
+
+        try:
+            parse_units(value)
+        except UnitError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+
 def explain_options(f: Callable) -> Callable:
     """--k/--seed/--style/--simulator/--scorers: the explain pipeline's settings (explain, batch)."""
     f = click.option("--explainer", type=click.Choice(["llm", "baseline"]), default="llm", show_default=True,
@@ -386,8 +410,9 @@ def check_unit(option: str, unit: str, model_spec: str | None):
 
     u = Unit.parse(unit)
     sizes = known_sizes(model_spec)
-    if sizes and all(k in sizes for k in ("n_layers", "d_mlp", "n_heads")):
-        u = u.check(sizes["n_layers"], sizes["d_mlp"], sizes["n_heads"])
+    if sizes and all(k in sizes for k in ("n_layers", "d_mlp", "n_heads")) and (u.record.needs_sae or u.record.size in sizes):
+        u = u.check(sizes["n_layers"], sizes["d_mlp"], sizes["n_heads"],      # another kind's size by its name
+                    **{k: v for k, v in sizes.items() if k not in ("n_layers", "d_mlp", "n_heads")})
     return u
 
 

@@ -208,7 +208,8 @@ def show_cmd(unit, model_id, n_show, store_path, as_json) -> None:
     m = store.get_model(s.model)
     if not u.record.needs_sae:            # a unit beyond the model's sizes is named as such
         if m is not None:
-            u.check(m["n_layers"], m["d_mlp"], m["n_heads"])
+            u.check(m["n_layers"], m["d_mlp"], m["n_heads"],       # other kinds' sizes by name (d_model)
+                    **{k: v for k, v in m.items() if k.startswith("d_") and k != "d_mlp" and isinstance(v, int)})
         else:
             check_unit("UNIT", unit, s.model)
     info = show_unit(store, s.model, unit)

@@ -8,7 +8,7 @@ from ..corpus.sources import DEFAULT_CORPUS
 from . import cli
 from ..errors import UsageError
 from .sae import sae_options
-from .common import (check_context_len, check_layers, check_min, check_store_path, emit, json_option, model_options,
+from .common import (UnitKindList, check_context_len, check_layers, check_min, check_store_path, emit, json_option, model_options,
                      settings, store_option)
 
 
@@ -26,8 +26,9 @@ from .common import (check_context_len, check_layers, check_min, check_store_pat
 @click.option("--quantiles", "n_quantiles", type=int, default=10, show_default=True, help="Activation quantile bins.")
 @click.option("--per-quantile", type=int, default=2, show_default=True, help="Records per quantile bin.")
 @click.option("--random", "n_random", type=int, default=20, show_default=True, help="Random records per unit.")
-@click.option("--units", type=click.Choice(["neurons", "heads", "both", "latents"]), default=None,
-              help="MLP neurons, attention heads (needs eager attention: slower), both, or only the --sae latents "
+@click.option("--units", type=UnitKindList(), default=None,
+              help="A unit kind, or a comma-separated list: MLP neurons, attention heads (needs eager attention: "
+                   "slower), both (neurons,heads), only the --sae latents, or any registered kind's plural "
                    "[default: neurons; latents with --sae].")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Contexts per forward pass.")
 @click.option("--shard", default=None,
@@ -85,8 +86,7 @@ def _print_run(res) -> None:
     recs = ", ".join(f"{v} {k}" for k, v in sorted(res.records.items()))
     click.echo(f"run {res.run_id}  model {res.model}  corpus {res.corpus}")
     nl = len(res.layers)
-    what = {"neurons": f"{nl * res.d_mlp:,} neurons", "heads": f"{nl * res.n_heads:,} heads",
-            "both": f"{nl * res.d_mlp:,} neurons + {nl * res.n_heads:,} heads", "latents": "SAE latents only"}[res.units]
+    what = " + ".join(f"{nl * n:,} {plural}" for plural, n in res.unit_counts.items()) or "SAE latents only"
     click.echo(f"  {res.n_tokens:,} tokens ({res.n_contexts:,} contexts of {res.context_len}), layers {lays}, {what}")
     if res.shard:
         sh = res.shard

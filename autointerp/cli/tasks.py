@@ -29,6 +29,9 @@ def _print_dataset(ds, out: Path | None) -> None:
             click.echo(f"  {st['llm_calls']} LLM call(s), {st.get('seconds')} s" + (f"; stopped: {st['stopped']}" if st.get("stopped") else ""))
         for ex in (st.get("examples") or [])[:3]:
             click.echo(f"  rejected e.g. {ex['clean']!r} -> {ex['answer']!r} vs {ex['wrong']!r}: {ex['why']}")
+        if st.get("map"):
+            click.echo("  the LLM's map (validation checks that the model follows it, not that it is true): "
+                       + ", ".join(f"{x} -> {a}" for x, a in st["map"].items()))
     for it in ds.items[:3]:
         click.echo(f"  {it.clean!r} -> {it.answer!r} vs {it.wrong!r}   (LD {it.clean_logit_diff})")
         click.echo(f"  {it.corrupt!r}   (LD {it.corrupt_logit_diff})")
@@ -54,8 +57,9 @@ def _print_dataset(ds, out: Path | None) -> None:
 @click.option("--list", "list_", is_flag=True, help="List the stored datasets.")
 @click.option("--batch-size", type=int, default=32, show_default=True, help="Prompts per forward pass in validation.")
 @force_option
-@click.option("--max-llm-calls", type=int, default=4, show_default=True,
-              help="A described task: at most this many LLM calls (each gives templates and slot values).")
+@click.option("--max-llm-calls", type=int, default=6, show_default=True,
+              help="A described task: at most this many LLM calls, in rounds of 2 (templates and slot values, "
+                   "then the answer for each value).")
 @click.option("--time-budget", type=float, default=300.0, show_default=True,
               help="A described task: no new LLM call after this many seconds.")
 @model_options
@@ -81,7 +85,7 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     modes = [x for x in (task, import_path, dataset_name) if x]
     check_min("--n", n, 1)
     check_min("--batch-size", batch_size, 1)
-    check_min("--max-llm-calls", max_llm_calls, 1)
+    check_min("--max-llm-calls", max_llm_calls, 2)
     if not time_budget > 0:
         raise UsageError(f"--time-budget must be positive, not {time_budget:g}")
     check_out_file("--out", out, force=force)

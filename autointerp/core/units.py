@@ -100,6 +100,40 @@ HEAD = register_unit_kind(UnitKind("head", "H", "heads", "attn.z", "n_heads", ax
 LATENT = register_unit_kind(UnitKind("latent", "F", "latents", None, "d_sae", example="L6/F1234@res6k", sparse=True,
                                      logits=True, noun="latent"))
 
+UNITS_BOTH = "both"        # mine --units both: neurons and heads (the runs' name for the pair before lists existed)
+
+
+def unit_choices() -> list[str]:
+    """What `mine --units` takes, item by item: every registered kind's plural, and 'both'."""
+    return [k.plural for k in UNIT_KINDS.values()] + [UNITS_BOTH]
+
+
+def parse_units(text: str) -> tuple[UnitKind, ...]:
+    """The kinds named by a units text: one plural ('neurons'), a comma-separated list
+    ('neurons,resids'), or 'both' (neurons and heads); in registry order, each once. Raises
+    UnitError (one line) for an unknown or empty item."""
+    names: set[str] = set()
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if part == UNITS_BOTH:
+            names |= {NEURON.name, HEAD.name}
+            continue
+        kind = next((k for k in UNIT_KINDS.values() if k.plural == part), None)
+        if kind is None:
+            raise UnitError(f"bad units {text!r}: use {', '.join(unit_choices())}, or a comma-separated list of them")
+        names.add(kind.name)
+    return tuple(k for k in UNIT_KINDS.values() if k.name in names)
+
+
+def units_text(kinds: "tuple[UnitKind, ...] | list[UnitKind]") -> str:
+    """The canonical text of a set of kinds (parse_units' inverse): 'both' for exactly neurons and
+    heads (so a run's id and settings are those it had before lists), else the plurals in
+    registry order, comma-separated."""
+    names = {k.name for k in kinds}
+    if names == {NEURON.name, HEAD.name}:
+        return UNITS_BOTH
+    return ",".join(k.plural for k in UNIT_KINDS.values() if k.name in names)
+
 
 @functools.lru_cache(maxsize=None)
 def _regexes(letters: str) -> tuple[re.Pattern, re.Pattern, re.Pattern]:

@@ -322,8 +322,8 @@ class EmbeddedLLM(LLM):
                             seed: int | None = None, prefix: _PrefixState | None = None,
                             max_backtracks: int = 6, close_tokens: int = 48) -> tuple[list[int], str, str]:
         """One continuation of `ids` held to a JsonConstraint: (generated ids, text, finish reason
-        'stop' or 'length'). A decode loop of its own rather than `generate` with a logits
-        processor, for three things:
+        'stop', 'length', or 'dead end' where the constraint allowed no token). A decode loop of its
+        own rather than `generate` with a logits processor, for three things:
         - a token the schema forces (a key under the fixed field order, `": [`, the closing
           brackets) is appended without a forward pass; the forced run is fed with the next one;
         - a string that repeats an earlier one of a distinct role (constraint.distinct) is taken
@@ -354,6 +354,9 @@ class EmbeddedLLM(LLM):
             logits = None
             while len(gen) < max_tokens + close_tokens:
                 allowed = constraint.allowed(ids + gen)
+                if not allowed:                # the schema's parser has no way on (a dead end): stop here,
+                    reason = "dead end"        # the caller closes or refuses the text as for a cut-off reply
+                    break
                 ban = banned.get(len(gen))
                 if ban:
                     allowed = [t for t in allowed if t not in ban] or allowed

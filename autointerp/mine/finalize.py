@@ -7,29 +7,29 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..core.units import Unit, kind_of_letter
+from ..core.units import Unit
 from .state import TopK
 
 HIST_BINS = 20
 
 
-def finish_run(store, rid: str, n_done: int, stats: dict, nl: dict, hl: dict, fl: dict, *, n_random: int,
+def finish_run(store, rid: str, n_done: int, stats: dict, layers: dict, fl: dict, *, n_random: int,
                n_quantiles: int, per_quantile: int, unit_logits=None, contexts=None, partial: bool = False,
                appended: bool = False) -> None:
-    """Write a run's results (one transaction) from its layers' states: nl / hl {layer: neuron /
-    head layer}, fl {name: LatentLayer}. partial: rows of a part of the units (a chunk of
-    latents), the run stays unfinished; appended: the last part, after partial ones (kept)."""
-    for x in [*nl.values(), *hl.values(), *fl.values()]:
+    """Write a run's results (one transaction) from its layers' states: layers {(kind name, layer):
+    UnitLayer (layers.py)}, fl {name: LatentLayer}. partial: rows of a part of the units (a chunk
+    of latents), the run stays unfinished; appended: the last part, after partial ones (kept)."""
+    for x in [*layers.values(), *fl.values()]:
         x.canonical()
     if fl and "latents" not in stats and not partial:
         stats["latents"] = [x.density() for x in fl.values()]
-    ustats = list(unit_stats(nl, hl)) + [r for x in fl.values() for r in x.unit_stats()]
-    recs = itertools.chain(records(nl, hl, n_random, n_quantiles, per_quantile),
+    ustats = list(unit_stats(layers.values())) + [r for x in fl.values() for r in x.unit_stats()]
+    recs = itertools.chain(records(layers.values(), n_random, n_quantiles, per_quantile),
                            *(x.records(n_random, n_quantiles, per_quantile) for x in fl.values()))
     if partial:
         store.put_mining_rows(rid, ustats, recs, unit_logits=unit_logits, contexts=contexts)
@@ -38,14 +38,14 @@ def finish_run(store, rid: str, n_done: int, stats: dict, nl: dict, hl: dict, fl
                                 replace=not appended)
 
 
-def unit_stats(nl: dict, hl: dict) -> Iterator[tuple]:
-    for kind, layers in (("N", nl), ("H", hl)):
-        for L, x in layers.items():
-            st = x.stats
-            hist = histograms(x.res, st.min, st.max)
-            mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
-            for i in range(x.n):
-                yield (Unit(L, kind_of_letter(kind).name, i).id, L, finite(mx[i]), finite(mean[i]), finite(std[i]), finite(fa[i]), hist[i])
+def unit_stats(layers: Iterable) -> Iterator[tuple]:
+    """(unit, layer, max, mean, std, frac_active, histogram) of every unit of the layer states."""
+    for x in layers:
+        L, st = x.L, x.stats
+        hist = histograms(x.res, st.min, st.max)
+        mx, mean, std, fa = st.max.tolist(), st.mean.tolist(), st.std().tolist(), st.frac_active().tolist()
+        for i in range(x.n):
+            yield (Unit(L, x.unit_kind.name, i).id, L, finite(mx[i]), finite(mean[i]), finite(std[i]), finite(fa[i]), hist[i])
 
 
 def finite(v: float) -> float | None:
@@ -109,14 +109,13 @@ def select_sample(res: TopK, exclude_idx: Sequence[torch.Tensor], n_random: int,
 KIND_ORDER = ("quantile", "random", "top", "top_attn")   # the order of the UNIQUE index: appends stay local
 
 
-def records(nl: dict, hl: dict, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
+def records(layers: Iterable, n_random: int, n_quantiles: int, per_quantile: int) -> Iterator[tuple]:
     """(unit, kind, bin, ctx_idx, max_act, acts f16 blob, extra f16 blob | None), one layer at a time,
     in the order of the records' UNIQUE (run, unit, kind, bin, ctx_idx) index (units as strings), so
     that SQLite inserts append instead of seeking."""
-    jobs = [(Unit(L, kind_of_letter(ch).name, 0).id[:-1], ch, L, x)
-            for ch, layers in (("N", nl), ("H", hl)) for L, x in layers.items()]
-    for _prefix, ch, L, x in sorted(jobs, key=lambda j: j[0]):
-        names = [Unit(L, kind_of_letter(ch).name, i).id for i in range(x.n)]
+    jobs = [(Unit(x.L, x.unit_kind.name, 0).id[:-1], x) for x in layers]
+    for _prefix, x in sorted(jobs, key=lambda j: j[0]):
+        names = [Unit(x.L, x.unit_kind.name, i).id for i in range(x.n)]
         parts = []                                  # (kind code, unit [m], bin [m], ctx [m], max [m], rows [m,p], extra)
         tops = [(k, getattr(x, k)) for k in ("top", "top_attn") if k in x.parts]   # top_attn: heads' layers
         for kind, tk in tops:

@@ -1,12 +1,23 @@
-"""Per-layer mining state: a layer of MLP neurons or of attention heads, fed inside the forward
-pass (process) and keeping TopK / reservoir / Stats state (state.py) and nothing else. Layer
-states over different corpus shards merge exactly (merge), and are rebuilt from a saved state
-without the model (from_state)."""
+"""Per-layer mining state: the units of one kind at one layer (MLP neurons, attention heads, or
+any registered unit kind with a hook site), fed inside the forward pass by the hooks it asks for
+(hooks) and keeping TopK / reservoir / Stats state (state.py) and nothing else. Layer states over
+different corpus shards merge exactly (merge), and are rebuilt from a saved state without the
+model (from_state).
+
+Which state a kind gets is a registry: UnitLayer, the generic one (the units are the last axis
+of the kind's hook, blocks.L.<site>: top records by per-context max, a reservoir for quantile and
+random records, streamed statistics), unless a kind registers its own with
+register_layer_state (heads: HeadLayer, which also captures the attention pattern). A new unit
+kind with a site is mined with no code here (tests/dummy_unit_kind.py's residual dimensions)."""
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 import torch
 
+from ..core.hooks import act_name
+from ..core.units import HEAD, UnitKind
 from .state import Stats, TopK
 
 
@@ -49,14 +60,27 @@ class LayerState:
         return x
 
 
-class NeuronLayer(LayerState):
+class UnitLayer(LayerState):
+    """The units of a kind at one layer: the last axis of its hook blocks.L.<kind.site> (MLP
+    neurons, residual dimensions, ...). Top records by the per-context max over text positions."""
+
     parts = ("top", "res")
 
-    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
-        self.L, self.n, self.first_pos = L, n, first_pos
+    def __init__(self, kind: UnitKind, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
+        self.unit_kind, self.L, self.n, self.first_pos = kind, L, n, first_pos
         self.top = TopK(n, top_k, p, device)
         self.res = TopK(n, res, p, device, aux=True)
         self.stats = Stats(n, device)
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """(kind name, layer): this state's name in the miner (its random priorities, its hooks)."""
+        return self.unit_kind.name, self.L
+
+    def hooks(self, batch: dict[str, Any]) -> dict[str, Callable]:
+        """{hook name: fn(value)} feeding this state in the forward; `batch` holds the current
+        batch's "ctx" (context indices [b]) and "prio" ({key: random priorities [n, b]})."""
+        return {act_name(self.unit_kind.site, self.L): lambda v: self.process(v, batch["ctx"], batch["prio"][self.key])}
 
     def process(self, acts: torch.Tensor, ctx_ids: torch.Tensor, prio: torch.Tensor) -> None:
         x = acts[:, self.first_pos:, :]                     # [b, p, n]
@@ -73,16 +97,23 @@ class NeuronLayer(LayerState):
         self.res.update(prio, ctx_ids, take, aux=score)
 
 
-class HeadLayer(LayerState):
+class HeadLayer(UnitLayer):
+    """Attention heads: top records by the norm of each head's z output, and top_attn records by
+    the max attention paid to any non-first key, each with the attention row of its peak query
+    position (`extra`); the pattern is captured by a second hook, on blocks.L.attn.pattern."""
+
     parts = ("top", "top_attn", "res")
 
-    def __init__(self, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
-        self.L, self.n, self.first_pos = L, n, first_pos
+    def __init__(self, kind: UnitKind, L: int, n: int, top_k: int, res: int, p: int, first_pos: int, device):
+        self.unit_kind, self.L, self.n, self.first_pos = kind, L, n, first_pos
         self.top = TopK(n, top_k, p, device, extra_len=p)
         self.top_attn = TopK(n, top_k, p, device, extra_len=p)
-        self.res = TopK(n, res, p, device, extra_len=p, aux=True)
+        self.res = TopK(n, max(res, 1), p, device, extra_len=p, aux=True)
         self.stats = Stats(n, device)
         self.pattern: torch.Tensor | None = None
+
+    def hooks(self, batch: dict[str, Any]) -> dict[str, Callable]:
+        return {act_name("attn.pattern", self.L): self.stash_pattern, **super().hooks(batch)}
 
     def stash_pattern(self, pattern: torch.Tensor) -> None:
         self.pattern = pattern
@@ -108,3 +139,23 @@ class HeadLayer(LayerState):
         self.top.update(mx.T, ctx_ids, take_z)
         self.top_attn.update(amx.T, ctx_ids, take_a)
         self.res.update(prio, ctx_ids, take_z, aux=mx.T)
+
+
+# ---- which state each kind gets: UnitLayer unless registered ----------------------------------------
+LAYER_STATES: dict[str, type[UnitLayer]] = {}
+
+
+def register_layer_state(kind: UnitKind, cls: type[UnitLayer]) -> type[UnitLayer]:
+    """Mine `kind` with `cls` (a UnitLayer subclass) instead of the generic UnitLayer."""
+    if kind.site is None:
+        raise ValueError(f"unit kind {kind.name!r} has no hook site: its units are an SAE's latents (mine/sae.py)")
+    LAYER_STATES[kind.name] = cls
+    return cls
+
+
+def layer_state(kind: UnitKind) -> type[UnitLayer]:
+    """The state class that mines `kind`'s units at a layer."""
+    return LAYER_STATES.get(kind.name, UnitLayer)
+
+
+register_layer_state(HEAD, HeadLayer)

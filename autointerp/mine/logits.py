@@ -73,3 +73,8 @@ def top_effects(W: torch.Tensor, W_U: torch.Tensor, rows: list[int], k: int, chu
         for j, r in enumerate(idx.tolist()):
             yield (r, [[t, round(v, 4)] for t, v in zip(dec(pi[j]), pv[j])],
                    [[t, round(v, 4)] for t, v in zip(dec(si[j]), sv[j])])
+
+
+# the direct logit effect stored by mining for each unit kind with `logits` and a hook site, by kind name:
+# fn(hm, layers, k=, skip=, decoder=) -> (unit, promoted, suppressed) rows (SAE latents: mine/sae.py)
+LOGIT_EFFECTS = {"neuron": direct_logit_effects}

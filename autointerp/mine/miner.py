@@ -3,9 +3,13 @@ chosen layers its top records, a reservoir sample (for quantile and random recor
 streaming statistics; at the end everything is written to the store in one transaction.
 
 Design (see also mine/state.py):
-  * one forward pass per batch feeds every chosen layer: a hook on blocks.{L}.mlp.post (and
-    attn.z / attn.pattern for heads) processes the layer's activations while they are hot in
-    cache and keeps nothing else (no activation cache, no logits, stop after the last layer);
+  * the units: any registered unit kinds with a hook site (core/units.py: neurons, heads, a kind
+    added in one module), each layer's units kept by the state mine/layers.py registers for the
+    kind (the generic UnitLayer unless the kind registers its own: heads), plus SAE latents
+    (mine/sae.py);
+  * one forward pass per batch feeds every chosen layer: a hook on blocks.{L}.<site> (mlp.post for
+    neurons; attn.z and attn.pattern for heads) processes the layer's activations while they are
+    hot in cache and keeps nothing else (no activation cache, no logits, stop after the last layer);
   * activations are ranked over the text positions only: position 0 is the BOS every context
     starts with (identical in all contexts, so it would tie every ranking); records, contexts'
     tokens_json and attention rows all start at the first text token (first_pos);
@@ -40,15 +44,13 @@ from ..corpus.sources import DEFAULT_CORPUS
 from ..errors import UsageError
 from ..models.hooked import HookedModel
 from ..core.keys import content_hash
-from ..core.hooks import act_name
-from ..core.units import Unit
+from ..core.units import Unit, parse_units, units_text
 from .finalize import finish_run
-from .layers import HeadLayer, NeuronLayer
-from .logits import TokenDecoder, direct_logit_effects
+from .layers import layer_state
+from .logits import LOGIT_EFFECTS, TokenDecoder
 from .sae import LatentLayer, latent_density, latent_logit_effects, mining_saes
 
 DEFAULT_TOKENS = 100_000
-MINE_UNITS = ("neurons", "heads", "both", "latents")   # what mine(units=) takes; latents: only the given SAEs' (mine/sae.py)
 STATE_VERSION = 1
 
 
@@ -114,10 +116,17 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     the state's memory is divided by the number of passes (wide SAEs in bounded memory); the
     records are the same as in one pass."""
     t_start = time.perf_counter()
-    if units not in MINE_UNITS:
-        raise UsageError(f"bad units {units!r}: use {', '.join(MINE_UNITS[:-1])} or {MINE_UNITS[-1]}")
-    if units == "latents" and not saes:
-        raise UsageError("units='latents' needs an SAE (--sae PATH)")
+    kinds = parse_units(units)                  # registered plurals, comma-separated, or 'both' (UnitError: one line)
+    site_kinds = [k for k in kinds if not k.needs_sae]      # latents are the given SAEs' (mine/sae.py)
+    if len(site_kinds) < len(kinds) and not saes:
+        raise UsageError(f"units={units!r} needs an SAE (--sae PATH)")
+    for k in site_kinds:
+        if not isinstance(getattr(hm, k.size, None), int):
+            raise UsageError(f"cannot mine {k.plural}: the model has no size {k.size!r} (the unit kind's size)")
+        if k.logits and k.name not in LOGIT_EFFECTS:
+            raise UsageError(f"cannot mine {k.plural}: the kind stores logit effects but mine.logits.LOGIT_EFFECTS "
+                             f"has no function for {k.name!r}")
+    units = units_text(site_kinds or kinds)     # the run's name for them (with sites: SAEs are in settings["saes"])
     for name, v in (("top_k", top_k), ("batch_size", batch_size), ("n_quantiles", n_quantiles)):
         if v < 1:
             raise UsageError(f"{name} must be at least 1")
@@ -129,10 +138,9 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
         raise UsageError(f"n_tokens must be at least 1 (or None for the whole corpus), got {n_tokens}")
     check_context_len(context_len, hm.max_context)
     saes = mining_saes(hm, saes)
-    if units == "latents" and layers is None:
+    if not site_kinds and layers is None:
         layers = sorted({x.layer for x in saes})
     layers = parse_layers(layers, hm.n_layers)
-    do_neurons, do_heads = units in ("neurons", "both"), units in ("heads", "both")
 
     source = open_source(corpus, text_field)
     layout = layout_for(hm.tokenizer, context_len)
@@ -174,7 +182,7 @@ def mine(hm: HookedModel, store, corpus: str = DEFAULT_CORPUS, n_tokens: int | N
     if row["status"] == "failed":
         store.set_mining_status(rid, "running")
     try:
-        return _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start,
+        return _mine_run(hm, store, rid, source, layout, cid, layers, site_kinds, n_contexts, t_start,
                          top_k=top_k, res_size=res_size, n_random=n_random, n_quantiles=n_quantiles,
                          per_quantile=per_quantile, batch_size=batch_size, context_len=context_len, progress=progress,
                          checkpoint_every=checkpoint_every, checkpoint_s=checkpoint_s, saes=saes, seed_rid=full_rid,
@@ -195,7 +203,7 @@ def check_context_len(context_len: int, max_context: int | None) -> None:
         raise UsageError(f"--context-len {context_len} is longer than the model's maximum context of {max_context} tokens")
 
 
-def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads, n_contexts, t_start, *, top_k, res_size,
+def _mine_run(hm, store, rid, source, layout, cid, layers, site_kinds, n_contexts, t_start, *, top_k, res_size,
               n_random, n_quantiles, per_quantile, batch_size, context_len, progress, checkpoint_every,
               checkpoint_s, saes=(), seed_rid=None, span=(0, None), shard=None, latent_chunk=None) -> str:
     model_id = hm.spec
@@ -208,15 +216,16 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     n_passes = max([1] + [-(-x.d_sae // latent_chunk) for x in saes]) if latent_chunk else 1
 
     def layers_for(c: int):
-        nl = {L: NeuronLayer(L, hm.d_mlp, top_k, res_size, p, fp, device) for L in layers} if do_neurons and c == 0 else {}
-        hl = {L: HeadLayer(L, hm.n_heads, top_k, max(res_size, 1), p, fp, device) for L in layers} if do_heads and c == 0 else {}
+        # {(kind name, layer): its state}, kinds in registry order (the first pass only); SAE latents by input hook
+        ul = {(k.name, L): layer_state(k)(k, L, getattr(hm, k.size), top_k, res_size, p, fp, device)
+              for k in site_kinds for L in layers} if c == 0 else {}
         fl = {}
         for x in saes:
             lo, hi = (c * latent_chunk, min(x.d_sae, (c + 1) * latent_chunk)) if latent_chunk else (0, x.d_sae)
             if lo < hi:
                 # keyed by input hook (one SAE per hook point): a transcoder set shares its name across layers
                 fl[x.hook] = LatentLayer(x, top_k, n_random, n_quantiles, per_quantile, p, fp, device, lo=lo, hi=hi)
-        return nl, hl, fl
+        return ul, fl
 
     state_path = _state_path(store, rid)
     n_done, chunk0, ck = 0, 0, None
@@ -229,9 +238,10 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     resumed_from = int(ck["n_done"]) if ck else 0
     seed = int((seed_rid or rid)[:8], 16)       # a shard draws the priorities of the whole run
     decoder = TokenDecoder(hm.tokenizer)
-    # the priority draw order: neuron layers then head layers then latents, each [n_units] (all latents in every pass)
-    prio_sizes = ([(("n", L), hm.d_mlp) for L in layers] if do_neurons else []) + \
-        ([(("h", L), hm.n_heads) for L in layers] if do_heads else []) + [(("f", x.hook), x.d_sae) for x in saes]
+    # the priority draw order: each kind's layers (kinds in registry order: neurons, heads, ...) then latents,
+    # each [n_units] (all latents in every pass)
+    prio_sizes = [((k.name, L), getattr(hm, k.size)) for k in site_kinds for L in layers] + \
+        [(("f", x.hook), x.d_sae) for x in saes]
     total_prio = sum(s for _, s in prio_sizes)
     densities: dict[str, list] = {x.hook: [] for x in saes}    # per chunk: positive counts (for the density stats)
     if ck:
@@ -241,19 +251,18 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     tokens_here, loop_s = 0, 0.0
 
     for c in range(chunk0, n_passes):
-        nl, hl, fl = layers_for(c)
+        ul, fl = layers_for(c)
         n_done = 0
         if ck is not None and int(ck.get("chunk", 0)) == c:
             n_done = int(ck["n_done"])
-            for L, d in ck["neurons"].items():
-                nl[int(L)].load_state_dict(d)
-            for L, d in ck["heads"].items():
-                hl[int(L)].load_state_dict(d)
+            for k in site_kinds:                            # keyed by the kind's plural ("neurons", "heads", ...)
+                for L, d in ck.get(k.plural, {}).items():
+                    ul[(k.name, int(L))].load_state_dict(d)
             for name, d in ck.get("latents", {}).items():     # older checkpoints keyed latents by SAE name
                 (fl.get(name) or next(x for x in fl.values() if x.name == name)).load_state_dict(d)
         extra = {"chunk": c, "density": densities} if n_passes > 1 else {}
-        stop = max([*nl, *hl, *(x.L for x in fl.values())]) + 1       # the forward ends after the last layer read
-        n_done, t_here, pending = _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, total_prio,
+        stop = max([*(x.L for x in ul.values()), *(x.L for x in fl.values())]) + 1   # the forward ends after the last layer read
+        n_done, t_here, pending = _pass(hm, store, rid, cid, source, layout, state_path, ul, fl, seed, total_prio,
                                         prio_sizes, decoder, stop, n_done, span, batch_size, context_len, progress,
                                         checkpoint_every, checkpoint_s, contexts=c == 0, extra=extra)
         tokens_here += t_here
@@ -262,33 +271,26 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         if c == n_passes - 1:
             break
         # not the last chunk: write its rows now (the run stays unfinished) and free its state
+        # (the first chunk's pass also mined the units of the other kinds: they are written with it)
         for name, x in fl.items():
             densities[name].append(x.stats.pos.cpu())
-        logit_rows = latent_logit_effects(hm, list(fl.values()), k=10, decoder=decoder,
-                                          skip=store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values()
-                                                                                   for i in range(x.n)]))
-        finish_run(store, rid, n_done, {}, {}, {}, fl, n_random=n_random, n_quantiles=n_quantiles,
-                   per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending), partial=True)
-        _save_state(state_path, rid, 0, {}, {}, {}, chunk=c + 1, density=densities)
-        del nl, hl, fl
+        finish_run(store, rid, n_done, {}, ul, fl, n_random=n_random, n_quantiles=n_quantiles,
+                   per_quantile=per_quantile, unit_logits=(model_id, _logit_rows(hm, store, ul, fl, decoder)),
+                   contexts=(cid, pending), partial=True)
+        _save_state(state_path, rid, 0, {}, {}, chunk=c + 1, density=densities)
+        del ul, fl
         ck = None
     loop_s = time.perf_counter() - t_loop
 
     t_fin = time.perf_counter()
     if shard is not None and shard[0] != 0:     # the logit effects are the model's: one shard computes them
-        nl_logits, fl_logits = [], []
+        logit_rows = iter(())
     else:
-        nl_logits, fl_logits = list(nl), list(fl.values())
-    skip = store.unit_logits_layers(model_id, [Unit.neuron(L, n).id for L in nl for n in range(hm.d_mlp)]) if nl else set()
-    logit_rows = direct_logit_effects(hm, nl_logits, k=10, skip=skip, decoder=decoder) if nl_logits else iter(())
-    if fl_logits:
-        f_skip = store.unit_logits_layers(model_id, [x.unit(i) for x in fl.values() for i in range(x.n)])
-        logit_rows = itertools.chain(logit_rows, latent_logit_effects(hm, fl_logits, k=10, skip=f_skip,
-                                                                      decoder=decoder))
+        logit_rows = _logit_rows(hm, store, ul, fl, decoder)
     stats = {"n_contexts": n_done, "n_tokens": n_done * context_len, "resumed_from": resumed_from,
              "loop_tokens": tokens_here, "loop_s": round(loop_s, 3),
              "tokens_per_s": round(tokens_here / loop_s, 1) if loop_s > 0 and tokens_here else None,
-             "n_units": len(layers) * (hm.d_mlp * do_neurons + hm.n_heads * do_heads) + sum(x.d_sae for x in saes)}
+             "n_units": len(layers) * sum(getattr(hm, k.size) for k in site_kinds) + sum(x.d_sae for x in saes)}
     if n_passes > 1:
         stats["latent_passes"] = n_passes
     if saes:
@@ -298,11 +300,11 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
         stats["latents"] = [latent_density(x.name, torch.cat(densities[x.hook]), n_tok) for x in saes]
     if shard is not None:                       # keep the final state for the merge; no records of a part
         final = shard_state_path(store, rid)
-        _save_state(final, rid, n_done, nl, hl, fl)
+        _save_state(final, rid, n_done, ul, fl)
         store.finish_mining_shard(rid, n_done, str(final), stats, contexts=(cid, pending),
                                   unit_logits=(model_id, logit_rows) if shard[0] == 0 else None)
     else:
-        finish_run(store, rid, n_done, stats, nl, hl, fl, n_random=n_random, n_quantiles=n_quantiles,
+        finish_run(store, rid, n_done, stats, ul, fl, n_random=n_random, n_quantiles=n_quantiles,
                    per_quantile=per_quantile, unit_logits=(model_id, logit_rows), contexts=(cid, pending),
                    partial=False, appended=n_passes > 1)
     fin_s = time.perf_counter() - t_fin
@@ -316,7 +318,29 @@ def _mine_run(hm, store, rid, source, layout, cid, layers, do_neurons, do_heads,
     return rid
 
 
-def _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, total_prio, prio_sizes, decoder, stop,
+def _logit_rows(hm, store, ul: dict, fl: dict, decoder) -> Iterable[tuple]:
+    """The direct logit effects of the states' units that store one (their kind's `logits`), the
+    units the store already has left out: each site kind's function (mine.logits.LOGIT_EFFECTS),
+    then the SAE latents'. Lazy: computed as the store writes them."""
+    rows: Iterable[tuple] = iter(())
+    kinds = {x.unit_kind.name: x for x in ul.values() if x.unit_kind.logits}
+    for name, x0 in kinds.items():
+        Ls = [x.L for x in ul.values() if x.unit_kind.name == name]
+        skip = store.unit_logits_layers(hm.spec, [Unit(L, name, i).id for L in Ls for i in range(x0.n)])
+        rows = itertools.chain(rows, LOGIT_EFFECTS[name](hm, Ls, k=10, skip=skip, decoder=decoder))
+    if fl:
+        skip = store.unit_logits_layers(hm.spec, [x.unit(i) for x in fl.values() for i in range(x.n)])
+        rows = itertools.chain(rows, latent_logit_effects(hm, list(fl.values()), k=10, skip=skip, decoder=decoder))
+    return rows
+
+
+def _add_hook(hooks: dict, name: str, fn) -> None:
+    """hooks[name] = fn, or both when two states read the same hook point (they never edit it)."""
+    prev = hooks.get(name)
+    hooks[name] = fn if prev is None else (lambda v, a=prev, b=fn: (a(v), b(v)) and None)
+
+
+def _pass(hm, store, rid, cid, source, layout, state_path, ul, fl, seed, total_prio, prio_sizes, decoder, stop,
           n_done, span, batch_size, context_len, progress, checkpoint_every, checkpoint_s, contexts: bool,
           extra: dict) -> tuple[int, int, list]:
     """One streamed pass over the run's contexts from n_done on, feeding the layers' processors
@@ -326,29 +350,12 @@ def _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, tot
     ctx_start, ctx_stop = span
     cur: dict[str, Any] = {}
 
-    def neuron_hook(L):
-        def fn(v):
-            nl[L].process(v, cur["ctx"], cur["prio"][("n", L)])
-        return fn
-
-    def pattern_hook(L):
-        def fn(v):
-            hl[L].stash_pattern(v)
-        return fn
-
-    def z_hook(L):
-        def fn(v):
-            hl[L].process(v, cur["ctx"], cur["prio"][("h", L)])
-        return fn
-
-    hooks = {}
-    for L in nl:
-        hooks[act_name("mlp.post", L)] = neuron_hook(L)
-    for L in hl:
-        hooks[act_name("attn.pattern", L)] = pattern_hook(L)
-        hooks[act_name("attn.z", L)] = z_hook(L)
+    hooks: dict = {}
+    for x in ul.values():                       # each state asks for its hooks (heads: attn.pattern and attn.z)
+        for name, fn in x.hooks(cur).items():
+            _add_hook(hooks, name, fn)
     for name, x in fl.items():
-        hooks[x.hook] = (lambda x, name: lambda v: x.process(v, cur["ctx"], cur["prio"][("f", name)]))(x, name)
+        _add_hook(hooks, x.hook, (lambda x, name: lambda v: x.process(v, cur["ctx"], cur["prio"][("f", name)]))(x, name))
 
     pending: list[tuple[int, list[int], list[str]]] = []
     bar = _bar(progress, None if ctx_stop is None else ctx_stop - ctx_start, context_len, n_done)
@@ -373,7 +380,7 @@ def _pass(hm, store, rid, cid, source, layout, state_path, nl, hl, fl, seed, tot
             bar.update(b * context_len)
             batches_since += 1
             if (checkpoint_every and batches_since >= checkpoint_every) or time.perf_counter() - last_ck_t >= checkpoint_s:
-                _checkpoint(store, rid, cid, state_path, n_done, nl, hl, pending, fl, **extra)
+                _checkpoint(store, rid, cid, state_path, n_done, ul, pending, fl, **extra)
                 pending = []
                 last_ck_t, batches_since = time.perf_counter(), 0
             elif len(pending) >= 2048:
@@ -420,16 +427,18 @@ def shard_state_path(store, rid: str) -> Path:
     return base.parent / f"{base.name}.shard-{rid}.pt"
 
 
-def _save_state(path: Path, rid, n_done, nl, hl, fl=None, **extra) -> None:
+def _save_state(path: Path, rid, n_done, ul, fl=None, **extra) -> None:
+    """The mining state: each kind's layers under its plural ({"neurons": {L: state}, "heads": ...},
+    the keys of the first version), the SAE latents' under "latents" by input hook."""
     state = {"version": STATE_VERSION, "run_id": rid, "n_done": n_done, **extra,
-             "neurons": {L: x.state_dict() for L, x in nl.items()},
-             "heads": {L: x.state_dict() for L, x in hl.items()},
              "latents": {name: x.state_dict() for name, x in (fl or {}).items()}}
+    for x in ul.values():
+        state.setdefault(x.unit_kind.plural, {})[x.L] = x.state_dict()
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
     os.replace(tmp, path)
 
 
-def _checkpoint(store, rid, cid, path: Path, n_done, nl, hl, pending, fl=None, **extra) -> None:
-    _save_state(path, rid, n_done, nl, hl, fl, **extra)
+def _checkpoint(store, rid, cid, path: Path, n_done, ul, pending, fl=None, **extra) -> None:
+    _save_state(path, rid, n_done, ul, fl, **extra)
     store.checkpoint_mining_run(rid, n_done, str(path), contexts=(cid, pending))

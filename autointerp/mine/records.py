@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from ..errors import UnitError, UsageError
 from ..core.keys import unpack_f16
-from ..core.units import HEAD, NEURON, UNIT_KINDS, Unit
+from ..core.units import Unit, parse_units
 
 RecordKind = Literal["top", "quantile", "random", "top_attn", "probe"]
 
@@ -78,9 +78,18 @@ class MiningRun(BaseModel):
         if u.record.needs_sae:               # an SAE latent: mined when the run mined that SAE (by name)
             return any(s.get("name") == u.sae and s.get("layer") == u.layer and 0 <= u.index < s.get("d_sae", 0)
                        for s in self.settings.get("saes", []))
-        kinds = {"both": {NEURON.name, HEAD.name}}.get(self.units) or {k.name for k in UNIT_KINDS.values()
-                                                                        if k.plural == self.units}
-        return u.layer in self.layers and u.kind in kinds
+        return u.layer in self.layers and u.kind in self.kinds()
+
+    def kinds(self) -> set[str]:
+        """The names of the unit kinds the run mined at its layers (not its SAEs' latents). A kind
+        not registered in this process is left out (the run mined it; nothing here can ask)."""
+        names: set[str] = set()
+        for part in self.units.split(","):
+            try:
+                names |= {k.name for k in parse_units(part)}
+            except UnitError:
+                pass
+        return names
 
 
 def _run(row: dict) -> MiningRun:

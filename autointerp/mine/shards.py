@@ -22,7 +22,8 @@ import torch
 
 from ..errors import UsageError
 from .finalize import finish_run
-from .layers import HeadLayer, NeuronLayer
+from ..core.units import parse_units
+from .layers import layer_state
 from .miner import STATE_VERSION
 from .sae import LatentLayer
 
@@ -52,6 +53,11 @@ def plan_merge(shards: dict[str | Path, list[dict]]) -> dict[str, list[dict]]:
             raise UsageError(f"mining run {full}: shard(s) {', '.join(f'{i}/{n}' for i in missing)} missing "
                              f"(have {', '.join(str(i) for i in sorted(got))}); merge once every shard is mined")
         base = _settings(rows[0])
+        try:
+            parse_units(base.get("units", "neurons"))
+        except UsageError:
+            raise UsageError(f"mining run {full} mined units {base.get('units')!r}: a unit kind not registered here "
+                             "(import the module that registers it before merging)") from None
         for r in rows[1:]:
             if _settings(r) != base or int(r["settings"]["shard"]["of"]) != n:
                 raise UsageError(f"mining run {full}: shards {r['source']} and {rows[0]['source']} differ in settings")
@@ -91,8 +97,8 @@ def merge_shards(store, plan: dict[str, list[dict]], progress: bool = False) -> 
         settings = _settings(rows[0])
         fp = int(settings.get("first_pos", 0))
         saes = {x["hook"]: x for x in settings.get("saes", [])}     # a shard's latents are keyed by input hook
-        nl: dict = {}
-        hl: dict = {}
+        kinds = [k for k in parse_units(settings.get("units", "neurons")) if not k.needs_sae]
+        ul: dict = {}                                   # {(kind name, layer): state}
         fl: dict = {}
         n_done, expected = 0, 0
         for r in rows:                                  # in shard order: the float64 moments merge in one order
@@ -103,22 +109,22 @@ def merge_shards(store, plan: dict[str, list[dict]], progress: bool = False) -> 
             if n_done != expected:
                 raise UsageError(f"mining run {full}: shard {sh['index']} starts at context {sh['start']} but the "
                                  f"shards before it stopped early at {n_done} (the corpus is shorter than --tokens)")
-            for acc, part, make in ((nl, ck["neurons"], lambda L, d: NeuronLayer.from_state(int(L), fp, d)),
-                                    (hl, ck["heads"], lambda L, d: HeadLayer.from_state(int(L), fp, d)),
-                                    (fl, ck.get("latents", {}), lambda name, d: LatentLayer.from_saved(saes[name], fp, d))):
-                for key, d in part.items():
-                    x = make(key, d)
-                    k = int(key) if acc is not fl else key
-                    acc[k] = acc[k].merge(x) if k in acc else x
+            parts = [(kind.name, L, layer_state(kind).from_state(int(L), fp, d, unit_kind=kind))
+                     for kind in kinds for L, d in ck.get(kind.plural, {}).items()]      # by the kind's plural
+            parts += [(None, name, LatentLayer.from_saved(saes[name], fp, d)) for name, d in ck.get("latents", {}).items()]
+            for kname, key, x in parts:
+                acc, k = (fl, key) if kname is None else (ul, (kname, int(key)))
+                acc[k] = acc[k].merge(x) if k in acc else x
             n_done += int(r["n_done"])
             expected = int(sh["stop"])
             del ck
         if have is None:
             store.start_mining_run(full, rows[0]["model_id"], rows[0]["corpus_id"], settings)
         stats = {"n_contexts": n_done, "n_tokens": n_done * int(settings["context_len"]), "resumed_from": 0,
-                 "n_units": sum(x.n for x in [*nl.values(), *hl.values(), *fl.values()]), "shards": len(rows),
+                 "n_units": sum(x.n for x in [*ul.values(), *fl.values()]), "shards": len(rows),
                  "shard_seconds": [r["stats"].get("loop_s") for r in rows]}
-        finish_run(store, full, n_done, stats, dict(sorted(nl.items())), dict(sorted(hl.items())), fl,
+        order = {k.name: i for i, k in enumerate(kinds)}         # kinds in registry order, then layers
+        finish_run(store, full, n_done, stats, dict(sorted(ul.items(), key=lambda kv: (order[kv[0][0]], kv[0][1]))), fl,
                    n_random=int(settings["n_random"]), n_quantiles=int(settings["n_quantiles"]),
                    per_quantile=int(settings["per_quantile"]))
         secs = round(time.perf_counter() - t0, 3)

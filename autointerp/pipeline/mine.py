@@ -46,8 +46,7 @@ class MineResult(BaseModel):
     saes: list[MinedSAE]
     latents: list[dict[str, Any]] | None = None
     shard: dict[str, Any] | None = None
-    d_mlp: int = Field(exclude=True)            # the model's sizes, for the text face's unit counts
-    n_heads: int = Field(exclude=True)
+    unit_counts: dict[str, int] = Field(exclude=True)   # units mined per layer, by kind plural (the text face's counts)
 
 
 def mine_corpus(store_path: str | Path, model: str, *, device: str = "auto", dtype: str = "float32",
@@ -58,10 +57,12 @@ def mine_corpus(store_path: str | Path, model: str, *, device: str = "auto", dty
 
     sae_specs: SAEs (a folder, saelens:RELEASE:ID, or a name registered in the store; sae_name
     names the one given) whose latents are mined in the same pass; each is resolved before the
-    model loads and attached (checked against its hook) before mining. units: neurons | heads |
-    both | latents [default: latents with SAEs, else neurons]. mine_kw: the rest of mine.mine's
+    model loads and attached (checked against its hook) before mining. units: a registered unit
+    kind's plural (neurons, heads, latents, ...), a comma-separated list of them, or both (neurons
+    and heads) [default: latents with SAEs, else neurons]. mine_kw: the rest of mine.mine's
     options (layers, top_k, n_quantiles, per_quantile, n_random, batch_size, text_field, shard,
     latent_chunk). An identical finished run is found, not redone."""
+    from ..core.units import parse_units
     from ..corpus.sources import DEFAULT_CORPUS
     from ..errors import UsageError
     from ..mine import get_run, mine
@@ -73,8 +74,8 @@ def mine_corpus(store_path: str | Path, model: str, *, device: str = "auto", dty
     t0 = time.perf_counter()
     if sae_name and len(sae_specs) != 1:
         raise UsageError("--sae-name names one SAE: give exactly one --sae")
-    if units == "latents" and not sae_specs:
-        raise UsageError("--units latents needs an SAE: --sae PATH")
+    if units is not None and any(k.needs_sae for k in parse_units(units)) and not sae_specs:
+        raise UsageError(f"--units {units} needs an SAE: --sae PATH")
     units = units or ("latents" if sae_specs else "neurons")
     store = Store(store_path) if sae_specs else None
     saes = [resolve_sae(x, store, sae_name) for x in sae_specs]      # a bad SAE folder fails before the model loads
@@ -94,4 +95,5 @@ def mine_corpus(store_path: str | Path, model: str, *, device: str = "auto", dty
         tokens_per_s=st.get("tokens_per_s"), finalize_s=st.get("finalize_s"), resumed_from=st.get("resumed_from"),
         this_call_s=round(time.perf_counter() - t0, 2), store=str(store_path),
         saes=[MinedSAE(name=x.name, id=x.id, hook=x.hook, d_sae=x.d_sae, layer=x.layer) for x in saes],
-        latents=st.get("latents"), shard=run.settings.get("shard"), d_mlp=hm.d_mlp, n_heads=hm.n_heads)
+        latents=st.get("latents"), shard=run.settings.get("shard"),
+        unit_counts={k.plural: getattr(hm, k.size) for k in parse_units(run.units) if not k.needs_sae})

@@ -328,8 +328,8 @@ DEFAULT_MINE_TOKENS = 16384   # what `explain` mines when nothing is stored (one
 
 def find_or_mine(store, model_id: str, unit: Unit, *, run_id=None, corpus=None, n_tokens=None, device="auto",
                  dtype="float32", hm=None, mine_kw: dict | None = None) -> tuple[str, bool, Any]:
-    """A done mining run of this model covering the unit, else a new one (just the unit's layer,
-    a small slice of the corpus). Returns (run_id, mined_now, hooked model or None)."""
+    """A done mining run of this model covering the unit, else a new one (just the unit's layer and
+    kind, a small slice of the corpus). Returns (run_id, mined_now, hooked model or None)."""
     from .. import mine as M
 
     if run_id is not None:
@@ -344,7 +344,8 @@ def find_or_mine(store, model_id: str, unit: Unit, *, run_id=None, corpus=None, 
         from ..models.hooked import HookedModel
 
         hm = HookedModel.load(model_id, device=device, dtype=dtype)
-    kw = {"n_tokens": n_tokens or DEFAULT_MINE_TOKENS, "layers": [unit.layer], **(mine_kw or {})}
+    kw = {"n_tokens": n_tokens or DEFAULT_MINE_TOKENS, "layers": [unit.layer], "units": unit.record.plural,
+          **(mine_kw or {})}
     if corpus is not None:
         kw["corpus"] = corpus
     return M.mine(hm, store, **kw), True, hm

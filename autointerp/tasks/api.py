@@ -63,7 +63,7 @@ def slugify(text: str, max_len: int = 40) -> str:
 
 
 def make_dataset(store, hm, task: str, n: int = 100, *, name: str | None = None, seed: int = 0, margin: float = 1.0,
-                 llm=None, batch_size: int = 32, replace: bool = False, max_llm_calls: int = 4,
+                 llm=None, batch_size: int = 32, replace: bool = False, max_llm_calls: int = 6,
                  time_budget: float | None = 300.0, progress=None) -> Dataset:
     """Make, validate on `hm` and store a dataset. A built-in task name (`ioi`, `greater_than`,
     `pronouns`, `successor`, `capitals`) uses the hand-written generator; any other text is a task

@@ -52,3 +52,31 @@ def test_batch_plans_the_dummy_unit_kind(tiny_dir):
     assert [u.id for u in units] == [f"L1/R{i}" for i in range(32)]
     o = BatchOptions(model=str(tiny_dir), units="resids", unit_ids=["L1/R3", "L0/R31"])
     assert [u.id for u in select_units(o, sizes)] == ["L0/R31", "L1/R3"]
+
+
+def test_a_batch_mines_and_explains_the_dummy_unit_kind_on_a_fresh_store(tiny_dir, corpus_file, batch_env, tmp_path,
+                                                                         capsys):
+    """The dummy kind end to end with no code of its own: a batch of resids on an empty store mines
+    them (the generic per-hook mining state), explains them (baseline: no LLM), and query and show
+    see them."""
+    store = tmp_path / "r.db"
+    args = ["batch", "--model", str(tiny_dir), "--corpus", str(corpus_file), "--tokens", "4096", "--device", "cpu",
+            "--llm", "openai:none", "--llm-base-url", "http://127.0.0.1:9/v1", "--explainer", "baseline",
+            "--scorers", "exact", "--units", "resids", "--layers", "1", "--limit", "3", "--n-boot", "20",
+            "--store", store, "--json"]
+    code, out, err = cli_inproc(args, capsys)
+    assert code == 0, err
+    res = json.loads(out)
+    assert res["done"] == 3 and res["mined"]
+    run = _rows(store, "select settings_json from mining_runs")
+    assert len(run) == 1 and json.loads(run[0]["settings_json"])["units"] == "resids"
+    assert _rows(store, "select count(*) as n from unit_stats")[0]["n"] == 32           # d_model of layer 1
+    code, out, err = cli_inproc(["query", "--kind", "resid", "--store", store, "--json"], capsys)
+    assert code == 0, err
+    assert sorted(r["unit"] for r in json.loads(out)) == ["L1/R0", "L1/R1", "L1/R2"]
+    code, out, err = cli_inproc(["show", "L1/R2", "--model", res["model_id"], "--store", store, "--json"], capsys)
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["baselines"] and info["stats"]["run_id"] == res["mined"]
+    tops = [r["max_act"] for r in info["records"] if r["kind"] == "top"]
+    assert tops and tops == sorted(tops, reverse=True) and info["n_records"] >= 40 + 20       # top 40, random 20, ...

@@ -16,7 +16,7 @@ from autointerp.errors import LLMError
 from autointerp.llm.openai_backend import OpenAILLM, forget_endpoints
 from autointerp.llm.serve import start_server
 from autointerp.store import Store
-from autointerp.tasks.llm_pairs import TaskSpec
+from autointerp.tasks.llm_pairs import Frame, answers_schema
 
 MSGS = [{"role": "user", "content": "Give JSON."}]
 
@@ -42,7 +42,7 @@ def calls(store):
     return [dict(r) for r in store.db.query("SELECT kind, error FROM llm_calls ORDER BY id")]
 
 
-@pytest.mark.parametrize("schema", [Owner, TaskSpec])
+@pytest.mark.parametrize("schema", [Owner, Frame])
 def test_constrained_decoding_always_parses_on_a_random_model(tiny, schema, tmp_path):
     assert tiny.structured_support() == "constrained"
     # unconstrained, this model writes noise: nothing parses
@@ -198,11 +198,37 @@ def test_json_strings_and_closings():
 def test_a_cut_off_reply_is_closed_after_its_last_complete_element():
     from autointerp.llm.structured import parse_strict
 
-    spec = parse_strict('{"slot": "name", "templates": ["When {name} came home,", "Then {name} said"], "groups": '
-                        '[{"answer": "she", "values": ["Mary", "Anna"]}, {"answer": "he", "values": ["Tom", "Jo', TaskSpec)
-    assert [g.values for g in spec.groups] == [["Mary", "Anna"], ["Tom"]]
+    frame = parse_strict('{"slot": "name", "templates": ["When {name} came home,", "Then {name} said"], '
+                         '"values": ["Mary", "Anna", "To', Frame)
+    assert frame.values == ["Mary", "Anna"]
     with pytest.raises(ValueError, match="not complete JSON"):
-        parse_strict('{"slot": "name", "templ', TaskSpec)
+        parse_strict('{"slot": "name", "templ', Frame)
+
+
+def test_the_answers_request_forces_every_key_and_the_model_writes_only_the_answers(tiny):
+    """pairs' second request: one key per filled template. Under the constraint a random model
+    returns exactly those keys, in order, each with a short string, in one call."""
+    sentences = ["When Mary came home,", "When Tom came home,", "The capital of Peru is"]
+    for seed in range(3):
+        out = tiny.structured(MSGS, answers_schema(sentences), max_tokens=120, temperature=1.0, seed=seed)
+        assert list(out) == sentences and all(isinstance(v, str) and len(v) <= 20 for v in out.values())
+
+
+def test_a_dead_end_of_the_constraint_ends_the_decode_instead_of_crashing(tiny):
+    """A constraint that allows no token (lm-format-enforcer has such dead ends: a key holding
+    ': ') used to index the logits with an empty float tensor (IndexError) and fail the call."""
+    class DeadEnd:
+        eos, distinct = tiny.tok.eos_token_id, set()
+
+        def __init__(self, allowed):
+            self.steps = [allowed, allowed, []]
+
+        def allowed(self, ids):
+            return self.steps.pop(0) if self.steps else []
+
+    a, b = tiny._ids("{")[0], tiny._ids("}")[0]
+    gen, text, reason = tiny.generate_structured(tiny._ids("Give JSON."), DeadEnd([a, b]), max_tokens=20)
+    assert reason == "dead end" and len(gen) == 2 and set(gen) <= {a, b}
 
 
 def test_no_retry_on_a_cut_off_reply_from_a_structured_endpoint(servers, tmp_path):

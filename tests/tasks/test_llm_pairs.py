@@ -1,7 +1,7 @@
-"""LLM-written pairs, the small-model way: templates with named slots, slot values with their
-answers; the code expands and validates them on the subject model, reports the rejections by
-reason with examples, stops early when the first answer yields nothing, and is bounded by
---max-llm-calls and a time budget."""
+"""LLM-written pairs, the small-model way: a frame (templates with a named slot, slot values),
+then the answer after each value's sentence; the code expands and validates them on the subject
+model, reports the rejections by reason with examples, stops early when the first round yields
+nothing, and is bounded by --max-llm-calls and a time budget."""
 
 from __future__ import annotations
 
@@ -10,25 +10,32 @@ import time
 import pytest
 from tinykit import tiny_json_llm
 
-from autointerp.errors import DatasetError
+from autointerp.errors import DatasetError, UsageError
 from autointerp.store import Store
 from autointerp.tasks import make_dataset
-from autointerp.tasks.llm_pairs import TaskSpec, clean_spec, compose, describe
+from autointerp.tasks.llm_pairs import (Frame, answer_keys, clean_frame, compose, describe, example_templates,
+                                        plan_from)
 
 
 class ScriptedLLM:
-    """Replays a fixed TaskSpec through the same `structured` interface (the composing and
-    validating code under test is real; the LLM's answer is fixed so the counts are known)."""
+    """Replays a fixed frame and value -> answer map through the same `structured` interface (the
+    composing and validating code under test is real; the LLM's answers are fixed so the counts
+    are known). The answers request is answered per key: the answer of the value in the sentence."""
 
     name = "scripted"
 
     def __init__(self, spec: dict):
-        self.spec = spec
+        self.frame = {k: spec[k] for k in ("slot", "templates", "values")}
+        self.answers = spec["answers"]
         self.calls = []
 
     def structured(self, messages, schema, **kw):
         self.calls.append(messages)
-        return schema.model_validate(self.spec)
+        if schema is Frame:
+            return Frame.model_validate(self.frame)
+        keys = schema["required"]
+        assert list(schema["properties"]) == keys
+        return {k: next((a for v, a in sorted(self.answers.items(), key=lambda x: -len(x[0])) if v in k), "") for k in keys}
 
     def structured_support(self):
         return "constrained"
@@ -37,19 +44,25 @@ class ScriptedLLM:
 SPEC = {"slot": "place",
         "templates": ["the cat sat on the {Place} and ran to the", "when mary went to the { thing } then", "no slot here",
                       "ends with {place}", "the {place} by the {where} is"],
-        "groups": [{"answer": "park", "values": ["mat"]}, {"answer": "tree", "values": ["house"]},
-                   {"answer": "big house", "values": ["store"]}, {"answer": "dog", "values": ["mat"]},
-                   {"answer": "house", "values": ["dog"]}]}
+        "values": ["mat", "house", "store", "Mat", "dog", "a {b}"],
+        "answers": {"mat": "park", "house": "tree", "store": "big house", "dog": "house"}}
 
 
-def test_clean_spec_and_compose():
-    plan, dropped = clean_spec(TaskSpec.model_validate(SPEC))
+def plan_of(spec: dict, answers: list | None = None):
+    key, tmpl, vals, dropped = clean_frame(Frame.model_validate({k: spec[k] for k in ("slot", "templates", "values")}))
+    ans = answers if answers is not None else [spec["answers"].get(v, "") for v in vals]
+    return plan_from(key, tmpl, vals, ans, dropped), dropped
+
+
+def test_clean_frame_and_compose():
+    plan, dropped = plan_of(SPEC)
     assert plan.slot == "place"
     # the one slot of a template is the key, whatever it is called
     assert plan.templates == ["the cat sat on the {place} and ran to the", "when mary went to the {place} then"]
     assert [v.value for v in plan.values] == ["mat", "house", "store", "dog"]
     assert dropped == {"template without the {slot}": 1, "template ends with a slot": 1,
-                       "template with more than one slot": 1, "value repeated": 1}
+                       "template with more than one slot": 1, "value repeated": 1,
+                       "value with braces, brackets, quotes or a colon": 1}
     items = compose(plan, 1000)
     assert len(items) == 2 * 4 * 3
     for it in items:
@@ -58,10 +71,17 @@ def test_clean_spec_and_compose():
     assert all(it.answer == " " + by_x[it.meta["x"]] and it.wrong == " " + by_x[it.meta["x_corrupt"]] for it in items)
 
 
+def test_values_without_an_answer_are_dropped_and_counted():
+    plan, dropped = plan_of(SPEC, ["park", None, "", "  \n"])      # mat, house, store, dog
+    assert [(v.value, v.answer) for v in plan.values] == [("mat", "park")]
+    assert dropped["answer empty"] == 3 and dropped["all values have the same answer"] == 1
+    assert compose(plan, 100) == []
+
+
 def test_rejections_by_reason_with_examples(tiny_gpt2, tmp_path):
     store = Store(tmp_path / "s.db")
     llm = ScriptedLLM(SPEC)
-    ds = make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, margin=-1e9, max_llm_calls=1)
+    ds = make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, margin=-1e9, max_llm_calls=2)
     st = ds.stats
     assert ds.source == "llm" and 1 <= ds.n_items <= 5
     assert st["candidates"] == st["accepted"] + sum(st["rejected"].values())
@@ -69,21 +89,23 @@ def test_rejections_by_reason_with_examples(tiny_gpt2, tmp_path):
     assert "answer not one token: " in describe(st["rejected"])
     assert len(st["examples"]) == 3 and st["examples"][0]["reason"] in st["rejected"]
     assert {e["reason"] for e in st["examples"]} >= {"answer_not_single_token"}
-    assert st["llm_calls"] == 1 and st["llm_dropped"]["template without the {slot}"] == 1
-    assert "where things are" in llm.calls[0][-1]["content"]
+    assert st["llm_calls"] == 2 and st["llm_dropped"]["template without the {slot}"] == 1
+    assert "where things are" in llm.calls[0][-1]["content"] and "where things are" in llm.calls[1][-1]["content"]
+    # the second request lists the first template filled with each usable value
+    assert "the cat sat on the store and ran to the" in llm.calls[1][-1]["content"]
+    assert st["map"] and all(st["map"][it.meta["x"]] == it.answer.strip() for it in ds.items)
     stored = store.get_dataset(ds.name)
     assert stored["settings"]["slot"] == "place" and stored["settings"]["structured"] == "constrained"
 
 
 def test_early_stop_when_the_first_answer_yields_nothing(tiny_gpt2, tmp_path):
-    bad = {**SPEC, "groups": [{"answer": "big house", "values": ["mat"]}, {"answer": "red tree", "values": ["dog"]},
-                              {"answer": "small cat", "values": ["house"]}]}
+    bad = {**SPEC, "values": ["mat", "dog", "house"], "answers": {"mat": "big house", "dog": "red tree", "house": "small cat"}}
     llm = ScriptedLLM(bad)
     store = Store(tmp_path / "s.db")
     with pytest.raises(DatasetError) as e:
         make_dataset(store, tiny_gpt2, "where things are", n=5, llm=llm, max_llm_calls=4)
     msg = str(e.value)
-    assert len(llm.calls) == 1                                          # stopped after the first answer
+    assert len(llm.calls) == 2                                          # stopped after the first round
     assert "answer not one token: 12" in msg and msg.count("\n  e.g. ") == 3 and "try: " in msg
     assert store.list_datasets() == []
 
@@ -91,12 +113,14 @@ def test_early_stop_when_the_first_answer_yields_nothing(tiny_gpt2, tmp_path):
 def test_max_llm_calls_and_time_budget_bound_the_command(tiny_gpt2, tmp_path):
     store = Store(tmp_path / "s.db")
     llm = ScriptedLLM(SPEC)
-    ds = make_dataset(store, tiny_gpt2, "where things are", n=500, llm=llm, margin=-1e9, max_llm_calls=3)
-    assert len(llm.calls) == 3 and ds.stats["stopped"] == "--max-llm-calls 3 reached"
+    ds = make_dataset(store, tiny_gpt2, "where things are", n=500, llm=llm, margin=-1e9, max_llm_calls=7)
+    assert len(llm.calls) == 6 and ds.stats["stopped"] == "--max-llm-calls 7 reached"   # 3 rounds of 2 calls
     llm2 = ScriptedLLM(SPEC)
     ds = make_dataset(store, tiny_gpt2, "where things are", n=500, llm=llm2, margin=-1e9, max_llm_calls=9,
                       time_budget=1e-6, name="again")
-    assert len(llm2.calls) == 1 and ds.stats["stopped"].startswith("time budget")
+    assert len(llm2.calls) == 2 and ds.stats["stopped"].startswith("time budget")
+    with pytest.raises(UsageError, match="--max-llm-calls must be at least 2"):
+        make_dataset(store, tiny_gpt2, "where things are", n=5, llm=ScriptedLLM(SPEC), max_llm_calls=1, name="one")
 
 
 def test_a_real_llm_writing_noise_stops_early_with_reasons(tiny_gpt2, tmp_path):
@@ -138,14 +162,12 @@ def test_cli_pairs_for_a_task_in_words_stops_early_with_reasons(tiny_gpt2, tmp_p
 
 
 def test_a_free_form_reply_longer_than_the_bounds_is_cut_not_refused():
-    # an endpoint without structured output can return more than the schema allows; the spec keeps the first ones
-    spec = TaskSpec.model_validate({"slot": "n", "templates": [f"T{i} {{n}} is" for i in range(7)],
-                                    "groups": [{"answer": "even", "values": [str(2 * i) for i in range(9)]},
-                                               {"answer": "odd", "values": ["1", "3"]}]})
-    assert len(spec.templates) == 5
-    assert spec.groups[0].values == ["0", "2", "4", "6", "8", "10"]
-    plan, _ = clean_spec(spec)
-    assert len(plan.values) == 8
+    # an endpoint without structured output can return more than the schema allows; the frame keeps the first ones
+    frame = Frame.model_validate({"slot": "n", "templates": [f"T{i} {{n}} is" for i in range(7)],
+                                  "values": [str(i) for i in range(12)] + ["x" * 40]})
+    assert len(frame.templates) == 5 and frame.values == [str(i) for i in range(10)]
+    _, tmpl, vals, _ = clean_frame(frame)
+    assert len(tmpl) == 5 and len(vals) == 10
 
 
 class FailingLLM(ScriptedLLM):
@@ -175,12 +197,11 @@ def test_first_llm_call_failing_is_an_llm_error_not_a_validation_failure(tiny_gp
 
 def test_a_sentence_written_with_a_listed_value_becomes_a_template():
     # small models write "The capital of France is" instead of "The capital of {country} is"
-    spec = TaskSpec.model_validate({
-        "slot": "country",
-        "templates": ["The capital of France is", "France and Japan are far apart, said", "No value here is",
-                      "I flew to japan and landed in", "Paris is the capital of France"],
-        "groups": [{"answer": "Paris", "values": ["France"]}, {"answer": "Tokyo", "values": ["Japan"]}]})
-    plan, dropped = clean_spec(spec)
+    spec = {"slot": "country",
+            "templates": ["The capital of France is", "France and Japan are far apart, said", "No value here is",
+                          "I flew to japan and landed in", "Paris is the capital of France"],
+            "values": ["France", "Japan"], "answers": {"France": "Paris", "Japan": "Tokyo"}}
+    plan, dropped = plan_of(spec)
     assert plan.templates == ["The capital of {country} is", "I flew to {country} and landed in"]
     # two values in one sentence, none, or the value last: not a template
     assert dropped == {"template without the {slot}": 2, "template ends with a slot": 1}
@@ -191,11 +212,9 @@ def test_a_sentence_written_with_a_listed_value_becomes_a_template():
 def test_compose_skips_pairs_the_subject_tokenizer_splits_differently(tiny_gpt2):
     from autointerp.tasks.validate import token_ids
 
-    spec = TaskSpec.model_validate({
-        "slot": "x", "templates": ["I saw the {x} and it was"],
-        "groups": [{"answer": "red", "values": ["cat", "dog"]},
-                   {"answer": "blue", "values": ["big grey sea", "sky"]}]})
-    plan, _ = clean_spec(spec)
+    spec = {"slot": "x", "templates": ["I saw the {x} and it was"], "values": ["cat", "dog", "big grey sea", "sky"],
+            "answers": {"cat": "red", "dog": "red", "big grey sea": "blue", "sky": "blue"}}
+    plan, _ = plan_of(spec)
     n_tok = lambda s: len(token_ids(tiny_gpt2, s))  # noqa: E731
     everything = compose(plan, 100)
     assert any(n_tok(it.clean) != n_tok(it.corrupt) for it in everything)   # the case exists
@@ -203,3 +222,33 @@ def test_compose_skips_pairs_the_subject_tokenizer_splits_differently(tiny_gpt2)
     kept = compose(plan, 100, n_tokens=n_tok, dropped=dropped)
     assert kept and all(n_tok(it.clean) == n_tok(it.corrupt) for it in kept)
     assert dropped == {"pair with different token counts (subject tokenizer)": len(everything) - len(kept)}
+
+
+def test_a_slot_written_twice_is_one_slot_and_both_places_change():
+    spec = {"slot": "name", "values": ["Mary", "John"], "answers": {"Mary": "she", "John": "he"},
+            "templates": ["{Name} said that {name} was late, so", "{name} met {other} and"]}
+    plan, dropped = plan_of(spec)
+    assert plan.templates == ["{name} said that {name} was late, so"]
+    assert dropped == {"template with more than one slot": 1}
+    assert {it.clean for it in compose(plan, 10)} == {"Mary said that Mary was late, so", "John said that John was late, so"}
+
+
+def test_answer_keys_hold_no_double_quote():
+    # lm-format-enforcer cannot force a key holding an escaped quote (a KeyError inside it)
+    assert answer_keys('He said "hi" to {name}  and', "name", ["Mary", "Tom"]) == ["He said 'hi' to Mary and",
+                                                                                 "He said 'hi' to Tom and"]
+
+
+def test_a_copy_is_not_a_map_and_the_prompts_examples_are_not_templates():
+    """The commonest failures of a small LLM: answering each value with itself (SmolLM2: Monday ->
+    Monday for "the day of the week after a given day") and handing back the prompt's own
+    example (the capital-city frame for the same task)."""
+    shipped = example_templates()
+    assert "the capital of {country} is" in shipped and len(shipped) >= 6
+    frame = Frame.model_validate({"slot": "day", "values": ["Monday", "Tuesday", "Friday"],
+                                  "templates": ["The capital of {country} is", "The day after {day} is"]})
+    key, tmpl, vals, dropped = clean_frame(frame, shipped)
+    assert tmpl == ["The day after {day} is"] and dropped == {"template copied from the prompt's examples": 1}
+    plan = plan_from(key, tmpl, vals, ["Tuesday", "tuesday", "Saturday"], dropped)
+    assert [(v.value, v.answer) for v in plan.values] == [("Monday", "Tuesday"), ("Friday", "Saturday")]
+    assert dropped["answer repeats the value"] == 1
