@@ -105,9 +105,9 @@ def _drop(dropped: dict[str, int], reason: str, n: int = 1) -> None:
 
 def clean_frame(frame: Frame, examples: set[str] = frozenset()) -> tuple[str, list[str], list[str], dict[str, int]]:
     """(slot, usable templates, usable values, counts of what was dropped and why in words).
-    `examples`: the templates of the prompt's own few-shot answers, lower case (a small model
-    copies them: SmolLM2 answered "the day of the week after a given day" with the capital-city
-    example)."""
+    `examples`: the templates of the prompt's own few-shot answers, as _shape gives them (a small
+    model copies them: SmolLM2 answered "the day of the week after a given day" with the
+    capital-city example, Qwen2.5-0.5B wrote "Tom said it was not {day} but")."""
     dropped: dict[str, int] = {}
     key = _norm(frame.slot) or "x"
     values: list[str] = []
@@ -125,7 +125,7 @@ def clean_frame(frame: Frame, examples: set[str] = frozenset()) -> tuple[str, li
             values.append(x)
     templates: list[str] = []
     for raw in frame.templates:
-        if (raw or "").strip().lower() in examples:
+        if _shape(raw or "") in examples:
             _drop(dropped, "template copied from the prompt's examples")
             continue
         t = _SLOT.sub(lambda m: "{" + _norm(m.group(1)) + "}", (raw or "").strip())
@@ -218,8 +218,13 @@ def compose(plan: Plan, n: int, seed: int = 0, *, n_tokens=None, dropped: dict |
     return out
 
 
+def _shape(template: str) -> str:
+    """A template without its slot's name, lower case ("Tom said it was not {} but")."""
+    return " ".join(_SLOT.sub("{}", template).lower().split())
+
+
 def example_templates() -> set[str]:
-    """The templates in the frame prompt's few-shot answers, lower case."""
+    """The templates in the frame prompt's few-shot answers, as _shape gives them."""
     import json
 
     from ..llm import load_prompt
@@ -228,7 +233,7 @@ def example_templates() -> set[str]:
     for role, body in load_prompt("pairs_frame_chat").sections:
         if role == "assistant":
             try:
-                out |= {t.strip().lower() for t in json.loads(body).get("templates", []) if isinstance(t, str)}
+                out |= {_shape(t) for t in json.loads(body).get("templates", []) if isinstance(t, str)}
             except (ValueError, AttributeError):
                 continue
     return out

@@ -244,11 +244,12 @@ def test_a_copy_is_not_a_map_and_the_prompts_examples_are_not_templates():
     Monday for "the day of the week after a given day") and handing back the prompt's own
     example (the capital-city frame for the same task)."""
     shipped = example_templates()
-    assert "the capital of {country} is" in shipped and len(shipped) >= 6
+    assert "the capital of {} is" in shipped and len(shipped) >= 6
     frame = Frame.model_validate({"slot": "day", "values": ["Monday", "Tuesday", "Friday"],
-                                  "templates": ["The capital of {country} is", "The day after {day} is"]})
+                                  "templates": ["The capital of {country} is", "The day after {day} is",
+                                                "Tom said it was  not {Day} but"]})
     key, tmpl, vals, dropped = clean_frame(frame, shipped)
-    assert tmpl == ["The day after {day} is"] and dropped == {"template copied from the prompt's examples": 1}
+    assert tmpl == ["The day after {day} is"] and dropped == {"template copied from the prompt's examples": 2}
     plan = plan_from(key, tmpl, vals, ["Tuesday", "tuesday", "Saturday"], dropped)
     assert [(v.value, v.answer) for v in plan.values] == [("Monday", "Tuesday"), ("Friday", "Saturday")]
     assert dropped["answer repeats the value"] == 1
