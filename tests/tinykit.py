@@ -231,3 +231,32 @@ def rand_sae(arch, d_in=64, d_sae=128, d_out=None, hook="blocks.1.hook_resid_pos
     if arch == "skip_transcoder":
         w["W_skip"] = torch.randn(d_out, d_in, generator=g) * 0.01
     return SAE(architecture=arch, hook=hook, hook_out=hook_out, name=f"t-{arch}", **w, **kw)
+
+
+def mine_killed(monkeypatch, hm, store, corpus, after: int = 25, **args) -> None:
+    """Mine until `after` batches are done, then a simulated kill (a KeyboardInterrupt from the
+    miner's per-batch hook): the run is left 'running' with its last checkpoint."""
+    import pytest
+
+    from autointerp.mine import mine
+    from autointerp.mine import miner as miner_mod
+
+    def kill(n_done):
+        if n_done >= after:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(miner_mod, "_after_batch", kill)
+    with pytest.raises(KeyboardInterrupt):
+        mine(hm, store, corpus, **args)
+
+
+def run_ids(store, run_id: int):
+    """(token ids of a mining run's contexts [n_done, n_ctx], the run's first mined position):
+    what a test replays through a plain forward pass to check the mined records."""
+    import numpy as np
+    import torch
+
+    run = store.get_mining_run(run_id)
+    ctx = store.get_contexts(run["corpus_id"])
+    ids = torch.tensor(np.stack([ctx[i]["token_ids"] for i in range(run["n_done"])]).astype(np.int64))
+    return ids, run["settings"]["first_pos"]

@@ -19,7 +19,7 @@ from autointerp.mine import miner as miner_mod
 from autointerp.models.sae import SAE
 from autointerp.store import Store
 
-from tinykit import run_cli, save_model_dir, word_corpus
+from tinykit import mine_killed, run_cli, run_ids, save_model_dir, word_corpus
 
 pytestmark = pytest.mark.usefixtures("dummy_extensions")   # the dummy kind, registered for this module only
 
@@ -42,10 +42,7 @@ def mined(tiny_llama, corpus, tmp_path_factory):
 
 def _resid(hm, st, rid, L):
     """blocks.L.resid_post over the run's contexts, from a plain forward pass: [n_ctx, text positions, d_model]."""
-    run = st.get_mining_run(rid)
-    ctx = st.get_contexts(run["corpus_id"])
-    ids = torch.tensor(np.stack([ctx[i]["token_ids"] for i in range(run["n_done"])]).astype(np.int64))
-    fp = run["settings"]["first_pos"]
+    ids, fp = run_ids(st, rid)
     out = hm.forward(ids, None, cache=[f"blocks.{L}.resid_post"], return_logits=False)
     return out.cache[f"blocks.{L}.resid_post"][:, fp:].float()
 
@@ -180,13 +177,7 @@ def test_resume_after_kill_gives_the_same_resid_records(tiny_llama, corpus, tmp_
     path = tmp_path / "s.db"
     st = Store(path)
 
-    def kill(n_done):
-        if n_done >= 25:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(miner_mod, "_after_batch", kill)
-    with pytest.raises(KeyboardInterrupt):
-        mine(tiny_llama, st, corpus, **args)
+    mine_killed(monkeypatch, tiny_llama, st, corpus, **args)
     row = st.get_mining_run(rid)
     assert row["status"] == "running" and row["n_done"] == 20
     ck = torch.load(row["state_path"], weights_only=False)
@@ -284,13 +275,7 @@ def test_a_checkpoint_in_the_old_layout_resumes(tiny_llama, corpus, tmp_path, mo
     path = tmp_path / "s.db"
     st = Store(path)
 
-    def kill(n_done):
-        if n_done >= 25:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(miner_mod, "_after_batch", kill)
-    with pytest.raises(KeyboardInterrupt):
-        mine(tiny_llama, st, corpus, **args)
+    mine_killed(monkeypatch, tiny_llama, st, corpus, **args)
     state = st.get_mining_run(rid)["state_path"]
     ck = torch.load(state, weights_only=False)
     assert set(ck) == {"version", "run_id", "n_done", "latents", "neurons"} and sorted(ck["neurons"]) == [2]

@@ -16,7 +16,7 @@ from autointerp.mine import find_run, load_exemplars, mine, parse_layers
 from autointerp.mine import miner as miner_mod
 from autointerp.store import Store
 
-from tinykit import WORDS, word_corpus
+from tinykit import WORDS, mine_killed, word_corpus
 
 ARGS = dict(context_len=16, top_k=4, n_quantiles=3, per_quantile=2, n_random=3, batch_size=5, progress=False)
 N_TOKENS = 16 * 40          # 40 contexts
@@ -183,13 +183,7 @@ def test_resume_after_kill_gives_the_same_records(tiny_gpt2, corpus, tmp_path, m
 
     st = Store(tmp_path / "s.db")
 
-    def kill(n_done):
-        if n_done >= 25:
-            raise KeyboardInterrupt("simulated kill")
-
-    monkeypatch.setattr(miner_mod, "_after_batch", kill)
-    with pytest.raises(KeyboardInterrupt):
-        mine(tiny_gpt2, st, corpus, **args)
+    mine_killed(monkeypatch, tiny_gpt2, st, corpus, **args)
     row = st.query("select * from mining_runs")[0]
     assert row["status"] == "running" and row["n_done"] == 20 and row["state_path"]
     assert st.query("select count(*) as n from records")[0]["n"] == 0

@@ -19,7 +19,7 @@ from autointerp.mine.sae_train import train_topk
 from autointerp.models.sae import SAE, load_sae
 from autointerp.store import Store
 
-from tinykit import word_corpus
+from tinykit import run_ids, word_corpus
 
 CTX = 32
 MINE = dict(n_tokens=CTX * 96, context_len=CTX, top_k=8, n_quantiles=4, per_quantile=2, n_random=6, batch_size=16,
@@ -58,10 +58,7 @@ def mined(tiny_llama, corpus, trained, transcoder, tmp_path_factory):
 
 
 def _brute(hm, st, rid, sae):
-    run = st.get_mining_run(rid)
-    ctx = st.get_contexts(run["corpus_id"])
-    ids = torch.tensor(np.stack([ctx[i]["token_ids"] for i in range(run["n_done"])]).astype(np.int64))
-    fp = run["settings"]["first_pos"]
+    ids, fp = run_ids(st, rid)
     x = hm.forward(ids, cache=[sae.hook], return_logits=False)[sae.hook]
     return sae.encode(x)[:, fp:]                                     # [n_ctx, p, d_sae]
 
