@@ -85,7 +85,9 @@ def pairs_cmd(task, n, name, seed, margin, import_path, dataset_name, out, fmt, 
     modes = [x for x in (task, import_path, dataset_name) if x]
     check_min("--n", n, 1)
     check_min("--batch-size", batch_size, 1)
-    check_min("--max-llm-calls", max_llm_calls, 2)
+    from ..tasks.llm_pairs import CALLS_PER_ROUND
+
+    check_min("--max-llm-calls", max_llm_calls, CALLS_PER_ROUND)
     if not time_budget > 0:
         raise UsageError(f"--time-budget must be positive, not {time_budget:g}")
     check_out_file("--out", out, force=force)

@@ -6,8 +6,8 @@ direction a small model writes well:
 
 1. the frame (prompts/pairs_frame_chat.txt): what varies and the sentences it varies in,
 
-       {"slot": "name", "templates": ["After {name} got home from work,", ...],   # one named slot
-        "values": ["Mary", "John", "Anna", "Tom", ...]}                          # what fills it
+       {"slot": "name", "values": ["Mary", "John", "Anna", "Tom", ...],           # what fills it
+        "templates": ["After {name} got home from work,", ...]}                 # one named slot
 
 2. the answers (prompts/pairs_answers_chat.txt): the first usable template filled with each value
    is a key the schema forces, and the LLM writes the next word right after it,
@@ -23,8 +23,8 @@ clean = template(v1), corrupt = template(v2), answer = " " + answer(v1), wrong =
 Each candidate is validated on the subject model (aligned tokens, single-token answers, clean
 logit difference > 0, corruption drop >= margin).
 
-The command is bounded: at most `max_llm_calls` rounds of LLM calls (a round is the frame and
-its answers) and `time_budget` seconds, and it stops early, with the reasons, when the first
+The command is bounded: at most `max_llm_calls` LLM calls, in rounds of CALLS_PER_ROUND (the
+frame and its answers), and `time_budget` seconds, and it stops early, with the reasons, when the first
 round yields no valid item.
 """
 
@@ -253,8 +253,10 @@ def ask_answers(llm, task: str, sentences: list[str], *, seed: int = 0) -> dict:
 
     p = load_prompt("pairs_answers_chat")
     msgs = p.render(task=task.strip(), sentences="\n".join(sentences))
-    return llm.structured(msgs, answers_schema(sentences), template=p, max_tokens=16 * len(sentences) + 64,
-                          seed=seed, temperature=0.0)
+    # the forced keys count as generated tokens: room for every key at a token a character (the
+    # worst case, a byte-level tokenizer) plus its answer; the reply ends by itself when it closes
+    return llm.structured(msgs, answers_schema(sentences), template=p,
+                          max_tokens=sum(len(s) + 16 for s in sentences) + 32, seed=seed, temperature=0.0)
 
 
 def describe(counts: dict[str, int]) -> str:

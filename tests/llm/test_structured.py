@@ -214,6 +214,16 @@ def test_the_answers_request_forces_every_key_and_the_model_writes_only_the_answ
         assert list(out) == sentences and all(isinstance(v, str) and len(v) <= 20 for v in out.values())
 
 
+def test_the_answers_request_has_room_for_long_keys(tiny):
+    """Forced keys count as generated tokens: eight 70-character sentences under a byte-level
+    tokenizer need ~600 tokens (a fixed 16 a sentence cut the reply before its last keys)."""
+    from autointerp.tasks.llm_pairs import ask_answers
+
+    sentences = [f"In the story number {i}, the little old man who lived by the long river said" for i in range(8)]
+    out = ask_answers(tiny, "a task", sentences)
+    assert list(out) == sentences
+
+
 def test_a_dead_end_of_the_constraint_ends_the_decode_instead_of_crashing(tiny):
     """A constraint that allows no token (lm-format-enforcer has such dead ends: a key holding
     ': ') used to index the logits with an empty float tensor (IndexError) and fail the call."""
